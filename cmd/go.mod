@@ -1,0 +1,3 @@
+module github.com/calmline/calmline/cmd
+
+go 1.26.0

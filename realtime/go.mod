@@ -1,0 +1,3 @@
+module github.com/calmline/calmline/realtime
+
+go 1.26.0
