@@ -1,0 +1,331 @@
+// Package service is the lifecycle every calmline service shares: one
+// listener that carries both gRPC (HTTP/2 with prior knowledge) and plain
+// HTTP/1.1 (REST, WebSocket, health and metrics), the standard gRPC health
+// service, /healthz and /readyz, and a graceful stop that flips health to
+// NOT_SERVING before draining, with a bounded fallback to a hard stop.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Keepalive settings shared by servers and clients: a silently dead peer is
+// noticed within KeepaliveTime+KeepaliveTimeout (15 s) on either side.
+const (
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 5 * time.Second
+	// KeepaliveMinTime is the most often a client may ping; it must stay
+	// below KeepaliveTime or servers close clients for pinging too often.
+	KeepaliveMinTime = 5 * time.Second
+)
+
+// Options configures a Host.
+type Options struct {
+	// Name identifies the service in logs and health ("realtime", ...).
+	Name           string
+	Logger         *slog.Logger
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	// Metrics serves /metrics; none when nil.
+	Metrics http.Handler
+	// MaxRecvMsgSize bounds one gRPC message (default 4 MiB).
+	MaxRecvMsgSize int
+	// ShutdownGrace bounds the graceful part of a stop triggered by the
+	// context given to Serve (default 10 s).
+	ShutdownGrace time.Duration
+}
+
+// Host serves one service's gRPC and HTTP on one listener.
+type Host struct {
+	// GRPC is the gRPC server; register services before Serve.
+	GRPC *grpc.Server
+	// Mux is the HTTP handler; register routes before Serve. /healthz,
+	// /readyz and /metrics are taken.
+	Mux *http.ServeMux
+
+	o      Options
+	log    *slog.Logger
+	health *health.Server
+	http   *http.Server
+
+	ready    atomic.Bool
+	checksMu sync.Mutex
+	checks   []func() error
+
+	mu       sync.Mutex
+	addr     net.Addr
+	serving  bool
+	pm       *portMux
+	stopOnce sync.Once
+	forced   bool          // the graceful part of the stop ran out of time
+	stopping chan struct{} // closed when a stop begins
+	done     chan struct{} // closed when Serve has returned
+}
+
+// NewHost returns a Host with the shared gRPC defaults: keepalive
+// enforcement and parameters, OpenTelemetry instrumentation, the health
+// service and reflection.
+func NewHost(o Options) *Host {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = 10 * time.Second
+	}
+	if o.MaxRecvMsgSize == 0 {
+		o.MaxRecvMsgSize = 4 << 20
+	}
+	var statsOpts []otelgrpc.Option
+	if o.MeterProvider != nil {
+		statsOpts = append(statsOpts, otelgrpc.WithMeterProvider(o.MeterProvider))
+	}
+	if o.TracerProvider != nil {
+		statsOpts = append(statsOpts, otelgrpc.WithTracerProvider(o.TracerProvider))
+	}
+	if o.Propagator != nil {
+		statsOpts = append(statsOpts, otelgrpc.WithPropagators(o.Propagator))
+	}
+	// otelgrpc records no per-message span events by default; keep it so,
+	// since they would cost on every audio chunk.
+	h := &Host{
+		GRPC: grpc.NewServer(
+			grpc.StatsHandler(otelgrpc.NewServerHandler(statsOpts...)),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+				MinTime:             KeepaliveMinTime,
+				PermitWithoutStream: true,
+			}),
+			grpc.KeepaliveParams(keepalive.ServerParameters{
+				Time:    KeepaliveTime,
+				Timeout: KeepaliveTimeout,
+			}),
+			grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
+		),
+		Mux:      http.NewServeMux(),
+		o:        o,
+		log:      o.Logger,
+		health:   health.NewServer(),
+		stopping: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	healthpb.RegisterHealthServer(h.GRPC, h.health)
+	reflection.Register(h.GRPC)
+	h.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	h.Mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	h.Mux.HandleFunc("GET /readyz", h.serveReadyz)
+	if o.Metrics != nil {
+		h.Mux.Handle("GET /metrics", o.Metrics)
+	}
+	h.http = &http.Server{
+		Handler:           h.Mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+	}
+	return h
+}
+
+// AddReadyCheck adds a condition /readyz and the gRPC health status depend
+// on; f returns why the service is not ready, or nil.
+func (h *Host) AddReadyCheck(f func() error) {
+	h.checksMu.Lock()
+	defer h.checksMu.Unlock()
+	h.checks = append(h.checks, f)
+}
+
+// SetReady flips readiness: /readyz and the gRPC health status. Serve makes
+// the host ready; a stop makes it unready first.
+func (h *Host) SetReady(ready bool) {
+	h.ready.Store(ready)
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ready {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	h.health.SetServingStatus("", st)
+	if h.o.Name != "" {
+		h.health.SetServingStatus(h.o.Name, st)
+	}
+}
+
+// Ready reports whether the host is ready and its checks pass, and if not,
+// why.
+func (h *Host) Ready() error {
+	if !h.ready.Load() {
+		select {
+		case <-h.stopping:
+			return errors.New("shutting down")
+		default:
+			return errors.New("not serving")
+		}
+	}
+	h.checksMu.Lock()
+	defer h.checksMu.Unlock()
+	for _, f := range h.checks {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Host) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	if err := h.Ready(); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Serve serves lis until ctx is done or Shutdown is called, then stops
+// gracefully. It returns nil after a requested stop, or the error that made
+// serving impossible.
+func (h *Host) Serve(ctx context.Context, lis net.Listener) error {
+	h.mu.Lock()
+	if h.serving {
+		h.mu.Unlock()
+		return errors.New("service: Serve called twice")
+	}
+	select {
+	case <-h.stopping:
+		h.mu.Unlock()
+		return errors.New("service: Serve after Shutdown")
+	default:
+	}
+	h.serving = true
+	h.addr = lis.Addr()
+	h.pm = newPortMux(lis)
+	h.mu.Unlock()
+	defer close(h.done)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	run(h.pm.serve)
+	run(func() error { return h.GRPC.Serve(h.pm.grpc) })
+	run(func() error {
+		if err := h.http.Serve(h.pm.http); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	h.SetReady(true)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-h.stopping:
+	case err = <-errc:
+		err = fmt.Errorf("%s: %w", h.o.Name, err)
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.o.ShutdownGrace)
+	defer cancel()
+	h.stop(stopCtx)
+	wg.Wait()
+	return err
+}
+
+// Shutdown stops serving: health turns NOT_SERVING, the listener closes,
+// in-flight gRPC streams and HTTP requests may finish until ctx is done,
+// then the rest are cut. It waits for Serve to return, and like
+// http.Server.Shutdown returns ctx's error when it had to cut.
+func (h *Host) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	serving := h.serving
+	h.mu.Unlock()
+	h.stop(ctx)
+	if serving {
+		<-h.done // prompt: every server was stopped, by force if need be
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.forced {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// stop runs the stop sequence once; later calls wait for nothing.
+func (h *Host) stop(ctx context.Context) {
+	h.stopOnce.Do(func() {
+		close(h.stopping)
+		h.ready.Store(false)
+		h.health.Shutdown() // every service NOT_SERVING, watchers told
+		h.mu.Lock()
+		pm := h.pm
+		h.mu.Unlock()
+		if pm == nil {
+			h.GRPC.Stop()
+			return
+		}
+		pm.close()
+
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			stopped := make(chan struct{})
+			go func() {
+				h.GRPC.GracefulStop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				h.log.Warn("graceful stop timed out; cutting remaining gRPC streams", "service", h.o.Name)
+				h.mu.Lock()
+				h.forced = true
+				h.mu.Unlock()
+				h.GRPC.Stop()
+				<-stopped
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := h.http.Shutdown(ctx); err != nil {
+				h.mu.Lock()
+				h.forced = true
+				h.mu.Unlock()
+				h.http.Close()
+			}
+		}()
+		wg.Wait()
+	})
+}
+
+// Addr returns the address Serve listens on, or nil before Serve.
+func (h *Host) Addr() net.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr
+}
+
+// Stopping is closed when a stop begins.
+func (h *Host) Stopping() <-chan struct{} { return h.stopping }

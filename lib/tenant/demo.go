@@ -1,0 +1,65 @@
+package tenant
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// DemoTenantID is the tenant `calmline serve` creates when it starts without
+// a tenants file.
+const DemoTenantID = "demo"
+
+// EnsureDemo makes sure a tenants file exists at path. When it does not, it
+// writes one with a demo tenant and a fresh key, and keeps the key beside it
+// in keyPath (mode 0600) so that the demo can show it again on the next
+// start. It returns the demo key when it knows it (created now, or read
+// from keyPath), and whether it created the file.
+func EnsureDemo(path, keyPath string) (key string, created bool, err error) {
+	if _, err := os.Stat(path); err == nil {
+		b, err := os.ReadFile(keyPath)
+		if err != nil {
+			return "", false, nil // a real tenants file: no demo key to show
+		}
+		return string(b), false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("tenants file: %w", err)
+	}
+	key = NewKey()
+	content := fmt.Sprintf(`# calmline tenants file, created for the demo by "calmline serve".
+# Add tenants here; keys are stored as SHA-256 hashes (make one with
+# "calmline keys new"). The file is re-read when it changes or on SIGHUP.
+tenants:
+  - id: %s
+    name: Demo contact center
+    api_keys:
+      - id: demo-1
+        sha256: %s
+    max_concurrent_calls: 1000
+    alert_rule:
+      id: caller-pressure
+      score: caller_pressure
+      threshold: 70
+      hold_seconds: 3
+      clear_below: 55
+      cooldown_seconds: 30
+    agent_scoring: "on"
+    audio:
+      store: false
+`, DemoTenantID, HashKey(key))
+	if _, err := Parse([]byte(content)); err != nil {
+		return "", false, fmt.Errorf("demo tenants file: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", false, err
+	}
+	if err := os.WriteFile(keyPath, []byte(key), 0o600); err != nil {
+		return "", false, fmt.Errorf("write demo key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		return "", false, fmt.Errorf("write tenants file: %w", err)
+	}
+	return key, true, nil
+}

@@ -1,0 +1,351 @@
+// Package tenant loads calmline's tenants file: who the tenants are, their
+// API keys (stored only as SHA-256 hashes), their contracted concurrent-call
+// limits and their settings. A Registry answers "whose key is this?" and can
+// be reloaded while the services run.
+package tenant
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// AgentScoring values: the tenant's privacy mode for agent-side scores.
+const (
+	AgentScoringOn      = "on"      // computed and shown wherever scores are shown
+	AgentScoringOff     = "off"     // never computed
+	AgentScoringPrivate = "private" // shown only to the agent and the care team
+)
+
+// Score names.
+const (
+	ScoreCallerPressure = "caller_pressure"
+	ScoreAgentStress    = "agent_stress"
+)
+
+// Tenant is one tenant's configuration. A Tenant value is never modified
+// after loading; a reload builds new ones.
+type Tenant struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	// APIKeys lists the tenant's keys; several let a key be rotated
+	// without downtime.
+	APIKeys []APIKey `yaml:"api_keys"`
+	// MaxConcurrentCalls is the contracted limit of live calls; 0 means
+	// no limit.
+	MaxConcurrentCalls int       `yaml:"max_concurrent_calls"`
+	AlertRule          AlertRule `yaml:"alert_rule"`
+	// AgentScoring is "on" (default), "off" or "private".
+	AgentScoring string `yaml:"agent_scoring"`
+	// ExposureThreshold is the score from which a second counts as
+	// exposure in reports; defaults to the alert rule's threshold.
+	ExposureThreshold float64 `yaml:"exposure_threshold"`
+	Audio             Audio   `yaml:"audio"`
+	// ReportRetentionDays deletes reports after so many days; 0 keeps them.
+	ReportRetentionDays int `yaml:"report_retention_days"`
+}
+
+// APIKey is one of a tenant's keys, stored as the hex SHA-256 of the key.
+// Keys are 256-bit random values, so a plain hash is enough: there is
+// nothing to brute-force that a slow hash would protect.
+type APIKey struct {
+	ID     string `yaml:"id"`
+	SHA256 string `yaml:"sha256"`
+	// Disabled keys are kept for the record but no longer accepted.
+	Disabled bool `yaml:"disabled"`
+}
+
+// AlertRule is a tenant's rule for raising an alert on a score.
+type AlertRule struct {
+	ID              string  `yaml:"id"`
+	Score           string  `yaml:"score"`
+	Threshold       float64 `yaml:"threshold"`
+	HoldSeconds     int     `yaml:"hold_seconds"`
+	ClearBelow      float64 `yaml:"clear_below"`
+	CooldownSeconds int     `yaml:"cooldown_seconds"`
+}
+
+// Audio is the tenant's policy for raw audio.
+type Audio struct {
+	// Store keeps the raw audio with the report; off by default.
+	Store         bool `yaml:"store"`
+	RetentionDays int  `yaml:"retention_days"`
+}
+
+// DefaultAlertRule is the rule a tenant gets when its file names none.
+var DefaultAlertRule = AlertRule{
+	ID:              "caller-pressure",
+	Score:           ScoreCallerPressure,
+	Threshold:       70,
+	HoldSeconds:     3,
+	ClearBelow:      55,
+	CooldownSeconds: 30,
+}
+
+type file struct {
+	Tenants []*Tenant `yaml:"tenants"`
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Parse reads a tenants file, fills defaults and checks it, naming the first
+// problem it finds.
+func Parse(data []byte) ([]*Tenant, error) {
+	var f file
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // a misspelt setting is an error, not a silent default
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("parse tenants file: %w", err)
+	}
+	seenTenant := map[string]bool{}
+	seenKey := map[string]string{}
+	for i, t := range f.Tenants {
+		if t == nil {
+			return nil, fmt.Errorf("tenant #%d: empty entry", i+1)
+		}
+		if !idPattern.MatchString(t.ID) {
+			return nil, fmt.Errorf("tenant #%d: id %q must match %s", i+1, t.ID, idPattern)
+		}
+		if seenTenant[t.ID] {
+			return nil, fmt.Errorf("tenant %q: listed twice", t.ID)
+		}
+		seenTenant[t.ID] = true
+		if err := t.fill(); err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", t.ID, err)
+		}
+		for _, k := range t.APIKeys {
+			if other, dup := seenKey[k.SHA256]; dup {
+				return nil, fmt.Errorf("tenant %q: api key %q has the same hash as a key of tenant %q", t.ID, k.ID, other)
+			}
+			seenKey[k.SHA256] = t.ID
+		}
+	}
+	return f.Tenants, nil
+}
+
+func (t *Tenant) fill() error {
+	if t.Name == "" {
+		t.Name = t.ID
+	}
+	for i := range t.APIKeys {
+		k := &t.APIKeys[i]
+		if k.ID == "" {
+			return fmt.Errorf("api key #%d: missing id", i+1)
+		}
+		k.SHA256 = strings.ToLower(k.SHA256)
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("api key %q: sha256 must be 64 hex digits", k.ID)
+		}
+	}
+	if t.MaxConcurrentCalls < 0 {
+		return fmt.Errorf("max_concurrent_calls %d is negative", t.MaxConcurrentCalls)
+	}
+	if t.AlertRule == (AlertRule{}) {
+		t.AlertRule = DefaultAlertRule
+	}
+	r := &t.AlertRule
+	if r.ID == "" {
+		r.ID = r.Score
+	}
+	switch r.Score {
+	case ScoreCallerPressure, ScoreAgentStress:
+	default:
+		return fmt.Errorf("alert_rule.score %q: want %s or %s", r.Score, ScoreCallerPressure, ScoreAgentStress)
+	}
+	if r.Threshold <= 0 || r.Threshold > 100 {
+		return fmt.Errorf("alert_rule.threshold %g: want (0, 100]", r.Threshold)
+	}
+	if r.ClearBelow == 0 {
+		r.ClearBelow = r.Threshold
+	}
+	if r.ClearBelow > r.Threshold {
+		return fmt.Errorf("alert_rule.clear_below %g is above the threshold %g", r.ClearBelow, r.Threshold)
+	}
+	if r.HoldSeconds < 0 || r.CooldownSeconds < 0 {
+		return errors.New("alert_rule: hold_seconds and cooldown_seconds must not be negative")
+	}
+	switch t.AgentScoring {
+	case "":
+		t.AgentScoring = AgentScoringOn
+	case AgentScoringOn, AgentScoringOff, AgentScoringPrivate:
+	default:
+		return fmt.Errorf("agent_scoring %q: want on, off or private", t.AgentScoring)
+	}
+	if t.AgentScoring == AgentScoringOff && r.Score == ScoreAgentStress {
+		return errors.New("alert_rule scores agent_stress but agent_scoring is off")
+	}
+	if t.ExposureThreshold == 0 {
+		t.ExposureThreshold = r.Threshold
+	}
+	if t.Audio.RetentionDays < 0 || t.ReportRetentionDays < 0 {
+		return errors.New("retention days must not be negative")
+	}
+	return nil
+}
+
+// Registry holds the current tenants and finds the tenant of an API key.
+// It is safe for concurrent use; Reload swaps the whole set atomically.
+type Registry struct {
+	path string
+	mu   sync.Mutex // serialises reloads
+	cur  atomic.Pointer[snapshot]
+	// onReload callbacks run after each successful reload.
+	onReload []func()
+}
+
+type snapshot struct {
+	byID  map[string]*Tenant
+	byKey map[string]keyRef
+	mtime time.Time
+}
+
+type keyRef struct {
+	tenant *Tenant
+	keyID  string
+}
+
+// Load reads the tenants file at path.
+func Load(path string) (*Registry, error) {
+	r := &Registry{path: path}
+	if err := r.Reload(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// NewRegistry builds a registry from tenants held in memory (tests, the
+// embedded demo); Reload is then a no-op.
+func NewRegistry(tenants []*Tenant) (*Registry, error) {
+	for _, t := range tenants {
+		if err := t.fill(); err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", t.ID, err)
+		}
+	}
+	r := &Registry{}
+	r.cur.Store(index(tenants, time.Time{}))
+	return r, nil
+}
+
+func index(ts []*Tenant, mtime time.Time) *snapshot {
+	s := &snapshot{byID: map[string]*Tenant{}, byKey: map[string]keyRef{}, mtime: mtime}
+	for _, t := range ts {
+		s.byID[t.ID] = t
+		for _, k := range t.APIKeys {
+			if !k.Disabled {
+				s.byKey[k.SHA256] = keyRef{t, k.ID}
+			}
+		}
+	}
+	return s
+}
+
+// Path returns the file the registry was loaded from.
+func (r *Registry) Path() string { return r.path }
+
+// Reload re-reads the tenants file. On error the registry keeps the tenants
+// it had, so a bad edit never locks every tenant out.
+func (r *Registry) Reload() error {
+	if r.path == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := os.Stat(r.path)
+	if err != nil {
+		return fmt.Errorf("reload tenants: %w", err)
+	}
+	data, err := os.ReadFile(r.path)
+	if err != nil {
+		return fmt.Errorf("reload tenants: %w", err)
+	}
+	ts, err := Parse(data)
+	if err != nil {
+		return fmt.Errorf("reload tenants from %s: %w", r.path, err)
+	}
+	r.cur.Store(index(ts, st.ModTime()))
+	for _, f := range r.onReload {
+		f()
+	}
+	return nil
+}
+
+// ReloadIfChanged reloads when the file's modification time changed; it
+// reports whether it reloaded. Services call it periodically, so that an
+// edited file (or a Kubernetes ConfigMap update) takes effect without a
+// signal.
+func (r *Registry) ReloadIfChanged() (bool, error) {
+	if r.path == "" {
+		return false, nil
+	}
+	st, err := os.Stat(r.path)
+	if err != nil {
+		return false, fmt.Errorf("stat tenants file: %w", err)
+	}
+	if st.ModTime().Equal(r.cur.Load().mtime) {
+		return false, nil
+	}
+	return true, r.Reload()
+}
+
+// OnReload registers f to run after every successful reload.
+func (r *Registry) OnReload(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onReload = append(r.onReload, f)
+}
+
+// Authenticate returns the tenant owning key and the key's id.
+func (r *Registry) Authenticate(key string) (t *Tenant, keyID string, ok bool) {
+	if key == "" {
+		return nil, "", false
+	}
+	ref, ok := r.cur.Load().byKey[HashKey(key)]
+	return ref.tenant, ref.keyID, ok
+}
+
+// Tenant returns the tenant with the given id.
+func (r *Registry) Tenant(id string) (*Tenant, bool) {
+	t, ok := r.cur.Load().byID[id]
+	return t, ok
+}
+
+// Tenants returns every tenant, in no particular order.
+func (r *Registry) Tenants() []*Tenant {
+	s := r.cur.Load()
+	out := make([]*Tenant, 0, len(s.byID))
+	for _, t := range s.byID {
+		out = append(out, t)
+	}
+	return out
+}
+
+// HashKey returns the hex SHA-256 of an API key, as stored in the file.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// KeyPrefix starts every key NewKey makes, so that leaked keys are easy to
+// find by secret scanners.
+const KeyPrefix = "clk_"
+
+// NewKey returns a new random API key.
+func NewKey() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return KeyPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+}
