@@ -50,3 +50,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+require github.com/calmline/calmline/proto v0.0.0-00010101000000-000000000000
+
+replace github.com/calmline/calmline/proto => ../proto

@@ -49,6 +49,8 @@ type Options struct {
 	Metrics http.Handler
 	// MaxRecvMsgSize bounds one gRPC message (default 4 MiB).
 	MaxRecvMsgSize int
+	// UnaryInterceptors run, in order, around every unary gRPC call.
+	UnaryInterceptors []grpc.UnaryServerInterceptor
 	// ShutdownGrace bounds the graceful part of a stop triggered by the
 	// context given to Serve (default 10 s).
 	ShutdownGrace time.Duration
@@ -118,6 +120,7 @@ func NewHost(o Options) *Host {
 				Timeout: KeepaliveTimeout,
 			}),
 			grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
+			grpc.ChainUnaryInterceptor(o.UnaryInterceptors...),
 		),
 		Mux:      http.NewServeMux(),
 		o:        o,

@@ -1,6 +1,8 @@
 package tenant
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,4 +160,29 @@ func TestEnsureDemo(t *testing.T) {
 	if st, _ := os.Stat(keyPath); st.Mode().Perm() != 0o600 {
 		t.Errorf("demo key file mode %v; want 0600", st.Mode().Perm())
 	}
+}
+
+func TestWatchReloadsOnSignal(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tenants.yaml")
+	k1, k2 := NewKey(), NewKey()
+	os.WriteFile(path, []byte(fileWith(map[string]string{"acme-1": k1})), 0o644)
+	r, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan struct{}, 1)
+	r.OnReload(func() { reloaded <- struct{}{} })
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); r.Watch(ctx, time.Hour, hup, slog.New(slog.DiscardHandler)) }()
+	os.WriteFile(path, []byte(fileWith(map[string]string{"acme-2": k2})), 0o644)
+	hup <- struct{}{}
+	<-reloaded
+	if _, _, ok := r.Authenticate(k2); !ok {
+		t.Error("key added before the signal not accepted after it")
+	}
+	cancel()
+	<-done
 }

@@ -1,0 +1,341 @@
+// Package escalation is calmline's escalation service: it takes alerts from
+// live scoring and records each durably before acknowledging it, so that an
+// alert accepted is never lost; people list, acknowledge and resolve
+// escalations over gRPC and REST; and finished calls feed each agent's
+// exposure record for the care rules.
+package escalation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/calmline/calmline/lib/service"
+	"github.com/calmline/calmline/lib/tenant"
+	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
+)
+
+// Options configures an escalation Server.
+type Options struct {
+	Logger         *slog.Logger
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	// Metrics serves /metrics on the service's port; none when nil.
+	Metrics http.Handler
+	// Tenants authenticates people's requests.
+	Tenants *tenant.Registry
+	// Database is "sqlite:PATH" or "postgres://..."; defaults to
+	// DataDir/escalation.db.
+	Database string
+	DataDir  string
+	// ShutdownGrace bounds a stop triggered by Serve's context.
+	ShutdownGrace time.Duration
+	// Now returns the time (tests set it).
+	Now func() time.Time
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{DataDir: "data", ShutdownGrace: 10 * time.Second, Now: time.Now}
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Tenants == nil:
+		return errors.New("escalation: Tenants is required")
+	case o.Database == "" && o.DataDir == "":
+		return errors.New("escalation: Database or DataDir is required")
+	case o.ShutdownGrace <= 0:
+		return fmt.Errorf("escalation: ShutdownGrace %v must be positive", o.ShutdownGrace)
+	}
+	return nil
+}
+
+// Server is an escalation instance.
+type Server struct {
+	escalationv1.UnimplementedAlertServiceServer
+	escalationv1.UnimplementedEscalationServiceServer
+	escalationv1.UnimplementedCareServiceServer
+
+	o      Options
+	log    *slog.Logger
+	host   *service.Host
+	store  *store
+	alerts metric.Int64Counter
+}
+
+// New opens the store and returns a Server; Serve starts it.
+func New(ctx context.Context, o Options) (*Server, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Database == "" {
+		o.Database = "sqlite:" + filepath.Join(o.DataDir, "escalation.db")
+	}
+	st, err := openStore(ctx, o.Database)
+	if err != nil {
+		return nil, fmt.Errorf("escalation: %w", err)
+	}
+	mp := o.MeterProvider
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	alerts, err := mp.Meter("github.com/calmline/calmline/escalation").Int64Counter("calmline.escalation.alerts",
+		metric.WithDescription("Alert events recorded."))
+	if err != nil {
+		st.db.Close()
+		return nil, err
+	}
+	s := &Server{o: o, log: o.Logger.With("service", "escalation"), store: st, alerts: alerts}
+	s.host = service.NewHost(service.Options{
+		Name:           "escalation",
+		Logger:         s.log,
+		MeterProvider:  o.MeterProvider,
+		TracerProvider: o.TracerProvider,
+		Propagator:     o.Propagator,
+		Metrics:        o.Metrics,
+		ShutdownGrace:  o.ShutdownGrace,
+		UnaryInterceptors: []grpc.UnaryServerInterceptor{
+			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName),
+		},
+	})
+	escalationv1.RegisterAlertServiceServer(s.host.GRPC, s)
+	escalationv1.RegisterEscalationServiceServer(s.host.GRPC, s)
+	escalationv1.RegisterCareServiceServer(s.host.GRPC, s)
+	auth := o.Tenants.RequireKey
+	s.host.Mux.Handle("GET /api/v1/escalations", auth(http.HandlerFunc(s.httpList)))
+	s.host.Mux.Handle("GET /api/v1/escalations/{id}", auth(http.HandlerFunc(s.httpGet)))
+	s.host.Mux.Handle("POST /api/v1/escalations/{id}/acknowledge", auth(http.HandlerFunc(s.httpAcknowledge)))
+	s.host.Mux.Handle("POST /api/v1/escalations/{id}/resolve", auth(http.HandlerFunc(s.httpResolve)))
+	s.host.AddReadyCheck(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := st.db.PingContext(ctx); err != nil {
+			return fmt.Errorf("escalation store: %w", err)
+		}
+		return nil
+	})
+	return s, nil
+}
+
+// Serve serves lis until ctx ends or Shutdown is called, then closes the
+// store.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	err := s.host.Serve(ctx, lis)
+	s.store.db.Close()
+	return err
+}
+
+// Shutdown stops the server gracefully within ctx.
+func (s *Server) Shutdown(ctx context.Context) error { return s.host.Shutdown(ctx) }
+
+// Addr returns the listening address once Serve runs.
+func (s *Server) Addr() net.Addr { return s.host.Addr() }
+
+// PostAlerts implements AlertService.PostAlerts: every alert is in the
+// database before the call returns.
+func (s *Server) PostAlerts(ctx context.Context, req *escalationv1.PostAlertsRequest) (*escalationv1.PostAlertsResponse, error) {
+	resp := &escalationv1.PostAlertsResponse{}
+	for _, a := range req.Alerts {
+		id, err := s.store.putAlert(ctx, a)
+		if err != nil {
+			return nil, grpcError(err)
+		}
+		s.alerts.Add(ctx, 1)
+		s.log.Info("alert recorded", "escalation_id", id, "alert_id", a.Event.AlertId, "state", a.Event.State.String(),
+			"tenant", a.TenantId, "call_id", a.CallId)
+		resp.EscalationIds = append(resp.EscalationIds, id)
+	}
+	return resp, nil
+}
+
+// RecordCall implements CareService.RecordCall.
+func (s *Server) RecordCall(ctx context.Context, req *escalationv1.RecordCallRequest) (*escalationv1.RecordCallResponse, error) {
+	if err := s.store.recordCall(ctx, req); err != nil {
+		return nil, grpcError(err)
+	}
+	return &escalationv1.RecordCallResponse{}, nil
+}
+
+func tenantOf(ctx context.Context) *tenant.Tenant {
+	t, ok := tenant.FromContext(ctx)
+	if !ok {
+		panic("escalation: handler reached without an authenticated tenant")
+	}
+	return t
+}
+
+// grpcError maps store errors to gRPC statuses.
+func grpcError(err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrBadState):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// httpError maps store errors to REST responses.
+func httpError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		service.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ErrBadState):
+		service.WriteError(w, http.StatusConflict, "bad_state", err.Error())
+	case errors.Is(err, ErrBadPageToken):
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+	default:
+		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the escalation store is unavailable")
+	}
+}
+
+// ListEscalations implements EscalationService.ListEscalations.
+func (s *Server) ListEscalations(ctx context.Context, req *escalationv1.ListEscalationsRequest) (*escalationv1.ListEscalationsResponse, error) {
+	es, next, err := s.store.list(ctx, tenantOf(ctx).ID, listQuery{State: req.State, CallID: req.CallId, AgentID: req.AgentId, PageSize: int(req.PageSize), PageToken: req.PageToken})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &escalationv1.ListEscalationsResponse{Escalations: es, NextPageToken: next}, nil
+}
+
+// GetEscalation implements EscalationService.GetEscalation.
+func (s *Server) GetEscalation(ctx context.Context, req *escalationv1.GetEscalationRequest) (*escalationv1.GetEscalationResponse, error) {
+	e, err := s.store.get(ctx, tenantOf(ctx).ID, req.Id)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &escalationv1.GetEscalationResponse{Escalation: e}, nil
+}
+
+// AcknowledgeEscalation implements EscalationService.AcknowledgeEscalation.
+func (s *Server) AcknowledgeEscalation(ctx context.Context, req *escalationv1.AcknowledgeEscalationRequest) (*escalationv1.AcknowledgeEscalationResponse, error) {
+	if req.By == "" {
+		return nil, status.Error(codes.InvalidArgument, "by: say who acknowledges")
+	}
+	e, err := s.store.acknowledge(ctx, tenantOf(ctx).ID, req.Id, req.By, s.o.Now())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &escalationv1.AcknowledgeEscalationResponse{Escalation: e}, nil
+}
+
+// ResolveEscalation implements EscalationService.ResolveEscalation.
+func (s *Server) ResolveEscalation(ctx context.Context, req *escalationv1.ResolveEscalationRequest) (*escalationv1.ResolveEscalationResponse, error) {
+	if req.By == "" {
+		return nil, status.Error(codes.InvalidArgument, "by: say who resolves")
+	}
+	e, err := s.store.resolve(ctx, tenantOf(ctx).ID, req.Id, req.By, req.Resolution, s.o.Now())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &escalationv1.ResolveEscalationResponse{Escalation: e}, nil
+}
+
+func (s *Server) httpList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	lq := listQuery{CallID: q.Get("call_id"), AgentID: q.Get("agent_id"), PageToken: q.Get("page_token")}
+	if st := q.Get("state"); st != "" {
+		v, ok := escalationv1.EscalationState_value["ESCALATION_STATE_"+strings.ToUpper(st)]
+		if !ok || v == 0 {
+			service.WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("state: want open, acknowledged or resolved, got %q", st))
+			return
+		}
+		lq.State = escalationv1.EscalationState(v)
+	}
+	if ps := q.Get("page_size"); ps != "" {
+		n, err := strconv.Atoi(ps)
+		if err != nil || n < 0 {
+			service.WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("page_size: want a positive number, got %q", ps))
+			return
+		}
+		lq.PageSize = n
+	}
+	es, next, err := s.store.list(r.Context(), tenantOf(r.Context()).ID, lq)
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, &escalationv1.ListEscalationsResponse{Escalations: es, NextPageToken: next})
+}
+
+func (s *Server) httpGet(w http.ResponseWriter, r *http.Request) {
+	e, err := s.store.get(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"))
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, e)
+}
+
+// actionBody is the JSON body of acknowledge and resolve.
+type actionBody struct {
+	By         string `json:"by"`
+	Resolution string `json:"resolution"`
+}
+
+func readAction(w http.ResponseWriter, r *http.Request) (actionBody, bool) {
+	var b actionBody
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", "body: want JSON {\"by\": ..., \"resolution\": ...}: "+err.Error())
+		return b, false
+	}
+	if b.By == "" {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", "by: say who acts")
+		return b, false
+	}
+	return b, true
+}
+
+func (s *Server) httpAcknowledge(w http.ResponseWriter, r *http.Request) {
+	b, ok := readAction(w, r)
+	if !ok {
+		return
+	}
+	e, err := s.store.acknowledge(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"), b.By, s.o.Now())
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, e)
+}
+
+func (s *Server) httpResolve(w http.ResponseWriter, r *http.Request) {
+	b, ok := readAction(w, r)
+	if !ok {
+		return
+	}
+	e, err := s.store.resolve(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"), b.By, b.Resolution, s.o.Now())
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, e)
+}

@@ -1,0 +1,51 @@
+// Command calmline-fullcall runs calmline's whole-call service on its own.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/calmline/calmline/fullcall"
+	"github.com/calmline/calmline/lib/daemon"
+)
+
+func main() {
+	o := fullcall.DefaultOptions()
+	var df daemon.Flags
+	fs := flag.NewFlagSet("calmline-fullcall", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:9092", "listen address for gRPC and HTTP (REST API, health, metrics); port 0 picks one")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory of the embedded SQLite database")
+	fs.StringVar(&o.Database, "database", "", "report store: sqlite:PATH or postgres://... (default DATA-DIR/fullcall.db)")
+	fs.Int64Var(&o.MaxUploadBytes, "max-upload-bytes", o.MaxUploadBytes, "largest recording analysed synchronously")
+	fs.IntVar(&o.MaxCalls, "max-calls", o.MaxCalls, "live calls this instance accepts")
+	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", o.ShutdownGrace, "how long a stop waits for streams to end")
+	df.Register(fs, true)
+	fs.Parse(os.Args[1:])
+	if err := run(o, df, *addr); err != nil {
+		fmt.Fprintln(os.Stderr, "calmline-fullcall:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o fullcall.Options, df daemon.Flags, addr string) error {
+	env, err := daemon.Start("calmline-fullcall", df)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	tel := env.Telemetry
+	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
+	o.Metrics = tel.MetricsHandler()
+	o.Tenants = env.Tenants
+	s, err := fullcall.New(env.Ctx, o)
+	if err != nil {
+		return err
+	}
+	lis, err := daemon.Listen(addr)
+	if err != nil {
+		return err
+	}
+	daemon.Announce(os.Stdout, "fullcall", lis.Addr())
+	return s.Serve(env.Ctx, lis)
+}

@@ -1,0 +1,247 @@
+// Package store keeps fullcall's whole-call reports in SQL: SQLite by
+// default, PostgreSQL when several fullcall instances share data. Every
+// query is scoped to one tenant.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/calmline/calmline/lib/sqldb"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// ErrNotFound is returned for a report the tenant does not have.
+var ErrNotFound = errors.New("report not found")
+
+// ErrBadPageToken is returned for a page token this store did not make.
+var ErrBadPageToken = errors.New("invalid page token")
+
+var migrations = []sqldb.Migration{
+	{Version: 1, SQL: `
+CREATE TABLE reports (
+	tenant_id  TEXT NOT NULL,
+	call_id    TEXT NOT NULL,
+	agent_id   TEXT NOT NULL DEFAULT '',
+	started_at BIGINT NOT NULL, -- unix milliseconds
+	ended_at   BIGINT NOT NULL,
+	duration_s DOUBLE PRECISION NOT NULL,
+	peak       DOUBLE PRECISION NOT NULL DEFAULT 0, -- highest of both scores
+	escalated  INTEGER NOT NULL DEFAULT 0,
+	source     INTEGER NOT NULL,
+	created_at BIGINT NOT NULL,
+	report     BYTEA NOT NULL, -- the report, protobuf-encoded
+	PRIMARY KEY (tenant_id, call_id)
+);
+CREATE INDEX reports_by_start ON reports (tenant_id, started_at, call_id);
+CREATE INDEX reports_by_agent ON reports (tenant_id, agent_id, started_at);
+`},
+}
+
+// Store is a report store.
+type Store struct {
+	db *sqldb.DB
+}
+
+// Open opens the database named by dsn (see sqldb.Open) and brings its
+// schema up to date.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	db, err := sqldb.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := sqldb.Migrate(ctx, db, "fullcall", migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database is reachable.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Peak is the highest score of a report, used for filtering.
+func Peak(r *fullcallv1.Report) float64 {
+	return max(r.GetCallerPressure().GetPeak(), r.GetAgentStress().GetPeak())
+}
+
+// PutReport stores a report, replacing the tenant's earlier report of the
+// same call.
+func (s *Store) PutReport(ctx context.Context, r *fullcallv1.Report) error {
+	if r.TenantId == "" || r.CallId == "" {
+		return errors.New("put report: tenant_id and call_id are required")
+	}
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("put report: %w", err)
+	}
+	escalated := 0
+	if len(r.Alerts) > 0 {
+		escalated = 1
+	}
+	_, err = s.db.ExecContext(ctx, s.db.Rebind(`
+INSERT INTO reports (tenant_id, call_id, agent_id, started_at, ended_at, duration_s, peak, escalated, source, created_at, report)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tenant_id, call_id) DO UPDATE SET
+	agent_id = excluded.agent_id, started_at = excluded.started_at, ended_at = excluded.ended_at,
+	duration_s = excluded.duration_s, peak = excluded.peak, escalated = excluded.escalated,
+	source = excluded.source, created_at = excluded.created_at, report = excluded.report`),
+		r.TenantId, r.CallId, r.AgentId, r.GetStartedAt().AsTime().UnixMilli(), r.GetEndedAt().AsTime().UnixMilli(),
+		r.DurationS, Peak(r), escalated, int(r.Source), time.Now().UnixMilli(), b)
+	if err != nil {
+		return fmt.Errorf("put report %s/%s: %w", r.TenantId, r.CallId, err)
+	}
+	return nil
+}
+
+// GetReport returns a tenant's report of a call.
+func (s *Store) GetReport(ctx context.Context, tenantID, callID string) (*fullcallv1.Report, error) {
+	var b []byte
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT report FROM reports WHERE tenant_id = ? AND call_id = ?`), tenantID, callID).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get report: %w", err)
+	}
+	return decode(b)
+}
+
+func decode(b []byte) (*fullcallv1.Report, error) {
+	r := &fullcallv1.Report{}
+	if err := proto.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("decode report: %w", err)
+	}
+	return r, nil
+}
+
+// Query filters a listing. Zero values do not filter.
+type Query struct {
+	AgentID       string
+	StartedAfter  time.Time
+	StartedBefore time.Time
+	MinPeak       float64
+	// Escalated filters on whether the call raised alerts, when non-nil.
+	Escalated *bool
+	PageSize  int
+	PageToken string
+}
+
+// MaxPageSize bounds a page.
+const MaxPageSize = 500
+
+// ListReports returns a page of a tenant's reports, newest first, and the
+// token of the next page ("" on the last).
+func (s *Store) ListReports(ctx context.Context, tenantID string, q Query) ([]*fullcallv1.Report, string, error) {
+	size := q.PageSize
+	if size <= 0 {
+		size = 50
+	}
+	size = min(size, MaxPageSize)
+	where := []string{"tenant_id = ?"}
+	args := []any{tenantID}
+	if q.AgentID != "" {
+		where = append(where, "agent_id = ?")
+		args = append(args, q.AgentID)
+	}
+	if !q.StartedAfter.IsZero() {
+		where = append(where, "started_at >= ?")
+		args = append(args, q.StartedAfter.UnixMilli())
+	}
+	if !q.StartedBefore.IsZero() {
+		where = append(where, "started_at < ?")
+		args = append(args, q.StartedBefore.UnixMilli())
+	}
+	if q.MinPeak > 0 {
+		where = append(where, "peak >= ?")
+		args = append(args, q.MinPeak)
+	}
+	if q.Escalated != nil {
+		where = append(where, "escalated = ?")
+		args = append(args, boolInt(*q.Escalated))
+	}
+	if q.PageToken != "" {
+		at, call, err := parseToken(q.PageToken)
+		if err != nil {
+			return nil, "", err
+		}
+		// Keyset pagination: strictly after the last row of the previous
+		// page in (started_at DESC, call_id DESC) order.
+		where = append(where, "(started_at < ? OR (started_at = ? AND call_id < ?))")
+		args = append(args, at, at, call)
+	}
+	query := `SELECT started_at, call_id, report FROM reports WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY started_at DESC, call_id DESC LIMIT ?`
+	args = append(args, size+1)
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(query), args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list reports: %w", err)
+	}
+	defer rows.Close()
+	var (
+		out       []*fullcallv1.Report
+		lastAt    int64
+		lastCall  string
+		nextToken string
+	)
+	for rows.Next() {
+		var at int64
+		var call string
+		var b []byte
+		if err := rows.Scan(&at, &call, &b); err != nil {
+			return nil, "", fmt.Errorf("list reports: %w", err)
+		}
+		if len(out) == size {
+			nextToken = makeToken(lastAt, lastCall)
+			break
+		}
+		r, err := decode(b)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, r)
+		lastAt, lastCall = at, call
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list reports: %w", err)
+	}
+	return out, nextToken, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func makeToken(at int64, call string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at, 10) + "\x00" + call))
+}
+
+func parseToken(tok string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return 0, "", ErrBadPageToken
+	}
+	at, call, ok := strings.Cut(string(b), "\x00")
+	if !ok {
+		return 0, "", ErrBadPageToken
+	}
+	n, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return 0, "", ErrBadPageToken
+	}
+	return n, call, nil
+}

@@ -1,0 +1,219 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/calmline/calmline/lib/loudness"
+	"github.com/calmline/calmline/lib/wire"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
+	realtimev1 "github.com/calmline/calmline/proto/calmline/realtime/v1"
+)
+
+var (
+	reasonAttr    = attribute.Key("reason")
+	stateAttr     = attribute.Key("state")
+	errDraining   = status.Error(codes.Unavailable, "realtime instance draining; reopen the call elsewhere")
+	errNeedsOpen  = status.Error(codes.FailedPrecondition, "the first message must be open")
+	errOpenTwice  = status.Error(codes.FailedPrecondition, "open sent twice")
+	errTooManyFmt = "realtime instance at its limit of %d calls"
+)
+
+// Analyze implements RealtimeService.Analyze for one call.
+func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error {
+	ctx := stream.Context()
+	select {
+	case <-s.draining:
+		s.m.refused.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("draining")))
+		return errDraining
+	default:
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return errNeedsOpen
+	}
+	call := open.GetCall()
+	if call.GetTenantId() == "" || call.GetCallId() == "" {
+		return status.Error(codes.InvalidArgument, "open: tenant_id and call_id are required")
+	}
+	format, roles, err := wire.Format(call.GetFormat())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "open: %v", err)
+	}
+	if n := s.calls.Add(1); n > int64(s.o.MaxCalls) {
+		s.calls.Add(-1)
+		s.m.refused.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("max_calls")))
+		return status.Errorf(codes.ResourceExhausted, errTooManyFmt, s.o.MaxCalls)
+	}
+	defer s.calls.Add(-1)
+	s.m.calls.Add(ctx, 1)
+
+	an, err := loudness.New(loudness.Options{
+		Format:       format,
+		Roles:        roles,
+		AgentScoring: wire.AgentScoringEnabled(call.GetPolicy()),
+	})
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "open: %v", err)
+	}
+	c := &liveCall{
+		s:          s,
+		stream:     stream,
+		call:       call,
+		an:         an,
+		rule:       newRule(call.GetPolicy().GetAlertRule(), call.TenantId, call.CallId, open.AlertEpisodes),
+		resume:     open.ResumeSample,
+		frameBytes: uint64(format.FrameBytes()),
+		log:        s.log.With("tenant", call.TenantId, "call_id", call.CallId),
+	}
+	if c.resume > 0 {
+		// The call continues from another instance: the timeline before
+		// the resume point is a gap for this instance's analysis.
+		an.Gap(c.resume)
+		an.Seconds()
+	}
+	c.log.Debug("call opened", "resume_sample", c.resume, "format", format)
+	return c.loop(ctx)
+}
+
+// liveCall is one call's state on this instance, owned by its stream's
+// goroutine.
+type liveCall struct {
+	s      *Server
+	stream realtimev1.RealtimeService_AnalyzeServer
+	call   *callv1.Call
+	an     *loudness.Analyzer
+	rule   *rule
+	resume uint64
+	// frameBytes is the size of one interleaved sample frame.
+	frameBytes uint64
+	log        *slog.Logger
+}
+
+func (c *liveCall) loop(ctx context.Context) error {
+	for {
+		req, err := c.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			// The gateway went away without close: nothing to flush to.
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-c.s.draining:
+			return errDraining
+		default:
+		}
+		switch m := req.Msg.(type) {
+		case *realtimev1.AnalyzeRequest_Chunk:
+			if err := c.chunk(ctx, m.Chunk); err != nil {
+				return err
+			}
+		case *realtimev1.AnalyzeRequest_Gap:
+			c.gap(m.Gap)
+		case *realtimev1.AnalyzeRequest_Close:
+			if err := c.emit(ctx, c.an.Flush()); err != nil {
+				return err
+			}
+			c.log.Debug("call closed")
+			return nil
+		case *realtimev1.AnalyzeRequest_Open:
+			return errOpenTwice
+		default:
+			return status.Error(codes.InvalidArgument, "empty request")
+		}
+	}
+}
+
+func (c *liveCall) chunk(ctx context.Context, ch *callv1.AudioChunk) error {
+	data := ch.GetData()
+	fb := c.frameBytes
+	if uint64(len(data))%fb != 0 {
+		return status.Errorf(codes.InvalidArgument, "chunk %d: %d bytes is not a whole number of %d-byte sample frames", ch.Seq, len(data), fb)
+	}
+	c.s.m.audioBytes.Add(ctx, int64(len(data)))
+	pos := c.an.Timeline()
+	switch {
+	case ch.StartSample > pos:
+		// Audio dropped upstream (the gateway's drop-oldest queue) or a
+		// client gap: advance the timeline so scores stay on time.
+		c.an.Gap(ch.StartSample - pos)
+	case ch.StartSample < pos:
+		// Overlaps audio already analysed (a replay after failover):
+		// analyse only the new part.
+		skip := (pos - ch.StartSample) * fb
+		c.s.m.timelineSkips.Add(ctx, int64(min(skip, uint64(len(data)))))
+		if skip >= uint64(len(data)) {
+			return nil
+		}
+		data = data[skip:]
+	}
+	start := time.Now()
+	c.an.Write(data)
+	c.s.m.analysisTimeNs.Add(ctx, int64(time.Since(start)))
+	return c.emit(ctx, c.an.Seconds())
+}
+
+// gap advances the timeline to the gap's end; a gap that ends before the
+// current position changes nothing.
+func (c *liveCall) gap(g *callv1.Gap) {
+	if end, pos := g.StartSample+g.Samples, c.an.Timeline(); end > pos {
+		c.an.Gap(end - pos)
+	}
+}
+
+// emit sends the completed seconds and any alert events they cause.
+func (c *liveCall) emit(ctx context.Context, secs []loudness.Second) error {
+	for _, sec := range secs {
+		if sec.EndSample <= c.resume {
+			continue
+		}
+		c.s.m.seconds.Add(ctx, 1)
+		u := wire.ScoreUpdate(c.call.CallId, sec)
+		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
+			return err
+		}
+		var value float64
+		var ok bool
+		switch c.call.GetPolicy().GetAlertRule().GetScore() {
+		case callv1.ScoreKind_SCORE_KIND_AGENT_STRESS:
+			value, ok = sec.AgentStress.Value, sec.AgentStress.OK
+		default:
+			value, ok = sec.CallerPressure.Value, sec.CallerPressure.OK
+		}
+		ev := c.rule.observe(sec.Index, value, ok)
+		if ev == nil {
+			continue
+		}
+		ev.At = timestamppb.Now()
+		c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
+		c.log.Warn("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
+		if c.s.poster != nil {
+			c.s.poster.enqueue(ctx, &escalationv1.Alert{
+				TenantId: c.call.TenantId,
+				CallId:   c.call.CallId,
+				AgentId:  c.call.AgentId,
+				Event:    ev,
+			})
+		}
+		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: ev}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

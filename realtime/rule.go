@@ -1,0 +1,80 @@
+package realtime
+
+import (
+	"fmt"
+
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+)
+
+// rule evaluates a tenant's alert rule over a call's per-second scores. It
+// is pure: scores in, alert events out.
+//
+// An episode fires when the score is at or above the threshold for
+// hold_seconds scored seconds in a row; seconds in which the score abstains
+// (the caller is silent while the agent speaks, say) neither count nor
+// break the run. It clears at the first scored second below clear_below.
+// After a clear, no episode starts for cooldown_seconds.
+type rule struct {
+	r        *callv1.AlertRule
+	tenantID string
+	callID   string
+
+	run           uint32 // consecutive scored seconds at or above threshold
+	firing        bool
+	episode       uint32
+	cooldownUntil int // first second a new episode may start
+}
+
+func newRule(r *callv1.AlertRule, tenantID, callID string, episodes uint32) *rule {
+	return &rule{r: r, tenantID: tenantID, callID: callID, episode: episodes}
+}
+
+// AlertID is the stable id of an alert episode: repeats of the same
+// episode, from any realtime instance, carry the same id.
+func AlertID(tenantID, callID, ruleID string, episode uint32) string {
+	return fmt.Sprintf("%s/%s/%s/%d", tenantID, callID, ruleID, episode)
+}
+
+// observe feeds one second's score (ok false: abstained) and returns the
+// alert event it causes, if any.
+func (ru *rule) observe(second int, value float64, ok bool) *callv1.AlertEvent {
+	if ru.r == nil || !ok {
+		return nil
+	}
+	if ru.firing {
+		if value < ru.r.ClearBelow {
+			ru.firing = false
+			ru.run = 0
+			ru.cooldownUntil = second + int(ru.r.CooldownSeconds)
+			return ru.event(callv1.AlertState_ALERT_STATE_CLEARED, second, value)
+		}
+		return nil
+	}
+	if second < ru.cooldownUntil {
+		return nil
+	}
+	if value < ru.r.Threshold {
+		ru.run = 0
+		return nil
+	}
+	ru.run++
+	if ru.run < max(ru.r.HoldSeconds, 1) {
+		return nil
+	}
+	ru.firing = true
+	ru.episode++
+	return ru.event(callv1.AlertState_ALERT_STATE_FIRING, second, value)
+}
+
+func (ru *rule) event(st callv1.AlertState, second int, value float64) *callv1.AlertEvent {
+	return &callv1.AlertEvent{
+		AlertId:   AlertID(ru.tenantID, ru.callID, ru.r.Id, ru.episode),
+		RuleId:    ru.r.Id,
+		Episode:   ru.episode,
+		State:     st,
+		Score:     ru.r.Score,
+		Value:     value,
+		Threshold: ru.r.Threshold,
+		Second:    uint32(second),
+	}
+}
