@@ -1,0 +1,115 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+
+	"github.com/calmline/calmline/cmd/stack"
+	"github.com/calmline/calmline/gateway"
+	"github.com/calmline/calmline/lib/daemon"
+	"github.com/calmline/calmline/lib/tenant"
+)
+
+func init() {
+	commands["serve"] = command{
+		summary: "run the services (all four by default) in one process",
+		run:     serve,
+	}
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("calmline serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var df daemon.Flags
+	df.Register(fs, false)
+	services := fs.String("services", "all", "comma-separated services to run here: gateway, realtime, fullcall, escalation")
+	dataDir := fs.String("data-dir", "data", "data directory (SQLite files, the demo tenants file)")
+	tenantsFile := fs.String("tenants", "", "tenants file (default DATA-DIR/tenants.yaml, created with a demo tenant when missing)")
+	listen := map[string]*string{}
+	remote := map[string]*string{}
+	defaults := map[string]string{stack.Gateway: "127.0.0.1:8080", stack.Realtime: "127.0.0.1:9090", stack.Fullcall: "127.0.0.1:9092", stack.Escalation: "127.0.0.1:9094"}
+	for _, name := range stack.All {
+		listen[name] = fs.String(name+"-addr", defaults[name], "listen address of "+name+" when it runs here (port 0 picks one)")
+		if name != stack.Gateway {
+			remote[name] = fs.String(name, "", "gRPC address of "+name+" when it runs elsewhere")
+		}
+	}
+	gwo := gateway.DefaultOptions()
+	fs.DurationVar(&gwo.DrainTimeout, "drain-timeout", gwo.DrainTimeout, "how long live calls may go on after SIGTERM before they are closed with 1001")
+	fs.IntVar(&gwo.PoolSize, "pool-size", gwo.PoolSize, "HTTP/2 connections from the gateway to each backend address")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	svcs, err := stack.ParseServices(*services)
+	if err != nil {
+		fmt.Fprintln(stderr, "calmline serve:", err)
+		return 2
+	}
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, stdout); err != nil {
+		fmt.Fprintln(stderr, "calmline serve:", err)
+		return 1
+	}
+	return 0
+}
+
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, stdout io.Writer) error {
+	var demoKey string
+	if tenantsFile == "" {
+		tenantsFile = filepath.Join(dataDir, "tenants.yaml")
+		key, created, err := tenant.EnsureDemo(tenantsFile, filepath.Join(dataDir, "demo.key"))
+		if err != nil {
+			return err
+		}
+		demoKey = key
+		if created {
+			fmt.Fprintf(stdout, "calmline: created %s with a demo tenant\n", tenantsFile)
+		}
+	}
+	needTenants := slices.ContainsFunc(svcs, func(s string) bool { return s != stack.Realtime })
+	if needTenants {
+		df.TenantsFile = tenantsFile
+	}
+	env, err := daemon.Start("calmline", df)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	env.Telemetry.SetGlobal()
+	o := stack.Options{
+		Services:  svcs,
+		Listen:    map[string]string{},
+		Remote:    map[string]string{},
+		DataDir:   dataDir,
+		Tenants:   env.Tenants,
+		Telemetry: env.Telemetry,
+		Announce:  stdout,
+		Gateway:   gwo,
+	}
+	for name, v := range listen {
+		o.Listen[name] = *v
+	}
+	for name, v := range remote {
+		o.Remote[name] = *v
+	}
+	st, err := stack.New(env.Ctx, o)
+	if err != nil {
+		return err
+	}
+	if a := st.Addr(stack.Gateway); a != nil {
+		fmt.Fprintf(stdout, "calmline: stream calls to ws://%s/ws/native\n", a)
+	}
+	if a := st.Addr(stack.Fullcall); a != nil {
+		fmt.Fprintf(stdout, "calmline: reports at http://%s/api/v1/reports (REST) and %s (gRPC)\n", a, a)
+	}
+	if a := st.Addr(stack.Escalation); a != nil {
+		fmt.Fprintf(stdout, "calmline: escalations at http://%s/api/v1/escalations\n", a)
+	}
+	if demoKey != "" {
+		fmt.Fprintf(stdout, "calmline: demo tenant %q, API key %s (send it as \"Authorization: Bearer KEY\")\n", tenant.DemoTenantID, demoKey)
+	}
+	return st.Serve(env.Ctx)
+}
+

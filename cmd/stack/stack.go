@@ -1,0 +1,253 @@
+// Package stack runs several calmline services in one process — all four by
+// default, as `calmline serve` and `make run` do. Co-located services still
+// talk to each other over their real gRPC interfaces on loopback, so the
+// demo, the end-to-end tests and a production split run the same code.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/calmline/calmline/escalation"
+	"github.com/calmline/calmline/fullcall"
+	"github.com/calmline/calmline/gateway"
+	"github.com/calmline/calmline/lib/daemon"
+	"github.com/calmline/calmline/lib/telemetry"
+	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/realtime"
+)
+
+// Service names.
+const (
+	Gateway    = "gateway"
+	Realtime   = "realtime"
+	Fullcall   = "fullcall"
+	Escalation = "escalation"
+)
+
+// All lists every service in start order: a service starts after those it
+// calls, and stops before them.
+var All = []string{Escalation, Fullcall, Realtime, Gateway}
+
+// Options configures a stack.
+type Options struct {
+	// Services to run here; the others are reached at their Remote
+	// address.
+	Services []string
+	// Listen gives each local service's listen address ("127.0.0.1:0"
+	// picks a free port).
+	Listen map[string]string
+	// Remote gives the gRPC address of services that run elsewhere.
+	Remote    map[string]string
+	DataDir   string
+	Tenants   *tenant.Registry
+	Telemetry *telemetry.Telemetry
+	// Announce receives one line per listener once it is open.
+	Announce io.Writer
+	// Gateway, Realtime, Fullcall and Escalation start from these when
+	// set, else from each package's DefaultOptions.
+	Gateway    *gateway.Options
+	Realtime   *realtime.Options
+	Fullcall   *fullcall.Options
+	Escalation *escalation.Options
+}
+
+// ParseServices checks a comma-separated list of services.
+func ParseServices(s string) ([]string, error) {
+	if s == "" || s == "all" {
+		return All, nil
+	}
+	var out []string
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(All, name) {
+			return nil, fmt.Errorf("unknown service %q (want %s)", name, strings.Join(All, ", "))
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+type server interface {
+	Serve(context.Context, net.Listener) error
+	Shutdown(context.Context) error
+}
+
+// Stack is a set of running services.
+type Stack struct {
+	o       Options
+	// gatewayStop bounds the gateway's shutdown: its drain and final stop.
+	gatewayStop time.Duration
+	addrs   map[string]net.Addr
+	servers map[string]server
+	lis     map[string]net.Listener
+}
+
+// New opens every local service's listener (so that each knows the others'
+// addresses) and builds the services.
+func New(ctx context.Context, o Options) (*Stack, error) {
+	if len(o.Services) == 0 {
+		o.Services = All
+	}
+	if o.Telemetry == nil {
+		o.Telemetry = telemetry.Discard()
+	}
+	if o.Announce == nil {
+		o.Announce = io.Discard
+	}
+	s := &Stack{o: o, addrs: map[string]net.Addr{}, servers: map[string]server{}, lis: map[string]net.Listener{}}
+	local := func(name string) bool { return slices.Contains(o.Services, name) }
+	for _, name := range All {
+		if !local(name) {
+			continue
+		}
+		addr := o.Listen[name]
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		lis, err := daemon.Listen(addr)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		s.lis[name] = lis
+		s.addrs[name] = lis.Addr()
+	}
+	target := func(name string) (string, error) {
+		if a, ok := s.addrs[name]; ok {
+			return a.String(), nil
+		}
+		if r := o.Remote[name]; r != "" {
+			return r, nil
+		}
+		return "", fmt.Errorf("%s is neither run here nor given a remote address", name)
+	}
+	tel := o.Telemetry
+	metrics := tel.MetricsHandler()
+	var err error
+	for _, name := range All {
+		if !local(name) || err != nil {
+			continue
+		}
+		switch name {
+		case Escalation:
+			eo := escalation.DefaultOptions()
+			if o.Escalation != nil {
+				eo = *o.Escalation
+			}
+			eo.Logger, eo.MeterProvider, eo.TracerProvider, eo.Propagator, eo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			eo.Tenants, eo.DataDir = o.Tenants, o.DataDir
+			s.servers[name], err = escalation.New(ctx, eo)
+		case Fullcall:
+			fo := fullcall.DefaultOptions()
+			if o.Fullcall != nil {
+				fo = *o.Fullcall
+			}
+			fo.Logger, fo.MeterProvider, fo.TracerProvider, fo.Propagator, fo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			fo.Tenants, fo.DataDir = o.Tenants, o.DataDir
+			s.servers[name], err = fullcall.New(ctx, fo)
+		case Realtime:
+			ro := realtime.DefaultOptions()
+			if o.Realtime != nil {
+				ro = *o.Realtime
+			}
+			ro.Logger, ro.MeterProvider, ro.TracerProvider, ro.Propagator, ro.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			if ro.EscalationAddr, err = target(Escalation); err != nil {
+				// Alerts then reach only the gateway; say so loudly.
+				tel.Logger.Warn("realtime runs without escalation: alerts reach only the gateway")
+				ro.EscalationAddr, err = "", nil
+			}
+			s.servers[name], err = realtime.New(ro)
+		case Gateway:
+			gwo := gateway.DefaultOptions()
+			if o.Gateway != nil {
+				gwo = *o.Gateway
+			}
+			gwo.Logger, gwo.MeterProvider, gwo.TracerProvider, gwo.Propagator, gwo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			gwo.Tenants = o.Tenants
+			s.gatewayStop = gwo.DrainTimeout + gwo.ShutdownGrace
+			if gwo.RealtimeAddr, err = target(Realtime); err != nil {
+				break
+			}
+			if gwo.FullcallAddr, err = target(Fullcall); err != nil {
+				break
+			}
+			s.servers[name], err = gateway.New(gwo)
+		}
+		if err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) closeListeners() {
+	for _, l := range s.lis {
+		l.Close()
+	}
+}
+
+// Addr returns a local service's address.
+func (s *Stack) Addr(name string) net.Addr { return s.addrs[name] }
+
+// Serve runs the services until ctx ends or one fails, then stops them in
+// reverse start order: the gateway first (it drains its calls, so fullcall
+// stores their reports), escalation last (realtime's last alerts reach it).
+func (s *Stack) Serve(ctx context.Context) error {
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.servers))
+	for _, name := range All {
+		srv, ok := s.servers[name]
+		if !ok {
+			continue
+		}
+		lis := s.lis[name]
+		daemon.Announce(s.o.Announce, name, lis.Addr())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(runCtx, lis); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	var errs []error
+	errs = append(errs, err)
+	for i := len(All) - 1; i >= 0; i-- {
+		srv, ok := s.servers[All[i]]
+		if !ok {
+			continue
+		}
+		grace := 15 * time.Second
+		if All[i] == Gateway {
+			grace = s.gatewayStop
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, fmt.Errorf("%s: shutdown: %w", All[i], err))
+		}
+		cancel()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,51 @@
+// Command calmline-gateway runs calmline's WebSocket gateway on its own.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/calmline/calmline/gateway"
+	"github.com/calmline/calmline/lib/daemon"
+)
+
+func main() {
+	o := gateway.DefaultOptions()
+	var df daemon.Flags
+	fs := flag.NewFlagSet("calmline-gateway", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address for WebSockets and HTTP (health, metrics); port 0 picks one")
+	fs.StringVar(&o.RealtimeAddr, "realtime", "127.0.0.1:9090", "realtime gRPC address (host:port, comma-separated list or dns:///name:port)")
+	fs.StringVar(&o.FullcallAddr, "fullcall", "127.0.0.1:9092", "fullcall gRPC address (host:port, comma-separated list or dns:///name:port)")
+	fs.IntVar(&o.PoolSize, "pool-size", o.PoolSize, "HTTP/2 connections per backend address")
+	fs.DurationVar(&o.Session.ChunkDuration, "chunk", 0, "audio per chunk sent to the backends (default 100ms)")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "how long live calls may go on after SIGTERM before they are closed with 1001")
+	df.Register(fs, true)
+	fs.Parse(os.Args[1:])
+	if err := run(o, df, *addr); err != nil {
+		fmt.Fprintln(os.Stderr, "calmline-gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o gateway.Options, df daemon.Flags, addr string) error {
+	env, err := daemon.Start("calmline-gateway", df)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	tel := env.Telemetry
+	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
+	o.Metrics = tel.MetricsHandler()
+	o.Tenants = env.Tenants
+	s, err := gateway.New(o)
+	if err != nil {
+		return err
+	}
+	lis, err := daemon.Listen(addr)
+	if err != nil {
+		return err
+	}
+	daemon.Announce(os.Stdout, "gateway", lis.Addr())
+	return s.Serve(env.Ctx, lis)
+}

@@ -1,0 +1,194 @@
+// Package gateway is calmline's thin edge: it terminates PBX WebSockets,
+// authenticates the tenant, enforces its concurrent-call limit, turns each
+// protocol's framing into one internal audio stream per call, and fans the
+// audio out over pooled gRPC connections to realtime and fullcall. It keeps
+// no analysis state and never decodes audio.
+//
+// Protocol adapters live in subpackages (native, ...) on top of the
+// protocol-independent core in package session.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/calmline/calmline/gateway/native"
+	"github.com/calmline/calmline/gateway/session"
+	"github.com/calmline/calmline/lib/rpc"
+	"github.com/calmline/calmline/lib/service"
+	"github.com/calmline/calmline/lib/tenant"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// Options configures a gateway Server.
+type Options struct {
+	Logger         *slog.Logger
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	// Metrics serves /metrics; none when nil.
+	Metrics http.Handler
+	// Tenants authenticates clients.
+	Tenants *tenant.Registry
+	// RealtimeAddr and FullcallAddr are the backends' gRPC addresses:
+	// host:port, a comma-separated list, or dns:///name:port.
+	RealtimeAddr string
+	FullcallAddr string
+	// PoolSize is the number of HTTP/2 connections to each backend
+	// address, whatever the number of calls (default 2).
+	PoolSize int
+	// Session tunes the call core (chunk size, queues, timeouts).
+	Session session.Options
+	// Native tunes the native protocol's connections.
+	Native native.Options
+	// DrainTimeout is how long live calls may go on after a drain begins
+	// before they are closed with 1001 (default 30 s).
+	DrainTimeout time.Duration
+	// ShutdownGrace bounds the final stop after the drain (default 10 s).
+	ShutdownGrace time.Duration
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{PoolSize: 2, DrainTimeout: 30 * time.Second, ShutdownGrace: 10 * time.Second}
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Tenants == nil:
+		return errors.New("gateway: Tenants is required")
+	case o.RealtimeAddr == "" || o.FullcallAddr == "":
+		return errors.New("gateway: RealtimeAddr and FullcallAddr are required")
+	case o.PoolSize < 1 || o.PoolSize > 64:
+		return fmt.Errorf("gateway: PoolSize %d outside [1, 64]", o.PoolSize)
+	case o.DrainTimeout < 0 || o.ShutdownGrace <= 0:
+		return errors.New("gateway: DrainTimeout must not be negative and ShutdownGrace must be positive")
+	}
+	return nil
+}
+
+// Server is a gateway instance.
+type Server struct {
+	o        Options
+	log      *slog.Logger
+	host     *service.Host
+	sessions *session.Manager
+	realtime *rpc.Pool
+	fullcall *rpc.Pool
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+	shutdownDone chan struct{}
+}
+
+// New dials the backend pools and returns a Server; Serve starts it.
+func New(o Options) (*Server, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := o.Logger.With("service", "gateway")
+	ro := rpc.Options{MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
+	rt, err := rpc.NewPool(o.RealtimeAddr, o.PoolSize, ro)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: realtime: %w", err)
+	}
+	fc, err := rpc.NewPool(o.FullcallAddr, o.PoolSize, ro)
+	if err != nil {
+		rt.Close()
+		return nil, fmt.Errorf("gateway: fullcall: %w", err)
+	}
+	so := o.Session
+	so.Logger, so.MeterProvider, so.Realtime, so.Fullcall = log, o.MeterProvider, rt, fc
+	mgr, err := session.NewManager(so)
+	if err != nil {
+		rt.Close()
+		fc.Close()
+		return nil, err
+	}
+	s := &Server{o: o, log: log, sessions: mgr, realtime: rt, fullcall: fc, shutdownDone: make(chan struct{})}
+	s.host = service.NewHost(service.Options{
+		Name:           "gateway",
+		Logger:         log,
+		MeterProvider:  o.MeterProvider,
+		TracerProvider: o.TracerProvider,
+		Propagator:     o.Propagator,
+		Metrics:        o.Metrics,
+		ShutdownGrace:  o.ShutdownGrace,
+	})
+	s.host.Mux.Handle("GET /ws/native", native.NewHandler(o.Native, mgr, o.Tenants, log))
+	s.host.AddReadyCheck(func() error {
+		if mgr.Draining() {
+			return errors.New("draining")
+		}
+		return nil
+	})
+	return s, nil
+}
+
+// Sessions returns the call core, for protocol adapters.
+func (s *Server) Sessions() *session.Manager { return s.sessions }
+
+// Serve serves lis until ctx ends (then drains, as Shutdown does) or
+// Shutdown is called.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout+s.o.ShutdownGrace)
+			defer cancel()
+			s.Shutdown(dctx)
+		case <-stop:
+		}
+	}()
+	// The host stops only through Shutdown, after the drain.
+	err := s.host.Serve(context.WithoutCancel(ctx), lis)
+	if err != nil {
+		// Serving failed on its own: stop everything else too.
+		sctx, cancel := context.WithTimeout(context.Background(), s.o.ShutdownGrace)
+		defer cancel()
+		s.Shutdown(sctx)
+	}
+	<-s.shutdownDone
+	return err
+}
+
+// Shutdown drains the gateway: /readyz fails and new calls are refused at
+// once (503 before the upgrade), live calls may finish for DrainTimeout
+// (bounded by ctx), then the rest are ended — their reports stored — and
+// closed with 1001 "going away" so that PBXs reconnect elsewhere. Then the
+// listener closes.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		defer close(s.shutdownDone)
+		dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
+		live := s.sessions.Drain(dctx)
+		cancel()
+		if live > 0 {
+			s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
+			s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
+		}
+		s.shutdownErr = s.host.Shutdown(ctx)
+		s.realtime.Close()
+		s.fullcall.Close()
+	})
+	<-s.shutdownDone
+	return s.shutdownErr
+}
+
+// Addr returns the listening address once Serve runs.
+func (s *Server) Addr() net.Addr { return s.host.Addr() }

@@ -1,0 +1,505 @@
+// Package native is the gateway's adapter for calmline's own WebSocket
+// protocol, for PBXs and contact-center platforms that integrate with
+// calmline directly. The protocol is documented in docs/protocol-native.md;
+// this file is its reference implementation.
+//
+// A client authenticates with its tenant's API key in a header, sends a
+// JSON "start" (call id, agent id, codec, sample rate, channel roles), then
+// binary frames of interleaved audio, and "stop" at hang-up. The server
+// answers "started", sends a "score" message for every second of audio and
+// "alert" messages when the tenant's rule fires, and "stopped" with the
+// report's summary before it closes the connection.
+package native
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/calmline/calmline/gateway/session"
+	"github.com/calmline/calmline/gateway/wsconn"
+	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/wire"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// Subprotocol is the WebSocket subprotocol of version 1; clients may offer
+// it, and the server then selects it.
+const Subprotocol = "calmline.native.v1"
+
+// Close codes the server uses, besides the standard 1000 (normal, after
+// "stopped"), 1001 (going away: the gateway drains), 1009 (message too
+// big), 1011 (internal error) and 1013 (try again later: backends
+// unavailable).
+const (
+	// CloseBadMessage: malformed JSON, an unknown message type, a missing
+	// or invalid field, or a binary frame that is not whole sample frames.
+	CloseBadMessage = 4400
+	// CloseIdle: no audio (or no start) for the idle timeout.
+	CloseIdle = 4408
+	// CloseOutOfOrder: audio before start, start twice, stop before start.
+	CloseOutOfOrder = 4409
+	// CloseCallLive: a call with this call id is already live.
+	CloseCallLive = 4410
+	// CloseUnsupportedMedia: unsupported codec, sample rate or channels.
+	CloseUnsupportedMedia = 4415
+	// CloseOverQuota: the tenant is at its concurrent-call limit.
+	CloseOverQuota = 4429
+)
+
+// Options configures the adapter.
+type Options struct {
+	Conn wsconn.Options
+	// IdleTimeout closes a connection that sends no audio (or no start)
+	// for this long (default 30 s).
+	IdleTimeout time.Duration
+}
+
+// Handler serves the native protocol.
+type Handler struct {
+	o        Options
+	m        *session.Manager
+	tenants  *tenant.Registry
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	dropped  func()
+}
+
+// NewHandler returns the adapter.
+func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *Handler {
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	return &Handler{
+		o: o, m: m, tenants: tenants, log: log.With("protocol", "native"),
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  1024,
+			WriteBufferSize: 1024,
+			WriteBufferPool: &writePool,
+			Subprotocols:    []string{Subprotocol},
+			// Authentication is by header, which browsers cannot set on
+			// a WebSocket: a foreign page cannot ride on a user's
+			// credentials, so the origin need not be checked.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+}
+
+var writePool = syncPool{}
+
+// refuse answers before the upgrade with a JSON error.
+func refuse(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "5")
+	}
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	w.Write(append(b, '\n'))
+}
+
+// ServeHTTP authenticates and upgrades a connection and runs it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t, _, ok := h.tenants.Authenticate(tenant.KeyFromRequest(r))
+	if !ok {
+		h.m.Refused(r.Context(), "", "unauthenticated")
+		w.Header().Set("WWW-Authenticate", `Bearer realm="calmline"`)
+		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (send Authorization: Bearer KEY or X-API-Key)")
+		return
+	}
+	if err := h.m.Admit(t); err != nil {
+		if errors.Is(err, session.ErrDraining) {
+			h.m.Refused(r.Context(), t.ID, "draining")
+			refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is draining; reconnect to another")
+			return
+		}
+		h.m.Refused(r.Context(), t.ID, "quota")
+		refuse(w, http.StatusTooManyRequests, "over_quota", err.Error())
+		return
+	}
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := &conn{h: h, tenant: t, log: h.log.With("tenant", t.ID, "remote", r.RemoteAddr)}
+	c.lastAudio.Store(time.Now().UnixNano())
+	co := h.o.Conn
+	co.OnDrop = func() { h.m.Refused(context.Background(), t.ID, "score_dropped") }
+	co.OnTick = c.tick
+	c.ws = wsconn.New(ws, co)
+	c.run()
+}
+
+// conn is one native connection, driven by its reader goroutine.
+type conn struct {
+	h         *Handler
+	tenant    *tenant.Tenant
+	ws        *wsconn.Conn
+	log       *slog.Logger
+	call      *session.Call
+	callLive  atomic.Pointer[session.Call]
+	lastAudio atomic.Int64 // unix nanoseconds
+	private   bool
+}
+
+// tick runs on the writer goroutine at every ping.
+func (c *conn) tick() {
+	if time.Since(time.Unix(0, c.lastAudio.Load())) > c.h.o.IdleTimeout {
+		what := "audio"
+		if c.callLive.Load() == nil {
+			what = "start"
+		}
+		c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
+	}
+}
+
+// Messages from the client.
+type clientMsg struct {
+	Type       string            `json:"type"`
+	CallID     string            `json:"call_id"`
+	AgentID    string            `json:"agent_id"`
+	Codec      string            `json:"codec"`
+	SampleRate int               `json:"sample_rate"`
+	Channels   []string          `json:"channels"`
+	Labels     map[string]string `json:"labels"`
+	// gap
+	Samples uint64 `json:"samples"`
+	Reason  string `json:"reason"`
+}
+
+func (c *conn) run() {
+	defer c.ws.Finish()
+	reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
+	defer func() {
+		if c.call != nil {
+			c.endCall(reason)
+		}
+	}()
+	for {
+		typ, data, err := c.ws.Read()
+		if err != nil {
+			var tooBig *wsconn.TooBigError
+			switch {
+			case errors.As(err, &tooBig):
+				reason = fullcallv1.EndReason_END_REASON_ERROR
+			case c.call != nil:
+				if r, aerr := c.call.AbortReason(); aerr != nil {
+					reason = r
+				}
+			}
+			return
+		}
+		if c.ws.Closing() {
+			continue // draining the peer's last frames until its close
+		}
+		if c.call != nil {
+			select {
+			case <-c.call.Done():
+				r, aerr := c.call.AbortReason()
+				reason = r
+				c.closeForAbort(r, aerr)
+				continue
+			default:
+			}
+		}
+		if typ == websocket.BinaryMessage {
+			if !c.audio(data) {
+				reason = fullcallv1.EndReason_END_REASON_ERROR
+			}
+			continue
+		}
+		var m clientMsg
+		if err := json.Unmarshal(data, &m); err != nil {
+			c.fail(CloseBadMessage, "malformed JSON: "+err.Error())
+			reason = fullcallv1.EndReason_END_REASON_ERROR
+			continue
+		}
+		switch m.Type {
+		case "start":
+			c.start(&m)
+		case "gap":
+			if c.call == nil {
+				c.fail(CloseOutOfOrder, "gap before start")
+				continue
+			}
+			gr := map[string]callv1.GapReason{"": callv1.GapReason_GAP_REASON_PAUSED, "paused": callv1.GapReason_GAP_REASON_PAUSED,
+				"discarded": callv1.GapReason_GAP_REASON_DISCARDED, "lost": callv1.GapReason_GAP_REASON_CLIENT_LOSS}
+			g, ok := gr[m.Reason]
+			if !ok || m.Samples == 0 || m.Samples > 24*3600*16000 {
+				c.fail(CloseBadMessage, "gap: want samples > 0 and reason paused, discarded or lost")
+				continue
+			}
+			c.call.Gap(m.Samples, g, "client: "+m.Reason)
+		case "stop":
+			if c.call == nil {
+				c.fail(CloseOutOfOrder, "stop before start")
+				continue
+			}
+			c.stop()
+			reason = fullcallv1.EndReason_END_REASON_HANGUP
+		case "":
+			c.fail(CloseBadMessage, `message without "type"`)
+		default:
+			c.fail(CloseBadMessage, fmt.Sprintf("unknown message type %q", m.Type))
+		}
+	}
+}
+
+// fail closes the connection for a client error; a live call ends.
+func (c *conn) fail(code int, reason string) {
+	c.log.Info("closing connection on bad input", "code", code, "reason", reason)
+	c.h.m.Refused(context.Background(), c.tenant.ID, fmt.Sprintf("close_%d", code))
+	if c.call != nil {
+		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
+	}
+	c.ws.Close(code, reason)
+}
+
+func (c *conn) start(m *clientMsg) {
+	if c.call != nil {
+		c.fail(CloseOutOfOrder, "start sent twice")
+		return
+	}
+	if m.CallID == "" {
+		c.fail(CloseBadMessage, "start: call_id is required")
+		return
+	}
+	codec, err := audio.ParseCodec(m.Codec)
+	if err != nil {
+		c.fail(CloseUnsupportedMedia, "start: "+err.Error())
+		return
+	}
+	if !audio.SupportedSampleRate(m.SampleRate) {
+		c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: unsupported sample_rate %d (want 8000 or 16000)", m.SampleRate))
+		return
+	}
+	if len(m.Channels) == 0 {
+		m.Channels = []string{"caller", "agent"}
+	}
+	if len(m.Channels) > 2 {
+		c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: %d channels (want 1 or 2)", len(m.Channels)))
+		return
+	}
+	roles := make([]callv1.ChannelRole, len(m.Channels))
+	for i, name := range m.Channels {
+		if roles[i], err = wire.Role(strings.ToLower(name)); err != nil {
+			c.fail(CloseBadMessage, "start: "+err.Error())
+			return
+		}
+	}
+	// Decided before the call starts, since scores may follow at once.
+	c.private = c.tenant.AgentScoring == tenant.AgentScoringPrivate
+	call, err := c.h.m.Start(context.Background(), session.Start{
+		Tenant:   c.tenant,
+		CallID:   m.CallID,
+		AgentID:  m.AgentID,
+		Format:   audio.Format{Codec: codec, SampleRate: m.SampleRate, Channels: len(roles)},
+		Roles:    roles,
+		Protocol: "native",
+		Labels:   m.Labels,
+	}, c)
+	switch {
+	case err == nil:
+	case errors.Is(err, session.ErrOverQuota):
+		c.ws.Close(CloseOverQuota, err.Error())
+		return
+	case errors.Is(err, session.ErrDraining):
+		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
+		return
+	case errors.Is(err, session.ErrCallLive):
+		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.CallID))
+		return
+	case errors.Is(err, session.ErrBadStart):
+		c.fail(CloseBadMessage, "start: "+err.Error())
+		return
+	default:
+		c.ws.Close(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
+		return
+	}
+	c.call = call
+	c.callLive.Store(call)
+	c.lastAudio.Store(time.Now().UnixNano())
+	c.sendJSON(startedMsg{Type: "started", CallID: m.CallID, SessionID: call.Info().SessionId,
+		ChunkMS: int(time.Duration(call.ChunkBytes()/call.Format().FrameBytes()) * time.Second / time.Duration(call.Format().SampleRate) / time.Millisecond)}, false)
+	// The writer watches for the call being aborted (drain, lost
+	// backend) even while the reader waits for the next frame.
+	c.ws.Watch(call.Done(), func() {
+		r, err := call.AbortReason()
+		c.closeForAbort(r, err)
+	})
+}
+
+func (c *conn) closeForAbort(r session.EndReason, err error) {
+	if r == fullcallv1.EndReason_END_REASON_DRAIN {
+		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect to continue the call")
+		return
+	}
+	c.ws.Close(websocket.CloseInternalServerErr, "call ended by the gateway: "+err.Error())
+}
+
+func (c *conn) audio(data []byte) bool {
+	if c.call == nil {
+		c.fail(CloseOutOfOrder, "audio before start")
+		return false
+	}
+	if fb := c.call.Format().FrameBytes(); len(data)%fb != 0 {
+		c.fail(CloseBadMessage, fmt.Sprintf("binary frame of %d bytes is not a whole number of %d-byte sample frames", len(data), fb))
+		return false
+	}
+	c.lastAudio.Store(time.Now().UnixNano())
+	if err := c.call.Audio(data); err != nil {
+		return false
+	}
+	return true
+}
+
+func (c *conn) stop() {
+	r := c.endCall(fullcallv1.EndReason_END_REASON_HANGUP)
+	msg := stoppedMsg{Type: "stopped", CallID: c.callLive.Load().Info().CallId}
+	if r != nil {
+		msg.Report = &reportSummary{
+			DurationS:      r.DurationS,
+			Incomplete:     r.Incomplete,
+			CallerPressure: peak(r.CallerPressure),
+			Alerts:         len(r.Alerts),
+			URL:            "/api/v1/reports/" + r.CallId,
+		}
+		if !c.private {
+			msg.Report.AgentStress = peak(r.AgentStress)
+		}
+	} else {
+		msg.Error = "the report could not be stored; the call's audio may be incomplete"
+	}
+	c.sendJSON(msg, false)
+	c.ws.Close(websocket.CloseNormalClosure, "call ended")
+}
+
+// endCall ends the call once and returns its report.
+func (c *conn) endCall(reason session.EndReason) *fullcallv1.Report {
+	call := c.call
+	if call == nil {
+		return nil
+	}
+	c.call = nil
+	r, err := call.End(context.Background(), reason)
+	if err != nil && !errors.Is(err, session.ErrEnded) {
+		c.log.Warn("call ended without a report", "err", err)
+	}
+	return r
+}
+
+func peak(s *fullcallv1.ScoreSummary) *float64 {
+	if !s.GetScored() {
+		return nil
+	}
+	v := s.Peak
+	return &v
+}
+
+// Score implements session.Events.
+func (c *conn) Score(u *callv1.ScoreUpdate) {
+	m := scoreMsg{
+		Type:           "score",
+		CallID:         u.CallId,
+		Second:         u.Second,
+		EndSample:      u.EndSample,
+		CallerPressure: u.CallerPressure,
+		AgentStress:    u.AgentStress,
+		Model:          modelMsg{Name: u.Model.GetName(), Version: u.Model.GetVersion()},
+	}
+	abstain := map[string]string{}
+	if u.CallerPressureAbstain != "" {
+		abstain["caller_pressure"] = u.CallerPressureAbstain
+	}
+	if u.AgentStressAbstain != "" {
+		abstain["agent_stress"] = u.AgentStressAbstain
+	}
+	if c.private {
+		// Private mode: agent-side scores reach only the agent and the
+		// care team, never the PBX.
+		m.AgentStress = nil
+		abstain["agent_stress"] = "private: shown only to the agent and the care team"
+	}
+	if len(abstain) > 0 {
+		m.Abstain = abstain
+	}
+	c.sendJSON(m, true)
+}
+
+// Alert implements session.Events.
+func (c *conn) Alert(a *callv1.AlertEvent) {
+	state := "firing"
+	if a.State == callv1.AlertState_ALERT_STATE_CLEARED {
+		state = "cleared"
+	}
+	c.sendJSON(alertMsg{Type: "alert", AlertID: a.AlertId, RuleID: a.RuleId, Episode: a.Episode, State: state,
+		Score: wire.ScoreName(a.Score), Value: a.Value, Threshold: a.Threshold, Second: a.Second}, false)
+}
+
+func (c *conn) sendJSON(v any, droppable bool) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.log.Error("encoding a message failed", "err", err)
+		return
+	}
+	c.ws.SendText(b, droppable)
+}
+
+// Messages to the client.
+type (
+	startedMsg struct {
+		Type      string `json:"type"`
+		CallID    string `json:"call_id"`
+		SessionID string `json:"session_id"`
+		ChunkMS   int    `json:"chunk_ms"`
+	}
+	modelMsg struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+	}
+	scoreMsg struct {
+		Type           string            `json:"type"`
+		CallID         string            `json:"call_id"`
+		Second         uint32            `json:"second"`
+		EndSample      uint64            `json:"end_sample"`
+		CallerPressure *float64          `json:"caller_pressure"`
+		AgentStress    *float64          `json:"agent_stress"`
+		Abstain        map[string]string `json:"abstain,omitempty"`
+		Model          modelMsg          `json:"model"`
+	}
+	alertMsg struct {
+		Type      string  `json:"type"`
+		AlertID   string  `json:"alert_id"`
+		RuleID    string  `json:"rule_id"`
+		Episode   uint32  `json:"episode"`
+		State     string  `json:"state"`
+		Score     string  `json:"score"`
+		Value     float64 `json:"value"`
+		Threshold float64 `json:"threshold"`
+		Second    uint32  `json:"second"`
+	}
+	reportSummary struct {
+		DurationS      float64  `json:"duration_s"`
+		Incomplete     bool     `json:"incomplete"`
+		CallerPressure *float64 `json:"caller_pressure_peak"`
+		AgentStress    *float64 `json:"agent_stress_peak,omitempty"`
+		Alerts         int      `json:"alerts"`
+		URL            string   `json:"url"`
+	}
+	stoppedMsg struct {
+		Type   string         `json:"type"`
+		CallID string         `json:"call_id"`
+		Report *reportSummary `json:"report,omitempty"`
+		Error  string         `json:"error,omitempty"`
+	}
+)

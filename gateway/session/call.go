@@ -1,0 +1,317 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/wire"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// EndReason says how a call ended (the fullcall contract's enum).
+type EndReason = fullcallv1.EndReason
+
+// ErrEnded is returned when audio arrives for a call that has ended.
+var ErrEnded = errors.New("call has ended")
+
+// Start describes a call an adapter wants to start.
+type Start struct {
+	Tenant  *tenant.Tenant
+	CallID  string
+	AgentID string
+	Format  audio.Format
+	// Roles gives each channel's role in interleaving order.
+	Roles    []callv1.ChannelRole
+	Protocol string
+	Labels   map[string]string
+	// StartedAt defaults to now.
+	StartedAt time.Time
+}
+
+// Events receives a call's live events. Its methods are called from the
+// call's backend goroutines and must not block: adapters queue the events
+// for their connection's writer, in a bounded queue with a counted
+// overflow policy.
+type Events interface {
+	Score(*callv1.ScoreUpdate)
+	Alert(*callv1.AlertEvent)
+}
+
+// Call is one live call. Audio, Gap and End must be called from one
+// goroutine (the adapter's reader); the other methods from any.
+type Call struct {
+	m      *Manager
+	tenant *tenant.Tenant
+	info   *callv1.Call
+	format audio.Format
+	events Events
+	log    *slog.Logger
+	attrs  metric.MeasurementOption
+
+	frameBytes int
+	chunkBytes int
+
+	// Owned by the adapter goroutine.
+	pending      []byte
+	pendingStart uint64
+	ended        bool
+	startedAt    time.Time
+
+	// timeline is the position (samples per channel) after the last audio
+	// or gap, and seq the last chunk's sequence number; written by the
+	// adapter goroutine, read by the links.
+	timeline atomic.Uint64
+	seq      atomic.Uint64
+
+	rt *rtLink
+	fc *fcLink
+
+	ctx    context.Context // lives until End returns
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	abortOnce   sync.Once
+	aborted     chan struct{}
+	abortReason EndReason
+	abortErr    error
+}
+
+// Start starts a call: it checks the tenant's quota, opens the fullcall
+// stream (the call is refused when fullcall is unreachable: nothing would
+// keep its audio) and starts scoring on realtime, which may come later.
+func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error) {
+	if st.Tenant == nil || st.CallID == "" {
+		return nil, fmt.Errorf("%w: tenant and call id are required", ErrBadStart)
+	}
+	if len(st.CallID) > 128 || len(st.AgentID) > 128 {
+		return nil, fmt.Errorf("%w: call and agent ids are limited to 128 bytes", ErrBadStart)
+	}
+	if err := st.Format.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+	}
+	if len(st.Roles) != st.Format.Channels {
+		return nil, fmt.Errorf("%w: %d channel roles for %d channels", ErrBadStart, len(st.Roles), st.Format.Channels)
+	}
+	seen := map[callv1.ChannelRole]bool{}
+	for _, r := range st.Roles {
+		if r == callv1.ChannelRole_CHANNEL_ROLE_UNSPECIFIED || seen[r] {
+			return nil, fmt.Errorf("%w: channel roles must be distinct caller/agent", ErrBadStart)
+		}
+		seen[r] = true
+	}
+	if st.StartedAt.IsZero() {
+		st.StartedAt = time.Now()
+	}
+	info := &callv1.Call{
+		TenantId:  st.Tenant.ID,
+		CallId:    st.CallID,
+		AgentId:   st.AgentID,
+		StartedAt: timestamppb.New(st.StartedAt),
+		Format: &callv1.MediaFormat{
+			Codec:        wire.CodecOf(st.Format.Codec),
+			SampleRateHz: uint32(st.Format.SampleRate),
+			Channels:     st.Roles,
+		},
+		Protocol:  st.Protocol,
+		Labels:    st.Labels,
+		Policy:    wire.Policy(st.Tenant),
+		SessionId: newSessionID(),
+	}
+	fb := st.Format.FrameBytes()
+	perChunk := int(int64(st.Format.SampleRate) * int64(m.o.ChunkDuration) / int64(time.Second))
+	c := &Call{
+		m:          m,
+		tenant:     st.Tenant,
+		info:       info,
+		format:     st.Format,
+		events:     ev,
+		log:        m.log.With("tenant", st.Tenant.ID, "call_id", st.CallID, "session_id", info.SessionId),
+		attrs:      metric.WithAttributes(attribute.String("tenant", st.Tenant.ID)),
+		frameBytes: fb,
+		chunkBytes: perChunk * fb,
+		startedAt:  st.StartedAt,
+		aborted:    make(chan struct{}),
+	}
+	c.pending = make([]byte, 0, c.chunkBytes)
+	if err := m.register(c); err != nil {
+		reason := "quota"
+		switch {
+		case errors.Is(err, ErrDraining):
+			reason = "draining"
+		case errors.Is(err, ErrCallLive):
+			reason = "duplicate_call"
+		}
+		m.Refused(ctx, st.Tenant.ID, reason)
+		return nil, err
+	}
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	c.rt = newRTLink(c)
+	c.fc = newFCLink(c)
+	openCtx, cancel := context.WithTimeout(ctx, m.o.OpenTimeout)
+	defer cancel()
+	stream, err := c.fc.open(openCtx, false)
+	if err != nil {
+		c.cancel()
+		m.unregister(c)
+		m.Refused(ctx, st.Tenant.ID, "backend_unavailable")
+		c.log.Warn("call refused: fullcall unavailable", "err", err)
+		return nil, fmt.Errorf("%w: fullcall: %v", ErrUnavailable, err)
+	}
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); c.fc.run(stream) }()
+	go func() { defer c.wg.Done(); c.rt.run() }()
+	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
+	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
+		"sample_rate", st.Format.SampleRate, "channels", st.Format.Channels)
+	return c, nil
+}
+
+func newSessionID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Info returns the call as the backends see it.
+func (c *Call) Info() *callv1.Call { return c.info }
+
+// Tenant returns the call's tenant.
+func (c *Call) Tenant() *tenant.Tenant { return c.tenant }
+
+// Format returns the call's audio format.
+func (c *Call) Format() audio.Format { return c.format }
+
+// ChunkBytes returns the size of a full chunk.
+func (c *Call) ChunkBytes() int { return c.chunkBytes }
+
+// Timeline returns the call's position in samples per channel.
+func (c *Call) Timeline() uint64 { return c.timeline.Load() }
+
+// Audio appends interleaved encoded audio to the call's timeline. Any
+// length is accepted; a partial sample frame waits for the next write.
+func (c *Call) Audio(data []byte) error {
+	if c.ended {
+		return ErrEnded
+	}
+	c.m.m.bytesIn.Add(c.ctx, int64(len(data)), c.attrs)
+	for len(data) > 0 {
+		n := min(len(data), c.chunkBytes-len(c.pending))
+		if len(c.pending) == 0 {
+			c.pendingStart = c.timeline.Load()
+		}
+		c.pending = append(c.pending, data[:n]...)
+		data = data[n:]
+		c.timeline.Store(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
+		if len(c.pending) == c.chunkBytes {
+			c.flush()
+		}
+	}
+	return nil
+}
+
+// flush sends the pending whole sample frames as a chunk.
+func (c *Call) flush() {
+	whole := len(c.pending) - len(c.pending)%c.frameBytes
+	if whole == 0 {
+		return
+	}
+	data := make([]byte, whole)
+	copy(data, c.pending[:whole])
+	rest := copy(c.pending, c.pending[whole:])
+	c.pending = c.pending[:rest]
+	ch := &callv1.AudioChunk{Seq: c.seq.Add(1), StartSample: c.pendingStart, Data: data}
+	c.pendingStart += uint64(whole / c.frameBytes)
+	now := time.Now()
+	c.rt.push(ch, now)
+	c.fc.pushChunk(ch)
+}
+
+// Gap advances the timeline over samples that carry no audio (a pause, a
+// discarded stretch), telling both backends why.
+func (c *Call) Gap(samples uint64, reason callv1.GapReason, detail string) error {
+	if c.ended {
+		return ErrEnded
+	}
+	if samples == 0 {
+		return nil
+	}
+	c.flush()
+	// A partial frame cannot straddle a gap.
+	c.pending = c.pending[:0]
+	g := &callv1.Gap{StartSample: c.timeline.Load(), Samples: samples, Reason: reason, Detail: detail}
+	c.timeline.Add(samples)
+	c.rt.pushGap(g)
+	c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}}, false, 0)
+	return nil
+}
+
+// Done is closed when the call must end for a reason other than the
+// client's: the gateway drains, or the lossless path failed for good. The
+// adapter then calls End with AbortReason and closes its connection.
+func (c *Call) Done() <-chan struct{} { return c.aborted }
+
+// AbortReason returns why Done was closed.
+func (c *Call) AbortReason() (EndReason, error) {
+	select {
+	case <-c.aborted:
+		return c.abortReason, c.abortErr
+	default:
+		return fullcallv1.EndReason_END_REASON_UNSPECIFIED, nil
+	}
+}
+
+// Abort asks the call's adapter to end the call.
+func (c *Call) Abort(reason EndReason, err error) {
+	c.abortOnce.Do(func() {
+		c.abortReason, c.abortErr = reason, err
+		close(c.aborted)
+	})
+}
+
+// End ends the call: the last audio is sent, realtime flushes its last
+// scores, and fullcall stores the report, which End returns (nil when
+// fullcall could not be reached within the finish timeout; the error says
+// why). End is idempotent.
+func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, error) {
+	if c.ended {
+		return nil, ErrEnded
+	}
+	c.ended = true
+	defer func() {
+		c.cancel()
+		c.wg.Wait()
+		c.m.unregister(c)
+		c.m.m.callSeconds.Record(context.Background(), time.Since(c.startedAt).Seconds(), c.attrs)
+	}()
+	c.flush()
+	c.rt.close()
+	c.fc.close(c.seq.Load(), c.timeline.Load(), reason)
+	wait, cancel := context.WithTimeout(ctx, c.m.o.FinishTimeout)
+	defer cancel()
+	r, err := c.fc.wait(wait)
+	// Realtime's last scores follow close closely; give them a moment.
+	select {
+	case <-c.rt.done:
+	case <-time.After(time.Second):
+	}
+	if err != nil {
+		c.log.Error("call ended without a stored report", "reason", reason.String(), "err", err)
+		return nil, err
+	}
+	c.log.Info("call ended", "reason", reason.String(), "duration_s", r.DurationS, "incomplete", r.Incomplete)
+	return r, nil
+}

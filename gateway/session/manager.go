@@ -1,0 +1,230 @@
+// Package session is the gateway's protocol-independent core: one live call
+// from start to end. A protocol adapter (native, AudioHook, Twilio-style,
+// Asterisk) authenticates the tenant, parses its framing and drives a Call:
+// Start, Audio and Gap as the stream arrives, End at hang-up. The Call
+// batches frames into chunks and fans them out over one gRPC stream to a
+// realtime instance (latency first: a bounded queue that drops the oldest
+// audio) and one to a fullcall instance (lossless: sequence numbers,
+// acknowledgements and a bounded replay buffer), and hands score and alert
+// events back to the adapter.
+//
+// The gateway keeps no analysis state: it never decodes audio.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/calmline/calmline/lib/rpc"
+	"github.com/calmline/calmline/lib/tenant"
+)
+
+// Errors Start returns; adapters map them to their protocol's refusals.
+var (
+	ErrOverQuota   = errors.New("tenant is at its concurrent-call limit")
+	ErrDraining    = errors.New("gateway is draining")
+	ErrCallLive    = errors.New("a call with this id is already live")
+	ErrBadStart    = errors.New("invalid call start")
+	ErrUnavailable = errors.New("analysis backends unavailable")
+)
+
+// Options configures a Manager.
+type Options struct {
+	Logger        *slog.Logger
+	MeterProvider metric.MeterProvider
+	// Realtime and Fullcall are the backend connection pools.
+	Realtime *rpc.Pool
+	Fullcall *rpc.Pool
+	// ChunkDuration is how much audio goes into one chunk (default 100 ms).
+	ChunkDuration time.Duration
+	// RealtimeQueue bounds the audio waiting for realtime; past it the
+	// oldest is dropped and counted (default 2 s).
+	RealtimeQueue time.Duration
+	// ReplayBuffer bounds the audio kept for fullcall until acknowledged;
+	// past it the call is marked incomplete (default 30 s).
+	ReplayBuffer time.Duration
+	// FinishTimeout bounds the wait for the report at End (default 10 s).
+	FinishTimeout time.Duration
+	// OpenTimeout bounds opening the backend streams at Start (default 5 s).
+	OpenTimeout time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MeterProvider == nil {
+		o.MeterProvider = noop.NewMeterProvider()
+	}
+	if o.ChunkDuration == 0 {
+		o.ChunkDuration = 100 * time.Millisecond
+	}
+	if o.RealtimeQueue == 0 {
+		o.RealtimeQueue = 2 * time.Second
+	}
+	if o.ReplayBuffer == 0 {
+		o.ReplayBuffer = 30 * time.Second
+	}
+	if o.FinishTimeout == 0 {
+		o.FinishTimeout = 10 * time.Second
+	}
+	if o.OpenTimeout == 0 {
+		o.OpenTimeout = 5 * time.Second
+	}
+}
+
+// Manager starts calls and keeps count of them per tenant.
+type Manager struct {
+	o   Options
+	log *slog.Logger
+	m   *metrics
+
+	mu       sync.Mutex
+	perTen   map[string]int
+	live     map[string]*Call // tenant/call id -> call
+	draining bool
+	idle     chan struct{} // closed and replaced when the last call ends
+	total    atomic.Int64
+}
+
+// NewManager returns a Manager.
+func NewManager(o Options) (*Manager, error) {
+	o.defaults()
+	if o.Realtime == nil || o.Fullcall == nil {
+		return nil, errors.New("session: Realtime and Fullcall pools are required")
+	}
+	if o.ChunkDuration < 20*time.Millisecond || o.ChunkDuration > 2*time.Second {
+		return nil, fmt.Errorf("session: ChunkDuration %v outside [20ms, 2s]", o.ChunkDuration)
+	}
+	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
+	m, err := newMetrics(o.MeterProvider, mgr)
+	if err != nil {
+		return nil, err
+	}
+	mgr.m = m
+	return mgr, nil
+}
+
+// Admit reports whether the tenant could start a call now; adapters use it
+// to refuse before the WebSocket upgrade. Start checks again.
+func (m *Manager) Admit(t *tenant.Tenant) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.admitLocked(t)
+}
+
+func (m *Manager) admitLocked(t *tenant.Tenant) error {
+	if m.draining {
+		return ErrDraining
+	}
+	if t.MaxConcurrentCalls > 0 && m.perTen[t.ID] >= t.MaxConcurrentCalls {
+		return fmt.Errorf("%w (%d)", ErrOverQuota, t.MaxConcurrentCalls)
+	}
+	return nil
+}
+
+// Refused counts a refusal an adapter made on its own (bad input before a
+// call could start), by reason.
+func (m *Manager) Refused(ctx context.Context, tenantID, reason string) {
+	m.m.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenantID), attribute.String("reason", reason)))
+}
+
+// Live returns the number of live calls.
+func (m *Manager) Live() int { return int(m.total.Load()) }
+
+// Drain refuses new calls from now on and waits until every live call has
+// ended or ctx ends; it returns the number of calls still live.
+func (m *Manager) Drain(ctx context.Context) int {
+	m.mu.Lock()
+	m.draining = true
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		n, idle := len(m.live), m.idle
+		m.mu.Unlock()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return n
+		}
+	}
+}
+
+// Draining reports whether Drain was called.
+func (m *Manager) Draining() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.draining
+}
+
+// EndAll ends every live call with the given reason (their adapters close
+// the connections) and waits until they are gone or ctx ends.
+func (m *Manager) EndAll(ctx context.Context, reason EndReason) {
+	m.mu.Lock()
+	calls := make([]*Call, 0, len(m.live))
+	for _, c := range m.live {
+		calls = append(calls, c)
+	}
+	m.mu.Unlock()
+	for _, c := range calls {
+		c.Abort(reason, errors.New("gateway shutting down"))
+	}
+	m.Drain(ctx)
+}
+
+func (m *Manager) register(c *Call) error {
+	key := c.info.TenantId + "\x00" + c.info.CallId
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.admitLocked(c.tenant); err != nil {
+		return err
+	}
+	if _, dup := m.live[key]; dup {
+		return ErrCallLive
+	}
+	m.live[key] = c
+	m.perTen[c.info.TenantId]++
+	m.total.Add(1)
+	return nil
+}
+
+func (m *Manager) unregister(c *Call) {
+	key := c.info.TenantId + "\x00" + c.info.CallId
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.live[key] != c {
+		return
+	}
+	delete(m.live, key)
+	if m.perTen[c.info.TenantId]--; m.perTen[c.info.TenantId] <= 0 {
+		delete(m.perTen, c.info.TenantId)
+	}
+	m.total.Add(-1)
+	if len(m.live) == 0 {
+		close(m.idle)
+		m.idle = make(chan struct{})
+	}
+}
+
+// perTenant snapshots live calls per tenant for the metrics.
+func (m *Manager) perTenant() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int, len(m.perTen))
+	for k, v := range m.perTen {
+		out[k] = v
+	}
+	return out
+}

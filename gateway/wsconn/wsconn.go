@@ -1,0 +1,320 @@
+// Package wsconn is the defensive WebSocket connection every gateway
+// protocol adapter uses: a read limit with a clear close reason, a
+// pong-driven read deadline, one writer goroutine with a write timeout and
+// a bounded outbound queue (droppable messages are dropped oldest-first and
+// counted), and a close handshake with a code and reason that waits for the
+// peer under a bound.
+package wsconn
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Options configures a Conn.
+type Options struct {
+	// ReadLimit bounds one message; a larger one closes the connection
+	// with 1009 and a reason (default 64 KiB).
+	ReadLimit int
+	// PingInterval is how often the server pings (default 10 s).
+	PingInterval time.Duration
+	// PongWait is how long the connection may stay silent, pongs
+	// included, before it is considered dead (default 30 s).
+	PongWait time.Duration
+	// WriteTimeout bounds each write (default 10 s).
+	WriteTimeout time.Duration
+	// CloseWait bounds the wait for the peer's close frame (default 2 s).
+	CloseWait time.Duration
+	// Queue bounds the outbound messages (default 64).
+	Queue int
+	// OnDrop is called when a droppable message is dropped.
+	OnDrop func()
+	// OnTick runs on the writer goroutine at every ping; adapters use it
+	// for idle timeouts.
+	OnTick func()
+}
+
+func (o *Options) defaults() {
+	if o.ReadLimit == 0 {
+		o.ReadLimit = 64 << 10
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 10 * time.Second
+	}
+	if o.PongWait == 0 {
+		o.PongWait = 30 * time.Second
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.CloseWait == 0 {
+		o.CloseWait = 2 * time.Second
+	}
+	if o.Queue == 0 {
+		o.Queue = 64
+	}
+}
+
+// TooBigError is returned by Read for a message over the read limit; the
+// connection is then being closed with 1009.
+type TooBigError struct{ Limit int }
+
+func (e *TooBigError) Error() string {
+	return fmt.Sprintf("message exceeds %d bytes", e.Limit)
+}
+
+type outMsg struct {
+	typ       int // websocket.TextMessage or BinaryMessage
+	data      []byte
+	droppable bool
+}
+
+// Conn is one WebSocket connection.
+type Conn struct {
+	ws  *websocket.Conn
+	o   Options
+	buf bytes.Buffer
+
+	mu        sync.Mutex
+	q         []outMsg
+	closeCode int
+	closeMsg  string
+	closing   bool
+	wake      chan struct{}
+
+	readerDone chan struct{} // closed by Finish
+	writerDone chan struct{}
+	peerClosed atomic.Bool
+	closeSent  atomic.Bool // our close frame is out: reads no longer extend the deadline
+
+	// watch, when set, is watched by the writer: when it closes, onWatch
+	// runs (once) on the writer goroutine.
+	watch   <-chan struct{}
+	onWatch func()
+	finishOnce sync.Once
+}
+
+// New takes over an upgraded connection and starts its writer. The
+// goroutine that reads must call Finish when it stops reading.
+func New(ws *websocket.Conn, o Options) *Conn {
+	o.defaults()
+	c := &Conn{
+		ws:         ws,
+		o:          o,
+		wake:       make(chan struct{}, 1),
+		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	// Gorilla's own limit is a backstop; Read enforces o.ReadLimit with a
+	// reason.
+	ws.SetReadLimit(int64(o.ReadLimit) * 4)
+	ws.SetReadDeadline(time.Now().Add(o.PongWait))
+	ws.SetPongHandler(func(string) error {
+		return ws.SetReadDeadline(time.Now().Add(o.PongWait))
+	})
+	ws.SetCloseHandler(func(code int, text string) error {
+		c.peerClosed.Store(true)
+		// Answer the peer's close unless we started the handshake.
+		c.mu.Lock()
+		answered := c.closing
+		c.closing = true
+		c.mu.Unlock()
+		if !answered {
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(o.WriteTimeout))
+		}
+		return nil
+	})
+	go c.writer()
+	return c
+}
+
+// Read returns the next message. The data is valid until the next Read.
+func (c *Conn) Read() (int, []byte, error) {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	if !c.closeSent.Load() {
+		c.ws.SetReadDeadline(time.Now().Add(c.o.PongWait))
+	}
+	c.buf.Reset()
+	n, err := c.buf.ReadFrom(io.LimitReader(r, int64(c.o.ReadLimit)+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if n > int64(c.o.ReadLimit) {
+		err := &TooBigError{Limit: c.o.ReadLimit}
+		c.Close(websocket.CloseMessageTooBig, err.Error())
+		return 0, nil, err
+	}
+	return typ, c.buf.Bytes(), nil
+}
+
+// SendText queues a text message. A droppable message (a score) is the
+// first to go when the queue is full; others are kept (the queue then grows
+// past its bound only by such control messages, which are few).
+func (c *Conn) SendText(data []byte, droppable bool) {
+	c.send(outMsg{typ: websocket.TextMessage, data: data, droppable: droppable})
+}
+
+// SendBinary queues a binary message.
+func (c *Conn) SendBinary(data []byte, droppable bool) {
+	c.send(outMsg{typ: websocket.BinaryMessage, data: data, droppable: droppable})
+}
+
+func (c *Conn) send(m outMsg) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.q) >= c.o.Queue {
+		dropped := false
+		for i, old := range c.q {
+			if old.droppable {
+				c.q = append(c.q[:i], c.q[i+1:]...)
+				dropped = true
+				break
+			}
+		}
+		if !dropped && m.droppable {
+			c.mu.Unlock()
+			if c.o.OnDrop != nil {
+				c.o.OnDrop()
+			}
+			return
+		}
+		if dropped && c.o.OnDrop != nil {
+			defer c.o.OnDrop()
+		}
+	}
+	c.q = append(c.q, m)
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close starts the close handshake with a code and reason after the queued
+// messages are written. It is safe from any goroutine and idempotent; the
+// first call's code wins.
+func (c *Conn) Close(code int, reason string) {
+	c.mu.Lock()
+	if c.closeCode == 0 && !c.closing {
+		if len(reason) > 120 { // a close reason must fit a control frame
+			reason = reason[:120]
+		}
+		c.closeCode, c.closeMsg = code, reason
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+// Closing reports whether the close handshake has begun.
+func (c *Conn) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing || c.closeCode != 0
+}
+
+// PeerClosed reports whether the peer sent a close frame.
+func (c *Conn) PeerClosed() bool { return c.peerClosed.Load() }
+
+// Watch makes the writer run f once when ch closes, even while the reader
+// waits for the next frame: adapters use it to close the connection when
+// the gateway ends the call.
+func (c *Conn) Watch(ch <-chan struct{}, f func()) {
+	c.mu.Lock()
+	c.watch, c.onWatch = ch, f
+	c.mu.Unlock()
+	c.signal()
+}
+
+// Done is closed when the connection is finished.
+func (c *Conn) Done() <-chan struct{} { return c.writerDone }
+
+func (c *Conn) writer() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.o.PingInterval)
+	defer ping.Stop()
+	for {
+		c.mu.Lock()
+		batch := c.q
+		c.q = nil
+		code, msg := c.closeCode, c.closeMsg
+		watch, onWatch := c.watch, c.onWatch
+		c.mu.Unlock()
+		for _, m := range batch {
+			c.ws.SetWriteDeadline(time.Now().Add(c.o.WriteTimeout))
+			if err := c.ws.WriteMessage(m.typ, m.data); err != nil {
+				c.ws.Close() // the reader sees the error and finishes
+				<-c.readerDone
+				return
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		if code != 0 {
+			c.mu.Lock()
+			already := c.closing
+			c.closing = true
+			c.mu.Unlock()
+			c.closeSent.Store(true)
+			if !already {
+				c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(c.o.WriteTimeout))
+			}
+			// Wait for the peer's close (the reader ends) within bounds.
+			c.ws.SetReadDeadline(time.Now().Add(c.o.CloseWait))
+			select {
+			case <-c.readerDone:
+			case <-time.After(c.o.CloseWait + time.Second):
+			}
+			c.ws.Close()
+			<-c.readerDone
+			return
+		}
+		select {
+		case <-c.wake:
+		case <-watch:
+			c.mu.Lock()
+			c.watch = nil
+			c.mu.Unlock()
+			onWatch()
+		case <-ping.C:
+			if c.o.OnTick != nil {
+				c.o.OnTick()
+			}
+			c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.o.WriteTimeout))
+		case <-c.readerDone:
+			// The reader stopped (peer gone or closed): flush nothing more.
+			c.ws.Close()
+			return
+		}
+	}
+}
+
+// Finish is called by the reader once it stops reading; it waits for the
+// writer to write what is queued (a final close included) and closes the
+// connection.
+func (c *Conn) Finish() {
+	c.finishOnce.Do(func() { close(c.readerDone) })
+	<-c.writerDone
+}
+
+// IsClose reports whether err is the peer closing normally or going away.
+func IsClose(err error) bool {
+	return websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived)
+}
+
