@@ -112,4 +112,3 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 	}
 	return st.Serve(env.Ctx)
 }
-

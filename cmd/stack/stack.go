@@ -84,12 +84,12 @@ type server interface {
 
 // Stack is a set of running services.
 type Stack struct {
-	o       Options
+	o Options
 	// gatewayStop bounds the gateway's shutdown: its drain and final stop.
 	gatewayStop time.Duration
-	addrs   map[string]net.Addr
-	servers map[string]server
-	lis     map[string]net.Listener
+	addrs       map[string]net.Addr
+	servers     map[string]server
+	lis         map[string]net.Listener
 }
 
 // New opens every local service's listener (so that each knows the others'

@@ -95,8 +95,8 @@ type Conn struct {
 
 	// watch, when set, is watched by the writer: when it closes, onWatch
 	// runs (once) on the writer goroutine.
-	watch   <-chan struct{}
-	onWatch func()
+	watch      <-chan struct{}
+	onWatch    func()
 	finishOnce sync.Once
 }
 
@@ -317,4 +317,3 @@ func (c *Conn) Finish() {
 func IsClose(err error) bool {
 	return websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived)
 }
-
