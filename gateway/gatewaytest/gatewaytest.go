@@ -1,0 +1,306 @@
+// Package gatewaytest provides backends for the gateway's tests: real gRPC
+// servers on loopback that speak the realtime and fullcall contracts with
+// simple, predictable behaviour (a score per second of audio received, an
+// acknowledgement per chunk, a report that counts what arrived), and hooks
+// to make them misbehave. They stand in for the real services only in the
+// gateway's unit tests; end-to-end tests use the real ones.
+package gatewaytest
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+	realtimev1 "github.com/calmline/calmline/proto/calmline/realtime/v1"
+)
+
+// Model is the model label the fake realtime puts on its scores.
+var Model = &callv1.ModelInfo{Name: "gatewaytest", Version: "0"}
+
+// Backend is one fake gRPC server.
+type Backend struct {
+	Addr string
+	srv  *grpc.Server
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+func serve(t testing.TB, register func(*grpc.Server)) *Backend {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Backend{Addr: lis.Addr().String(), srv: grpc.NewServer()}
+	healthpb.RegisterHealthServer(b.srv, health.NewServer()) // SERVING
+	register(b.srv)
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); b.srv.Serve(lis) }()
+	t.Cleanup(b.Kill)
+	return b
+}
+
+// Kill stops the server at once, breaking its streams, as a crash would.
+func (b *Backend) Kill() {
+	b.once.Do(func() {
+		b.srv.Stop()
+		b.wg.Wait()
+	})
+}
+
+// Realtime is a fake realtime service.
+type Realtime struct {
+	realtimev1.UnimplementedRealtimeServiceServer
+	*Backend
+
+	mu    sync.Mutex
+	Opens []*realtimev1.OpenCall
+	// Chunks counts chunks received per call id.
+	Chunks map[string]int
+	// OnChunk, when set, runs for every chunk; an error ends the stream.
+	OnChunk func(callID string, c *callv1.AudioChunk) error
+	// Alert, when set, is sent after the score of the given second.
+	Alert func(callID string, second uint32) *callv1.AlertEvent
+}
+
+// StartRealtime starts a fake realtime service.
+func StartRealtime(t testing.TB) *Realtime {
+	r := &Realtime{Chunks: map[string]int{}}
+	r.Backend = serve(t, func(s *grpc.Server) { realtimev1.RegisterRealtimeServiceServer(s, r) })
+	return r
+}
+
+// Analyze scores every full second of audio it receives with 50.
+func (r *Realtime) Analyze(s realtimev1.RealtimeService_AnalyzeServer) error {
+	first, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return errors.New("first message is not open")
+	}
+	r.mu.Lock()
+	r.Opens = append(r.Opens, open)
+	r.mu.Unlock()
+	call := open.Call
+	rate := uint64(call.Format.SampleRateHz)
+	frame := uint64(len(call.Format.Channels))
+	if call.Format.Codec == callv1.Codec_CODEC_L16 {
+		frame *= 2
+	}
+	pos := open.ResumeSample
+	next := (pos/rate + 1) * rate // end of the second in progress
+	score := func(end uint64) error {
+		v := 50.0
+		sec := uint32(end/rate) - 1
+		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: &callv1.ScoreUpdate{
+			CallId: call.CallId, Second: sec, EndSample: end, CallerPressure: &v, AgentStressAbstain: "fake", Model: Model}}}); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		alert := r.Alert
+		r.mu.Unlock()
+		if alert != nil {
+			if a := alert(call.CallId, sec); a != nil {
+				return s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: a}})
+			}
+		}
+		return nil
+	}
+	for {
+		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch m := req.Msg.(type) {
+		case *realtimev1.AnalyzeRequest_Chunk:
+			r.mu.Lock()
+			r.Chunks[call.CallId]++
+			hook := r.OnChunk
+			r.mu.Unlock()
+			if hook != nil {
+				if err := hook(call.CallId, m.Chunk); err != nil {
+					return err
+				}
+			}
+			pos = m.Chunk.StartSample + uint64(len(m.Chunk.Data))/frame
+		case *realtimev1.AnalyzeRequest_Gap:
+			pos = max(pos, m.Gap.StartSample+m.Gap.Samples)
+		case *realtimev1.AnalyzeRequest_Close:
+			for ; next <= pos; next += rate {
+				if err := score(next); err != nil {
+					return err
+				}
+			}
+			if pos%rate != 0 && pos > next-rate {
+				v := 50.0
+				s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: &callv1.ScoreUpdate{
+					CallId: call.CallId, Second: uint32(pos / rate), EndSample: pos, CallerPressure: &v, Model: Model}}})
+			}
+			return nil
+		}
+		for ; next <= pos; next += rate {
+			if err := score(next); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ChunkCount returns the chunks received for a call.
+func (r *Realtime) ChunkCount(callID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.Chunks[callID]
+}
+
+// Fullcall is a fake fullcall service.
+type Fullcall struct {
+	fullcallv1.UnimplementedIngestServiceServer
+	*Backend
+
+	mu sync.Mutex
+	// Received records every chunk sequence number received per call, in
+	// order, duplicates included.
+	Received map[string][]uint64
+	// Events records the events received per call.
+	Events map[string][]*fullcallv1.CallEvent
+	// Reports holds the last report per call.
+	Reports map[string]*fullcallv1.Report
+	// OnChunk, when set, runs for every chunk before it is acknowledged;
+	// an error ends the stream.
+	OnChunk func(callID string, c *callv1.AudioChunk) error
+	// AckedAtOpen, when set, says what a resumed call's checkpoint holds.
+	AckedAtOpen func(callID string) uint64
+	// Refuse, when set, refuses the open with this error.
+	Refuse func(open *fullcallv1.OpenCall) error
+}
+
+// StartFullcall starts a fake fullcall service.
+func StartFullcall(t testing.TB) *Fullcall {
+	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Reports: map[string]*fullcallv1.Report{}}
+	f.Backend = serve(t, func(s *grpc.Server) { fullcallv1.RegisterIngestServiceServer(s, f) })
+	return f
+}
+
+// Record acknowledges every chunk and reports what arrived at close.
+func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
+	first, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return errors.New("first message is not open")
+	}
+	call := open.Call
+	f.mu.Lock()
+	refuse, ackedAt := f.Refuse, f.AckedAtOpen
+	f.mu.Unlock()
+	if refuse != nil {
+		if err := refuse(open); err != nil {
+			return err
+		}
+	}
+	var acked uint64
+	if open.Resume && ackedAt != nil {
+		acked = ackedAt(call.CallId)
+	}
+	if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: &fullcallv1.OpenedCall{AckedSeq: acked}}}); err != nil {
+		return err
+	}
+	for {
+		req, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		switch m := req.Msg.(type) {
+		case *fullcallv1.RecordRequest_Chunk:
+			f.mu.Lock()
+			f.Received[call.CallId] = append(f.Received[call.CallId], m.Chunk.Seq)
+			hook := f.OnChunk
+			f.mu.Unlock()
+			if hook != nil {
+				if err := hook(call.CallId, m.Chunk); err != nil {
+					return err
+				}
+			}
+			if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Ack{Ack: &fullcallv1.Ack{Seq: m.Chunk.Seq}}}); err != nil {
+				return err
+			}
+		case *fullcallv1.RecordRequest_Event:
+			f.mu.Lock()
+			f.Events[call.CallId] = append(f.Events[call.CallId], m.Event)
+			f.mu.Unlock()
+		case *fullcallv1.RecordRequest_Close:
+			r := &fullcallv1.Report{
+				TenantId:   call.TenantId,
+				CallId:     call.CallId,
+				AgentId:    call.AgentId,
+				DurationS:  float64(m.Close.EndSample) / float64(call.Format.SampleRateHz),
+				Chunks:     m.Close.LastSeq,
+				EndReason:  m.Close.Reason,
+				Incomplete: m.Close.Incomplete,
+				Format:     call.Format,
+			}
+			f.mu.Lock()
+			f.Reports[call.CallId] = r
+			f.mu.Unlock()
+			return s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Finished{Finished: &fullcallv1.FinishedCall{Report: r}}})
+		}
+	}
+}
+
+// Report returns the report of a call, if any.
+func (f *Fullcall) Report(callID string) *fullcallv1.Report {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Reports[callID]
+}
+
+// Seqs returns the chunk sequence numbers received for a call.
+func (f *Fullcall) Seqs(callID string) []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.Received[callID]...)
+}
+
+// Configure runs f with the server's lock held: set hooks through it.
+func (r *Realtime) Configure(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f()
+}
+
+// OpenCalls returns the open messages received.
+func (r *Realtime) OpenCalls() []*realtimev1.OpenCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*realtimev1.OpenCall(nil), r.Opens...)
+}
+
+// Configure runs fn with the server's lock held: set hooks through it.
+func (f *Fullcall) Configure(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+}
+
+// CallEvents returns the events received for a call.
+func (f *Fullcall) CallEvents(callID string) []*fullcallv1.CallEvent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*fullcallv1.CallEvent(nil), f.Events[callID]...)
+}

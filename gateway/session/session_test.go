@@ -1,0 +1,279 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/rpc"
+	"github.com/calmline/calmline/lib/tenant"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// events collects a call's events.
+type events struct {
+	mu     sync.Mutex
+	scores []*callv1.ScoreUpdate
+	alerts []*callv1.AlertEvent
+	got    chan struct{}
+}
+
+func newEvents() *events { return &events{got: make(chan struct{}, 1024)} }
+
+func (e *events) Score(u *callv1.ScoreUpdate) {
+	e.mu.Lock()
+	e.scores = append(e.scores, u)
+	e.mu.Unlock()
+	e.got <- struct{}{}
+}
+
+func (e *events) Alert(a *callv1.AlertEvent) {
+	e.mu.Lock()
+	e.alerts = append(e.alerts, a)
+	e.mu.Unlock()
+	e.got <- struct{}{}
+}
+
+func manager(t *testing.T, realtime, fullcall string, o Options) *Manager {
+	t.Helper()
+	rp, err := rpc.NewPool(realtime, 1, rpc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := rpc.NewPool(fullcall, 1, rpc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rp.Close(); fp.Close() })
+	o.Realtime, o.Fullcall = rp, fp
+	m, err := NewManager(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+var acme = &tenant.Tenant{ID: "acme", MaxConcurrentCalls: 2, AgentScoring: tenant.AgentScoringOn, AlertRule: tenant.DefaultAlertRule}
+
+func stereo(callID string) Start {
+	return Start{Tenant: acme, CallID: callID, Format: audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: 2},
+		Roles: []callv1.ChannelRole{callv1.ChannelRole_CHANNEL_ROLE_CALLER, callv1.ChannelRole_CHANNEL_ROLE_AGENT}, Protocol: "test"}
+}
+
+// feed sends seconds of stereo μ-law in 20 ms frames, calling between after
+// each second.
+func feed(t *testing.T, c *Call, seconds int, between func(sec int)) {
+	t.Helper()
+	frame := make([]byte, 320)
+	for s := range seconds {
+		for range 50 {
+			if err := c.Audio(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if between != nil {
+			between(s)
+		}
+	}
+}
+
+func TestStartValidatesAndCountsQuota(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	ctx := context.Background()
+	bad := stereo("bad")
+	bad.Roles = bad.Roles[:1]
+	if _, err := m.Start(ctx, bad, nil); !errors.Is(err, ErrBadStart) {
+		t.Errorf("one role for two channels: %v; want ErrBadStart", err)
+	}
+	a, err := m.Start(ctx, stereo("a"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, stereo("a"), nil); !errors.Is(err, ErrCallLive) {
+		t.Errorf("same call id again: %v; want ErrCallLive", err)
+	}
+	b, err := m.Start(ctx, stereo("b"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, stereo("c"), nil); !errors.Is(err, ErrOverQuota) {
+		t.Errorf("third call of a tenant limited to two: %v; want ErrOverQuota", err)
+	}
+	a.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
+	if c, err := m.Start(ctx, stereo("c"), nil); err != nil {
+		t.Errorf("a call after one ended: %v", err)
+	} else {
+		c.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
+	}
+	b.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
+	if m.Live() != 0 {
+		t.Errorf("%d calls live after all ended", m.Live())
+	}
+}
+
+func TestStartFailsWithoutFullcall(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	fc.Kill()
+	m := manager(t, rt.Addr, fc.Addr, Options{OpenTimeout: 500 * time.Millisecond})
+	if _, err := m.Start(context.Background(), stereo("x"), nil); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("start with fullcall down: %v; want ErrUnavailable", err)
+	}
+	if m.Live() != 0 {
+		t.Error("a refused call counts as live")
+	}
+}
+
+func TestRealtimeFailoverMovesTheCall(t *testing.T) {
+	a, b, fc := gatewaytest.StartRealtime(t), gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	m := manager(t, a.Addr+","+b.Addr, fc.Addr, Options{})
+	ev := newEvents()
+	c, err := m.Start(context.Background(), stereo("moving"), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the first score, then kill whichever instance has the call.
+	feed(t, c, 2, nil)
+	<-ev.got
+	victim, survivor := a, b
+	if a.ChunkCount("moving") == 0 {
+		victim, survivor = b, a
+	}
+	victim.Kill()
+	feed(t, c, 3, nil)
+	deadline := time.After(10 * time.Second)
+	for survivor.ChunkCount("moving") == 0 {
+		select {
+		case <-ev.got:
+		case <-deadline:
+			t.Fatal("the call never reached the surviving instance")
+		case <-time.After(10 * time.Millisecond):
+			feed(t, c, 1, nil) // the call goes on meanwhile
+		}
+	}
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Incomplete {
+		t.Error("a realtime failure made the fullcall report incomplete")
+	}
+	open := survivor.OpenCalls()[0]
+	if open.ResumeSample == 0 {
+		t.Error("the call reopened on the survivor from the start, not where it was")
+	}
+	var gaps int
+	for _, e := range fc.CallEvents("moving") {
+		if g := e.GetLiveScoringGap(); g != nil && g.Reason == callv1.GapReason_GAP_REASON_FAILOVER {
+			gaps++
+		}
+	}
+	if gaps != 1 {
+		t.Errorf("%d live-scoring gaps reported to fullcall; want 1", gaps)
+	}
+}
+
+func TestFullcallReplayAfterAStreamFailure(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	var once sync.Once
+	fc.Configure(func() {
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			var err error
+			if ch.Seq == 17 {
+				once.Do(func() { err = errors.New("instance lost") })
+			}
+			return err
+		}
+		// The replacement's checkpoint holds chunks up to 16.
+		fc.AckedAtOpen = func(string) uint64 { return 16 }
+	})
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	c, err := m.Start(context.Background(), stereo("replayed"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 4, nil)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Incomplete || r.Chunks != 40 {
+		t.Errorf("report: incomplete %v, %d chunks; want complete with 40", r.Incomplete, r.Chunks)
+	}
+	// Every chunk from 17 on was sent again after the reopen; none before.
+	seen := map[uint64]int{}
+	for _, s := range fc.Seqs("replayed") {
+		seen[s]++
+	}
+	for s := uint64(1); s <= 40; s++ {
+		if seen[s] == 0 {
+			t.Errorf("chunk %d never reached fullcall", s)
+		}
+		if s < 17 && seen[s] != 1 {
+			t.Errorf("chunk %d, acknowledged before the failure, was sent %d times", s, seen[s])
+		}
+	}
+}
+
+func TestReplayBufferOverflowMarksIncomplete(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	block := make(chan struct{})
+	fc.Configure(func() {
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			if ch.Seq == 1 {
+				<-block // fullcall stalls: nothing is acknowledged
+			}
+			return nil
+		}
+	})
+	m := manager(t, rt.Addr, fc.Addr, Options{ReplayBuffer: time.Second})
+	c, err := m.Start(context.Background(), stereo("stalled"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 3, nil) // three seconds into a one-second buffer
+	close(block)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Incomplete {
+		t.Error("report of a call that overflowed its replay buffer is not marked incomplete")
+	}
+}
+
+func TestDrainAndEndAll(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	c, err := m.Start(context.Background(), stereo("draining"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if live := m.Drain(ctx); live != 1 {
+		t.Errorf("Drain with a live call returned %d; want 1", live)
+	}
+	if _, err := m.Start(context.Background(), stereo("late"), nil); !errors.Is(err, ErrDraining) {
+		t.Errorf("start while draining: %v; want ErrDraining", err)
+	}
+	go m.EndAll(context.Background(), fullcallv1.EndReason_END_REASON_DRAIN)
+	<-c.Done()
+	reason, _ := c.AbortReason()
+	if reason != fullcallv1.EndReason_END_REASON_DRAIN {
+		t.Errorf("abort reason %v", reason)
+	}
+	r, err := c.End(context.Background(), reason)
+	if err != nil || r.EndReason != fullcallv1.EndReason_END_REASON_DRAIN {
+		t.Errorf("report after drain: %v, %v", r, err)
+	}
+}
