@@ -45,12 +45,14 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
 
-require github.com/calmline/calmline/proto v0.0.0-00010101000000-000000000000
+require (
+	github.com/calmline/calmline/proto v0.0.0-00010101000000-000000000000
+	google.golang.org/protobuf v1.36.12
+)
 
 replace github.com/calmline/calmline/proto => ../proto

@@ -72,7 +72,6 @@ type Handler struct {
 	tenants  *tenant.Registry
 	log      *slog.Logger
 	upgrader websocket.Upgrader
-	dropped  func()
 }
 
 // NewHandler returns the adapter.
