@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/calmline/calmline/lib/analysis"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/loudness"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -31,7 +31,7 @@ const (
 type aggregate struct {
 	call   *callv1.Call
 	format audio.Format
-	an     *loudness.Analyzer
+	an     *analysis.Analyzer
 
 	timeline    []point
 	gaps        []*callv1.Gap
@@ -51,11 +51,7 @@ type point struct {
 }
 
 func newAggregate(call *callv1.Call) (*aggregate, error) {
-	f, roles, err := wire.Format(call.GetFormat())
-	if err != nil {
-		return nil, err
-	}
-	an, err := loudness.New(loudness.Options{Format: f, Roles: roles, AgentScoring: wire.AgentScoringEnabled(call.GetPolicy())})
+	an, f, err := analysis.New(call)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +121,7 @@ func (a *aggregate) event(e *fullcallv1.CallEvent) {
 	}
 }
 
-func (a *aggregate) take(secs []loudness.Second) {
+func (a *aggregate) take(secs []analysis.Second) {
 	for _, s := range secs {
 		if len(a.timeline) >= maxTimeline {
 			a.truncatedTL = true
@@ -167,7 +163,7 @@ func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete b
 		Source:          source,
 		Protocol:        a.call.Protocol,
 		Format:          a.call.Format,
-		Model:           wire.Model(),
+		Model:           analysis.Model(),
 		Gaps:            a.gaps,
 		LiveScoringGaps: a.liveGaps,
 		Alerts:          a.alerts,

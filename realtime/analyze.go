@@ -13,8 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/calmline/calmline/lib/loudness"
-	"github.com/calmline/calmline/lib/wire"
+	"github.com/calmline/calmline/lib/analysis"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 	realtimev1 "github.com/calmline/calmline/proto/calmline/realtime/v1"
@@ -50,7 +49,7 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 	if call.GetTenantId() == "" || call.GetCallId() == "" {
 		return status.Error(codes.InvalidArgument, "open: tenant_id and call_id are required")
 	}
-	format, roles, err := wire.Format(call.GetFormat())
+	an, format, err := analysis.New(call)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "open: %v", err)
 	}
@@ -62,14 +61,6 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 	defer s.calls.Add(-1)
 	s.m.calls.Add(ctx, 1)
 
-	an, err := loudness.New(loudness.Options{
-		Format:       format,
-		Roles:        roles,
-		AgentScoring: wire.AgentScoringEnabled(call.GetPolicy()),
-	})
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "open: %v", err)
-	}
 	c := &liveCall{
 		s:          s,
 		stream:     stream,
@@ -96,7 +87,7 @@ type liveCall struct {
 	s      *Server
 	stream realtimev1.RealtimeService_AnalyzeServer
 	call   *callv1.Call
-	an     *loudness.Analyzer
+	an     *analysis.Analyzer
 	rule   *rule
 	resume uint64
 	// frameBytes is the size of one interleaved sample frame.
@@ -178,13 +169,13 @@ func (c *liveCall) gap(g *callv1.Gap) {
 }
 
 // emit sends the completed seconds and any alert events they cause.
-func (c *liveCall) emit(ctx context.Context, secs []loudness.Second) error {
+func (c *liveCall) emit(ctx context.Context, secs []analysis.Second) error {
 	for _, sec := range secs {
 		if sec.EndSample <= c.resume {
 			continue
 		}
 		c.s.m.seconds.Add(ctx, 1)
-		u := wire.ScoreUpdate(c.call.CallId, sec)
+		u := analysis.ScoreUpdate(c.call.CallId, sec)
 		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
 			return err
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/loudness"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
@@ -39,28 +38,22 @@ func CodecOf(c audio.Codec) callv1.Codec {
 	return callv1.Codec_CODEC_UNSPECIFIED
 }
 
-// Format checks a wire media format and returns it as an audio format with
-// the channel roles.
-func Format(m *callv1.MediaFormat) (audio.Format, []loudness.Role, error) {
+// Format checks a wire media format and returns it as an audio format.
+// Every channel must have a role.
+func Format(m *callv1.MediaFormat) (audio.Format, error) {
 	if m == nil {
-		return audio.Format{}, nil, errors.New("missing media format")
+		return audio.Format{}, errors.New("missing media format")
 	}
 	f := audio.Format{Codec: Codec(m.Codec), SampleRate: int(m.SampleRateHz), Channels: len(m.Channels)}
 	if err := f.Validate(); err != nil {
-		return audio.Format{}, nil, err
+		return audio.Format{}, err
 	}
-	roles := make([]loudness.Role, len(m.Channels))
 	for i, r := range m.Channels {
-		switch r {
-		case callv1.ChannelRole_CHANNEL_ROLE_CALLER:
-			roles[i] = loudness.Caller
-		case callv1.ChannelRole_CHANNEL_ROLE_AGENT:
-			roles[i] = loudness.Agent
-		default:
-			return audio.Format{}, nil, fmt.Errorf("channel %d: role %v", i, r)
+		if r != callv1.ChannelRole_CHANNEL_ROLE_CALLER && r != callv1.ChannelRole_CHANNEL_ROLE_AGENT {
+			return audio.Format{}, fmt.Errorf("channel %d: role %v", i, r)
 		}
 	}
-	return f, roles, nil
+	return f, nil
 }
 
 // Role maps a role name ("caller", "agent") to the wire.
@@ -139,32 +132,4 @@ func Policy(t *tenant.Tenant) *callv1.CallPolicy {
 // computed.
 func AgentScoringEnabled(p *callv1.CallPolicy) bool {
 	return p.GetAgentScoring() != callv1.AgentScoring_AGENT_SCORING_OFF
-}
-
-// Model is the model that produces the scores.
-func Model() *callv1.ModelInfo {
-	return &callv1.ModelInfo{Name: loudness.ModelName, Version: loudness.ModelVersion}
-}
-
-// ScoreUpdate turns a scored second into the wire form.
-func ScoreUpdate(callID string, s loudness.Second) *callv1.ScoreUpdate {
-	u := &callv1.ScoreUpdate{
-		CallId:    callID,
-		Second:    uint32(s.Index),
-		EndSample: s.EndSample,
-		Model:     Model(),
-	}
-	if s.AgentStress.OK {
-		v := s.AgentStress.Value
-		u.AgentStress = &v
-	} else {
-		u.AgentStressAbstain = s.AgentStress.Abstain
-	}
-	if s.CallerPressure.OK {
-		v := s.CallerPressure.Value
-		u.CallerPressure = &v
-	} else {
-		u.CallerPressureAbstain = s.CallerPressure.Abstain
-	}
-	return u
 }
