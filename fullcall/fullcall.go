@@ -214,7 +214,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.storeErrors = counter("calmline.fullcall.store.errors", "Failed writes to the report store.")
 	if err == nil {
 		m.finalise, err = m.meter.Float64Histogram("calmline.fullcall.finalise.duration",
-			metric.WithDescription("Time from close to stored report."), metric.WithUnit("s"))
+			metric.WithDescription("Time from close to stored report."), metric.WithUnit("s"),
+			metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 	}
 	return m, err
 }

@@ -42,6 +42,9 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.alertsDropped = counter("calmline.realtime.alerts.dropped", "Alerts that never reached escalation (queue full or shutdown).")
 	m.alertRetries = counter("calmline.realtime.alerts.retries", "Retried attempts to post an alert.")
 	m.timelineSkips = counter("calmline.realtime.timeline.skips", "Audio the analysis skipped because it overlapped audio already analysed.")
-	m.analysisTimeNs = counter("calmline.realtime.analysis.time", "CPU time spent in the voice analysis, in nanoseconds.")
+	if err == nil {
+		m.analysisTimeNs, err = m.meter.Int64Counter("calmline.realtime.analysis.time", metric.WithUnit("ns"),
+			metric.WithDescription("Time spent in the voice analysis."))
+	}
 	return m, err
 }

@@ -109,6 +109,9 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 	}
 	if demoKey != "" {
 		fmt.Fprintf(stdout, "calmline: demo tenant %q, API key %s (send it as \"Authorization: Bearer KEY\")\n", tenant.DemoTenantID, demoKey)
+		if a := st.Addr(stack.Fullcall); a != nil {
+			fmt.Fprintf(stdout, "calmline: try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/reports\n", demoKey, a)
+		}
 	}
 	return st.Serve(env.Ctx)
 }

@@ -49,7 +49,8 @@ type Options struct {
 	DataDir   string
 	Tenants   *tenant.Registry
 	Telemetry *telemetry.Telemetry
-	// Announce receives one line per listener once it is open.
+	// Announce receives one line per listener once it is open:
+	//	calmline: ready service=NAME addr=HOST:PORT
 	Announce io.Writer
 	// Gateway, Realtime, Fullcall and Escalation start from these when
 	// set, else from each package's DefaultOptions.
@@ -191,6 +192,12 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 		s.closeListeners()
 		return nil, err
 	}
+	// The listeners are open: connections wait in the backlog until Serve.
+	for _, name := range All {
+		if l, ok := s.lis[name]; ok {
+			daemon.Announce(o.Announce, name, l.Addr())
+		}
+	}
 	return s, nil
 }
 
@@ -217,7 +224,6 @@ func (s *Stack) Serve(ctx context.Context) error {
 			continue
 		}
 		lis := s.lis[name]
-		daemon.Announce(s.o.Announce, name, lis.Addr())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

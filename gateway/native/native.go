@@ -133,7 +133,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{h: h, tenant: t, log: h.log.With("tenant", t.ID, "remote", r.RemoteAddr)}
 	c.lastAudio.Store(time.Now().UnixNano())
 	co := h.o.Conn
-	co.OnDrop = func() { h.m.Refused(context.Background(), t.ID, "score_dropped") }
+	co.OnDrop = func() { h.m.EventDropped(t.ID) }
 	co.OnTick = c.tick
 	c.ws = wsconn.New(ws, co)
 	c.run()

@@ -138,6 +138,12 @@ func (m *Manager) Refused(ctx context.Context, tenantID, reason string) {
 	m.m.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenantID), attribute.String("reason", reason)))
 }
 
+// EventDropped counts an event dropped because the tenant's client read too
+// slowly.
+func (m *Manager) EventDropped(tenantID string) {
+	m.m.evDropped.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", tenantID)))
+}
+
 // Live returns the number of live calls.
 func (m *Manager) Live() int { return int(m.total.Load()) }
 

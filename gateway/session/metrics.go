@@ -16,6 +16,7 @@ type metrics struct {
 	reconnects  metric.Int64Counter
 	replayed    metric.Int64Counter
 	incomplete  metric.Int64Counter
+	evDropped   metric.Int64Counter
 	scoreDelay  metric.Float64Histogram
 	callSeconds metric.Float64Histogram
 }
@@ -40,6 +41,7 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 	m.reconnects = counter("calmline.gateway.backend.reconnects", "{stream}", "Backend streams reopened after a failure, by backend.")
 	m.replayed = counter("calmline.gateway.fullcall.replayed", "{chunk}", "Chunks replayed to fullcall after a reconnect.")
 	m.incomplete = counter("calmline.gateway.calls.incomplete", "{call}", "Calls whose fullcall audio could not all be kept.")
+	m.evDropped = counter("calmline.gateway.events.dropped", "{event}", "Score events dropped because a client read too slowly, by tenant.")
 	if err == nil {
 		m.scoreDelay, err = meter.Float64Histogram("calmline.gateway.score.delay", metric.WithUnit("s"),
 			metric.WithDescription("Time from the audio that completes a second reaching the gateway to its score reaching the gateway."),
