@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,8 +55,40 @@ func TestMain(m *testing.M) {
 type running struct {
 	cmd   *exec.Cmd
 	addrs map[string]string
-	lines []string
 	exit  chan error
+
+	mu    sync.Mutex
+	lines []string
+	more  chan struct{} // closed and replaced when a line arrives
+}
+
+// output returns the lines printed so far.
+func (r *running) output() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.lines...)
+}
+
+// waitLine waits until a printed line contains s and returns it.
+func (r *running) waitLine(t *testing.T, s string) string {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		r.mu.Lock()
+		more := r.more
+		for _, l := range r.lines {
+			if strings.Contains(l, s) {
+				r.mu.Unlock()
+				return l
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("no line containing %q in 30 s:\n%s", s, strings.Join(r.output(), "\n"))
+		}
+	}
 }
 
 // startServe starts `calmline serve` on free ports and waits until every
@@ -73,17 +106,23 @@ func startServe(t *testing.T, args ...string) *running {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1)}
+	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1), more: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
+		addrs := map[string]string{}
 		for sc.Scan() {
 			line := sc.Text()
+			r.mu.Lock()
 			r.lines = append(r.lines, line)
+			close(r.more)
+			r.more = make(chan struct{})
+			r.mu.Unlock()
 			if rest, ok := strings.CutPrefix(line, "calmline: ready service="); ok {
 				name, addr, _ := strings.Cut(rest, " addr=")
-				r.addrs[name] = addr
-				if len(r.addrs) == 4 {
+				addrs[name] = addr
+				if len(addrs) == 4 {
+					r.addrs = addrs // read only after ready is closed
 					close(ready)
 				}
 			}
@@ -96,9 +135,9 @@ func startServe(t *testing.T, args ...string) *running {
 	select {
 	case <-ready:
 	case err := <-r.exit:
-		t.Fatalf("calmline serve exited before it was ready: %v\n%s", err, strings.Join(r.lines, "\n"))
+		t.Fatalf("calmline serve exited before it was ready: %v\n%s", err, strings.Join(r.output(), "\n"))
 	case <-time.After(60 * time.Second):
-		t.Fatalf("calmline serve not ready after 60 s:\n%s", strings.Join(r.lines, "\n"))
+		t.Fatalf("calmline serve not ready after 60 s:\n%s", strings.Join(r.output(), "\n"))
 	}
 	return r
 }
@@ -208,11 +247,13 @@ func streamWAV(t *testing.T, gateway, key, callID, wavPath string) ([]scoreMsg, 
 	for off := 0; off < len(rec.Data); off += frame {
 		<-tick.C // real-time pace, as a PBX sends
 		end := min(off+frame, len(rec.Data))
+		if end%perSecond == 0 || end == len(rec.Data) {
+			// The moment the frame completing a second starts on its way:
+			// no score for that second can arrive before it.
+			secondSent = append(secondSent, time.Now())
+		}
 		if err := ws.WriteMessage(websocket.BinaryMessage, rec.Data[off:end]); err != nil {
 			t.Fatal(err)
-		}
-		if end%perSecond == 0 || end == len(rec.Data) {
-			secondSent = append(secondSent, time.Now())
 		}
 	}
 	if err := ws.WriteJSON(map[string]string{"type": "stop"}); err != nil {
@@ -393,14 +434,10 @@ func TestEndToEndNativeCall(t *testing.T) {
 func TestServeCreatesTheDemoTenant(t *testing.T) {
 	dir := t.TempDir()
 	srv := startServe(t, "--data-dir", dir)
-	var key string
-	for _, l := range srv.lines {
-		if _, rest, ok := strings.Cut(l, "API key "); ok {
-			key, _, _ = strings.Cut(rest, " ")
-		}
-	}
+	_, rest, _ := strings.Cut(srv.waitLine(t, "API key "), "API key ")
+	key, _, _ := strings.Cut(rest, " ")
 	if !strings.HasPrefix(key, tenant.KeyPrefix) {
-		t.Fatalf("no demo key printed:\n%s", strings.Join(srv.lines, "\n"))
+		t.Fatalf("no demo key printed:\n%s", strings.Join(srv.output(), "\n"))
 	}
 	req, _ := http.NewRequest("GET", "http://"+srv.addrs["fullcall"]+"/api/v1/reports", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -415,8 +452,6 @@ func TestServeCreatesTheDemoTenant(t *testing.T) {
 	srv.stop(t)
 	// A second start reuses the tenant and shows the same key.
 	again := startServe(t, "--data-dir", dir)
-	if !strings.Contains(strings.Join(again.lines, "\n"), key) {
-		t.Errorf("second start does not show the demo key")
-	}
+	again.waitLine(t, key)
 	again.stop(t)
 }
