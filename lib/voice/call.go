@@ -438,8 +438,22 @@ func (c *Call) emit(s *Second) {
 	c.oN++
 }
 
-// featureValue measures feature f on window w.
+// featureValue measures feature f on window w, with the other party's
+// measures for the features relative to it.
 func featureValue(f Feature, w *Window, other *otherParty) float64 {
+	switch f {
+	case LoudnessVsOther:
+		return w.VoicedIntensityDB() - other.loudness
+	case Overlap:
+		return other.overlap
+	}
+	return w.Value(f)
+}
+
+// Value returns the speaker's own measure of feature f over the window
+// (NaN for the features that need the other party, and where the window
+// holds too little to measure).
+func (w *Window) Value(f Feature) float64 {
 	switch f {
 	case F0Level:
 		return w.F0MeanST()
@@ -447,8 +461,6 @@ func featureValue(f Feature, w *Window, other *otherParty) float64 {
 		return w.F0SDST()
 	case Loudness:
 		return w.VoicedIntensityDB()
-	case LoudnessVsOther:
-		return w.VoicedIntensityDB() - other.loudness
 	case VocalEffort:
 		return w.BalanceDB()
 	case SpeechRate:
@@ -462,8 +474,6 @@ func featureValue(f Feature, w *Window, other *otherParty) float64 {
 		return w.Perturbation.JitterLocal()
 	case Shimmer:
 		return w.Perturbation.ShimmerLocal()
-	case Overlap:
-		return other.overlap
 	}
 	return math.NaN()
 }
@@ -479,7 +489,7 @@ func (m *Model) score(sm *ScoreModel, w *Window, ref *Reference, other *otherPar
 		s.Reason = ReasonTooLittleSpeech
 		return s
 	}
-	if w.F0SDST() < m.Abstain.ToneMaxSDST && w.F0Slope() < m.Abstain.ToneMaxSlopeST {
+	if w.VoicedIntensitySD() < m.Abstain.ToneMaxIntensitySD || w.SteadyF0Fraction() >= m.Abstain.ToneMinSteadyF0 {
 		s.Reason = ReasonSteadyTone
 		return s
 	}

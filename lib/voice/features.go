@@ -114,8 +114,10 @@ func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 		w.st += st
 		w.st2 += st * st
 		if s.prevVcd {
-			w.dst += math.Abs(st - s.prevST)
-			w.ndst++
+			w.trans++
+			if math.Abs(st-s.prevST) < steadyST {
+				w.steady++
+			}
 		}
 		s.prevST = st
 		in := float64(f.Intensity)

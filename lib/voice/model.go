@@ -120,11 +120,14 @@ type BaselineRules struct {
 type AbstainRules struct {
 	// MinVoicedFrames is the least voiced speech in the window to score.
 	MinVoicedFrames int `json:"min_voiced_frames"`
-	// A window whose voiced frames have an F0 that varies less than this
-	// (SD and frame-to-frame change, semitones) is a steady tone — a hold
-	// tone, a DTMF digit, a test signal — not speech.
-	ToneMaxSDST    float64 `json:"tone_max_f0_sd_st"`
-	ToneMaxSlopeST float64 `json:"tone_max_f0_slope_st"`
+	// A window is a steady tone — a hold or call-progress tone, DTMF, a
+	// test signal — not speech, when the intensity of its voiced frames
+	// varies less than ToneMaxIntensitySD (dB; speech rises and falls
+	// with every syllable), or when at least ToneMinSteadyF0 of its
+	// consecutive voiced frames keep the same F0 (see
+	// Window.SteadyF0Fraction).
+	ToneMaxIntensitySD float64 `json:"tone_max_intensity_sd_db"`
+	ToneMinSteadyF0    float64 `json:"tone_min_steady_f0_fraction"`
 }
 
 // Model is a scoring model.

@@ -15,8 +15,8 @@ type Window struct {
 	Nuclei int
 
 	st, st2   float64 // F0 in semitones re 100 Hz over voiced frames
-	dst       float64 // Σ|ΔF0| in semitones between consecutive voiced frames
-	ndst      int
+	trans     int     // transitions between consecutive voiced frames
+	steady    int     // of which F0 changed by less than steadyST
 	pow       float64 // Σ mean square over all frames (for the energy mean)
 	vdB, vdB2 float64 // intensity (dB) over voiced frames
 	bal       float64 // balance (dB) over voiced frames
@@ -39,8 +39,8 @@ func (w *Window) Add(o *Window) {
 	w.Nuclei += o.Nuclei
 	w.st += o.st
 	w.st2 += o.st2
-	w.dst += o.dst
-	w.ndst += o.ndst
+	w.trans += o.trans
+	w.steady += o.steady
 	w.pow += o.pow
 	w.vdB += o.vdB
 	w.vdB2 += o.vdB2
@@ -74,9 +74,14 @@ func (w *Window) F0SDST() float64 {
 	return math.Sqrt(max(0, (w.st2-float64(w.Voiced)*m*m)/float64(w.Voiced-1)))
 }
 
-// F0Slope returns the mean absolute change of F0 from one voiced frame to
-// the next, in semitones per frame (small for steady tones).
-func (w *Window) F0Slope() float64 { return ratio(w.dst, w.ndst) }
+// SteadyF0Fraction returns the fraction of consecutive voiced frames
+// whose F0 differs by less than 0.02 semitone (0.1 %): near 1 for tones and
+// DTMF digits, whose frequency does not move, below 0.45 for speech.
+func (w *Window) SteadyF0Fraction() float64 { return ratio(float64(w.steady), w.trans) }
+
+// steadyST is the F0 change between frames below which they count as
+// steady.
+const steadyST = 0.02
 
 // IntensityDB returns the energy mean of the intensity over all frames, as
 // Praat's "Get mean ... energy".
