@@ -147,6 +147,7 @@ type channel struct {
 	nVoiced  int
 	talkOn   bool // speech in the previous frame (for interruptions)
 	silentFr int  // frames since this channel last spoke
+	barging  int  // frames of overlap since this channel started over the other (-1: not)
 	interr   int  // interruptions: starts of speech over the other party
 	overlap  int  // frames of speech over the other party's
 	window   Window
@@ -193,7 +194,7 @@ func NewCall(cfg CallConfig) (*Call, error) {
 		if r != RoleCaller && r != RoleAgent {
 			return nil, fmt.Errorf("new call: channel %d: invalid role %v", i, r)
 		}
-		k := &channel{role: r}
+		k := &channel{role: r, barging: -1}
 		idx := i
 		k.an = NewAnalyzer(func(f *Frame) { c.frame(idx, f) }, func(w *Window) { c.second(idx, w) })
 		var stored *Baseline
@@ -409,13 +410,23 @@ func (c *Call) scoreSecond() {
 }
 
 // turns counts, for channel k against the other channel o, the frames of
-// overlap and the times k starts to speak while o is speaking.
+// overlap and the interruptions: k starts a turn (after interruptGap of its
+// own silence) while o is speaking, and both go on for interruptHold.
 func (c *Call) turns(k, o *channel, sk, so bool) {
 	if sk && so {
 		k.overlap++
 		if !k.talkOn && k.silentFr >= interruptGap && o.talkOn {
-			k.interr++
+			k.barging = 0
 		}
+		if k.barging >= 0 {
+			k.barging++
+			if k.barging == interruptHold {
+				k.interr++
+				k.barging = -1
+			}
+		}
+	} else {
+		k.barging = -1
 	}
 	if sk {
 		k.silentFr = 0
@@ -424,9 +435,14 @@ func (c *Call) turns(k, o *channel, sk, so bool) {
 	}
 }
 
-// interruptGap is the silence (frames) after which a start of speech is a
-// new turn rather than a continuation.
-const interruptGap = 20
+// An interruption is a start of speech after at least interruptGap frames
+// (200 ms) of the speaker's silence, while the other party is speaking,
+// with both still speaking interruptHold frames (300 ms) later: turn-taking
+// with the voice-activity hangover does not count.
+const (
+	interruptGap  = 20
+	interruptHold = 30
+)
 
 func (c *Call) emit(s *Second) {
 	if c.oN == outQueue {

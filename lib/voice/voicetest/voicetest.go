@@ -257,3 +257,52 @@ func clip(v float64) int16 {
 	}
 	return int16(math.Round(v))
 }
+
+// Voice describes a crude speech-like signal: a harmonic source whose F0
+// moves around F0 Hz by about Range semitones (a slow intonation contour
+// plus a faster syllable-level movement), with the spectral tilt of a
+// glottal source (less steep with more Effort, 0 to 1), chopped into
+// syllables at Rate per second with short pauses between phrases, at
+// Level dB re full scale (RMS of the voiced parts, roughly), through the
+// telephone band. It is enough for the analysis to see voicing,
+// intonation, loudness, effort and rhythm move the way a speaker's do.
+type Voice struct {
+	F0, Range, Rate, Level, Effort, Dur float64
+	Seed                                uint64
+}
+
+// Generate returns the signal.
+func (v Voice) Generate() []int16 {
+	r := rand.New(rand.NewPCG(v.Seed, 7))
+	// Random phases for the intonation so that two voices differ.
+	p1, p2 := 2*math.Pi*r.Float64(), 2*math.Pi*r.Float64()
+	f0 := func(t float64) float64 {
+		st := v.Range * (0.6*math.Sin(2*math.Pi*0.35*t+p1) + 0.4*math.Sin(2*math.Pi*v.Rate/2*t+p2))
+		return v.F0 * math.Exp2(st/12)
+	}
+	s := Sawtooth(f0, 1, v.Dur)
+	n := len(s)
+	out := make([]float64, n)
+	amp := math.Pow(10, v.Level/20) * math.Sqrt2 / 0.55
+	for i := range s {
+		t := float64(i) / Rate
+		// Syllable envelope, with a 0.4 s pause every 2.5 s.
+		e := math.Pow(0.5-0.5*math.Cos(2*math.Pi*v.Rate*t), 0.7)
+		if math.Mod(t, 2.5) > 2.1 {
+			e = 0
+		}
+		out[i] = float64(s[i]) / 32768 * e * amp
+	}
+	// Glottal tilt: a one-pole low-pass on top of the sawtooth's 1/k,
+	// its corner rising with effort; gain-compensated at 300 Hz.
+	fc := 60 * math.Exp2(5*v.Effort)
+	a := math.Exp(-2 * math.Pi * fc / Rate)
+	g := math.Hypot(1, 300/fc)
+	var y float64
+	res := make([]int16, n)
+	for i, x := range out {
+		y = (1-a)*x + a*y
+		res[i] = clip(y * g)
+	}
+	return Telephone(res)
+}
