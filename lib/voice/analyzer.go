@@ -273,7 +273,8 @@ func (a *Analyzer) analyze(k int64) {
 		n += sub
 	}
 	m := s / n
-	pf.intensity = intensityDB(e/sub - m*m)
+	pf.power = max(e/sub-m*m, 0)
+	pf.intensity = intensityDB(pf.power)
 
 	// Local peak (±5 ms) against the running global peak.
 	lp := max(a.sbP[(2*k)&(sbRing-1)], a.sbP[(2*k+1)&(sbRing-1)])
@@ -301,8 +302,11 @@ func intensityDB(p float32) float32 {
 	if p < 1e-20 {
 		return SilenceDB
 	}
-	return float32(10 * math.Log10(float64(p)/4e-10))
+	return fastDB(p) + dBre2e5
 }
+
+// dBre2e5 is 10·log10(1/(2·10⁻⁵)²): decibels re full scale to Praat's.
+const dBre2e5 = 93.9794
 
 // SilenceDB is the intensity reported for digital silence.
 const SilenceDB = -100
@@ -315,5 +319,5 @@ func balanceDB(total, low float32) float32 {
 	}
 	r := (total - low) / low
 	r = min(max(r, 1e-4), 1e4)
-	return float32(10 * math.Log10(float64(r)))
+	return fastDB(r)
 }

@@ -107,9 +107,9 @@ func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 	if f.Speech {
 		w.Speech++
 	}
-	w.pow += math.Pow(10, float64(f.Intensity)/10) * 4e-10
+	w.pow += float64(pf.power)
 	if f.Voiced {
-		st := semitones(float64(f.F0))
+		st := float64(12 * fastLog2(f.F0*0.01))
 		w.Voiced++
 		w.st += st
 		w.st2 += st * st
@@ -233,5 +233,5 @@ func hnr(r float32) float32 {
 	case r >= 1-1e-15:
 		return 150
 	}
-	return float32(10 * math.Log10(float64(r/(1-r))))
+	return fastDB(r / (1 - r))
 }

@@ -142,10 +142,17 @@ type Model struct {
 	Population     Reference     `json:"population"`
 	AgentStress    ScoreModel    `json:"agent_stress"`
 	CallerPressure ScoreModel    `json:"caller_pressure"`
+
+	id string // Name/Version, kept so that scoring does not build it
 }
 
 // ID returns "name/version", the label every score carries.
-func (m *Model) ID() string { return m.Name + "/" + m.Version }
+func (m *Model) ID() string {
+	if m.id == "" {
+		return m.Name + "/" + m.Version
+	}
+	return m.id
+}
 
 // DefaultModel returns the model shipped with this package (v1).
 func DefaultModel() *Model {
@@ -167,6 +174,7 @@ func ParseModel(b []byte) (*Model, error) {
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("parse model %s: %w", m.ID(), err)
 	}
+	m.id = m.Name + "/" + m.Version
 	return &m, nil
 }
 

@@ -56,11 +56,13 @@ var pitchParams = struct {
 // candidates with their Viterbi scores.
 type pathFrame struct {
 	intensity float32 // dB
+	power     float32 // mean square behind intensity
 	balance   float32 // dB, high band minus low band
 	energy    float32 // mean square over 20 ms
 	rel       float32 // local peak relative to the running global peak
 	n         int     // candidates; index 0 is "unvoiced"
 	freq      [maxCand + 1]float32
+	lf        [maxCand + 1]float32 // log2 of freq
 	strength  [maxCand + 1]float32
 	delta     [maxCand + 1]float32 // best path score ending here
 	psi       [maxCand + 1]int8    // best predecessor
@@ -114,7 +116,7 @@ func (a *Analyzer) candidates(k int64, pf *pathFrame) {
 		if str > 1 {
 			str = 1 / str
 		}
-		peaks[np] = peak2{lag, str, str - p.preselectOctave*log2f(CeilingHz*lag/2000)}
+		peaks[np] = peak2{lag, str, str - p.preselectOctave*fastLog2(CeilingHz*lag/2000)}
 		np++
 	}
 
@@ -130,6 +132,7 @@ func (a *Analyzer) candidates(k int64, pf *pathFrame) {
 		peaks[bi].score = -10
 		if lag8 > 0 {
 			pf.freq[pf.n] = SampleRate / lag8
+			pf.lf[pf.n] = fastLog2(pf.freq[pf.n])
 			pf.strength[pf.n] = str
 			pf.n++
 		}
@@ -184,18 +187,19 @@ func (a *Analyzer) measure8(k int64, lag float32) (period, strength float32) {
 // the Nyquist frequency change phase by almost half a cycle from one lag to
 // the next, so a parabola through three lags underestimates the height of
 // a peak that falls between them (and with it the strength and the HNR).
-// peakSinc therefore interpolates the correlation at eighth lags with a
-// windowed sinc (as Praat does, with fewer taps), takes the highest, and
-// fits a parabola on that fine grid.
+// peakSinc therefore interpolates the correlation between lags with a
+// windowed sinc (as Praat does, with fewer taps) and closes in on the
+// maximum with two parabolic steps on the interpolated function.
 const (
-	sincTaps   = 4 // each side
-	sincPhases = 8
+	sincTaps   = 4  // each side
+	sincPhases = 64 // interpolation positions per lag
 )
 
-var sincKernel = func() [sincPhases - 1][2 * sincTaps]float32 {
-	var k [sincPhases - 1][2 * sincTaps]float32
-	for p := range sincPhases - 1 {
-		u := float64(p+1) / sincPhases
+// sincKernel[p][j] weighs the lag L-sincTaps+1+j for the position L+p/64.
+var sincKernel = func() [sincPhases][2 * sincTaps]float32 {
+	var k [sincPhases][2 * sincTaps]float32
+	for p := range sincPhases {
+		u := float64(p) / sincPhases
 		var sum float64
 		for j := range 2 * sincTaps {
 			x := u - float64(j-sincTaps+1) // distance from tap j
@@ -218,36 +222,46 @@ func sinc(x float64) float64 {
 	return math.Sin(math.Pi*x) / (math.Pi * x)
 }
 
-// peakSinc refines the local maximum of r at index i (0 < i < len(r)-1).
-// Taps beyond the ends of r repeat the end values. It returns the
-// fractional index of the maximum and its height.
+// interp returns r interpolated at fractional index pos (to 1/64); taps
+// beyond the ends of r repeat the end values.
+func interp(r []float32, pos float32) float32 {
+	L := int(pos)
+	p := int((pos-float32(L))*sincPhases + 0.5)
+	if p == sincPhases {
+		L, p = L+1, 0
+	}
+	if p == 0 {
+		return r[min(max(L, 0), len(r)-1)]
+	}
+	var v float32
+	base := L - sincTaps + 1
+	if base >= 0 && base+2*sincTaps <= len(r) {
+		for j, kj := range sincKernel[p] {
+			v += kj * r[base+j]
+		}
+		return v
+	}
+	for j, kj := range sincKernel[p] {
+		v += kj * r[min(max(base+j, 0), len(r)-1)]
+	}
+	return v
+}
+
+// peakSinc refines the local maximum of r at index i (0 < i < len(r)-1)
+// and returns its fractional index and height.
 func peakSinc(r []float32, i int) (pos, height float32) {
-	// Values at i-1+q/sincPhases for q = 0..2*sincPhases.
-	var g [2*sincPhases + 1]float32
-	for h := range 2 {
-		L := i - 1 + h
-		g[h*sincPhases] = r[L]
-		for p := range sincPhases - 1 {
-			var v float32
-			for j, kj := range sincKernel[p] {
-				v += kj * r[min(max(L-sincTaps+1+j, 0), len(r)-1)]
-			}
-			g[h*sincPhases+1+p] = v
-		}
+	pos, height = float32(i), r[i]
+	if d2 := 2*r[i] - r[i-1] - r[i+1]; d2 > 0 {
+		pos += min(max(0.5*(r[i+1]-r[i-1])/d2, -0.5), 0.5)
 	}
-	g[2*sincPhases] = r[i+1]
-	bi := sincPhases
-	for q := 1; q < 2*sincPhases; q++ {
-		if g[q] > g[bi] {
-			bi = q
+	for _, h := range [2]float32{0.125, 0.03125} {
+		a, b, c := interp(r, pos-h), interp(r, pos), interp(r, pos+h)
+		height = b
+		if d2 := 2*b - a - c; d2 > 0 {
+			d := min(max(0.5*(c-a)/d2, -1), 1)
+			pos += d * h
+			height = b + 0.25*(c-a)*d
 		}
-	}
-	pos = float32(i-1) + float32(bi)/sincPhases
-	height = g[bi]
-	dr := 0.5 * (g[bi+1] - g[bi-1])
-	if d2r := 2*g[bi] - g[bi-1] - g[bi+1]; d2r > 0 {
-		pos += dr / d2r / sincPhases
-		height += 0.5 * dr * dr / d2r
 	}
 	return pos, height
 }
@@ -257,11 +271,11 @@ func (a *Analyzer) step(k int64, pf *pathFrame) {
 	p := &pitchParams
 	uv := 2 - pf.rel/(p.silence/(1+p.voicing))
 	uv = max(uv, 0) + p.voicing
-	var local, lf [maxCand + 1]float32
+	var local [maxCand + 1]float32
 	local[0] = uv
+	log2Ceiling := fastLog2(CeilingHz)
 	for i := 1; i < pf.n; i++ {
-		lf[i] = log2f(pf.freq[i])
-		local[i] = pf.strength[i] - p.octave*(log2f(CeilingHz)-lf[i])
+		local[i] = pf.strength[i] - p.octave*(log2Ceiling-pf.lf[i])
 	}
 	if k == 0 {
 		for i := range pf.n {
@@ -270,10 +284,6 @@ func (a *Analyzer) step(k int64, pf *pathFrame) {
 		return
 	}
 	pp := &a.path[(k-1)&(pathRing-1)]
-	var plf [maxCand + 1]float32
-	for j := 1; j < pp.n; j++ {
-		plf[j] = log2f(pp.freq[j])
-	}
 	top := float32(-1e30)
 	for i := range pf.n {
 		best, arg := float32(-1e30), 0
@@ -284,7 +294,7 @@ func (a *Analyzer) step(k int64, pf *pathFrame) {
 			case i == 0 || j == 0:
 				cost = p.voicedUnvoiced
 			default:
-				d := lf[i] - plf[j]
+				d := pf.lf[i] - pp.lf[j]
 				cost = p.octaveJump * max(d, -d)
 			}
 			if v := pp.delta[j] - cost; v > best {
@@ -349,5 +359,3 @@ func (a *Analyzer) precise8(d int64, period float32) (float32, float32) {
 }
 
 func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
-
-func log2f(x float32) float32 { return float32(math.Log2(float64(x))) }
