@@ -153,9 +153,11 @@ func (a *Analyzer) Push(samples []int16) {
 	for len(samples) > 0 {
 		free := a.x.room(hop, a.keepFrom())
 		n := min(free, len(samples))
-		for _, s := range samples[:n] {
-			a.x.push(float32(s) * (1.0 / 32768))
+		dst := a.x.extend(n)
+		for i, s := range samples[:n] {
+			dst[i] = float32(s) * (1.0 / 32768)
 		}
+		a.x.commit()
 		samples = samples[n:]
 		a.n += int64(n)
 		for a.x.end() >= (a.hops+1)*hop {
@@ -176,9 +178,8 @@ func (a *Analyzer) Flush() {
 	a.limit = a.n / hop
 	for a.frames < a.limit {
 		a.x.room(hop, a.keepFrom())
-		for range hop {
-			a.x.push(0)
-		}
+		clear(a.x.extend(hop))
+		a.x.commit()
 		for a.x.end() >= (a.hops+1)*hop {
 			a.processHop()
 		}
@@ -195,10 +196,20 @@ func (a *Analyzer) processHop() {
 	a.hops++
 	for b := 2 * h; b < 2*h+2; b++ {
 		s := a.x.span(b*sub, sub)
-		var sum, pk float32
+		// (The max builtin is slow on floats: it must order NaNs and
+		// signed zeros.)
+		var sum, hi, lo float32
 		for _, v := range s {
 			sum += v
-			pk = max(pk, v, -v)
+			if v > hi {
+				hi = v
+			} else if v < lo {
+				lo = v
+			}
+		}
+		pk := hi
+		if -lo > pk {
+			pk = -lo
 		}
 		i := b & (sbRing - 1)
 		a.sbE[i], a.sbS[i], a.sbP[i] = a.x.energy(b*sub, sub), sum, pk
@@ -231,25 +242,39 @@ const (
 	dec2Delay = 2*dec2Pairs - 1 // 11 samples at 4 kHz
 )
 
-// decimate brings the 4 kHz and 2 kHz signals up to date with the input.
+// decimate brings the 4 kHz and 2 kHz signals up to date with the input,
+// a block at a time.
 func (a *Analyzer) decimate() {
-	end := a.x.end()
-	for a.c1+dec1Delay < end {
-		a.y1.room(1, 2*a.m2-dec2Delay)
-		x := a.x.span(a.c1-dec1Delay, 2*dec1Delay+1)
-		a.y1.push(0.5*x[3] + dec1[0]*(x[2]+x[4]) + dec1[1]*(x[0]+x[6]))
-		a.c1 += 2
-	}
-	end1 := a.y1.end()
-	for 2*a.m2+dec2Delay < end1 {
-		a.y.room(1, 20*a.frames-20)
-		y := a.y1.span(2*a.m2-dec2Delay, 2*dec2Delay+1)
-		acc := 0.5 * y[dec2Delay]
-		for k, hk := range dec2 {
-			acc += hk * (y[dec2Delay-2*k-1] + y[dec2Delay+2*k+1])
+	// Stage 1: outputs centred on the even 8 kHz samples c1, c1+2, …
+	// whose filter span (±dec1Delay) is present.
+	if n := int((a.x.end()-1-dec1Delay-a.c1)/2) + 1; a.x.end()-1-dec1Delay >= a.c1 && n > 0 {
+		a.y1.room(n, 2*a.m2-dec2Delay)
+		x := a.x.span(a.c1-dec1Delay, 2*(n-1)+2*dec1Delay+1)
+		h0, h1 := dec1[0], dec1[1]
+		out := a.y1.extend(n)
+		for i := range out {
+			c := x[2*i : 2*i+2*dec1Delay+1 : 2*i+2*dec1Delay+1]
+			out[i] = 0.5*c[3] + h0*(c[2]+c[4]) + h1*(c[0]+c[6])
 		}
-		a.y.push(acc)
-		a.m2++
+		a.y1.commit()
+		a.c1 += 2 * int64(n)
+	}
+	// Stage 2: 2 kHz sample m centred on 4 kHz sample 2m.
+	if last := (a.y1.end() - 1 - dec2Delay) / 2; last >= a.m2 {
+		n := int(last - a.m2 + 1)
+		a.y.room(n, 20*a.frames-20)
+		y := a.y1.span(2*a.m2-dec2Delay, 2*(n-1)+2*dec2Delay+1)
+		out := a.y.extend(n)
+		for i := range out {
+			c := y[2*i : 2*i+2*dec2Delay+1 : 2*i+2*dec2Delay+1]
+			acc := 0.5 * c[dec2Delay]
+			for k, hk := range dec2 {
+				acc += hk * (c[dec2Delay-2*k-1] + c[dec2Delay+2*k+1])
+			}
+			out[i] = acc
+		}
+		a.y.commit()
+		a.m2 += int64(n)
 	}
 }
 

@@ -102,10 +102,11 @@ func (a *Analyzer) candidates(k int64, pf *pathFrame) {
 	}
 
 	// Maxima above half the voicing threshold, interpolated.
+	floor := 0.5 * p.voicing
 	var peaks [maxPeaks]peak2
 	np := 0
 	for L := lagMin2; L <= lagMax2 && np < maxPeaks; L++ {
-		if !(r[L] > 0.5*p.voicing && r[L] > r[L-1] && r[L] >= r[L+1]) {
+		if !(r[L] > floor && r[L] > r[L-1] && r[L] >= r[L+1]) {
 			continue
 		}
 		pos, str := peakSinc(r[lagLo2:lagHi2+1], L-lagLo2)

@@ -259,7 +259,10 @@ func (a *Analyzer) extremum(lo, hi float64) (float64, bool) {
 	x := a.x.span(i0, int(i1-i0+1))
 	bi, bv := 0, float32(-1)
 	for i, v := range x {
-		if v = max(v, -v); v > bv {
+		if v < 0 {
+			v = -v
+		}
+		if v > bv {
 			bi, bv = i, v
 		}
 	}
@@ -316,9 +319,15 @@ func (a *Analyzer) bestPeriod(t, T float64) (lag float64, r, peak float32) {
 		lag += float64(dr / d2)
 		r += 0.5 * dr * dr / d2
 	}
+	var top, bottom float32
 	for _, v := range a.x.span(s+int64(L+1), w) {
-		peak = max(peak, v, -v)
+		if v > top {
+			top = v
+		} else if v < bottom {
+			bottom = v
+		}
 	}
+	peak = max(top, -bottom)
 	return lag, r, peak
 }
 
@@ -330,15 +339,33 @@ func (a *Analyzer) hannRMS(t, left, right float64) float64 {
 		return 0
 	}
 	var sx, sw float64
+	il, ir := hannSteps/left, hannSteps/right
 	for i, v := range a.x.span(i0, int(i1-i0+1)) {
 		u := float64(i0+int64(i)) - t
-		wd := right
 		if u < 0 {
-			wd = left
+			u *= -il
+		} else {
+			u *= ir
 		}
-		w := 0.5 + 0.5*math.Cos(math.Pi*u/wd)
+		j := int(u)
+		if j >= hannSteps {
+			continue // the window is zero there
+		}
+		w := hannTable[j] + (u-float64(j))*(hannTable[j+1]-hannTable[j])
 		sx += float64(v) * float64(v) * w * w
 		sw += w * w
 	}
 	return math.Sqrt(sx / sw)
 }
+
+// hannTable holds the half Hann window 0.5+0.5cos(πx) for x from 0 to 1
+// in hannSteps steps (linear interpolation between them is good to 2e-5).
+const hannSteps = 256
+
+var hannTable = func() [hannSteps + 1]float64 {
+	var t [hannSteps + 1]float64
+	for i := range t {
+		t[i] = 0.5 + 0.5*math.Cos(math.Pi*float64(i)/hannSteps)
+	}
+	return t
+}()

@@ -49,6 +49,26 @@ func (s *signal) push(v float32) {
 	s.cum = append(s.cum, s.cum[len(s.cum)-1]+float64(v)*float64(v))
 }
 
+// extend lengthens the signal by n samples (room must have been made) and
+// returns them for the caller to fill; commit must follow.
+func (s *signal) extend(n int) []float32 {
+	old := len(s.buf)
+	s.buf = s.buf[:old+n]
+	return s.buf[old:]
+}
+
+// commit brings the running sum of squares up to date after extend.
+func (s *signal) commit() {
+	old := len(s.cum) - 1
+	s.cum = s.cum[:len(s.buf)+1]
+	c := s.cum[old]
+	cum := s.cum[old+1:]
+	for i, v := range s.buf[old:] {
+		c += float64(v) * float64(v)
+		cum[i] = c
+	}
+}
+
 // room makes space for at least n more samples, keeping everything from
 // absolute index keep on, and returns the free capacity.
 func (s *signal) room(n int, keep int64) int {
