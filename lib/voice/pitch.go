@@ -109,7 +109,7 @@ func (a *Analyzer) candidates(k int64, pf *pathFrame) {
 		if !(r[L] > floor && r[L] > r[L-1] && r[L] >= r[L+1]) {
 			continue
 		}
-		pos, str := peakSinc(r[lagLo2:lagHi2+1], L-lagLo2)
+		pos, str := peakSinc(r[lagLo2:lagHi2+1], L-lagLo2, 1)
 		lag := pos + lagLo2
 		if lag < lagMin2 {
 			continue // above the ceiling
@@ -248,14 +248,16 @@ func interp(r []float32, pos float32) float32 {
 	return v
 }
 
-// peakSinc refines the local maximum of r at index i (0 < i < len(r)-1)
+// peakSinc refines the local maximum of r at index i (0 < i < len(r)-1),
+// in one or two steps (the second narrows the first's 1/8 lag to 1/32),
 // and returns its fractional index and height.
-func peakSinc(r []float32, i int) (pos, height float32) {
+func peakSinc(r []float32, i, steps int) (pos, height float32) {
 	pos, height = float32(i), r[i]
 	if d2 := 2*r[i] - r[i-1] - r[i+1]; d2 > 0 {
 		pos += min(max(0.5*(r[i+1]-r[i-1])/d2, -0.5), 0.5)
 	}
-	for _, h := range [2]float32{0.125, 0.03125} {
+	h := float32(0.125)
+	for range steps {
 		a, b, c := interp(r, pos-h), interp(r, pos), interp(r, pos+h)
 		height = b
 		if d2 := 2*b - a - c; d2 > 0 {
@@ -263,6 +265,7 @@ func peakSinc(r []float32, i int) (pos, height float32) {
 			pos += d * h
 			height = b + 0.25*(c-a)*d
 		}
+		h /= 4
 	}
 	return pos, height
 }
@@ -352,7 +355,7 @@ func (a *Analyzer) precise8(d int64, period float32) (float32, float32) {
 	if r[4] > r[3] {
 		i = 4
 	}
-	pos, h := peakSinc(r[:], i)
+	pos, h := peakSinc(r[:], i, 2)
 	if h > 1 {
 		h = 1 / h
 	}
