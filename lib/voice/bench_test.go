@@ -97,3 +97,48 @@ func BenchmarkCallStereo(b *testing.B) {
 	}
 	b.ReportMetric(2*float64(b.N)*0.1/b.Elapsed().Seconds(), "x_realtime")
 }
+
+// corpusLong is the 10-minute speed-test file of the evaluation corpus,
+// relative to this package (or $CORPUS/long/long_600s.ulaw.wav).
+func corpusLong(b *testing.B) []int16 {
+	dir := os.Getenv("CORPUS")
+	if dir == "" {
+		dir = "../../../shared/corpus"
+	}
+	raw, err := os.ReadFile(dir + "/long/long_600s.ulaw.wav")
+	if err != nil {
+		b.Skipf("corpus not available: %v", err)
+	}
+	r, err := audio.ParseWAV(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r.Channels()[0]
+}
+
+// BenchmarkCallLong600 runs the whole per-channel analysis (features and
+// scores, as BenchmarkCall) over the corpus's 10-minute μ-law file in
+// 100 ms chunks: the figure set beside Praat's and aubio's in
+// docs/performance.md. One op is the whole file; allocs/op counts the
+// Call's construction only.
+func BenchmarkCallLong600(b *testing.B) {
+	speech := corpusLong(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := NewCall(CallConfig{Roles: []Role{RoleAgent}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var s Second
+		for i := 0; i < len(speech); i += 800 {
+			c.Push(0, speech[i:min(i+800, len(speech))])
+			for c.NextSecond(&s) {
+			}
+		}
+		c.Flush()
+		for c.NextSecond(&s) {
+		}
+	}
+	b.ReportMetric(float64(len(speech))/SampleRate*float64(b.N)/b.Elapsed().Seconds(), "x_realtime")
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*3600/(float64(len(speech))/SampleRate), "cpu_s_per_audio_hour")
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 )
 
 // The scoring model: which features each score uses, their weights and
@@ -154,14 +155,17 @@ func (m *Model) ID() string {
 	return m.id
 }
 
-// DefaultModel returns the model shipped with this package (v1).
-func DefaultModel() *Model {
+// DefaultModel returns the model shipped with this package (v1). It is
+// parsed once and shared: do not modify it.
+func DefaultModel() *Model { return defaultModel() }
+
+var defaultModel = sync.OnceValue(func() *Model {
 	m, err := ParseModel(modelV1)
 	if err != nil {
 		panic("voice: embedded model: " + err.Error())
 	}
 	return m
-}
+})
 
 // ParseModel reads and validates a model file.
 func ParseModel(b []byte) (*Model, error) {
