@@ -106,9 +106,9 @@ func NewAnalyzer(onFrame func(*Frame), onSecond func(*Window)) *Analyzer {
 	a := &Analyzer{
 		onFrame:  onFrame,
 		onSecond: onSecond,
-		x:        newSignal(pre8, cap8),
-		y1:       newSignal(pre4, cap4),
-		y:        newSignal(pre2, cap2),
+		x:        newSignal(pre8, cap8, true),
+		y1:       newSignal(pre4, cap4, false),
+		y:        newSignal(pre2, cap2, true),
 	}
 	a.Reset()
 	return a
@@ -196,24 +196,19 @@ func (a *Analyzer) processHop() {
 	a.hops++
 	for b := 2 * h; b < 2*h+2; b++ {
 		s := a.x.span(b*sub, sub)
-		// (The max builtin is slow on floats: it must order NaNs and
-		// signed zeros.)
-		var sum, hi, lo float32
+		// Peak magnitude on the bits: |v| is the float with the sign bit
+		// cleared, and non-negative floats order like their bit
+		// patterns. (Float comparisons with branches mispredict on
+		// speech, and the max builtin must order NaNs.)
+		var sum float32
+		var pk uint32
 		for _, v := range s {
 			sum += v
-			if v > hi {
-				hi = v
-			} else if v < lo {
-				lo = v
-			}
-		}
-		pk := hi
-		if -lo > pk {
-			pk = -lo
+			pk = max(pk, math.Float32bits(v)&0x7fffffff)
 		}
 		i := b & (sbRing - 1)
-		a.sbE[i], a.sbS[i], a.sbP[i] = a.x.energy(b*sub, sub), sum, pk
-		a.gPeak = max(a.gPeak, pk)
+		a.sbE[i], a.sbS[i], a.sbP[i] = a.x.energy(b*sub, sub), sum, math.Float32frombits(pk)
+		a.gPeak = max(a.gPeak, a.sbP[i])
 	}
 	a.decimate()
 	if k := h - lookahead; k >= 0 && k < a.limit {
@@ -237,7 +232,7 @@ var (
 
 const (
 	dec1Pairs = 2               // 7 taps
-	dec2Pairs = 6               // 23 taps
+	dec2Pairs = 6               // 23 taps (decimate spells out the 6 pairs)
 	dec1Delay = 2*dec1Pairs - 1 // 3 samples at 8 kHz
 	dec2Delay = 2*dec2Pairs - 1 // 11 samples at 4 kHz
 )
@@ -253,7 +248,7 @@ func (a *Analyzer) decimate() {
 		h0, h1 := dec1[0], dec1[1]
 		out := a.y1.extend(n)
 		for i := range out {
-			c := x[2*i : 2*i+2*dec1Delay+1 : 2*i+2*dec1Delay+1]
+			c := (*[2*dec1Delay + 1]float32)(x[2*i:])
 			out[i] = 0.5*c[3] + h0*(c[2]+c[4]) + h1*(c[0]+c[6])
 		}
 		a.y1.commit()
@@ -265,13 +260,11 @@ func (a *Analyzer) decimate() {
 		a.y.room(n, 20*a.frames-20)
 		y := a.y1.span(2*a.m2-dec2Delay, 2*(n-1)+2*dec2Delay+1)
 		out := a.y.extend(n)
+		h := (*[6]float32)(dec2) // written out below for the 6 pairs of dec2Pairs
 		for i := range out {
-			c := y[2*i : 2*i+2*dec2Delay+1 : 2*i+2*dec2Delay+1]
-			acc := 0.5 * c[dec2Delay]
-			for k, hk := range dec2 {
-				acc += hk * (c[dec2Delay-2*k-1] + c[dec2Delay+2*k+1])
-			}
-			out[i] = acc
+			c := (*[2*dec2Delay + 1]float32)(y[2*i:])
+			out[i] = 0.5*c[11] + h[0]*(c[10]+c[12]) + h[1]*(c[8]+c[14]) + h[2]*(c[6]+c[16]) +
+				h[3]*(c[4]+c[18]) + h[4]*(c[2]+c[20]) + h[5]*(c[0]+c[22])
 		}
 		a.y.commit()
 		a.m2 += int64(n)

@@ -68,6 +68,26 @@ type pathFrame struct {
 	psi       [maxCand + 1]int8    // best predecessor
 }
 
+// lagLog2 returns log2(ceiling/f) for a 2 kHz lag, by linear
+// interpolation in a table of the integer lags (the preselection's octave
+// term needs no more than 0.001).
+func lagLog2(lag float32) float32 {
+	i := int(lag)
+	if i < 0 || i+1 >= len(lagLog2Table) {
+		return fastLog2(CeilingHz * lag / 2000)
+	}
+	return lagLog2Table[i] + (lag-float32(i))*(lagLog2Table[i+1]-lagLog2Table[i])
+}
+
+var lagLog2Table = func() [lagHi2 + 2]float32 {
+	var t [lagHi2 + 2]float32
+	for i := 1; i < len(t); i++ {
+		t[i] = float32(math.Log2(CeilingHz * float64(i) / 2000))
+	}
+	t[0] = t[1]
+	return t
+}()
+
 // peak2 is a correlation maximum of the 2 kHz signal.
 type peak2 struct{ lag, strength, score float32 }
 
@@ -117,7 +137,7 @@ func (a *Analyzer) candidates(k int64, pf *pathFrame) {
 		if str > 1 {
 			str = 1 / str
 		}
-		peaks[np] = peak2{lag, str, str - p.preselectOctave*fastLog2(CeilingHz*lag/2000)}
+		peaks[np] = peak2{lag, str, str - p.preselectOctave*lagLog2(lag)}
 		np++
 	}
 

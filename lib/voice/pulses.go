@@ -257,16 +257,14 @@ func (a *Analyzer) extremum(lo, hi float64) (float64, bool) {
 		return 0, false
 	}
 	x := a.x.span(i0, int(i1-i0+1))
-	bi, bv := 0, float32(-1)
+	bi, bv := 0, uint32(0)
 	for i, v := range x {
-		if v < 0 {
-			v = -v
-		}
-		if v > bv {
-			bi, bv = i, v
+		// |v| compared on its bits (see processHop).
+		if m := math.Float32bits(v) & 0x7fffffff; m > bv {
+			bi, bv = i, m
 		}
 	}
-	if bv <= 0 {
+	if bv == 0 {
 		return 0, false
 	}
 	t := float64(i0) + float64(bi)
@@ -319,15 +317,11 @@ func (a *Analyzer) bestPeriod(t, T float64) (lag float64, r, peak float32) {
 		lag += float64(dr / d2)
 		r += 0.5 * dr * dr / d2
 	}
-	var top, bottom float32
+	var pk uint32
 	for _, v := range a.x.span(s+int64(L+1), w) {
-		if v > top {
-			top = v
-		} else if v < bottom {
-			bottom = v
-		}
+		pk = max(pk, math.Float32bits(v)&0x7fffffff)
 	}
-	peak = max(top, -bottom)
+	peak = math.Float32frombits(pk)
 	return lag, r, peak
 }
 

@@ -1,20 +1,24 @@
 package voice
 
 // signal is a sliding window over a sampled signal, addressed by absolute
-// sample index, with a running sum of squares so that the energy of any
-// stretch costs two look-ups. Samples before index 0 read as zeros. Old
+// sample index, with (optionally) a running sum of squares so that the
+// energy of any stretch costs two look-ups. Samples before index 0 read as zeros. Old
 // samples are dropped by compaction when the buffer is full, so memory
 // stays bounded and appending does not allocate after construction.
 type signal struct {
 	buf  []float32
-	cum  []float64 // cum[i] = Σ buf[:i]², len(buf)+1 entries
+	cum  []float64 // cum[i] = Σ buf[:i]², len(buf)+1 entries; nil if not kept
 	base int64     // absolute index of buf[0]
 }
 
 // newSignal returns a signal holding pre zeros before index 0, with room
-// for capacity samples in all.
-func newSignal(pre, capacity int) signal {
-	s := signal{buf: make([]float32, 0, capacity), cum: make([]float64, 1, capacity+1)}
+// for capacity samples in all, keeping the running sum of squares if
+// energy is set.
+func newSignal(pre, capacity int, energy bool) signal {
+	s := signal{buf: make([]float32, 0, capacity)}
+	if energy {
+		s.cum = make([]float64, 1, capacity+1)
+	}
 	s.reset(pre)
 	return s
 }
@@ -23,8 +27,10 @@ func newSignal(pre, capacity int) signal {
 func (s *signal) reset(pre int) {
 	s.buf = s.buf[:pre]
 	clear(s.buf)
-	s.cum = s.cum[:pre+1]
-	clear(s.cum)
+	if s.cum != nil {
+		s.cum = s.cum[:pre+1]
+		clear(s.cum)
+	}
 	s.base = -int64(pre)
 }
 
@@ -43,12 +49,6 @@ func (s *signal) energy(i int64, n int) float32 {
 	return float32(s.cum[o+int64(n)] - s.cum[o])
 }
 
-// push appends one sample; room must have been made.
-func (s *signal) push(v float32) {
-	s.buf = append(s.buf, v)
-	s.cum = append(s.cum, s.cum[len(s.cum)-1]+float64(v)*float64(v))
-}
-
 // extend lengthens the signal by n samples (room must have been made) and
 // returns them for the caller to fill; commit must follow.
 func (s *signal) extend(n int) []float32 {
@@ -59,6 +59,9 @@ func (s *signal) extend(n int) []float32 {
 
 // commit brings the running sum of squares up to date after extend.
 func (s *signal) commit() {
+	if s.cum == nil {
+		return
+	}
 	old := len(s.cum) - 1
 	s.cum = s.cum[:len(s.buf)+1]
 	c := s.cum[old]
@@ -78,11 +81,13 @@ func (s *signal) room(n int, keep int64) int {
 	if drop := keep - s.base; drop > 0 {
 		k := copy(s.buf, s.buf[drop:])
 		s.buf = s.buf[:k]
-		c0 := s.cum[drop]
-		for i, v := range s.cum[drop:] {
-			s.cum[i] = v - c0
+		if s.cum != nil {
+			c0 := s.cum[drop]
+			for i, v := range s.cum[drop:] {
+				s.cum[i] = v - c0
+			}
+			s.cum = s.cum[:k+1]
 		}
-		s.cum = s.cum[:k+1]
 		s.base += drop
 	}
 	if cap(s.buf)-len(s.buf) < n {
@@ -91,9 +96,11 @@ func (s *signal) room(n int, keep int64) int {
 		nb := make([]float32, len(s.buf), 2*cap(s.buf)+n)
 		copy(nb, s.buf)
 		s.buf = nb
-		nc := make([]float64, len(s.cum), cap(nb)+1)
-		copy(nc, s.cum)
-		s.cum = nc
+		if s.cum != nil {
+			nc := make([]float64, len(s.cum), cap(nb)+1)
+			copy(nc, s.cum)
+			s.cum = nc
+		}
 	}
 	return cap(s.buf) - len(s.buf)
 }
