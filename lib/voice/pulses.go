@@ -118,8 +118,6 @@ type pulseTracker struct {
 	an     int
 }
 
-func (p *pulseTracker) reset() { *p = pulseTracker{} }
-
 // frame places the pulses of voiced frame d with period T (samples), up to
 // the end of the frame, and adds their measures to the accumulators.
 func (p *pulseTracker) frame(a *Analyzer, d int64, T float64, acc1, acc2 *Perturbation) {

@@ -29,17 +29,6 @@ func (h *f0Hist) add(f float64) {
 	h.sumSq += f * f
 }
 
-func (h *f0Hist) merge(o *f0Hist) {
-	for i, c := range o.bins {
-		h.bins[i] += c
-	}
-	h.n += o.n
-	h.sum += o.sum
-	h.sumSq += o.sumSq
-}
-
-func (h *f0Hist) reset() { *h = f0Hist{} }
-
 func (h *f0Hist) mean() float64 { return ratio(h.sum, h.n) }
 
 // sd returns the sample standard deviation.
