@@ -177,6 +177,10 @@ func TestRecordWritesTheReport(t *testing.T) {
 			t.Errorf("channel %d talk %.2f s; want %.2f", i, got, want)
 		}
 	}
+	// The voice report: the caller's synthetic voice moves around 200 Hz.
+	if f0 := rep.Channels[0].F0MedianHz; math.Abs(f0-200) > 20 || rep.Channels[0].VoicedFraction <= 0 {
+		t.Errorf("caller F0 median %.1f Hz, voiced fraction %.2f; want about 200 Hz", f0, rep.Channels[0].VoicedFraction)
+	}
 	if len(rep.Timeline) != 7 || rep.Model.GetName() == "" || rep.Chunks != 61 || rep.Incomplete {
 		t.Errorf("timeline %d points, model %v, chunks %d, incomplete %v", len(rep.Timeline), rep.Model, rep.Chunks, rep.Incomplete)
 	}
