@@ -56,15 +56,15 @@ run() {
 }
 
 # The Go benchmark: the per-channel analysis alone on the same file (decoded
-# first), in 100 ms chunks as the services push it.
+# first), in 100 ms chunks as the services push it; CPU time from getrusage.
 if command -v go >/dev/null 2>&1; then
   corpus=$(dirname "$(dirname "$wav")")
   b=$(cd "$here/lib" && CORPUS=$corpus go test -run '^$' -bench 'BenchmarkCallLong600$' -benchtime 5x -benchmem ./voice/ 2>/dev/null | grep '^BenchmarkCallLong600' || true)
-  if [ -n "$b" ]; then
-    ns=$(echo "$b" | awk '{print $3}')
-    cpu=$(awk -v n="$ns" 'BEGIN{printf "%.3f", n/1e9}')
-    rt=$(awk -v d="$dur" -v c="$cpu" 'BEGIN{printf "%.0f", d/c}')
-    rows+=("| calmline voice.Call (go test -bench CallLong600) | the same analysis without process start, file I/O and JSON (1 channel, 100 ms chunks) | $cpu | $rt |")
+  rt=$(echo "$b" | awk '{for (i = 2; i <= NF; i++) if ($i == "x_realtime_cpu") print $(i-1)}')
+  if [ -n "$rt" ]; then
+    cpu=$(awk -v d="$dur" -v r="$rt" 'BEGIN{printf "%.3f", d/r}')
+    allocs=$(echo "$b" | awk '{for (i = 2; i <= NF; i++) if ($i == "allocs/op") print $(i-1)}')
+    rows+=("| calmline voice.Call (go test -bench CallLong600) | the same analysis without process start, file I/O and JSON (1 channel, 100 ms chunks; $allocs allocations per 10 min, all at set-up) | $cpu | $rt |")
   fi
 fi
 run "calmline analyze" "everything: F0+voicing, intensity, balance, HNR, pulses, jitter, shimmer, syllables, VAD, baseline, scores, JSON (1 channel)" "$calmline" analyze "$wav"

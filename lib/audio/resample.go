@@ -9,7 +9,7 @@ import "math"
 // starts at 4.6 kHz with more than 70 dB attenuation, so nothing above the
 // new Nyquist frequency folds back into the telephone band.
 const (
-	halfBandPairs = 16                     // non-zero coefficient pairs
+	halfBandPairs = 16                     // non-zero coefficient pairs (a multiple of 4)
 	halfBandTaps  = 4*halfBandPairs - 1    // 63 taps, centre at index 31
 	halfBandDelay = (halfBandTaps - 1) / 2 // group delay in input samples
 )
@@ -112,13 +112,20 @@ func (d *Downsampler) Process(dst []int16, src []int16) int {
 		if !d.odd {
 			i++
 		}
+		h := &halfBand
 		for ; i < end; i += 2 {
-			c := i - halfBandDelay
-			acc := 0.5 * d.hist[c]
-			for k := range halfBandPairs {
-				acc += halfBand[k] * (d.hist[c-2*k-1] + d.hist[c+2*k+1])
+			// The filter span, as an array so that the indexing below
+			// needs no bounds checks.
+			x := (*[halfBandTaps]float32)(d.hist[i-(halfBandTaps-1):])
+			// Four independent sums, so the additions overlap.
+			var a0, a1, a2, a3 float32
+			for k := 0; k < halfBandPairs; k += 4 {
+				a0 += h[k] * (x[halfBandDelay-2*k-1] + x[halfBandDelay+2*k+1])
+				a1 += h[k+1] * (x[halfBandDelay-2*k-3] + x[halfBandDelay+2*k+3])
+				a2 += h[k+2] * (x[halfBandDelay-2*k-5] + x[halfBandDelay+2*k+5])
+				a3 += h[k+3] * (x[halfBandDelay-2*k-7] + x[halfBandDelay+2*k+7])
 			}
-			dst[out] = clip16(acc)
+			dst[out] = clip16(0.5*x[halfBandDelay] + (a0 + a1) + (a2 + a3))
 			out++
 		}
 		d.odd = d.odd != (take%2 == 1)

@@ -125,3 +125,31 @@ func FuzzDownsampler(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDownsample measures the 16→8 kHz filter: one op is 100 ms of
+// one channel.
+func BenchmarkDownsample(b *testing.B) {
+	in := sine16k(440, 8000, 1600)
+	out := make([]int16, 800)
+	var d Downsampler
+	b.ReportAllocs()
+	for b.Loop() {
+		d.Process(out, in)
+	}
+	b.ReportMetric(float64(b.N)*0.1/b.Elapsed().Seconds(), "x_realtime")
+}
+
+// BenchmarkConvertStereoPCMU measures decoding and de-interleaving 100 ms
+// of stereo μ-law, the services' usual input.
+func BenchmarkConvertStereoPCMU(b *testing.B) {
+	c, _ := NewConverter(Format{CodecPCMU, 8000, 2})
+	raw := make([]byte, 1600)
+	for i := range raw {
+		raw[i] = byte(i * 7)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Convert(raw)
+	}
+	b.ReportMetric(float64(b.N)*0.1/b.Elapsed().Seconds(), "x_realtime")
+}
