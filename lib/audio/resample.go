@@ -14,37 +14,46 @@ const (
 	halfBandDelay = (halfBandTaps - 1) / 2 // group delay in input samples
 )
 
-// halfBand holds the non-zero off-centre coefficients: halfBand[k] multiplies
-// the input samples at ±(2k+1) from the centre. The centre coefficient is
-// exactly 0.5.
-var halfBand = designHalfBand()
+// halfBand holds the non-zero off-centre coefficients of the decimation
+// filter: halfBand[k] multiplies the input samples at ±(2k+1) from the
+// centre. The centre coefficient is exactly 0.5. β = 7 gives the stop-band
+// attenuation quoted above.
+var halfBand = [halfBandPairs]float32(HalfBand(halfBandPairs, 7))
 
-// designHalfBand computes a Kaiser-windowed sinc with cut-off at a quarter of
-// the input rate. β = 7 gives the stop-band attenuation quoted above; the
-// coefficients are rescaled so that the DC gain is exactly 1.
-func designHalfBand() [halfBandPairs]float32 {
-	const beta = 7.0
-	var h [halfBandPairs]float64
+// HalfBand designs a linear-phase half-band low-pass FIR (cut-off at a
+// quarter of the sample rate) with 4·pairs−1 taps, as a Kaiser-windowed
+// sinc normalised to unit DC gain. It returns the non-zero off-centre
+// coefficients: h[k] multiplies the samples at ±(2k+1) from the centre; the
+// centre coefficient is 0.5 and the other even-offset ones are 0.
+func HalfBand(pairs int, beta float64) []float32 {
+	h := make([]float64, pairs)
 	sum := 0.5
-	for k := range halfBandPairs {
+	for k := range h {
 		n := float64(2*k + 1)
-		x := n / float64(halfBandDelay+1)
-		w := bessel0(beta*math.Sqrt(1-x*x)) / bessel0(beta)
-		h[k] = math.Sin(math.Pi*n/2) / (math.Pi * n) * w
+		h[k] = math.Sin(math.Pi*n/2) / (math.Pi * n) * Kaiser(n/float64(2*pairs), beta)
 		sum += 2 * h[k]
 	}
-	var out [halfBandPairs]float32
+	out := make([]float32, pairs)
 	for k := range h {
 		out[k] = float32(h[k] / sum)
 	}
 	return out
 }
 
+// Kaiser returns the Kaiser window with parameter beta at x, the position
+// from the centre (0) to the edges (±1); 0 outside.
+func Kaiser(x, beta float64) float64 {
+	if x*x >= 1 {
+		return 0
+	}
+	return bessel0(beta*math.Sqrt(1-x*x)) / bessel0(beta)
+}
+
 // bessel0 is the modified Bessel function of the first kind, order 0, by its
 // power series (ample precision for window design).
 func bessel0(x float64) float64 {
 	sum, term := 1.0, 1.0
-	for k := 1; k < 50; k++ {
+	for k := 1; k < 60; k++ {
 		term *= (x / (2 * float64(k))) * (x / (2 * float64(k)))
 		sum += term
 		if term < 1e-17*sum {

@@ -1,6 +1,10 @@
 package voice
 
-import "math"
+import (
+	"math"
+
+	"github.com/calmline/calmline/lib/audio"
+)
 
 // Analysis constants. The analysis runs at 8 kHz with a 10 ms hop; every
 // setting that has a Praat counterpart uses Praat's value (see
@@ -43,30 +47,31 @@ const (
 )
 
 // intensityWeights are the weights of the sub-blocks under Praat's
-// intensity window (a Kaiser-20 window 6.4/75 s long), each the sum of the
-// window over the sub-block's samples, normalised to sum to 1.
-var intensityWeights = func() [intensityBlocks]float32 {
-	var w [intensityBlocks]float64
-	const half = 3.2 / FloorHz * SampleRate // 341.3 samples
+// intensity window for a 75 Hz minimum pitch (a Kaiser-20 window 6.4/75 s
+// long).
+var intensityWeights = [intensityBlocks]float32(kaiserBlocks(intensityBlocks, 3.2/FloorHz*SampleRate))
+
+// kaiserBlocks returns the weights of n sub-blocks centred on a sub-block
+// boundary under Praat's intensity window (Kaiser, β = 2π²+0.5) of the
+// given half-width in samples: each weight is the window summed over its
+// sub-block's samples, and the weights sum to 1.
+func kaiserBlocks(n int, half float64) []float32 {
 	const beta = 2*math.Pi*math.Pi + 0.5
+	w := make([]float64, n)
 	var total float64
-	for b := range intensityBlocks {
+	for b := range w {
 		for i := range sub {
-			// Offset from the window centre, which falls on a sub-block
-			// boundary.
-			t := float64((b-intensityBlocks/2)*sub+i) + 0.5
-			if x := t / half; x*x < 1 {
-				w[b] += bessel0(beta * math.Sqrt(1-x*x))
-			}
+			t := float64((b-n/2)*sub+i) + 0.5
+			w[b] += audio.Kaiser(t/half, beta)
 		}
 		total += w[b]
 	}
-	var out [intensityBlocks]float32
+	out := make([]float32, n)
 	for b := range w {
 		out[b] = float32(w[b] / total)
 	}
 	return out
-}()
+}
 
 // Analyzer extracts the per-frame features of one channel from a stream of
 // 8 kHz samples. Push may be given chunks of any size; frames come out, in
@@ -226,8 +231,8 @@ func (a *Analyzer) processHop() {
 // stage 2 passes 0–800 Hz and rejects 1.3–2 kHz by 50 dB. The 2 kHz sample
 // m is centred on 8 kHz sample 4m.
 var (
-	dec1 = halfBand(dec1Pairs, 4)
-	dec2 = halfBand(dec2Pairs, 4.5)
+	dec1 = audio.HalfBand(dec1Pairs, 4)
+	dec2 = audio.HalfBand(dec2Pairs, 4.5)
 )
 
 const (

@@ -260,6 +260,11 @@ func (c *Call) NextSecond(s *Second) bool {
 // in time.
 func (c *Call) Dropped() int { return c.dropped }
 
+// Forced returns the number of times a second was scored without a channel
+// that had fallen more than two minutes behind the other, plus the seconds
+// of that channel that arrived too late to count.
+func (c *Call) Forced() int { return c.forced }
+
 // Baseline returns the current baseline of channel ch's speaker.
 func (c *Call) Baseline(ch int) Baseline { return c.ch[ch].base.cur }
 

@@ -32,10 +32,7 @@ type featureState struct {
 	sylFrames int
 }
 
-func (s *featureState) reset() {
-	*s = featureState{}
-	s.cur.Start = 0
-}
+func (s *featureState) reset() { *s = featureState{} }
 
 // Voice-activity settings: a frame is active when it is voiced, or when it
 // is well above the noise floor and not far below the recent loudest
@@ -60,26 +57,7 @@ const (
 
 // sylWeights weigh the sub-blocks of the 128 ms window around a frame
 // centre (Praat's intensity window for a 50 Hz minimum pitch).
-var sylWeights = func() [26]float32 {
-	var w [26]float64
-	const half = 3.2 / 50 * SampleRate // 512 samples
-	const beta = 2*math.Pi*math.Pi + 0.5
-	var total float64
-	for b := range w {
-		for i := range sub {
-			t := float64((b-len(w)/2)*sub+i) + 0.5
-			if x := t / half; x*x < 1 {
-				w[b] += bessel0(beta * math.Sqrt(1-x*x))
-			}
-		}
-		total += w[b]
-	}
-	var out [26]float32
-	for b := range w {
-		out[b] = float32(w[b] / total)
-	}
-	return out
-}()
+var sylWeights = [26]float32(kaiserBlocks(26, 3.2/50*SampleRate))
 
 func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 	f := &s.out
