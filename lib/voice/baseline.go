@@ -113,7 +113,7 @@ func (b *baselineBuilder) update() {
 	}
 	var tmp [maxBaselineSeconds]float64
 	for i, f := range relFeatures {
-		p := b.prior.get(f)
+		p := b.prior.Get(f)
 		if b.n[i] == 0 {
 			b.cur.set(f, p)
 			continue

@@ -503,6 +503,30 @@ func (w *Window) Value(f Feature) float64 {
 // measured.
 const minRateFrames = 30
 
+// sum is Σ weight · clamp((value − reference) / scale, ±clip) over the
+// terms that can be measured on w.
+func (sm *ScoreModel) sum(w *Window, ref *Reference, other *otherParty) float64 {
+	var x float64
+	for _, t := range sm.Terms {
+		v := featureValue(t.Feature, w, other)
+		if t.Feature.relative() {
+			v -= ref.Get(t.Feature)
+		}
+		if math.IsNaN(v) {
+			continue
+		}
+		x += t.Weight * min(max(v/t.Scale, -sm.Clip), sm.Clip)
+	}
+	return x
+}
+
+// Sum returns the score's logit without its bias for a window of one
+// speaker against ref, the terms that need the other party left out (the
+// calibration of the bias uses it).
+func (sm *ScoreModel) Sum(w *Window, ref *Reference) float64 {
+	return sm.sum(w, ref, &otherParty{loudness: math.NaN(), overlap: math.NaN()})
+}
+
 // score computes one score on window w against reference ref.
 func (m *Model) score(sm *ScoreModel, w *Window, ref *Reference, other *otherParty) Score {
 	s := Score{Model: m.ID()}
@@ -514,18 +538,7 @@ func (m *Model) score(sm *ScoreModel, w *Window, ref *Reference, other *otherPar
 		s.Reason = ReasonSteadyTone
 		return s
 	}
-	x := sm.Bias
-	for _, t := range sm.Terms {
-		v := featureValue(t.Feature, w, other)
-		if t.Feature.relative() {
-			v -= ref.get(t.Feature)
-		}
-		if math.IsNaN(v) {
-			continue
-		}
-		x += t.Weight * min(max(v/t.Scale, -sm.Clip), sm.Clip)
-	}
-	s.Value = 100 / (1 + math.Exp(-x))
+	s.Value = 100 / (1 + math.Exp(-(sm.Bias + sm.sum(w, ref, other))))
 	s.OK = true
 	return s
 }

@@ -79,8 +79,9 @@ type Reference struct {
 	Shimmer       float64 `json:"shimmer"`
 }
 
-// get returns the reference value of a relative feature.
-func (r *Reference) get(f Feature) float64 {
+// Get returns the reference value of a relative feature (0 for the
+// others).
+func (r *Reference) Get(f Feature) float64 {
 	switch f {
 	case F0Level:
 		return r.F0Level

@@ -103,7 +103,7 @@ func Calibrate(dir string, m *voice.Model) (*Calibration, error) {
 			Population:  voice.Num(pm),
 			WithinSD:    voice.Num(1.4826 * median(dev)),
 			TotalSD:     voice.Num(1.4826 * median(tdev)),
-			ModelRef:    voice.Num(refValue(&ref, f)),
+			ModelRef:    voice.Num(ref.Get(f)),
 			ModelScale:  scale(&m.AgentStress, f),
 			ModelScaleC: scale(&m.CallerPressure, f),
 		}
@@ -112,47 +112,10 @@ func Calibrate(dir string, m *voice.Model) (*Calibration, error) {
 	// seconds scored against the population.
 	var logits []float64
 	for i := range windows {
-		logits = append(logits, termSum(&m.CallerPressure, &windows[i], &ref))
+		logits = append(logits, m.CallerPressure.Sum(&windows[i], &ref))
 	}
 	c.CallerBias = voice.Num(math.Log(0.2/0.8) - median(logits))
 	return c, nil
-}
-
-// refValue returns the model's reference for a relative feature.
-func refValue(r *voice.Reference, f voice.Feature) float64 {
-	switch f {
-	case voice.F0Level:
-		return r.F0Level
-	case voice.F0Variability:
-		return r.F0Variability
-	case voice.Loudness:
-		return r.Loudness
-	case voice.VocalEffort:
-		return r.VocalEffort
-	case voice.SpeechRate:
-		return r.SpeechRate
-	case voice.HNRFeature:
-		return r.HNR
-	case voice.Jitter:
-		return r.Jitter
-	case voice.Shimmer:
-		return r.Shimmer
-	}
-	return math.NaN()
-}
-
-// termSum is the sum of a score's terms over the speaker's own features
-// (terms relative to the other party count zero: no other party here).
-func termSum(sm *voice.ScoreModel, w *voice.Window, ref *voice.Reference) float64 {
-	var x float64
-	for _, t := range sm.Terms {
-		v := w.Value(t.Feature) - refValue(ref, t.Feature)
-		if math.IsNaN(v) {
-			continue
-		}
-		x += t.Weight * min(max(v/t.Scale, -sm.Clip), sm.Clip)
-	}
-	return x
 }
 
 func (c *Calibration) write(w io.Writer) {
