@@ -75,3 +75,12 @@ clean: ## Remove build outputs (not the data directory).
 	rm -rf $(BIN)
 
 .PHONY: help build run test test-go lint generate check-generate breaking tools bench tidy clean
+
+eval: build ## Measure the voice analysis against the corpus (CORPUS=../shared/corpus): every figure of issue 3, table and JSON.
+	$(BIN)/calmline eval --corpus $(CORPUS)
+
+bench-voice: build ## Voice-analysis benchmarks (go test -bench, -benchmem) and the speed comparison with Praat and aubio.
+	cd lib && $(GO) test -run '^$$' -bench . -benchmem ./audio/ ./voice/
+	scripts/bench-voice.sh $(CORPUS)/long/long_600s.ulaw.wav
+
+.PHONY: eval bench-voice

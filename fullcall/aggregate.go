@@ -2,6 +2,7 @@ package fullcall
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -176,12 +177,25 @@ func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete b
 	}
 	st := a.an.Stats()
 	for i, c := range st.Channels {
+		v := c.Voice
 		r.Channels = append(r.Channels, &fullcallv1.ChannelSummary{
-			Index:           uint32(i),
-			Role:            a.call.Format.Channels[i],
-			TalkS:           c.TalkSeconds,
-			SilenceS:        c.SilenceSeconds,
-			IntensityMeanDb: c.IntensityMeanDB,
+			Index:             uint32(i),
+			Role:              a.call.Format.Channels[i],
+			TalkS:             c.TalkSeconds,
+			SilenceS:          c.SilenceSeconds,
+			IntensityMeanDb:   defined(c.IntensityMeanDB),
+			VoicedFraction:    defined(float64(v.VoicedFraction)),
+			F0MeanHz:          defined(float64(v.F0MeanHz)),
+			F0MedianHz:        defined(float64(v.F0MedianHz)),
+			F0SdHz:            defined(float64(v.F0SDHz)),
+			F0P05Hz:           defined(float64(v.F0P05Hz)),
+			F0P95Hz:           defined(float64(v.F0P95Hz)),
+			JitterLocalPct:    defined(float64(v.JitterLocalPct)),
+			JitterRapPct:      defined(float64(v.JitterRAPPct)),
+			ShimmerLocalPct:   defined(float64(v.ShimmerLocalPct)),
+			ShimmerApq3Pct:    defined(float64(v.ShimmerAPQ3Pct)),
+			HnrMeanDb:         defined(float64(v.HNRMeanDB)),
+			SpeechRateSylPerS: defined(float64(v.SpeechRate)),
 		})
 	}
 	r.Overlap = &fullcallv1.Overlap{
@@ -213,6 +227,15 @@ func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete b
 		}
 	}
 	return r
+}
+
+// defined maps an undefined measure (NaN: no voiced speech, too few
+// pulses) to 0, which the report's proto3 doubles cannot tell from unset.
+func defined(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
 }
 
 // summarise adds one second to a score summary; Mean holds the sum until

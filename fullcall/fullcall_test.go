@@ -23,6 +23,7 @@ import (
 
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/voice/voicetest"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -86,22 +87,18 @@ func start(t *testing.T) *fixture {
 }
 
 // turns returns stereo μ-law: the caller talks in [0,2) s, the agent in
-// [2.5, 4) s, then silence to the end.
+// [2.5, 4) s, then silence to the end. The voices are synthetic but
+// speech-like (voicetest.Voice): the voice analysis treats steady tones as
+// non-speech.
 func turns(seconds float64) []byte {
 	n := int(seconds * 8000)
-	pcm := make([]int16, 0, 2*n)
-	for i := range n {
-		t := float64(i) / 8000
-		var c, a float64
-		if t < 2 {
-			c = 6000 * math.Sin(2*math.Pi*200*t)
-		}
-		if t >= 2.5 && t < 4 {
-			a = 4000 * math.Sin(2*math.Pi*130*t)
-		}
-		pcm = append(pcm, int16(c), int16(a))
+	c := make([]int16, n)
+	a := make([]int16, n)
+	copy(c, voicetest.Voice{F0: 200, Range: 3, Rate: 4.5, Level: -16, Dur: 2, Seed: 1}.Generate())
+	if n > 20000 {
+		copy(a[20000:], voicetest.Voice{F0: 130, Range: 2, Rate: 4, Level: -20, Dur: 1.5, Seed: 2}.Generate())
 	}
-	return audio.Encode(nil, pcm, audio.CodecPCMU)
+	return audio.Encode(nil, audio.Interleave(nil, c, a), audio.CodecPCMU)
 }
 
 func (f *fixture) call(tenantID, callID string) *callv1.Call {
@@ -175,10 +172,14 @@ func TestRecordWritesTheReport(t *testing.T) {
 	if len(rep.Channels) != 2 || rep.Channels[0].Role != callv1.ChannelRole_CHANNEL_ROLE_CALLER {
 		t.Fatalf("channels %v", rep.Channels)
 	}
-	for i, want := range []float64{2.2, 1.7} { // turns plus the 200 ms hangover
-		if got := rep.Channels[i].TalkS; math.Abs(got-want) > 0.1 {
+	for i, want := range []float64{2.15, 1.65} { // turns plus the 150 ms hangover
+		if got := rep.Channels[i].TalkS; math.Abs(got-want) > 0.15 {
 			t.Errorf("channel %d talk %.2f s; want %.2f", i, got, want)
 		}
+	}
+	// The voice report: the caller's synthetic voice moves around 200 Hz.
+	if f0 := rep.Channels[0].F0MedianHz; math.Abs(f0-200) > 20 || rep.Channels[0].VoicedFraction <= 0 {
+		t.Errorf("caller F0 median %.1f Hz, voiced fraction %.2f; want about 200 Hz", f0, rep.Channels[0].VoicedFraction)
 	}
 	if len(rep.Timeline) != 7 || rep.Model.GetName() == "" || rep.Chunks != 61 || rep.Incomplete {
 		t.Errorf("timeline %d points, model %v, chunks %d, incomplete %v", len(rep.Timeline), rep.Model, rep.Chunks, rep.Incomplete)

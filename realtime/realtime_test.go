@@ -3,7 +3,6 @@ package realtime
 import (
 	"context"
 	"io"
-	"math"
 	"net"
 	"sync"
 	"testing"
@@ -15,8 +14,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/calmline/calmline/lib/analysis"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/loudness"
+	"github.com/calmline/calmline/lib/voice/voicetest"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 	realtimev1 "github.com/calmline/calmline/proto/calmline/realtime/v1"
@@ -98,19 +98,19 @@ func testCall(id string) *callv1.Call {
 }
 
 // shouting returns stereo μ-law in which the caller speaks calmly, then
-// shouts from calmUntil seconds on; the agent speaks evenly throughout.
+// shouts (higher, more variable, faster, louder, more effort) from
+// calmUntil seconds on, while the agent listens. The voices are synthetic
+// but speech-like (voicetest.Voice): the voice analysis withholds scores
+// from steady tones.
 func shouting(seconds, calmUntil float64) []byte {
-	n := int(seconds * 8000)
-	pcm := make([]int16, 0, 2*n)
-	for i := range n {
-		t := float64(i) / 8000
-		amp := 1500.0
-		if t >= calmUntil {
-			amp = 12000
-		}
-		pcm = append(pcm, int16(amp*math.Sin(2*math.Pi*190*t)), int16(2500*math.Sin(2*math.Pi*120*t)))
+	calm := voicetest.Voice{F0: 140, Range: 2, Rate: 4, Level: -22, Dur: min(seconds, calmUntil), Seed: 1}.Generate()
+	caller := calm
+	if seconds > calmUntil {
+		loud := voicetest.Voice{F0: 240, Range: 6, Rate: 6, Level: -8, Effort: 1, Dur: seconds - calmUntil, Seed: 2}.Generate()
+		caller = voicetest.Concat(calm, loud)
 	}
-	return audio.Encode(nil, pcm, audio.CodecPCMU)
+	agent := make([]int16, len(caller))
+	return audio.Encode(nil, audio.Interleave(nil, caller, agent), audio.CodecPCMU)
 }
 
 func TestAnalyzeScoresEverySecondAndRaisesOneAlert(t *testing.T) {
@@ -162,11 +162,14 @@ func TestAnalyzeScoresEverySecondAndRaisesOneAlert(t *testing.T) {
 		t.Fatalf("got %d score updates for 8 s of audio; want 8", len(scores))
 	}
 	for i, s := range scores {
-		if s.Second != uint32(i) || s.EndSample != uint64(i+1)*8000 || s.Model.GetName() != loudness.ModelName || s.Model.GetVersion() == "" {
+		if s.Second != uint32(i) || s.EndSample != uint64(i+1)*8000 || s.Model.GetName() != analysis.Model().Name || s.Model.GetVersion() == "" {
 			t.Errorf("score %d = %v", i, s)
 		}
-		if s.CallerPressure == nil || s.AgentStress == nil {
-			t.Errorf("score %d abstained with both channels speaking: %v", i, s)
+		if s.CallerPressure == nil {
+			t.Errorf("score %d: caller_pressure abstained while the caller spoke: %v", i, s)
+		}
+		if s.AgentStress != nil || s.AgentStressAbstain == "" {
+			t.Errorf("score %d: agent_stress scored, or abstained without a reason, while the agent was silent: %v", i, s)
 		}
 	}
 	if calm, loud := scores[2].GetCallerPressure(), scores[6].GetCallerPressure(); loud < 70 || calm >= 70 {
@@ -263,7 +266,8 @@ func TestAnalyzeRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	live.Send(open(testCall("live")))
-	live.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: &callv1.AudioChunk{Seq: 1, Data: shouting(1, 5)}}})
+	// A second is scored once the analysis has looked 160 ms past it.
+	live.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: &callv1.AudioChunk{Seq: 1, Data: shouting(1.2, 5)}}})
 	if _, err := live.Recv(); err != nil { // a score: the call is live
 		t.Fatal(err)
 	}
@@ -276,7 +280,7 @@ func TestAnalyzeRefusals(t *testing.T) {
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- s.Shutdown(ctx) }()
 	for {
-		live.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: &callv1.AudioChunk{Seq: 2, StartSample: 8000, Data: shouting(0.1, 5)}}})
+		live.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: &callv1.AudioChunk{Seq: 2, StartSample: 9600, Data: shouting(0.1, 5)}}})
 		if _, err := live.Recv(); err != nil {
 			if status.Code(err) != codes.Unavailable {
 				t.Errorf("live call during drain: %v; want Unavailable", err)

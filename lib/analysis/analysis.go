@@ -1,23 +1,77 @@
 // Package analysis connects the voice analysis to calmline's contracts: it
-// builds a call's analyser from the call as the wire describes it, and
-// turns the analyser's seconds into score updates labelled with the model
-// that made them. Realtime and fullcall use it; the gateway never does.
+// builds a call's analyser from the call as the wire describes it, feeds it
+// the wire's interleaved encoded audio and gaps, and turns its seconds into
+// score updates labelled with the model that made them. Realtime and
+// fullcall use it; the gateway never does.
 package analysis
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/loudness"
+	"github.com/calmline/calmline/lib/voice"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
 
-// Second is one analysed second of a call.
-type Second = loudness.Second
+// Score is one score for one second: a value in [0, 100], or an abstention
+// with its reason.
+type Score struct {
+	Value   float64
+	OK      bool
+	Abstain string
+}
 
-// Analyzer analyses one call as its audio arrives.
-type Analyzer = loudness.Analyzer
+// Second is one analysed second of a call.
+type Second struct {
+	Index int
+	// EndSample is the timeline position (samples per channel at the
+	// input rate) the second ends at.
+	EndSample      uint64
+	AgentStress    Score
+	CallerPressure Score
+}
+
+// ChannelStats are one channel's measures over the call.
+type ChannelStats struct {
+	Role voice.Role
+	// TalkSeconds is time with voice activity; SilenceSeconds the rest of
+	// the audio the channel carried (gaps count as neither).
+	TalkSeconds    float64
+	SilenceSeconds float64
+	// IntensityMeanDB is Praat's energy mean of the intensity, dB re
+	// 2·10⁻⁵ (a full-scale sine reads 91 dB).
+	IntensityMeanDB float64
+	// Voice holds the voice-report measures (F0, jitter, shimmer, HNR,
+	// speech rate …), NaN where undefined.
+	Voice voice.ChannelStats
+}
+
+// Stats are the measures over the call so far.
+type Stats struct {
+	Channels []ChannelStats
+	// OverlapSeconds is time in which both channels talked.
+	OverlapSeconds float64
+	// CallerInterruptions counts the caller starting to talk over the
+	// agent; AgentInterruptions the other way round.
+	CallerInterruptions int
+	AgentInterruptions  int
+}
+
+// Analyzer analyses one call as its audio arrives. It is for one goroutine
+// at a time and allocates nothing per write once warmed up.
+type Analyzer struct {
+	format  audio.Format
+	conv    *audio.Converter
+	call    *voice.Call
+	roles   []voice.Role
+	bytes   uint64 // audio written
+	gap     uint64 // samples per channel (input rate) of gaps
+	silence []byte // one encoded block of silence, for gaps
+	out     []Second
+	sec     voice.Second
+}
 
 // New returns an analyser for a call, and the call's audio format.
 func New(call *callv1.Call) (*Analyzer, audio.Format, error) {
@@ -25,27 +79,131 @@ func New(call *callv1.Call) (*Analyzer, audio.Format, error) {
 	if err != nil {
 		return nil, audio.Format{}, err
 	}
-	roles := make([]loudness.Role, len(call.Format.Channels))
+	roles := make([]voice.Role, len(call.Format.Channels))
 	for i, r := range call.Format.Channels {
 		switch r {
 		case callv1.ChannelRole_CHANNEL_ROLE_CALLER:
-			roles[i] = loudness.Caller
+			roles[i] = voice.RoleCaller
 		case callv1.ChannelRole_CHANNEL_ROLE_AGENT:
-			roles[i] = loudness.Agent
+			roles[i] = voice.RoleAgent
 		default:
 			return nil, audio.Format{}, fmt.Errorf("channel %d: role %v", i, r)
 		}
 	}
-	an, err := loudness.New(loudness.Options{Format: f, Roles: roles, AgentScoring: wire.AgentScoringEnabled(call.GetPolicy())})
+	if len(roles) != f.Channels {
+		return nil, audio.Format{}, fmt.Errorf("%d roles for %d channels", len(roles), f.Channels)
+	}
+	conv, err := audio.NewConverter(f)
 	if err != nil {
 		return nil, audio.Format{}, err
 	}
-	return an, f, nil
+	vc, err := voice.NewCall(voice.CallConfig{Roles: roles, DisableAgentStress: !wire.AgentScoringEnabled(call.GetPolicy())})
+	if err != nil {
+		return nil, audio.Format{}, err
+	}
+	a := &Analyzer{format: f, conv: conv, call: vc, roles: roles, out: make([]Second, 0, 8)}
+	// A tenth of a second of encoded silence feeds gaps.
+	one := audio.Encode(nil, make([]int16, f.Channels), f.Codec)
+	for range f.SampleRate / 10 {
+		a.silence = append(a.silence, one...)
+	}
+	return a, f, nil
 }
 
 // Model is the model that produces the scores.
 func Model() *callv1.ModelInfo {
-	return &callv1.ModelInfo{Name: loudness.ModelName, Version: loudness.ModelVersion}
+	m := voice.DefaultModel()
+	return &callv1.ModelInfo{Name: m.Name, Version: m.Version}
+}
+
+// Write analyses interleaved encoded audio that continues the timeline. It
+// accepts any length; a partial sample frame waits for the next write.
+func (a *Analyzer) Write(data []byte) {
+	a.bytes += uint64(len(data))
+	a.push(a.conv.Convert(data))
+}
+
+func (a *Analyzer) push(chans [][]int16) {
+	for ch, s := range chans {
+		a.call.Push(ch, s)
+	}
+	for a.call.NextSecond(&a.sec) {
+		a.out = append(a.out, a.second(&a.sec))
+	}
+}
+
+// second converts a voice second to the wire's terms.
+func (a *Analyzer) second(s *voice.Second) Second {
+	end := uint64(math.Round(s.End * float64(a.format.SampleRate)))
+	return Second{Index: int(s.Index), EndSample: min(end, a.Timeline()), AgentStress: score(s.AgentStress), CallerPressure: score(s.CallerPressure)}
+}
+
+func score(s voice.Score) Score {
+	if !s.OK {
+		return Score{Abstain: string(s.Reason)}
+	}
+	return Score{Value: s.Value, OK: true}
+}
+
+// Gap advances the timeline over samples (per channel, input rate) that
+// carry no audio. The analysis sees silence there: no score is made from a
+// gap, and its time counts as neither talk nor silence in Stats.
+func (a *Analyzer) Gap(samples uint64) {
+	a.gap += samples
+	per := uint64(len(a.silence) / a.format.FrameBytes())
+	for samples > 0 {
+		n := min(samples, per)
+		a.push(a.conv.Convert(a.silence[:n*uint64(a.format.FrameBytes())]))
+		samples -= n
+	}
+}
+
+// Seconds returns the seconds completed since the last call. The slice is
+// reused by the next Write; copy what you keep.
+func (a *Analyzer) Seconds() []Second {
+	out := a.out
+	a.out = a.out[:0]
+	return out
+}
+
+// Flush ends the call: the rest of the audio is analysed and the seconds
+// not yet taken are returned, the last one possibly partial.
+func (a *Analyzer) Flush() []Second {
+	a.push(a.conv.Flush())
+	a.call.Flush()
+	for a.call.NextSecond(&a.sec) {
+		a.out = append(a.out, a.second(&a.sec))
+	}
+	return a.Seconds()
+}
+
+// Timeline returns the timeline position in samples per channel at the
+// input rate.
+func (a *Analyzer) Timeline() uint64 { return a.bytes/uint64(a.format.FrameBytes()) + a.gap }
+
+// Stats returns what accumulated over the call so far (after Flush: the
+// whole call). It allocates.
+func (a *Analyzer) Stats() Stats {
+	sum := a.call.Summary()
+	gapS := float64(a.gap) / float64(a.format.SampleRate)
+	st := Stats{OverlapSeconds: float64(sum.OverlapS)}
+	for i, c := range sum.Channels {
+		talk := float64(c.TalkTimeS)
+		st.Channels = append(st.Channels, ChannelStats{
+			Role:            a.roles[i],
+			TalkSeconds:     talk,
+			SilenceSeconds:  max(float64(c.DurationS)-talk-gapS, 0),
+			IntensityMeanDB: float64(c.IntensityMeanDB),
+			Voice:           c.ChannelStats,
+		})
+		switch a.roles[i] {
+		case voice.RoleCaller:
+			st.CallerInterruptions = c.Interruptions
+		case voice.RoleAgent:
+			st.AgentInterruptions = c.Interruptions
+		}
+	}
+	return st
 }
 
 // ScoreUpdate turns an analysed second into the wire form.

@@ -15,6 +15,10 @@ const (
 	wavTagExtensible = 0xfffe
 )
 
+// ksDataFormatTail is bytes 2..15 of every KSDATAFORMAT_SUBTYPE_* GUID
+// (00000000-0000-0010-8000-00aa00389b71 with the tag in the first two bytes).
+const ksDataFormatTail = "\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
 // Errors a WAV reader returns; wrap-checked with errors.Is. Each returned
 // error also says what exactly was wrong.
 var (
@@ -123,7 +127,11 @@ func parseFmt(c []byte) (Format, error) {
 		if len(c) < 40 {
 			return Format{}, fmt.Errorf("%w: WAVE_FORMAT_EXTENSIBLE fmt chunk of %d bytes", ErrBadHeader, len(c))
 		}
-		// The sub-format GUID starts with the real format tag.
+		// The sub-format GUID is the real format tag followed by the fixed
+		// tail of the KSDATAFORMAT_SUBTYPE GUIDs.
+		if string(c[26:40]) != ksDataFormatTail {
+			return Format{}, fmt.Errorf("%w: WAVE_FORMAT_EXTENSIBLE sub-format %x is not a plain format tag", ErrUnsupported, c[24:40])
+		}
 		tag = binary.LittleEndian.Uint16(c[24:26])
 	}
 	var f Format

@@ -1,0 +1,130 @@
+package voice
+
+import (
+	"math"
+	"slices"
+)
+
+// Baseline is a speaker's normal voice: the reference the agent's scores
+// measure departures from. It can be exported at the end of a call, stored
+// per agent, and given back to later calls (CallConfig.AgentBaseline).
+type Baseline struct {
+	// Model is the ID of the model the baseline was measured for.
+	Model string `json:"model"`
+	// Source says where it comes from: "call" (the first stretch of
+	// voiced speech in this call), "stored" (given by the caller of the
+	// API, blended with the call's first stretch), "recording" (measured
+	// over a whole recording) or "population" (the model's default).
+	Source string `json:"source"`
+	// VoicedS is the voiced speech, in seconds, the measurement rests on.
+	VoicedS float64 `json:"voiced_s"`
+	Reference
+}
+
+// nRel is the number of relative features a baseline holds.
+const nRel = 8
+
+var relFeatures = [nRel]Feature{F0Level, F0Variability, Loudness, VocalEffort, SpeechRate, HNRFeature, Jitter, Shimmer}
+
+func (r *Reference) set(f Feature, v float64) {
+	switch f {
+	case F0Level:
+		r.F0Level = v
+	case F0Variability:
+		r.F0Variability = v
+	case Loudness:
+		r.Loudness = v
+	case VocalEffort:
+		r.VocalEffort = v
+	case SpeechRate:
+		r.SpeechRate = v
+	case HNRFeature:
+		r.HNR = v
+	case Jitter:
+		r.Jitter = v
+	case Shimmer:
+		r.Shimmer = v
+	}
+}
+
+// maxBaselineSeconds bounds the seconds a baseline keeps for its medians.
+const maxBaselineSeconds = 64
+
+// baselineBuilder collects the per-second features of a speaker's first
+// stretch of voiced speech and combines their medians (robust to odd
+// seconds) with a prior.
+type baselineBuilder struct {
+	m      *Model
+	vals   [nRel][maxBaselineSeconds]float64
+	n      [nRel]int
+	voiced int // voiced frames collected
+	frozen bool
+	// target is the voiced frames at which collection stops (0: never).
+	target      int
+	prior       Reference
+	priorWeight float64 // seconds
+	priorSource string
+	cur         Baseline
+}
+
+func (b *baselineBuilder) init(m *Model, stored *Baseline, target int) {
+	*b = baselineBuilder{m: m, target: target}
+	b.prior, b.priorWeight, b.priorSource = m.Population, m.Baseline.PopulationWeight, "population"
+	if stored != nil {
+		b.prior = stored.Reference
+		b.priorWeight = min(stored.VoicedS, m.Baseline.StoredWeightCap)
+		b.priorSource = "stored"
+	}
+	b.update()
+}
+
+// add offers a second of the speaker's speech.
+func (b *baselineBuilder) add(w *Window, other *otherParty) {
+	if b.frozen || w.Voiced < b.m.Baseline.MinVoicedFrames {
+		return
+	}
+	for i, f := range relFeatures {
+		v := featureValue(f, w, other)
+		if math.IsNaN(v) || b.n[i] == maxBaselineSeconds {
+			continue
+		}
+		b.vals[i][b.n[i]] = v
+		b.n[i]++
+	}
+	b.voiced += w.Voiced
+	if b.target > 0 && b.voiced >= b.target {
+		b.frozen = true
+	}
+	b.update()
+}
+
+// update recomputes the current baseline.
+func (b *baselineBuilder) update() {
+	own := float64(b.voiced) / FrameRate
+	b.cur = Baseline{Model: b.m.ID(), VoicedS: own}
+	switch {
+	case own == 0:
+		b.cur.Source = b.priorSource
+		b.cur.VoicedS = b.priorWeight
+	case b.priorSource == "stored":
+		b.cur.Source = "stored"
+	default:
+		b.cur.Source = "call"
+	}
+	var tmp [maxBaselineSeconds]float64
+	for i, f := range relFeatures {
+		p := b.prior.Get(f)
+		if b.n[i] == 0 {
+			b.cur.set(f, p)
+			continue
+		}
+		s := tmp[:b.n[i]]
+		copy(s, b.vals[i][:b.n[i]])
+		slices.Sort(s)
+		med := s[len(s)/2]
+		if len(s)%2 == 0 {
+			med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+		}
+		b.cur.set(f, (med*own+p*b.priorWeight)/(own+b.priorWeight))
+	}
+}

@@ -1,0 +1,215 @@
+package voice
+
+import "math"
+
+// featureState turns decided frames into Frames, and keeps the running
+// measures of the channel: voice activity, syllable nuclei, glottal pulses,
+// the per-second windows and the whole-stream totals.
+type featureState struct {
+	out Frame
+
+	pulses  pulseTracker
+	total   Window
+	f0      f0Hist
+	cur     Window // the second being filled
+	prevST  float64
+	prevVcd bool
+
+	// Voice activity.
+	floorDB, peakDB float32
+	hang            int
+	started         bool
+
+	// Syllable nuclei (de Jong & Wempe): peaks of a smooth intensity.
+	sylMax    float32 // running maximum of the smooth intensity
+	sylPrev   float32 // smooth intensity of the previous frame
+	sylPrev2  float32
+	sylPrevV  bool // previous frame voiced
+	pend      bool // a peak awaits the dip after it
+	pendV     float32
+	pendVcd   bool
+	pendMin   float32 // lowest smooth intensity since the pending peak
+	sylFrames int
+}
+
+func (s *featureState) reset() { *s = featureState{} }
+
+// Voice-activity settings: a frame is active when it is voiced, or when it
+// is well above the noise floor and not far below the recent loudest
+// frame; activity is held for a short hangover so that pauses between
+// words inside a phrase do not cut it.
+const (
+	vadAboveFloor = 12   // dB
+	vadBelowPeak  = 40   // dB
+	vadFloorRise  = 0.02 // dB per frame that the floor estimate creeps up
+	vadPeakDecay  = 0.05 // dB per frame that the peak estimate decays
+	vadHangover   = 15   // frames
+)
+
+// Syllable-nucleus settings, as de Jong & Wempe's script: the intensity
+// (minimum pitch 50 Hz, a 128 ms window) must peak above the loudest level
+// minus 25 dB and fall by more than 2 dB before the next peak, on a voiced
+// frame.
+const (
+	sylBelowMax = 25
+	sylMinDip   = 2
+)
+
+// sylWeights weigh the sub-blocks of the 128 ms window around a frame
+// centre (Praat's intensity window for a 50 Hz minimum pitch).
+var sylWeights = [26]float32(kaiserBlocks(26, 3.2/50*SampleRate))
+
+func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
+	f := &s.out
+	*f = Frame{Index: d, Time: (float64(d) + 0.5) / FrameRate, Intensity: pf.intensity, Balance: pf.balance}
+	if cand > 0 {
+		period, str := a.precise8(d, SampleRate/pf.freq[cand])
+		if str <= 0 {
+			period, str = SampleRate/pf.freq[cand], pf.strength[cand]
+		}
+		f.Voiced = true
+		f.F0 = SampleRate / period
+		f.Periodicity = str
+		f.HNR = hnr(str)
+		s.pulses.frame(a, d, SampleRate/float64(f.F0), &s.total.Perturbation, &s.cur.Perturbation)
+	}
+	s.activity(f)
+	s.syllable(a, d, f)
+
+	// Window sums.
+	w := &s.cur
+	if w.Frames == 0 {
+		w.Start = d
+	}
+	w.Frames++
+	if f.Speech {
+		w.Speech++
+	}
+	w.pow += float64(pf.power)
+	if f.Voiced {
+		st := float64(12 * fastLog2(f.F0*0.01))
+		w.Voiced++
+		w.st += st
+		w.st2 += st * st
+		if s.prevVcd {
+			w.trans++
+			if math.Abs(st-s.prevST) < steadyST {
+				w.steady++
+			}
+		}
+		s.prevST = st
+		in := float64(f.Intensity)
+		w.vdB += in
+		w.vdB2 += in * in
+		w.bal += float64(f.Balance)
+		w.hnr += float64(f.HNR)
+		w.nhnr++
+		s.f0.add(float64(f.F0))
+	}
+	if !f.Voiced && pf.rel > hnrSilence {
+		// Praat's harmonicity has no voicing decision: a frame that is
+		// not quiet counts with its strongest candidate. Frames without
+		// any candidate measured at 8 kHz are left out.
+		var hs float32
+		for i := 1; i < pf.n; i++ {
+			hs = max(hs, pf.strength[i])
+		}
+		if hs > 0 {
+			w.hnr += float64(hnr(hs))
+			w.nhnr++
+		}
+	}
+	s.prevVcd = f.Voiced
+	if f.Nucleus {
+		w.Nuclei++
+	}
+
+	if a.onFrame != nil {
+		a.onFrame(f)
+	}
+	if (d+1)%FrameRate == 0 {
+		s.endSecond(a)
+	}
+}
+
+// endSecond passes the current window on and starts the next.
+func (s *featureState) endSecond(a *Analyzer) {
+	if s.cur.Frames == 0 {
+		return
+	}
+	s.total.Add(&s.cur)
+	if a.onSecond != nil {
+		a.onSecond(&s.cur)
+	}
+	s.cur.Reset()
+}
+
+func (s *featureState) flush(a *Analyzer) {
+	s.endSecond(a)
+}
+
+// activity decides voice activity for f.
+func (s *featureState) activity(f *Frame) {
+	in := f.Intensity
+	if in <= SilenceDB {
+		// Digital silence says nothing about the noise floor.
+		s.hang = 0
+		return
+	}
+	if !s.started {
+		s.floorDB, s.peakDB, s.started = in, in, true
+	}
+	s.floorDB = min(s.floorDB+vadFloorRise, in)
+	s.peakDB = max(s.peakDB-vadPeakDecay, in)
+	active := f.Voiced || (in > s.floorDB+vadAboveFloor && in > s.peakDB-vadBelowPeak)
+	if active {
+		s.hang = vadHangover
+	} else if s.hang > 0 {
+		s.hang--
+	}
+	f.Speech = active || s.hang > 0
+}
+
+// syllable follows the smooth intensity and marks a nucleus on the frame
+// where the dip after a peak is confirmed.
+func (s *featureState) syllable(a *Analyzer, d int64, f *Frame) {
+	var e float32
+	b0 := 2*d + 1 - int64(len(sylWeights)/2)
+	for j, w := range sylWeights {
+		if b := b0 + int64(j); b >= 0 {
+			e += w * a.sbE[b&(sbRing-1)]
+		}
+	}
+	v := intensityDB(e / sub)
+	s.sylFrames++
+	s.sylMax = max(s.sylMax, v)
+	if s.sylFrames >= 3 {
+		// Is the previous frame a peak?
+		if s.sylPrev > s.sylPrev2 && s.sylPrev >= v && s.sylPrev > s.sylMax-sylBelowMax {
+			if s.pend && s.pendV-s.pendMin > sylMinDip && s.pendVcd {
+				f.Nucleus = true
+			}
+			s.pend, s.pendV, s.pendVcd, s.pendMin = true, s.sylPrev, s.sylPrevV, s.sylPrev
+		}
+	}
+	if s.pend {
+		s.pendMin = min(s.pendMin, v)
+	}
+	s.sylPrev2, s.sylPrev, s.sylPrevV = s.sylPrev, v, f.Voiced
+}
+
+// hnrSilence is the silence threshold of Praat's To Harmonicity (cc): the
+// local peak relative to the global peak below which a frame has no HNR.
+const hnrSilence = 0.1
+
+// hnr converts a normalised autocorrelation peak to a harmonics-to-noise
+// ratio in dB, as Praat does.
+func hnr(r float32) float32 {
+	switch {
+	case r <= 1e-15:
+		return -150
+	case r >= 1-1e-15:
+		return 150
+	}
+	return fastDB(r / (1 - r))
+}

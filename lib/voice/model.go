@@ -1,0 +1,219 @@
+package voice
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+)
+
+// The scoring model: which features each score uses, their weights and
+// normalisation, the baseline and abstention rules. It lives in a versioned
+// JSON file shipped inside the binary; every score carries the model's name
+// and version. docs/voice-analysis.md explains each field and how v1 was
+// calibrated.
+
+//go:embed model/v1.json
+var modelV1 []byte
+
+// Feature names a per-window measure a score term can use.
+type Feature string
+
+// The features a model may use. Each is measured on the voiced frames of
+// the scoring window (except overlap) and, unless it is relative by nature,
+// compared with a reference (the speaker's baseline or the population).
+const (
+	F0Level         Feature = "f0_level"          // mean F0, semitones re 100 Hz
+	F0Variability   Feature = "f0_variability"    // SD of F0, semitones
+	Loudness        Feature = "loudness"          // mean intensity, dB
+	LoudnessVsOther Feature = "loudness_vs_other" // intensity minus the other party's mean, dB
+	VocalEffort     Feature = "vocal_effort"      // spectral balance above/below 1 kHz, dB
+	SpeechRate      Feature = "speech_rate"       // syllable nuclei per second of speech
+	HNRFeature      Feature = "hnr"               // harmonics-to-noise ratio, dB
+	Jitter          Feature = "jitter"            // jitter (local), %
+	Shimmer         Feature = "shimmer"           // shimmer (local), %
+	Overlap         Feature = "overlap"           // fraction of speech over the other party's
+)
+
+// relative reports whether a feature is compared with a reference.
+func (f Feature) relative() bool { return f != LoudnessVsOther && f != Overlap }
+
+func (f Feature) valid() bool {
+	switch f {
+	case F0Level, F0Variability, Loudness, LoudnessVsOther, VocalEffort, SpeechRate, HNRFeature, Jitter, Shimmer, Overlap:
+		return true
+	}
+	return false
+}
+
+// Term is one weighted feature of a score: it adds
+// weight · clamp((value − reference) / scale, ±clip).
+type Term struct {
+	Feature Feature `json:"feature"`
+	Weight  float64 `json:"weight"`
+	Scale   float64 `json:"scale"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// ScoreModel defines one score: 100 · logistic(bias + Σ terms).
+type ScoreModel struct {
+	// Reference is "baseline" (the speaker's own) or "population".
+	Reference string  `json:"reference"`
+	Bias      float64 `json:"bias"`
+	Clip      float64 `json:"clip"`
+	Terms     []Term  `json:"terms"`
+}
+
+// Reference values: one number per relative feature.
+type Reference struct {
+	F0Level       float64 `json:"f0_level"`
+	F0Variability float64 `json:"f0_variability"`
+	Loudness      float64 `json:"loudness"`
+	VocalEffort   float64 `json:"vocal_effort"`
+	SpeechRate    float64 `json:"speech_rate"`
+	HNR           float64 `json:"hnr"`
+	Jitter        float64 `json:"jitter"`
+	Shimmer       float64 `json:"shimmer"`
+}
+
+// Get returns the reference value of a relative feature (0 for the
+// others).
+func (r *Reference) Get(f Feature) float64 {
+	switch f {
+	case F0Level:
+		return r.F0Level
+	case F0Variability:
+		return r.F0Variability
+	case Loudness:
+		return r.Loudness
+	case VocalEffort:
+		return r.VocalEffort
+	case SpeechRate:
+		return r.SpeechRate
+	case HNRFeature:
+		return r.HNR
+	case Jitter:
+		return r.Jitter
+	case Shimmer:
+		return r.Shimmer
+	}
+	return 0
+}
+
+// BaselineRules say how a speaker's baseline is built.
+type BaselineRules struct {
+	// Seconds with at least MinVoicedFrames voiced frames feed the
+	// baseline until it rests on TargetVoicedFrames voiced frames.
+	TargetVoicedFrames int `json:"target_voiced_frames"`
+	MinVoicedFrames    int `json:"min_voiced_frames"`
+	// The in-call estimate is combined with a prior — a stored baseline
+	// when one is given, else the population — each weighted by the
+	// voiced seconds it stands for (a stored baseline's own weight is
+	// capped at StoredWeightCap seconds; the population counts
+	// PopulationWeight seconds).
+	StoredWeightCap  float64 `json:"stored_weight_cap_s"`
+	PopulationWeight float64 `json:"population_weight_s"`
+}
+
+// AbstainRules say when a score is withheld.
+type AbstainRules struct {
+	// MinVoicedFrames is the least voiced speech in the window to score.
+	MinVoicedFrames int `json:"min_voiced_frames"`
+	// A window is a steady tone — a hold or call-progress tone, DTMF, a
+	// test signal — not speech, when the intensity of its voiced frames
+	// varies less than ToneMaxIntensitySD (dB; speech rises and falls
+	// with every syllable), or when at least ToneMinSteadyF0 of its
+	// consecutive voiced frames keep the same F0 (see
+	// Window.SteadyF0Fraction).
+	ToneMaxIntensitySD float64 `json:"tone_max_intensity_sd_db"`
+	ToneMinSteadyF0    float64 `json:"tone_min_steady_f0_fraction"`
+}
+
+// Model is a scoring model.
+type Model struct {
+	Name           string        `json:"name"`
+	Version        string        `json:"version"`
+	Description    string        `json:"description"`
+	Calibration    string        `json:"calibration"`
+	Window         int           `json:"window_s"`
+	Baseline       BaselineRules `json:"baseline"`
+	Abstain        AbstainRules  `json:"abstain"`
+	Population     Reference     `json:"population"`
+	AgentStress    ScoreModel    `json:"agent_stress"`
+	CallerPressure ScoreModel    `json:"caller_pressure"`
+
+	id string // Name/Version, kept so that scoring does not build it
+}
+
+// ID returns "name/version", the label every score carries.
+func (m *Model) ID() string {
+	if m.id == "" {
+		return m.Name + "/" + m.Version
+	}
+	return m.id
+}
+
+// DefaultModel returns the model shipped with this package (v1). It is
+// parsed once and shared: do not modify it.
+func DefaultModel() *Model { return defaultModel() }
+
+var defaultModel = sync.OnceValue(func() *Model {
+	m, err := ParseModel(modelV1)
+	if err != nil {
+		panic("voice: embedded model: " + err.Error())
+	}
+	return m
+})
+
+// ParseModel reads and validates a model file.
+func ParseModel(b []byte) (*Model, error) {
+	var m Model
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("parse model: %w", err)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("parse model %s: %w", m.ID(), err)
+	}
+	m.id = m.Name + "/" + m.Version
+	return &m, nil
+}
+
+func (m *Model) validate() error {
+	if m.Name == "" || m.Version == "" {
+		return errors.New("missing name or version")
+	}
+	if m.Window < 1 || m.Window > 10 {
+		return fmt.Errorf("window_s %d out of 1..10", m.Window)
+	}
+	if m.Abstain.MinVoicedFrames < 1 {
+		return errors.New("abstain.min_voiced_frames must be positive")
+	}
+	if m.Baseline.TargetVoicedFrames < 1 || m.Baseline.MinVoicedFrames < 1 {
+		return errors.New("baseline frame counts must be positive")
+	}
+	for name, s := range map[string]*ScoreModel{"agent_stress": &m.AgentStress, "caller_pressure": &m.CallerPressure} {
+		if s.Reference != "baseline" && s.Reference != "population" {
+			return fmt.Errorf("%s: reference %q (want baseline or population)", name, s.Reference)
+		}
+		if !(s.Clip > 0) {
+			return fmt.Errorf("%s: clip must be positive", name)
+		}
+		if len(s.Terms) == 0 {
+			return fmt.Errorf("%s: no terms", name)
+		}
+		for _, t := range s.Terms {
+			if !t.Feature.valid() {
+				return fmt.Errorf("%s: unknown feature %q", name, t.Feature)
+			}
+			if !(t.Scale > 0) || math.IsNaN(t.Weight) || math.IsInf(t.Weight, 0) {
+				return fmt.Errorf("%s: term %s needs a positive scale and a finite weight", name, t.Feature)
+			}
+		}
+	}
+	return nil
+}
