@@ -42,12 +42,8 @@ func (s *store) accept(ctx context.Context, alerts []*escalationv1.Alert) ([]str
 					continue
 				}
 				checked[a.TenantId] = true
-				n, err := t.backlog(a.TenantId, s.maxBacklog)
-				if err != nil {
-					return fmt.Errorf("outbox backlog: %w", err)
-				}
-				if n >= s.maxBacklog {
-					return fmt.Errorf("tenant %s has %d undelivered requests: %w", a.TenantId, n, ErrOutboxFull)
+				if err := t.checkBacklog(a.TenantId); err != nil {
+					return err
 				}
 			}
 		}
@@ -92,8 +88,10 @@ func (t *txn) acceptAlert(a *escalationv1.Alert) (string, error) {
 	// Inhibition: while the call's transfer is in progress (or done), new
 	// episodes are recorded against that escalation and start nothing.
 	var inhibitor string
-	err = t.row(`SELECT s.escalation_id FROM escalation_steps s JOIN escalations e ON e.id = s.escalation_id
-WHERE e.tenant_id = ? AND e.call_id = ? AND s.action = ? AND s.state IN (?, ?) LIMIT 1`,
+	// (The unary + keeps SQLite from reading every started step through
+	// the state index instead of the call's few steps.)
+	err = t.row(`SELECT escalation_id FROM escalation_steps
+WHERE escalation_id IN (SELECT id FROM escalations WHERE tenant_id = ? AND call_id = ?) AND action = ? AND +state IN (?, ?) LIMIT 1`,
 		a.TenantId, a.CallId, tenant.ActionTransfer, stepDelivering, stepSucceeded).Scan(&inhibitor)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("check inhibition: %w", err)

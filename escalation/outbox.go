@@ -347,10 +347,36 @@ func (s *store) listDeliveries(ctx context.Context, tenantID string, q deliveryQ
 	return out, next, rows.Err()
 }
 
-// backlog counts a tenant's unfinished deliveries, up to limit.
-func (t *txn) backlog(tenantID string, limit int) (int, error) {
+// backlogMark is a tenant's last counted backlog.
+type backlogMark struct {
+	at time.Time
+	n  int
+}
+
+// checkBacklog refuses when a tenant's unfinished deliveries reached the
+// bound. Counting costs in proportion to the backlog, so a count well
+// under the bound is trusted for a second.
+func (t *txn) checkBacklog(tenantID string) error {
+	s := t.st
+	s.backlogMu.Lock()
+	m, ok := s.backlog[tenantID]
+	s.backlogMu.Unlock()
+	if ok && t.now.Sub(m.at) < time.Second && m.n < s.maxBacklog*9/10 {
+		return nil
+	}
 	var n int
-	err := t.row(`SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE tenant_id = ? AND state IN (?, ?) LIMIT ?) b`,
-		tenantID, dlvPending, dlvInFlight, limit).Scan(&n)
-	return n, err
+	if err := t.row(`SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE tenant_id = ? AND state IN (?, ?) LIMIT ?) b`,
+		tenantID, dlvPending, dlvInFlight, s.maxBacklog).Scan(&n); err != nil {
+		return fmt.Errorf("outbox backlog: %w", err)
+	}
+	s.backlogMu.Lock()
+	if s.backlog == nil {
+		s.backlog = map[string]backlogMark{}
+	}
+	s.backlog[tenantID] = backlogMark{at: t.now, n: n}
+	s.backlogMu.Unlock()
+	if n >= s.maxBacklog {
+		return fmt.Errorf("tenant %s has %d undelivered requests: %w", tenantID, n, ErrOutboxFull)
+	}
+	return nil
 }

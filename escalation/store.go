@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -64,6 +65,13 @@ type store struct {
 	onWork func()
 	// maxBacklog bounds a tenant's unfinished deliveries; 0: no bound.
 	maxBacklog int
+	backlogMu  sync.Mutex
+	backlog    map[string]backlogMark
+	// writeMu serialises this process's write transactions on SQLite,
+	// which takes one writer at a time anyway: waiting here is a queue,
+	// while waiting in SQLite's busy handler is a sleep in growing steps
+	// that leaves the database idle.
+	writeMu sync.Mutex
 }
 
 func openStore(ctx context.Context, dsn string, tenants *tenant.Registry, now func() time.Time) (*store, error) {
@@ -90,6 +98,10 @@ type txn struct {
 
 // inTx runs f in a transaction and commits it; f's error rolls it back.
 func (s *store) inTx(ctx context.Context, f func(*txn) error) error {
+	if s.db.Dialect == sqldb.SQLite {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
