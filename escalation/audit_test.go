@@ -254,3 +254,13 @@ func rewriteFrom(t *testing.T, path string, seq uint64) {
 		t.Fatal(err)
 	}
 }
+
+func BenchmarkEntryHash(b *testing.B) {
+	r := AuditRecord{TenantID: "acme", Seq: 123456, AtUnixMs: 1795953600000, Kind: "step.started", EscalationID: "esc_0123456789abcdef0123",
+		CallID: "call-0001", Actor: "calmline", Detail: `{"action":"transfer","delivery_id":"dlv_0123456789abcdef01234567","endpoint":"intervention","step":"transfer"}`,
+		PrevHash: strings.Repeat("ab", 32)}
+	b.ReportAllocs()
+	for b.Loop() {
+		EntryHash(r)
+	}
+}

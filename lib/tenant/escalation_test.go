@@ -163,3 +163,38 @@ func TestSecretRef(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse feeds arbitrary tenants files: Parse must not panic, and what
+// it accepts must hold the invariants the services rely on.
+func FuzzParse(f *testing.F) {
+	f.Add(escalationFile)
+	f.Add("tenants:\n  - id: a\n    escalation: {endpoints: [{name: x, url: 'https://x/'}], ladder: [{action: notify, endpoint: x}]}\n")
+	f.Add("tenants:\n  - id: a\n    alert_rule: {score: agent_stress, threshold: 50}\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		ts, err := Parse([]byte(doc))
+		if err != nil {
+			return
+		}
+		for _, tn := range ts {
+			e := tn.Escalation
+			for _, st := range e.Ladder {
+				if _, ok := e.Endpoint(st.Endpoint); !ok || st.After < 0 {
+					t.Fatalf("accepted a ladder step %+v without its endpoint", st)
+				}
+			}
+			for i := 1; i < len(e.Ladder); i++ {
+				if e.Ladder[i].After < e.Ladder[i-1].After {
+					t.Fatalf("ladder not in time order: %+v", e.Ladder)
+				}
+			}
+			for _, ep := range e.Endpoints {
+				if ep.Timeout <= 0 || len(ep.SigningSecrets) > 2 {
+					t.Fatalf("accepted endpoint %+v", ep)
+				}
+			}
+			if tn.AgentScoring != AgentScoringOn && tn.AlertRule.Score == ScoreAgentStress {
+				t.Fatalf("accepted an agent_stress rule under agent_scoring %s", tn.AgentScoring)
+			}
+		}
+	})
+}

@@ -23,8 +23,8 @@ type Backoff struct {
 }
 
 // DefaultBackoff retries for about a day: 1 s, 2 s, 4 s ... doubling to one
-// hour between attempts, then hourly until 24 h have passed (about 35
-// attempts), each delay with jitter.
+// hour, then hourly until 24 h have passed, each delay jittered down to as
+// little as half: 35 to 59 attempts, about 43.
 var DefaultBackoff = Backoff{
 	Initial:     time.Second,
 	Multiplier:  2,

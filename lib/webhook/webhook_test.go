@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -345,8 +346,22 @@ func FuzzParseSecret(f *testing.F) {
 		if err == nil && (len(sec.key) < 24 || len(sec.key) > 64) {
 			t.Errorf("ParseSecret(%q) accepted a %d-byte key", s, len(sec.key))
 		}
-		if err != nil && len(s) > 8 && strings.Contains(err.Error(), s) {
-			t.Errorf("the error echoes the input: %v", err)
+		// The message never depends on the input beyond its length.
+		if err != nil {
+			msg := regexp.MustCompile(`[0-9]+`).ReplaceAllString(err.Error(), "#")
+			if msg != "webhook secret: not base# after the whsec_ prefix" && msg != "webhook secret: # bytes; want # to #" {
+				t.Errorf("the error shows the input: %v", err)
+			}
 		}
 	})
+}
+
+func BenchmarkSign(b *testing.B) {
+	s, _ := ParseSecret(NewSecret())
+	old, _ := ParseSecret(NewSecret())
+	body := []byte(strings.Repeat(`{"type":"escalation.triggered","data":{"call_id":"c"}}`, 8))
+	b.ReportAllocs()
+	for b.Loop() {
+		Sign("dlv_0123456789abcdef01234567", time.Unix(1_800_000_000, 0), body, s, old)
+	}
 }
