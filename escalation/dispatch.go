@@ -37,8 +37,11 @@ type dispatcher struct {
 	drain time.Duration
 
 	wake  chan struct{} // capacity 1: a pending wake-up is enough
-	slots chan struct{} // one per attempt in flight
+	slots chan struct{} // one per attempt in flight, freed once its outcome is recorded
 	wg    sync.WaitGroup
+	// results carries outcomes to the recorder; its capacity is the
+	// number of workers, and each attempt sends one, so it never blocks.
+	results chan attemptResult
 
 	// rand returns a uniform number in [0, 1) for jitter.
 	rand func() float64
@@ -53,9 +56,14 @@ func (d *dispatcher) notify() {
 }
 
 // run works until ctx ends, then lets attempts in flight finish within
-// the drain bound.
+// the drain bound and records their outcomes.
 func (d *dispatcher) run(ctx context.Context) {
 	attemptCtx, cut := context.WithCancel(context.WithoutCancel(ctx))
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.record(context.WithoutCancel(ctx))
+	}()
 	defer func() {
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); close(done) }()
@@ -68,6 +76,8 @@ func (d *dispatcher) run(ctx context.Context) {
 			<-done
 		}
 		cut()
+		close(d.results)
+		<-recorded
 	}()
 	for {
 		if ctx.Err() != nil {
@@ -93,8 +103,8 @@ func (d *dispatcher) run(ctx context.Context) {
 
 // advanceDue starts (or skips) the ladder steps whose time has come.
 func (d *dispatcher) advanceDue(ctx context.Context) {
-	rows, err := d.st.db.QueryContext(ctx, d.st.db.Rebind(`SELECT DISTINCT e.tenant_id, e.id FROM escalation_steps s
-JOIN escalations e ON e.id = s.escalation_id WHERE s.state = ? AND s.due_at <= ? LIMIT 500`), stepPending, d.st.now().UnixMilli())
+	rows, err := d.st.query(ctx, `SELECT DISTINCT e.tenant_id, e.id FROM escalation_steps s
+JOIN escalations e ON e.id = s.escalation_id WHERE s.state = ? AND s.due_at <= ? LIMIT 500`, stepPending, d.st.now().UnixMilli())
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Error("reading due ladder steps failed", "err", err)
@@ -142,8 +152,7 @@ func (d *dispatcher) claimAndStart(ctx, attemptCtx context.Context) {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			defer func() { <-d.slots; d.notify() }()
-			d.attempt(attemptCtx, dl)
+			d.results <- attemptResult{dl, d.attempt(attemptCtx, dl)}
 		}()
 	}
 }
@@ -152,8 +161,70 @@ func (d *dispatcher) claimAndStart(ctx, attemptCtx context.Context) {
 // margin: past it another instance may take the delivery over.
 const maxLease = 5*time.Minute + 30*time.Second
 
-// attempt makes one attempt of a delivery and records the outcome.
-func (d *dispatcher) attempt(ctx context.Context, dl *delivery) {
+// maxGroup bounds the outcomes recorded in one transaction.
+const maxGroup = 64
+
+// record writes outcomes as they come, each time with whatever else is
+// waiting, in one transaction, until results is closed; each outcome's
+// worker slot is freed once it is written.
+func (d *dispatcher) record(ctx context.Context) {
+	for r := range d.results {
+		group := []attemptResult{r}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case r, ok := <-d.results:
+				if !ok {
+					break more
+				}
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		if err := d.st.complete(ctx, group); err != nil && len(group) > 1 {
+			// One bad record must not hold the others back: each alone.
+			for _, r := range group {
+				d.completeOne(ctx, r)
+			}
+		} else if err != nil {
+			d.logRecordError(group[0], err)
+		}
+		for _, r := range group {
+			d.logOutcome(r)
+			<-d.slots
+		}
+		d.notify()
+	}
+}
+
+func (d *dispatcher) completeOne(ctx context.Context, r attemptResult) {
+	if err := d.st.complete(ctx, []attemptResult{r}); err != nil {
+		d.logRecordError(r, err)
+	}
+}
+
+// logRecordError reports an outcome that could not be written. Its lease
+// runs out and the delivery is tried again: the receiver de-duplicates by
+// its id.
+func (d *dispatcher) logRecordError(r attemptResult, err error) {
+	d.log.Error("recording a delivery attempt failed", "delivery_id", r.d.ID, "err", err)
+}
+
+func (d *dispatcher) logOutcome(r attemptResult) {
+	dl, o := r.d, r.o
+	switch {
+	case o.dead:
+		d.log.Warn("delivery dead-lettered", "delivery_id", dl.ID, "tenant", dl.TenantID, "endpoint", dl.Endpoint,
+			"type", dl.EventType, "attempts", dl.Attempts+1, "err", o.errText)
+	case !o.ok && !o.release:
+		d.log.Info("delivery attempt failed; retrying", "delivery_id", dl.ID, "endpoint", dl.Endpoint, "attempt", dl.Attempts+1,
+			"next", o.next.Format(time.RFC3339Nano), "err", o.errText)
+	}
+}
+
+// attempt makes one attempt of a delivery and decides what follows.
+func (d *dispatcher) attempt(ctx context.Context, dl *delivery) outcome {
 	ten := d.st.tenant(dl.TenantID)
 	ep, ok := ten.Escalation.Endpoint(dl.Endpoint)
 	started := d.st.now()
@@ -203,20 +274,7 @@ func (d *dispatcher) attempt(ctx context.Context, dl *delivery) {
 		}
 	}
 	d.m.attempts.Add(ctx, 1, metric.WithAttributes(attribute.String("type", dl.EventType), attribute.String("result", result)))
-	if err := d.st.complete(context.WithoutCancel(ctx), dl, o); err != nil {
-		// The lease runs out and the delivery is tried again: the
-		// receiver de-duplicates by its id.
-		d.log.Error("recording a delivery attempt failed", "delivery_id", dl.ID, "err", err)
-		return
-	}
-	switch result {
-	case "dead_final", "dead_exhausted":
-		d.log.Warn("delivery dead-lettered", "delivery_id", dl.ID, "tenant", dl.TenantID, "endpoint", dl.Endpoint,
-			"type", dl.EventType, "attempts", dl.Attempts, "err", o.errText)
-	case "retry":
-		d.log.Info("delivery attempt failed; retrying", "delivery_id", dl.ID, "endpoint", dl.Endpoint, "attempt", dl.Attempts,
-			"next", o.next.Format(time.RFC3339Nano), "err", o.errText)
-	}
+	return o
 }
 
 func backoffOf(r tenant.Retry) webhook.Backoff {

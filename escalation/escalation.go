@@ -144,7 +144,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s := &Server{o: o, log: o.Logger.With("service", "escalation"), store: st, m: m}
 	s.client = webhook.NewClient(webhook.ClientOptions{Transport: o.Transport, UserAgent: "calmline-escalation/1"})
 	s.disp = &dispatcher{st: st, send: s.client, log: s.log, m: m, workers: o.DeliveryWorkers, poll: o.PollInterval,
-		drain: o.DeliveryDrain, wake: make(chan struct{}, 1), slots: make(chan struct{}, o.DeliveryWorkers), rand: uniform}
+		drain: o.DeliveryDrain, wake: make(chan struct{}, 1), slots: make(chan struct{}, o.DeliveryWorkers),
+		results: make(chan attemptResult, o.DeliveryWorkers), rand: uniform}
 	st.onWork = s.disp.notify
 	if o.MeterProvider != nil {
 		if _, err := m.meter.Int64ObservableGauge("calmline.escalation.deliveries",
@@ -202,7 +203,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// to a process that is gone (a crash, kill -9). Its receivers see
 		// the same ids again and de-duplicate.
 		if n, err := s.store.releaseAll(ctx); err != nil {
-			s.store.db.Close()
+			s.store.close()
 			return fmt.Errorf("escalation: %w", err)
 		} else if n > 0 {
 			s.log.Warn("deliveries in flight at the last stop are due again", "deliveries", n)
@@ -218,7 +219,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	stopDispatch()
 	<-dispatched
 	s.client.CloseIdleConnections()
-	s.store.db.Close()
+	s.store.close()
 	return err
 }
 

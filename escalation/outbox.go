@@ -146,11 +146,11 @@ ORDER BY d.next_attempt_at, d.seq LIMIT ?`, dlvPending, now, dlvPending, dlvInFl
 func (s *store) nextDue(ctx context.Context) (time.Time, error) {
 	var next, step sql.NullInt64
 	now := s.now().UnixMilli()
-	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT MIN(next_attempt_at) FROM deliveries WHERE state = ? AND next_attempt_at > ?`),
+	if err := s.queryRow(ctx, `SELECT MIN(next_attempt_at) FROM deliveries WHERE state = ? AND next_attempt_at > ?`,
 		dlvPending, now).Scan(&next); err != nil {
 		return time.Time{}, err
 	}
-	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT MIN(due_at) FROM escalation_steps WHERE state = ? AND due_at > ?`),
+	if err := s.queryRow(ctx, `SELECT MIN(due_at) FROM escalation_steps WHERE state = ? AND due_at > ?`,
 		stepPending, now).Scan(&step); err != nil {
 		return time.Time{}, err
 	}
@@ -188,59 +188,79 @@ type outcome struct {
 	started time.Time
 }
 
-// complete records an attempt's outcome: success, a scheduled retry, or
-// the dead-letter state; a ladder step and its events follow.
-func (s *store) complete(ctx context.Context, d *delivery, o outcome) error {
+// complete records the outcomes of attempts in one transaction: group
+// commit, since every attempt's record is a write and SQLite commits one
+// at a time.
+func (s *store) complete(ctx context.Context, rs []attemptResult) error {
 	return s.inTx(ctx, func(t *txn) error {
 		t.work = true // the next delivery of the same call may go now
-		if o.release {
-			_, err := t.exec(`UPDATE deliveries SET state = ?, lease_until = 0 WHERE id = ? AND state = ?`, dlvPending, d.ID, dlvInFlight)
+		for _, r := range rs {
+			if err := t.record(r.d, r.o); err != nil {
+				return fmt.Errorf("delivery %s: %w", r.d.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// attemptResult is an attempt's delivery and outcome.
+type attemptResult struct {
+	d *delivery
+	o outcome
+}
+
+// record records an attempt's outcome: success, a scheduled retry, or the
+// dead-letter state; a ladder step and its events follow.
+func (t *txn) record(orig *delivery, o outcome) error {
+	c := *orig // the caller's copy stays as claimed, should the transaction roll back
+	d := &c
+	if o.release {
+		_, err := t.exec(`UPDATE deliveries SET state = ?, lease_until = 0 WHERE id = ? AND state = ?`, dlvPending, d.ID, dlvInFlight)
+		return err
+	}
+	first := d.FirstAttemptAt
+	if first == 0 {
+		first = o.started.UnixMilli()
+	}
+	d.Attempts++
+	d.LastStatus = o.status
+	d.FirstAttemptAt = first
+	switch {
+	case o.ok:
+		d.State = dlvSucceeded
+		_, err := t.exec(`UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = '', first_attempt_at = ?,
+lease_until = 0, done_at = ? WHERE id = ?`, dlvSucceeded, d.Attempts, o.status, first, t.nowMs(), d.ID)
+		if err != nil {
+			return fmt.Errorf("record delivery: %w", err)
+		}
+		if d.StepIdx >= 0 {
+			return t.stepDone(d, true, "")
+		}
+		return nil
+	case o.dead:
+		d.State = dlvDead
+		_, err := t.exec(`UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, first_attempt_at = ?,
+lease_until = 0, done_at = ? WHERE id = ?`, dlvDead, d.Attempts, o.status, o.errText, first, t.nowMs(), d.ID)
+		if err != nil {
+			return fmt.Errorf("record delivery: %w", err)
+		}
+		if _, err := t.audit(auditEntry{TenantID: d.TenantID, Kind: "delivery.dead_lettered", EscalationID: d.EscalationID, CallID: d.CallID,
+			Detail: map[string]any{"delivery_id": d.ID, "endpoint": d.Endpoint, "type": d.EventType, "attempts": d.Attempts,
+				"last_status": o.status, "last_error": o.errText}}); err != nil {
 			return err
 		}
-		first := d.FirstAttemptAt
-		if first == 0 {
-			first = o.started.UnixMilli()
+		if d.StepIdx >= 0 {
+			return t.stepDone(d, false, o.errText)
 		}
-		d.Attempts++
-		d.LastStatus = o.status
-		d.FirstAttemptAt = first
-		switch {
-		case o.ok:
-			d.State = dlvSucceeded
-			_, err := t.exec(`UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = '', first_attempt_at = ?,
-	lease_until = 0, done_at = ? WHERE id = ?`, dlvSucceeded, d.Attempts, o.status, first, t.nowMs(), d.ID)
-			if err != nil {
-				return fmt.Errorf("record delivery: %w", err)
-			}
-			if d.StepIdx >= 0 {
-				return t.stepDone(d, true, "")
-			}
-			return nil
-		case o.dead:
-			d.State = dlvDead
-			_, err := t.exec(`UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, first_attempt_at = ?,
-	lease_until = 0, done_at = ? WHERE id = ?`, dlvDead, d.Attempts, o.status, o.errText, first, t.nowMs(), d.ID)
-			if err != nil {
-				return fmt.Errorf("record delivery: %w", err)
-			}
-			if _, err := t.audit(auditEntry{TenantID: d.TenantID, Kind: "delivery.dead_lettered", EscalationID: d.EscalationID, CallID: d.CallID,
-				Detail: map[string]any{"delivery_id": d.ID, "endpoint": d.Endpoint, "type": d.EventType, "attempts": d.Attempts,
-					"last_status": o.status, "last_error": o.errText}}); err != nil {
-				return err
-			}
-			if d.StepIdx >= 0 {
-				return t.stepDone(d, false, o.errText)
-			}
-			return nil
-		default:
-			_, err := t.exec(`UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, first_attempt_at = ?,
-	lease_until = 0, next_attempt_at = ? WHERE id = ?`, dlvPending, d.Attempts, o.status, o.errText, first, o.next.UnixMilli(), d.ID)
-			if err != nil {
-				return fmt.Errorf("record delivery: %w", err)
-			}
-			return nil
+		return nil
+	default:
+		_, err := t.exec(`UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, first_attempt_at = ?,
+lease_until = 0, next_attempt_at = ? WHERE id = ?`, dlvPending, d.Attempts, o.status, o.errText, first, o.next.UnixMilli(), d.ID)
+		if err != nil {
+			return fmt.Errorf("record delivery: %w", err)
 		}
-	})
+		return nil
+	}
 }
 
 // redrive sends a dead-lettered delivery again, with a fresh schedule.
