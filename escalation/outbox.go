@@ -47,9 +47,11 @@ func deliveryID(parts ...string) string {
 }
 
 // orderKey groups the deliveries that must reach an endpoint in order:
-// those of one call (or one agent) to one endpoint.
+// those of one call (or one agent) to one endpoint. Tenant ids and
+// endpoint names hold no "|", so the key is unambiguous whatever the call
+// id holds (PostgreSQL text holds no NUL, so no NUL separators).
 func orderKey(tenantID, kind, subject, endpoint string) string {
-	return tenantID + "\x00" + kind + ":" + subject + "\x00" + endpoint
+	return tenantID + "|" + kind + ":" + subject + "|" + endpoint
 }
 
 // enqueue adds a delivery, due now, to the outbox; an existing id is left
