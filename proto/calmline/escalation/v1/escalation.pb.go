@@ -36,9 +36,11 @@ const (
 	EscalationState_ESCALATION_STATE_UNSPECIFIED EscalationState = 0
 	// The alert fired; the ladder is running.
 	EscalationState_ESCALATION_STATE_OPEN EscalationState = 1
-	// Someone took responsibility; later ladder steps are skipped.
+	// Someone took responsibility; later ladder steps that skip when
+	// acknowledged (by default warn_caller and transfer) are skipped.
 	EscalationState_ESCALATION_STATE_ACKNOWLEDGED EscalationState = 2
-	// Closed by a person or because the call ended.
+	// Closed by a person; steps still waiting are skipped. (The call's end
+	// skips the steps that act on the call but leaves the state to people.)
 	EscalationState_ESCALATION_STATE_RESOLVED EscalationState = 3
 )
 
