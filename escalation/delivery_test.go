@@ -1,7 +1,9 @@
 package escalation
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -459,5 +461,81 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	m := rcv.collect(t, 1, 5*time.Second)
 	if m[0].Data["escalation_id"] != id {
 		t.Errorf("delivered %s; want the escalation %s", m[0].Body, id)
+	}
+}
+
+func TestDeliveryAndAuditAPIErrors(t *testing.T) {
+	rcv := newReceiver(t, nil)
+	st := startStack(t, fmt.Sprintf(`    escalation:
+      endpoints: [{name: on-call, url: '%s'}]
+      ladder: [{name: notify, action: notify, endpoint: on-call}]
+`, rcv.srv.URL), nil)
+	st.post(t, firing("c1", 1))
+	m := rcv.collect(t, 1, 5*time.Second)[0]
+	for _, c := range []struct {
+		method, path, body string
+		key                bool
+		want               int
+	}{
+		{"GET", "/api/v1/deliveries", "", false, 401},
+		{"GET", "/api/v1/audit", "", false, 401},
+		{"GET", "/api/v1/audit/verify", "", false, 401},
+		{"GET", "/api/v1/deliveries?state=lost", "", true, 400},
+		{"GET", "/api/v1/deliveries?page_size=-1", "", true, 400},
+		{"GET", "/api/v1/deliveries?page_token=not-a-token!", "", true, 400},
+		{"GET", "/api/v1/audit?after_seq=x", "", true, 400},
+		{"GET", "/api/v1/deliveries/dlv_missing", "", true, 404},
+		{"GET", "/api/v1/deliveries/" + m.ID, "", true, 200},
+		{"GET", "/api/v1/deliveries?state=succeeded&call_id=c1", "", true, 200},
+		{"POST", "/api/v1/deliveries/" + m.ID + "/redrive", `{"by":""}`, true, 400},
+		{"POST", "/api/v1/deliveries/" + m.ID + "/redrive", `{"by":"ops"}`, true, 409},
+	} {
+		req, _ := http.NewRequest(c.method, st.base+c.path, strings.NewReader(c.body))
+		if c.key {
+			req.Header.Set("Authorization", "Bearer "+st.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s %s: %d; want %d", c.method, c.path, resp.StatusCode, c.want)
+		}
+	}
+	dc := escalationv1.NewDeliveryServiceClient(st.cc)
+	if _, err := dc.ListDeliveries(context.Background(), &escalationv1.ListDeliveriesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListDeliveries without a key: %v", err)
+	}
+	if _, err := dc.RedriveDelivery(st.ctx(), &escalationv1.RedriveDeliveryRequest{Id: m.ID}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("RedriveDelivery without by: %v", err)
+	}
+	if _, err := dc.GetDelivery(st.ctx(), &escalationv1.GetDeliveryRequest{Id: "dlv_missing"}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetDelivery of a missing id: %v", err)
+	}
+	// Paging lists every delivery once.
+	for i := 2; i <= 5; i++ {
+		st.post(t, firing(fmt.Sprint("c", i), 1))
+	}
+	rcv.collect(t, 4, 5*time.Second)
+	seen := map[string]bool{}
+	tok := ""
+	for {
+		r, err := dc.ListDeliveries(st.ctx(), &escalationv1.ListDeliveriesRequest{PageSize: 2, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range r.Deliveries {
+			if seen[d.Id] {
+				t.Errorf("delivery %s listed twice", d.Id)
+			}
+			seen[d.Id] = true
+		}
+		if tok = r.NextPageToken; tok == "" {
+			break
+		}
+	}
+	if len(seen) != 5 {
+		t.Errorf("paging listed %d deliveries; want 5", len(seen))
 	}
 }
