@@ -68,6 +68,16 @@ $(TOOLS)/.stamp: tools/go.mod tools/go.sum
 bench: ## Run the Go benchmarks (per-op cost and allocations).
 	cd lib && $(GO) test -run '^$$' -bench . -benchmem ./...
 
+bench-escalation: build ## Escalation: threshold crossing to webhook and transfer (p50/p99), outbox throughput; DATABASE=postgres://... for PostgreSQL.
+	$(BIN)/calmline bench-escalation --mode latency $(if $(DATABASE),--database '$(DATABASE)')
+	$(BIN)/calmline bench-escalation --mode throughput --batch 1 $(if $(DATABASE),--database '$(DATABASE)')
+	$(BIN)/calmline bench-escalation --mode throughput --batch 16 $(if $(DATABASE),--database '$(DATABASE)')
+
+fuzz-escalation: ## Run the webhook and tenants-file fuzzers, FUZZTIME (default 60s) each.
+	@set -e; for f in FuzzParseRetryAfter FuzzVerify FuzzParseSecret; do \
+		(cd lib && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(or $(FUZZTIME),60s) ./webhook); done
+	cd lib && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),60s) ./tenant
+
 tidy: ## go mod tidy in every module.
 	@set -e; for m in $(MODULES) tools; do (cd $$m && GOWORK=off $(GO) mod tidy); done
 
@@ -84,3 +94,4 @@ bench-voice: build ## Voice-analysis benchmarks (go test -bench, -benchmem) and 
 	scripts/bench-voice.sh $(CORPUS)/long/long_600s.ulaw.wav
 
 .PHONY: eval bench-voice
+.PHONY: bench-escalation fuzz-escalation

@@ -1,8 +1,16 @@
-// Package escalation is calmline's escalation service: it takes alerts from
+// Package escalation is calmline's escalation service, modelled on
+// Prometheus Alertmanager's notification pipeline. It takes alerts from
 // live scoring and records each durably before acknowledging it, so that an
-// alert accepted is never lost; people list, acknowledge and resolve
-// escalations over gRPC and REST; and finished calls feed each agent's
-// exposure record for the care rules.
+// alert accepted is never lost; repeats are de-duplicated before anything
+// is sent; an episode opens at most one escalation per call, which runs
+// the tenant's ladder (notify the on-call team, ask the PBX to warn the
+// caller, ask the intervention team to take the call over) through a
+// durable outbox of signed HTTP requests (Standard Webhooks) retried with
+// backoff until they succeed or are dead-lettered. People list,
+// acknowledge and resolve escalations and re-drive dead letters over gRPC
+// and REST; every change is an event and an entry of a per-tenant,
+// hash-chained audit trail. Finished calls feed each agent's exposure
+// record, and the tenant's care rules recommend a break or a counsellor.
 package escalation
 
 import (
@@ -18,8 +26,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -27,7 +35,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/calmline/calmline/lib/service"
+	"github.com/calmline/calmline/lib/sqldb"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/webhook"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
 
@@ -47,13 +57,29 @@ type Options struct {
 	DataDir  string
 	// ShutdownGrace bounds a stop triggered by Serve's context.
 	ShutdownGrace time.Duration
+	// DeliveryWorkers bounds the delivery attempts in flight.
+	DeliveryWorkers int
+	// PollInterval is how often the outbox is checked when nothing woke
+	// it (another instance's work, clock-driven retries are timed
+	// exactly).
+	PollInterval time.Duration
+	// DeliveryDrain is how long attempts in flight may finish when the
+	// service stops; the rest are cut and retried after the restart.
+	DeliveryDrain time.Duration
+	// MaxBacklog bounds each tenant's unfinished deliveries: past it
+	// PostAlerts refuses with RESOURCE_EXHAUSTED (realtime retries).
+	MaxBacklog int
+	// Transport carries outbound requests (default: a dedicated
+	// http.Transport).
+	Transport http.RoundTripper
 	// Now returns the time (tests set it).
 	Now func() time.Time
 }
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{DataDir: "data", ShutdownGrace: 10 * time.Second, Now: time.Now}
+	return Options{DataDir: "data", ShutdownGrace: 10 * time.Second, DeliveryWorkers: 16, PollInterval: time.Second,
+		DeliveryDrain: 5 * time.Second, MaxBacklog: 100_000, Now: time.Now}
 }
 
 func (o *Options) validate() error {
@@ -64,6 +90,12 @@ func (o *Options) validate() error {
 		return errors.New("escalation: Database or DataDir is required")
 	case o.ShutdownGrace <= 0:
 		return fmt.Errorf("escalation: ShutdownGrace %v must be positive", o.ShutdownGrace)
+	case o.DeliveryWorkers <= 0:
+		return fmt.Errorf("escalation: DeliveryWorkers %d must be positive", o.DeliveryWorkers)
+	case o.PollInterval <= 0:
+		return fmt.Errorf("escalation: PollInterval %v must be positive", o.PollInterval)
+	case o.DeliveryDrain < 0 || o.MaxBacklog < 0:
+		return errors.New("escalation: DeliveryDrain and MaxBacklog must not be negative")
 	}
 	return nil
 }
@@ -73,12 +105,16 @@ type Server struct {
 	escalationv1.UnimplementedAlertServiceServer
 	escalationv1.UnimplementedEscalationServiceServer
 	escalationv1.UnimplementedCareServiceServer
+	escalationv1.UnimplementedDeliveryServiceServer
+	escalationv1.UnimplementedAuditServiceServer
 
 	o      Options
 	log    *slog.Logger
 	host   *service.Host
 	store  *store
-	alerts metric.Int64Counter
+	m      *metrics
+	disp   *dispatcher
+	client *webhook.Client
 }
 
 // New opens the store and returns a Server; Serve starts it.
@@ -95,21 +131,30 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Database == "" {
 		o.Database = "sqlite:" + filepath.Join(o.DataDir, "escalation.db")
 	}
-	st, err := openStore(ctx, o.Database)
+	st, err := openStore(ctx, o.Database, o.Tenants, o.Now)
 	if err != nil {
 		return nil, fmt.Errorf("escalation: %w", err)
 	}
-	mp := o.MeterProvider
-	if mp == nil {
-		mp = noop.NewMeterProvider()
-	}
-	alerts, err := mp.Meter("github.com/calmline/calmline/escalation").Int64Counter("calmline.escalation.alerts",
-		metric.WithDescription("Alert events recorded."))
+	st.maxBacklog = o.MaxBacklog
+	m, err := newMetrics(o.MeterProvider)
 	if err != nil {
 		st.db.Close()
 		return nil, err
 	}
-	s := &Server{o: o, log: o.Logger.With("service", "escalation"), store: st, alerts: alerts}
+	s := &Server{o: o, log: o.Logger.With("service", "escalation"), store: st, m: m}
+	s.client = webhook.NewClient(webhook.ClientOptions{Transport: o.Transport, UserAgent: "calmline-escalation/1"})
+	s.disp = &dispatcher{st: st, send: s.client, log: s.log, m: m, workers: o.DeliveryWorkers, poll: o.PollInterval,
+		drain: o.DeliveryDrain, wake: make(chan struct{}, 1), slots: make(chan struct{}, o.DeliveryWorkers),
+		results: make(chan attemptResult, o.DeliveryWorkers), rand: uniform}
+	st.onWork = s.disp.notify
+	if o.MeterProvider != nil {
+		if _, err := m.meter.Int64ObservableGauge("calmline.escalation.deliveries",
+			metric.WithDescription("Deliveries in the outbox, by state (pending, in_flight, dead); succeeded ones are not counted."),
+			metric.WithInt64Callback(s.observeOutbox)); err != nil {
+			st.db.Close()
+			return nil, err
+		}
+	}
 	s.host = service.NewHost(service.Options{
 		Name:           "escalation",
 		Logger:         s.log,
@@ -119,17 +164,25 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
-			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName),
+			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName,
+				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName),
 		},
 	})
 	escalationv1.RegisterAlertServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterEscalationServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterCareServiceServer(s.host.GRPC, s)
+	escalationv1.RegisterDeliveryServiceServer(s.host.GRPC, s)
+	escalationv1.RegisterAuditServiceServer(s.host.GRPC, s)
 	auth := o.Tenants.RequireKey
 	s.host.Mux.Handle("GET /api/v1/escalations", auth(http.HandlerFunc(s.httpList)))
 	s.host.Mux.Handle("GET /api/v1/escalations/{id}", auth(http.HandlerFunc(s.httpGet)))
 	s.host.Mux.Handle("POST /api/v1/escalations/{id}/acknowledge", auth(http.HandlerFunc(s.httpAcknowledge)))
 	s.host.Mux.Handle("POST /api/v1/escalations/{id}/resolve", auth(http.HandlerFunc(s.httpResolve)))
+	s.host.Mux.Handle("GET /api/v1/deliveries", auth(http.HandlerFunc(s.httpListDeliveries)))
+	s.host.Mux.Handle("GET /api/v1/deliveries/{id}", auth(http.HandlerFunc(s.httpGetDelivery)))
+	s.host.Mux.Handle("POST /api/v1/deliveries/{id}/redrive", auth(http.HandlerFunc(s.httpRedrive)))
+	s.host.Mux.Handle("GET /api/v1/audit", auth(http.HandlerFunc(s.httpListAudit)))
+	s.host.Mux.Handle("GET /api/v1/audit/verify", auth(http.HandlerFunc(s.httpVerifyAudit)))
 	s.host.AddReadyCheck(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -141,12 +194,51 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
-// Serve serves lis until ctx ends or Shutdown is called, then closes the
-// store.
+// Serve serves lis and runs the outbox until ctx ends or Shutdown is
+// called; then attempts in flight get DeliveryDrain to finish, and the
+// store closes.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if s.store.db.Dialect == sqldb.SQLite {
+		// One process owns a SQLite file: whatever was in flight belonged
+		// to a process that is gone (a crash, kill -9). Its receivers see
+		// the same ids again and de-duplicate.
+		if n, err := s.store.releaseAll(ctx); err != nil {
+			s.store.close()
+			return fmt.Errorf("escalation: %w", err)
+		} else if n > 0 {
+			s.log.Warn("deliveries in flight at the last stop are due again", "deliveries", n)
+		}
+	}
+	dctx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		s.disp.run(dctx)
+	}()
 	err := s.host.Serve(ctx, lis)
-	s.store.db.Close()
+	stopDispatch()
+	<-dispatched
+	s.client.CloseIdleConnections()
+	s.store.close()
 	return err
+}
+
+// observeOutbox reports the outbox's size by state.
+func (s *Server) observeOutbox(ctx context.Context, ob metric.Int64Observer) error {
+	rows, err := s.store.db.QueryContext(ctx, s.store.db.Rebind(`SELECT state, COUNT(*) FROM deliveries WHERE state <> ? GROUP BY state`), dlvSucceeded)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var st, n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return err
+		}
+		name := strings.ToLower(strings.TrimPrefix(escalationv1.DeliveryState(st).String(), "DELIVERY_STATE_"))
+		ob.Observe(int64(n), metric.WithAttributes(attribute.String("state", name)))
+	}
+	return rows.Err()
 }
 
 // Shutdown stops the server gracefully within ctx.
@@ -158,18 +250,20 @@ func (s *Server) Addr() net.Addr { return s.host.Addr() }
 // PostAlerts implements AlertService.PostAlerts: every alert is in the
 // database before the call returns.
 func (s *Server) PostAlerts(ctx context.Context, req *escalationv1.PostAlertsRequest) (*escalationv1.PostAlertsResponse, error) {
-	resp := &escalationv1.PostAlertsResponse{}
-	for _, a := range req.Alerts {
-		id, err := s.store.putAlert(ctx, a)
-		if err != nil {
-			return nil, grpcError(err)
+	ids, err := s.store.accept(ctx, req.Alerts)
+	if err != nil {
+		if errors.Is(err, ErrOutboxFull) {
+			s.m.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "outbox_full")))
+			s.log.Error("alerts refused: outbox full", "err", err)
 		}
-		s.alerts.Add(ctx, 1)
-		s.log.Info("alert recorded", "escalation_id", id, "alert_id", a.Event.AlertId, "state", a.Event.State.String(),
-			"tenant", a.TenantId, "call_id", a.CallId)
-		resp.EscalationIds = append(resp.EscalationIds, id)
+		return nil, grpcError(err)
 	}
-	return resp, nil
+	for i, a := range req.Alerts {
+		s.m.alerts.Add(ctx, 1)
+		s.log.Info("alert recorded", "escalation_id", ids[i], "alert_id", a.Event.AlertId, "state", a.Event.State.String(),
+			"tenant", a.TenantId, "call_id", a.CallId)
+	}
+	return &escalationv1.PostAlertsResponse{EscalationIds: ids}, nil
 }
 
 // RecordCall implements CareService.RecordCall.
@@ -197,6 +291,8 @@ func grpcError(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrOutboxFull):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	return status.Error(codes.Unavailable, err.Error())
 }
@@ -208,7 +304,7 @@ func httpError(w http.ResponseWriter, err error) {
 		service.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, ErrBadState):
 		service.WriteError(w, http.StatusConflict, "bad_state", err.Error())
-	case errors.Is(err, ErrBadPageToken):
+	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalid):
 		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
 	default:
 		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the escalation store is unavailable")
@@ -238,7 +334,7 @@ func (s *Server) AcknowledgeEscalation(ctx context.Context, req *escalationv1.Ac
 	if req.By == "" {
 		return nil, status.Error(codes.InvalidArgument, "by: say who acknowledges")
 	}
-	e, err := s.store.acknowledge(ctx, tenantOf(ctx).ID, req.Id, req.By, s.o.Now())
+	e, err := s.store.acknowledge(ctx, tenantOf(ctx).ID, req.Id, req.By)
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -250,7 +346,7 @@ func (s *Server) ResolveEscalation(ctx context.Context, req *escalationv1.Resolv
 	if req.By == "" {
 		return nil, status.Error(codes.InvalidArgument, "by: say who resolves")
 	}
-	e, err := s.store.resolve(ctx, tenantOf(ctx).ID, req.Id, req.By, req.Resolution, s.o.Now())
+	e, err := s.store.resolve(ctx, tenantOf(ctx).ID, req.Id, req.By, req.Resolution)
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -319,7 +415,7 @@ func (s *Server) httpAcknowledge(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	e, err := s.store.acknowledge(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"), b.By, s.o.Now())
+	e, err := s.store.acknowledge(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"), b.By)
 	if err != nil {
 		httpError(w, err)
 		return
@@ -332,7 +428,7 @@ func (s *Server) httpResolve(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	e, err := s.store.resolve(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"), b.By, b.Resolution, s.o.Now())
+	e, err := s.store.resolve(r.Context(), tenantOf(r.Context()).ID, r.PathValue("id"), b.By, b.Resolution)
 	if err != nil {
 		httpError(w, err)
 		return

@@ -6,7 +6,10 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
@@ -16,8 +19,20 @@ import (
 // long time; the overflow is counted and logged as an error, never silent.
 const alertQueueSize = 4096
 
-// poster delivers alerts to escalation, retrying with backoff until
-// escalation has them durably.
+// maxBatch bounds the alerts of one PostAlerts request: escalation writes a
+// batch in one transaction, so a burst (many calls crossing at once, or a
+// backlog after escalation was down) costs few round trips and commits.
+const maxBatch = 64
+
+// Drop reasons of calmline.realtime.alerts.dropped.
+const (
+	dropQueueFull = "queue_full" // the queue was full when the alert came
+	dropShutdown  = "shutdown"   // escalation did not take it before the stop's flush ended
+	dropRejected  = "rejected"   // escalation refused it as invalid: retrying cannot help
+)
+
+// poster delivers alerts to escalation, in order, retrying with backoff
+// until escalation has them durably.
 type poster struct {
 	client  escalationv1.AlertServiceClient
 	log     *slog.Logger
@@ -25,6 +40,8 @@ type poster struct {
 	posted  metric.Int64Counter
 	dropped metric.Int64Counter
 	retries metric.Int64Counter
+	// maxBackoff caps the delay between attempts (default 10 s).
+	maxBackoff time.Duration
 }
 
 // enqueue hands an alert to the poster without blocking the call.
@@ -32,59 +49,118 @@ func (p *poster) enqueue(ctx context.Context, a *escalationv1.Alert) {
 	select {
 	case p.queue <- a:
 	default:
-		p.dropped.Add(ctx, 1)
+		p.drop(ctx, dropQueueFull, 1)
 		p.log.Error("alert queue full; alert not delivered to escalation",
 			"alert_id", a.GetEvent().GetAlertId(), "tenant", a.TenantId, "call_id", a.CallId)
 	}
 }
 
-// run posts alerts until ctx ends, then gives the queue a last try within
-// flush.
+func (p *poster) drop(ctx context.Context, reason string, n int) {
+	p.dropped.Add(context.WithoutCancel(ctx), int64(n), metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+// run posts alerts until ctx ends, then gives what is left (the batch cut
+// short by the stop, and the queue) a last try within flush.
 func (p *poster) run(ctx context.Context, flush time.Duration) {
-	for {
+	var left []*escalationv1.Alert
+	for left == nil {
 		select {
 		case a := <-p.queue:
-			p.post(ctx, a)
+			left = p.post(ctx, p.batch(a))
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flush)
-			defer cancel()
-			for {
-				select {
-				case a := <-p.queue:
-					p.post(fctx, a)
-				default:
-					return
-				}
-			}
+			left = []*escalationv1.Alert{}
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flush)
+	defer cancel()
+	for {
+		if left = p.post(fctx, left); len(left) > 0 {
+			p.drop(ctx, dropShutdown, len(left))
+			p.log.Error("alerts not delivered to escalation before shutdown",
+				"alerts", len(left), "first_alert_id", left[0].GetEvent().GetAlertId())
+		}
+		select {
+		case a := <-p.queue:
+			left = p.batch(a)
+		default:
+			return
 		}
 	}
 }
 
-func (p *poster) post(ctx context.Context, a *escalationv1.Alert) {
+// batch takes first and whatever else is queued, up to maxBatch.
+func (p *poster) batch(first *escalationv1.Alert) []*escalationv1.Alert {
+	b := []*escalationv1.Alert{first}
+	for len(b) < maxBatch {
+		select {
+		case a := <-p.queue:
+			b = append(b, a)
+		default:
+			return b
+		}
+	}
+	return b
+}
+
+// retryable says whether escalation's answer is worth another attempt: the
+// callee decides. An invalid alert stays invalid; everything else
+// (unavailable, deadline, outbox full, ...) may pass later.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.PermissionDenied, codes.Unimplemented:
+		return false
+	}
+	return true
+}
+
+// post posts a batch until escalation has it (or rejects it); when ctx
+// ends first it returns the alerts still to post.
+func (p *poster) post(ctx context.Context, alerts []*escalationv1.Alert) []*escalationv1.Alert {
+	if len(alerts) == 0 {
+		return nil
+	}
 	backoff := 100 * time.Millisecond
+	maxBackoff := p.maxBackoff
+	if maxBackoff <= 0 {
+		maxBackoff = 10 * time.Second
+	}
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.client.PostAlerts(actx, &escalationv1.PostAlertsRequest{Alerts: []*escalationv1.Alert{a}})
+		_, err := p.client.PostAlerts(actx, &escalationv1.PostAlertsRequest{Alerts: alerts})
 		cancel()
 		if err == nil {
-			p.posted.Add(ctx, 1)
-			return
+			p.posted.Add(ctx, int64(len(alerts)))
+			return nil
+		}
+		if !retryable(err) {
+			if len(alerts) > 1 {
+				// One bad alert must not take the others with it.
+				for i, a := range alerts {
+					if rest := p.post(ctx, []*escalationv1.Alert{a}); rest != nil {
+						return alerts[i:]
+					}
+				}
+				return nil
+			}
+			p.drop(ctx, dropRejected, 1)
+			p.log.Error("escalation rejected an alert; not retrying",
+				"alert_id", alerts[0].GetEvent().GetAlertId(), "err", err)
+			return nil
 		}
 		if ctx.Err() != nil {
-			p.dropped.Add(context.WithoutCancel(ctx), 1)
-			p.log.Error("alert not delivered to escalation before shutdown",
-				"alert_id", a.GetEvent().GetAlertId(), "attempts", attempt, "err", err)
-			return
+			return alerts
 		}
 		p.retries.Add(ctx, 1)
-		p.log.Warn("posting alert to escalation failed; retrying",
-			"alert_id", a.GetEvent().GetAlertId(), "attempt", attempt, "err", err)
-		// Full jitter keeps many realtime instances from retrying in step.
+		p.log.Warn("posting alerts to escalation failed; retrying",
+			"alerts", len(alerts), "first_alert_id", alerts[0].GetEvent().GetAlertId(), "attempt", attempt, "err", err)
+		// Jitter keeps many realtime instances from retrying in step.
 		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		t := time.NewTimer(wait)
 		select {
-		case <-time.After(wait):
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }

@@ -66,7 +66,7 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		stream:     stream,
 		call:       call,
 		an:         an,
-		rule:       newRule(call.GetPolicy().GetAlertRule(), call.TenantId, call.CallId, open.AlertEpisodes),
+		rule:       newRule(policyRule(call.GetPolicy()), call.TenantId, call.CallId, open.AlertEpisodes),
 		resume:     open.ResumeSample,
 		frameBytes: uint64(format.FrameBytes()),
 		log:        s.log.With("tenant", call.TenantId, "call_id", call.CallId),
@@ -181,7 +181,7 @@ func (c *liveCall) emit(ctx context.Context, secs []analysis.Second) error {
 		}
 		var value float64
 		var ok bool
-		switch c.call.GetPolicy().GetAlertRule().GetScore() {
+		switch c.rule.score() {
 		case callv1.ScoreKind_SCORE_KIND_AGENT_STRESS:
 			value, ok = sec.AgentStress.Value, sec.AgentStress.OK
 		default:

@@ -3,6 +3,8 @@ package realtime
 import (
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
 
@@ -28,6 +30,30 @@ type rule struct {
 func newRule(r *callv1.AlertRule, tenantID, callID string, episodes uint32) *rule {
 	return &rule{r: r, tenantID: tenantID, callID: callID, episode: episodes}
 }
+
+// policyRule returns the alert rule a call's policy lets realtime apply.
+// Agent-side scores set off escalations only with agent scoring on: with
+// "off" the score does not exist, with "private" only the agent and the
+// care team may see it. A rule on agent_stress under either mode (the
+// tenants file refuses one; a policy from elsewhere might carry it) is
+// applied to caller_pressure instead, so escalations rest on the caller
+// alone.
+func policyRule(p *callv1.CallPolicy) *callv1.AlertRule {
+	r := p.GetAlertRule()
+	if r == nil || r.Score != callv1.ScoreKind_SCORE_KIND_AGENT_STRESS {
+		return r
+	}
+	switch p.GetAgentScoring() {
+	case callv1.AgentScoring_AGENT_SCORING_ON, callv1.AgentScoring_AGENT_SCORING_UNSPECIFIED:
+		return r
+	}
+	safe := proto.Clone(r).(*callv1.AlertRule)
+	safe.Score = callv1.ScoreKind_SCORE_KIND_CALLER_PRESSURE
+	return safe
+}
+
+// score is the score the rule watches.
+func (ru *rule) score() callv1.ScoreKind { return ru.r.GetScore() }
 
 // AlertID is the stable id of an alert episode: repeats of the same
 // episode, from any realtime instance, carry the same id.

@@ -58,3 +58,32 @@ func TestRuleEpisodeIDsContinueAcrossInstances(t *testing.T) {
 		t.Errorf("a firing episode fired again: %+v", again)
 	}
 }
+
+func TestPolicyRuleKeepsAgentScoresOutUnlessOn(t *testing.T) {
+	stress := &callv1.AlertRule{Id: "as", Score: callv1.ScoreKind_SCORE_KIND_AGENT_STRESS, Threshold: 70}
+	for _, c := range []struct {
+		mode callv1.AgentScoring
+		want callv1.ScoreKind
+	}{
+		{callv1.AgentScoring_AGENT_SCORING_ON, callv1.ScoreKind_SCORE_KIND_AGENT_STRESS},
+		{callv1.AgentScoring_AGENT_SCORING_UNSPECIFIED, callv1.ScoreKind_SCORE_KIND_AGENT_STRESS},
+		{callv1.AgentScoring_AGENT_SCORING_PRIVATE, callv1.ScoreKind_SCORE_KIND_CALLER_PRESSURE},
+		{callv1.AgentScoring_AGENT_SCORING_OFF, callv1.ScoreKind_SCORE_KIND_CALLER_PRESSURE},
+	} {
+		p := &callv1.CallPolicy{AgentScoring: c.mode, AlertRule: stress}
+		r := policyRule(p)
+		if r.Score != c.want || r.Threshold != 70 || r.Id != "as" {
+			t.Errorf("%v: rule %v; want score %v", c.mode, r, c.want)
+		}
+		ru := newRule(r, "acme", "c1", 0)
+		if ev := ru.observe(0, 90, true); ev == nil || ev.Score != c.want {
+			t.Errorf("%v: event %v; want it to name %v", c.mode, ev, c.want)
+		}
+	}
+	if stress.Score != callv1.ScoreKind_SCORE_KIND_AGENT_STRESS {
+		t.Error("policyRule changed the policy it was given")
+	}
+	if policyRule(&callv1.CallPolicy{}) != nil {
+		t.Error("a policy without a rule got one")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/calmline/calmline/cmd/stack"
+	"github.com/calmline/calmline/escalation"
 	"github.com/calmline/calmline/gateway"
 	"github.com/calmline/calmline/lib/daemon"
 	"github.com/calmline/calmline/lib/tenant"
@@ -40,6 +41,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	gwo := gateway.DefaultOptions()
 	fs.DurationVar(&gwo.DrainTimeout, "drain-timeout", gwo.DrainTimeout, "how long live calls may go on after SIGTERM before they are closed with 1001")
 	fs.IntVar(&gwo.PoolSize, "pool-size", gwo.PoolSize, "HTTP/2 connections from the gateway to each backend address")
+	eo := escalation.DefaultOptions()
+	fs.IntVar(&eo.DeliveryWorkers, "delivery-workers", eo.DeliveryWorkers, "escalation: outbound requests (webhooks, warnings, transfers) in flight at once")
+	fs.IntVar(&eo.MaxBacklog, "max-outbox", eo.MaxBacklog, "escalation: undelivered requests per tenant before new alerts are refused (0: no bound)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,14 +52,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 2
 	}
-	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, stdout); err != nil {
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1
 	}
 	return 0
 }
 
-func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, stdout io.Writer) error {
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, stdout io.Writer) error {
 	var demoKey string
 	if tenantsFile == "" {
 		tenantsFile = filepath.Join(dataDir, "tenants.yaml")
@@ -79,14 +83,15 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 	defer env.Close()
 	env.Telemetry.SetGlobal()
 	o := stack.Options{
-		Services:  svcs,
-		Listen:    map[string]string{},
-		Remote:    map[string]string{},
-		DataDir:   dataDir,
-		Tenants:   env.Tenants,
-		Telemetry: env.Telemetry,
-		Announce:  stdout,
-		Gateway:   gwo,
+		Services:   svcs,
+		Listen:     map[string]string{},
+		Remote:     map[string]string{},
+		DataDir:    dataDir,
+		Tenants:    env.Tenants,
+		Telemetry:  env.Telemetry,
+		Announce:   stdout,
+		Gateway:    gwo,
+		Escalation: eo,
 	}
 	for name, v := range listen {
 		o.Listen[name] = *v

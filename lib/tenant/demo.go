@@ -48,6 +48,20 @@ tenants:
     agent_scoring: "on"
     audio:
       store: false
+    # What happens when the rule fires (docs/escalation.md): with no
+    # ladder, escalations are recorded and nothing is sent. For example:
+    # escalation:
+    #   endpoints:
+    #     - name: on-call
+    #       url: https://oncall.example.com/hooks/calmline
+    #       signing_secrets: [{file: /run/secrets/oncall-webhook}]
+    #       events: [escalation.acknowledged, escalation.resolved, agent.care_recommended]
+    #     - name: intervention
+    #       url: https://intervention.example.com/api/v1/transfers
+    #       signing_secrets: [{file: /run/secrets/intervention-webhook}]
+    #   ladder:
+    #     - {name: notify, action: notify, endpoint: on-call}
+    #     - {name: transfer, action: transfer, endpoint: intervention, after: 30s}
 `, DemoTenantID, HashKey(key))
 	if _, err := Parse([]byte(content)); err != nil {
 		return "", false, fmt.Errorf("demo tenants file: %w", err)

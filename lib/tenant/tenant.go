@@ -55,6 +55,9 @@ type Tenant struct {
 	Audio             Audio   `yaml:"audio"`
 	// ReportRetentionDays deletes reports after so many days; 0 keeps them.
 	ReportRetentionDays int `yaml:"report_retention_days"`
+	// Escalation is what happens when the alert rule fires: endpoints,
+	// the ladder, retries and care rules.
+	Escalation Escalation `yaml:"escalation"`
 }
 
 // APIKey is one of a tenant's keys, stored as the hex SHA-256 of the key.
@@ -183,11 +186,17 @@ func (t *Tenant) fill() error {
 	default:
 		return fmt.Errorf("agent_scoring %q: want on, off or private", t.AgentScoring)
 	}
-	if t.AgentScoring == AgentScoringOff && r.Score == ScoreAgentStress {
-		return errors.New("alert_rule scores agent_stress but agent_scoring is off")
+	if t.AgentScoring != AgentScoringOn && r.Score == ScoreAgentStress {
+		// Off: the score does not exist. Private: only the agent and the
+		// care team may see it, so it must not set off an escalation that
+		// tells the on-call team, the PBX or the intervention team.
+		return fmt.Errorf("alert_rule scores agent_stress but agent_scoring is %s: escalations then rest on caller_pressure alone", t.AgentScoring)
 	}
 	if t.ExposureThreshold == 0 {
 		t.ExposureThreshold = r.Threshold
+	}
+	if err := t.Escalation.fill(t.ExposureThreshold); err != nil {
+		return err
 	}
 	if t.Audio.RetentionDays < 0 || t.ReportRetentionDays < 0 {
 		return errors.New("retention days must not be negative")

@@ -18,6 +18,8 @@ func main() {
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory of the embedded SQLite database")
 	fs.StringVar(&o.Database, "database", "", "escalation store: sqlite:PATH or postgres://... (default DATA-DIR/escalation.db)")
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", o.ShutdownGrace, "how long a stop waits for requests to end")
+	fs.IntVar(&o.DeliveryWorkers, "delivery-workers", o.DeliveryWorkers, "outbound requests (webhooks, warnings, transfers) in flight at once")
+	fs.IntVar(&o.MaxBacklog, "max-outbox", o.MaxBacklog, "undelivered requests per tenant before new alerts are refused (0: no bound)")
 	df.Register(fs, true)
 	fs.Parse(os.Args[1:])
 	if err := run(o, df, *addr); err != nil {

@@ -36,9 +36,11 @@ const (
 	EscalationState_ESCALATION_STATE_UNSPECIFIED EscalationState = 0
 	// The alert fired; the ladder is running.
 	EscalationState_ESCALATION_STATE_OPEN EscalationState = 1
-	// Someone took responsibility; later ladder steps are skipped.
+	// Someone took responsibility; later ladder steps that skip when
+	// acknowledged (by default warn_caller and transfer) are skipped.
 	EscalationState_ESCALATION_STATE_ACKNOWLEDGED EscalationState = 2
-	// Closed by a person or because the call ended.
+	// Closed by a person; steps still waiting are skipped. (The call's end
+	// skips the steps that act on the call but leaves the state to people.)
 	EscalationState_ESCALATION_STATE_RESOLVED EscalationState = 3
 )
 
@@ -147,6 +149,68 @@ func (x StepState) Number() protoreflect.EnumNumber {
 // Deprecated: Use StepState.Descriptor instead.
 func (StepState) EnumDescriptor() ([]byte, []int) {
 	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{1}
+}
+
+// DeliveryState is where an outbound request is.
+type DeliveryState int32
+
+const (
+	DeliveryState_DELIVERY_STATE_UNSPECIFIED DeliveryState = 0
+	// Waiting for its time (first attempt or a retry) or for an earlier
+	// delivery of the same call to the same endpoint.
+	DeliveryState_DELIVERY_STATE_PENDING DeliveryState = 1
+	// An attempt is under way.
+	DeliveryState_DELIVERY_STATE_IN_FLIGHT DeliveryState = 2
+	// The endpoint answered 2xx.
+	DeliveryState_DELIVERY_STATE_SUCCEEDED DeliveryState = 3
+	// Dead-lettered: a final answer (4xx other than 408/429, a redirect) or
+	// the retry schedule ran out. RedriveDelivery sends it again.
+	DeliveryState_DELIVERY_STATE_DEAD DeliveryState = 4
+)
+
+// Enum value maps for DeliveryState.
+var (
+	DeliveryState_name = map[int32]string{
+		0: "DELIVERY_STATE_UNSPECIFIED",
+		1: "DELIVERY_STATE_PENDING",
+		2: "DELIVERY_STATE_IN_FLIGHT",
+		3: "DELIVERY_STATE_SUCCEEDED",
+		4: "DELIVERY_STATE_DEAD",
+	}
+	DeliveryState_value = map[string]int32{
+		"DELIVERY_STATE_UNSPECIFIED": 0,
+		"DELIVERY_STATE_PENDING":     1,
+		"DELIVERY_STATE_IN_FLIGHT":   2,
+		"DELIVERY_STATE_SUCCEEDED":   3,
+		"DELIVERY_STATE_DEAD":        4,
+	}
+)
+
+func (x DeliveryState) Enum() *DeliveryState {
+	p := new(DeliveryState)
+	*p = x
+	return p
+}
+
+func (x DeliveryState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeliveryState) Descriptor() protoreflect.EnumDescriptor {
+	return file_calmline_escalation_v1_escalation_proto_enumTypes[2].Descriptor()
+}
+
+func (DeliveryState) Type() protoreflect.EnumType {
+	return &file_calmline_escalation_v1_escalation_proto_enumTypes[2]
+}
+
+func (x DeliveryState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeliveryState.Descriptor instead.
+func (DeliveryState) EnumDescriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{2}
 }
 
 // Alert is an alert event of one call.
@@ -329,8 +393,23 @@ type Escalation struct {
 	ResolvedAt     *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
 	Resolution     string                 `protobuf:"bytes,15,opt,name=resolution,proto3" json:"resolution,omitempty"`
 	Steps          []*Step                `protobuf:"bytes,16,rep,name=steps,proto3" json:"steps,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The rule, episode and threshold of the alert that opened it.
+	RuleId    string  `protobuf:"bytes,17,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Episode   uint32  `protobuf:"varint,18,opt,name=episode,proto3" json:"episode,omitempty"`
+	Threshold float64 `protobuf:"fixed64,19,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// When the latest episode cleared; absent while it fires.
+	ClearedAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=cleared_at,json=clearedAt,proto3" json:"cleared_at,omitempty"`
+	// Every alert episode folded into this escalation: at most one
+	// escalation per call is open (not resolved) at a time.
+	AlertIds []string `protobuf:"bytes,21,rep,name=alert_ids,json=alertIds,proto3" json:"alert_ids,omitempty"`
+	// Episodes that arrived while the call's transfer was in progress or
+	// done: recorded, but they start nothing (inhibition).
+	InhibitedAlerts uint32 `protobuf:"varint,22,opt,name=inhibited_alerts,json=inhibitedAlerts,proto3" json:"inhibited_alerts,omitempty"`
+	// True once the call ended (CareService.RecordCall): steps that act on
+	// the call are skipped from then on.
+	CallEnded     bool `protobuf:"varint,23,opt,name=call_ended,json=callEnded,proto3" json:"call_ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Escalation) Reset() {
@@ -475,17 +554,77 @@ func (x *Escalation) GetSteps() []*Step {
 	return nil
 }
 
+func (x *Escalation) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *Escalation) GetEpisode() uint32 {
+	if x != nil {
+		return x.Episode
+	}
+	return 0
+}
+
+func (x *Escalation) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *Escalation) GetClearedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClearedAt
+	}
+	return nil
+}
+
+func (x *Escalation) GetAlertIds() []string {
+	if x != nil {
+		return x.AlertIds
+	}
+	return nil
+}
+
+func (x *Escalation) GetInhibitedAlerts() uint32 {
+	if x != nil {
+		return x.InhibitedAlerts
+	}
+	return 0
+}
+
+func (x *Escalation) GetCallEnded() bool {
+	if x != nil {
+		return x.CallEnded
+	}
+	return false
+}
+
 // Step is one rung of the ladder for one escalation.
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// "webhook", "warn_caller" or "transfer".
+	// "notify", "warn_caller" or "transfer".
 	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
 	State         StepState              `protobuf:"varint,3,opt,name=state,proto3,enum=calmline.escalation.v1.StepState" json:"state,omitempty"`
 	Attempts      uint32                 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
 	DoneAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=done_at,json=doneAt,proto3" json:"done_at,omitempty"`
+	// Position in the tenant's ladder when the escalation opened.
+	Index uint32 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	// The endpoint the step posts to.
+	Endpoint string `protobuf:"bytes,9,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// When the step is (or was) due.
+	DueAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
+	// The delivery carrying the step's request, once it started.
+	DeliveryId string `protobuf:"bytes,11,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	// Why the step was skipped ("acknowledged", "cleared", "resolved",
+	// "call ended").
+	Detail        string `protobuf:"bytes,12,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -567,6 +706,41 @@ func (x *Step) GetDoneAt() *timestamppb.Timestamp {
 		return x.DoneAt
 	}
 	return nil
+}
+
+func (x *Step) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Step) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Step) GetDueAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueAt
+	}
+	return nil
+}
+
+func (x *Step) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *Step) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 // ListEscalationsRequest filters and pages escalations.
@@ -1132,6 +1306,919 @@ func (*RecordCallResponse) Descriptor() ([]byte, []int) {
 	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{14}
 }
 
+// Delivery is one outbound request (a webhook event, a warning or a
+// transfer request) and its attempts. Its id is the request's webhook-id
+// and Idempotency-Key, the same on every attempt.
+type Delivery struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TenantId string                 `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Empty for events that concern an agent, not an escalation.
+	EscalationId string `protobuf:"bytes,3,opt,name=escalation_id,json=escalationId,proto3" json:"escalation_id,omitempty"`
+	CallId       string `protobuf:"bytes,4,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	AgentId      string `protobuf:"bytes,5,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The endpoint's name in the tenants file.
+	Endpoint string `protobuf:"bytes,6,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The payload's type: an event type (escalation.triggered ...) or an
+	// action request (call.warning_requested, call.transfer_requested).
+	EventType string `protobuf:"bytes,7,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// The ladder step that made it, if any.
+	Step     string        `protobuf:"bytes,8,opt,name=step,proto3" json:"step,omitempty"`
+	State    DeliveryState `protobuf:"varint,9,opt,name=state,proto3,enum=calmline.escalation.v1.DeliveryState" json:"state,omitempty"`
+	Attempts uint32        `protobuf:"varint,10,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The HTTP status of the last attempt; 0 when none arrived.
+	LastStatus     uint32                 `protobuf:"varint,11,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
+	LastError      string                 `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	NextAttemptAt  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	FirstAttemptAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=first_attempt_at,json=firstAttemptAt,proto3" json:"first_attempt_at,omitempty"`
+	DoneAt         *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=done_at,json=doneAt,proto3" json:"done_at,omitempty"`
+	// The JSON body, as sent.
+	Payload       string `protobuf:"bytes,17,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Delivery) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Delivery) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *Delivery) GetEscalationId() string {
+	if x != nil {
+		return x.EscalationId
+	}
+	return ""
+}
+
+func (x *Delivery) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *Delivery) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Delivery) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Delivery) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *Delivery) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Delivery) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *Delivery) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastStatus() uint32 {
+	if x != nil {
+		return x.LastStatus
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Delivery) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetFirstAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstAttemptAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetDoneAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DoneAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+// ListDeliveriesRequest filters and pages deliveries.
+type ListDeliveriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         DeliveryState          `protobuf:"varint,1,opt,name=state,proto3,enum=calmline.escalation.v1.DeliveryState" json:"state,omitempty"`
+	EscalationId  string                 `protobuf:"bytes,2,opt,name=escalation_id,json=escalationId,proto3" json:"escalation_id,omitempty"`
+	CallId        string                 `protobuf:"bytes,3,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	PageSize      uint32                 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveriesRequest) Reset() {
+	*x = ListDeliveriesRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveriesRequest) ProtoMessage() {}
+
+func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListDeliveriesRequest) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *ListDeliveriesRequest) GetEscalationId() string {
+	if x != nil {
+		return x.EscalationId
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeliveriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeliveriesResponse is one page of deliveries.
+type ListDeliveriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveriesResponse) Reset() {
+	*x = ListDeliveriesResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveriesResponse) ProtoMessage() {}
+
+func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *ListDeliveriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetDeliveryRequest names a delivery.
+type GetDeliveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeliveryRequest) Reset() {
+	*x = GetDeliveryRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeliveryRequest) ProtoMessage() {}
+
+func (x *GetDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*GetDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetDeliveryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetDeliveryResponse carries the delivery.
+type GetDeliveryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Delivery      *Delivery              `protobuf:"bytes,1,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeliveryResponse) Reset() {
+	*x = GetDeliveryResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeliveryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeliveryResponse) ProtoMessage() {}
+
+func (x *GetDeliveryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeliveryResponse.ProtoReflect.Descriptor instead.
+func (*GetDeliveryResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetDeliveryResponse) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+// RedriveDeliveryRequest names a dead-lettered delivery and who re-drives
+// it.
+type RedriveDeliveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeliveryRequest) Reset() {
+	*x = RedriveDeliveryRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeliveryRequest) ProtoMessage() {}
+
+func (x *RedriveDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RedriveDeliveryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RedriveDeliveryRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+// RedriveDeliveryResponse carries the delivery after the change.
+type RedriveDeliveryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Delivery      *Delivery              `protobuf:"bytes,1,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeliveryResponse) Reset() {
+	*x = RedriveDeliveryResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeliveryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeliveryResponse) ProtoMessage() {}
+
+func (x *RedriveDeliveryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeliveryResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeliveryResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RedriveDeliveryResponse) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+// AuditEntry is one entry of a tenant's append-only audit trail. Entries
+// are hash-chained: hash is the hex SHA-256 of prev_hash followed by the
+// entry's canonical form (see docs/escalation.md), so that editing or
+// removing an entry breaks the chain.
+type AuditEntry struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// 1-based, contiguous within the tenant.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Millisecond precision.
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// What happened: "escalation.opened", "step.skipped",
+	// "delivery.dead_lettered" ...
+	Kind         string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	EscalationId string `protobuf:"bytes,5,opt,name=escalation_id,json=escalationId,proto3" json:"escalation_id,omitempty"`
+	CallId       string `protobuf:"bytes,6,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// Who acted: a person for acknowledge, resolve and re-drive; the
+	// service otherwise.
+	Actor string `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Details as a JSON object.
+	Detail        string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	PrevHash      string `protobuf:"bytes,9,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
+	Hash          string `protobuf:"bytes,10,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AuditEntry) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetEscalationId() string {
+	if x != nil {
+		return x.EscalationId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetPrevHash() string {
+	if x != nil {
+		return x.PrevHash
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+// ListAuditEntriesRequest pages the trail.
+type ListAuditEntriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries with a greater sequence number; 0 from the start.
+	AfterSeq uint64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// At most 1000 (default 200).
+	PageSize      uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEntriesRequest) Reset() {
+	*x = ListAuditEntriesRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEntriesRequest) ProtoMessage() {}
+
+func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListAuditEntriesRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *ListAuditEntriesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListAuditEntriesResponse is one page of the trail and its current head.
+type ListAuditEntriesResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The last entry recorded: a client that verifies the pages itself
+	// checks that the chain ends there.
+	HeadSeq       uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash      string `protobuf:"bytes,3,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEntriesResponse) Reset() {
+	*x = ListAuditEntriesResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEntriesResponse) ProtoMessage() {}
+
+func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditEntriesResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *ListAuditEntriesResponse) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
+}
+
+// VerifyAuditRequest asks for a verification of the caller's trail.
+type VerifyAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditRequest) Reset() {
+	*x = VerifyAuditRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditRequest) ProtoMessage() {}
+
+func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{25}
+}
+
+// AuditProblem is one place where the chain is broken.
+type AuditProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Problem       string                 `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditProblem) Reset() {
+	*x = AuditProblem{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditProblem) ProtoMessage() {}
+
+func (x *AuditProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
+func (*AuditProblem) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AuditProblem) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditProblem) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+// VerifyAuditResponse says whether the trail is intact.
+type VerifyAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Entries       uint64                 `protobuf:"varint,2,opt,name=entries,proto3" json:"entries,omitempty"`
+	HeadSeq       uint64                 `protobuf:"varint,3,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash      string                 `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	Problems      []*AuditProblem        `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditResponse) Reset() {
+	*x = VerifyAuditResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditResponse) ProtoMessage() {}
+
+func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *VerifyAuditResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyAuditResponse) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetProblems() []*AuditProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
 var File_calmline_escalation_v1_escalation_proto protoreflect.FileDescriptor
 
 const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
@@ -1145,7 +2232,7 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x11PostAlertsRequest\x125\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x1d.calmline.escalation.v1.AlertR\x06alerts\";\n" +
 	"\x12PostAlertsResponse\x12%\n" +
-	"\x0eescalation_ids\x18\x01 \x03(\tR\rescalationIds\"\x83\x05\n" +
+	"\x0eescalation_ids\x18\x01 \x03(\tR\rescalationIds\"\xf6\x06\n" +
 	"\n" +
 	"Escalation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1168,7 +2255,16 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\n" +
 	"resolution\x18\x0f \x01(\tR\n" +
 	"resolution\x122\n" +
-	"\x05steps\x18\x10 \x03(\v2\x1c.calmline.escalation.v1.StepR\x05steps\"\x9f\x02\n" +
+	"\x05steps\x18\x10 \x03(\v2\x1c.calmline.escalation.v1.StepR\x05steps\x12\x17\n" +
+	"\arule_id\x18\x11 \x01(\tR\x06ruleId\x12\x18\n" +
+	"\aepisode\x18\x12 \x01(\rR\aepisode\x12\x1c\n" +
+	"\tthreshold\x18\x13 \x01(\x01R\tthreshold\x129\n" +
+	"\n" +
+	"cleared_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tclearedAt\x12\x1b\n" +
+	"\talert_ids\x18\x15 \x03(\tR\balertIds\x12)\n" +
+	"\x10inhibited_alerts\x18\x16 \x01(\rR\x0finhibitedAlerts\x12\x1d\n" +
+	"\n" +
+	"call_ended\x18\x17 \x01(\bR\tcallEnded\"\xbd\x03\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x127\n" +
@@ -1177,7 +2273,14 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\x05 \x01(\tR\tlastError\x12B\n" +
 	"\x0fnext_attempt_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x123\n" +
-	"\adone_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06doneAt\"\xc7\x01\n" +
+	"\adone_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06doneAt\x12\x14\n" +
+	"\x05index\x18\b \x01(\rR\x05index\x12\x1a\n" +
+	"\bendpoint\x18\t \x01(\tR\bendpoint\x121\n" +
+	"\x06due_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\x12\x1f\n" +
+	"\vdelivery_id\x18\v \x01(\tR\n" +
+	"deliveryId\x12\x16\n" +
+	"\x06detail\x18\f \x01(\tR\x06detail\"\xc7\x01\n" +
 	"\x16ListEscalationsRequest\x12=\n" +
 	"\x05state\x18\x01 \x01(\x0e2'.calmline.escalation.v1.EscalationStateR\x05state\x12\x17\n" +
 	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x19\n" +
@@ -1221,7 +2324,81 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x14caller_pressure_peak\x18\x06 \x01(\x01R\x12callerPressurePeak\x12)\n" +
 	"\x10exposure_seconds\x18\a \x01(\rR\x0fexposureSeconds\x12\x1c\n" +
 	"\tescalated\x18\b \x01(\bR\tescalated\"\x14\n" +
-	"\x12RecordCallResponse*\x90\x01\n" +
+	"\x12RecordCallResponse\"\x8c\x05\n" +
+	"\bDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12#\n" +
+	"\rescalation_id\x18\x03 \x01(\tR\fescalationId\x12\x17\n" +
+	"\acall_id\x18\x04 \x01(\tR\x06callId\x12\x19\n" +
+	"\bagent_id\x18\x05 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bendpoint\x18\x06 \x01(\tR\bendpoint\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\a \x01(\tR\teventType\x12\x12\n" +
+	"\x04step\x18\b \x01(\tR\x04step\x12;\n" +
+	"\x05state\x18\t \x01(\x0e2%.calmline.escalation.v1.DeliveryStateR\x05state\x12\x1a\n" +
+	"\battempts\x18\n" +
+	" \x01(\rR\battempts\x12\x1f\n" +
+	"\vlast_status\x18\v \x01(\rR\n" +
+	"lastStatus\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\f \x01(\tR\tlastError\x129\n" +
+	"\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12B\n" +
+	"\x0fnext_attempt_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12D\n" +
+	"\x10first_attempt_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0efirstAttemptAt\x123\n" +
+	"\adone_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x06doneAt\x12\x18\n" +
+	"\apayload\x18\x11 \x01(\tR\apayload\"\xce\x01\n" +
+	"\x15ListDeliveriesRequest\x12;\n" +
+	"\x05state\x18\x01 \x01(\x0e2%.calmline.escalation.v1.DeliveryStateR\x05state\x12#\n" +
+	"\rescalation_id\x18\x02 \x01(\tR\fescalationId\x12\x17\n" +
+	"\acall_id\x18\x03 \x01(\tR\x06callId\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x82\x01\n" +
+	"\x16ListDeliveriesResponse\x12@\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2 .calmline.escalation.v1.DeliveryR\n" +
+	"deliveries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n" +
+	"\x12GetDeliveryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x13GetDeliveryResponse\x12<\n" +
+	"\bdelivery\x18\x01 \x01(\v2 .calmline.escalation.v1.DeliveryR\bdelivery\"8\n" +
+	"\x16RedriveDeliveryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\"W\n" +
+	"\x17RedriveDeliveryResponse\x12<\n" +
+	"\bdelivery\x18\x01 \x01(\v2 .calmline.escalation.v1.DeliveryR\bdelivery\"\x98\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12#\n" +
+	"\rescalation_id\x18\x05 \x01(\tR\fescalationId\x12\x17\n" +
+	"\acall_id\x18\x06 \x01(\tR\x06callId\x12\x14\n" +
+	"\x05actor\x18\a \x01(\tR\x05actor\x12\x16\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\x12\x1b\n" +
+	"\tprev_hash\x18\t \x01(\tR\bprevHash\x12\x12\n" +
+	"\x04hash\x18\n" +
+	" \x01(\tR\x04hash\"S\n" +
+	"\x17ListAuditEntriesRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\"\x90\x01\n" +
+	"\x18ListAuditEntriesResponse\x12<\n" +
+	"\aentries\x18\x01 \x03(\v2\".calmline.escalation.v1.AuditEntryR\aentries\x12\x19\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\x03 \x01(\tR\bheadHash\"\x14\n" +
+	"\x12VerifyAuditRequest\":\n" +
+	"\fAuditProblem\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
+	"\aproblem\x18\x02 \x01(\tR\aproblem\"\xb9\x01\n" +
+	"\x13VerifyAuditResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
+	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x19\n" +
+	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x12@\n" +
+	"\bproblems\x18\x05 \x03(\v2$.calmline.escalation.v1.AuditProblemR\bproblems*\x90\x01\n" +
 	"\x0fEscalationState\x12 \n" +
 	"\x1cESCALATION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ESCALATION_STATE_OPEN\x10\x01\x12!\n" +
@@ -1233,7 +2410,13 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x15STEP_STATE_DELIVERING\x10\x02\x12\x18\n" +
 	"\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x04\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x052s\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x05*\xa0\x01\n" +
+	"\rDeliveryState\x12\x1e\n" +
+	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +
+	"\x18DELIVERY_STATE_IN_FLIGHT\x10\x02\x12\x1c\n" +
+	"\x18DELIVERY_STATE_SUCCEEDED\x10\x03\x12\x17\n" +
+	"\x13DELIVERY_STATE_DEAD\x10\x042s\n" +
 	"\fAlertService\x12c\n" +
 	"\n" +
 	"PostAlerts\x12).calmline.escalation.v1.PostAlertsRequest\x1a*.calmline.escalation.v1.PostAlertsResponse2\xf6\x03\n" +
@@ -1244,7 +2427,14 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x11ResolveEscalation\x120.calmline.escalation.v1.ResolveEscalationRequest\x1a1.calmline.escalation.v1.ResolveEscalationResponse2r\n" +
 	"\vCareService\x12c\n" +
 	"\n" +
-	"RecordCall\x12).calmline.escalation.v1.RecordCallRequest\x1a*.calmline.escalation.v1.RecordCallResponseBHZFgithub.com/calmline/calmline/proto/calmline/escalation/v1;escalationv1b\x06proto3"
+	"RecordCall\x12).calmline.escalation.v1.RecordCallRequest\x1a*.calmline.escalation.v1.RecordCallResponse2\xde\x02\n" +
+	"\x0fDeliveryService\x12o\n" +
+	"\x0eListDeliveries\x12-.calmline.escalation.v1.ListDeliveriesRequest\x1a..calmline.escalation.v1.ListDeliveriesResponse\x12f\n" +
+	"\vGetDelivery\x12*.calmline.escalation.v1.GetDeliveryRequest\x1a+.calmline.escalation.v1.GetDeliveryResponse\x12r\n" +
+	"\x0fRedriveDelivery\x12..calmline.escalation.v1.RedriveDeliveryRequest\x1a/.calmline.escalation.v1.RedriveDeliveryResponse2\xed\x01\n" +
+	"\fAuditService\x12u\n" +
+	"\x10ListAuditEntries\x12/.calmline.escalation.v1.ListAuditEntriesRequest\x1a0.calmline.escalation.v1.ListAuditEntriesResponse\x12f\n" +
+	"\vVerifyAudit\x12*.calmline.escalation.v1.VerifyAuditRequest\x1a+.calmline.escalation.v1.VerifyAuditResponseBHZFgithub.com/calmline/calmline/proto/calmline/escalation/v1;escalationv1b\x06proto3"
 
 var (
 	file_calmline_escalation_v1_escalation_proto_rawDescOnce sync.Once
@@ -1258,66 +2448,104 @@ func file_calmline_escalation_v1_escalation_proto_rawDescGZIP() []byte {
 	return file_calmline_escalation_v1_escalation_proto_rawDescData
 }
 
-var file_calmline_escalation_v1_escalation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_calmline_escalation_v1_escalation_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_calmline_escalation_v1_escalation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_calmline_escalation_v1_escalation_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_calmline_escalation_v1_escalation_proto_goTypes = []any{
 	(EscalationState)(0),                  // 0: calmline.escalation.v1.EscalationState
 	(StepState)(0),                        // 1: calmline.escalation.v1.StepState
-	(*Alert)(nil),                         // 2: calmline.escalation.v1.Alert
-	(*PostAlertsRequest)(nil),             // 3: calmline.escalation.v1.PostAlertsRequest
-	(*PostAlertsResponse)(nil),            // 4: calmline.escalation.v1.PostAlertsResponse
-	(*Escalation)(nil),                    // 5: calmline.escalation.v1.Escalation
-	(*Step)(nil),                          // 6: calmline.escalation.v1.Step
-	(*ListEscalationsRequest)(nil),        // 7: calmline.escalation.v1.ListEscalationsRequest
-	(*ListEscalationsResponse)(nil),       // 8: calmline.escalation.v1.ListEscalationsResponse
-	(*GetEscalationRequest)(nil),          // 9: calmline.escalation.v1.GetEscalationRequest
-	(*GetEscalationResponse)(nil),         // 10: calmline.escalation.v1.GetEscalationResponse
-	(*AcknowledgeEscalationRequest)(nil),  // 11: calmline.escalation.v1.AcknowledgeEscalationRequest
-	(*AcknowledgeEscalationResponse)(nil), // 12: calmline.escalation.v1.AcknowledgeEscalationResponse
-	(*ResolveEscalationRequest)(nil),      // 13: calmline.escalation.v1.ResolveEscalationRequest
-	(*ResolveEscalationResponse)(nil),     // 14: calmline.escalation.v1.ResolveEscalationResponse
-	(*RecordCallRequest)(nil),             // 15: calmline.escalation.v1.RecordCallRequest
-	(*RecordCallResponse)(nil),            // 16: calmline.escalation.v1.RecordCallResponse
-	(*v1.AlertEvent)(nil),                 // 17: calmline.call.v1.AlertEvent
-	(v1.ScoreKind)(0),                     // 18: calmline.call.v1.ScoreKind
-	(*timestamppb.Timestamp)(nil),         // 19: google.protobuf.Timestamp
+	(DeliveryState)(0),                    // 2: calmline.escalation.v1.DeliveryState
+	(*Alert)(nil),                         // 3: calmline.escalation.v1.Alert
+	(*PostAlertsRequest)(nil),             // 4: calmline.escalation.v1.PostAlertsRequest
+	(*PostAlertsResponse)(nil),            // 5: calmline.escalation.v1.PostAlertsResponse
+	(*Escalation)(nil),                    // 6: calmline.escalation.v1.Escalation
+	(*Step)(nil),                          // 7: calmline.escalation.v1.Step
+	(*ListEscalationsRequest)(nil),        // 8: calmline.escalation.v1.ListEscalationsRequest
+	(*ListEscalationsResponse)(nil),       // 9: calmline.escalation.v1.ListEscalationsResponse
+	(*GetEscalationRequest)(nil),          // 10: calmline.escalation.v1.GetEscalationRequest
+	(*GetEscalationResponse)(nil),         // 11: calmline.escalation.v1.GetEscalationResponse
+	(*AcknowledgeEscalationRequest)(nil),  // 12: calmline.escalation.v1.AcknowledgeEscalationRequest
+	(*AcknowledgeEscalationResponse)(nil), // 13: calmline.escalation.v1.AcknowledgeEscalationResponse
+	(*ResolveEscalationRequest)(nil),      // 14: calmline.escalation.v1.ResolveEscalationRequest
+	(*ResolveEscalationResponse)(nil),     // 15: calmline.escalation.v1.ResolveEscalationResponse
+	(*RecordCallRequest)(nil),             // 16: calmline.escalation.v1.RecordCallRequest
+	(*RecordCallResponse)(nil),            // 17: calmline.escalation.v1.RecordCallResponse
+	(*Delivery)(nil),                      // 18: calmline.escalation.v1.Delivery
+	(*ListDeliveriesRequest)(nil),         // 19: calmline.escalation.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),        // 20: calmline.escalation.v1.ListDeliveriesResponse
+	(*GetDeliveryRequest)(nil),            // 21: calmline.escalation.v1.GetDeliveryRequest
+	(*GetDeliveryResponse)(nil),           // 22: calmline.escalation.v1.GetDeliveryResponse
+	(*RedriveDeliveryRequest)(nil),        // 23: calmline.escalation.v1.RedriveDeliveryRequest
+	(*RedriveDeliveryResponse)(nil),       // 24: calmline.escalation.v1.RedriveDeliveryResponse
+	(*AuditEntry)(nil),                    // 25: calmline.escalation.v1.AuditEntry
+	(*ListAuditEntriesRequest)(nil),       // 26: calmline.escalation.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil),      // 27: calmline.escalation.v1.ListAuditEntriesResponse
+	(*VerifyAuditRequest)(nil),            // 28: calmline.escalation.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),                  // 29: calmline.escalation.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),           // 30: calmline.escalation.v1.VerifyAuditResponse
+	(*v1.AlertEvent)(nil),                 // 31: calmline.call.v1.AlertEvent
+	(v1.ScoreKind)(0),                     // 32: calmline.call.v1.ScoreKind
+	(*timestamppb.Timestamp)(nil),         // 33: google.protobuf.Timestamp
 }
 var file_calmline_escalation_v1_escalation_proto_depIdxs = []int32{
-	17, // 0: calmline.escalation.v1.Alert.event:type_name -> calmline.call.v1.AlertEvent
-	2,  // 1: calmline.escalation.v1.PostAlertsRequest.alerts:type_name -> calmline.escalation.v1.Alert
+	31, // 0: calmline.escalation.v1.Alert.event:type_name -> calmline.call.v1.AlertEvent
+	3,  // 1: calmline.escalation.v1.PostAlertsRequest.alerts:type_name -> calmline.escalation.v1.Alert
 	0,  // 2: calmline.escalation.v1.Escalation.state:type_name -> calmline.escalation.v1.EscalationState
-	18, // 3: calmline.escalation.v1.Escalation.score:type_name -> calmline.call.v1.ScoreKind
-	19, // 4: calmline.escalation.v1.Escalation.opened_at:type_name -> google.protobuf.Timestamp
-	19, // 5: calmline.escalation.v1.Escalation.acknowledged_at:type_name -> google.protobuf.Timestamp
-	19, // 6: calmline.escalation.v1.Escalation.resolved_at:type_name -> google.protobuf.Timestamp
-	6,  // 7: calmline.escalation.v1.Escalation.steps:type_name -> calmline.escalation.v1.Step
-	1,  // 8: calmline.escalation.v1.Step.state:type_name -> calmline.escalation.v1.StepState
-	19, // 9: calmline.escalation.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
-	19, // 10: calmline.escalation.v1.Step.done_at:type_name -> google.protobuf.Timestamp
-	0,  // 11: calmline.escalation.v1.ListEscalationsRequest.state:type_name -> calmline.escalation.v1.EscalationState
-	5,  // 12: calmline.escalation.v1.ListEscalationsResponse.escalations:type_name -> calmline.escalation.v1.Escalation
-	5,  // 13: calmline.escalation.v1.GetEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	5,  // 14: calmline.escalation.v1.AcknowledgeEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	5,  // 15: calmline.escalation.v1.ResolveEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	19, // 16: calmline.escalation.v1.RecordCallRequest.started_at:type_name -> google.protobuf.Timestamp
-	19, // 17: calmline.escalation.v1.RecordCallRequest.ended_at:type_name -> google.protobuf.Timestamp
-	3,  // 18: calmline.escalation.v1.AlertService.PostAlerts:input_type -> calmline.escalation.v1.PostAlertsRequest
-	7,  // 19: calmline.escalation.v1.EscalationService.ListEscalations:input_type -> calmline.escalation.v1.ListEscalationsRequest
-	9,  // 20: calmline.escalation.v1.EscalationService.GetEscalation:input_type -> calmline.escalation.v1.GetEscalationRequest
-	11, // 21: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:input_type -> calmline.escalation.v1.AcknowledgeEscalationRequest
-	13, // 22: calmline.escalation.v1.EscalationService.ResolveEscalation:input_type -> calmline.escalation.v1.ResolveEscalationRequest
-	15, // 23: calmline.escalation.v1.CareService.RecordCall:input_type -> calmline.escalation.v1.RecordCallRequest
-	4,  // 24: calmline.escalation.v1.AlertService.PostAlerts:output_type -> calmline.escalation.v1.PostAlertsResponse
-	8,  // 25: calmline.escalation.v1.EscalationService.ListEscalations:output_type -> calmline.escalation.v1.ListEscalationsResponse
-	10, // 26: calmline.escalation.v1.EscalationService.GetEscalation:output_type -> calmline.escalation.v1.GetEscalationResponse
-	12, // 27: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:output_type -> calmline.escalation.v1.AcknowledgeEscalationResponse
-	14, // 28: calmline.escalation.v1.EscalationService.ResolveEscalation:output_type -> calmline.escalation.v1.ResolveEscalationResponse
-	16, // 29: calmline.escalation.v1.CareService.RecordCall:output_type -> calmline.escalation.v1.RecordCallResponse
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	32, // 3: calmline.escalation.v1.Escalation.score:type_name -> calmline.call.v1.ScoreKind
+	33, // 4: calmline.escalation.v1.Escalation.opened_at:type_name -> google.protobuf.Timestamp
+	33, // 5: calmline.escalation.v1.Escalation.acknowledged_at:type_name -> google.protobuf.Timestamp
+	33, // 6: calmline.escalation.v1.Escalation.resolved_at:type_name -> google.protobuf.Timestamp
+	7,  // 7: calmline.escalation.v1.Escalation.steps:type_name -> calmline.escalation.v1.Step
+	33, // 8: calmline.escalation.v1.Escalation.cleared_at:type_name -> google.protobuf.Timestamp
+	1,  // 9: calmline.escalation.v1.Step.state:type_name -> calmline.escalation.v1.StepState
+	33, // 10: calmline.escalation.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
+	33, // 11: calmline.escalation.v1.Step.done_at:type_name -> google.protobuf.Timestamp
+	33, // 12: calmline.escalation.v1.Step.due_at:type_name -> google.protobuf.Timestamp
+	0,  // 13: calmline.escalation.v1.ListEscalationsRequest.state:type_name -> calmline.escalation.v1.EscalationState
+	6,  // 14: calmline.escalation.v1.ListEscalationsResponse.escalations:type_name -> calmline.escalation.v1.Escalation
+	6,  // 15: calmline.escalation.v1.GetEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	6,  // 16: calmline.escalation.v1.AcknowledgeEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	6,  // 17: calmline.escalation.v1.ResolveEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	33, // 18: calmline.escalation.v1.RecordCallRequest.started_at:type_name -> google.protobuf.Timestamp
+	33, // 19: calmline.escalation.v1.RecordCallRequest.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 20: calmline.escalation.v1.Delivery.state:type_name -> calmline.escalation.v1.DeliveryState
+	33, // 21: calmline.escalation.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	33, // 22: calmline.escalation.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	33, // 23: calmline.escalation.v1.Delivery.first_attempt_at:type_name -> google.protobuf.Timestamp
+	33, // 24: calmline.escalation.v1.Delivery.done_at:type_name -> google.protobuf.Timestamp
+	2,  // 25: calmline.escalation.v1.ListDeliveriesRequest.state:type_name -> calmline.escalation.v1.DeliveryState
+	18, // 26: calmline.escalation.v1.ListDeliveriesResponse.deliveries:type_name -> calmline.escalation.v1.Delivery
+	18, // 27: calmline.escalation.v1.GetDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
+	18, // 28: calmline.escalation.v1.RedriveDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
+	33, // 29: calmline.escalation.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	25, // 30: calmline.escalation.v1.ListAuditEntriesResponse.entries:type_name -> calmline.escalation.v1.AuditEntry
+	29, // 31: calmline.escalation.v1.VerifyAuditResponse.problems:type_name -> calmline.escalation.v1.AuditProblem
+	4,  // 32: calmline.escalation.v1.AlertService.PostAlerts:input_type -> calmline.escalation.v1.PostAlertsRequest
+	8,  // 33: calmline.escalation.v1.EscalationService.ListEscalations:input_type -> calmline.escalation.v1.ListEscalationsRequest
+	10, // 34: calmline.escalation.v1.EscalationService.GetEscalation:input_type -> calmline.escalation.v1.GetEscalationRequest
+	12, // 35: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:input_type -> calmline.escalation.v1.AcknowledgeEscalationRequest
+	14, // 36: calmline.escalation.v1.EscalationService.ResolveEscalation:input_type -> calmline.escalation.v1.ResolveEscalationRequest
+	16, // 37: calmline.escalation.v1.CareService.RecordCall:input_type -> calmline.escalation.v1.RecordCallRequest
+	19, // 38: calmline.escalation.v1.DeliveryService.ListDeliveries:input_type -> calmline.escalation.v1.ListDeliveriesRequest
+	21, // 39: calmline.escalation.v1.DeliveryService.GetDelivery:input_type -> calmline.escalation.v1.GetDeliveryRequest
+	23, // 40: calmline.escalation.v1.DeliveryService.RedriveDelivery:input_type -> calmline.escalation.v1.RedriveDeliveryRequest
+	26, // 41: calmline.escalation.v1.AuditService.ListAuditEntries:input_type -> calmline.escalation.v1.ListAuditEntriesRequest
+	28, // 42: calmline.escalation.v1.AuditService.VerifyAudit:input_type -> calmline.escalation.v1.VerifyAuditRequest
+	5,  // 43: calmline.escalation.v1.AlertService.PostAlerts:output_type -> calmline.escalation.v1.PostAlertsResponse
+	9,  // 44: calmline.escalation.v1.EscalationService.ListEscalations:output_type -> calmline.escalation.v1.ListEscalationsResponse
+	11, // 45: calmline.escalation.v1.EscalationService.GetEscalation:output_type -> calmline.escalation.v1.GetEscalationResponse
+	13, // 46: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:output_type -> calmline.escalation.v1.AcknowledgeEscalationResponse
+	15, // 47: calmline.escalation.v1.EscalationService.ResolveEscalation:output_type -> calmline.escalation.v1.ResolveEscalationResponse
+	17, // 48: calmline.escalation.v1.CareService.RecordCall:output_type -> calmline.escalation.v1.RecordCallResponse
+	20, // 49: calmline.escalation.v1.DeliveryService.ListDeliveries:output_type -> calmline.escalation.v1.ListDeliveriesResponse
+	22, // 50: calmline.escalation.v1.DeliveryService.GetDelivery:output_type -> calmline.escalation.v1.GetDeliveryResponse
+	24, // 51: calmline.escalation.v1.DeliveryService.RedriveDelivery:output_type -> calmline.escalation.v1.RedriveDeliveryResponse
+	27, // 52: calmline.escalation.v1.AuditService.ListAuditEntries:output_type -> calmline.escalation.v1.ListAuditEntriesResponse
+	30, // 53: calmline.escalation.v1.AuditService.VerifyAudit:output_type -> calmline.escalation.v1.VerifyAuditResponse
+	43, // [43:54] is the sub-list for method output_type
+	32, // [32:43] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_calmline_escalation_v1_escalation_proto_init() }
@@ -1330,10 +2558,10 @@ func file_calmline_escalation_v1_escalation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_calmline_escalation_v1_escalation_proto_rawDesc), len(file_calmline_escalation_v1_escalation_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   15,
+			NumEnums:      3,
+			NumMessages:   28,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   5,
 		},
 		GoTypes:           file_calmline_escalation_v1_escalation_proto_goTypes,
 		DependencyIndexes: file_calmline_escalation_v1_escalation_proto_depIdxs,

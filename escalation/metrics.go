@@ -1,0 +1,39 @@
+package escalation
+
+import (
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+)
+
+type metrics struct {
+	meter             metric.Meter
+	alerts            metric.Int64Counter
+	refused           metric.Int64Counter
+	attempts          metric.Int64Counter
+	firstAttemptDelay metric.Float64Histogram
+}
+
+func newMetrics(mp metric.MeterProvider) (*metrics, error) {
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := &metrics{meter: mp.Meter("github.com/calmline/calmline/escalation")}
+	var err error
+	counter := func(name, desc string) metric.Int64Counter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64Counter
+		c, err = m.meter.Int64Counter(name, metric.WithDescription(desc))
+		return c
+	}
+	m.alerts = counter("calmline.escalation.alerts", "Alert events recorded.")
+	m.refused = counter("calmline.escalation.alerts.refused", "PostAlerts requests refused, by reason (outbox_full: the tenant's unfinished deliveries reached the bound).")
+	m.attempts = counter("calmline.escalation.delivery.attempts", "Delivery attempts, by payload type and result (succeeded, retry, dead_final, dead_exhausted, released).")
+	if err == nil {
+		m.firstAttemptDelay, err = m.meter.Float64Histogram("calmline.escalation.delivery.first_attempt_delay", metric.WithUnit("s"),
+			metric.WithDescription("From a delivery's creation (an alert accepted, a step due, an event) to its first attempt."),
+			metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	}
+	return m, err
+}
