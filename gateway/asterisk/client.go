@@ -207,13 +207,17 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			l.Kill()
 		}
 	}
-	for i, role := range o.Roles {
+	for _, role := range o.Roles {
 		l, err := c.DialLeg(ctx, o.CallID, role, len(o.Roles), o.AgentID)
 		if err != nil {
 			kill()
 			return nil, err
 		}
 		legs = append(legs, l)
+	}
+	// The legs start together, as the dialplan creates them: the server
+	// places each on the call's timeline by when its MEDIA_START came.
+	for i, l := range legs {
 		if err := l.MediaStart(c.JSON, fmt.Sprintf("%d.%d", time.Now().Unix(), i), o.Format); err != nil {
 			kill()
 			return nil, err

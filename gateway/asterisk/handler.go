@@ -353,7 +353,7 @@ func (h *Handler) attach(l *leg, codec audio.Codec, rate int) {
 		l.fail(CloseCallLive, fmt.Sprintf("call %q already has a %s leg", l.callID, l.role))
 		return
 	case j.state == live:
-		l.fail(CloseCallLive, fmt.Sprintf("call %q started without a %s leg (it came more than %s after the first)", l.callID, l.role, h.o.JoinWait))
+		l.fail(CloseCallLive, fmt.Sprintf("call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, h.o.JoinWait))
 		return
 	case codec != j.codec || rate != j.rate:
 		l.fail(CloseUnsupportedMedia, fmt.Sprintf("the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate))

@@ -252,7 +252,7 @@ func TestALegAloneIsAMonoCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	late.MediaStart(false, "2.2", "ulaw")
-	if code, text, _ := late.WaitClose(5 * time.Second); code != CloseCallLive || !strings.Contains(text, "started without a caller leg") {
+	if code, text, _ := late.WaitClose(5 * time.Second); code != CloseCallLive || !strings.Contains(text, "started without its caller leg") {
 		t.Errorf("late leg: %d %q; want %d", code, text, CloseCallLive)
 	}
 	agent.Hangup(5 * time.Second)
