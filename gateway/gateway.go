@@ -94,6 +94,7 @@ type Server struct {
 	sessions *session.Manager
 	realtime *rpc.Pool
 	fullcall *rpc.Pool
+	asterisk *asterisk.Handler
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -144,7 +145,8 @@ func New(o Options) (*Server, error) {
 	}
 	s.host.Mux.Handle("GET /ws/audiohook", audiohook.NewHandler(aho, mgr, o.Tenants, log))
 	s.host.Mux.Handle("GET /ws/twilio", twilio.NewHandler(o.Twilio, mgr, o.Tenants, log))
-	s.host.Mux.Handle("GET /ws/asterisk", asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log))
+	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
+	s.host.Mux.Handle("GET /ws/asterisk", s.asterisk)
 	s.host.AddReadyCheck(func() error {
 		if mgr.Draining() {
 			return errors.New("draining")
@@ -198,6 +200,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
 			s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
 		}
+		s.asterisk.Close() // legs still waiting for their call's other leg
+
 		s.shutdownErr = s.host.Shutdown(ctx)
 		s.realtime.Close()
 		s.fullcall.Close()

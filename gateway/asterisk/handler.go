@@ -79,8 +79,24 @@ type Handler struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
-	mu    sync.Mutex
-	calls map[string]*joined // tenant id + "\x00" + call id
+	mu      sync.Mutex
+	calls   map[string]*joined // tenant id + "\x00" + call id
+	closed  bool
+	quit    chan struct{}  // closed by Close: lone legs stop waiting
+	waiting sync.WaitGroup // lone legs waiting for their call's other leg
+}
+
+// Close ends the waits of legs whose call's other leg has not come, and
+// returns once they have settled their calls. The gateway calls it when
+// it shuts down.
+func (h *Handler) Close() {
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		close(h.quit)
+	}
+	h.mu.Unlock()
+	h.waiting.Wait()
 }
 
 // NewHandler returns the adapter.
@@ -94,7 +110,7 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	if o.JoinLag == 0 {
 		o.JoinLag = 200 * time.Millisecond
 	}
-	return &Handler{o: o, m: m, tenants: tenants, log: log.With("protocol", "asterisk"), calls: map[string]*joined{},
+	return &Handler{o: o, m: m, tenants: tenants, log: log.With("protocol", "asterisk"), calls: map[string]*joined{}, quit: make(chan struct{}),
 		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, Subprotocols: []string{Subprotocol},
 			CheckOrigin: func(*http.Request) bool { return true }}}
 }
@@ -319,12 +335,13 @@ type joined struct {
 	rate   int
 	t0     time.Time
 
-	mu     sync.Mutex
-	legs   map[string]*leg // by role
-	call   *session.Call
-	joiner *stereo.Joiner
-	lanes  map[string]int // role -> channel
-	state  int
+	mu      sync.Mutex
+	legs    map[string]*leg // by role
+	arrived chan struct{}   // closed when the second leg joins
+	call    *session.Call
+	joiner  *stereo.Joiner
+	lanes   map[string]int // role -> channel
+	state   int
 }
 
 const (
@@ -339,7 +356,8 @@ func (h *Handler) attach(l *leg, codec audio.Codec, rate int) {
 	h.mu.Lock()
 	j, ok := h.calls[l.key]
 	if !ok {
-		j = &joined{h: h, key: l.key, tenant: l.tenant, callID: l.callID, expect: l.legs, codec: codec, rate: rate, t0: time.Now(), legs: map[string]*leg{}}
+		j = &joined{h: h, key: l.key, tenant: l.tenant, callID: l.callID, expect: l.legs, codec: codec, rate: rate, t0: time.Now(),
+			legs: map[string]*leg{}, arrived: make(chan struct{})}
 		h.calls[l.key] = j
 	}
 	h.mu.Unlock()
@@ -365,6 +383,9 @@ func (h *Handler) attach(l *leg, codec audio.Codec, rate int) {
 		l.offset = 0
 	}
 	j.legs[l.role] = l
+	if len(j.legs) == 2 {
+		close(j.arrived)
+	}
 	if len(j.legs) >= j.expect || len(j.legs) == 2 {
 		j.startLocked()
 	}
@@ -488,6 +509,35 @@ func (j *joined) legEnded(l *leg) {
 	if j.state == live {
 		if lane, ok := j.lanes[l.role]; ok {
 			j.joiner.End(j.call, lane)
+		}
+	}
+	if j.state == waiting && len(j.legs) < j.expect {
+		// The only leg ended while the other may still be on its way
+		// (it connected late, or its messages wait behind this leg's):
+		// give it the rest of the join wait before the call is settled
+		// as one leg.
+		h := j.h
+		h.mu.Lock()
+		wait := h.o.JoinWait - time.Since(j.t0)
+		if h.closed {
+			wait = 0
+		}
+		if wait > 0 {
+			h.waiting.Add(1)
+			defer h.waiting.Done()
+		}
+		h.mu.Unlock()
+		if wait > 0 {
+			arrived := j.arrived
+			j.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-arrived:
+			case <-t.C:
+			case <-h.quit:
+			}
+			t.Stop()
+			j.mu.Lock()
 		}
 	}
 	for _, other := range j.legs {

@@ -80,11 +80,13 @@ func start(t *testing.T, o Options) *fixture {
 			return nil
 		}
 	})
-	srv := httptest.NewServer(NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler)))
+	h := NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
+		h.Close()
 		srv.Close()
 		rp.Close()
 		fp.Close()
@@ -267,6 +269,39 @@ func TestALegAloneIsAMonoCall(t *testing.T) {
 	}
 }
 
+func TestALegThatEndsFirstWaitsForTheOther(t *testing.T) {
+	f := start(t, Options{JoinWait: 2 * time.Second})
+	cl := f.client()
+	ctx := context.Background()
+	// The caller's leg streams and hangs up before the agent's leg
+	// connects (a fast sender, or a leg delayed in the network): the
+	// call waits for the agent's leg and both are one call.
+	caller, err := cl.DialLeg(ctx, "early", RoleCaller, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller.MediaStart(false, "1", "ulaw")
+	caller.Send(bytes.Repeat([]byte{'c'}, 800))
+	if err := caller.Hangup(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	agent, err := cl.DialLeg(ctx, "early", RoleAgent, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.MediaStart(false, "2", "ulaw")
+	agent.Send(bytes.Repeat([]byte{'a'}, 800))
+	agent.Hangup(5 * time.Second)
+	f.live(t, "early")
+	f.ended(t)
+	if rep := f.fc.Report("early"); rep == nil || fmt.Sprint(rep.Format.Channels) != "[CHANNEL_ROLE_CALLER CHANNEL_ROLE_AGENT]" {
+		t.Errorf("report %+v; want one stereo call", rep)
+	}
+	if got := f.received("early"); bytes.Count(got, []byte{'c'}) != 800 || bytes.Count(got, []byte{'a'}) != 800 {
+		t.Errorf("joined audio has %d caller and %d agent samples; want 800 each", bytes.Count(got, []byte{'c'}), bytes.Count(got, []byte{'a'}))
+	}
+}
+
 func TestALegDroppedWithoutACloseStillEndsTheCall(t *testing.T) {
 	f := start(t, Options{})
 	l, err := f.client().DialLeg(context.Background(), "dropped", RoleCaller, 1, "")
@@ -352,7 +387,6 @@ func TestBadInputClosesTheLeg(t *testing.T) {
 		{"unsupported format", []step{T(strings.Replace(ms, "ulaw", "opus", 1))}, CloseUnsupportedMedia, `unsupported format "opus"`},
 		{"no format", []step{T("MEDIA_START connection_id:c")}, CloseUnsupportedMedia, "names no format"},
 		{"odd 16-bit frame", []step{T(strings.Replace(ms, "ulaw", "slin", 1)), B(321)}, CloseBadMessage, "321 bytes is not a whole number of 2-byte samples"},
-		{"oversize frame", []step{T(ms), B(5000)}, websocket.CloseMessageTooBig, "exceeds 4096 bytes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			counted := fmt.Sprintf("close_%d", c.code)
@@ -377,21 +411,57 @@ func TestBadInputClosesTheLeg(t *testing.T) {
 			}
 		})
 	}
-	// Legs of one call in different formats, or with the same role.
+	// Two caller legs of one call: whichever joins second is refused.
 	cl := f.client()
-	a, _ := cl.DialLeg(context.Background(), "mixed", RoleCaller, 0, "")
-	a.MediaStart(false, "1", "ulaw")
-	b, _ := cl.DialLeg(context.Background(), "mixed", RoleAgent, 0, "")
+	var legs []*Leg
+	for i := range 2 {
+		l, err := cl.DialLeg(context.Background(), "mixed", RoleCaller, 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.MediaStart(false, fmt.Sprint(i), "ulaw")
+		legs = append(legs, l)
+	}
+	closed := make(chan string, 2)
+	for _, l := range legs {
+		go func() {
+			code, text, _ := l.WaitClose(10 * time.Second)
+			closed <- fmt.Sprint(code, " ", text)
+		}()
+	}
+	if got := <-closed; !strings.HasPrefix(got, fmt.Sprint(CloseCallLive)) || !strings.Contains(got, "already has a caller leg") {
+		t.Errorf("second caller leg: %s; want %d", got, CloseCallLive)
+	}
+	// A leg in another format than the call's first.
+	b, err := cl.DialLeg(context.Background(), "mixed", RoleAgent, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	b.MediaStart(false, "2", "alaw")
-	if code, text, _ := b.WaitClose(5 * time.Second); code != CloseUnsupportedMedia || !strings.Contains(text, "first leg is") {
-		t.Errorf("leg in another format: %d %q", code, text)
+	if code, text, err := b.WaitClose(5 * time.Second); code != CloseUnsupportedMedia || !strings.Contains(text, "first leg is pcmu") {
+		t.Errorf("leg in another format: %d %q %v", code, text, err)
 	}
-	c, _ := cl.DialLeg(context.Background(), "mixed", RoleCaller, 0, "")
-	c.MediaStart(false, "3", "ulaw")
-	if code, text, _ := c.WaitClose(5 * time.Second); code != CloseCallLive || !strings.Contains(text, "already has a caller leg") {
-		t.Errorf("second caller leg: %d %q", code, text)
+	for _, l := range legs {
+		l.Kill()
 	}
-	a.Hangup(5 * time.Second)
+	<-closed
+}
+
+func TestOversizeFramesCloseWith1009(t *testing.T) {
+	f := start(t, Options{Conn: wsconn.Options{ReadLimit: 4096}})
+	l, err := f.client().DialLeg(context.Background(), "big", RoleCaller, 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.MediaStart(false, "1.1", "ulaw")
+	l.Send(make([]byte, 5000))
+	if code, text, _ := l.WaitClose(5 * time.Second); code != websocket.CloseMessageTooBig || !strings.Contains(text, "exceeds 4096 bytes") {
+		t.Errorf("closed with %d %q; want 1009", code, text)
+	}
+	f.ended(t) // the call ends after the refusal is counted
+	if f.counted(t, "close_1009") != 1 {
+		t.Error("close_1009 not counted")
+	}
 }
 
 func TestControlMessages(t *testing.T) {
