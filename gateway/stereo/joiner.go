@@ -69,6 +69,7 @@ type lane struct {
 	pieces []piece
 	known  uint64 // out + the pieces' length
 	ended  bool
+	spare  []byte // the buffer of the last piece emitted, reused
 }
 
 type piece struct {
@@ -147,7 +148,8 @@ func (j *Joiner) Write(sink Sink, ch int, pos uint64, data []byte) error {
 		l.pieces[last].n += n
 		l.known += n
 	} else {
-		l.add(piece{n: n, data: append([]byte(nil), data...)})
+		l.add(piece{n: n, data: append(l.spare[:0], data...)})
+		l.spare = nil
 	}
 	return j.emit(sink, false)
 }
@@ -287,12 +289,18 @@ func (j *Joiner) interleave(step uint64) {
 	}
 }
 
-// consume drops n samples from the front of the lane.
+// consume drops n samples from the front of the lane. The buffer of a
+// piece fully emitted serves the lane's next piece, so that a steady
+// stream allocates nothing.
 func (l *lane) consume(n uint64, w int) {
 	p := &l.pieces[0]
 	if p.n == n {
-		l.pieces[0] = piece{}
-		l.pieces = l.pieces[1:]
+		if !p.hole {
+			l.spare = p.data[:0]
+		}
+		copy(l.pieces, l.pieces[1:])
+		l.pieces[len(l.pieces)-1] = piece{}
+		l.pieces = l.pieces[:len(l.pieces)-1]
 		return
 	}
 	p.n -= n

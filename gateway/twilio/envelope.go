@@ -134,7 +134,19 @@ const maxPayload = 32000
 
 // Parse parses a text message in the envelope's dialect. Errors are
 // *BadMessage.
-func (e *Envelope) Parse(data []byte) (*Message, error) {
+func (e *Envelope) Parse(data []byte) (*Message, error) { return e.parse(data, nil) }
+
+// parse is Parse decoding media payloads into *buf when it can: the
+// message refers to it until the next parse.
+func (e *Envelope) parse(data []byte, buf *[]byte) (*Message, error) {
+	if m, ok, err := e.parseMedia(data, buf); ok {
+		return m, err
+	}
+	return e.parseGeneral(data)
+}
+
+// parseGeneral parses any message with encoding/json.
+func (e *Envelope) parseGeneral(data []byte) (*Message, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil || top == nil {
 		return nil, bad("malformed JSON: not a JSON object")
@@ -270,6 +282,270 @@ func (e *Envelope) parseStart(top map[string]json.RawMessage) (*Start, error) {
 	return s, nil
 }
 
+// parseMedia parses a media message on the hot path, without reflection:
+// a strict scan of the object for the event, the sequence number and the
+// media fields. ok is false when the message is not a media message or
+// uses what the scan leaves to the general path (escaped strings), and
+// Parse then takes the general path; FuzzFastMediaMatchesGeneralParse
+// checks that both agree. The payload is decoded into *buf when it is
+// not nil (a connection reuses it); the message then refers to it.
+func (e *Envelope) parseMedia(data []byte, buf *[]byte) (m *Message, ok bool, err error) {
+	var event, media, seq, track, ts, payload []byte
+	var seen bool
+	it := objectIter{data: data}
+	for it.next() {
+		switch string(it.key) {
+		case "event":
+			event = it.value
+		case e.Sequence:
+			seq, seen = it.value, true
+		case "media":
+			media = it.value
+		}
+	}
+	if !it.ok() || !bytes.Equal(event, []byte(`"media"`)) || len(media) == 0 || media[0] != '{' {
+		return nil, false, nil
+	}
+	it = objectIter{data: media}
+	for it.next() {
+		switch string(it.key) {
+		case "track":
+			track = it.value
+		case "timestamp":
+			ts = it.value
+		case "payload":
+			payload = it.value
+		}
+	}
+	if !it.ok() || !plainString(track) || !plainString(payload) {
+		return nil, false, nil
+	}
+	mm := &struct {
+		Message
+		Media
+	}{}
+	msg := &mm.Message
+	msg.Event, msg.Media = "media", &mm.Media
+	switch t := track[1 : len(track)-1]; string(t) {
+	case "inbound":
+		mm.Track = "inbound"
+	case "outbound":
+		mm.Track = "outbound"
+	default:
+		mm.Track = string(t)
+	}
+	if seen {
+		if msg.Seq, msg.HasSeq, err = number(seq); err != nil {
+			return nil, true, bad("%s: %v", e.Sequence, err)
+		}
+	}
+	if ts != nil {
+		if mm.Timestamp, mm.HasTimestamp, err = number(ts); err != nil {
+			return nil, true, bad("media: timestamp: %v", err)
+		}
+	}
+	p := payload[1 : len(payload)-1]
+	size := base64.StdEncoding.DecodedLen(len(p))
+	if size > maxPayload+3 {
+		return nil, true, bad("media: payload larger than %d bytes", maxPayload)
+	}
+	var b []byte
+	if buf != nil && cap(*buf) >= size {
+		b = (*buf)[:size]
+	} else {
+		b = make([]byte, size)
+		if buf != nil {
+			*buf = b
+		}
+	}
+	n, derr := base64.StdEncoding.Decode(b, p)
+	switch {
+	case derr != nil:
+		return nil, true, bad("media: payload is not base64")
+	case n == 0:
+		return nil, true, bad("media: empty payload")
+	}
+	mm.Payload = b[:n]
+	return msg, true, nil
+}
+
+// plainString reports whether v is a JSON string without escapes.
+func plainString(v []byte) bool {
+	return len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && bytes.IndexByte(v[1:len(v)-1], '\\') < 0
+}
+
+// objectIter walks the members of a JSON object: next moves to the next
+// member (key unquoted; keys with escapes stop the walk) and ok reports,
+// once next returned false, whether data was exactly one well-formed
+// object.
+type objectIter struct {
+	data       []byte
+	i          int
+	key, value []byte
+	started    bool
+	done, good bool
+}
+
+func (it *objectIter) next() bool {
+	if it.done {
+		return false
+	}
+	data := it.data
+	fail := func() bool { it.done, it.good = true, false; return false }
+	if !it.started {
+		it.started = true
+		it.i = skipSpace(data, 0)
+		if it.i >= len(data) || data[it.i] != '{' {
+			return fail()
+		}
+		it.i = skipSpace(data, it.i+1)
+		if it.i < len(data) && data[it.i] == '}' {
+			it.done, it.good = true, skipSpace(data, it.i+1) == len(data)
+			return false
+		}
+	} else {
+		i := skipSpace(data, it.i)
+		if i >= len(data) {
+			return fail()
+		}
+		switch data[i] {
+		case ',':
+			it.i = skipSpace(data, i+1)
+		case '}':
+			it.done, it.good = true, skipSpace(data, i+1) == len(data)
+			return false
+		default:
+			return fail()
+		}
+	}
+	i := it.i
+	end, ok := skipString(data, i)
+	if !ok || bytes.IndexByte(data[i+1:end-1], '\\') >= 0 {
+		return fail()
+	}
+	it.key = data[i+1 : end-1]
+	i = skipSpace(data, end)
+	if i >= len(data) || data[i] != ':' {
+		return fail()
+	}
+	i = skipSpace(data, i+1)
+	vend, ok := skipValue(data, i, 0)
+	if !ok {
+		return fail()
+	}
+	it.value, it.i = data[i:vend], vend
+	return true
+}
+
+func (it *objectIter) ok() bool { return it.done && it.good }
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at i.
+func skipString(data []byte, i int) (int, bool) {
+	if i >= len(data) || data[i] != '"' {
+		return 0, false
+	}
+	for i++; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '"':
+			return i + 1, true
+		case c == '\\':
+			i++
+			if i >= len(data) {
+				return 0, false
+			}
+			switch data[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(data) {
+					return 0, false
+				}
+				for _, h := range data[i+1 : i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return 0, false
+					}
+				}
+				i += 4
+			default:
+				return 0, false
+			}
+		case c < 0x20:
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// skipValue returns the index after the JSON value starting at i.
+func skipValue(data []byte, i, depth int) (int, bool) {
+	if i >= len(data) || depth > 32 {
+		return 0, false
+	}
+	switch c := data[i]; {
+	case c == '"':
+		return skipString(data, i)
+	case c == '{' || c == '[':
+		closer := byte('}')
+		if c == '[' {
+			closer = ']'
+		}
+		i = skipSpace(data, i+1)
+		if i < len(data) && data[i] == closer {
+			return i + 1, true
+		}
+		for {
+			if c == '{' {
+				end, ok := skipString(data, i)
+				if !ok {
+					return 0, false
+				}
+				i = skipSpace(data, end)
+				if i >= len(data) || data[i] != ':' {
+					return 0, false
+				}
+				i = skipSpace(data, i+1)
+			}
+			end, ok := skipValue(data, i, depth+1)
+			if !ok {
+				return 0, false
+			}
+			i = skipSpace(data, end)
+			if i >= len(data) {
+				return 0, false
+			}
+			if data[i] == closer {
+				return i + 1, true
+			}
+			if data[i] != ',' {
+				return 0, false
+			}
+			i = skipSpace(data, i+1)
+		}
+	case c == '-' || c >= '0' && c <= '9':
+		end := i
+		for end < len(data) && bytes.IndexByte([]byte("+-.eE0123456789"), data[end]) >= 0 {
+			end++
+		}
+		if !json.Valid(data[i:end]) {
+			return 0, false
+		}
+		return end, true
+	default:
+		for _, lit := range []string{"true", "false", "null"} {
+			if bytes.HasPrefix(data[i:], []byte(lit)) {
+				return i + len(lit), true
+			}
+		}
+	}
+	return 0, false
+}
+
 func parseMedia(top map[string]json.RawMessage) (*Media, error) {
 	var media map[string]json.RawMessage
 	if err := json.Unmarshal(top["media"], &media); err != nil || media == nil {
@@ -321,6 +597,25 @@ func str(obj map[string]json.RawMessage, key string, dst *string) error {
 func number(raw json.RawMessage) (n uint64, has bool, err error) {
 	if bytes.Equal(raw, []byte("null")) {
 		return 0, false, nil
+	}
+	// The common case, digits alone or quoted, without allocating.
+	digits := raw
+	if len(digits) >= 2 && digits[0] == '"' && digits[len(digits)-1] == '"' {
+		digits = digits[1 : len(digits)-1]
+	}
+	if len(digits) > 0 && len(digits) <= 19 {
+		var v uint64
+		ok := true
+		for _, c := range digits {
+			if c < '0' || c > '9' {
+				ok = false
+				break
+			}
+			v = v*10 + uint64(c-'0')
+		}
+		if ok {
+			return v, true, nil
+		}
 	}
 	var s string
 	if len(raw) > 0 && raw[0] == '"' {

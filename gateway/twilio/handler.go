@@ -219,6 +219,7 @@ type conn struct {
 	width    int
 	seq      seqCheck
 	stopped  bool
+	payload  []byte // media payloads are decoded here (the joiner copies them)
 
 	lastMedia atomic.Int64
 }
@@ -282,7 +283,7 @@ func (c *conn) run() {
 			c.fail(CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
 			continue
 		}
-		m, err := c.env.Parse(data)
+		m, err := c.env.parse(data, &c.payload)
 		if err != nil {
 			var bm *BadMessage
 			if errors.As(err, &bm) {

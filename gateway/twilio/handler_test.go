@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"go.opentelemetry.io/otel/attribute"
@@ -357,7 +358,7 @@ func TestOtherDialectsAreConfiguration(t *testing.T) {
 }
 
 func TestAuthenticationByHeaderOrStart(t *testing.T) {
-	f := start(t, Options{MaxUnauthenticated: 2})
+	f := start(t, Options{})
 	// A key in a header is checked before the upgrade.
 	for _, h := range []http.Header{{"Authorization": {"Bearer clk_nope"}}, {"X-Api-Key": {"clk_nope"}}} {
 		_, resp, err := websocket.DefaultDialer.Dial(f.url, h)
@@ -379,14 +380,6 @@ func TestAuthenticationByHeaderOrStart(t *testing.T) {
 			t.Errorf("start with %s: %d %q; want %d", c.params, ce.Code, ce.Text, CloseUnauthenticated)
 		}
 	}
-	// Connections waiting for their start are bounded.
-	a, b := f.dial(t, "", nil), f.dial(t, "", nil)
-	_, resp, err := websocket.DefaultDialer.Dial(f.url, nil)
-	if err == nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("third unauthenticated connection: %v; want 503", resp)
-	}
-	a.Close()
-	b.Close()
 	// Over quota: by header before the upgrade, by start at start.
 	cl := &Client{URL: f.url, APIKey: f.keys["tiny"]}
 	first, err := cl.Dial(context.Background())
@@ -406,12 +399,21 @@ func TestAuthenticationByHeaderOrStart(t *testing.T) {
 	if code, _, _ := second.WaitClose(10 * time.Second); code != CloseOverQuota {
 		t.Errorf("second call over quota: %d; want %d", code, CloseOverQuota)
 	}
-	_, resp, err = websocket.DefaultDialer.Dial(f.url, http.Header{"Authorization": {"Bearer " + f.keys["tiny"]}})
+	_, resp, err := websocket.DefaultDialer.Dial(f.url, http.Header{"Authorization": {"Bearer " + f.keys["tiny"]}})
 	if err == nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("over quota with a header key: %v; want 429", resp)
 	}
 	first.Send("stop", nil)
 	first.WaitClose(10 * time.Second)
+	// Connections waiting for their start are bounded (two here; the
+	// ones above have been authenticated or closed).
+	g := start(t, Options{MaxUnauthenticated: 2})
+	g.dial(t, "", nil)
+	g.dial(t, "", nil)
+	_, resp, err = websocket.DefaultDialer.Dial(g.url, nil)
+	if err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("third unauthenticated connection: %v; want 503", resp)
+	}
 }
 
 func TestBadInputClosesWithASpecificCode(t *testing.T) {
@@ -450,7 +452,6 @@ func TestBadInputClosesWithASpecificCode(t *testing.T) {
 		{"timestamp jumps far ahead", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(3, "inbound", `"3600000"`, good)}, false, CloseBadMessage, "jumps more than 1m0s ahead"},
 		{"negative timestamp", []string{startMsg(1, ""), media(2, "inbound", `-20`, good)}, false, CloseBadMessage, "timestamp"},
 		{"binary frame", []string{"\x00\x01"}, true, CloseBadMessage, "binary frames are not part of the protocol"},
-		{"oversize message", []string{startMsg(1, ""), media(2, "inbound", `"0"`, b64(0xff, 9000))}, false, websocket.CloseMessageTooBig, "exceeds 8192 bytes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reason := fmt.Sprintf("close_%d", c.code)
@@ -471,6 +472,20 @@ func TestBadInputClosesWithASpecificCode(t *testing.T) {
 				t.Errorf("%s not counted", reason)
 			}
 		})
+	}
+}
+
+func TestOversizeMessagesCloseWith1009(t *testing.T) {
+	f := start(t, Options{Conn: wsconn.Options{ReadLimit: 8192}})
+	ws := f.dial(t, "", nil)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"big","customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"media","sequenceNumber":"2","media":{"track":"inbound","timestamp":"0","payload":"`+b64(0xff, 9000)+`"}}`))
+	if ce := closeOf(t, ws); ce.Code != websocket.CloseMessageTooBig || !strings.Contains(ce.Text, "exceeds 8192 bytes") {
+		t.Errorf("closed with %d %q; want 1009", ce.Code, ce.Text)
+	}
+	f.ended(t) // the call ends after the refusal is counted
+	if f.counted(t, "close_1009") != 1 {
+		t.Error("close_1009 not counted")
 	}
 }
 
@@ -524,6 +539,38 @@ func FuzzParse(f *testing.F) {
 		}
 		if md := m.Media; md != nil && (len(md.Payload) == 0 || len(md.Payload) > maxPayload) {
 			t.Fatalf("media payload of %d bytes accepted", len(md.Payload))
+		}
+	})
+}
+
+// FuzzFastMediaMatchesGeneralParse checks the hot path for media messages
+// against the general parser: where the hot path takes a message, both
+// must read the same thing or both refuse it.
+func FuzzFastMediaMatchesGeneralParse(f *testing.F) {
+	f.Add(`{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"1","timestamp":"5","payload":"/w=="},"streamSid":"MZ"}`, uint8(0))
+	f.Add(`{"event":"media","sequence_number":4,"media":{"track":"outbound","timestamp":20,"payload":"AAE="},"stream_id":"x","extra":[1,{"a":null}]}`, uint8(1))
+	f.Add(` { "media" : {"payload":"!!","track":"inbound"}, "event":"media" } `, uint8(0))
+	f.Add(`{"event":"media","sequenceNumber":"","media":{"track":"in\u0062ound","payload":""}}`, uint8(3))
+	envs := []Envelope{Twilio, Telnyx, Exotel, Plivo}
+	f.Fuzz(func(t *testing.T, data string, e uint8) {
+		env := envs[int(e)%len(envs)]
+		fast, ok, ferr := env.parseMedia([]byte(data), nil)
+		if !ok {
+			return
+		}
+		gen, gerr := env.parseGeneral([]byte(data))
+		if (ferr == nil) != (gerr == nil) {
+			t.Fatalf("hot path error %v, general path error %v", ferr, gerr)
+		}
+		if ferr != nil {
+			return
+		}
+		if !utf8.ValidString(fast.Media.Track) {
+			return // encoding/json replaces invalid UTF-8; either way no track matches
+		}
+		if fast.Event != gen.Event || fast.Seq != gen.Seq || fast.HasSeq != gen.HasSeq || fast.Media.Track != gen.Media.Track ||
+			fast.Media.Timestamp != gen.Media.Timestamp || fast.Media.HasTimestamp != gen.Media.HasTimestamp || !bytes.Equal(fast.Media.Payload, gen.Media.Payload) {
+			t.Fatalf("hot path %+v %+v; general path %+v %+v", fast, fast.Media, gen, gen.Media)
 		}
 	})
 }
