@@ -177,3 +177,30 @@ func TestStructuredFieldsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkVerify checks the specification's example signature (a new
+// nonce cache each time, so that it is not a replay).
+func BenchmarkVerify(b *testing.B) {
+	r := specRequest()
+	now := fixedClock(specCreated.Add(time.Second))
+	b.ReportAllocs()
+	for range b.N {
+		v := &Verifier{Now: now}
+		if err := v.Verify(r, specAPIKey, []byte(specSecret)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseClientMessage parses a ping as Genesys Cloud sends it.
+func BenchmarkParseClientMessage(b *testing.B) {
+	msg := []byte(spec["ping"])
+	b.ReportAllocs()
+	for range b.N {
+		m, err := ParseClientMessage(msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.DecodePing()
+	}
+}

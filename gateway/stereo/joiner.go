@@ -271,20 +271,28 @@ func (j *Joiner) interleave(step uint64) {
 		return
 	}
 	start := len(j.buf)
-	j.buf = append(j.buf, make([]byte, int(step)*w*len(j.lanes))...)
 	frame := w * len(j.lanes)
+	j.buf = append(j.buf, make([]byte, int(step)*frame)...)
+	out := j.buf[start:]
 	for c := range j.lanes {
 		p := &j.lanes[c].pieces[0]
-		for i := 0; i < int(step); i++ {
-			dst := j.buf[start+i*frame+c*w : start+i*frame+(c+1)*w]
-			if p.hole {
-				copy(dst, j.o.Silence)
-			} else {
-				copy(dst, p.data[i*w:(i+1)*w])
-			}
-		}
-		if p.hole {
+		off := c * w
+		switch {
+		case p.hole:
 			j.Filled += step
+			for i := off; i < len(out); i += frame {
+				copy(out[i:i+w], j.o.Silence)
+			}
+		case w == 1:
+			// G.711: one byte a sample.
+			for i, b := range p.data[:step] {
+				out[i*frame+off] = b
+			}
+		default:
+			for i := 0; i < int(step); i++ {
+				out[i*frame+off] = p.data[i*w]
+				out[i*frame+off+1] = p.data[i*w+1]
+			}
 		}
 	}
 }

@@ -247,3 +247,26 @@ func FuzzJoiner(f *testing.F) {
 		}
 	})
 }
+
+// discard is a Sink that keeps nothing.
+type discard struct{}
+
+func (discard) Audio([]byte) error                         { return nil }
+func (discard) Gap(uint64, callv1.GapReason, string) error { return nil }
+
+// BenchmarkJoiner joins two tracks of 20 ms μ-law packets, as a
+// Twilio-style stream sends them: one op is one second of stereo audio.
+func BenchmarkJoiner(b *testing.B) {
+	j, _ := New(Options{Channels: 2, Silence: []byte{0xff}, MaxLag: 3200})
+	pkt := make([]byte, 160)
+	var pos uint64
+	b.ReportAllocs()
+	b.SetBytes(16000)
+	for range b.N {
+		for range 50 {
+			j.Write(discard{}, 0, pos, pkt)
+			j.Write(discard{}, 1, pos, pkt)
+			pos += 160
+		}
+	}
+}
