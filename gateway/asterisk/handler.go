@@ -15,6 +15,7 @@ package asterisk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -121,7 +122,8 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 		w.Header().Set("Retry-After", "5")
 	}
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`+"\n", code, msg)
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	w.Write(append(b, '\n'))
 }
 
 // keyFromRequest reads the API key: the password of Basic authentication

@@ -19,6 +19,7 @@ package twilio
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,7 +112,8 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 		w.Header().Set("Retry-After", "5")
 	}
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`+"\n", code, msg)
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	w.Write(append(b, '\n'))
 }
 
 // keyFromHeaders returns an API key sent in a header: Bearer, X-API-Key,
