@@ -54,6 +54,14 @@ type OpenRequest struct {
 	Language string
 	// Timeout bounds the open transaction (default 5 s, as Genesys Cloud).
 	Timeout time.Duration
+	// OnEvent, when set, receives each event (scores, alerts,
+	// disconnect) from the session's reader as it arrives, instead of the
+	// session keeping it for Events: a load generator's long sessions
+	// then hold nothing. It must not block.
+	OnEvent func(Event)
+	// OnEnd, when set, runs once when the connection ends, with the
+	// server's close frame (0 when there was none) or the read error.
+	OnEnd func(code int, reason string, err error)
 }
 
 // DefaultMedia is what Genesys Cloud offers for a call.
@@ -98,6 +106,8 @@ type Session struct {
 	discon    chan struct{} // closed at the first disconnect
 	readErr   error
 	readerEnd chan struct{}
+	onEvent   func(Event)
+	onEnd     func(code int, reason string, err error)
 }
 
 func newUUID() string {
@@ -173,7 +183,7 @@ func (c *Client) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 		return nil, fmt.Errorf("audiohook: dial: %w", err)
 	}
 	s := &Session{ws: ws, id: req.SessionID, pingSent: map[uint64]time.Time{}, closed: make(chan struct{}),
-		discon: make(chan struct{}), readerEnd: make(chan struct{})}
+		discon: make(chan struct{}), readerEnd: make(chan struct{}), onEvent: req.OnEvent, onEnd: req.OnEnd}
 	params := OpenParameters{
 		OrganizationID: org,
 		ConversationID: req.ConversationID,
@@ -303,6 +313,14 @@ func (s *Session) read() {
 			s.mu.Lock()
 			s.readErr = err
 			s.mu.Unlock()
+			if s.onEnd != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					s.onEnd(ce.Code, ce.Text, nil)
+				} else {
+					s.onEnd(0, "", err)
+				}
+			}
 			return
 		}
 		now := time.Now()
@@ -369,6 +387,10 @@ func (s *Session) read() {
 				close(s.discon)
 			}
 			s.mu.Unlock()
+		}
+		if s.onEvent != nil {
+			s.onEvent(ev)
+			continue
 		}
 		s.mu.Lock()
 		s.events = append(s.events, ev)
@@ -448,6 +470,9 @@ func (s *Session) Position() time.Duration {
 	defer s.wmu.Unlock()
 	return s.position
 }
+
+// Closed is closed when the server answered the close transaction.
+func (s *Session) Closed() <-chan struct{} { return s.closed }
 
 // Disconnected is closed when the server sends disconnect.
 func (s *Session) Disconnected() <-chan struct{} { return s.discon }

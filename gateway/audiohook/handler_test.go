@@ -712,3 +712,29 @@ func TestAConnectionLostMidCallStillEndsTheCall(t *testing.T) {
 		t.Errorf("report %+v; want 1 s, disconnected", rep)
 	}
 }
+
+func TestClientHooksReportEventsAndTheEnd(t *testing.T) {
+	f := start(t, Options{})
+	events := make(chan Event, 16)
+	ended := make(chan int, 2)
+	s, err := f.client("acme").Open(context.Background(), OpenRequest{
+		OnEvent: func(e Event) { events <- e },
+		OnEnd:   func(code int, _ string, _ error) { ended <- code },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SendAudio(make([]byte, 2*16000))
+	if err := s.Close(context.Background(), "end"); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-ended; code != websocket.CloseNormalClosure {
+		t.Errorf("OnEnd with %d; want 1000", code)
+	}
+	if len(ended) != 0 || len(s.Events()) != 0 || len(events) != 2 {
+		t.Errorf("%d more OnEnd calls, %d kept events, %d hooked events; want 0, 0, 2", len(ended), len(s.Events()), len(events))
+	}
+	if e := <-events; e.Score == nil || e.Score.Second != 0 {
+		t.Errorf("first event %+v; want the score of second 0", e)
+	}
+}
