@@ -95,3 +95,9 @@ bench-voice: build ## Voice-analysis benchmarks (go test -bench, -benchmem) and 
 
 .PHONY: eval bench-voice
 .PHONY: bench-escalation fuzz-escalation
+
+bench-protocols: ## PBX protocol benchmarks: one call over native, AudioHook, Twilio-style and Asterisk side by side (CPU per audio second), parsers, joiner.
+	cd gateway && $(GO) test -run '^$$' -bench 'BenchmarkProtocols' -benchtime 20x -benchmem -count 3 .
+	cd gateway && $(GO) test -run '^$$' -bench . -benchmem ./stereo/ ./twilio/ ./audiohook/
+
+.PHONY: bench-protocols

@@ -4,8 +4,8 @@
 // audio out over pooled gRPC connections to realtime and fullcall. It keeps
 // no analysis state and never decodes audio.
 //
-// Protocol adapters live in subpackages (native, ...) on top of the
-// protocol-independent core in package session.
+// Protocol adapters live in subpackages (native, audiohook, twilio,
+// asterisk) on top of the protocol-independent core in package session.
 package gateway
 
 import (
@@ -22,8 +22,11 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/calmline/calmline/gateway/asterisk"
+	"github.com/calmline/calmline/gateway/audiohook"
 	"github.com/calmline/calmline/gateway/native"
 	"github.com/calmline/calmline/gateway/session"
+	"github.com/calmline/calmline/gateway/twilio"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
@@ -51,6 +54,12 @@ type Options struct {
 	Session session.Options
 	// Native tunes the native protocol's connections.
 	Native native.Options
+	// AudioHook, Twilio and Asterisk tune the adapters of Genesys
+	// AudioHook (/ws/audiohook), Twilio-style media streams (/ws/twilio)
+	// and Asterisk chan_websocket (/ws/asterisk).
+	AudioHook audiohook.Options
+	Twilio    twilio.Options
+	Asterisk  asterisk.Options
 	// DrainTimeout is how long live calls may go on after a drain begins
 	// before they are closed with 1001 (default 30 s).
 	DrainTimeout time.Duration
@@ -85,6 +94,7 @@ type Server struct {
 	sessions *session.Manager
 	realtime *rpc.Pool
 	fullcall *rpc.Pool
+	asterisk *asterisk.Handler
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -129,6 +139,14 @@ func New(o Options) (*Server, error) {
 		ShutdownGrace:  o.ShutdownGrace,
 	})
 	s.host.Mux.Handle("GET /ws/native", native.NewHandler(o.Native, mgr, o.Tenants, log))
+	aho := o.AudioHook
+	if aho.MeterProvider == nil {
+		aho.MeterProvider = o.MeterProvider
+	}
+	s.host.Mux.Handle("GET /ws/audiohook", audiohook.NewHandler(aho, mgr, o.Tenants, log))
+	s.host.Mux.Handle("GET /ws/twilio", twilio.NewHandler(o.Twilio, mgr, o.Tenants, log))
+	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
+	s.host.Mux.Handle("GET /ws/asterisk", s.asterisk)
 	s.host.AddReadyCheck(func() error {
 		if mgr.Draining() {
 			return errors.New("draining")
@@ -182,6 +200,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
 			s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
 		}
+		s.asterisk.Close() // legs still waiting for their call's other leg
+
 		s.shutdownErr = s.host.Shutdown(ctx)
 		s.realtime.Close()
 		s.fullcall.Close()

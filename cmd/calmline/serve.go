@@ -105,6 +105,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 	}
 	if a := st.Addr(stack.Gateway); a != nil {
 		fmt.Fprintf(stdout, "calmline: stream calls to ws://%s/ws/native\n", a)
+		fmt.Fprintf(stdout, "calmline: PBX protocols at ws://%s/ws/audiohook, /ws/twilio, /ws/asterisk (docs/protocols.md)\n", a)
 	}
 	if a := st.Addr(stack.Fullcall); a != nil {
 		fmt.Fprintf(stdout, "calmline: reports at http://%s/api/v1/reports (REST) and %s (gRPC)\n", a, a)

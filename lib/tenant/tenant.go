@@ -58,6 +58,8 @@ type Tenant struct {
 	// Escalation is what happens when the alert rule fires: endpoints,
 	// the ladder, retries and care rules.
 	Escalation Escalation `yaml:"escalation"`
+	// AudioHook holds the tenant's Genesys AudioHook settings.
+	AudioHook AudioHook `yaml:"audiohook"`
 }
 
 // APIKey is one of a tenant's keys, stored as the hex SHA-256 of the key.
@@ -68,6 +70,15 @@ type APIKey struct {
 	SHA256 string `yaml:"sha256"`
 	// Disabled keys are kept for the record but no longer accepted.
 	Disabled bool `yaml:"disabled"`
+	// ClientSecretFile or ClientSecretEnv names where the key's client
+	// secret is kept (base64, as Genesys Cloud shows it); the secret itself
+	// never appears in this file. Protocols that sign their requests with
+	// it (AudioHook) verify the signature with it. See secret.go.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	// ClientSecret is the decoded secret, loaded from the file or the
+	// environment when the tenants are loaded (tests may set it).
+	ClientSecret Secret `yaml:"-"`
 }
 
 // AlertRule is a tenant's rule for raising an alert on a score.
@@ -151,6 +162,12 @@ func (t *Tenant) fill() error {
 		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
 			return fmt.Errorf("api key %q: sha256 must be 64 hex digits", k.ID)
 		}
+		if err := k.loadClientSecret(); err != nil {
+			return fmt.Errorf("api key %q: %w", k.ID, err)
+		}
+	}
+	if err := t.AudioHook.check(); err != nil {
+		return fmt.Errorf("audiohook: %w", err)
 	}
 	if t.MaxConcurrentCalls < 0 {
 		return fmt.Errorf("max_concurrent_calls %d is negative", t.MaxConcurrentCalls)

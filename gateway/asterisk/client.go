@@ -1,0 +1,270 @@
+package asterisk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/calmline/calmline/gateway/stereo"
+	"github.com/calmline/calmline/lib/audio"
+)
+
+// Client plays calls as Asterisk's chan_websocket does: one WebSocket
+// per leg (subprotocol "media", Basic authentication with the tenant's
+// API key as password, call id and role in the URL), MEDIA_START, then
+// the leg's audio in 20 ms frames, and a close at hang-up. Tests and the
+// load generator use it.
+type Client struct {
+	// URL is the gateway's endpoint, e.g. ws://host/ws/asterisk.
+	URL    string
+	APIKey string
+	// JSON sends control messages in chan_websocket's JSON form instead
+	// of plain text.
+	JSON bool
+	// Dialer dials the WebSockets (websocket.DefaultDialer when nil).
+	Dialer *websocket.Dialer
+}
+
+// Leg is one leg's WebSocket.
+type Leg struct {
+	ws   *websocket.Conn
+	role string
+}
+
+// DialError is a leg the server refused before the upgrade.
+type DialError struct {
+	Status int
+	Body   string
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("asterisk: server refused the leg: %d %s", e.Status, e.Body)
+}
+
+// DialLeg opens one leg of a call. legs is 1 or 2 (0 leaves it out of
+// the URL, which means 2).
+func (c *Client) DialLeg(ctx context.Context, callID, role string, legs int, agentID string) (*Leg, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	q.Set("call_id", callID)
+	q.Set("role", role)
+	if legs > 0 {
+		q.Set("legs", strconv.Itoa(legs))
+	}
+	if agentID != "" {
+		q.Set("agent_id", agentID)
+	}
+	u.RawQuery = q.Encode()
+	h := http.Header{}
+	req := http.Request{Header: h}
+	req.SetBasicAuth("asterisk", c.APIKey)
+	d := c.Dialer
+	if d == nil {
+		d = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	}
+	dd := *d
+	dd.Subprotocols = []string{Subprotocol}
+	ws, resp, err := dd.DialContext(ctx, u.String(), h)
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			return nil, &DialError{Status: resp.StatusCode, Body: string(b)}
+		}
+		return nil, fmt.Errorf("asterisk: dial: %w", err)
+	}
+	if ws.Subprotocol() != Subprotocol {
+		ws.Close()
+		return nil, fmt.Errorf("asterisk: the server did not select the %q subprotocol", Subprotocol)
+	}
+	return &Leg{ws: ws, role: role}, nil
+}
+
+// MediaStart sends MEDIA_START for the format (ulaw, alaw, slin, slin16).
+func (l *Leg) MediaStart(jsonForm bool, channelID, format string) error {
+	frame := 160
+	switch format {
+	case "slin":
+		frame = 320
+	case "slin16":
+		frame = 640
+	}
+	msg := FormatMediaStart(jsonForm, "calmline-"+l.role, "WebSocket/calmline-"+l.role+"/0x1", channelID, format, frame, 20)
+	return l.Text(msg)
+}
+
+// Text writes a text frame.
+func (l *Leg) Text(s string) error {
+	l.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return l.ws.WriteMessage(websocket.TextMessage, []byte(s))
+}
+
+// Send writes a binary media frame.
+func (l *Leg) Send(frame []byte) error {
+	l.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return l.ws.WriteMessage(websocket.BinaryMessage, frame)
+}
+
+// Hangup closes the leg as Asterisk does at hang-up and waits for the
+// server's close.
+func (l *Leg) Hangup(timeout time.Duration) error {
+	l.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	code, _, err := l.WaitClose(timeout)
+	if err == nil && code != websocket.CloseNormalClosure {
+		err = fmt.Errorf("asterisk: leg closed with %d", code)
+	}
+	return err
+}
+
+// Kill drops the connection without a close frame.
+func (l *Leg) Kill() { l.ws.NetConn().Close() }
+
+// WaitClose reads until the server closes the leg and returns its close
+// frame.
+func (l *Leg) WaitClose(timeout time.Duration) (int, string, error) {
+	defer l.ws.Close()
+	l.ws.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		if _, _, err := l.ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code, ce.Text, nil
+			}
+			return 0, "", err
+		}
+	}
+}
+
+// StreamOptions tunes Stream.
+type StreamOptions struct {
+	CallID  string
+	AgentID string
+	// Roles of the legs to play: the recording's first channel is the
+	// caller, its second the agent. Both for a stereo recording, else
+	// the caller.
+	Roles []string
+	// Format is the legs' format (default ulaw).
+	Format string
+	// Packet is the audio per frame (default 20 ms).
+	Packet time.Duration
+	// RealTime paces frames at the wall clock, as Asterisk sends.
+	RealTime bool
+	// OnPacket, when set, runs after each packet time step with the
+	// position reached.
+	OnPacket func(position time.Duration)
+	// CloseTimeout bounds the wait for the server's close (default 15 s).
+	CloseTimeout time.Duration
+}
+
+// Result is what a streamed call produced.
+type Result struct {
+	// SecondSent holds when each whole second of audio had been sent.
+	SecondSent []time.Time
+}
+
+// Stream plays a recording as one call: a leg per role, frames sent in
+// step on every leg, then every leg hangs up.
+func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptions) (*Result, error) {
+	if o.Roles == nil {
+		o.Roles = []string{RoleCaller}
+		if rec.Format.Channels == 2 {
+			o.Roles = []string{RoleCaller, RoleAgent}
+		}
+	}
+	if o.Format == "" {
+		o.Format = "ulaw"
+	}
+	if o.Packet <= 0 {
+		o.Packet = 20 * time.Millisecond
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 15 * time.Second
+	}
+	codec, rate, err := (&Event{Fields: map[string]string{"format": o.Format}}).MediaFormat()
+	if err != nil {
+		return nil, err
+	}
+	if rate != rec.Format.SampleRate {
+		return nil, fmt.Errorf("asterisk: the recording is %d Hz; %s is %d Hz", rec.Format.SampleRate, o.Format, rate)
+	}
+	chans, err := stereo.Split(rec, codec)
+	if err != nil {
+		return nil, err
+	}
+	var legs []*Leg
+	kill := func() {
+		for _, l := range legs {
+			l.Kill()
+		}
+	}
+	for _, role := range o.Roles {
+		l, err := c.DialLeg(ctx, o.CallID, role, len(o.Roles), o.AgentID)
+		if err != nil {
+			kill()
+			return nil, err
+		}
+		legs = append(legs, l)
+	}
+	// The legs start together, as the dialplan creates them: the server
+	// places each on the call's timeline by when its MEDIA_START came.
+	for i, l := range legs {
+		if err := l.MediaStart(c.JSON, fmt.Sprintf("%d.%d", time.Now().Unix(), i), o.Format); err != nil {
+			kill()
+			return nil, err
+		}
+	}
+	res := &Result{}
+	step := int(o.Packet*time.Duration(rate)/time.Second) * codec.BytesPerSample()
+	var tick *time.Ticker
+	if o.RealTime {
+		tick = time.NewTicker(o.Packet)
+		defer tick.Stop()
+	}
+	nextSecond := time.Second
+	n := len(chans[0])
+	for off := 0; off < n; off += step {
+		if tick != nil {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				kill()
+				return res, ctx.Err()
+			}
+		}
+		for i, l := range legs {
+			ch := 0
+			if o.Roles[i] == RoleAgent && len(chans) > 1 {
+				ch = 1
+			}
+			if err := l.Send(chans[ch][off:min(off+step, n)]); err != nil {
+				kill()
+				return res, fmt.Errorf("asterisk: %s leg: %w", o.Roles[i], err)
+			}
+		}
+		pos := time.Duration(min(off+step, n)/codec.BytesPerSample()) * time.Second / time.Duration(rate)
+		for pos >= nextSecond {
+			res.SecondSent = append(res.SecondSent, time.Now())
+			nextSecond += time.Second
+		}
+		if o.OnPacket != nil {
+			o.OnPacket(pos)
+		}
+	}
+	var errs []error
+	for _, l := range legs {
+		if err := l.Hangup(o.CloseTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("%s leg: %w", l.role, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}

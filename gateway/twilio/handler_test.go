@@ -1,0 +1,588 @@
+package twilio
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/goleak"
+
+	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/gateway/session"
+	"github.com/calmline/calmline/gateway/wsconn"
+	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/rpc"
+	"github.com/calmline/calmline/lib/tenant"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fixture struct {
+	url     string
+	keys    map[string]string
+	mgr     *session.Manager
+	rt      *gatewaytest.Realtime
+	fc      *gatewaytest.Fullcall
+	metrics *sdkmetric.ManualReader
+
+	mu    sync.Mutex
+	audio map[string][]byte        // what fullcall received per call, in order
+	first map[string]chan struct{} // closed at a call's first chunk
+}
+
+func start(t *testing.T, o Options) *fixture {
+	t.Helper()
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := rpc.NewPool(fc.Addr, 1, rpc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader, audio: map[string][]byte{}, first: map[string]chan struct{}{}}
+	reg, err := tenant.NewRegistry([]*tenant.Tenant{
+		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])}}},
+		{ID: "tiny", MaxConcurrentCalls: 1, APIKeys: []tenant.APIKey{{ID: "t", SHA256: tenant.HashKey(f.keys["tiny"])}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.Configure(func() {
+		fc.OnChunk = func(callID string, c *callv1.AudioChunk) error {
+			f.mu.Lock()
+			f.audio[callID] = append(f.audio[callID], c.Data...)
+			ch := f.chunked(callID)
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+			f.mu.Unlock()
+			return nil
+		}
+	})
+	srv := httptest.NewServer(NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		mgr.Drain(ctx)
+		srv.Close()
+		rp.Close()
+		fp.Close()
+	})
+	f.url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/twilio"
+	return f
+}
+
+// chunked returns the channel closed when a call's first chunk reached
+// fullcall; f.mu is held.
+func (f *fixture) chunked(callID string) chan struct{} {
+	ch, ok := f.first[callID]
+	if !ok {
+		ch = make(chan struct{})
+		f.first[callID] = ch
+	}
+	return ch
+}
+
+// live waits until a call's first chunk reached fullcall.
+func (f *fixture) live(t *testing.T, callID string) {
+	t.Helper()
+	f.mu.Lock()
+	ch := f.chunked(callID)
+	f.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("call %s never reached fullcall", callID)
+	}
+}
+
+func (f *fixture) received(callID string) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]byte(nil), f.audio[callID]...)
+}
+
+// ended waits until every call has ended; the gateway then refuses new
+// ones (it drains).
+func (f *fixture) ended(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if f.mgr.Drain(ctx) != 0 {
+		t.Fatal("calls still live")
+	}
+}
+
+func (f *fixture) counted(t *testing.T, reason string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	f.metrics.Collect(context.Background(), &rm)
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "calmline.gateway.calls.refused" {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					if v, _ := dp.Attributes.Value(attribute.Key("reason")); v.AsString() == reason {
+						n += dp.Value
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+func (f *fixture) dial(t *testing.T, query string, h http.Header) *websocket.Conn {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(f.url+query, h)
+	if err != nil {
+		t.Fatalf("dial: %v %v", err, resp)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+func closeOf(t *testing.T, ws *websocket.Conn) *websocket.CloseError {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce
+			}
+			t.Fatalf("read: %v; want a close frame", err)
+		}
+	}
+}
+
+func b64(b byte, n int) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, n)) }
+
+// A stream as Twilio's documentation shows it: string-typed numbers,
+// both tracks, the key in a custom parameter, marks and DTMF between the
+// media, and stop.
+func TestATwilioStreamAsDocumented(t *testing.T) {
+	f := start(t, Options{})
+	ws := f.dial(t, "", nil)
+	msgs := []string{
+		`{"event":"connected","protocol":"Call","version":"1.0.0"}`,
+		`{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC123","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0","callSid":"CA123",
+		  "tracks":["inbound","outbound"],"customParameters":{"api_key":"` + f.keys["acme"] + `","agent_id":"agent-9"},
+		  "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0"}`,
+	}
+	seq := 2
+	for i := range 50 {
+		for _, tr := range []struct {
+			name string
+			b    byte
+		}{{"inbound", 'i'}, {"outbound", 'o'}} {
+			msgs = append(msgs, fmt.Sprintf(`{"event":"media","sequenceNumber":"%d","media":{"track":%q,"chunk":"%d","timestamp":"%d","payload":%q},"streamSid":"MZ18"}`,
+				seq, tr.name, i+1, i*20, b64(tr.b, 160)))
+			seq++
+		}
+		if i == 10 {
+			msgs = append(msgs, fmt.Sprintf(`{"event":"mark","sequenceNumber":"%d","streamSid":"MZ18","mark":{"name":"greeting"}}`, seq))
+			seq++
+			msgs = append(msgs, fmt.Sprintf(`{"event":"dtmf","streamSid":"MZ18","sequenceNumber":"%d","dtmf":{"track":"inbound_track","digit":"1"}}`, seq))
+			seq++
+		}
+	}
+	msgs = append(msgs, fmt.Sprintf(`{"event":"stop","sequenceNumber":"%d","stop":{"accountSid":"AC123","callSid":"CA123"},"streamSid":"MZ18"}`, seq))
+	for _, m := range msgs {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The close comes once the report is stored.
+	if ce := closeOf(t, ws); ce.Code != websocket.CloseNormalClosure {
+		t.Errorf("close %d %q; want 1000 after stop", ce.Code, ce.Text)
+	}
+	rep := f.fc.Report("CA123")
+	if rep == nil || rep.DurationS != 1 || rep.AgentId != "agent-9" || rep.EndReason != fullcallv1.EndReason_END_REASON_HANGUP ||
+		fmt.Sprint(rep.Format.Channels) != "[CHANNEL_ROLE_CALLER CHANNEL_ROLE_AGENT]" {
+		t.Fatalf("report %+v", rep)
+	}
+	if got := f.received("CA123"); !bytes.Equal(got, bytes.Repeat([]byte("io"), 8000)) {
+		t.Errorf("fullcall received %d bytes not interleaved caller/agent", len(got))
+	}
+}
+
+func TestTracksAreAlignedByTimestampNotArrival(t *testing.T) {
+	f := start(t, Options{JoinLag: time.Second})
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	conn, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Start("MZ1", "call-align", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	// The outbound track arrives a quarter second late, then a packet of
+	// the inbound track goes missing (its place becomes silence), and
+	// both tracks skip 100 ms (a gap, not audio).
+	for i := range 25 {
+		conn.Media("MZ1", "inbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{byte('a' + i%20)}, 160))
+	}
+	for i := range 25 {
+		conn.Media("MZ1", "outbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{byte('A' + i%20)}, 160))
+	}
+	for i := 30; i < 35; i++ {
+		if i != 31 {
+			conn.Media("MZ1", "inbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{'x'}, 160))
+		}
+		conn.Media("MZ1", "outbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{'X'}, 160))
+	}
+	conn.Send("stop", nil)
+	if code, _, _ := conn.WaitClose(10 * time.Second); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d", code)
+	}
+	var want []byte
+	for i := range 25 {
+		want = append(want, bytes.Repeat([]byte{byte('a' + i%20), byte('A' + i%20)}, 160)...)
+	}
+	for i := 30; i < 35; i++ {
+		in := byte('x')
+		if i == 31 {
+			in = 0xff
+		}
+		want = append(want, bytes.Repeat([]byte{in, 'X'}, 160)...)
+	}
+	if got := f.received("call-align"); !bytes.Equal(got, want) {
+		t.Errorf("joined audio differs from the tracks aligned by timestamp (%d bytes, want %d)", len(got), len(want))
+	}
+	if rep := f.fc.Report("call-align"); rep == nil || rep.DurationS != 0.7 {
+		t.Errorf("report %+v; want 0.7 s (0.5 s, a 0.1 s gap, 0.1 s)", rep)
+	}
+}
+
+func TestSendersQuirksAreTolerated(t *testing.T) {
+	f := start(t, Options{})
+	rec := &audio.Recording{Format: audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: 2}, Data: bytes.Repeat([]byte{1, 2}, 8000)}
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	// Numbers as JSON numbers instead of strings, and stop with an empty
+	// sequence number.
+	numeric := Twilio
+	numeric.StringNumbers = false
+	cl.Envelope = numeric
+	if _, err := cl.Stream(context.Background(), rec, StreamOptions{CallID: "numbers", EmptyStopSequence: true}); err != nil {
+		t.Fatalf("numeric fields, empty stop sequence: %v", err)
+	}
+	if rep := f.fc.Report("numbers"); rep == nil || rep.DurationS != 1 || rep.EndReason != fullcallv1.EndReason_END_REASON_HANGUP {
+		t.Errorf("numbers: %+v", rep)
+	}
+	// A socket dropped with no stop and no close frame: the call still
+	// ends with what arrived.
+	cl.Envelope = Twilio
+	conn, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Start("MZ", "dropped", nil, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 50 {
+		conn.Media("MZ", "inbound", uint64(i+1), uint64(i*20), make([]byte, 160))
+	}
+	f.live(t, "dropped")
+	conn.Kill()
+	f.ended(t)
+	if rep := f.fc.Report("dropped"); rep == nil || rep.DurationS != 1 || rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED {
+		t.Errorf("dropped: %+v", rep)
+	}
+}
+
+func TestOtherDialectsAreConfiguration(t *testing.T) {
+	f := start(t, Options{})
+	pcm := make([]int16, 16000)
+	for i := range pcm {
+		pcm[i] = int16(i%100*50 - 2500)
+	}
+	rec := &audio.Recording{Format: audio.Format{Codec: audio.CodecL16, SampleRate: 8000, Channels: 2}, Data: audio.Encode(nil, pcm, audio.CodecL16)}
+	for _, c := range []struct {
+		env      Envelope
+		tracks   []string
+		header   bool
+		reorder  bool
+		channels string
+		codec    callv1.Codec
+	}{
+		{Telnyx, []string{"inbound", "outbound"}, true, true, "[CHANNEL_ROLE_CALLER CHANNEL_ROLE_AGENT]", callv1.Codec_CODEC_PCMU},
+		{Exotel, nil, false, false, "[CHANNEL_ROLE_CALLER]", callv1.Codec_CODEC_L16},
+		{Plivo, []string{"inbound", "outbound"}, false, false, "[CHANNEL_ROLE_CALLER CHANNEL_ROLE_AGENT]", callv1.Codec_CODEC_PCMU},
+	} {
+		cl := &Client{URL: f.url, APIKey: f.keys["acme"], Envelope: c.env, KeyInHeader: c.header}
+		url := f.url
+		if c.env.Name == "telnyx" {
+			// Telnyx names no tracks in its start: the URL says which.
+			cl.URL = url + "?tracks=both"
+		}
+		callID := "call-" + c.env.Name
+		tracks := c.tracks
+		if tracks == nil {
+			tracks = []string{"inbound"}
+		}
+		if _, err := cl.Stream(context.Background(), rec, StreamOptions{CallID: callID, Tracks: tracks, Reorder: c.reorder}); err != nil {
+			t.Errorf("%s: %v", c.env.Name, err)
+			continue
+		}
+		rep := f.fc.Report(callID)
+		if rep == nil || rep.DurationS != 1 || fmt.Sprint(rep.Format.Channels) != c.channels || rep.Format.Codec != c.codec {
+			t.Errorf("%s: report %+v; want 1 s, %s, %v", c.env.Name, rep, c.channels, c.codec)
+		}
+		if len(f.received(callID)) != 8000*len(tracks)*int(map[callv1.Codec]int{callv1.Codec_CODEC_PCMU: 1, callv1.Codec_CODEC_L16: 2}[c.codec]) {
+			t.Errorf("%s: fullcall received %d bytes", c.env.Name, len(f.received(callID)))
+		}
+	}
+}
+
+func TestAuthenticationByHeaderOrStart(t *testing.T) {
+	f := start(t, Options{})
+	// A key in a header is checked before the upgrade.
+	for _, h := range []http.Header{{"Authorization": {"Bearer clk_nope"}}, {"X-Api-Key": {"clk_nope"}}} {
+		_, resp, err := websocket.DefaultDialer.Dial(f.url, h)
+		if err == nil || resp.StatusCode != 401 {
+			t.Errorf("unknown key in %v: %v; want 401", h, resp)
+		}
+	}
+	basic := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("exotel-sid:"+f.keys["acme"]))}}
+	ws := f.dial(t, "?envelope=exotel", basic)
+	ws.Close()
+	// A key in the start's custom parameters.
+	for _, c := range []struct{ params, want string }{
+		{`{}`, "unauthenticated"},
+		{`{"api_key":"clk_nope"}`, "unauthenticated"},
+	} {
+		ws := f.dial(t, "", nil)
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"c","customParameters":`+c.params+`},"streamSid":"s"}`))
+		if ce := closeOf(t, ws); ce.Code != CloseUnauthenticated || !strings.Contains(ce.Text, c.want) {
+			t.Errorf("start with %s: %d %q; want %d", c.params, ce.Code, ce.Text, CloseUnauthenticated)
+		}
+	}
+	// Over quota: by header before the upgrade, by start at start.
+	cl := &Client{URL: f.url, APIKey: f.keys["tiny"]}
+	first, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Start("s1", "tiny-1", nil, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["tiny"]})
+	for i := range 5 {
+		first.Media("s1", "inbound", uint64(i+1), uint64(i*20), make([]byte, 160))
+	}
+	f.live(t, "tiny-1")
+	second, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Start("s2", "tiny-2", nil, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["tiny"]})
+	if code, _, _ := second.WaitClose(10 * time.Second); code != CloseOverQuota {
+		t.Errorf("second call over quota: %d; want %d", code, CloseOverQuota)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(f.url, http.Header{"Authorization": {"Bearer " + f.keys["tiny"]}})
+	if err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("over quota with a header key: %v; want 429", resp)
+	}
+	first.Send("stop", nil)
+	first.WaitClose(10 * time.Second)
+	// Connections waiting for their start are bounded (two here; the
+	// ones above have been authenticated or closed).
+	g := start(t, Options{MaxUnauthenticated: 2})
+	g.dial(t, "", nil)
+	g.dial(t, "", nil)
+	_, resp, err = websocket.DefaultDialer.Dial(g.url, nil)
+	if err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("third unauthenticated connection: %v; want 503", resp)
+	}
+}
+
+func TestBadInputClosesWithASpecificCode(t *testing.T) {
+	f := start(t, Options{Conn: wsconn.Options{ReadLimit: 8192}, MaxHole: time.Minute})
+	startMsg := func(seq int, extra string) string {
+		return fmt.Sprintf(`{"event":"start","sequenceNumber":"%d","start":{"callSid":"c-%d-%d","tracks":["inbound"],"customParameters":{"api_key":%q}%s,
+			"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"streamSid":"s"}`, seq, seq, time.Now().UnixNano(), f.keys["acme"], extra)
+	}
+	media := func(seq int, track, ts, payload string) string {
+		return fmt.Sprintf(`{"event":"media","sequenceNumber":"%d","media":{"track":%q,"chunk":"1","timestamp":%s,"payload":%q},"streamSid":"s"}`, seq, track, ts, payload)
+	}
+	good := b64(0xff, 160)
+	for _, c := range []struct {
+		name   string
+		msgs   []string
+		binary bool
+		code   int
+		reason string
+	}{
+		{"malformed JSON", []string{`{"event":"start",`}, false, CloseBadMessage, "malformed JSON"},
+		{"no event", []string{`{"sequenceNumber":"1"}`}, false, CloseBadMessage, `without "event"`},
+		{"unknown event", []string{startMsg(1, ""), `{"event":"hello","sequenceNumber":"2"}`}, false, CloseBadMessage, `unknown event "hello"`},
+		{"media before start", []string{media(1, "inbound", `"0"`, good)}, false, CloseOutOfOrder, "media before start"},
+		{"stop before start", []string{`{"event":"stop","sequenceNumber":"1"}`}, false, CloseOutOfOrder, "stop before start"},
+		{"start twice", []string{startMsg(1, ""), startMsg(2, "")}, false, CloseOutOfOrder, "start sent twice"},
+		{"sequence number repeated", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(2, "inbound", `"20"`, good)}, false, CloseOutOfOrder, "sequence number 2 after 2"},
+		{"sequence number skips", []string{startMsg(1, ""), media(3, "inbound", `"0"`, good)}, false, CloseOutOfOrder, "sequence number 3 after 1"},
+		{"sequence number not a number", []string{`{"event":"connected","sequenceNumber":"one"}`}, false, CloseBadMessage, `"one" is not a non-negative integer`},
+		{"base64 garbage", []string{startMsg(1, ""), media(2, "inbound", `"0"`, "not*base64!")}, false, CloseBadMessage, "payload is not base64"},
+		{"empty payload", []string{startMsg(1, ""), media(2, "inbound", `"0"`, "")}, false, CloseBadMessage, "empty payload"},
+		{"odd 16-bit payload", []string{strings.Replace(startMsg(1, ""), "audio/x-mulaw", "audio/x-l16", 1), media(2, "inbound", `"0"`, b64(0, 161))}, false, CloseBadMessage, "161 bytes is not a whole number of 2-byte samples"},
+		{"undeclared track", []string{startMsg(1, ""), media(2, "outbound", `"0"`, good)}, false, CloseUnsupportedMedia, `track "outbound", which the start did not declare`},
+		{"unknown track in start", []string{strings.Replace(startMsg(1, ""), `["inbound"]`, `["sideways"]`, 1)}, false, CloseUnsupportedMedia, `unknown track "sideways"`},
+		{"unsupported encoding", []string{strings.Replace(startMsg(1, ""), "audio/x-mulaw", "audio/opus", 1)}, false, CloseUnsupportedMedia, `unsupported encoding "audio/opus"`},
+		{"unsupported sample rate", []string{strings.Replace(startMsg(1, ""), `"sampleRate":8000`, `"sampleRate":44100`, 1)}, false, CloseUnsupportedMedia, "unsupported sample rate 44100"},
+		{"timestamp jumps far ahead", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(3, "inbound", `"3600000"`, good)}, false, CloseBadMessage, "jumps more than 1m0s ahead"},
+		{"negative timestamp", []string{startMsg(1, ""), media(2, "inbound", `-20`, good)}, false, CloseBadMessage, "timestamp"},
+		{"binary frame", []string{"\x00\x01"}, true, CloseBadMessage, "binary frames are not part of the protocol"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			reason := fmt.Sprintf("close_%d", c.code)
+			before := f.counted(t, reason)
+			ws := f.dial(t, "", nil)
+			for _, m := range c.msgs {
+				typ := websocket.TextMessage
+				if c.binary {
+					typ = websocket.BinaryMessage
+				}
+				ws.WriteMessage(typ, []byte(m))
+			}
+			ce := closeOf(t, ws)
+			if ce.Code != c.code || !strings.Contains(ce.Text, c.reason) {
+				t.Errorf("closed with %d %q; want %d containing %q", ce.Code, ce.Text, c.code, c.reason)
+			}
+			if f.counted(t, reason) != before+1 {
+				t.Errorf("%s not counted", reason)
+			}
+		})
+	}
+}
+
+func TestOversizeMessagesCloseWith1009(t *testing.T) {
+	f := start(t, Options{Conn: wsconn.Options{ReadLimit: 8192}})
+	ws := f.dial(t, "", nil)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"big","customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"media","sequenceNumber":"2","media":{"track":"inbound","timestamp":"0","payload":"`+b64(0xff, 9000)+`"}}`))
+	if ce := closeOf(t, ws); ce.Code != websocket.CloseMessageTooBig || !strings.Contains(ce.Text, "exceeds 8192 bytes") {
+		t.Errorf("closed with %d %q; want 1009", ce.Code, ce.Text)
+	}
+	f.ended(t) // the call ends after the refusal is counted
+	if f.counted(t, "close_1009") != 1 {
+		t.Error("close_1009 not counted")
+	}
+}
+
+func TestIdleStreamsAreClosed(t *testing.T) {
+	f := start(t, Options{IdleTimeout: 50 * time.Millisecond, Conn: wsconn.Options{PingInterval: 20 * time.Millisecond}})
+	ws := f.dial(t, "", nil)
+	if ce := closeOf(t, ws); ce.Code != CloseIdle || !strings.Contains(ce.Text, "no start") {
+		t.Errorf("no start: %d %q", ce.Code, ce.Text)
+	}
+}
+
+func TestSequenceCheckerToleratesReorderingButNotRepeats(t *testing.T) {
+	var s seqCheck
+	for _, n := range []uint64{1, 3, 2, 5, 4, 300} {
+		if err := s.next(n, false); err != nil {
+			t.Fatalf("%d: %v", n, err)
+		}
+	}
+	for _, n := range []uint64{300, 4, 299 - seqWindow} {
+		if err := s.next(n, false); err == nil {
+			t.Errorf("%d accepted after 300", n)
+		}
+	}
+	if err := s.next(299, false); err != nil {
+		t.Errorf("299 (not seen, in the window): %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(`{"event":"start","sequenceNumber":"1","start":{"callSid":"CA1","tracks":["inbound","outbound"],"customParameters":{"api_key":"k"},"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":"8000","channels":1}},"streamSid":"MZ"}`, uint8(0))
+	f.Add(`{"event":"media","sequence_number":"4","media":{"track":"outbound","chunk":"2","timestamp":"5","payload":"/w=="},"stream_id":"x"}`, uint8(1))
+	f.Add(`{"event":"start","sequence_number":1,"start":{"call_sid":"c","media_format":{"encoding":"base64","sample_rate":"16000","bit_rate":"128kbps"}}}`, uint8(2))
+	f.Add(`{"event":"start","sequenceNumber":1,"start":{"callId":"c","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-l16","sampleRate":16000}},"extra_headers":"api_key=abc;x=y"}`, uint8(3))
+	f.Add(`{"event":"stop","sequenceNumber":""}`, uint8(0))
+	envs := []Envelope{Twilio, Telnyx, Exotel, Plivo}
+	f.Fuzz(func(t *testing.T, data string, e uint8) {
+		env := envs[int(e)%len(envs)]
+		m, err := env.Parse([]byte(data))
+		if err != nil {
+			var bm *BadMessage
+			if !errors.As(err, &bm) || bm.Code < 4000 {
+				t.Fatalf("error %v is not a BadMessage with a 4xxx code", err)
+			}
+			return
+		}
+		if m.Event == "" {
+			t.Fatal("message without event accepted")
+		}
+		if s := m.Start; s != nil && (!audio.SupportedSampleRate(s.SampleRate) || s.Codec.BytesPerSample() == 0) {
+			t.Fatalf("start with an unsupported format accepted: %+v", s)
+		}
+		if md := m.Media; md != nil && (len(md.Payload) == 0 || len(md.Payload) > maxPayload) {
+			t.Fatalf("media payload of %d bytes accepted", len(md.Payload))
+		}
+	})
+}
+
+// FuzzFastMediaMatchesGeneralParse checks the hot path for media messages
+// against the general parser: where the hot path takes a message, both
+// must read the same thing or both refuse it.
+func FuzzFastMediaMatchesGeneralParse(f *testing.F) {
+	f.Add(`{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"1","timestamp":"5","payload":"/w=="},"streamSid":"MZ"}`, uint8(0))
+	f.Add(`{"event":"media","sequence_number":4,"media":{"track":"outbound","timestamp":20,"payload":"AAE="},"stream_id":"x","extra":[1,{"a":null}]}`, uint8(1))
+	f.Add(` { "media" : {"payload":"!!","track":"inbound"}, "event":"media" } `, uint8(0))
+	f.Add(`{"event":"media","sequenceNumber":"","media":{"track":"in\u0062ound","payload":""}}`, uint8(3))
+	envs := []Envelope{Twilio, Telnyx, Exotel, Plivo}
+	f.Fuzz(func(t *testing.T, data string, e uint8) {
+		env := envs[int(e)%len(envs)]
+		fast, ok, ferr := env.parseMedia([]byte(data), nil)
+		if !ok {
+			return
+		}
+		gen, gerr := env.parseGeneral([]byte(data))
+		if (ferr == nil) != (gerr == nil) {
+			t.Fatalf("hot path error %v, general path error %v", ferr, gerr)
+		}
+		if ferr != nil {
+			return
+		}
+		if !utf8.ValidString(fast.Media.Track) {
+			return // encoding/json replaces invalid UTF-8; either way no track matches
+		}
+		if fast.Event != gen.Event || fast.Seq != gen.Seq || fast.HasSeq != gen.HasSeq || fast.Media.Track != gen.Media.Track ||
+			fast.Media.Timestamp != gen.Media.Timestamp || fast.Media.HasTimestamp != gen.Media.HasTimestamp || !bytes.Equal(fast.Media.Payload, gen.Media.Payload) {
+			t.Fatalf("hot path %+v %+v; general path %+v %+v", fast, fast.Media, gen, gen.Media)
+		}
+	})
+}
+
+// BenchmarkParseMedia parses a Twilio media message (20 ms of μ-law).
+func BenchmarkParseMedia(b *testing.B) {
+	msg := []byte(`{"event":"media","sequenceNumber":"42","media":{"track":"inbound","chunk":"21","timestamp":"400","payload":"` + b64(0x55, 160) + `"},"streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0"}`)
+	var buf []byte
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := Twilio.parse(msg, &buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
