@@ -165,15 +165,15 @@ func marshalCheckpoint(cp *Checkpoint) (call, partial []byte, err error) {
 // checkpoint, the timeline points since the last one, and (for tenants that
 // keep it) the audio since the last one. It returns ErrFenced, writing
 // nothing, when the call was taken over since cp.Epoch.
-func (s *Store) SaveCheckpoint(ctx context.Context, cp *Checkpoint, timeline, audio *Segment) error {
+func (s *Store) SaveCheckpoint(ctx context.Context, cp *Checkpoint, timeline, audio []Segment) error {
 	call, partial, err := marshalCheckpoint(cp)
 	if err != nil {
 		return err
 	}
 	now := s.Now().UnixMilli()
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.fencedUpdate(ctx, tx, cp, `seq = ?, call = ?, partial = ?, analyzer = ?, timeline_len = ?, updated_at = ?`,
-			int64(cp.Seq), call, partial, cp.Analyzer, int64(cp.TimelineLen), now); err != nil {
+		if err := s.fencedUpdate(ctx, tx, cp, `seq = ?, owner = ?, call = ?, partial = ?, analyzer = ?, timeline_len = ?, updated_at = ?`,
+			int64(cp.Seq), cp.Owner, call, partial, cp.Analyzer, int64(cp.TimelineLen), now); err != nil {
 			return err
 		}
 		if err := s.putSegments(ctx, tx, cp, timeline, audio); err != nil {
@@ -198,22 +198,26 @@ func (s *Store) fencedUpdate(ctx context.Context, tx *sql.Tx, cp *Checkpoint, se
 	return nil
 }
 
-func (s *Store) putSegments(ctx context.Context, tx *sql.Tx, cp *Checkpoint, timeline, audio *Segment) error {
-	// A replayed segment (the same start written again after a takeover)
-	// replaces the earlier one: the later holder's is the truth.
-	if timeline != nil && len(timeline.Data) > 0 {
+func (s *Store) putSegments(ctx context.Context, tx *sql.Tx, cp *Checkpoint, timeline, audio []Segment) error {
+	// A segment written again (the one in progress at each checkpoint, or
+	// a replay after a takeover) replaces the earlier one: the latest
+	// holder's is the truth.
+	for _, seg := range timeline {
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`
 INSERT INTO call_timeline (tenant_id, call_id, first_second, points) VALUES (?, ?, ?, ?)
 ON CONFLICT (tenant_id, call_id, first_second) DO UPDATE SET points = excluded.points`),
-			cp.TenantID, cp.CallID, int64(timeline.First), timeline.Data); err != nil {
+			cp.TenantID, cp.CallID, int64(seg.First), seg.Data); err != nil {
 			return fmt.Errorf("checkpoint timeline: %w", err)
 		}
 	}
-	if audio != nil && len(audio.Data) > 0 {
+	for _, seg := range audio {
+		if len(seg.Data) == 0 {
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`
 INSERT INTO audio (tenant_id, call_id, start_sample, data) VALUES (?, ?, ?, ?)
 ON CONFLICT (tenant_id, call_id, start_sample) DO UPDATE SET data = excluded.data`),
-			cp.TenantID, cp.CallID, int64(audio.First), audio.Data); err != nil {
+			cp.TenantID, cp.CallID, int64(seg.First), seg.Data); err != nil {
 			return fmt.Errorf("checkpoint audio: %w", err)
 		}
 	}
@@ -241,10 +245,10 @@ func (s *Store) Timeline(ctx context.Context, tenantID, callID string) ([]Segmen
 }
 
 // FinishCall stores a live call's report and marks the call finished, in
-// one transaction fenced on cp.Epoch; the last timeline and audio segments
-// go in with it, the timeline segments are then dropped (the report holds
-// the timeline). The report is queued for escalation's care record.
-func (s *Store) FinishCall(ctx context.Context, cp *Checkpoint, timeline, audio *Segment, r *fullcallv1.Report) error {
+// one transaction fenced on cp.Epoch; the last audio segments go in with
+// it and the timeline segments are dropped (the report holds the
+// timeline). With care, the report is marked for escalation's care record.
+func (s *Store) FinishCall(ctx context.Context, cp *Checkpoint, audio []Segment, r *fullcallv1.Report, care bool) error {
 	now := s.Now().UnixMilli()
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.fencedUpdate(ctx, tx, cp, `seq = ?, finished = 1, analyzer = ?, partial = ?, updated_at = ?`,
@@ -257,7 +261,7 @@ func (s *Store) FinishCall(ctx context.Context, cp *Checkpoint, timeline, audio 
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM call_timeline WHERE tenant_id = ? AND call_id = ?`), cp.TenantID, cp.CallID); err != nil {
 			return fmt.Errorf("finish call: %w", err)
 		}
-		return s.putReport(ctx, tx, r, true)
+		return s.putReport(ctx, tx, r, care)
 	})
 }
 

@@ -51,7 +51,7 @@ func testCheckpointResumeAndFencing(t *testing.T, s *Store) {
 		a.Partial.Chunks = a.Seq
 		a.Analyzer = []byte{byte(i)}
 		a.TimelineLen = seg.First + uint64(len(seg.Data)/2)
-		if err := s.SaveCheckpoint(ctx, a, &seg, nil); err != nil {
+		if err := s.SaveCheckpoint(ctx, a, []Segment{seg}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,10 +74,10 @@ func testCheckpointResumeAndFencing(t *testing.T, s *Store) {
 	// The old holder is fenced out: its checkpoint and its finish change
 	// nothing.
 	a.Seq = 30
-	if err := s.SaveCheckpoint(ctx, a, &Segment{First: 3, Data: []byte("zz")}, nil); !errors.Is(err, ErrFenced) {
+	if err := s.SaveCheckpoint(ctx, a, []Segment{{First: 3, Data: []byte("zz")}}, nil); !errors.Is(err, ErrFenced) {
 		t.Errorf("stale checkpoint: %v; want ErrFenced", err)
 	}
-	if err := s.FinishCall(ctx, a, nil, nil, report("acme", "c1", "a1", 0, 50, false)); !errors.Is(err, ErrFenced) {
+	if err := s.FinishCall(ctx, a, nil, report("acme", "c1", "a1", 0, 50, false), true); !errors.Is(err, ErrFenced) {
 		t.Errorf("stale finish: %v; want ErrFenced", err)
 	}
 	if _, err := s.GetReport(ctx, "acme", "c1"); !errors.Is(err, ErrNotFound) {
@@ -90,7 +90,7 @@ func testCheckpointResumeAndFencing(t *testing.T, s *Store) {
 	// segments go, the row remembers the last seq.
 	b.Seq = 25
 	rep := report("acme", "c1", "a1", 0, 50, false)
-	if err := s.FinishCall(ctx, b, &Segment{First: 3, Data: []byte("p3")}, nil, rep); err != nil {
+	if err := s.FinishCall(ctx, b, nil, rep, true); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.GetReport(ctx, "acme", "c1"); err != nil || !proto.Equal(got, rep) {
@@ -150,11 +150,11 @@ func testAudioSegmentsFillGaps(t *testing.T, s *Store) {
 	}
 	// Mono 8-bit: samples 0-3, a gap of 2, samples 6-7, replayed 6-9.
 	cp.Seq = 1
-	s.SaveCheckpoint(ctx, cp, nil, &Segment{First: 0, Data: []byte("abcd")})
+	s.SaveCheckpoint(ctx, cp, nil, []Segment{{First: 0, Data: []byte("abcd")}})
 	cp.Seq = 2
-	s.SaveCheckpoint(ctx, cp, nil, &Segment{First: 6, Data: []byte("gh")})
+	s.SaveCheckpoint(ctx, cp, nil, []Segment{{First: 6, Data: []byte("gh")}})
 	cp.Seq = 3
-	if err := s.FinishCall(ctx, cp, nil, &Segment{First: 6, Data: []byte("ghij")}, report("acme", "c1", "a1", 0, 10, false)); err != nil {
+	if err := s.FinishCall(ctx, cp, []Segment{{First: 6, Data: []byte("ghij")}}, report("acme", "c1", "a1", 0, 10, false), false); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer

@@ -211,16 +211,23 @@ WHERE id = ? AND lease_token = ? AND state = ?`),
 			return err
 		}
 		if audio != nil {
-			if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM audio WHERE tenant_id = ? AND call_id = ?`), r.TenantId, r.CallId); err != nil {
-				return fmt.Errorf("complete job: %w", err)
-			}
-			if err := s.putSegments(ctx, tx, &Checkpoint{TenantID: r.TenantId, CallID: r.CallId}, nil, &Segment{Data: audio}); err != nil {
+			if err := s.replaceAudio(ctx, tx, r.TenantId, r.CallId, audio); err != nil {
 				return err
 			}
 		}
 		j.State, j.CallID = fullcallv1.JobState_JOB_STATE_DONE, r.CallId
 		return s.putReport(ctx, tx, r, false)
 	})
+}
+
+// ReleaseJob puts a claimed job back in the queue without counting the
+// attempt (its worker is stopping, not dying).
+func (s *Store) ReleaseJob(ctx context.Context, j *Job) error {
+	res, err := s.exec(ctx, `
+UPDATE jobs SET state = ?, lease_until = 0, lease_token = '', attempts = attempts - 1, updated_at = ?
+WHERE id = ? AND lease_token = ? AND state = ?`,
+		int(fullcallv1.JobState_JOB_STATE_QUEUED), s.Now().UnixMilli(), j.ID, j.token, int(fullcallv1.JobState_JOB_STATE_RUNNING))
+	return fenced(res, err, "release job "+j.ID)
 }
 
 // FailJob marks a claimed job failed with a reason (fenced like

@@ -125,6 +125,26 @@ func (s *Store) PutReport(ctx context.Context, r *fullcallv1.Report) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return s.putReport(ctx, tx, r, false) })
 }
 
+// PutReportAudio stores a report and, when audio is not nil, the call's
+// audio with it (replacing what was stored for the call).
+func (s *Store) PutReportAudio(ctx context.Context, r *fullcallv1.Report, audio []byte) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if audio != nil {
+			if err := s.replaceAudio(ctx, tx, r.TenantId, r.CallId, audio); err != nil {
+				return err
+			}
+		}
+		return s.putReport(ctx, tx, r, false)
+	})
+}
+
+func (s *Store) replaceAudio(ctx context.Context, tx *sql.Tx, tenantID, callID string, audio []byte) error {
+	if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM audio WHERE tenant_id = ? AND call_id = ?`), tenantID, callID); err != nil {
+		return fmt.Errorf("store audio: %w", err)
+	}
+	return s.putSegments(ctx, tx, &Checkpoint{TenantID: tenantID, CallID: callID}, nil, []Segment{{Data: audio}})
+}
+
 // Exposure is the part of a report the per-agent summaries and the care
 // record read: the caller_pressure peak, the seconds at or above the
 // exposure threshold, and whether the peak reached it.

@@ -2,6 +2,8 @@ package tenant
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -185,4 +187,51 @@ func TestWatchReloadsOnSignal(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+func TestJobCallbacks(t *testing.T) {
+	dir := t.TempDir()
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	t.Setenv("ACME_CB", secret)
+	for _, c := range []struct {
+		name, yaml, err string
+	}{
+		{"file", "urls: [\"https://crm.example.com/hooks/\"]\n      secret_file: " + filepath.Join(dir, "secret"), ""},
+		{"env", "urls: [\"https://crm.example.com/hooks/\"]\n      secret_env: ACME_CB", ""},
+		{"no secret", "urls: [\"https://crm.example.com/hooks/\"]", "without a secret"},
+		{"empty env", "urls: [\"https://x.example/\"]\n      secret_env: CALMLINE_UNSET_FOR_TEST", "is empty"},
+		{"relative url", "urls: [\"/hooks\"]\n      secret_env: ACME_CB", "not an absolute"},
+	} {
+		ts, err := Parse([]byte("tenants:\n  - id: acme\n    job_callbacks:\n      " + c.yaml + "\n"))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v; want an error about %q", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		cb := &ts[0].JobCallbacks
+		if !cb.Enabled() || string(cb.Key) != "0123456789abcdef0123456789abcdef" {
+			t.Errorf("%s: key not loaded", c.name)
+		}
+		if s := fmt.Sprintf("%v %+v %#v", cb, *cb, cb.Key); strings.Contains(s, "0123456789") || strings.Contains(s, secret) {
+			t.Errorf("%s: the secret shows when printed: %s", c.name, s)
+		}
+		for url, want := range map[string]bool{
+			"https://crm.example.com/hooks/job-done": true,
+			"https://crm.example.com/other":          false,
+			"https://crm.example.com.evil/hooks/":    false,
+			"https://crm.example.com:8443/hooks/":    false,
+			"http://crm.example.com/hooks/":          false,
+			"https://u:p@crm.example.com/hooks/":     false,
+			"ftp://crm.example.com/hooks/":           false,
+		} {
+			if cb.Allows(url) != want {
+				t.Errorf("%s: Allows(%s) = %v", c.name, url, !want)
+			}
+		}
+	}
 }

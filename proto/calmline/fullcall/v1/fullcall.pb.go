@@ -2208,8 +2208,11 @@ func (x *SubmitRecordingRequest) GetCallbackUrl() string {
 
 // SubmitRecordingResponse names the job.
 type SubmitRecordingResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Where the job's state can be read over REST ("/api/v1/jobs/{id}",
+	// absolute when the service knows its public URL).
+	StatusUrl     string `protobuf:"bytes,2,opt,name=status_url,json=statusUrl,proto3" json:"status_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2249,6 +2252,13 @@ func (x *SubmitRecordingResponse) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *SubmitRecordingResponse) GetStatusUrl() string {
+	if x != nil {
+		return x.StatusUrl
+	}
+	return ""
 }
 
 // GetJobRequest names a job.
@@ -2636,9 +2646,11 @@ const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\x06report\x18\x01 \x01(\v2\x1c.calmline.fullcall.v1.ReportR\x06report\"z\n" +
 	"\x16SubmitRecordingRequest\x12=\n" +
 	"\trecording\x18\x01 \x01(\v2\x1f.calmline.fullcall.v1.RecordingR\trecording\x12!\n" +
-	"\fcallback_url\x18\x02 \x01(\tR\vcallbackUrl\"F\n" +
+	"\fcallback_url\x18\x02 \x01(\tR\vcallbackUrl\"e\n" +
 	"\x17SubmitRecordingResponse\x12+\n" +
-	"\x03job\x18\x01 \x01(\v2\x19.calmline.fullcall.v1.JobR\x03job\"&\n" +
+	"\x03job\x18\x01 \x01(\v2\x19.calmline.fullcall.v1.JobR\x03job\x12\x1d\n" +
+	"\n" +
+	"status_url\x18\x02 \x01(\tR\tstatusUrl\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"=\n" +
 	"\x0eGetJobResponse\x12+\n" +

@@ -1,0 +1,339 @@
+package fullcall
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/calmline/calmline/fullcall/store"
+	"github.com/calmline/calmline/lib/service"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// jobPoll is how often an idle worker looks for jobs other instances
+// queued (its own instance wakes it at once).
+const jobPoll = time.Second
+
+// worker analyses queued recordings — uploads, and files from the spool if
+// this instance has one — until ctx ends.
+func (s *Server) worker(ctx context.Context) {
+	sources := []string{store.SourceUpload}
+	if s.spool != nil {
+		sources = append(sources, s.spool.name)
+	}
+	poll := time.NewTicker(jobPoll)
+	defer poll.Stop()
+	for {
+		j, err := s.store.ClaimJob(ctx, sources, s.id, s.o.JobLease, s.o.MaxJobAttempts)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("claiming a job failed", "err", err)
+		}
+		if j != nil {
+			s.runJob(ctx, j)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+func (s *Server) hook(point string, j *store.Job) {
+	if s.jobHook != nil {
+		s.jobHook(point, j)
+	}
+}
+
+// runJob analyses one claimed job and stores its report (or its failure)
+// in one transaction fenced on the claim: if the lease is lost meanwhile
+// (this worker was too slow, or taken for dead), the job is someone
+// else's and nothing is stored here.
+func (s *Server) runJob(ctx context.Context, j *store.Job) {
+	log := s.log.With("job_id", j.ID, "tenant", j.TenantID, "source", j.Source, "attempt", j.Attempts)
+	s.hook("claimed", j)
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var renewer sync.WaitGroup
+	renewDone := make(chan struct{})
+	renewer.Add(1)
+	go func() {
+		defer renewer.Done()
+		t := time.NewTicker(s.o.JobLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-renewDone:
+				return
+			case <-jctx.Done():
+				return
+			case <-t.C:
+				if err := s.store.RenewJob(jctx, j, s.o.JobLease); errors.Is(err, store.ErrFenced) {
+					log.Warn("lost the job's lease; another worker has it")
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	r, keep, err := s.analyseJob(jctx, j)
+	close(renewDone)
+	renewer.Wait()
+	if ctx.Err() != nil {
+		// Stopping: the job goes back to the queue for another worker.
+		if rerr := s.store.ReleaseJob(context.WithoutCancel(ctx), j); rerr != nil {
+			log.Warn("releasing the job failed; it is taken over when its lease ends", "err", rerr)
+		}
+		return
+	}
+	if jctx.Err() != nil {
+		return // the lease was lost
+	}
+	s.hook("analysed", j)
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer wcancel()
+	if err != nil {
+		code := errorCode(err)
+		log.Info("job failed", "code", code, "err", err)
+		err = s.store.FailJob(wctx, j, code, err.Error())
+		s.m.jobs.Add(ctx, 1, metric.WithAttributes(sourceAttr.String(j.Source), outcomeAttr.String(code)))
+	} else {
+		err = s.store.CompleteJob(wctx, j, r, keep)
+		if err == nil {
+			s.m.reports.Add(ctx, 1, metric.WithAttributes(sourceAttr.String(r.Source.String())))
+			s.m.jobs.Add(ctx, 1, metric.WithAttributes(sourceAttr.String(j.Source), outcomeAttr.String("done")))
+			log.Debug("job done", "call_id", r.CallId, "duration_s", r.DurationS)
+		}
+	}
+	switch {
+	case errors.Is(err, store.ErrFenced):
+		s.m.fenced.Add(ctx, 1)
+		log.Warn("the job was taken over by another worker; its result was not stored")
+		return
+	case err != nil:
+		s.m.storeErrors.Add(ctx, 1)
+		log.Error("storing the job's outcome failed; it is retried when its lease ends", "err", err)
+		return
+	}
+	s.hook("committed", j)
+	if j.CallbackURL != "" {
+		select {
+		case s.cbWake <- struct{}{}:
+		default:
+		}
+	}
+	if s.spool != nil && j.Source == s.spool.name {
+		s.spool.settleNow(ctx, j)
+	}
+}
+
+// analyseJob reads a job's recording from where it is and analyses it.
+func (s *Server) analyseJob(ctx context.Context, j *store.Job) (*fullcallv1.Report, []byte, error) {
+	t, ok := s.o.Tenants.Tenant(j.TenantID)
+	if !ok {
+		return nil, nil, fmt.Errorf("tenant %q is no longer configured", j.TenantID)
+	}
+	rec := j.Recording
+	source := fullcallv1.Source_SOURCE_UPLOAD
+	switch {
+	case j.Source == store.SourceUpload:
+		rec.Wav = j.Payload
+	case s.spool != nil && j.Source == s.spool.name:
+		if msg, bad := rec.Labels[badSidecarLabel]; bad {
+			return nil, nil, fmt.Errorf("%w: %s", errBadSidecar, msg)
+		}
+		b, err := s.spool.read(j.Ref)
+		if err != nil {
+			return nil, nil, err
+		}
+		if rec.CallId == "" {
+			rec.CallId = spoolCallID(j.Ref)
+		}
+		rec.Wav, source = b, fullcallv1.Source_SOURCE_SPOOL
+	default:
+		return nil, nil, fmt.Errorf("job source %q is not served here", j.Source)
+	}
+	if int64(len(rec.Wav)) > s.o.MaxJobBytes {
+		return nil, nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", errTooLarge, len(rec.Wav), s.o.MaxJobBytes)
+	}
+	return s.analyse(ctx, t, rec, source)
+}
+
+// Callback delivery: attempts are spaced by callbackBackoff(n) (5 s, 15 s,
+// 45 s, ... up to an hour, with jitter), or by Retry-After when the
+// receiver says so (within the same cap).
+const (
+	callbackFirstRetry = 5 * time.Second
+	callbackMaxRetry   = time.Hour
+	callbackLease      = 30 * time.Second
+)
+
+func callbackBackoff(attempt int) time.Duration {
+	d := callbackFirstRetry
+	for range attempt - 1 {
+		d *= 3
+		if d >= callbackMaxRetry {
+			d = callbackMaxRetry
+			break
+		}
+	}
+	return d*4/5 + time.Duration(rand.Int64N(int64(d*2/5)))
+}
+
+// callbacks delivers due job callbacks until ctx ends.
+func (s *Server) callbacks(ctx context.Context) {
+	poll := time.NewTicker(jobPoll)
+	defer poll.Stop()
+	for {
+		j, err := s.store.ClaimCallback(ctx, callbackLease)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("claiming a callback failed", "err", err)
+		}
+		if j != nil {
+			s.deliver(ctx, j)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.cbWake:
+		case <-poll.C:
+		}
+	}
+}
+
+// The event types of job callbacks.
+const (
+	eventJobDone   = "fullcall.job.done"
+	eventJobFailed = "fullcall.job.failed"
+)
+
+// deliver makes one attempt at a job's callback and records the outcome.
+func (s *Server) deliver(ctx context.Context, j *store.Job) {
+	log := s.log.With("job_id", j.ID, "tenant", j.TenantID, "attempt", j.CallbackAttempts)
+	result := func(outcome string, delivered bool, retryAt time.Time, msg string) {
+		s.m.callbacks.Add(ctx, 1, metric.WithAttributes(outcomeAttr.String(outcome)))
+		if err := s.store.CallbackResult(context.WithoutCancel(ctx), j, delivered, retryAt, msg); err != nil {
+			log.Warn("recording the callback's outcome failed; it will be attempted again", "err", err)
+		}
+	}
+	t, ok := s.o.Tenants.Tenant(j.TenantID)
+	if !ok || !t.JobCallbacks.Enabled() || !t.JobCallbacks.Allows(j.CallbackURL) {
+		log.Warn("callback no longer allowed by the tenant's configuration; not sent")
+		result("failed", false, time.Time{}, "the callback URL is no longer allowed by the tenant's configuration")
+		return
+	}
+	body, err := s.callbackBody(j)
+	if err != nil {
+		result("failed", false, time.Time{}, err.Error())
+		return
+	}
+	retry := func(after time.Duration, msg string) {
+		if j.CallbackAttempts >= s.o.CallbackAttempts {
+			log.Warn("callback failed for good", "reason", msg)
+			result("failed", false, time.Time{}, fmt.Sprintf("%s (after %d attempts)", msg, j.CallbackAttempts))
+			return
+		}
+		wait := max(after, callbackBackoff(j.CallbackAttempts))
+		log.Info("callback failed; retrying", "reason", msg, "in", wait)
+		result("retry", false, s.store.Now().Add(min(wait, callbackMaxRetry)), msg)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.CallbackURL, bytes.NewReader(body))
+	if err != nil {
+		result("failed", false, time.Time{}, err.Error())
+		return
+	}
+	// The id is the same on every attempt, so that the receiver can
+	// de-duplicate; the timestamp and signature are the attempt's.
+	id := j.ID
+	ts := time.Now().Unix()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "calmline-fullcall")
+	req.Header.Set("webhook-id", id)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", signWebhook(t.JobCallbacks.Key, id, ts, body))
+	resp, err := s.o.CallbackClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // stopping: the claim's lease makes it due again
+		}
+		retry(0, "request failed: "+err.Error())
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		log.Debug("callback delivered")
+		result("delivered", true, time.Time{}, "")
+	case c == http.StatusRequestTimeout || c == http.StatusTooEarly || c == http.StatusTooManyRequests || c >= 500:
+		retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), fmt.Sprintf("the receiver answered %d", c))
+	default:
+		// Other 4xx (and redirects, which are not followed) will not get
+		// better by retrying.
+		log.Warn("callback refused by the receiver", "status", c)
+		result("failed", false, time.Time{}, fmt.Sprintf("the receiver answered %d", c))
+	}
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(h); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}
+
+// callbackBody is the JSON a callback carries: the event type, when it
+// happened, and the job (without its report: the receiver reads it at
+// report_url with its API key).
+func (s *Server) callbackBody(j *store.Job) ([]byte, error) {
+	jb, err := service.ProtoJSON.Marshal(store.JobProto(j, nil))
+	if err != nil {
+		return nil, err
+	}
+	typ := eventJobDone
+	if j.State == fullcallv1.JobState_JOB_STATE_FAILED {
+		typ = eventJobFailed
+	}
+	data := map[string]any{"job": json.RawMessage(jb), "status_url": s.o.PublicURL + "/api/v1/jobs/" + j.ID}
+	if j.CallID != "" && j.State == fullcallv1.JobState_JOB_STATE_DONE {
+		data["report_url"] = s.o.PublicURL + "/api/v1/reports/" + j.CallID
+	}
+	return json.Marshal(map[string]any{
+		"type":      typ,
+		"timestamp": j.UpdatedAt.UTC().Format(time.RFC3339Nano),
+		"data":      data,
+	})
+}
+
+// signWebhook signs a callback the Standard Webhooks way:
+// "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)).
+// (The few lines lib/webhook will provide for every service.)
+func signWebhook(key []byte, id string, ts int64, body []byte) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(id + "." + strconv.FormatInt(ts, 10) + "."))
+	mac.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
