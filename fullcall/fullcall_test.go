@@ -58,7 +58,7 @@ type fixture struct {
 // stop shuts the server down (once) and checks it stopped cleanly.
 func (f *fixture) stop(t *testing.T) {
 	f.once.Do(func() {
-		f.cc.Close()
+		defer f.cc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := f.s.Shutdown(ctx); err != nil {
