@@ -102,6 +102,9 @@ type Options struct {
 	CallbackClient *http.Client
 	// CallbackAttempts bounds the delivery attempts of one callback.
 	CallbackAttempts int
+	// CallbackRetry is the wait before a callback's first retry; each
+	// further retry waits three times longer, up to an hour.
+	CallbackRetry time.Duration
 	// PublicURL, when set, is the base of the status and report URLs in
 	// callbacks ("https://fullcall.example.com"); else they are paths.
 	PublicURL string
@@ -125,6 +128,7 @@ func DefaultOptions() Options {
 		SpoolSettle:      2 * time.Second,
 		RetentionEvery:   time.Hour,
 		CallbackAttempts: 10,
+		CallbackRetry:    5 * time.Second,
 	}
 }
 
@@ -160,6 +164,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("fullcall: RetentionEvery %v must be positive", o.RetentionEvery)
 	case o.CallbackAttempts <= 0:
 		return fmt.Errorf("fullcall: CallbackAttempts %d must be positive", o.CallbackAttempts)
+	case o.CallbackRetry <= 0:
+		return fmt.Errorf("fullcall: CallbackRetry %v must be positive", o.CallbackRetry)
 	}
 	return nil
 }

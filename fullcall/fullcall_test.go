@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -118,6 +119,9 @@ func startWith(t *testing.T, tt *testTenants, dsn string, opts ...func(*Options)
 	o.MaxUploadBytes = 1 << 20
 	o.MaxJobBytes = 4 << 20
 	o.ShutdownGrace = 5 * time.Second
+	if os.Getenv("FULLCALL_TEST_LOG") != "" {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -174,17 +174,16 @@ func (s *Server) analyseJob(ctx context.Context, j *store.Job) (*fullcallv1.Repo
 	return s.analyse(ctx, t, rec, source)
 }
 
-// Callback delivery: attempts are spaced by callbackBackoff(n) (5 s, 15 s,
-// 45 s, ... up to an hour, with jitter), or by Retry-After when the
-// receiver says so (within the same cap).
+// Callback delivery: attempts are spaced by callbackBackoff (CallbackRetry,
+// then three times longer each time up to an hour, with jitter), or by
+// Retry-After when the receiver asks for longer (within the same cap).
 const (
-	callbackFirstRetry = 5 * time.Second
-	callbackMaxRetry   = time.Hour
-	callbackLease      = 30 * time.Second
+	callbackMaxRetry = time.Hour
+	callbackLease    = 30 * time.Second
 )
 
-func callbackBackoff(attempt int) time.Duration {
-	d := callbackFirstRetry
+func callbackBackoff(first time.Duration, attempt int) time.Duration {
+	d := first
 	for range attempt - 1 {
 		d *= 3
 		if d >= callbackMaxRetry {
@@ -192,7 +191,10 @@ func callbackBackoff(attempt int) time.Duration {
 			break
 		}
 	}
-	return d*4/5 + time.Duration(rand.Int64N(int64(d*2/5)))
+	if j := int64(d * 2 / 5); j > 0 {
+		return d*4/5 + time.Duration(rand.Int64N(j))
+	}
+	return d
 }
 
 // callbacks delivers due job callbacks until ctx ends.
@@ -249,7 +251,7 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 			result("failed", false, time.Time{}, fmt.Sprintf("%s (after %d attempts)", msg, j.CallbackAttempts))
 			return
 		}
-		wait := max(after, callbackBackoff(j.CallbackAttempts))
+		wait := max(after, callbackBackoff(s.o.CallbackRetry, j.CallbackAttempts))
 		log.Info("callback failed; retrying", "reason", msg, "in", wait)
 		result("retry", false, s.store.Now().Add(min(wait, callbackMaxRetry)), msg)
 	}

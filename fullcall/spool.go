@@ -130,8 +130,16 @@ func (d *spoolDir) scan(ctx context.Context) (int, error) {
 			d.log.Info("spooled recording queued", "tenant", f.tenant, "file", f.name)
 			continue
 		}
-		// The same file (name, size and time) was analysed and moved
-		// aside before: it was put back. It is not analysed twice.
+		// Queued already: by another instance since this scan began, or
+		// analysed and moved aside before and now put back (the same
+		// name, size and time) — then it is not analysed twice.
+		prev, err := d.store.JobByRef(ctx, d.name, f.ref)
+		if err != nil {
+			return queued, err
+		}
+		if !prev.Settled {
+			continue
+		}
 		d.m.spoolFiles.Add(ctx, 1, metric.WithAttributes(eventAttr.String("duplicate")))
 		d.moveAside(f.tenant, f.name, spoolFailed, &spoolError{Code: "duplicate", Error: "this file (same name, size and modification time) was already analysed; rename it to analyse it again"})
 	}

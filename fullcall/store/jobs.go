@@ -350,3 +350,36 @@ func JobProto(j *Job, r *fullcallv1.Report) *fullcallv1.Job {
 	}
 	return out
 }
+
+// JobStats counts a source's jobs by state, and the claims they took in
+// all (a job analysed once took one).
+func (s *Store) JobStats(ctx context.Context, source string) (map[fullcallv1.JobState]int, int, error) {
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT state, COUNT(*), COALESCE(SUM(attempts), 0) FROM jobs WHERE source = ? GROUP BY state`), source)
+	if err != nil {
+		return nil, 0, fmt.Errorf("job stats: %w", err)
+	}
+	defer rows.Close()
+	out := map[fullcallv1.JobState]int{}
+	claims := 0
+	for rows.Next() {
+		var state, n, a int
+		if err := rows.Scan(&state, &n, &a); err != nil {
+			return nil, 0, fmt.Errorf("job stats: %w", err)
+		}
+		out[fullcallv1.JobState(state)] = n
+		claims += a
+	}
+	return out, claims, rows.Err()
+}
+
+// JobByRef returns the job of a source's ref.
+func (s *Store) JobByRef(ctx context.Context, source, ref string) (*Job, error) {
+	j, err := scanJob(s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT `+jobColumns+` FROM jobs WHERE source = ? AND ref = ?`), source, ref))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job by ref: %w", err)
+	}
+	return j, nil
+}

@@ -183,17 +183,24 @@ ON CONFLICT (tenant_id, call_id) DO UPDATE SET
 	return nil
 }
 
-// GetReport returns a tenant's report of a call.
+// GetReport returns a tenant's report of a call. AudioStored says whether
+// the audio is still kept (retention may have deleted it since).
 func (s *Store) GetReport(ctx context.Context, tenantID, callID string) (*fullcallv1.Report, error) {
 	var b []byte
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT report FROM reports WHERE tenant_id = ? AND call_id = ?`), tenantID, callID).Scan(&b)
+	var audio int
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT report, audio_stored FROM reports WHERE tenant_id = ? AND call_id = ?`), tenantID, callID).Scan(&b, &audio)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get report: %w", err)
 	}
-	return decode(b)
+	r, err := decode(b)
+	if err != nil {
+		return nil, err
+	}
+	r.AudioStored = audio == 1
+	return r, nil
 }
 
 func decode(b []byte) (*fullcallv1.Report, error) {
