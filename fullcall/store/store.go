@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -56,10 +55,9 @@ CREATE INDEX reports_by_agent ON reports (tenant_id, agent_id, started_at);
 // Store is fullcall's store.
 type Store struct {
 	db *sqldb.DB
-	// wmu serialises this process's writers on SQLite: SQLite takes one
-	// writer at a time, and waiting here is fair and prompt where its busy
-	// handler would sleep and retry. PostgreSQL writers run in parallel.
-	wmu sync.Mutex
+	// commits batches this process's writes on SQLite (see commit.go);
+	// nil on PostgreSQL.
+	commits *committer
 	// Now is the clock (tests move it).
 	Now func() time.Time
 }
@@ -75,7 +73,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, Now: time.Now}, nil
+	s := &Store{db: db, Now: time.Now}
+	if db.Dialect == sqldb.SQLite {
+		s.commits = newCommitter(db.DB)
+	}
+	return s, nil
 }
 
 // Dialect says which database the store runs on.
@@ -83,9 +85,8 @@ func (s *Store) Dialect() sqldb.Dialect { return s.db.Dialect }
 
 // tx runs fn in a write transaction, committed when fn returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if s.db.Dialect == sqldb.SQLite {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
+	if s.commits != nil {
+		return s.commits.do(ctx, fn)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -98,18 +99,27 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// exec runs one write statement outside a transaction (with the SQLite
-// writer lock).
+// exec runs one write statement.
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if s.db.Dialect == sqldb.SQLite {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
+	if s.commits == nil {
+		return s.db.ExecContext(ctx, s.db.Rebind(query), args...)
 	}
-	return s.db.ExecContext(ctx, s.db.Rebind(query), args...)
+	var res sql.Result
+	err := s.commits.do(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, s.db.Rebind(query), args...)
+		return err
+	})
+	return res, err
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close waits for the writes queued so far, then closes the database.
+func (s *Store) Close() error {
+	if s.commits != nil {
+		s.commits.close()
+	}
+	return s.db.Close()
+}
 
 // Ping checks the database is reachable.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
