@@ -397,7 +397,7 @@ func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 		writeRecordingError(w, fmt.Errorf("%w: recording of %d bytes exceeds the %d-byte limit", errTooLarge, r.ContentLength, s.o.MaxJobBytes))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxJobBytes))
+	body, err := readBody(w, r, s.o.MaxJobBytes)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		writeRecordingError(w, fmt.Errorf("%w: recording exceeds the %d-byte limit", errTooLarge, s.o.MaxJobBytes))
@@ -424,6 +424,20 @@ func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", resp.StatusUrl)
 	service.WriteJSON(w, http.StatusAccepted, resp)
+}
+
+// readBody reads a request body of at most limit bytes, in one allocation
+// when the client said how long it is.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(body)
 }
 
 // checkCallback accepts an empty callback URL or one the tenant allows.

@@ -57,7 +57,7 @@ type fixture struct {
 }
 
 // stop shuts the server down (once) and checks it stopped cleanly.
-func (f *fixture) stop(t *testing.T) {
+func (f *fixture) stop(t testing.TB) {
 	f.once.Do(func() {
 		defer f.cc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -83,7 +83,7 @@ type testTenants struct {
 	ts   []*tenant.Tenant
 }
 
-func newTenants(t *testing.T, edit func(*tenant.Tenant)) *testTenants {
+func newTenants(t testing.TB, edit func(*tenant.Tenant)) *testTenants {
 	t.Helper()
 	tt := &testTenants{keys: map[string]string{"acme": tenant.NewKey(), "globex": tenant.NewKey()}}
 	for _, id := range []string{"acme", "globex"} {
@@ -110,7 +110,7 @@ func start(t *testing.T, opts ...func(*Options)) *fixture {
 
 // startWith runs a fullcall server on the given store and tenants (two
 // servers on one store are two instances sharing it).
-func startWith(t *testing.T, tt *testTenants, dsn string, opts ...func(*Options)) *fixture {
+func startWith(t testing.TB, tt *testTenants, dsn string, opts ...func(*Options)) *fixture {
 	t.Helper()
 	keys, ts := tt.keys, tt.ts
 	o := DefaultOptions()
