@@ -169,8 +169,6 @@ func (f *fixture) waitJob(t *testing.T, url, key string, done func(jobJSON) bool
 	}
 }
 
-func finished(j jobJSON) bool { return j.State == "JOB_STATE_DONE" || j.State == "JOB_STATE_FAILED" }
-
 func TestLargeUploadBecomesAJobWithASignedCallback(t *testing.T) {
 	srv, deliveries := receiver(t, http.StatusServiceUnavailable)
 	f := callbackFixture(t, srv.URL)

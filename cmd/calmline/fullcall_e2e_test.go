@@ -38,17 +38,23 @@ func startServices(t *testing.T, services []string, args ...string) *running {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1)}
+	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1), more: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
+		addrs := map[string]string{}
 		for sc.Scan() {
 			line := sc.Text()
+			r.mu.Lock()
 			r.lines = append(r.lines, line)
+			close(r.more)
+			r.more = make(chan struct{})
+			r.mu.Unlock()
 			if rest, ok := strings.CutPrefix(line, "calmline: ready service="); ok {
 				name, addr, _ := strings.Cut(rest, " addr=")
-				r.addrs[name] = addr
-				if len(r.addrs) == len(services) {
+				addrs[name] = addr
+				if len(addrs) == len(services) {
+					r.addrs = addrs // read only after ready is closed
 					close(ready)
 				}
 			}
@@ -59,9 +65,9 @@ func startServices(t *testing.T, services []string, args ...string) *running {
 	select {
 	case <-ready:
 	case err := <-r.exit:
-		t.Fatalf("calmline serve exited before it was ready: %v\n%s", err, strings.Join(r.lines, "\n"))
+		t.Fatalf("calmline serve exited before it was ready: %v\n%s", err, strings.Join(r.output(), "\n"))
 	case <-time.After(60 * time.Second):
-		t.Fatalf("calmline serve not ready after 60 s:\n%s", strings.Join(r.lines, "\n"))
+		t.Fatalf("calmline serve not ready after 60 s:\n%s", strings.Join(r.output(), "\n"))
 	}
 	return r
 }
