@@ -131,8 +131,21 @@ func (s *Store) ClaimJob(ctx context.Context, sources []string, owner string, le
 	}
 	now := s.Now().UnixMilli()
 	in := "?" + strings.Repeat(", ?", len(sources)-1)
+	// Idle workers poll: look before taking the write lock.
+	args := []any{int(fullcallv1.JobState_JOB_STATE_QUEUED), int(fullcallv1.JobState_JOB_STATE_RUNNING), now}
+	for _, src := range sources {
+		args = append(args, src)
+	}
+	var one int
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT 1 FROM jobs WHERE (state = ? OR (state = ? AND lease_until < ?)) AND source IN (`+in+`) LIMIT 1`), args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim job: %w", err)
+	}
 	var job *Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
 		// Give up on jobs that used up their attempts.
 		args := []any{int(fullcallv1.JobState_JOB_STATE_FAILED), "gave_up",
 			fmt.Sprintf("the analysis stopped (its worker died or was stopped) %d times", maxAttempts), now,
@@ -295,8 +308,16 @@ func (s *Store) ClaimCallback(ctx context.Context, lease time.Duration) (*Job, e
 	if s.db.Dialect == sqldb.Postgres {
 		pick += ` FOR UPDATE SKIP LOCKED`
 	}
+	var one int
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT 1 FROM jobs WHERE callback_state = ? AND callback_next_at <= ? LIMIT 1`), int(CallbackPending), now).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim callback: %w", err)
+	}
 	var job *Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
 		j, err := scanJob(tx.QueryRowContext(ctx, s.db.Rebind(`
 UPDATE jobs SET callback_next_at = ?, callback_attempts = callback_attempts + 1
 WHERE id = (`+pick+`)
