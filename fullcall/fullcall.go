@@ -184,11 +184,12 @@ type Server struct {
 	m     *metrics
 	calls atomic.Int64
 
-	care   *carePoster
-	escCC  *grpc.ClientConn
-	spool  *spoolDir
-	wake   chan struct{} // a job was queued here
-	cbWake chan struct{} // a callback became due here
+	care  *carePoster
+	escCC *grpc.ClientConn
+	// sources are the batch sources besides uploads, by name.
+	sources map[string]source
+	wake    chan struct{} // a job was queued here
+	cbWake  chan struct{} // a callback became due here
 
 	draining  chan struct{}
 	drainOnce sync.Once
@@ -254,10 +255,13 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		s.escCC = cc
 		s.care = newCarePoster(escalationv1.NewCareServiceClient(cc), st, s.log, m)
 	}
+	s.sources = map[string]source{}
 	if o.SpoolDir != "" {
-		if s.spool, err = newSpoolDir(o.SpoolDir, o.SpoolName, o.Tenants, st, s.log, m, o.SpoolSettle, o.MaxJobBytes); err != nil {
+		sp, err := newSpoolDir(o.SpoolDir, o.SpoolName, o.Tenants, st, s.log, m, o.SpoolSettle, o.SpoolScanEvery, o.MaxJobBytes)
+		if err != nil {
 			return fail(fmt.Errorf("fullcall: %w", err))
 		}
+		s.sources[sp.name()] = sp
 	}
 	maxMsg := max(o.MaxUploadBytes, o.MaxJobBytes)
 	s.host = service.NewHost(service.Options{
@@ -350,8 +354,8 @@ func (s *Server) startBackground() {
 		s.goBg(s.worker)
 	}
 	s.goBg(s.callbacks)
-	if s.spool != nil {
-		s.goBg(func(ctx context.Context) { s.spool.run(ctx, s.o.SpoolScanEvery, s.signalWorkers) })
+	for _, src := range s.sources {
+		s.goBg(func(ctx context.Context) { src.run(ctx, s.signalWorkers) })
 	}
 	if s.care != nil {
 		s.goBg(s.care.run)

@@ -31,8 +31,8 @@ const jobPoll = time.Second
 // this instance has one — until ctx ends.
 func (s *Server) worker(ctx context.Context) {
 	sources := []string{store.SourceUpload}
-	if s.spool != nil {
-		sources = append(sources, s.spool.name)
+	for name := range s.sources {
+		sources = append(sources, name)
 	}
 	poll := time.NewTicker(jobPoll)
 	defer poll.Stop()
@@ -137,8 +137,8 @@ func (s *Server) runJob(ctx context.Context, j *store.Job) {
 		default:
 		}
 	}
-	if s.spool != nil && j.Source == s.spool.name {
-		s.spool.settleNow(ctx, j)
+	if src, ok := s.sources[j.Source]; ok {
+		src.settle(ctx, j)
 	}
 }
 
@@ -149,29 +149,27 @@ func (s *Server) analyseJob(ctx context.Context, j *store.Job) (*fullcallv1.Repo
 		return nil, nil, fmt.Errorf("tenant %q is no longer configured", j.TenantID)
 	}
 	rec := j.Recording
-	source := fullcallv1.Source_SOURCE_UPLOAD
-	switch {
-	case j.Source == store.SourceUpload:
+	kind := fullcallv1.Source_SOURCE_UPLOAD
+	if j.Source == store.SourceUpload {
 		rec.Wav = j.Payload
-	case s.spool != nil && j.Source == s.spool.name:
+	} else {
+		src, ok := s.sources[j.Source]
+		if !ok {
+			return nil, nil, fmt.Errorf("job source %q is not served here", j.Source)
+		}
 		if msg, bad := rec.Labels[badSidecarLabel]; bad {
 			return nil, nil, fmt.Errorf("%w: %s", errBadSidecar, msg)
 		}
-		b, err := s.spool.read(j.Ref)
+		b, err := src.read(j.Ref)
 		if err != nil {
 			return nil, nil, err
 		}
-		if rec.CallId == "" {
-			rec.CallId = spoolCallID(j.Ref)
-		}
-		rec.Wav, source = b, fullcallv1.Source_SOURCE_SPOOL
-	default:
-		return nil, nil, fmt.Errorf("job source %q is not served here", j.Source)
+		rec.Wav, kind = b, src.kind()
 	}
 	if int64(len(rec.Wav)) > s.o.MaxJobBytes {
 		return nil, nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", errTooLarge, len(rec.Wav), s.o.MaxJobBytes)
 	}
-	return s.analyse(ctx, t, rec, source)
+	return s.analyse(ctx, t, rec, kind)
 }
 
 // Callback delivery: attempts are spaced by callbackBackoff (CallbackRetry,

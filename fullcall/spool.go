@@ -43,14 +43,18 @@ import (
 // and read objects the same way.
 type spoolDir struct {
 	dir     string
-	name    string
+	id      string
 	tenants *tenant.Registry
 	store   *store.Store
 	log     *slog.Logger
 	m       *metrics
-	settle  time.Duration
-	maxSize int64
+	// settleAge is how long a file must be left unmodified to be taken.
+	settleAge time.Duration
+	maxSize   int64
+	every     time.Duration
 }
+
+var _ source = (*spoolDir)(nil)
 
 // Spool subdirectories.
 const (
@@ -59,17 +63,20 @@ const (
 	spoolFailed   = "failed"
 )
 
-func newSpoolDir(dir, name string, tenants *tenant.Registry, st *store.Store, log *slog.Logger, m *metrics, settle time.Duration, maxSize int64) (*spoolDir, error) {
+func newSpoolDir(dir, name string, tenants *tenant.Registry, st *store.Store, log *slog.Logger, m *metrics, settle, every time.Duration, maxSize int64) (*spoolDir, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	return &spoolDir{dir: dir, name: name, tenants: tenants, store: st, log: log.With("spool", name), m: m, settle: settle, maxSize: maxSize}, nil
+	return &spoolDir{dir: dir, id: name, tenants: tenants, store: st, log: log.With("spool", name), m: m, settleAge: settle, maxSize: maxSize, every: every}, nil
 }
+
+func (d *spoolDir) name() string            { return d.id }
+func (d *spoolDir) kind() fullcallv1.Source { return fullcallv1.Source_SOURCE_SPOOL }
 
 // run scans the spool until ctx ends; wake tells the workers a job was
 // queued.
-func (d *spoolDir) run(ctx context.Context, every time.Duration, wake func()) {
-	t := time.NewTicker(every)
+func (d *spoolDir) run(ctx context.Context, wake func()) {
+	t := time.NewTicker(d.every)
 	defer t.Stop()
 	for {
 		if n, err := d.scan(ctx); err != nil && ctx.Err() == nil {
@@ -96,7 +103,7 @@ type spooled struct {
 // settles finished jobs whose files are gone; it returns how many jobs it
 // queued.
 func (d *spoolDir) scan(ctx context.Context) (int, error) {
-	jobs, err := d.store.Unsettled(ctx, d.name)
+	jobs, err := d.store.Unsettled(ctx, d.id)
 	if err != nil {
 		return 0, err
 	}
@@ -133,7 +140,7 @@ func (d *spoolDir) scan(ctx context.Context) (int, error) {
 		// Queued already: by another instance since this scan began, or
 		// analysed and moved aside before and now put back (the same
 		// name, size and time) — then it is not analysed twice.
-		prev, err := d.store.JobByRef(ctx, d.name, f.ref)
+		prev, err := d.store.JobByRef(ctx, d.id, f.ref)
 		if err != nil {
 			return queued, err
 		}
@@ -182,7 +189,7 @@ func (d *spoolDir) list() ([]spooled, error) {
 				tenant:  t.ID,
 				name:    name,
 				ref:     fmt.Sprintf("%s/%s|%d|%d", t.ID, name, info.Size(), info.ModTime().UnixNano()),
-				settled: now.Sub(info.ModTime()) >= d.settle,
+				settled: now.Sub(info.ModTime()) >= d.settleAge,
 			})
 		}
 	}
@@ -199,7 +206,7 @@ type sidecar struct {
 }
 
 func (d *spoolDir) enqueue(ctx context.Context, f spooled) (bool, error) {
-	j := &store.Job{ID: store.NewJobID(), TenantID: f.tenant, Source: d.name, Ref: f.ref, Recording: &fullcallv1.Recording{}}
+	j := &store.Job{ID: store.NewJobID(), TenantID: f.tenant, Source: d.id, Ref: f.ref, Recording: &fullcallv1.Recording{}}
 	rec := j.Recording
 	side := filepath.Join(d.dir, f.tenant, spoolIncoming, strings.TrimSuffix(f.name, filepath.Ext(f.name))+".json")
 	if b, err := os.ReadFile(side); err == nil {
@@ -282,9 +289,9 @@ func (d *spoolDir) read(ref string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// settleNow moves a just-finished job's file aside (the worker calls it so
+// settle moves a just-finished job's file aside (the worker calls it so
 // that files do not wait for the next scan).
-func (d *spoolDir) settleNow(ctx context.Context, j *store.Job) {
+func (d *spoolDir) settle(ctx context.Context, j *store.Job) {
 	d.settleJob(ctx, j)
 }
 
