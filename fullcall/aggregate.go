@@ -191,17 +191,37 @@ func (a *aggregate) event(e *fullcallv1.CallEvent) {
 	}
 }
 
+// take appends analysed seconds to the timeline, by their index: a second
+// the analysis could not make (lost in a takeover, see analysis.Resume) is
+// recorded as abstained, a second already taken is not taken again.
 func (a *aggregate) take(secs []analysis.Second) {
 	for _, s := range secs {
-		if a.segStart+uint64(len(a.timeline)) >= maxTimeline {
-			a.truncatedTL = true
-			return
+		for a.seconds() < uint64(s.Index) && !a.truncatedTL {
+			a.appendPoint(point{})
 		}
-		a.timeline = append(a.timeline, point{
+		if uint64(s.Index) < a.seconds() {
+			continue
+		}
+		a.appendPoint(point{
 			agent: float32(s.AgentStress.Value), agentOK: s.AgentStress.OK,
 			caller: float32(s.CallerPressure.Value), callerOK: s.CallerPressure.OK,
 		})
 	}
+}
+
+func (a *aggregate) appendPoint(p point) {
+	if a.seconds() >= maxTimeline {
+		a.truncatedTL = true
+		return
+	}
+	a.timeline = append(a.timeline, p)
+}
+
+// complete reports whether the analysis has made every second that the
+// audio so far completes: the best moment for a checkpoint (a takeover
+// then loses no second).
+func (a *aggregate) complete() bool {
+	return a.seconds() >= a.an.Timeline()/uint64(a.format.SampleRate)
 }
 
 // seconds is the number of timeline points so far.
@@ -212,7 +232,7 @@ func (a *aggregate) seconds() uint64 { return a.segStart + uint64(len(a.timeline
 // in progress) and the audio since the last checkpoint; commit, called once
 // the checkpoint is stored, lets go of what is now in the store.
 func (a *aggregate) checkpoint(cp *store.Checkpoint, seq uint64) (timeline, audio []store.Segment, commit func(), err error) {
-	st, err := analysis.Snapshot(a.an)
+	st, err := a.an.Snapshot()
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -246,7 +266,7 @@ func (a *aggregate) checkpoint(cp *store.Checkpoint, seq uint64) (timeline, audi
 // restoreAggregate rebuilds a live call's aggregate from its checkpoint and
 // the timeline segments stored with it.
 func restoreAggregate(cp *store.Checkpoint, segs []store.Segment) (*aggregate, error) {
-	an, f, err := analysis.Restore(cp.Call, cp.Analyzer)
+	an, f, err := analysis.Resume(cp.Call, cp.Analyzer)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -227,10 +226,11 @@ func TestRecordWritesTheReport(t *testing.T) {
 	if math.Abs(rep.DurationS-6.02) > 0.001 {
 		t.Errorf("duration %.3f s; want 6.02", rep.DurationS)
 	}
-	// Acknowledged at each durable checkpoint (every 2 s of audio); the
-	// finished report covers the rest.
-	if !slices.Equal(acks, []uint64{20, 40, 60}) {
-		t.Errorf("acks %v; want [20 40 60]", acks)
+	// Acknowledged at each durable checkpoint: every 2 s of audio, once
+	// the analysis has made the seconds it completes (at most a second
+	// later); the finished report covers the rest.
+	if len(acks) != 2 || acks[0] < 20 || acks[0] > 30 || acks[1]-acks[0] < 20 || acks[1]-acks[0] > 30 {
+		t.Errorf("acks %v; want two, 20 to 30 chunks apart", acks)
 	}
 	if len(rep.Channels) != 2 || rep.Channels[0].Role != callv1.ChannelRole_CHANNEL_ROLE_CALLER {
 		t.Fatalf("channels %v", rep.Channels)
@@ -355,15 +355,14 @@ func TestBrokenStreamKeepsWhatArrived(t *testing.T) {
 	for i := 0; i < len(data); i += 1600 {
 		stream.Send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: &callv1.AudioChunk{Seq: uint64(i/1600 + 1), StartSample: uint64(i / 2), Data: data[i : i+1600]}}})
 	}
-	// Wait until fullcall acknowledged everything, then vanish.
-	for {
+	// Wait until fullcall acknowledged some of it, then vanish.
+	var acked uint64
+	for acked < 5 {
 		r, err := stream.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.GetAck().GetSeq() == 10 {
-			break
-		}
+		acked = max(acked, r.GetAck().GetSeq())
 	}
 	cancel()
 	var rep *fullcallv1.Report
@@ -372,8 +371,10 @@ func TestBrokenStreamKeepsWhatArrived(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no report stored after the stream broke")
 	}
-	if !rep.Incomplete || rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.Chunks != 10 {
-		t.Errorf("report of a broken stream: incomplete=%v reason=%v chunks=%d", rep.Incomplete, rep.EndReason, rep.Chunks)
+	// Everything acknowledged is in it (and what arrived after, up to the
+	// 10 chunks sent).
+	if !rep.Incomplete || rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.Chunks < acked || rep.Chunks > 10 {
+		t.Errorf("report of a broken stream: incomplete=%v reason=%v chunks=%d (acknowledged %d)", rep.Incomplete, rep.EndReason, rep.Chunks, acked)
 	}
 	// And it is in the store for the tenant to read.
 	kctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+f.keys["acme"])

@@ -217,7 +217,10 @@ func (lc *liveCall) handle(ctx context.Context, req *fullcallv1.RecordRequest, e
 		s.m.chunks.Add(ctx, 1)
 		s.m.audioBytes.Add(ctx, int64(len(c.Data)))
 		lc.lastSeq = c.Seq
-		if lc.agg.an.Timeline()-lc.cpAt >= every {
+		// Checkpoint every CheckpointEvery of audio, as soon as the
+		// analysis has made every second the audio completes (at most a
+		// second later).
+		if since := lc.agg.an.Timeline() - lc.cpAt; since >= every && (lc.agg.complete() || since >= every+uint64(lc.rate())) {
 			if err := lc.checkpoint(ctx, true); err != nil {
 				return err
 			}

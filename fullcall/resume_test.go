@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -215,7 +216,7 @@ func TestResumeOnAnotherInstanceLosesAndDoublesNothing(t *testing.T) {
 			t.Errorf("resumed report: %d chunks, incomplete %v, gaps %v, alerts %d, live gaps %d; want 60 chunks, complete, one of each",
 				got.Chunks, got.Incomplete, got.Gaps, len(got.Alerts), len(got.LiveScoringGaps))
 		}
-		sameAnalysis(t, got, want)
+		closeAnalysis(t, got, want, int(sc.start(int(opened.AckedSeq)+1)/8000))
 
 		// A late resume (the gateway missed the report) gets the stored
 		// report back.
@@ -237,37 +238,54 @@ func TestResumeOnAnotherInstanceLosesAndDoublesNothing(t *testing.T) {
 	})
 }
 
-// sameAnalysis compares what the analysis produced in two reports.
-func sameAnalysis(t *testing.T, got, want *fullcallv1.Report) {
+// closeAnalysis compares a report of a call taken over by another instance
+// (the checkpoint in second takeover) with one that was not, within the
+// tolerance analysis.Resume documents: the counts, gaps and events exact,
+// the seconds before the takeover exact, the measures close.
+func closeAnalysis(t *testing.T, got, want *fullcallv1.Report, takeover int) {
 	t.Helper()
 	if got.DurationS != want.DurationS || len(got.Timeline) != len(want.Timeline) {
 		t.Fatalf("%.3f s with %d points; want %.3f s with %d", got.DurationS, len(got.Timeline), want.DurationS, len(want.Timeline))
-	}
-	for i := range got.Timeline {
-		if !proto.Equal(got.Timeline[i], want.Timeline[i]) {
-			t.Errorf("second %d: %v; want %v", i, got.Timeline[i], want.Timeline[i])
-		}
-	}
-	for i := range want.Channels {
-		if !proto.Equal(got.Channels[i], want.Channels[i]) {
-			t.Errorf("channel %d: %v; want %v", i, got.Channels[i], want.Channels[i])
-		}
-	}
-	for _, p := range [][2]proto.Message{{got.Overlap, want.Overlap}, {got.CallerPressure, want.CallerPressure}, {got.AgentStress, want.AgentStress}} {
-		if !proto.Equal(p[0], p[1]) {
-			t.Errorf("%v; want %v", p[0], p[1])
-		}
 	}
 	if len(got.Gaps) != len(want.Gaps) || len(got.Alerts) != len(want.Alerts) || len(got.LiveScoringGaps) != len(want.LiveScoringGaps) || got.Chunks != want.Chunks || got.AudioBytes != want.AudioBytes {
 		t.Errorf("gaps %d alerts %d live gaps %d chunks %d bytes %d; want %d %d %d %d %d", len(got.Gaps), len(got.Alerts), len(got.LiveScoringGaps), got.Chunks, got.AudioBytes,
 			len(want.Gaps), len(want.Alerts), len(want.LiveScoringGaps), want.Chunks, want.AudioBytes)
 	}
+	if takeover < 1 || takeover >= len(want.Timeline) {
+		t.Fatalf("takeover in second %d of %d", takeover, len(want.Timeline))
+	}
+	for i := range takeover {
+		if !proto.Equal(got.Timeline[i], want.Timeline[i]) {
+			t.Errorf("second %d, before the takeover: %v; want %v", i, got.Timeline[i], want.Timeline[i])
+		}
+	}
+	for i, w := range want.Channels {
+		g := got.Channels[i]
+		for _, m := range []struct {
+			name      string
+			got, want float64
+			tol       float64
+		}{
+			{"talk", g.TalkS, w.TalkS, 0.35},
+			{"silence", g.SilenceS, w.SilenceS, 0.35},
+			{"F0 mean", g.F0MeanHz, w.F0MeanHz, 5},
+			{"voiced fraction", g.VoicedFraction, w.VoicedFraction, 0.05},
+			{"intensity", g.IntensityMeanDb, w.IntensityMeanDb, 1.5},
+		} {
+			if math.Abs(m.got-m.want) > m.tol {
+				t.Errorf("channel %d %s %.3f; want %.3f ± %g", i, m.name, m.got, m.want, m.tol)
+			}
+		}
+	}
+	if d := math.Abs(got.Overlap.OverlapS - want.Overlap.OverlapS); d > 0.35 {
+		t.Errorf("overlap %.2f s; want %.2f ± 0.35", got.Overlap.OverlapS, want.Overlap.OverlapS)
+	}
 }
 
-func TestStreamResumedMidCallEqualsBatch(t *testing.T) {
-	// Streaming with a takeover in the middle and the batch path give the
-	// same analysis (the analyser's state travels exactly), over more than
-	// one stored timeline segment.
+func TestStreamTakenOverMidCallMatchesBatch(t *testing.T) {
+	// Streaming with a takeover in the middle of a long call (more than
+	// one stored timeline segment) and the batch path give the same report
+	// within analysis.Resume's tolerance.
 	tt := newTenants(t, nil)
 	dsn := sqldbtest.SQLite(t)
 	big := func(o *Options) { o.MaxUploadBytes = 4 << 20 }
@@ -304,7 +322,7 @@ func TestStreamResumedMidCallEqualsBatch(t *testing.T) {
 	}
 	batch := up.Report
 	batch.Chunks, batch.AudioBytes = streamed.Chunks, streamed.AudioBytes // counted per chunk vs per file
-	sameAnalysis(t, streamed, batch)
+	closeAnalysis(t, streamed, batch, int(opened.AckedSeq)*chunkSamples/8000)
 	if streamed.Chunks != uint64(n) || len(streamed.Timeline) != 130 {
 		t.Errorf("%d chunks, %d seconds; want %d and 130", streamed.Chunks, len(streamed.Timeline), n)
 	}
