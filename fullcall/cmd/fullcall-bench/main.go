@@ -21,7 +21,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -40,6 +39,7 @@ import (
 	"github.com/calmline/calmline/fullcall"
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/voice/voicetest"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -200,34 +200,33 @@ func measure() snapshot {
 	return snapshot{heap: m.HeapAlloc, stack: m.StackInuse, goroutines: runtime.NumGoroutine()}
 }
 
-// speech is stereo μ-law: each channel alternates talk and silence with a
-// slowly varying level, so that the analysis has turns, overlap and
-// changing scores to keep.
+// speech is stereo μ-law of synthetic speech-like voices (voicetest.Voice,
+// what the voice analysis's own tests use): the caller and the agent take
+// turns of about 5 s with some overlap, so that the analysis has voiced
+// speech, turns and changing scores to keep.
 func speech(seconds int) []byte {
 	n := seconds * 8000
-	pcm := make([]int16, 0, 2*n)
-	for i := range n {
-		t := float64(i) / 8000
-		level := func(ch int) float64 {
-			phase := math.Mod(t+float64(ch)*2.5, 5)
-			if phase > 3 {
-				return 0
-			}
-			return 3000 * (1 + 0.8*math.Sin(2*math.Pi*t/40+float64(ch)))
+	c, a := make([]int16, n), make([]int16, n)
+	caller := voicetest.Voice{F0: 210, Range: 4, Rate: 4.5, Level: -16, Dur: 5, Seed: 1}.Generate()
+	agent := voicetest.Voice{F0: 120, Range: 2, Rate: 4, Level: -20, Dur: 5, Seed: 2}.Generate()
+	for t := 0; t < n; t += 9 * 8000 { // caller 0–5 s, agent 4.5–9.5 s, repeated
+		copy(c[t:], caller)
+		if t+36000 < n {
+			copy(a[t+36000:], agent)
 		}
-		pcm = append(pcm, int16(level(0)*math.Sin(2*math.Pi*190*t)), int16(level(1)*math.Sin(2*math.Pi*120*t)))
 	}
-	return audio.Encode(nil, pcm, audio.CodecPCMU)
+	return audio.Encode(nil, audio.Interleave(nil, c, a), audio.CodecPCMU)
 }
 
 // liveCall is one call of the load.
 type liveCall struct {
-	stream fullcallv1.IngestService_RecordClient
-	acks   chan uint64        // acknowledgements
-	acked  chan struct{}      // the last chunk is acknowledged
-	done   chan time.Duration // close -> finished
-	mu     sync.Mutex
-	closed time.Time
+	stream   fullcallv1.IngestService_RecordClient
+	acks     chan uint64   // acknowledgements
+	acked    chan struct{} // the audio is acknowledged up to the last checkpoint
+	holdOnce sync.Once
+	done     chan time.Duration // close -> finished
+	mu       sync.Mutex
+	closed   time.Time
 }
 
 // maxAhead is how many chunks the load sends beyond the last
@@ -284,8 +283,10 @@ func runClient(addr string, calls, seconds int) error {
 					}
 					if a := r.GetAck(); a != nil {
 						c.acks <- a.Seq
-						if a.Seq == uint64(nChunks) {
-							close(c.acked)
+						// The last checkpoint comes within 3 s of the end
+						// (2 s apart, once the analysis completes a second).
+						if a.Seq+30 >= uint64(nChunks) {
+							c.holdOnce.Do(func() { close(c.acked) })
 						}
 					}
 					if r.GetFinished() != nil {
@@ -313,7 +314,8 @@ func runClient(addr string, calls, seconds int) error {
 		}()
 	}
 	wg.Wait()
-	// Every call holds with all its audio acknowledged (durable).
+	// Every call holds with its audio acknowledged up to its last
+	// checkpoint (durable).
 	for _, c := range cs {
 		select {
 		case <-c.acked:
