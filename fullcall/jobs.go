@@ -3,16 +3,12 @@ package fullcall
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +16,7 @@ import (
 
 	"github.com/calmline/calmline/fullcall/store"
 	"github.com/calmline/calmline/lib/service"
+	"github.com/calmline/calmline/lib/webhook"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
@@ -253,6 +250,21 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 		log.Info("callback failed; retrying", "reason", msg, "in", wait)
 		result("retry", false, s.store.Now().Add(min(wait, callbackMaxRetry)), msg)
 	}
+	var secrets []webhook.Secret
+	for _, ref := range t.JobCallbacks.SigningSecrets {
+		raw, err := ref.Resolve()
+		if err == nil {
+			var sec webhook.Secret
+			if sec, err = webhook.ParseSecret(raw); err == nil {
+				secrets = append(secrets, sec)
+				continue
+			}
+		}
+		// The secret may be being rotated into place: try again later.
+		log.Warn("callback signing secret unavailable", "secret", ref.String(), "err", err)
+		retry(0, "the signing secret is unavailable")
+		return
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.CallbackURL, bytes.NewReader(body))
 	if err != nil {
 		result("failed", false, time.Time{}, err.Error())
@@ -260,13 +272,9 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 	}
 	// The id is the same on every attempt, so that the receiver can
 	// de-duplicate; the timestamp and signature are the attempt's.
-	id := j.ID
-	ts := time.Now().Unix()
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "calmline-fullcall")
-	req.Header.Set("webhook-id", id)
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", signWebhook(t.JobCallbacks.Key, id, ts, body))
+	webhook.SetHeaders(req.Header, j.ID, time.Now(), body, secrets...)
 	resp, err := s.o.CallbackClient.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -277,32 +285,20 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	switch c := resp.StatusCode; {
-	case c >= 200 && c < 300:
+	ok, retryable := webhook.Classify(resp.StatusCode)
+	switch {
+	case ok:
 		log.Debug("callback delivered")
 		result("delivered", true, time.Time{}, "")
-	case c == http.StatusRequestTimeout || c == http.StatusTooEarly || c == http.StatusTooManyRequests || c >= 500:
-		retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), fmt.Sprintf("the receiver answered %d", c))
+	case retryable || resp.StatusCode == http.StatusTooEarly:
+		after, _ := webhook.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		retry(after, fmt.Sprintf("the receiver answered %d", resp.StatusCode))
 	default:
 		// Other 4xx (and redirects, which are not followed) will not get
 		// better by retrying.
-		log.Warn("callback refused by the receiver", "status", c)
-		result("failed", false, time.Time{}, fmt.Sprintf("the receiver answered %d", c))
+		log.Warn("callback refused by the receiver", "status", resp.StatusCode)
+		result("failed", false, time.Time{}, fmt.Sprintf("the receiver answered %d", resp.StatusCode))
 	}
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(h string, now time.Time) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(h); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return 0
 }
 
 // callbackBody is the JSON a callback carries: the event type, when it
@@ -326,14 +322,4 @@ func (s *Server) callbackBody(j *store.Job) ([]byte, error) {
 		"timestamp": j.UpdatedAt.UTC().Format(time.RFC3339Nano),
 		"data":      data,
 	})
-}
-
-// signWebhook signs a callback the Standard Webhooks way:
-// "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)).
-// (The few lines lib/webhook will provide for every service.)
-func signWebhook(key []byte, id string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id + "." + strconv.FormatInt(ts, 10) + "."))
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }

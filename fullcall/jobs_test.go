@@ -98,7 +98,7 @@ func callbackFixture(t *testing.T, url string) *fixture {
 	t.Setenv("ACME_CALLBACK_SECRET", callbackSecret)
 	tt := newTenants(t, func(tn *tenant.Tenant) {
 		if tn.ID == "acme" {
-			tn.JobCallbacks = tenant.JobCallbacks{URLs: []string{url + "/hooks/"}, SecretEnv: "ACME_CALLBACK_SECRET"}
+			tn.JobCallbacks = tenant.JobCallbacks{URLs: []string{url + "/hooks/"}, SigningSecrets: []tenant.SecretRef{{Env: "ACME_CALLBACK_SECRET"}}}
 		}
 	})
 	return startWith(t, tt, "sqlite:"+t.TempDir()+"/fc.db", func(o *Options) {

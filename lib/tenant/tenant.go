@@ -220,7 +220,7 @@ func (t *Tenant) fill() error {
 	if t.Audio.RetentionDays < 0 || t.ReportRetentionDays < 0 {
 		return errors.New("retention days must not be negative")
 	}
-	return t.JobCallbacks.load()
+	return t.JobCallbacks.check()
 }
 
 // Registry holds the current tenants and finds the tenant of an API key.
