@@ -21,9 +21,9 @@ import (
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 )
 
-// startServices starts `calmline serve` with the given services and waits
+// serveWith starts `calmline serve` with the given services and waits
 // for each of them to announce its listener.
-func startServices(t *testing.T, services []string, args ...string) *running {
+func serveWith(t *testing.T, services []string, args ...string) *running {
 	t.Helper()
 	args = append([]string{"serve", "--services", strings.Join(services, ","), "--drain-timeout", "2s"}, args...)
 	for _, s := range services {
@@ -133,9 +133,9 @@ func TestFullcallInstanceKilledMidCall(t *testing.T) {
 			}
 			common := []string{"--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"), "--log-level", "debug"}
 			fcArgs := append([]string{"--fullcall-database", dsn, "--fullcall-spool-dir", "off"}, common...)
-			fc := []*running{startServices(t, []string{"fullcall"}, fcArgs...), startServices(t, []string{"fullcall"}, fcArgs...)}
+			fc := []*running{serveWith(t, []string{"fullcall"}, fcArgs...), serveWith(t, []string{"fullcall"}, fcArgs...)}
 			addrs := []string{fc[0].addrs["fullcall"], fc[1].addrs["fullcall"]}
-			gw := startServices(t, []string{"realtime", "gateway"}, append([]string{"--fullcall", strings.Join(addrs, ",")}, common...)...)
+			gw := serveWith(t, []string{"realtime", "gateway"}, append([]string{"--fullcall", strings.Join(addrs, ",")}, common...)...)
 
 			// Kill the instance holding the call once it has checkpointed
 			// a few seconds of it.
