@@ -136,3 +136,23 @@ func TestResumeRefusesOtherModelsAndShapes(t *testing.T) {
 		t.Error("a state resumed into a call with the roles swapped")
 	}
 }
+
+func FuzzResume(f *testing.F) {
+	c := call(callv1.Codec_CODEC_PCMU, 8000, callv1.AgentScoring_AGENT_SCORING_ON)
+	an, _, _ := New(c)
+	an.Write(dialogue()[:24000])
+	state, _ := an.Snapshot()
+	f.Add(state)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// A damaged checkpoint is refused or gives a usable analyser;
+		// it never panics.
+		a, _, err := Resume(c, b)
+		if err != nil {
+			return
+		}
+		a.Write(dialogue()[:3200])
+		a.Flush()
+		a.Stats()
+	})
+}
