@@ -462,6 +462,14 @@ func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.R
 		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String(errorCode(err))))
 		return nil, err
 	}
+	// Overflow policy of a tenant's job queue: refuse (the client may
+	// retry later), counted.
+	if n, err := s.store.PendingJobs(ctx, t.ID); err != nil {
+		return nil, fmt.Errorf("%w: %v", errStore, err)
+	} else if n >= s.o.MaxPendingJobs {
+		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("queue_full")))
+		return nil, fmt.Errorf("%w: %d jobs are already queued or running for this tenant", errQueueFull, n)
+	}
 	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: callback}
 	j.Ref = j.ID
 	if _, err := s.store.EnqueueJob(ctx, j); err != nil {

@@ -21,6 +21,7 @@ var (
 	errTooLarge    = errors.New("recording too large")
 	errBadCallback = errors.New("bad callback_url")
 	errStore       = errors.New("store unavailable")
+	errQueueFull   = errors.New("the tenant's job queue is full")
 )
 
 var reasonAttr = attribute.Key("reason")
@@ -43,6 +44,7 @@ var recordingErrors = []struct {
 	{errTooLarge, http.StatusRequestEntityTooLarge, "too_large", codes.ResourceExhausted},
 	{errBadCallback, http.StatusBadRequest, "bad_callback_url", codes.InvalidArgument},
 	{errBadSidecar, http.StatusBadRequest, "bad_sidecar", codes.InvalidArgument},
+	{errQueueFull, http.StatusTooManyRequests, "queue_full", codes.ResourceExhausted},
 	{errStore, http.StatusServiceUnavailable, "unavailable", codes.Unavailable},
 	{context.Canceled, 499, "canceled", codes.Canceled},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", codes.DeadlineExceeded},

@@ -84,6 +84,10 @@ type Options struct {
 	// MaxJobAttempts gives up on a job whose analysis was cut short this
 	// many times.
 	MaxJobAttempts int
+	// MaxPendingJobs bounds a tenant's queued and running jobs: past it
+	// uploads are refused (429 queue_full) and spool files wait in their
+	// directory until the queue has room.
+	MaxPendingJobs int
 	// SpoolDir, when set, is watched for recordings: SpoolDir/TENANT/incoming.
 	SpoolDir string
 	// SpoolName names the spool as a job source. Instances sharing the
@@ -123,6 +127,7 @@ func DefaultOptions() Options {
 		Workers:          2,
 		JobLease:         30 * time.Second,
 		MaxJobAttempts:   3,
+		MaxPendingJobs:   1000,
 		SpoolName:        "spool",
 		SpoolScanEvery:   2 * time.Second,
 		SpoolSettle:      2 * time.Second,
@@ -156,6 +161,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("fullcall: JobLease %v is too short", o.JobLease)
 	case o.MaxJobAttempts <= 0:
 		return fmt.Errorf("fullcall: MaxJobAttempts %d must be positive", o.MaxJobAttempts)
+	case o.MaxPendingJobs <= 0:
+		return fmt.Errorf("fullcall: MaxPendingJobs %d must be positive", o.MaxPendingJobs)
 	case o.SpoolDir != "" && (o.SpoolName == "" || o.SpoolName == store.SourceUpload):
 		return fmt.Errorf("fullcall: SpoolName %q: want a name other than %q", o.SpoolName, store.SourceUpload)
 	case o.SpoolDir != "" && o.SpoolScanEvery <= 0:
@@ -257,7 +264,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	s.sources = map[string]source{}
 	if o.SpoolDir != "" {
-		sp, err := newSpoolDir(o.SpoolDir, o.SpoolName, o.Tenants, st, s.log, m, o.SpoolSettle, o.SpoolScanEvery, o.MaxJobBytes)
+		sp, err := newSpoolDir(o.SpoolDir, o.SpoolName, o.Tenants, st, s.log, m, o.SpoolSettle, o.SpoolScanEvery, o.MaxJobBytes, o.MaxPendingJobs)
 		if err != nil {
 			return fail(fmt.Errorf("fullcall: %w", err))
 		}
@@ -524,7 +531,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.storeErrors = counter("calmline.fullcall.store.errors", "Failed writes to the store.")
 	m.jobs = counter("calmline.fullcall.jobs", "Batch jobs finished, by source and outcome.")
 	m.callbacks = counter("calmline.fullcall.callbacks", "Job callback attempts, by outcome (delivered, retry, failed).")
-	m.spoolFiles = counter("calmline.fullcall.spool.files", "Spool files, by event (queued, done, failed, duplicate).")
+	m.spoolFiles = counter("calmline.fullcall.spool.files", "Spool files, by event (queued, done, failed, duplicate, deferred: the tenant's queue was full).")
 	m.careSent = counter("calmline.fullcall.care.sent", "Finished calls recorded by escalation's care service.")
 	m.careDropped = counter("calmline.fullcall.care.dropped", "Calls not queued for the care record because the queue was full (they stay pending in the store and are sent later).")
 	m.careRetries = counter("calmline.fullcall.care.retries", "Failed attempts to record a call with escalation's care service.")

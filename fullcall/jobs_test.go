@@ -2,6 +2,7 @@ package fullcall
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -315,5 +317,43 @@ func TestSubmitRecordingOverGRPC(t *testing.T) {
 	}
 	if _, err := rc.AnalyzeRecording(f.key("acme"), &fullcallv1.AnalyzeRecordingRequest{Recording: &fullcallv1.Recording{Wav: make([]byte, 2<<20)}}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("synchronous analysis over the limit: %v; want ResourceExhausted", err)
+	}
+}
+
+func TestFullJobQueueRefusesAndSpoolWaits(t *testing.T) {
+	spool := t.TempDir()
+	f := start(t, func(o *Options) {
+		o.Workers = 0 // nothing takes jobs off the queue
+		o.MaxPendingJobs = 1
+		o.SpoolDir, o.SpoolSettle, o.SpoolScanEvery = spool, 0, time.Hour
+	})
+	wav := stereoWAV(2)
+	if code, _, body := f.post(t, "/api/v1/recordings?async=true", f.keys["acme"], wav); code != http.StatusAccepted {
+		t.Fatalf("first job: %d %s", code, body)
+	}
+	code, _, body := f.post(t, "/api/v1/recordings?async=true", f.keys["acme"], wav)
+	if code != http.StatusTooManyRequests || !strings.Contains(string(body), "queue_full") {
+		t.Errorf("job over the tenant's bound: %d %s; want 429 queue_full", code, body)
+	}
+	// Another tenant has its own queue.
+	if code, _, body := f.post(t, "/api/v1/recordings?async=true", f.keys["globex"], wav); code != http.StatusAccepted {
+		t.Errorf("globex's first job: %d %s", code, body)
+	}
+	// globex's spool files: one fits, the other waits in incoming/.
+	drop(t, spool, "globex", "a.wav", wav)
+	drop(t, spool, "globex", "b.wav", wav)
+	ctx := context.Background()
+	sp := f.s.sources["spool"].(*spoolDir)
+	for range 2 {
+		if _, err := sp.scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, _, _ := f.s.store.JobStats(ctx, "spool")
+	if states[fullcallv1.JobState_JOB_STATE_QUEUED] != 0 {
+		t.Errorf("spool jobs %v; want none: globex's queue is full with its upload", states)
+	}
+	if got := ls(t, filepath.Join(spool, "globex", "incoming")); len(got) != 2 {
+		t.Errorf("incoming holds %v; want both files waiting", got)
 	}
 }

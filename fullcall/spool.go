@@ -52,6 +52,8 @@ type spoolDir struct {
 	settleAge time.Duration
 	maxSize   int64
 	every     time.Duration
+	// maxPending bounds a tenant's queued jobs; past it files wait.
+	maxPending int
 }
 
 var _ source = (*spoolDir)(nil)
@@ -63,11 +65,11 @@ const (
 	spoolFailed   = "failed"
 )
 
-func newSpoolDir(dir, name string, tenants *tenant.Registry, st *store.Store, log *slog.Logger, m *metrics, settle, every time.Duration, maxSize int64) (*spoolDir, error) {
+func newSpoolDir(dir, name string, tenants *tenant.Registry, st *store.Store, log *slog.Logger, m *metrics, settle, every time.Duration, maxSize int64, maxPending int) (*spoolDir, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	return &spoolDir{dir: dir, id: name, tenants: tenants, store: st, log: log.With("spool", name), m: m, settleAge: settle, maxSize: maxSize, every: every}, nil
+	return &spoolDir{dir: dir, id: name, tenants: tenants, store: st, log: log.With("spool", name), m: m, settleAge: settle, maxSize: maxSize, every: every, maxPending: maxPending}, nil
 }
 
 func (d *spoolDir) name() string            { return d.id }
@@ -113,6 +115,18 @@ func (d *spoolDir) scan(ctx context.Context) (int, error) {
 	}
 	present := map[string]bool{}
 	queued := 0
+	pending := map[string]int{} // per tenant, counted once per scan
+	full := func(tenantID string) (bool, error) {
+		n, ok := pending[tenantID]
+		if !ok {
+			var err error
+			if n, err = d.store.PendingJobs(ctx, tenantID); err != nil {
+				return false, err
+			}
+		}
+		pending[tenantID] = n
+		return n >= d.maxPending, nil
+	}
 	for _, f := range files {
 		if ctx.Err() != nil {
 			return queued, ctx.Err()
@@ -127,12 +141,21 @@ func (d *spoolDir) scan(ctx context.Context) (int, error) {
 		if !f.settled {
 			continue // still being written, perhaps
 		}
+		if isFull, err := full(f.tenant); err != nil {
+			return queued, err
+		} else if isFull {
+			// Overflow policy: the file waits in incoming/ until the
+			// tenant's queue has room; nothing is dropped.
+			d.m.spoolFiles.Add(ctx, 1, metric.WithAttributes(eventAttr.String("deferred")))
+			continue
+		}
 		ok, err := d.enqueue(ctx, f)
 		if err != nil {
 			return queued, err
 		}
 		if ok {
 			queued++
+			pending[f.tenant]++
 			d.m.spoolFiles.Add(ctx, 1, metric.WithAttributes(eventAttr.String("queued")))
 			d.log.Info("spooled recording queued", "tenant", f.tenant, "file", f.name)
 			continue

@@ -404,3 +404,14 @@ func (s *Store) JobByRef(ctx context.Context, source, ref string) (*Job, error) 
 	}
 	return j, nil
 }
+
+// PendingJobs counts a tenant's jobs that are queued or running.
+func (s *Store) PendingJobs(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM jobs WHERE tenant_id = ? AND state IN (?, ?)`),
+		tenantID, int(fullcallv1.JobState_JOB_STATE_QUEUED), int(fullcallv1.JobState_JOB_STATE_RUNNING)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("pending jobs: %w", err)
+	}
+	return n, nil
+}

@@ -25,6 +25,7 @@ func main() {
 	fs.DurationVar(&o.OrphanAfter, "orphan-after", o.OrphanAfter, "how long an abandoned call waits for a resume before its report is stored as incomplete")
 	fs.StringVar(&o.EscalationAddr, "escalation", "", "gRPC address of escalation, to record each live call with its care service")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "batch jobs (uploads, spool files) analysed at once")
+	fs.IntVar(&o.MaxPendingJobs, "max-pending-jobs", o.MaxPendingJobs, "queued and running jobs per tenant before uploads are refused (429) and spool files wait")
 	fs.StringVar(&o.SpoolDir, "spool-dir", "", "spool directory watched for recordings: DIR/TENANT/incoming (off when empty)")
 	fs.StringVar(&o.SpoolName, "spool-name", o.SpoolName, "the spool's name in the job queue: the same for instances sharing the directory")
 	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this service in job callbacks (https://fullcall.example.com)")
