@@ -78,6 +78,26 @@ fuzz-escalation: ## Run the webhook and tenants-file fuzzers, FUZZTIME (default 
 		(cd lib && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(or $(FUZZTIME),60s) ./webhook); done
 	cd lib && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),60s) ./tenant
 
+# fullcall-bench's live-call figures: memory per call and finalisation with
+# every call hanging up at once, and with hang-ups spread out.
+FULLCALL_BENCH := cd fullcall && $(GO) run ./cmd/fullcall-bench
+
+bench-fullcall: ## fullcall figures on SQLite: batch throughput (10-minute corpus file), memory per live call, finalisation at hang-up.
+	cd fullcall && CALMLINE_CORPUS=$(abspath $(CORPUS)) $(GO) test -run '^$$' -bench Batch600s -benchtime 20x .
+	$(FULLCALL_BENCH) -calls 150 -seconds 300
+	$(FULLCALL_BENCH) -calls 150 -seconds 300 -stagger 20ms
+	$(FULLCALL_BENCH) -calls 1000 -seconds 60
+
+bench-fullcall-pg: ## The same live-call figures on a throwaway PostgreSQL started by scripts/postgres.sh (fsync on).
+	@scripts/postgres.sh install
+	@set -e; d=$$(mktemp -d /tmp/calmline-pg.XXXXXX); trap "scripts/postgres.sh stop $$d" EXIT; \
+		dsn=$$(PG_DURABLE=1 scripts/postgres.sh start $$d); \
+		($(FULLCALL_BENCH) -calls 150 -seconds 300 -database "$$dsn"); \
+		($(FULLCALL_BENCH) -calls 150 -seconds 300 -stagger 20ms -database "$$dsn"); \
+		($(FULLCALL_BENCH) -calls 1000 -seconds 60 -database "$$dsn")
+
+.PHONY: bench-fullcall bench-fullcall-pg
+
 tidy: ## go mod tidy in every module.
 	@set -e; for m in $(MODULES) tools; do (cd $$m && GOWORK=off $(GO) mod tidy); done
 

@@ -1,12 +1,15 @@
 package fullcall
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/calmline/calmline/fullcall/store"
 	"github.com/calmline/calmline/lib/analysis"
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/wire"
@@ -18,23 +21,33 @@ import (
 const ReportVersion = 1
 
 // Bounds on what one call may accumulate, so that a misbehaving client
-// cannot grow a call's memory without limit. Past them entries are merged
-// or counted, never silently lost.
+// cannot grow a call's memory or its report without limit. Past them
+// entries are merged or counted, never silently lost.
 const (
 	maxGaps     = 1000
 	maxAlerts   = 1000
 	maxTimeline = 24 * 3600 // a day of seconds
 )
 
+// segmentSeconds is the length of a stored timeline segment. A live call
+// keeps at most the current segment in memory; complete segments are in
+// the store.
+const segmentSeconds = 60
+
 // aggregate turns one call's audio, as it arrives, into a report. Its state
-// is the running aggregates: memory does not grow with the audio, only
-// with the one-point-per-second timeline.
+// is the running aggregates and the analyser; for a live call the timeline
+// is kept in the store a segment at a time (see checkpoint), so that memory
+// does not grow with the call.
 type aggregate struct {
 	call   *callv1.Call
 	format audio.Format
 	an     *analysis.Analyzer
 
-	timeline    []point
+	// timeline holds the seconds from segStart on; earlier seconds are in
+	// stored segments.
+	timeline []point
+	segStart uint64
+
 	gaps        []*callv1.Gap
 	gapsMerged  int
 	liveGaps    []*callv1.Gap
@@ -43,6 +56,11 @@ type aggregate struct {
 	chunks      uint64
 	bytes       uint64
 	truncatedTL bool
+
+	// keepAudio is the tenant's policy; audio holds what arrived since the
+	// last checkpoint, as contiguous runs on the timeline.
+	keepAudio bool
+	audio     []store.Segment
 }
 
 // point is one second of scores; NaN-free: ok flags say what is set.
@@ -56,13 +74,14 @@ func newAggregate(call *callv1.Call) (*aggregate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &aggregate{call: call, format: f, an: an, alertSeen: map[string]bool{}}, nil
+	return &aggregate{call: call, format: f, an: an, alertSeen: map[string]bool{}, keepAudio: call.GetPolicy().GetStoreAudio()}, nil
 }
 
-// audio adds interleaved audio starting at a timeline position. Audio that
-// starts after the current position leaves an unexplained hole, recorded
-// as a client-loss gap; audio that overlaps what was analysed is trimmed.
-func (a *aggregate) audio(start uint64, data []byte) error {
+// addAudio adds interleaved audio starting at a timeline position. Audio
+// that starts after the current position leaves an unexplained hole,
+// recorded as a client-loss gap; audio that overlaps what was analysed is
+// trimmed.
+func (a *aggregate) addAudio(start uint64, data []byte) error {
 	fb := uint64(a.format.FrameBytes())
 	if uint64(len(data))%fb != 0 {
 		return fmt.Errorf("%d bytes is not a whole number of %d-byte sample frames", len(data), fb)
@@ -70,6 +89,7 @@ func (a *aggregate) audio(start uint64, data []byte) error {
 	pos := a.an.Timeline()
 	if start > pos {
 		a.gap(&callv1.Gap{StartSample: pos, Samples: start - pos, Reason: callv1.GapReason_GAP_REASON_CLIENT_LOSS})
+		pos = a.an.Timeline()
 	} else if start < pos {
 		skip := (pos - start) * fb
 		if skip >= uint64(len(data)) {
@@ -79,15 +99,44 @@ func (a *aggregate) audio(start uint64, data []byte) error {
 	}
 	a.chunks++
 	a.bytes += uint64(len(data))
+	if a.keepAudio {
+		if n := len(a.audio); n > 0 && a.audio[n-1].First+uint64(len(a.audio[n-1].Data))/fb == pos {
+			a.audio[n-1].Data = append(a.audio[n-1].Data, data...)
+		} else {
+			a.audio = append(a.audio, store.Segment{First: pos, Data: append([]byte(nil), data...)})
+		}
+	}
 	a.an.Write(data)
 	a.take(a.an.Seconds())
 	return nil
 }
 
+// addRecording analyses a whole recording (the batch paths), a piece at a
+// time so that a cancelled job stops promptly.
+func (a *aggregate) addRecording(ctx context.Context, data []byte) error {
+	piece := a.format.BytesPerSecond() * 10
+	for off := 0; off < len(data); off += piece {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		a.an.Write(data[off:min(off+piece, len(data))])
+		a.take(a.an.Seconds())
+	}
+	a.chunks, a.bytes = 1, uint64(len(data))
+	return nil
+}
+
 // gap records a stretch without audio and advances the timeline over it.
+// A gap the timeline already covers and the report already lists is a
+// replay (the gateway resends what followed the last checkpoint) and is
+// ignored.
 func (a *aggregate) gap(g *callv1.Gap) {
 	pos := a.an.Timeline()
-	if end := g.StartSample + g.Samples; end > pos {
+	end := g.StartSample + g.Samples
+	if end <= pos && a.listed(g) {
+		return
+	}
+	if end > pos {
 		a.an.Gap(end - pos)
 		a.take(a.an.Seconds())
 	}
@@ -97,15 +146,29 @@ func (a *aggregate) gap(g *callv1.Gap) {
 	}
 	if len(a.gaps) >= maxGaps {
 		last := a.gaps[len(a.gaps)-1]
-		last.Samples = g.StartSample + g.Samples - last.StartSample
-		last.Detail = fmt.Sprintf("%d further gaps merged into this one", a.gapsMerged+1)
+		last.Samples = max(last.Samples, end-last.StartSample)
 		a.gapsMerged++
+		last.Detail = fmt.Sprintf("%d further gaps merged into this one", a.gapsMerged)
 		return
 	}
 	a.gaps = append(a.gaps, g)
 }
 
-// event records something that happened during the call.
+// listed reports whether a gap of the same reason already covers g.
+func (a *aggregate) listed(g *callv1.Gap) bool {
+	for i := len(a.gaps) - 1; i >= 0; i-- {
+		h := a.gaps[i]
+		if h.StartSample+h.Samples <= g.StartSample {
+			return false // gaps are in timeline order
+		}
+		if h.Reason == g.Reason && h.StartSample <= g.StartSample && g.StartSample+g.Samples <= h.StartSample+h.Samples {
+			return true
+		}
+	}
+	return false
+}
+
+// event records something that happened during the call, once.
 func (a *aggregate) event(e *fullcallv1.CallEvent) {
 	switch ev := e.Event.(type) {
 	case *fullcallv1.CallEvent_Alert:
@@ -116,32 +179,191 @@ func (a *aggregate) event(e *fullcallv1.CallEvent) {
 		a.alertSeen[key] = true
 		a.alerts = append(a.alerts, ev.Alert)
 	case *fullcallv1.CallEvent_LiveScoringGap:
+		g := ev.LiveScoringGap
+		for _, h := range a.liveGaps {
+			if h.StartSample == g.StartSample && h.Samples == g.Samples && h.Reason == g.Reason {
+				return // a replay
+			}
+		}
 		if len(a.liveGaps) < maxGaps {
-			a.liveGaps = append(a.liveGaps, ev.LiveScoringGap)
+			a.liveGaps = append(a.liveGaps, g)
 		}
 	}
 }
 
+// take appends analysed seconds to the timeline, by their index: a second
+// the analysis could not make (lost in a takeover, see analysis.Resume) is
+// recorded as abstained, a second already taken is not taken again.
 func (a *aggregate) take(secs []analysis.Second) {
 	for _, s := range secs {
-		if len(a.timeline) >= maxTimeline {
-			a.truncatedTL = true
-			return
+		for a.seconds() < uint64(s.Index) && !a.truncatedTL {
+			a.appendPoint(point{})
 		}
-		a.timeline = append(a.timeline, point{
+		if uint64(s.Index) < a.seconds() {
+			continue
+		}
+		a.appendPoint(point{
 			agent: float32(s.AgentStress.Value), agentOK: s.AgentStress.OK,
 			caller: float32(s.CallerPressure.Value), callerOK: s.CallerPressure.OK,
 		})
 	}
 }
 
+func (a *aggregate) appendPoint(p point) {
+	if a.seconds() >= maxTimeline {
+		a.truncatedTL = true
+		return
+	}
+	a.timeline = append(a.timeline, p)
+}
+
+// complete reports whether the analysis has made every second that the
+// audio so far completes: the best moment for a checkpoint (a takeover
+// then loses no second).
+func (a *aggregate) complete() bool {
+	return a.seconds() >= a.an.Timeline()/uint64(a.format.SampleRate)
+}
+
+// seconds is the number of timeline points so far.
+func (a *aggregate) seconds() uint64 { return a.segStart + uint64(len(a.timeline)) }
+
+// checkpoint returns the call's durable state at chunk seq, the timeline
+// segments to store with it (the complete ones not stored yet and the one
+// in progress) and the audio since the last checkpoint; commit, called once
+// the checkpoint is stored, lets go of what is now in the store.
+func (a *aggregate) checkpoint(cp *store.Checkpoint, seq uint64) (timeline, audio []store.Segment, commit func(), err error) {
+	st, err := a.an.Snapshot()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cp.Seq = seq
+	cp.Call = a.call
+	cp.Analyzer = st
+	cp.TimelineLen = a.seconds()
+	cp.Partial = &fullcallv1.Report{
+		Gaps:            a.gaps,
+		Alerts:          a.alerts,
+		LiveScoringGaps: a.liveGaps,
+		Chunks:          a.chunks,
+		AudioBytes:      a.bytes,
+		Incomplete:      a.truncatedTL,
+	}
+	for i := 0; i < len(a.timeline); i += segmentSeconds {
+		pts := a.timeline[i:min(i+segmentSeconds, len(a.timeline))]
+		timeline = append(timeline, store.Segment{First: a.segStart + uint64(i), Data: encodePoints(pts)})
+	}
+	audio = a.audio
+	commit = func() {
+		if done := len(a.timeline) / segmentSeconds * segmentSeconds; done > 0 {
+			a.timeline = append(a.timeline[:0], a.timeline[done:]...)
+			a.segStart += uint64(done)
+		}
+		a.audio = nil
+	}
+	return timeline, audio, commit, nil
+}
+
+// restoreAggregate rebuilds a live call's aggregate from its checkpoint and
+// the timeline segments stored with it.
+func restoreAggregate(cp *store.Checkpoint, segs []store.Segment) (*aggregate, error) {
+	an, f, err := analysis.Resume(cp.Call, cp.Analyzer)
+	if err != nil {
+		return nil, err
+	}
+	p := cp.Partial
+	a := &aggregate{
+		call: cp.Call, format: f, an: an, alertSeen: map[string]bool{},
+		gaps: p.Gaps, liveGaps: p.LiveScoringGaps, alerts: p.Alerts,
+		chunks: p.Chunks, bytes: p.AudioBytes, truncatedTL: p.Incomplete,
+		keepAudio: cp.Call.GetPolicy().GetStoreAudio(),
+	}
+	for _, al := range a.alerts {
+		a.alertSeen[al.AlertId+"/"+al.State.String()] = true
+	}
+	if n := len(a.gaps); n > 0 {
+		fmt.Sscanf(a.gaps[n-1].Detail, "%d further gaps merged", &a.gapsMerged)
+	}
+	// The segment in progress comes back into memory.
+	a.segStart = cp.TimelineLen - cp.TimelineLen%segmentSeconds
+	for _, s := range segs {
+		if s.First == a.segStart {
+			pts, err := decodePoints(s.Data)
+			if err != nil {
+				return nil, err
+			}
+			a.timeline = pts
+		}
+	}
+	if a.seconds() != cp.TimelineLen {
+		return nil, fmt.Errorf("checkpoint covers %d seconds of timeline, the store has %d", cp.TimelineLen, a.seconds())
+	}
+	return a, nil
+}
+
+// pointBytes is the size of an encoded timeline point: flags, then each
+// score as a float32.
+const pointBytes = 9
+
+func encodePoints(pts []point) []byte {
+	b := make([]byte, 0, len(pts)*pointBytes)
+	for _, p := range pts {
+		var flags byte
+		if p.agentOK {
+			flags |= 1
+		}
+		if p.callerOK {
+			flags |= 2
+		}
+		b = append(b, flags)
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(p.agent))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(p.caller))
+	}
+	return b
+}
+
+func decodePoints(b []byte) ([]point, error) {
+	if len(b)%pointBytes != 0 {
+		return nil, fmt.Errorf("timeline segment of %d bytes", len(b))
+	}
+	pts := make([]point, len(b)/pointBytes)
+	for i := range pts {
+		e := b[i*pointBytes:]
+		pts[i] = point{
+			agentOK: e[0]&1 != 0, callerOK: e[0]&2 != 0,
+			agent:  math.Float32frombits(binary.LittleEndian.Uint32(e[1:])),
+			caller: math.Float32frombits(binary.LittleEndian.Uint32(e[5:])),
+		}
+	}
+	return pts, nil
+}
+
 // report finishes the analysis and builds the report. The timeline ends at
-// end (samples per channel) when it is past what the audio covered.
-func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete bool, source fullcallv1.Source) *fullcallv1.Report {
+// end (samples per channel) when it is past what the audio covered; stored
+// holds the timeline segments before segStart.
+func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1.EndReason, incomplete bool, source fullcallv1.Source) (*fullcallv1.Report, error) {
 	if pos := a.an.Timeline(); end > pos {
 		a.an.Gap(end - pos)
 	}
 	a.take(a.an.Flush())
+	var all []point
+	for _, s := range stored {
+		if s.First >= a.segStart {
+			break
+		}
+		pts, err := decodePoints(s.Data)
+		if err != nil {
+			return nil, err
+		}
+		if uint64(len(all)) != s.First {
+			return nil, fmt.Errorf("timeline segment at second %d after %d seconds", s.First, len(all))
+		}
+		all = append(all, pts...)
+	}
+	if uint64(len(all)) != a.segStart {
+		return nil, fmt.Errorf("stored timeline has %d seconds; want %d", len(all), a.segStart)
+	}
+	all = append(all, a.timeline...)
+
 	rate := float64(a.format.SampleRate)
 	dur := float64(a.an.Timeline()) / rate
 	started := a.call.GetStartedAt().AsTime()
@@ -175,6 +397,12 @@ func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete b
 		CreatedAt:       timestamppb.Now(),
 		Labels:          a.call.Labels,
 	}
+	if policy.GetStoreAudio() {
+		r.AudioStored = true
+		if days := audioDays(policy); days > 0 {
+			r.AudioExpiresAt = timestamppb.New(r.EndedAt.AsTime().Add(time.Duration(days) * 24 * time.Hour))
+		}
+	}
 	st := a.an.Stats()
 	for i, c := range st.Channels {
 		v := c.Voice
@@ -206,8 +434,8 @@ func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete b
 	agentOn := wire.AgentScoringEnabled(policy)
 	r.AgentStress = &fullcallv1.ScoreSummary{Threshold: thr}
 	r.CallerPressure = &fullcallv1.ScoreSummary{Threshold: thr}
-	r.Timeline = make([]*fullcallv1.TimelinePoint, len(a.timeline))
-	for i, p := range a.timeline {
+	r.Timeline = make([]*fullcallv1.TimelinePoint, len(all))
+	for i, p := range all {
 		tp := &fullcallv1.TimelinePoint{Second: uint32(i)}
 		if p.agentOK && agentOn {
 			v := float64(p.agent)
@@ -226,7 +454,16 @@ func (a *aggregate) report(end uint64, reason fullcallv1.EndReason, incomplete b
 			s.Mean /= float64(s.ScoredSeconds)
 		}
 	}
-	return r
+	return r, nil
+}
+
+// audioDays is how long a call's audio is kept: its own retention, else the
+// report's; 0 keeps it.
+func audioDays(p *callv1.CallPolicy) uint32 {
+	if d := p.GetAudioRetentionDays(); d > 0 {
+		return d
+	}
+	return p.GetReportRetentionDays()
 }
 
 // defined maps an undefined measure (NaN: no voiced speech, too few

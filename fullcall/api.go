@@ -2,8 +2,7 @@ package fullcall
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,17 +25,14 @@ import (
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
-// Errors of the recording path, classified for the API boundary.
-var (
-	errNoSpeech = errors.New("the recording contains no speech")
-	errBadRoles = errors.New("bad roles")
-)
-
 func (s *Server) routes(mux *http.ServeMux) {
 	auth := s.o.Tenants.RequireKey
 	mux.Handle("GET /api/v1/reports/{call_id}", auth(http.HandlerFunc(s.httpGetReport)))
+	mux.Handle("GET /api/v1/reports/{call_id}/audio", auth(http.HandlerFunc(s.httpGetAudio)))
 	mux.Handle("GET /api/v1/reports", auth(http.HandlerFunc(s.httpListReports)))
+	mux.Handle("GET /api/v1/agents/{agent_id}/summary", auth(http.HandlerFunc(s.httpAgentSummary)))
 	mux.Handle("POST /api/v1/recordings", auth(http.HandlerFunc(s.httpPostRecording)))
+	mux.Handle("GET /api/v1/jobs/{job_id}", auth(http.HandlerFunc(s.httpGetJob)))
 }
 
 func mustTenant(ctx context.Context) *tenant.Tenant {
@@ -75,6 +70,46 @@ func (s *Server) httpGetReport(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// httpGetAudio serves a call's stored audio as a WAV file in the call's
+// format, with silence where the timeline has no audio (gaps).
+func (s *Server) httpGetAudio(w http.ResponseWriter, r *http.Request) {
+	t := mustTenant(r.Context())
+	callID := r.PathValue("call_id")
+	rep, err := s.store.GetReport(r.Context(), t.ID, callID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !rep.AudioStored {
+		service.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no stored audio for call %q", callID))
+		return
+	}
+	if err != nil {
+		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the report store is unavailable")
+		return
+	}
+	f, err := wire.Format(rep.Format)
+	if err != nil {
+		service.WriteError(w, http.StatusInternalServerError, "internal", "the report's media format is not readable")
+		return
+	}
+	fill := audio.Encode(nil, make([]int16, f.Channels), f.Codec)
+	end := int64(rep.DurationS*float64(f.SampleRate)+0.5) * int64(f.FrameBytes())
+	// The header says how much follows; the body is streamed from the store.
+	hdr := audio.EncodeWAV(f, nil)
+	pad := end & 1
+	binary.LittleEndian.PutUint32(hdr[4:], uint32(int64(len(hdr))-8+end+pad))
+	binary.LittleEndian.PutUint32(hdr[len(hdr)-4:], uint32(end))
+	w.Header().Set("Content-Type", "audio/wav")
+	w.Header().Set("Content-Length", strconv.FormatInt(int64(len(hdr))+end+pad, 10))
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", callID+".wav"))
+	w.Write(hdr)
+	if err := s.store.WriteAudio(r.Context(), w, t.ID, callID, f.FrameBytes(), fill, end); err != nil {
+		// Headers are sent: the client sees a short body.
+		s.log.Warn("serving stored audio failed", "tenant", t.ID, "call_id", callID, "err", err)
+		return
+	}
+	if pad == 1 {
+		w.Write([]byte{0})
+	}
+}
+
 // ListReports implements ReportService.ListReports.
 func (s *Server) ListReports(ctx context.Context, req *fullcallv1.ListReportsRequest) (*fullcallv1.ListReportsResponse, error) {
 	t := mustTenant(ctx)
@@ -106,19 +141,8 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
 	q := store.Query{AgentID: v.Get("agent_id"), PageToken: v.Get("page_token")}
 	var err error
-	parseTime := func(name string) time.Time {
-		s := v.Get(name)
-		if s == "" || err != nil {
-			return time.Time{}
-		}
-		tm, perr := time.Parse(time.RFC3339, s)
-		if perr != nil {
-			err = fmt.Errorf("%s: want an RFC 3339 time, got %q", name, s)
-		}
-		return tm
-	}
-	q.StartedAfter = parseTime("from")
-	q.StartedBefore = parseTime("to")
+	q.StartedAfter = parseTime(v.Get("from"), "from", &err)
+	q.StartedBefore = parseTime(v.Get("to"), "to", &err)
 	if s := v.Get("min_peak"); s != "" && err == nil {
 		if q.MinPeak, err = strconv.ParseFloat(s, 64); err != nil {
 			err = fmt.Errorf("min_peak: want a number, got %q", s)
@@ -152,33 +176,156 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 	service.WriteJSON(w, http.StatusOK, &fullcallv1.ListReportsResponse{Reports: rs, NextPageToken: next})
 }
 
+// parseTime reads an optional RFC 3339 parameter; the first problem sticks
+// in *err.
+func parseTime(s, name string, err *error) time.Time {
+	if s == "" || *err != nil {
+		return time.Time{}
+	}
+	tm, perr := time.Parse(time.RFC3339, s)
+	if perr != nil {
+		*err = fmt.Errorf("%s: want an RFC 3339 time, got %q", name, s)
+	}
+	return tm
+}
+
+// Agent summaries cover at most a year; without from/to, the last 7 days.
+const (
+	maxSummaryPeriod     = 366 * 24 * time.Hour
+	defaultSummaryPeriod = 7 * 24 * time.Hour
+)
+
+func summaryPeriod(from, to time.Time, now time.Time) (time.Time, time.Time, error) {
+	if to.IsZero() {
+		to = now
+	}
+	if from.IsZero() {
+		from = to.Add(-defaultSummaryPeriod)
+	}
+	switch {
+	case !from.Before(to):
+		return from, to, fmt.Errorf("from (%s) must be before to (%s)", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	case to.Sub(from) > maxSummaryPeriod:
+		return from, to, fmt.Errorf("the period is longer than %d days", int(maxSummaryPeriod.Hours()/24))
+	}
+	return from, to, nil
+}
+
+// GetAgentSummary implements ReportService.GetAgentSummary.
+func (s *Server) GetAgentSummary(ctx context.Context, req *fullcallv1.GetAgentSummaryRequest) (*fullcallv1.GetAgentSummaryResponse, error) {
+	t := mustTenant(ctx)
+	if req.AgentId == "" {
+		return nil, status.Error(codes.InvalidArgument, "agent_id is required")
+	}
+	var from, to time.Time
+	if req.From != nil {
+		from = req.From.AsTime()
+	}
+	if req.To != nil {
+		to = req.To.AsTime()
+	}
+	from, to, err := summaryPeriod(from, to, time.Now())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	sum, err := s.store.AgentSummary(ctx, t.ID, req.AgentId, from, to)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &fullcallv1.GetAgentSummaryResponse{Summary: sum}, nil
+}
+
+func (s *Server) httpAgentSummary(w http.ResponseWriter, r *http.Request) {
+	t := mustTenant(r.Context())
+	agent := r.PathValue("agent_id")
+	v := r.URL.Query()
+	var err error
+	from := parseTime(v.Get("from"), "from", &err)
+	to := parseTime(v.Get("to"), "to", &err)
+	if err == nil {
+		from, to, err = summaryPeriod(from, to, time.Now())
+	}
+	if err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	sum, err := s.store.AgentSummary(r.Context(), t.ID, agent, from, to)
+	if err != nil {
+		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the report store is unavailable")
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, sum)
+}
+
 // AnalyzeRecording implements RecordingService.AnalyzeRecording.
 func (s *Server) AnalyzeRecording(ctx context.Context, req *fullcallv1.AnalyzeRecordingRequest) (*fullcallv1.AnalyzeRecordingResponse, error) {
 	t := mustTenant(ctx)
 	rec := req.GetRecording()
-	if int64(len(rec.GetWav())) > s.o.MaxUploadBytes {
-		return nil, status.Errorf(codes.ResourceExhausted, "recording of %d bytes exceeds the %d-byte limit", len(rec.GetWav()), s.o.MaxUploadBytes)
+	if n := int64(len(rec.GetWav())); n > s.o.MaxUploadBytes {
+		return nil, status.Errorf(codes.ResourceExhausted, "recording of %d bytes exceeds the %d-byte limit of synchronous analysis; use SubmitRecording", n, s.o.MaxUploadBytes)
 	}
-	r, err := s.analyzeRecording(ctx, t, rec)
+	r, err := s.analyzeNow(ctx, t, rec)
 	if err != nil {
-		code := codes.InvalidArgument
-		if errors.Is(err, errStore) {
-			code = codes.Unavailable
-		}
-		return nil, status.Error(code, err.Error())
+		return nil, grpcError(err)
 	}
 	return &fullcallv1.AnalyzeRecordingResponse{Report: r}, nil
 }
 
-var errStore = errors.New("report store unavailable")
+// analyzeNow analyses an uploaded recording synchronously and stores its
+// report.
+func (s *Server) analyzeNow(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording) (*fullcallv1.Report, error) {
+	r, keep, err := s.analyse(ctx, t, rec, fullcallv1.Source_SOURCE_UPLOAD)
+	if err != nil {
+		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String(errorCode(err))))
+		return nil, err
+	}
+	if err := s.store.PutReportAudio(ctx, r, keep); err != nil {
+		s.m.storeErrors.Add(ctx, 1)
+		return nil, fmt.Errorf("%w: %v", errStore, err)
+	}
+	s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("ok")))
+	s.m.reports.Add(ctx, 1, metric.WithAttributes(sourceAttr.String("upload")))
+	return r, nil
+}
 
-// analyzeRecording runs the whole-call analysis over an uploaded WAV file
-// and stores the report.
-func (s *Server) analyzeRecording(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording) (*fullcallv1.Report, error) {
+// analyse runs the whole-call analysis over a recording (the same code as
+// live calls) and returns its report, not yet stored, and the audio to
+// store with it when the tenant's policy keeps audio.
+func (s *Server) analyse(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording, source fullcallv1.Source) (*fullcallv1.Report, []byte, error) {
+	wav, call, err := prepare(t, rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	agg, err := newAggregate(call)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errBadRoles, err)
+	}
+	if err := agg.addRecording(ctx, wav.Data); err != nil {
+		return nil, nil, err
+	}
+	r, err := agg.report(nil, 0, fullcallv1.EndReason_END_REASON_HANGUP, false, source)
+	if err != nil {
+		return nil, nil, err
+	}
+	var talk float64
+	for _, c := range r.Channels {
+		talk += c.TalkS
+	}
+	if talk == 0 {
+		return nil, nil, errNoSpeech
+	}
+	var keep []byte
+	if r.AudioStored {
+		keep = wav.Data
+	}
+	return r, keep, nil
+}
+
+// prepare checks a recording and describes it as a call.
+func prepare(t *tenant.Tenant, rec *fullcallv1.Recording) (*audio.Recording, *callv1.Call, error) {
 	wav, err := audio.ParseWAV(rec.GetWav())
 	if err != nil {
-		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("bad_wav")))
-		return nil, err
+		return nil, nil, err
 	}
 	roles := rec.GetRoles()
 	if len(roles) == 0 {
@@ -188,7 +335,7 @@ func (s *Server) analyzeRecording(ctx context.Context, t *tenant.Tenant, rec *fu
 		}
 	}
 	if len(roles) != wav.Format.Channels {
-		return nil, fmt.Errorf("%w: %d roles for a %d-channel recording", errBadRoles, len(roles), wav.Format.Channels)
+		return nil, nil, fmt.Errorf("%w: %d roles for a %d-channel recording", errBadRoles, len(roles), wav.Format.Channels)
 	}
 	callID := rec.GetCallId()
 	if callID == "" {
@@ -207,32 +354,11 @@ func (s *Server) analyzeRecording(ctx context.Context, t *tenant.Tenant, rec *fu
 	if call.StartedAt == nil {
 		call.StartedAt = timestamppb.Now()
 	}
-	agg, err := newAggregate(call)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadRoles, err)
+	if _, err := wire.Format(call.Format); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errBadRoles, err)
 	}
-	if err := agg.audio(0, wav.Data); err != nil {
-		return nil, err
-	}
-	r := agg.report(0, fullcallv1.EndReason_END_REASON_HANGUP, false, fullcallv1.Source_SOURCE_UPLOAD)
-	var talk float64
-	for _, c := range r.Channels {
-		talk += c.TalkS
-	}
-	if talk == 0 {
-		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("no_speech")))
-		return nil, errNoSpeech
-	}
-	if err := s.store.PutReport(ctx, r); err != nil {
-		s.m.storeErrors.Add(ctx, 1)
-		return nil, fmt.Errorf("%w: %v", errStore, err)
-	}
-	s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("ok")))
-	s.m.reports.Add(ctx, 1, metric.WithAttributes(sourceAttr.String("upload")))
-	return r, nil
+	return wav, call, nil
 }
-
-var reasonAttr = attribute.Key("reason")
 
 func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
@@ -248,15 +374,33 @@ func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 			rec.Roles = append(rec.Roles, role)
 		}
 	}
-	if r.ContentLength > s.o.MaxUploadBytes {
-		service.WriteError(w, http.StatusRequestEntityTooLarge, "too_large",
-			fmt.Sprintf("recording of %d bytes exceeds the %d-byte limit", r.ContentLength, s.o.MaxUploadBytes))
+	var err error
+	if st := parseTime(q.Get("started_at"), "started_at", &err); !st.IsZero() {
+		rec.StartedAt = timestamppb.New(st)
+	}
+	async := false
+	if a := q.Get("async"); a != "" && err == nil {
+		if async, err = strconv.ParseBool(a); err != nil {
+			err = fmt.Errorf("async: want true or false, got %q", a)
+		}
+	}
+	if err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxUploadBytes))
+	callback := q.Get("callback_url")
+	if err := checkCallback(t, callback); err != nil {
+		writeRecordingError(w, err)
+		return
+	}
+	if r.ContentLength > s.o.MaxJobBytes {
+		writeRecordingError(w, fmt.Errorf("%w: recording of %d bytes exceeds the %d-byte limit", errTooLarge, r.ContentLength, s.o.MaxJobBytes))
+		return
+	}
+	body, err := readBody(w, r, s.o.MaxJobBytes)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		service.WriteError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("recording exceeds the %d-byte limit", s.o.MaxUploadBytes))
+		writeRecordingError(w, fmt.Errorf("%w: recording exceeds the %d-byte limit", errTooLarge, s.o.MaxJobBytes))
 		return
 	}
 	if err != nil {
@@ -264,29 +408,135 @@ func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Wav = body
-	rep, err := s.analyzeRecording(r.Context(), t, rec)
-	switch {
-	case err == nil:
+	if int64(len(body)) <= s.o.MaxUploadBytes && !async && callback == "" {
+		rep, err := s.analyzeNow(r.Context(), t, rec)
+		if err != nil {
+			writeRecordingError(w, err)
+			return
+		}
 		service.WriteJSON(w, http.StatusOK, rep)
-	case errors.Is(err, audio.ErrNotWAV), errors.Is(err, audio.ErrUnsupported):
-		service.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_format", err.Error())
-	case errors.Is(err, audio.ErrTruncated), errors.Is(err, audio.ErrBadHeader):
-		service.WriteError(w, http.StatusBadRequest, "malformed_wav", err.Error())
-	case errors.Is(err, audio.ErrNoAudio):
-		service.WriteError(w, http.StatusUnprocessableEntity, "no_audio", err.Error())
-	case errors.Is(err, errNoSpeech):
-		service.WriteError(w, http.StatusUnprocessableEntity, "no_speech", err.Error())
-	case errors.Is(err, errBadRoles):
-		service.WriteError(w, http.StatusBadRequest, "bad_roles", err.Error())
-	case errors.Is(err, errStore):
-		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the report store is unavailable")
-	default:
-		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
 	}
+	resp, err := s.submit(r.Context(), t, rec, callback)
+	if err != nil {
+		writeRecordingError(w, err)
+		return
+	}
+	w.Header().Set("Location", resp.StatusUrl)
+	service.WriteJSON(w, http.StatusAccepted, resp)
 }
 
-func randomID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// readBody reads a request body of at most limit bytes, in one allocation
+// when the client said how long it is.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(body)
+}
+
+// checkCallback accepts an empty callback URL or one the tenant allows.
+func checkCallback(t *tenant.Tenant, url string) error {
+	if url == "" {
+		return nil
+	}
+	if !t.JobCallbacks.Enabled() {
+		return fmt.Errorf("%w: this tenant has no job_callbacks configured", errBadCallback)
+	}
+	if !t.JobCallbacks.Allows(url) {
+		return fmt.Errorf("%w: %q is not under one of the tenant's callback URLs", errBadCallback, url)
+	}
+	return nil
+}
+
+// submit checks a recording and queues it as a job.
+func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording, callback string) (*fullcallv1.SubmitRecordingResponse, error) {
+	// The content is checked now, so that a file calmline cannot read is
+	// refused here rather than failing later as a job.
+	if _, _, err := prepare(t, rec); err != nil {
+		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String(errorCode(err))))
+		return nil, err
+	}
+	// Overflow policy of a tenant's job queue: refuse (the client may
+	// retry later), counted.
+	if n, err := s.store.PendingJobs(ctx, t.ID); err != nil {
+		return nil, fmt.Errorf("%w: %v", errStore, err)
+	} else if n >= s.o.MaxPendingJobs {
+		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("queue_full")))
+		return nil, fmt.Errorf("%w: %d jobs are already queued or running for this tenant", errQueueFull, n)
+	}
+	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: callback}
+	j.Ref = j.ID
+	if _, err := s.store.EnqueueJob(ctx, j); err != nil {
+		s.m.storeErrors.Add(ctx, 1)
+		return nil, fmt.Errorf("%w: %v", errStore, err)
+	}
+	s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("queued")))
+	s.signalWorkers()
+	return &fullcallv1.SubmitRecordingResponse{Job: store.JobProto(j, nil), StatusUrl: s.o.PublicURL + "/api/v1/jobs/" + j.ID}, nil
+}
+
+// SubmitRecording implements RecordingService.SubmitRecording.
+func (s *Server) SubmitRecording(ctx context.Context, req *fullcallv1.SubmitRecordingRequest) (*fullcallv1.SubmitRecordingResponse, error) {
+	t := mustTenant(ctx)
+	rec := req.GetRecording()
+	if n := int64(len(rec.GetWav())); n > s.o.MaxJobBytes {
+		return nil, grpcError(fmt.Errorf("%w: recording of %d bytes exceeds the %d-byte limit", errTooLarge, n, s.o.MaxJobBytes))
+	}
+	if err := checkCallback(t, req.CallbackUrl); err != nil {
+		return nil, grpcError(err)
+	}
+	resp, err := s.submit(ctx, t, rec, req.CallbackUrl)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return resp, nil
+}
+
+// job returns a tenant's job with its report once done.
+func (s *Server) job(ctx context.Context, tenantID, id string) (*fullcallv1.Job, error) {
+	j, err := s.store.GetJob(ctx, tenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	var rep *fullcallv1.Report
+	if j.State == fullcallv1.JobState_JOB_STATE_DONE {
+		rep, err = s.store.GetReport(ctx, tenantID, j.CallID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) { // deleted by retention since
+			return nil, err
+		}
+	}
+	return store.JobProto(j, rep), nil
+}
+
+// GetJob implements RecordingService.GetJob.
+func (s *Server) GetJob(ctx context.Context, req *fullcallv1.GetJobRequest) (*fullcallv1.GetJobResponse, error) {
+	t := mustTenant(ctx)
+	j, err := s.job(ctx, t.ID, req.JobId)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "no job %q", req.JobId)
+	}
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &fullcallv1.GetJobResponse{Job: j}, nil
+}
+
+func (s *Server) httpGetJob(w http.ResponseWriter, r *http.Request) {
+	t := mustTenant(r.Context())
+	id := r.PathValue("job_id")
+	j, err := s.job(r.Context(), t.ID, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		service.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no job %q", id))
+	case err != nil:
+		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the store is unavailable")
+	default:
+		service.WriteJSON(w, http.StatusOK, j)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/calmline/calmline/cmd/stack"
 	"github.com/calmline/calmline/escalation"
+	"github.com/calmline/calmline/fullcall"
 	"github.com/calmline/calmline/gateway"
 	"github.com/calmline/calmline/lib/daemon"
 	"github.com/calmline/calmline/lib/tenant"
@@ -44,22 +45,35 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	eo := escalation.DefaultOptions()
 	fs.IntVar(&eo.DeliveryWorkers, "delivery-workers", eo.DeliveryWorkers, "escalation: outbound requests (webhooks, warnings, transfers) in flight at once")
 	fs.IntVar(&eo.MaxBacklog, "max-outbox", eo.MaxBacklog, "escalation: undelivered requests per tenant before new alerts are refused (0: no bound)")
+	fco := fullcall.DefaultOptions()
+	fs.StringVar(&fco.Database, "fullcall-database", "", "fullcall's store: sqlite:PATH or postgres://... (default DATA-DIR/fullcall.db); instances sharing it share live calls and the batch queue")
+	spoolDir := fs.String("fullcall-spool-dir", "", "spool directory fullcall watches for recordings, DIR/TENANT/incoming (default DATA-DIR/spool; \"off\" for none)")
+	fs.StringVar(&fco.SpoolName, "fullcall-spool-name", fco.SpoolName, "the spool's name in the job queue: the same for instances sharing the directory")
+	fs.IntVar(&fco.Workers, "fullcall-workers", fco.Workers, "batch jobs (uploads, spool files) fullcall analyses at once")
+	fs.DurationVar(&fco.CheckpointEvery, "fullcall-checkpoint-every", fco.CheckpointEvery, "audio between durable checkpoints of a live call")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	switch *spoolDir {
+	case "":
+		fco.SpoolDir = filepath.Join(*dataDir, "spool")
+	case "off":
+	default:
+		fco.SpoolDir = *spoolDir
 	}
 	svcs, err := stack.ParseServices(*services)
 	if err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 2
 	}
-	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, stdout); err != nil {
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1
 	}
 	return 0
 }
 
-func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, stdout io.Writer) error {
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, stdout io.Writer) error {
 	var demoKey string
 	if tenantsFile == "" {
 		tenantsFile = filepath.Join(dataDir, "tenants.yaml")
@@ -92,6 +106,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 		Announce:   stdout,
 		Gateway:    gwo,
 		Escalation: eo,
+		Fullcall:   fco,
 	}
 	for name, v := range listen {
 		o.Listen[name] = *v
@@ -118,6 +133,9 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 		if a := st.Addr(stack.Fullcall); a != nil {
 			fmt.Fprintf(stdout, "calmline: try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/reports\n", demoKey, a)
 		}
+	}
+	if a := st.Addr(stack.Fullcall); a != nil && fco.SpoolDir != "" {
+		fmt.Fprintf(stdout, "calmline: recordings dropped into %s are analysed\n", filepath.Join(fco.SpoolDir, "TENANT", "incoming"))
 	}
 	return st.Serve(env.Ctx)
 }

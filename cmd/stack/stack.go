@@ -155,6 +155,15 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			}
 			fo.Logger, fo.MeterProvider, fo.TracerProvider, fo.Propagator, fo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			fo.Tenants, fo.DataDir = o.Tenants, o.DataDir
+			if fo.EscalationAddr == "" {
+				// Each live call's report goes to escalation's care
+				// record, when there is an escalation to reach.
+				if addr, terr := target(Escalation); terr == nil {
+					fo.EscalationAddr = addr
+				} else {
+					tel.Logger.Warn("fullcall runs without escalation: no care record of finished calls")
+				}
+			}
 			s.servers[name], err = fullcall.New(ctx, fo)
 		case Realtime:
 			ro := realtime.DefaultOptions()

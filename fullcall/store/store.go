@@ -1,6 +1,11 @@
-// Package store keeps fullcall's whole-call reports in SQL: SQLite by
-// default, PostgreSQL when several fullcall instances share data. Every
-// query is scoped to one tenant.
+// Package store keeps fullcall's data in SQL: whole-call reports, the
+// durable checkpoints of live calls, stored audio where a tenant's policy
+// asks for it, the job queue of the batch paths (uploads and spool
+// directories) and the record of retention deletions. One Store serves both
+// SQLite (the embedded default, one file) and PostgreSQL (several fullcall
+// instances sharing data), chosen by the DSN; the dialects differ only where
+// noted (job claiming uses FOR UPDATE SKIP LOCKED on PostgreSQL). Every
+// query a tenant can cause is scoped to that tenant.
 package store
 
 import (
@@ -44,11 +49,17 @@ CREATE TABLE reports (
 CREATE INDEX reports_by_start ON reports (tenant_id, started_at, call_id);
 CREATE INDEX reports_by_agent ON reports (tenant_id, agent_id, started_at);
 `},
+	{Version: 2, SQL: migration2},
 }
 
-// Store is a report store.
+// Store is fullcall's store.
 type Store struct {
 	db *sqldb.DB
+	// commits batches this process's writes on SQLite (see commit.go);
+	// nil on PostgreSQL.
+	commits *committer
+	// Now is the clock (tests move it).
+	Now func() time.Time
 }
 
 // Open opens the database named by dsn (see sqldb.Open) and brings its
@@ -62,11 +73,53 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, Now: time.Now}
+	if db.Dialect == sqldb.SQLite {
+		s.commits = newCommitter(db.DB)
+	}
+	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Dialect says which database the store runs on.
+func (s *Store) Dialect() sqldb.Dialect { return s.db.Dialect }
+
+// tx runs fn in a write transaction, committed when fn returns nil.
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.commits != nil {
+		return s.commits.do(ctx, fn)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// exec runs one write statement.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s.commits == nil {
+		return s.db.ExecContext(ctx, s.db.Rebind(query), args...)
+	}
+	var res sql.Result
+	err := s.commits.do(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, s.db.Rebind(query), args...)
+		return err
+	})
+	return res, err
+}
+
+// Close waits for the writes queued so far, then closes the database.
+func (s *Store) Close() error {
+	if s.commits != nil {
+		s.commits.close()
+	}
+	return s.db.Close()
+}
 
 // Ping checks the database is reachable.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
@@ -79,6 +132,40 @@ func Peak(r *fullcallv1.Report) float64 {
 // PutReport stores a report, replacing the tenant's earlier report of the
 // same call.
 func (s *Store) PutReport(ctx context.Context, r *fullcallv1.Report) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.putReport(ctx, tx, r, false) })
+}
+
+// PutReportAudio stores a report and, when audio is not nil, the call's
+// audio with it (replacing what was stored for the call).
+func (s *Store) PutReportAudio(ctx context.Context, r *fullcallv1.Report, audio []byte) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if audio != nil {
+			if err := s.replaceAudio(ctx, tx, r.TenantId, r.CallId, audio); err != nil {
+				return err
+			}
+		}
+		return s.putReport(ctx, tx, r, false)
+	})
+}
+
+func (s *Store) replaceAudio(ctx context.Context, tx *sql.Tx, tenantID, callID string, audio []byte) error {
+	if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM audio WHERE tenant_id = ? AND call_id = ?`), tenantID, callID); err != nil {
+		return fmt.Errorf("store audio: %w", err)
+	}
+	return s.putSegments(ctx, tx, &Checkpoint{TenantID: tenantID, CallID: callID}, nil, []Segment{{Data: audio}})
+}
+
+// Exposure is the part of a report the per-agent summaries and the care
+// record read: the caller_pressure peak, the seconds at or above the
+// exposure threshold, and whether the peak reached it.
+func Exposure(r *fullcallv1.Report) (peak, seconds float64, high bool) {
+	cp := r.GetCallerPressure()
+	return cp.GetPeak(), float64(cp.GetSecondsAboveThreshold()), cp.GetScored() && cp.GetPeak() >= cp.GetThreshold() && cp.GetThreshold() > 0
+}
+
+// putReport writes a report in tx; care marks it for the agent's exposure
+// record in escalation (live calls).
+func (s *Store) putReport(ctx context.Context, tx *sql.Tx, r *fullcallv1.Report, care bool) error {
 	if r.TenantId == "" || r.CallId == "" {
 		return errors.New("put report: tenant_id and call_id are required")
 	}
@@ -86,36 +173,44 @@ func (s *Store) PutReport(ctx context.Context, r *fullcallv1.Report) error {
 	if err != nil {
 		return fmt.Errorf("put report: %w", err)
 	}
-	escalated := 0
-	if len(r.Alerts) > 0 {
-		escalated = 1
-	}
-	_, err = s.db.ExecContext(ctx, s.db.Rebind(`
-INSERT INTO reports (tenant_id, call_id, agent_id, started_at, ended_at, duration_s, peak, escalated, source, created_at, report)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	peak, exposure, high := Exposure(r)
+	_, err = tx.ExecContext(ctx, s.db.Rebind(`
+INSERT INTO reports (tenant_id, call_id, agent_id, started_at, ended_at, duration_s, peak, escalated, source, created_at, report,
+	caller_peak, exposure_s, high_pressure, care_pending, audio_stored)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant_id, call_id) DO UPDATE SET
 	agent_id = excluded.agent_id, started_at = excluded.started_at, ended_at = excluded.ended_at,
 	duration_s = excluded.duration_s, peak = excluded.peak, escalated = excluded.escalated,
-	source = excluded.source, created_at = excluded.created_at, report = excluded.report`),
+	source = excluded.source, created_at = excluded.created_at, report = excluded.report,
+	caller_peak = excluded.caller_peak, exposure_s = excluded.exposure_s, high_pressure = excluded.high_pressure,
+	care_pending = excluded.care_pending, audio_stored = excluded.audio_stored`),
 		r.TenantId, r.CallId, r.AgentId, r.GetStartedAt().AsTime().UnixMilli(), r.GetEndedAt().AsTime().UnixMilli(),
-		r.DurationS, Peak(r), escalated, int(r.Source), time.Now().UnixMilli(), b)
+		r.DurationS, Peak(r), boolInt(len(r.Alerts) > 0), int(r.Source), s.Now().UnixMilli(), b,
+		peak, exposure, boolInt(high), boolInt(care && r.AgentId != ""), boolInt(r.AudioStored))
 	if err != nil {
 		return fmt.Errorf("put report %s/%s: %w", r.TenantId, r.CallId, err)
 	}
 	return nil
 }
 
-// GetReport returns a tenant's report of a call.
+// GetReport returns a tenant's report of a call. AudioStored says whether
+// the audio is still kept (retention may have deleted it since).
 func (s *Store) GetReport(ctx context.Context, tenantID, callID string) (*fullcallv1.Report, error) {
 	var b []byte
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT report FROM reports WHERE tenant_id = ? AND call_id = ?`), tenantID, callID).Scan(&b)
+	var audio int
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT report, audio_stored FROM reports WHERE tenant_id = ? AND call_id = ?`), tenantID, callID).Scan(&b, &audio)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get report: %w", err)
 	}
-	return decode(b)
+	r, err := decode(b)
+	if err != nil {
+		return nil, err
+	}
+	r.AudioStored = audio == 1
+	return r, nil
 }
 
 func decode(b []byte) (*fullcallv1.Report, error) {

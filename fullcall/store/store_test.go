@@ -4,25 +4,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"os"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
-func openTest(t *testing.T) *Store {
-	t.Helper()
-	s, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "fullcall.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sqldbtest.Stop()
+	os.Exit(code)
+}
+
+// both runs a test of the store on SQLite and on PostgreSQL: the same
+// suite for both implementations.
+func both(t *testing.T, f func(t *testing.T, s *Store)) {
+	sqldbtest.Each(t, func(t *testing.T, dsn string) {
+		s, err := Open(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		f(t, s)
+	})
 }
 
 var t0 = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
@@ -42,8 +52,9 @@ func report(tenant, call, agent string, minute int, peak float64, escalated bool
 	return r
 }
 
-func TestPutGetIsTenantScoped(t *testing.T) {
-	s := openTest(t)
+func TestPutGetIsTenantScoped(t *testing.T) { both(t, testPutGetIsTenantScoped) }
+
+func testPutGetIsTenantScoped(t *testing.T, s *Store) {
 	ctx := context.Background()
 	want := report("acme", "c1", "a1", 0, 80, true)
 	if err := s.PutReport(ctx, want); err != nil {
@@ -66,8 +77,9 @@ func TestPutGetIsTenantScoped(t *testing.T) {
 	}
 }
 
-func TestListFiltersAndPages(t *testing.T) {
-	s := openTest(t)
+func TestListFiltersAndPages(t *testing.T) { both(t, testListFiltersAndPages) }
+
+func testListFiltersAndPages(t *testing.T, s *Store) {
 	ctx := context.Background()
 	for i := range 25 {
 		agent := "a1"

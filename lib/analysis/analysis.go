@@ -71,10 +71,18 @@ type Analyzer struct {
 	silence []byte // one encoded block of silence, for gaps
 	out     []Second
 	sec     voice.Second
+	// resumed is set on an analyser that continues a call from a
+	// checkpoint (checkpoint.go): its timeline and seconds start there,
+	// and its Stats include what came before.
+	resumed *resumed
 }
 
 // New returns an analyser for a call, and the call's audio format.
-func New(call *callv1.Call) (*Analyzer, audio.Format, error) {
+func New(call *callv1.Call) (*Analyzer, audio.Format, error) { return newAnalyzer(call, nil) }
+
+// newAnalyzer returns an analyser for a call; agentBaseline, when set, is
+// the agent's baseline to start from.
+func newAnalyzer(call *callv1.Call, agentBaseline *voice.Baseline) (*Analyzer, audio.Format, error) {
 	f, err := wire.Format(call.GetFormat())
 	if err != nil {
 		return nil, audio.Format{}, err
@@ -97,7 +105,7 @@ func New(call *callv1.Call) (*Analyzer, audio.Format, error) {
 	if err != nil {
 		return nil, audio.Format{}, err
 	}
-	vc, err := voice.NewCall(voice.CallConfig{Roles: roles, DisableAgentStress: !wire.AgentScoringEnabled(call.GetPolicy())})
+	vc, err := voice.NewCall(voice.CallConfig{Roles: roles, AgentBaseline: agentBaseline, DisableAgentStress: !wire.AgentScoringEnabled(call.GetPolicy())})
 	if err != nil {
 		return nil, audio.Format{}, err
 	}
@@ -134,8 +142,8 @@ func (a *Analyzer) push(chans [][]int16) {
 
 // second converts a voice second to the wire's terms.
 func (a *Analyzer) second(s *voice.Second) Second {
-	end := uint64(math.Round(s.End * float64(a.format.SampleRate)))
-	return Second{Index: int(s.Index), EndSample: min(end, a.Timeline()), AgentStress: score(s.AgentStress), CallerPressure: score(s.CallerPressure)}
+	end := uint64(math.Round(s.End*float64(a.format.SampleRate))) + a.resumed.baseSamples()
+	return Second{Index: int(s.Index) + a.resumed.baseSecond(), EndSample: min(end, a.Timeline()), AgentStress: score(s.AgentStress), CallerPressure: score(s.CallerPressure)}
 }
 
 func score(s voice.Score) Score {
@@ -179,7 +187,9 @@ func (a *Analyzer) Flush() []Second {
 
 // Timeline returns the timeline position in samples per channel at the
 // input rate.
-func (a *Analyzer) Timeline() uint64 { return a.bytes/uint64(a.format.FrameBytes()) + a.gap }
+func (a *Analyzer) Timeline() uint64 {
+	return a.resumed.baseSamples() + a.bytes/uint64(a.format.FrameBytes()) + a.gap
+}
 
 // Stats returns what accumulated over the call so far (after Flush: the
 // whole call). It allocates.
@@ -203,7 +213,7 @@ func (a *Analyzer) Stats() Stats {
 			st.AgentInterruptions = c.Interruptions
 		}
 	}
-	return st
+	return a.resumed.merge(st)
 }
 
 // ScoreUpdate turns an analysed second into the wire form.

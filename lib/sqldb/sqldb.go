@@ -1,7 +1,8 @@
 // Package sqldb opens calmline's SQL databases and applies their versioned
 // schema migrations. The embedded default is one SQLite file per service
 // under the data directory, through a pure-Go driver (no cgo); the dialect
-// abstraction lets the same queries run on PostgreSQL at scale.
+// abstraction lets the same queries run on PostgreSQL (through pgx) at
+// scale. Package sqldbtest starts real databases of both kinds for tests.
 package sqldb
 
 import (
@@ -16,7 +17,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
 
 // Dialect names a SQL dialect.
@@ -69,7 +71,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -87,8 +89,37 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	return &DB{DB: db, Dialect: SQLite}, nil
 }
 
+// openPostgres opens a PostgreSQL database through pgx. The pool is sized
+// for a service's concurrent writers (live calls' checkpoints, job workers)
+// and readers; PostgreSQL, unlike SQLite, takes writes in parallel.
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {
-	return nil, fmt.Errorf("postgres %s: not built into this binary yet", redact(dsn))
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: %w", redact(dsn), err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		// pgx errors can quote the DSN; say only where.
+		return nil, fmt.Errorf("postgres %s: %w", redact(dsn), scrub(err, dsn))
+	}
+	return &DB{DB: db, Dialect: Postgres}, nil
+}
+
+// scrub removes a DSN's password from an error message.
+func scrub(err error, dsn string) error {
+	u, perr := url.Parse(dsn)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	if pw, has := u.User.Password(); has && pw != "" && strings.Contains(err.Error(), pw) {
+		return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+	}
+	return err
 }
 
 // Rebind rewrites a query written with ? placeholders for the dialect.

@@ -60,6 +60,8 @@ type Tenant struct {
 	Escalation Escalation `yaml:"escalation"`
 	// AudioHook holds the tenant's Genesys AudioHook settings.
 	AudioHook AudioHook `yaml:"audiohook"`
+	// JobCallbacks configures the signed callbacks of fullcall's jobs.
+	JobCallbacks JobCallbacks `yaml:"job_callbacks"`
 }
 
 // APIKey is one of a tenant's keys, stored as the hex SHA-256 of the key.
@@ -218,7 +220,7 @@ func (t *Tenant) fill() error {
 	if t.Audio.RetentionDays < 0 || t.ReportRetentionDays < 0 {
 		return errors.New("retention days must not be negative")
 	}
-	return nil
+	return t.JobCallbacks.check()
 }
 
 // Registry holds the current tenants and finds the tenant of an API key.

@@ -186,3 +186,45 @@ func TestWatchReloadsOnSignal(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestJobCallbacks(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml, err string
+	}{
+		{"file", "urls: [\"https://crm.example.com/hooks/\"]\n      signing_secrets: [{file: /run/secrets/cb}]", ""},
+		{"rotation", "urls: [\"https://crm.example.com/hooks/\"]\n      signing_secrets: [{env: NEW}, {env: OLD}]", ""},
+		{"no secret", "urls: [\"https://crm.example.com/hooks/\"]", "without signing_secrets"},
+		{"three secrets", "urls: [\"https://x.example/\"]\n      signing_secrets: [{env: A}, {env: B}, {env: C}]", "at most two"},
+		{"both file and env", "urls: [\"https://x.example/\"]\n      signing_secrets: [{env: A, file: /x}]", "exactly one"},
+		{"relative url", "urls: [\"/hooks\"]\n      signing_secrets: [{env: A}]", "not an absolute"},
+		{"credentials in url", "urls: [\"https://u:p@x.example/\"]\n      signing_secrets: [{env: A}]", "not an absolute"},
+	} {
+		ts, err := Parse([]byte("tenants:\n  - id: acme\n    job_callbacks:\n      " + c.yaml + "\n"))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v; want an error about %q", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		cb := &ts[0].JobCallbacks
+		if !cb.Enabled() {
+			t.Errorf("%s: not enabled", c.name)
+		}
+		for url, want := range map[string]bool{
+			"https://crm.example.com/hooks/job-done": true,
+			"https://crm.example.com/other":          false,
+			"https://crm.example.com.evil/hooks/":    false,
+			"https://crm.example.com:8443/hooks/":    false,
+			"http://crm.example.com/hooks/":          false,
+			"https://u:p@crm.example.com/hooks/":     false,
+			"ftp://crm.example.com/hooks/":           false,
+		} {
+			if cb.Allows(url) != want {
+				t.Errorf("%s: Allows(%s) = %v", c.name, url, !want)
+			}
+		}
+	}
+}

@@ -203,6 +203,63 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_calmline_fullcall_v1_fullcall_proto_rawDescGZIP(), []int{2}
 }
 
+// CallbackState is where a job's callback stands.
+type CallbackState int32
+
+const (
+	// No callback was asked for.
+	CallbackState_CALLBACK_STATE_UNSPECIFIED CallbackState = 0
+	// The job is not finished, or the callback is being delivered (with
+	// retries).
+	CallbackState_CALLBACK_STATE_PENDING   CallbackState = 1
+	CallbackState_CALLBACK_STATE_DELIVERED CallbackState = 2
+	// Every attempt failed, or the receiver refused it.
+	CallbackState_CALLBACK_STATE_FAILED CallbackState = 3
+)
+
+// Enum value maps for CallbackState.
+var (
+	CallbackState_name = map[int32]string{
+		0: "CALLBACK_STATE_UNSPECIFIED",
+		1: "CALLBACK_STATE_PENDING",
+		2: "CALLBACK_STATE_DELIVERED",
+		3: "CALLBACK_STATE_FAILED",
+	}
+	CallbackState_value = map[string]int32{
+		"CALLBACK_STATE_UNSPECIFIED": 0,
+		"CALLBACK_STATE_PENDING":     1,
+		"CALLBACK_STATE_DELIVERED":   2,
+		"CALLBACK_STATE_FAILED":      3,
+	}
+)
+
+func (x CallbackState) Enum() *CallbackState {
+	p := new(CallbackState)
+	*p = x
+	return p
+}
+
+func (x CallbackState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallbackState) Descriptor() protoreflect.EnumDescriptor {
+	return file_calmline_fullcall_v1_fullcall_proto_enumTypes[3].Descriptor()
+}
+
+func (CallbackState) Type() protoreflect.EnumType {
+	return &file_calmline_fullcall_v1_fullcall_proto_enumTypes[3]
+}
+
+func (x CallbackState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallbackState.Descriptor instead.
+func (CallbackState) EnumDescriptor() ([]byte, []int) {
+	return file_calmline_fullcall_v1_fullcall_proto_rawDescGZIP(), []int{3}
+}
+
 // RecordRequest is one message from the gateway on a Record stream.
 type RecordRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2151,8 +2208,11 @@ func (x *SubmitRecordingRequest) GetCallbackUrl() string {
 
 // SubmitRecordingResponse names the job.
 type SubmitRecordingResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Where the job's state can be read over REST ("/api/v1/jobs/{id}",
+	// absolute when the service knows its public URL).
+	StatusUrl     string `protobuf:"bytes,2,opt,name=status_url,json=statusUrl,proto3" json:"status_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2192,6 +2252,13 @@ func (x *SubmitRecordingResponse) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *SubmitRecordingResponse) GetStatusUrl() string {
+	if x != nil {
+		return x.StatusUrl
+	}
+	return ""
 }
 
 // GetJobRequest names a job.
@@ -2293,8 +2360,16 @@ type Job struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Why the job failed.
-	Error         string  `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	Report        *Report `protobuf:"bytes,7,opt,name=report,proto3" json:"report,omitempty"`
+	Error  string  `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Report *Report `protobuf:"bytes,7,opt,name=report,proto3" json:"report,omitempty"`
+	// A stable machine-readable reason when the job failed: the error codes
+	// of the synchronous API ("malformed_wav", "no_speech", ...), or
+	// "gave_up" when the analysis was cut short too many times.
+	ErrorCode string `protobuf:"bytes,8,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// Where the callback stands, when one was asked for.
+	Callback CallbackState `protobuf:"varint,9,opt,name=callback,proto3,enum=calmline.fullcall.v1.CallbackState" json:"callback,omitempty"`
+	// Where the recording came from: "upload", or the spool's name.
+	Source        string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2376,6 +2451,27 @@ func (x *Job) GetReport() *Report {
 		return x.Report
 	}
 	return nil
+}
+
+func (x *Job) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *Job) GetCallback() CallbackState {
+	if x != nil {
+		return x.Callback
+	}
+	return CallbackState_CALLBACK_STATE_UNSPECIFIED
+}
+
+func (x *Job) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
 }
 
 var File_calmline_fullcall_v1_fullcall_proto protoreflect.FileDescriptor
@@ -2550,13 +2646,15 @@ const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\x06report\x18\x01 \x01(\v2\x1c.calmline.fullcall.v1.ReportR\x06report\"z\n" +
 	"\x16SubmitRecordingRequest\x12=\n" +
 	"\trecording\x18\x01 \x01(\v2\x1f.calmline.fullcall.v1.RecordingR\trecording\x12!\n" +
-	"\fcallback_url\x18\x02 \x01(\tR\vcallbackUrl\"F\n" +
+	"\fcallback_url\x18\x02 \x01(\tR\vcallbackUrl\"e\n" +
 	"\x17SubmitRecordingResponse\x12+\n" +
-	"\x03job\x18\x01 \x01(\v2\x19.calmline.fullcall.v1.JobR\x03job\"&\n" +
+	"\x03job\x18\x01 \x01(\v2\x19.calmline.fullcall.v1.JobR\x03job\x12\x1d\n" +
+	"\n" +
+	"status_url\x18\x02 \x01(\tR\tstatusUrl\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"=\n" +
 	"\x0eGetJobResponse\x12+\n" +
-	"\x03job\x18\x01 \x01(\v2\x19.calmline.fullcall.v1.JobR\x03job\"\xa6\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\x19.calmline.fullcall.v1.JobR\x03job\"\x9e\x03\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1e.calmline.fullcall.v1.JobStateR\x05state\x12\x17\n" +
@@ -2566,7 +2664,12 @@ const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x124\n" +
-	"\x06report\x18\a \x01(\v2\x1c.calmline.fullcall.v1.ReportR\x06report*\xa4\x01\n" +
+	"\x06report\x18\a \x01(\v2\x1c.calmline.fullcall.v1.ReportR\x06report\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\b \x01(\tR\terrorCode\x12?\n" +
+	"\bcallback\x18\t \x01(\x0e2#.calmline.fullcall.v1.CallbackStateR\bcallback\x12\x16\n" +
+	"\x06source\x18\n" +
+	" \x01(\tR\x06source*\xa4\x01\n" +
 	"\tEndReason\x12\x1a\n" +
 	"\x16END_REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11END_REASON_HANGUP\x10\x01\x12\x1b\n" +
@@ -2584,7 +2687,12 @@ const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
 	"\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n" +
 	"\x0eJOB_STATE_DONE\x10\x03\x12\x14\n" +
-	"\x10JOB_STATE_FAILED\x10\x042h\n" +
+	"\x10JOB_STATE_FAILED\x10\x04*\x84\x01\n" +
+	"\rCallbackState\x12\x1e\n" +
+	"\x1aCALLBACK_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16CALLBACK_STATE_PENDING\x10\x01\x12\x1c\n" +
+	"\x18CALLBACK_STATE_DELIVERED\x10\x02\x12\x19\n" +
+	"\x15CALLBACK_STATE_FAILED\x10\x032h\n" +
 	"\rIngestService\x12W\n" +
 	"\x06Record\x12#.calmline.fullcall.v1.RecordRequest\x1a$.calmline.fullcall.v1.RecordResponse(\x010\x012\xc1\x02\n" +
 	"\rReportService\x12\\\n" +
@@ -2608,123 +2716,125 @@ func file_calmline_fullcall_v1_fullcall_proto_rawDescGZIP() []byte {
 	return file_calmline_fullcall_v1_fullcall_proto_rawDescData
 }
 
-var file_calmline_fullcall_v1_fullcall_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_calmline_fullcall_v1_fullcall_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_calmline_fullcall_v1_fullcall_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_calmline_fullcall_v1_fullcall_proto_goTypes = []any{
 	(EndReason)(0),                   // 0: calmline.fullcall.v1.EndReason
 	(Source)(0),                      // 1: calmline.fullcall.v1.Source
 	(JobState)(0),                    // 2: calmline.fullcall.v1.JobState
-	(*RecordRequest)(nil),            // 3: calmline.fullcall.v1.RecordRequest
-	(*OpenCall)(nil),                 // 4: calmline.fullcall.v1.OpenCall
-	(*CallEvent)(nil),                // 5: calmline.fullcall.v1.CallEvent
-	(*CloseCall)(nil),                // 6: calmline.fullcall.v1.CloseCall
-	(*RecordResponse)(nil),           // 7: calmline.fullcall.v1.RecordResponse
-	(*OpenedCall)(nil),               // 8: calmline.fullcall.v1.OpenedCall
-	(*Ack)(nil),                      // 9: calmline.fullcall.v1.Ack
-	(*FinishedCall)(nil),             // 10: calmline.fullcall.v1.FinishedCall
-	(*Report)(nil),                   // 11: calmline.fullcall.v1.Report
-	(*ChannelSummary)(nil),           // 12: calmline.fullcall.v1.ChannelSummary
-	(*TimelinePoint)(nil),            // 13: calmline.fullcall.v1.TimelinePoint
-	(*ScoreSummary)(nil),             // 14: calmline.fullcall.v1.ScoreSummary
-	(*Overlap)(nil),                  // 15: calmline.fullcall.v1.Overlap
-	(*GetReportRequest)(nil),         // 16: calmline.fullcall.v1.GetReportRequest
-	(*GetReportResponse)(nil),        // 17: calmline.fullcall.v1.GetReportResponse
-	(*ListReportsRequest)(nil),       // 18: calmline.fullcall.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),      // 19: calmline.fullcall.v1.ListReportsResponse
-	(*GetAgentSummaryRequest)(nil),   // 20: calmline.fullcall.v1.GetAgentSummaryRequest
-	(*GetAgentSummaryResponse)(nil),  // 21: calmline.fullcall.v1.GetAgentSummaryResponse
-	(*AgentSummary)(nil),             // 22: calmline.fullcall.v1.AgentSummary
-	(*Recording)(nil),                // 23: calmline.fullcall.v1.Recording
-	(*AnalyzeRecordingRequest)(nil),  // 24: calmline.fullcall.v1.AnalyzeRecordingRequest
-	(*AnalyzeRecordingResponse)(nil), // 25: calmline.fullcall.v1.AnalyzeRecordingResponse
-	(*SubmitRecordingRequest)(nil),   // 26: calmline.fullcall.v1.SubmitRecordingRequest
-	(*SubmitRecordingResponse)(nil),  // 27: calmline.fullcall.v1.SubmitRecordingResponse
-	(*GetJobRequest)(nil),            // 28: calmline.fullcall.v1.GetJobRequest
-	(*GetJobResponse)(nil),           // 29: calmline.fullcall.v1.GetJobResponse
-	(*Job)(nil),                      // 30: calmline.fullcall.v1.Job
-	nil,                              // 31: calmline.fullcall.v1.Report.LabelsEntry
-	nil,                              // 32: calmline.fullcall.v1.Recording.LabelsEntry
-	(*v1.AudioChunk)(nil),            // 33: calmline.call.v1.AudioChunk
-	(*v1.Gap)(nil),                   // 34: calmline.call.v1.Gap
-	(*v1.Call)(nil),                  // 35: calmline.call.v1.Call
-	(*v1.AlertEvent)(nil),            // 36: calmline.call.v1.AlertEvent
-	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
-	(*v1.MediaFormat)(nil),           // 38: calmline.call.v1.MediaFormat
-	(*v1.ModelInfo)(nil),             // 39: calmline.call.v1.ModelInfo
-	(v1.ChannelRole)(0),              // 40: calmline.call.v1.ChannelRole
+	(CallbackState)(0),               // 3: calmline.fullcall.v1.CallbackState
+	(*RecordRequest)(nil),            // 4: calmline.fullcall.v1.RecordRequest
+	(*OpenCall)(nil),                 // 5: calmline.fullcall.v1.OpenCall
+	(*CallEvent)(nil),                // 6: calmline.fullcall.v1.CallEvent
+	(*CloseCall)(nil),                // 7: calmline.fullcall.v1.CloseCall
+	(*RecordResponse)(nil),           // 8: calmline.fullcall.v1.RecordResponse
+	(*OpenedCall)(nil),               // 9: calmline.fullcall.v1.OpenedCall
+	(*Ack)(nil),                      // 10: calmline.fullcall.v1.Ack
+	(*FinishedCall)(nil),             // 11: calmline.fullcall.v1.FinishedCall
+	(*Report)(nil),                   // 12: calmline.fullcall.v1.Report
+	(*ChannelSummary)(nil),           // 13: calmline.fullcall.v1.ChannelSummary
+	(*TimelinePoint)(nil),            // 14: calmline.fullcall.v1.TimelinePoint
+	(*ScoreSummary)(nil),             // 15: calmline.fullcall.v1.ScoreSummary
+	(*Overlap)(nil),                  // 16: calmline.fullcall.v1.Overlap
+	(*GetReportRequest)(nil),         // 17: calmline.fullcall.v1.GetReportRequest
+	(*GetReportResponse)(nil),        // 18: calmline.fullcall.v1.GetReportResponse
+	(*ListReportsRequest)(nil),       // 19: calmline.fullcall.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),      // 20: calmline.fullcall.v1.ListReportsResponse
+	(*GetAgentSummaryRequest)(nil),   // 21: calmline.fullcall.v1.GetAgentSummaryRequest
+	(*GetAgentSummaryResponse)(nil),  // 22: calmline.fullcall.v1.GetAgentSummaryResponse
+	(*AgentSummary)(nil),             // 23: calmline.fullcall.v1.AgentSummary
+	(*Recording)(nil),                // 24: calmline.fullcall.v1.Recording
+	(*AnalyzeRecordingRequest)(nil),  // 25: calmline.fullcall.v1.AnalyzeRecordingRequest
+	(*AnalyzeRecordingResponse)(nil), // 26: calmline.fullcall.v1.AnalyzeRecordingResponse
+	(*SubmitRecordingRequest)(nil),   // 27: calmline.fullcall.v1.SubmitRecordingRequest
+	(*SubmitRecordingResponse)(nil),  // 28: calmline.fullcall.v1.SubmitRecordingResponse
+	(*GetJobRequest)(nil),            // 29: calmline.fullcall.v1.GetJobRequest
+	(*GetJobResponse)(nil),           // 30: calmline.fullcall.v1.GetJobResponse
+	(*Job)(nil),                      // 31: calmline.fullcall.v1.Job
+	nil,                              // 32: calmline.fullcall.v1.Report.LabelsEntry
+	nil,                              // 33: calmline.fullcall.v1.Recording.LabelsEntry
+	(*v1.AudioChunk)(nil),            // 34: calmline.call.v1.AudioChunk
+	(*v1.Gap)(nil),                   // 35: calmline.call.v1.Gap
+	(*v1.Call)(nil),                  // 36: calmline.call.v1.Call
+	(*v1.AlertEvent)(nil),            // 37: calmline.call.v1.AlertEvent
+	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
+	(*v1.MediaFormat)(nil),           // 39: calmline.call.v1.MediaFormat
+	(*v1.ModelInfo)(nil),             // 40: calmline.call.v1.ModelInfo
+	(v1.ChannelRole)(0),              // 41: calmline.call.v1.ChannelRole
 }
 var file_calmline_fullcall_v1_fullcall_proto_depIdxs = []int32{
-	4,  // 0: calmline.fullcall.v1.RecordRequest.open:type_name -> calmline.fullcall.v1.OpenCall
-	33, // 1: calmline.fullcall.v1.RecordRequest.chunk:type_name -> calmline.call.v1.AudioChunk
-	34, // 2: calmline.fullcall.v1.RecordRequest.gap:type_name -> calmline.call.v1.Gap
-	5,  // 3: calmline.fullcall.v1.RecordRequest.event:type_name -> calmline.fullcall.v1.CallEvent
-	6,  // 4: calmline.fullcall.v1.RecordRequest.close:type_name -> calmline.fullcall.v1.CloseCall
-	35, // 5: calmline.fullcall.v1.OpenCall.call:type_name -> calmline.call.v1.Call
-	36, // 6: calmline.fullcall.v1.CallEvent.alert:type_name -> calmline.call.v1.AlertEvent
-	34, // 7: calmline.fullcall.v1.CallEvent.live_scoring_gap:type_name -> calmline.call.v1.Gap
+	5,  // 0: calmline.fullcall.v1.RecordRequest.open:type_name -> calmline.fullcall.v1.OpenCall
+	34, // 1: calmline.fullcall.v1.RecordRequest.chunk:type_name -> calmline.call.v1.AudioChunk
+	35, // 2: calmline.fullcall.v1.RecordRequest.gap:type_name -> calmline.call.v1.Gap
+	6,  // 3: calmline.fullcall.v1.RecordRequest.event:type_name -> calmline.fullcall.v1.CallEvent
+	7,  // 4: calmline.fullcall.v1.RecordRequest.close:type_name -> calmline.fullcall.v1.CloseCall
+	36, // 5: calmline.fullcall.v1.OpenCall.call:type_name -> calmline.call.v1.Call
+	37, // 6: calmline.fullcall.v1.CallEvent.alert:type_name -> calmline.call.v1.AlertEvent
+	35, // 7: calmline.fullcall.v1.CallEvent.live_scoring_gap:type_name -> calmline.call.v1.Gap
 	0,  // 8: calmline.fullcall.v1.CloseCall.reason:type_name -> calmline.fullcall.v1.EndReason
-	8,  // 9: calmline.fullcall.v1.RecordResponse.opened:type_name -> calmline.fullcall.v1.OpenedCall
-	9,  // 10: calmline.fullcall.v1.RecordResponse.ack:type_name -> calmline.fullcall.v1.Ack
-	10, // 11: calmline.fullcall.v1.RecordResponse.finished:type_name -> calmline.fullcall.v1.FinishedCall
-	11, // 12: calmline.fullcall.v1.FinishedCall.report:type_name -> calmline.fullcall.v1.Report
-	37, // 13: calmline.fullcall.v1.Report.started_at:type_name -> google.protobuf.Timestamp
-	37, // 14: calmline.fullcall.v1.Report.ended_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: calmline.fullcall.v1.RecordResponse.opened:type_name -> calmline.fullcall.v1.OpenedCall
+	10, // 10: calmline.fullcall.v1.RecordResponse.ack:type_name -> calmline.fullcall.v1.Ack
+	11, // 11: calmline.fullcall.v1.RecordResponse.finished:type_name -> calmline.fullcall.v1.FinishedCall
+	12, // 12: calmline.fullcall.v1.FinishedCall.report:type_name -> calmline.fullcall.v1.Report
+	38, // 13: calmline.fullcall.v1.Report.started_at:type_name -> google.protobuf.Timestamp
+	38, // 14: calmline.fullcall.v1.Report.ended_at:type_name -> google.protobuf.Timestamp
 	1,  // 15: calmline.fullcall.v1.Report.source:type_name -> calmline.fullcall.v1.Source
-	38, // 16: calmline.fullcall.v1.Report.format:type_name -> calmline.call.v1.MediaFormat
-	39, // 17: calmline.fullcall.v1.Report.model:type_name -> calmline.call.v1.ModelInfo
-	12, // 18: calmline.fullcall.v1.Report.channels:type_name -> calmline.fullcall.v1.ChannelSummary
-	13, // 19: calmline.fullcall.v1.Report.timeline:type_name -> calmline.fullcall.v1.TimelinePoint
-	14, // 20: calmline.fullcall.v1.Report.agent_stress:type_name -> calmline.fullcall.v1.ScoreSummary
-	14, // 21: calmline.fullcall.v1.Report.caller_pressure:type_name -> calmline.fullcall.v1.ScoreSummary
-	15, // 22: calmline.fullcall.v1.Report.overlap:type_name -> calmline.fullcall.v1.Overlap
-	36, // 23: calmline.fullcall.v1.Report.alerts:type_name -> calmline.call.v1.AlertEvent
-	34, // 24: calmline.fullcall.v1.Report.gaps:type_name -> calmline.call.v1.Gap
+	39, // 16: calmline.fullcall.v1.Report.format:type_name -> calmline.call.v1.MediaFormat
+	40, // 17: calmline.fullcall.v1.Report.model:type_name -> calmline.call.v1.ModelInfo
+	13, // 18: calmline.fullcall.v1.Report.channels:type_name -> calmline.fullcall.v1.ChannelSummary
+	14, // 19: calmline.fullcall.v1.Report.timeline:type_name -> calmline.fullcall.v1.TimelinePoint
+	15, // 20: calmline.fullcall.v1.Report.agent_stress:type_name -> calmline.fullcall.v1.ScoreSummary
+	15, // 21: calmline.fullcall.v1.Report.caller_pressure:type_name -> calmline.fullcall.v1.ScoreSummary
+	16, // 22: calmline.fullcall.v1.Report.overlap:type_name -> calmline.fullcall.v1.Overlap
+	37, // 23: calmline.fullcall.v1.Report.alerts:type_name -> calmline.call.v1.AlertEvent
+	35, // 24: calmline.fullcall.v1.Report.gaps:type_name -> calmline.call.v1.Gap
 	0,  // 25: calmline.fullcall.v1.Report.end_reason:type_name -> calmline.fullcall.v1.EndReason
-	37, // 26: calmline.fullcall.v1.Report.audio_expires_at:type_name -> google.protobuf.Timestamp
-	37, // 27: calmline.fullcall.v1.Report.created_at:type_name -> google.protobuf.Timestamp
-	31, // 28: calmline.fullcall.v1.Report.labels:type_name -> calmline.fullcall.v1.Report.LabelsEntry
-	34, // 29: calmline.fullcall.v1.Report.live_scoring_gaps:type_name -> calmline.call.v1.Gap
-	40, // 30: calmline.fullcall.v1.ChannelSummary.role:type_name -> calmline.call.v1.ChannelRole
-	11, // 31: calmline.fullcall.v1.GetReportResponse.report:type_name -> calmline.fullcall.v1.Report
-	37, // 32: calmline.fullcall.v1.ListReportsRequest.started_after:type_name -> google.protobuf.Timestamp
-	37, // 33: calmline.fullcall.v1.ListReportsRequest.started_before:type_name -> google.protobuf.Timestamp
-	11, // 34: calmline.fullcall.v1.ListReportsResponse.reports:type_name -> calmline.fullcall.v1.Report
-	37, // 35: calmline.fullcall.v1.GetAgentSummaryRequest.from:type_name -> google.protobuf.Timestamp
-	37, // 36: calmline.fullcall.v1.GetAgentSummaryRequest.to:type_name -> google.protobuf.Timestamp
-	22, // 37: calmline.fullcall.v1.GetAgentSummaryResponse.summary:type_name -> calmline.fullcall.v1.AgentSummary
-	37, // 38: calmline.fullcall.v1.AgentSummary.from:type_name -> google.protobuf.Timestamp
-	37, // 39: calmline.fullcall.v1.AgentSummary.to:type_name -> google.protobuf.Timestamp
-	40, // 40: calmline.fullcall.v1.Recording.roles:type_name -> calmline.call.v1.ChannelRole
-	37, // 41: calmline.fullcall.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
-	32, // 42: calmline.fullcall.v1.Recording.labels:type_name -> calmline.fullcall.v1.Recording.LabelsEntry
-	23, // 43: calmline.fullcall.v1.AnalyzeRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
-	11, // 44: calmline.fullcall.v1.AnalyzeRecordingResponse.report:type_name -> calmline.fullcall.v1.Report
-	23, // 45: calmline.fullcall.v1.SubmitRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
-	30, // 46: calmline.fullcall.v1.SubmitRecordingResponse.job:type_name -> calmline.fullcall.v1.Job
-	30, // 47: calmline.fullcall.v1.GetJobResponse.job:type_name -> calmline.fullcall.v1.Job
+	38, // 26: calmline.fullcall.v1.Report.audio_expires_at:type_name -> google.protobuf.Timestamp
+	38, // 27: calmline.fullcall.v1.Report.created_at:type_name -> google.protobuf.Timestamp
+	32, // 28: calmline.fullcall.v1.Report.labels:type_name -> calmline.fullcall.v1.Report.LabelsEntry
+	35, // 29: calmline.fullcall.v1.Report.live_scoring_gaps:type_name -> calmline.call.v1.Gap
+	41, // 30: calmline.fullcall.v1.ChannelSummary.role:type_name -> calmline.call.v1.ChannelRole
+	12, // 31: calmline.fullcall.v1.GetReportResponse.report:type_name -> calmline.fullcall.v1.Report
+	38, // 32: calmline.fullcall.v1.ListReportsRequest.started_after:type_name -> google.protobuf.Timestamp
+	38, // 33: calmline.fullcall.v1.ListReportsRequest.started_before:type_name -> google.protobuf.Timestamp
+	12, // 34: calmline.fullcall.v1.ListReportsResponse.reports:type_name -> calmline.fullcall.v1.Report
+	38, // 35: calmline.fullcall.v1.GetAgentSummaryRequest.from:type_name -> google.protobuf.Timestamp
+	38, // 36: calmline.fullcall.v1.GetAgentSummaryRequest.to:type_name -> google.protobuf.Timestamp
+	23, // 37: calmline.fullcall.v1.GetAgentSummaryResponse.summary:type_name -> calmline.fullcall.v1.AgentSummary
+	38, // 38: calmline.fullcall.v1.AgentSummary.from:type_name -> google.protobuf.Timestamp
+	38, // 39: calmline.fullcall.v1.AgentSummary.to:type_name -> google.protobuf.Timestamp
+	41, // 40: calmline.fullcall.v1.Recording.roles:type_name -> calmline.call.v1.ChannelRole
+	38, // 41: calmline.fullcall.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
+	33, // 42: calmline.fullcall.v1.Recording.labels:type_name -> calmline.fullcall.v1.Recording.LabelsEntry
+	24, // 43: calmline.fullcall.v1.AnalyzeRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
+	12, // 44: calmline.fullcall.v1.AnalyzeRecordingResponse.report:type_name -> calmline.fullcall.v1.Report
+	24, // 45: calmline.fullcall.v1.SubmitRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
+	31, // 46: calmline.fullcall.v1.SubmitRecordingResponse.job:type_name -> calmline.fullcall.v1.Job
+	31, // 47: calmline.fullcall.v1.GetJobResponse.job:type_name -> calmline.fullcall.v1.Job
 	2,  // 48: calmline.fullcall.v1.Job.state:type_name -> calmline.fullcall.v1.JobState
-	37, // 49: calmline.fullcall.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	37, // 50: calmline.fullcall.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 51: calmline.fullcall.v1.Job.report:type_name -> calmline.fullcall.v1.Report
-	3,  // 52: calmline.fullcall.v1.IngestService.Record:input_type -> calmline.fullcall.v1.RecordRequest
-	16, // 53: calmline.fullcall.v1.ReportService.GetReport:input_type -> calmline.fullcall.v1.GetReportRequest
-	18, // 54: calmline.fullcall.v1.ReportService.ListReports:input_type -> calmline.fullcall.v1.ListReportsRequest
-	20, // 55: calmline.fullcall.v1.ReportService.GetAgentSummary:input_type -> calmline.fullcall.v1.GetAgentSummaryRequest
-	24, // 56: calmline.fullcall.v1.RecordingService.AnalyzeRecording:input_type -> calmline.fullcall.v1.AnalyzeRecordingRequest
-	26, // 57: calmline.fullcall.v1.RecordingService.SubmitRecording:input_type -> calmline.fullcall.v1.SubmitRecordingRequest
-	28, // 58: calmline.fullcall.v1.RecordingService.GetJob:input_type -> calmline.fullcall.v1.GetJobRequest
-	7,  // 59: calmline.fullcall.v1.IngestService.Record:output_type -> calmline.fullcall.v1.RecordResponse
-	17, // 60: calmline.fullcall.v1.ReportService.GetReport:output_type -> calmline.fullcall.v1.GetReportResponse
-	19, // 61: calmline.fullcall.v1.ReportService.ListReports:output_type -> calmline.fullcall.v1.ListReportsResponse
-	21, // 62: calmline.fullcall.v1.ReportService.GetAgentSummary:output_type -> calmline.fullcall.v1.GetAgentSummaryResponse
-	25, // 63: calmline.fullcall.v1.RecordingService.AnalyzeRecording:output_type -> calmline.fullcall.v1.AnalyzeRecordingResponse
-	27, // 64: calmline.fullcall.v1.RecordingService.SubmitRecording:output_type -> calmline.fullcall.v1.SubmitRecordingResponse
-	29, // 65: calmline.fullcall.v1.RecordingService.GetJob:output_type -> calmline.fullcall.v1.GetJobResponse
-	59, // [59:66] is the sub-list for method output_type
-	52, // [52:59] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	38, // 49: calmline.fullcall.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	38, // 50: calmline.fullcall.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 51: calmline.fullcall.v1.Job.report:type_name -> calmline.fullcall.v1.Report
+	3,  // 52: calmline.fullcall.v1.Job.callback:type_name -> calmline.fullcall.v1.CallbackState
+	4,  // 53: calmline.fullcall.v1.IngestService.Record:input_type -> calmline.fullcall.v1.RecordRequest
+	17, // 54: calmline.fullcall.v1.ReportService.GetReport:input_type -> calmline.fullcall.v1.GetReportRequest
+	19, // 55: calmline.fullcall.v1.ReportService.ListReports:input_type -> calmline.fullcall.v1.ListReportsRequest
+	21, // 56: calmline.fullcall.v1.ReportService.GetAgentSummary:input_type -> calmline.fullcall.v1.GetAgentSummaryRequest
+	25, // 57: calmline.fullcall.v1.RecordingService.AnalyzeRecording:input_type -> calmline.fullcall.v1.AnalyzeRecordingRequest
+	27, // 58: calmline.fullcall.v1.RecordingService.SubmitRecording:input_type -> calmline.fullcall.v1.SubmitRecordingRequest
+	29, // 59: calmline.fullcall.v1.RecordingService.GetJob:input_type -> calmline.fullcall.v1.GetJobRequest
+	8,  // 60: calmline.fullcall.v1.IngestService.Record:output_type -> calmline.fullcall.v1.RecordResponse
+	18, // 61: calmline.fullcall.v1.ReportService.GetReport:output_type -> calmline.fullcall.v1.GetReportResponse
+	20, // 62: calmline.fullcall.v1.ReportService.ListReports:output_type -> calmline.fullcall.v1.ListReportsResponse
+	22, // 63: calmline.fullcall.v1.ReportService.GetAgentSummary:output_type -> calmline.fullcall.v1.GetAgentSummaryResponse
+	26, // 64: calmline.fullcall.v1.RecordingService.AnalyzeRecording:output_type -> calmline.fullcall.v1.AnalyzeRecordingResponse
+	28, // 65: calmline.fullcall.v1.RecordingService.SubmitRecording:output_type -> calmline.fullcall.v1.SubmitRecordingResponse
+	30, // 66: calmline.fullcall.v1.RecordingService.GetJob:output_type -> calmline.fullcall.v1.GetJobResponse
+	60, // [60:67] is the sub-list for method output_type
+	53, // [53:60] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_calmline_fullcall_v1_fullcall_proto_init() }
@@ -2755,7 +2865,7 @@ func file_calmline_fullcall_v1_fullcall_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_calmline_fullcall_v1_fullcall_proto_rawDesc), len(file_calmline_fullcall_v1_fullcall_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
