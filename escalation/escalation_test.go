@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,12 +20,55 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sqldbtest.Stop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// newDatabase makes the store a test's escalation runs on: a SQLite file
+// (and its path, for the tests that inspect the file), or, under
+// TestOnPostgres, a fresh PostgreSQL database.
+var newDatabase = func(t testing.TB) (dsn, path string) {
+	path = filepath.Join(t.TempDir(), "escalation.db")
+	return "sqlite:" + path, path
+}
+
+// TestOnPostgres runs the suites that exercise the store again on a real
+// PostgreSQL server: the outbox, the ladder, inhibition, restarts, care
+// rules and idempotent intake must behave alike on both stores.
+func TestOnPostgres(t *testing.T) {
+	saved := newDatabase
+	newDatabase = func(t testing.TB) (string, string) { return sqldbtest.Postgres(t), "" }
+	defer func() { newDatabase = saved }()
+	for _, c := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"idempotent and tenant-scoped", TestAlertsAreIdempotentAndTenantScoped},
+		{"acknowledge and resolve", TestRESTAcknowledgeAndResolve},
+		{"delivered in order once", TestEveryEscalationDeliveredInOrderOnce},
+		{"dead letter and redrive", TestDeadLetterAndRedrive},
+		{"ladder, one open, privacy", TestLadderSkipsAtMostOneOpenAndPrivacy},
+		{"inhibition", TestInhibitionWhileTransferInProgress},
+		{"outbox survives restart", TestOutboxSurvivesRestart},
+		{"care rules", TestCareRulesRecommendOncePerWindow},
+	} {
+		t.Run(c.name, c.f)
+	}
+}
 
 type fixture struct {
 	cc   *grpc.ClientConn
@@ -44,7 +89,7 @@ func start(t *testing.T) *fixture {
 	}
 	o := DefaultOptions()
 	o.Tenants = reg
-	o.Database = "sqlite:" + filepath.Join(t.TempDir(), "escalation.db")
+	o.Database, _ = newDatabase(t)
 	o.Now = func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
 	s, err := New(context.Background(), o)
 	if err != nil {

@@ -260,8 +260,8 @@ func startStack(t *testing.T, tenantYAML string, tweak func(*Options)) *stack {
 	}
 	o := DefaultOptions()
 	o.Tenants = reg
-	dbPath := filepath.Join(t.TempDir(), "escalation.db")
-	o.Database = "sqlite:" + dbPath
+	dsn, dbPath := newDatabase(t)
+	o.Database = dsn
 	o.PollInterval = 50 * time.Millisecond
 	o.DeliveryDrain = time.Second
 	if tweak != nil {
