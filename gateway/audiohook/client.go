@@ -510,7 +510,13 @@ func (s *Session) Close(ctx context.Context, reason string) error {
 		select {
 		case <-s.closed:
 		case <-s.readerEnd:
-			err = errors.New("audiohook: connection ended before closed")
+			// The reader marks closed before it ends: when both are
+			// ready the select may pick either, so look again.
+			select {
+			case <-s.closed:
+			default:
+				err = errors.New("audiohook: connection ended before closed")
+			}
 		case <-ctx.Done():
 			err = fmt.Errorf("audiohook: no closed: %w", ctx.Err())
 		}
