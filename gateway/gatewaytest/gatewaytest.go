@@ -186,11 +186,79 @@ type Fullcall struct {
 	AckedAtOpen func(callID string) uint64
 	// Refuse, when set, refuses the open with this error.
 	Refuse func(open *fullcallv1.OpenCall) error
+	// Durable, when set, is the checkpoint store this instance shares with
+	// others: chunks are recorded there before they are acknowledged, a
+	// resumed call continues from it, and reports count what it holds.
+	Durable *Checkpoints
+
+	bytes map[string]uint64
+}
+
+// Checkpoints stands in for the durable checkpoint store real fullcall
+// instances share, so that a call can move from a killed fake instance to
+// another as it would between real ones. It keeps every chunk's size by
+// sequence number and counts chunks received twice.
+type Checkpoints struct {
+	mu    sync.Mutex
+	calls map[string]*checkpoint
+}
+
+type checkpoint struct {
+	acked uint64         // highest contiguous sequence number held
+	sizes map[uint64]int // bytes per sequence number
+	dups  int
+}
+
+// NewCheckpoints returns an empty store.
+func NewCheckpoints() *Checkpoints { return &Checkpoints{calls: map[string]*checkpoint{}} }
+
+func (c *Checkpoints) get(callID string) *checkpoint {
+	cp := c.calls[callID]
+	if cp == nil {
+		cp = &checkpoint{sizes: map[uint64]int{}}
+		c.calls[callID] = cp
+	}
+	return cp
+}
+
+// add records a chunk; a chunk seen before only counts as a duplicate.
+func (c *Checkpoints) add(callID string, seq uint64, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := c.get(callID)
+	if _, dup := cp.sizes[seq]; dup {
+		cp.dups++
+		return
+	}
+	cp.sizes[seq] = n
+	for cp.sizes[cp.acked+1] != 0 {
+		cp.acked++
+	}
+}
+
+// Acked returns the highest sequence number up to which every chunk of
+// the call is held.
+func (c *Checkpoints) Acked(callID string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.get(callID).acked
+}
+
+// Held returns the chunks and audio bytes held for a call, and how many
+// chunks arrived more than once.
+func (c *Checkpoints) Held(callID string) (chunks int, bytes uint64, duplicates int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := c.get(callID)
+	for _, n := range cp.sizes {
+		bytes += uint64(n)
+	}
+	return len(cp.sizes), bytes, cp.dups
 }
 
 // StartFullcall starts a fake fullcall service.
 func StartFullcall(t testing.TB) *Fullcall {
-	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Reports: map[string]*fullcallv1.Report{}}
+	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Reports: map[string]*fullcallv1.Report{}, bytes: map[string]uint64{}}
 	f.Backend = serve(t, func(s *grpc.Server) { fullcallv1.RegisterIngestServiceServer(s, f) })
 	return f
 }
@@ -207,7 +275,7 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 	}
 	call := open.Call
 	f.mu.Lock()
-	refuse, ackedAt := f.Refuse, f.AckedAtOpen
+	refuse, ackedAt, durable := f.Refuse, f.AckedAtOpen, f.Durable
 	f.mu.Unlock()
 	if refuse != nil {
 		if err := refuse(open); err != nil {
@@ -215,7 +283,10 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		}
 	}
 	var acked uint64
-	if open.Resume && ackedAt != nil {
+	switch {
+	case open.Resume && durable != nil:
+		acked = durable.Acked(call.CallId)
+	case open.Resume && ackedAt != nil:
 		acked = ackedAt(call.CallId)
 	}
 	if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: &fullcallv1.OpenedCall{AckedSeq: acked}}}); err != nil {
@@ -230,12 +301,16 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		case *fullcallv1.RecordRequest_Chunk:
 			f.mu.Lock()
 			f.Received[call.CallId] = append(f.Received[call.CallId], m.Chunk.Seq)
+			f.bytes[call.CallId] += uint64(len(m.Chunk.Data))
 			hook := f.OnChunk
 			f.mu.Unlock()
 			if hook != nil {
 				if err := hook(call.CallId, m.Chunk); err != nil {
 					return err
 				}
+			}
+			if durable != nil {
+				durable.add(call.CallId, m.Chunk.Seq, len(m.Chunk.Data))
 			}
 			if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Ack{Ack: &fullcallv1.Ack{Seq: m.Chunk.Seq}}}); err != nil {
 				return err
@@ -254,6 +329,13 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 				EndReason:  m.Close.Reason,
 				Incomplete: m.Close.Incomplete,
 				Format:     call.Format,
+			}
+			f.mu.Lock()
+			r.AudioBytes = f.bytes[call.CallId]
+			f.mu.Unlock()
+			if durable != nil {
+				n, b, _ := durable.Held(call.CallId)
+				r.Chunks, r.AudioBytes = uint64(n), b
 			}
 			f.mu.Lock()
 			f.Reports[call.CallId] = r

@@ -70,6 +70,16 @@ type Call struct {
 	pendingStart uint64
 	ended        bool
 	startedAt    time.Time
+	bytesIn      int64
+	// clock is when the call started on this gateway (monotonic), the
+	// reference for pacing and traffic rates.
+	clock time.Time
+
+	// bytesOut counts what the adapter wrote to the client and
+	// bytesBackend what went to the backends (audio payload, replays
+	// included), for the traffic metrics.
+	bytesOut     atomic.Int64
+	bytesBackend atomic.Int64
 
 	// timeline is the position (samples per channel) after the last audio
 	// or gap, and seq the last chunk's sequence number; written by the
@@ -144,6 +154,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		frameBytes: fb,
 		chunkBytes: perChunk * fb,
 		startedAt:  st.StartedAt,
+		clock:      time.Now(),
 		aborted:    make(chan struct{}),
 	}
 	c.pending = make([]byte, 0, c.chunkBytes)
@@ -177,6 +188,9 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
 	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
 		"sample_rate", st.Format.SampleRate, "channels", st.Format.Channels)
+	if m.o.Observer != nil {
+		m.o.Observer.CallStarted(c)
+	}
 	return c, nil
 }
 
@@ -201,12 +215,33 @@ func (c *Call) ChunkBytes() int { return c.chunkBytes }
 // Timeline returns the call's position in samples per channel.
 func (c *Call) Timeline() uint64 { return c.timeline.Load() }
 
+// StartedAt returns when the call started.
+func (c *Call) StartedAt() time.Time { return c.startedAt }
+
+// Sent records n bytes the adapter wrote to the client for this call
+// (scores, alerts, protocol replies), for the traffic metrics. It is safe
+// from any goroutine.
+func (c *Call) Sent(n int) {
+	c.bytesOut.Add(int64(n))
+	c.m.m.bytesOut.Add(context.Background(), int64(n), c.attrs)
+}
+
 // Audio appends interleaved encoded audio to the call's timeline. Any
 // length is accepted; a partial sample frame waits for the next write.
+//
+// Audio applies the pacing policy first: under PaceThrottle it may block
+// until the timeline is back within the allowed lead (or the call is
+// aborted); it returns an error wrapping ErrTooFast, without taking the
+// data, when the policy refuses the client. Adapters then end the call and
+// close the connection with their protocol's "too fast" code.
 func (c *Call) Audio(data []byte) error {
 	if c.ended {
 		return ErrEnded
 	}
+	if err := c.pace(uint64(len(data) / c.frameBytes)); err != nil {
+		return err
+	}
+	c.bytesIn += int64(len(data))
 	c.m.m.bytesIn.Add(c.ctx, int64(len(data)), c.attrs)
 	for len(data) > 0 {
 		n := min(len(data), c.chunkBytes-len(c.pending))
@@ -219,6 +254,32 @@ func (c *Call) Audio(data []byte) error {
 		if len(c.pending) == c.chunkBytes {
 			c.flush()
 		}
+	}
+	return nil
+}
+
+// pace applies the pacing policy to samples about to join the timeline.
+func (c *Call) pace(samples uint64) error {
+	p := &c.m.o.Pacing
+	if p.Policy == PaceOff {
+		return nil
+	}
+	pos := float64(c.timeline.Load()+samples) / float64(c.format.SampleRate)
+	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.clock)
+	over := ahead - p.MaxLead
+	if over <= 0 {
+		return nil
+	}
+	if p.Policy == PaceRefuse || over > p.MaxWait {
+		c.m.m.tooFast.Add(c.ctx, 1, c.attrs)
+		return fmt.Errorf("%w: the call's audio runs %.1f s ahead of the clock (limit %v)", ErrTooFast, ahead.Seconds(), p.MaxLead)
+	}
+	c.m.m.throttled.Add(c.ctx, over.Seconds(), c.attrs)
+	t := time.NewTimer(over)
+	select {
+	case <-t.C:
+	case <-c.aborted:
+		t.Stop()
 	}
 	return nil
 }
@@ -286,7 +347,7 @@ func (c *Call) Abort(reason EndReason, err error) {
 // scores, and fullcall stores the report, which End returns (nil when
 // fullcall could not be reached within the finish timeout; the error says
 // why). End is idempotent.
-func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, error) {
+func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Report, err error) {
 	if c.ended {
 		return nil, ErrEnded
 	}
@@ -295,7 +356,10 @@ func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, e
 		c.cancel()
 		c.wg.Wait()
 		c.m.unregister(c)
-		c.m.m.callSeconds.Record(context.Background(), time.Since(c.startedAt).Seconds(), c.attrs)
+		c.recordTraffic()
+		if c.m.o.Observer != nil {
+			c.m.o.Observer.CallEnded(c, reason, report)
+		}
 	}()
 	c.flush()
 	c.rt.close()
@@ -314,4 +378,18 @@ func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, e
 	}
 	c.log.Info("call ended", "reason", reason.String(), "duration_s", r.DurationS, "incomplete", r.Incomplete)
 	return r, nil
+}
+
+// recordTraffic records the call's length and its average traffic rates,
+// the per-call figures capacity planning starts from.
+func (c *Call) recordTraffic() {
+	ctx := context.Background()
+	secs := time.Since(c.clock).Seconds()
+	c.m.m.callSeconds.Record(ctx, secs, c.attrs)
+	if secs <= 0 {
+		return
+	}
+	c.m.m.callRate.Record(ctx, float64(c.bytesIn)/secs, dirClientIn)
+	c.m.m.callRate.Record(ctx, float64(c.bytesOut.Load())/secs, dirClientOut)
+	c.m.m.callRate.Record(ctx, float64(c.bytesBackend.Load())/secs, dirBackendOut)
 }

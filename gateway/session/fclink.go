@@ -41,9 +41,17 @@ type fcLink struct {
 	incomplete bool
 	closeReq   *fullcallv1.CloseCall
 	wake       chan struct{}
+	// sent remembers when recent chunks went out, to time their
+	// acknowledgements (the backend's round trip).
+	sent [64]sentSeq
 
 	report chan *fullcallv1.Report // the stored report, once
 	lost   chan error              // fullcall could not be reached for good
+}
+
+type sentSeq struct {
+	seq uint64
+	at  time.Time
 }
 
 type fcEntry struct {
@@ -114,6 +122,13 @@ func (l *fcLink) push(r *fullcallv1.RecordRequest, chunk bool, seq uint64) {
 	l.signal()
 }
 
+// pending returns the audio bytes waiting for fullcall's acknowledgement.
+func (l *fcLink) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
+}
+
 // ack forgets what fullcall has made durable.
 func (l *fcLink) ack(seq uint64) {
 	l.mu.Lock()
@@ -122,6 +137,9 @@ func (l *fcLink) ack(seq uint64) {
 		return
 	}
 	l.acked = seq
+	if m := l.sent[seq%uint64(len(l.sent))]; m.seq == seq {
+		l.c.m.m.rtt.Record(l.c.ctx, time.Since(m.at).Seconds(), pathFullcall)
+	}
 	i := 0
 	for ; i < len(l.log); i++ {
 		e := l.log[i]
@@ -268,8 +286,13 @@ func (l *fcLink) stream(ctx context.Context, s fullcallRecordClient) (bool, erro
 	for {
 		l.mu.Lock()
 		var batch []*fullcallv1.RecordRequest
+		now := time.Now()
 		for ; l.next < len(l.log); l.next++ {
-			batch = append(batch, l.log[l.next].req)
+			e := &l.log[l.next]
+			batch = append(batch, e.req)
+			if e.chunk {
+				l.sent[e.seq%uint64(len(l.sent))] = sentSeq{e.seq, now}
+			}
 		}
 		var closeReq *fullcallv1.CloseCall
 		if l.closeReq != nil && !sentClose && len(batch) == 0 {
@@ -280,6 +303,10 @@ func (l *fcLink) stream(ctx context.Context, s fullcallRecordClient) (bool, erro
 		for _, r := range batch {
 			if err := s.Send(r); err != nil {
 				return false, l.failed(s, recvErr, err)
+			}
+			if ch := r.GetChunk(); ch != nil {
+				l.c.bytesBackend.Add(int64(len(ch.Data)))
+				l.c.m.m.backendOut.Add(ctx, int64(len(ch.Data)), pathFullcall)
 			}
 		}
 		if closeReq != nil {

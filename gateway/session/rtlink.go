@@ -182,6 +182,10 @@ func (l *rtLink) stream(ctx context.Context, resume bool) error {
 				<-recvErr
 				return err
 			}
+			if ch := r.GetChunk(); ch != nil {
+				l.c.bytesBackend.Add(int64(len(ch.Data)))
+				l.c.m.m.backendOut.Add(ctx, int64(len(ch.Data)), pathRealtime)
+			}
 		}
 		if len(batch) > 0 {
 			continue
@@ -250,6 +254,9 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 			if l.c.events != nil {
 				l.c.events.Score(m.Score)
 			}
+			if obs := l.c.m.o.Observer; obs != nil {
+				obs.CallScore(l.c, m.Score)
+			}
 		case *realtimev1.AnalyzeResponse_Alert:
 			a := m.Alert
 			if a.Episode > l.episodes.Load() {
@@ -259,6 +266,9 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 				Event: &fullcallv1.CallEvent_Alert{Alert: a}}}}, false, 0)
 			if l.c.events != nil {
 				l.c.events.Alert(a)
+			}
+			if obs := l.c.m.o.Observer; obs != nil {
+				obs.CallAlert(l.c, a)
 			}
 		}
 	}
@@ -277,6 +287,8 @@ func (l *rtLink) observeDelay(end uint64) {
 	}
 	l.sentMu.Unlock()
 	if !at.IsZero() {
-		l.c.m.m.scoreDelay.Record(l.c.ctx, time.Since(at).Seconds())
+		d := time.Since(at).Seconds()
+		l.c.m.m.scoreDelay.Record(l.c.ctx, d)
+		l.c.m.m.rtt.Record(l.c.ctx, d, pathRealtime)
 	}
 }

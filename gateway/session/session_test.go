@@ -55,6 +55,10 @@ func manager(t *testing.T, realtime, fullcall string, o Options) *Manager {
 	}
 	t.Cleanup(func() { rp.Close(); fp.Close() })
 	o.Realtime, o.Fullcall = rp, fp
+	if o.Pacing.Policy == "" {
+		// Tests feed audio far faster than real time; pacing has its own.
+		o.Pacing.Policy = PaceOff
+	}
 	m, err := NewManager(o)
 	if err != nil {
 		t.Fatal(err)
