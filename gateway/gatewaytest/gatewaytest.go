@@ -69,6 +69,9 @@ type Realtime struct {
 	OnChunk func(callID string, c *callv1.AudioChunk) error
 	// Alert, when set, is sent after the score of the given second.
 	Alert func(callID string, second uint32) *callv1.AlertEvent
+	// AgentStress, when set, is the agent_stress of every score (else
+	// agent_stress abstains).
+	AgentStress *float64
 }
 
 // StartRealtime starts a fake realtime service.
@@ -102,13 +105,16 @@ func (r *Realtime) Analyze(s realtimev1.RealtimeService_AnalyzeServer) error {
 	score := func(end uint64) error {
 		v := 50.0
 		sec := uint32(end/rate) - 1
-		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: &callv1.ScoreUpdate{
-			CallId: call.CallId, Second: sec, EndSample: end, CallerPressure: &v, AgentStressAbstain: "fake", Model: Model}}}); err != nil {
+		r.mu.Lock()
+		alert, agent := r.Alert, r.AgentStress
+		r.mu.Unlock()
+		u := &callv1.ScoreUpdate{CallId: call.CallId, Second: sec, EndSample: end, CallerPressure: &v, AgentStressAbstain: "fake", Model: Model}
+		if agent != nil {
+			u.AgentStress, u.AgentStressAbstain = agent, ""
+		}
+		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
 			return err
 		}
-		r.mu.Lock()
-		alert := r.Alert
-		r.mu.Unlock()
 		if alert != nil {
 			if a := alert(call.CallId, sec); a != nil {
 				return s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: a}})

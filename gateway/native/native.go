@@ -53,6 +53,9 @@ const (
 	CloseCallLive = 4410
 	// CloseUnsupportedMedia: unsupported codec, sample rate or channels.
 	CloseUnsupportedMedia = 4415
+	// CloseTooFast: the client sends audio faster than real time, past
+	// what the gateway's pacing policy allows.
+	CloseTooFast = 4420
 	// CloseOverQuota: the tenant is at its concurrent-call limit.
 	CloseOverQuota = 4429
 )
@@ -109,11 +112,18 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 
 // ServeHTTP authenticates and upgrades a connection and runs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, _, ok := h.tenants.Authenticate(tenant.KeyFromRequest(r))
+	t, key, ok := h.tenants.AuthenticateKey(tenant.KeyFromRequest(r))
 	if !ok {
 		h.m.Refused(r.Context(), "", "unauthenticated")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="calmline"`)
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (send Authorization: Bearer KEY or X-API-Key)")
+		return
+	}
+	if key.Role != tenant.KeyRoleGeneral {
+		// Care-team and agent keys live on less trusted desktops: they
+		// read the live feed, they do not stream calls.
+		h.m.Refused(r.Context(), t.ID, "forbidden")
+		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", key.Role))
 		return
 	}
 	if err := h.m.Admit(t); err != nil {
@@ -135,6 +145,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	co := h.o.Conn
 	co.OnDrop = func() { h.m.EventDropped(t.ID) }
 	co.OnTick = c.tick
+	co.OnWrite = func(n int) {
+		if call := c.callLive.Load(); call != nil {
+			call.Sent(n)
+		}
+	}
 	c.ws = wsconn.New(ws, co)
 	c.run()
 }
@@ -357,6 +372,9 @@ func (c *conn) audio(data []byte) bool {
 	}
 	c.lastAudio.Store(time.Now().UnixNano())
 	if err := c.call.Audio(data); err != nil {
+		if errors.Is(err, session.ErrTooFast) {
+			c.fail(CloseTooFast, err.Error())
+		}
 		return false
 	}
 	return true
@@ -372,6 +390,8 @@ func (c *conn) stop() {
 			CallerPressure: peak(r.CallerPressure),
 			Alerts:         len(r.Alerts),
 			URL:            "/api/v1/reports/" + r.CallId,
+			Chunks:         r.Chunks,
+			AudioBytes:     r.AudioBytes,
 		}
 		if !c.private {
 			msg.Report.AgentStress = peak(r.AgentStress)
@@ -494,6 +514,8 @@ type (
 		AgentStress    *float64 `json:"agent_stress_peak,omitempty"`
 		Alerts         int      `json:"alerts"`
 		URL            string   `json:"url"`
+		Chunks         uint64   `json:"chunks"`
+		AudioBytes     uint64   `json:"audio_bytes"`
 	}
 	stoppedMsg struct {
 		Type   string         `json:"type"`

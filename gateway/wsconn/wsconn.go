@@ -38,6 +38,9 @@ type Options struct {
 	// OnTick runs on the writer goroutine at every ping; adapters use it
 	// for idle timeouts.
 	OnTick func()
+	// OnWrite, when set, is told the size of every message written, for
+	// the traffic metrics.
+	OnWrite func(n int)
 }
 
 func (o *Options) defaults() {
@@ -261,6 +264,9 @@ func (c *Conn) writer() {
 				c.ws.Close() // the reader sees the error and finishes
 				<-c.readerDone
 				return
+			}
+			if c.o.OnWrite != nil {
+				c.o.OnWrite(len(m.data))
 			}
 		}
 		if len(batch) > 0 {
