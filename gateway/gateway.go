@@ -104,6 +104,7 @@ type Server struct {
 	fullcall *rpc.Pool
 	asterisk *asterisk.Handler
 	feed     *feed.Hub
+	native   *native.Handler
 
 	drainOnce sync.Once
 	drainWG   sync.WaitGroup
@@ -158,7 +159,8 @@ func New(o Options) (*Server, error) {
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
 	})
-	s.host.Mux.Handle("GET /ws/native", native.NewHandler(o.Native, mgr, o.Tenants, log))
+	s.native = native.NewHandler(o.Native, mgr, o.Tenants, log)
+	s.host.Mux.Handle("GET /ws/native", s.native)
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
@@ -220,6 +222,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.drain(ctx)
 		s.drainWG.Wait() // a drain started by POST /admin/drain
 		s.asterisk.Close() // legs still waiting for their call's other leg
+		// No call is live: close connections that never started one.
+		if err := s.native.Close(ctx); err != nil {
+			s.log.Warn("native connections still open at shutdown", "err", err)
+		}
 		s.feed.Close()
 		s.shutdownErr = s.host.Shutdown(ctx)
 		s.realtime.Close()

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -75,6 +76,14 @@ type Handler struct {
 	tenants  *tenant.Registry
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+
+	// Connections run on their own goroutines once upgraded (the HTTP
+	// server's goroutine returns, freeing its buffers); the Handler owns
+	// them.
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // NewHandler returns the adapter.
@@ -83,7 +92,7 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 		o.IdleTimeout = 30 * time.Second
 	}
 	return &Handler{
-		o: o, m: m, tenants: tenants, log: log.With("protocol", "native"),
+		o: o, m: m, tenants: tenants, log: log.With("protocol", "native"), conns: map[*conn]struct{}{},
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  1024,
 			WriteBufferSize: 1024,
@@ -110,7 +119,28 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 	w.Write(append(b, '\n'))
 }
 
-// ServeHTTP authenticates and upgrades a connection and runs it.
+// Close closes every connection still open with 1001 (going away) and
+// waits for them to finish, until ctx ends; later upgrades are refused.
+// The gateway calls it once its drain is over, when no call is live.
+func (h *Handler) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	for c := range h.conns {
+		c.ws.Close(websocket.CloseGoingAway, "gateway stopping; reconnect")
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ServeHTTP authenticates and upgrades a connection, and runs it on a
+// goroutine of its own.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t, key, ok := h.tenants.AuthenticateKey(tenant.KeyFromRequest(r))
 	if !ok {
@@ -136,6 +166,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusTooManyRequests, "over_quota", err.Error())
 		return
 	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		h.m.Refused(r.Context(), t.ID, "draining")
+		refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is stopping; reconnect to another")
+		return
+	}
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -151,7 +189,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.ws = wsconn.New(ws, co)
-	c.run()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.ws.Close(websocket.CloseGoingAway, "gateway stopping; reconnect")
+		c.ws.Finish()
+		return
+	}
+	h.conns[c] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	// Returning from ServeHTTP lets the HTTP server drop the connection's
+	// request, response and buffers (about 10 KiB): the call lives on in
+	// this goroutine alone.
+	go func() {
+		defer h.wg.Done()
+		c.run()
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+	}()
 }
 
 // conn is one native connection, driven by its reader goroutine.

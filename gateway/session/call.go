@@ -71,6 +71,7 @@ type Call struct {
 	ended        bool
 	startedAt    time.Time
 	bytesIn      int64
+	bytesCounted int64 // part of bytesIn added to the metric
 	// clock is when the call started on this gateway (monotonic), the
 	// reference for pacing and traffic rates.
 	clock time.Time
@@ -174,7 +175,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	c.fc = newFCLink(c)
 	openCtx, cancel := context.WithTimeout(ctx, m.o.OpenTimeout)
 	defer cancel()
-	stream, err := c.fc.open(openCtx, false)
+	stream, streamCancel, err := c.fc.open(openCtx, false)
 	if err != nil {
 		c.cancel()
 		m.unregister(c)
@@ -183,7 +184,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		return nil, fmt.Errorf("%w: fullcall: %v", ErrUnavailable, err)
 	}
 	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.fc.run(stream) }()
+	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
 	go func() { defer c.wg.Done(); c.rt.run() }()
 	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
 	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
@@ -242,7 +243,6 @@ func (c *Call) Audio(data []byte) error {
 		return err
 	}
 	c.bytesIn += int64(len(data))
-	c.m.m.bytesIn.Add(c.ctx, int64(len(data)), c.attrs)
 	for len(data) > 0 {
 		n := min(len(data), c.chunkBytes-len(c.pending))
 		if len(c.pending) == 0 {
@@ -284,8 +284,18 @@ func (c *Call) pace(samples uint64) error {
 	return nil
 }
 
+// countIn adds the audio received since the last count to the metric:
+// once per chunk rather than per frame, since the metric costs.
+func (c *Call) countIn() {
+	if n := c.bytesIn - c.bytesCounted; n > 0 {
+		c.m.m.bytesIn.Add(c.ctx, n, c.attrs)
+		c.bytesCounted = c.bytesIn
+	}
+}
+
 // flush sends the pending whole sample frames as a chunk.
 func (c *Call) flush() {
+	c.countIn()
 	whole := len(c.pending) - len(c.pending)%c.frameBytes
 	if whole == 0 {
 		return

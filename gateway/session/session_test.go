@@ -43,7 +43,7 @@ func (e *events) Alert(a *callv1.AlertEvent) {
 	e.got <- struct{}{}
 }
 
-func manager(t *testing.T, realtime, fullcall string, o Options) *Manager {
+func manager(t testing.TB, realtime, fullcall string, o Options) *Manager {
 	t.Helper()
 	rp, err := rpc.NewPool(realtime, 1, rpc.Options{})
 	if err != nil {
