@@ -95,6 +95,10 @@ type Conn struct {
 	writerDone chan struct{}
 	peerClosed atomic.Bool
 	closeSent  atomic.Bool // our close frame is out: reads no longer extend the deadline
+	// deadlineAt is when the read deadline was last extended (reader
+	// only): extending it costs a timer update, so it is done at most
+	// once a second rather than for every 20 ms frame.
+	deadlineAt time.Time
 
 	// watch, when set, is watched by the writer: when it closes, onWatch
 	// runs (once) on the writer goroutine.
@@ -143,8 +147,9 @@ func (c *Conn) Read() (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if !c.closeSent.Load() {
-		c.ws.SetReadDeadline(time.Now().Add(c.o.PongWait))
+	if now := time.Now(); !c.closeSent.Load() && now.Sub(c.deadlineAt) >= time.Second {
+		c.ws.SetReadDeadline(now.Add(c.o.PongWait))
+		c.deadlineAt = now
 	}
 	c.buf.Reset()
 	n, err := c.buf.ReadFrom(io.LimitReader(r, int64(c.o.ReadLimit)+1))
