@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +26,6 @@ import (
 
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
-	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -234,20 +232,6 @@ func (c *conn) tick() {
 	}
 }
 
-// Messages from the client.
-type clientMsg struct {
-	Type       string            `json:"type"`
-	CallID     string            `json:"call_id"`
-	AgentID    string            `json:"agent_id"`
-	Codec      string            `json:"codec"`
-	SampleRate int               `json:"sample_rate"`
-	Channels   []string          `json:"channels"`
-	Labels     map[string]string `json:"labels"`
-	// gap
-	Samples uint64 `json:"samples"`
-	Reason  string `json:"reason"`
-}
-
 func (c *conn) run() {
 	defer c.ws.Finish()
 	reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
@@ -289,28 +273,24 @@ func (c *conn) run() {
 			}
 			continue
 		}
-		var m clientMsg
-		if err := json.Unmarshal(data, &m); err != nil {
-			c.fail(CloseBadMessage, "malformed JSON: "+err.Error())
+		m, perr := parseText(data)
+		if perr != nil {
+			if m != nil && m.typ == "start" && c.call != nil {
+				perr = &protoError{CloseOutOfOrder, "start sent twice"}
+			}
+			c.fail(perr.code, perr.reason)
 			reason = fullcallv1.EndReason_END_REASON_ERROR
 			continue
 		}
-		switch m.Type {
+		switch m.typ {
 		case "start":
-			c.start(&m)
+			c.start(m)
 		case "gap":
 			if c.call == nil {
 				c.fail(CloseOutOfOrder, "gap before start")
 				continue
 			}
-			gr := map[string]callv1.GapReason{"": callv1.GapReason_GAP_REASON_PAUSED, "paused": callv1.GapReason_GAP_REASON_PAUSED,
-				"discarded": callv1.GapReason_GAP_REASON_DISCARDED, "lost": callv1.GapReason_GAP_REASON_CLIENT_LOSS}
-			g, ok := gr[m.Reason]
-			if !ok || m.Samples == 0 || m.Samples > 24*3600*16000 {
-				c.fail(CloseBadMessage, "gap: want samples > 0 and reason paused, discarded or lost")
-				continue
-			}
-			c.call.Gap(m.Samples, g, "client: "+m.Reason)
+			c.call.Gap(m.gapSamples, m.gapReason, "client: "+m.gapDetail)
 		case "stop":
 			if c.call == nil {
 				c.fail(CloseOutOfOrder, "stop before start")
@@ -318,10 +298,6 @@ func (c *conn) run() {
 			}
 			c.stop()
 			reason = fullcallv1.EndReason_END_REASON_HANGUP
-		case "":
-			c.fail(CloseBadMessage, `message without "type"`)
-		default:
-			c.fail(CloseBadMessage, fmt.Sprintf("unknown message type %q", m.Type))
 		}
 	}
 }
@@ -336,48 +312,21 @@ func (c *conn) fail(code int, reason string) {
 	c.ws.Close(code, reason)
 }
 
-func (c *conn) start(m *clientMsg) {
+func (c *conn) start(m *message) {
 	if c.call != nil {
 		c.fail(CloseOutOfOrder, "start sent twice")
 		return
-	}
-	if m.CallID == "" {
-		c.fail(CloseBadMessage, "start: call_id is required")
-		return
-	}
-	codec, err := audio.ParseCodec(m.Codec)
-	if err != nil {
-		c.fail(CloseUnsupportedMedia, "start: "+err.Error())
-		return
-	}
-	if !audio.SupportedSampleRate(m.SampleRate) {
-		c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: unsupported sample_rate %d (want 8000 or 16000)", m.SampleRate))
-		return
-	}
-	if len(m.Channels) == 0 {
-		m.Channels = []string{"caller", "agent"}
-	}
-	if len(m.Channels) > 2 {
-		c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: %d channels (want 1 or 2)", len(m.Channels)))
-		return
-	}
-	roles := make([]callv1.ChannelRole, len(m.Channels))
-	for i, name := range m.Channels {
-		if roles[i], err = wire.Role(strings.ToLower(name)); err != nil {
-			c.fail(CloseBadMessage, "start: "+err.Error())
-			return
-		}
 	}
 	// Decided before the call starts, since scores may follow at once.
 	c.private = c.tenant.AgentScoring == tenant.AgentScoringPrivate
 	call, err := c.h.m.Start(context.Background(), session.Start{
 		Tenant:   c.tenant,
-		CallID:   m.CallID,
-		AgentID:  m.AgentID,
-		Format:   audio.Format{Codec: codec, SampleRate: m.SampleRate, Channels: len(roles)},
-		Roles:    roles,
+		CallID:   m.callID,
+		AgentID:  m.agentID,
+		Format:   m.format,
+		Roles:    m.roles,
 		Protocol: "native",
-		Labels:   m.Labels,
+		Labels:   m.labels,
 	}, c)
 	switch {
 	case err == nil:
@@ -388,7 +337,7 @@ func (c *conn) start(m *clientMsg) {
 		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
 		return
 	case errors.Is(err, session.ErrCallLive):
-		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.CallID))
+		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
 		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
@@ -400,7 +349,7 @@ func (c *conn) start(m *clientMsg) {
 	c.call = call
 	c.callLive.Store(call)
 	c.lastAudio.Store(time.Now().UnixNano())
-	c.sendJSON(startedMsg{Type: "started", CallID: m.CallID, SessionID: call.Info().SessionId,
+	c.sendJSON(startedMsg{Type: "started", CallID: m.callID, SessionID: call.Info().SessionId,
 		ChunkMS: int(time.Duration(call.ChunkBytes()/call.Format().FrameBytes()) * time.Second / time.Duration(call.Format().SampleRate) / time.Millisecond)}, false)
 	// The writer watches for the call being aborted (drain, lost
 	// backend) even while the reader waits for the next frame.

@@ -10,9 +10,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -220,8 +222,14 @@ func (c *Conn) signal() {
 func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	if c.closeCode == 0 && !c.closing {
-		if len(reason) > 120 { // a close reason must fit a control frame
-			reason = reason[:120]
+		// A close reason must fit a control frame (123 bytes) and be
+		// valid UTF-8: cut at a rune boundary.
+		for len(reason) > 120 {
+			_, n := utf8.DecodeLastRuneInString(reason)
+			reason = reason[:len(reason)-n]
+		}
+		if !utf8.ValidString(reason) {
+			reason = strings.ToValidUTF8(reason, "?")
 		}
 		c.closeCode, c.closeMsg = code, reason
 	}
