@@ -8,6 +8,9 @@
 # (calmline_gateway_fullcall_unacked_bytes) is reported apart.
 #
 # usage: scripts/bench-gateway-mem.sh [N]     (default 1000)
+# It also reports the gateway's own CPU per call, over 20 s with the calls
+# live.
+#
 # env:   DURATION=90s RAMP=100 SETTLE=20 WAV=cmd/calmline/testdata/call_emodb_9s.wav
 #        SOURCES=127.0.0.2-127.0.0.9 OUT=bench-out/mem-DATE
 set -euo pipefail
@@ -58,6 +61,11 @@ live=$(metric "$ADDR_gateway" calmline_gateway_calls_active)
 read -r rss1 heap1 stack1 gor1 unacked1 live1 < <(sample)
 rt_conns=$(conns "${ADDR_realtime##*:}")
 fc_conns=$(conns "${ADDR_fullcall##*:}")
+# The gateway's own CPU over a window, with the calls live.
+c0=$(cpu_ticks "$gw"); t0=$(date +%s.%N)
+sleep 20
+c1=$(cpu_ticks "$gw"); t1=$(date +%s.%N)
+gw_cpu=$(awk -v c="$((c1 - c0))" -v t="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * c / t / (b - a) }')
 load=$(loadavg)
 wait "$lg" || true
 
@@ -65,6 +73,7 @@ per() { awk -v a="$1" -v b="$2" -v n="$live" 'BEGIN { printf "%.1f", (b - a) / n
 {
 	echo "bench-gateway-mem: $(date -u +%FT%TZ), $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $load"
 	echo "live calls at the sample: $live (of $N); gateway TCP connections to realtime: $rt_conns, to fullcall: $fc_conns"
+	echo "gateway CPU: $gw_cpu % of a core over 20 s = $(awk -v c="$gw_cpu" -v n="$live" 'BEGIN { printf "%.3f", c / n }') % per call"
 	echo "                  at 0 calls   at $live calls   per call"
 	printf 'RSS KiB           %10s %14s %10s\n' "$rss0" "$rss1" "$(per "$rss0" "$rss1")"
 	printf 'live heap KiB     %10s %14s %10s   (after GC, gctrace; at 0 calls: allocated so far)\n' "$live0" "$live1" "$(per "$live0" "$live1")"

@@ -8,6 +8,31 @@
 // acknowledgements and a bounded replay buffer), and hands score and alert
 // events back to the adapter.
 //
+// What an adapter needs to know:
+//
+//   - Manager.Admit checks the tenant's quota (and the drain) before the
+//     protocol's upgrade; Manager.Start checks again and returns ErrOverQuota,
+//     ErrDraining, ErrCallLive, ErrBadStart or ErrUnavailable, which the
+//     adapter maps to its protocol's refusals. Manager.Refused counts the
+//     refusals the adapter makes itself.
+//   - Call.Audio applies the pacing policy (Options.Pacing): under the
+//     default, throttle, it may block the adapter's reader until the call
+//     is back within 2 s of real time; it returns an error wrapping
+//     ErrTooFast when the policy refuses the client, and the adapter closes
+//     with its "too fast" code.
+//   - Events (the adapter's) receives the call's scores and alerts; an
+//     Observer on the Manager (the live feed) sees every call's start,
+//     scores, alerts and end whatever its protocol. Neither may block.
+//   - Call.Sent tells the traffic metrics what the adapter wrote back.
+//   - Call.Done closes when the gateway ends the call (drain, lost
+//     fullcall); the adapter then calls End with Call.AbortReason and
+//     closes its connection.
+//
+// Per call, one goroutine owns each backend stream (it opens it, receives
+// on it and reopens it after a failure) and a short-lived goroutine sends
+// whatever is queued: a call is idle between its chunks, so no goroutine
+// waits with a grown stack for the next one.
+//
 // The gateway keeps no analysis state: it never decodes audio.
 package session
 
