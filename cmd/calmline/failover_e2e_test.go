@@ -208,6 +208,34 @@ func TestEndToEndRealtimeFailover(t *testing.T) {
 	if len(rep.LiveScoringGaps) != 1 || rep.LiveScoringGaps[0].Reason != "GAP_REASON_FAILOVER" {
 		t.Errorf("report's live-scoring gaps %+v; want one failover gap", rep.LiveScoringGaps)
 	}
+	// The gateway's metrics are there under their documented names
+	// (docs/architecture.md), the failover counted.
+	websocket.DefaultDialer.Dial("ws://"+main.addrs["gateway"]+"/ws/native", http.Header{"Authorization": {"Bearer clk_unknown"}})
+	resp, err = http.Get("http://" + main.addrs["gateway"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{
+		`calmline_gateway_calls_total{`,
+		`calmline_gateway_calls_refused_total{reason="unauthenticated"`,
+		`calmline_gateway_audio_in_bytes_total{`,
+		`calmline_gateway_events_out_bytes_total{`,
+		`calmline_gateway_backend_out_bytes_total{backend="realtime"`,
+		`calmline_gateway_backend_out_bytes_total{backend="fullcall"`,
+		`calmline_gateway_call_traffic_bytes_per_second_count{direction="client_in"`,
+		`calmline_gateway_backend_rtt_seconds_count{backend="fullcall"`,
+		`calmline_gateway_backend_rtt_seconds_count{backend="realtime"`,
+		`calmline_gateway_backend_reconnects_total{backend="realtime"`,
+		`calmline_gateway_score_delay_seconds_count`,
+		`calmline_gateway_call_duration_seconds_count`,
+		`calmline_gateway_fullcall_unacked_bytes`,
+	} {
+		if !strings.Contains(string(metrics), name) {
+			t.Errorf("gateway metrics lack %s", name)
+		}
+	}
 	main.stop(t)
 	rtA.cmd.Process.Kill()
 	rtB.cmd.Process.Kill()
