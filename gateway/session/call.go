@@ -70,17 +70,23 @@ type Call struct {
 	pendingStart uint64
 	ended        bool
 	startedAt    time.Time
-	bytesIn      int64
-	bytesCounted int64 // part of bytesIn added to the metric
+	bytesIn int64
+	// counted holds what the traffic counters were last given (in, out,
+	// to realtime, to fullcall), and countedAt when (on the call's clock):
+	// they are updated once a second, not per frame or chunk, since each
+	// update costs.
+	counted   [4]int64
+	countedAt time.Duration
 	// clock is when the call started on this gateway (monotonic), the
 	// reference for pacing and traffic rates.
 	clock time.Time
 
-	// bytesOut counts what the adapter wrote to the client and
-	// bytesBackend what went to the backends (audio payload, replays
-	// included), for the traffic metrics.
-	bytesOut     atomic.Int64
-	bytesBackend atomic.Int64
+	// bytesOut counts what the adapter wrote to the client, rtOut and
+	// fcOut what went to each backend (audio payload, replays included),
+	// for the traffic metrics.
+	bytesOut atomic.Int64
+	rtOut    atomic.Int64
+	fcOut    atomic.Int64
 
 	// timeline is the position (samples per channel) after the last audio
 	// or gap, and seq the last chunk's sequence number; written by the
@@ -224,7 +230,6 @@ func (c *Call) StartedAt() time.Time { return c.startedAt }
 // from any goroutine.
 func (c *Call) Sent(n int) {
 	c.bytesOut.Add(int64(n))
-	c.m.m.bytesOut.Add(context.Background(), int64(n), c.attrs)
 }
 
 // Audio appends interleaved encoded audio to the call's timeline. Any
@@ -284,18 +289,38 @@ func (c *Call) pace(samples uint64) error {
 	return nil
 }
 
-// countIn adds the audio received since the last count to the metric:
-// once per chunk rather than per frame, since the metric costs.
-func (c *Call) countIn() {
-	if n := c.bytesIn - c.bytesCounted; n > 0 {
-		c.m.m.bytesIn.Add(c.ctx, n, c.attrs)
-		c.bytesCounted = c.bytesIn
+// countTraffic adds the traffic since the last count to the counters, at
+// most once a second unless final.
+func (c *Call) countTraffic(final bool) {
+	now := time.Since(c.clock)
+	if !final && now-c.countedAt < time.Second {
+		return
 	}
+	c.countedAt = now
+	cur := [4]int64{c.bytesIn, c.bytesOut.Load(), c.rtOut.Load(), c.fcOut.Load()}
+	ctx := context.Background()
+	for i, n := range cur {
+		d := n - c.counted[i]
+		if d <= 0 {
+			continue
+		}
+		switch i {
+		case 0:
+			c.m.m.bytesIn.Add(ctx, d, c.attrs)
+		case 1:
+			c.m.m.bytesOut.Add(ctx, d, c.attrs)
+		case 2:
+			c.m.m.backendOut.Add(ctx, d, pathRealtime)
+		case 3:
+			c.m.m.backendOut.Add(ctx, d, pathFullcall)
+		}
+	}
+	c.counted = cur
 }
 
 // flush sends the pending whole sample frames as a chunk.
 func (c *Call) flush() {
-	c.countIn()
+	c.countTraffic(false)
 	whole := len(c.pending) - len(c.pending)%c.frameBytes
 	if whole == 0 {
 		return
@@ -366,6 +391,7 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 		c.cancel()
 		c.wg.Wait()
 		c.m.unregister(c)
+		c.countTraffic(true)
 		c.recordTraffic()
 		if c.m.o.Observer != nil {
 			c.m.o.Observer.CallEnded(c, reason, report)
@@ -401,5 +427,5 @@ func (c *Call) recordTraffic() {
 	}
 	c.m.m.callRate.Record(ctx, float64(c.bytesIn)/secs, dirClientIn)
 	c.m.m.callRate.Record(ctx, float64(c.bytesOut.Load())/secs, dirClientOut)
-	c.m.m.callRate.Record(ctx, float64(c.bytesBackend.Load())/secs, dirBackendOut)
+	c.m.m.callRate.Record(ctx, float64(c.rtOut.Load()+c.fcOut.Load())/secs, dirBackendOut)
 }

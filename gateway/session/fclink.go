@@ -212,8 +212,7 @@ func (l *fcLink) drain(s fullcallRecordClient, cancel context.CancelFunc) {
 				return
 			}
 			if ch := r.GetChunk(); ch != nil {
-				l.c.bytesBackend.Add(int64(len(ch.Data)))
-				l.c.m.m.backendOut.Add(l.c.ctx, int64(len(ch.Data)), pathFullcall)
+				l.c.fcOut.Add(int64(len(ch.Data)))
 			}
 		}
 		if closeReq != nil {

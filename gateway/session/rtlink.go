@@ -155,8 +155,7 @@ func (l *rtLink) drain(s realtimev1.RealtimeService_AnalyzeClient, cancel contex
 				return
 			}
 			if ch := r.GetChunk(); ch != nil {
-				l.c.bytesBackend.Add(int64(len(ch.Data)))
-				l.c.m.m.backendOut.Add(l.c.ctx, int64(len(ch.Data)), pathRealtime)
+				l.c.rtOut.Add(int64(len(ch.Data)))
 			}
 		}
 		if sendClose {
