@@ -70,7 +70,7 @@ type Call struct {
 	pendingStart uint64
 	ended        bool
 	startedAt    time.Time
-	bytesIn int64
+	bytesIn      int64
 	// counted holds what the traffic counters were last given (in, out,
 	// to realtime, to fullcall), and countedAt when (on the call's clock):
 	// they are updated once a second, not per frame or chunk, since each

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,5 +168,46 @@ func TestTrafficMetrics(t *testing.T) {
 	}
 	if n, _ := mt.Histogram("calmline.gateway.backend.rtt", "backend", "realtime"); n == 0 {
 		t.Error("no realtime round trip measured")
+	}
+}
+
+// TestFullcallStreamFailingOverAndOver breaks the fullcall stream every
+// seventh chunk: each time the call reopens and replays while chunks keep
+// coming, which is when a send can race a reopen. The report still holds
+// every chunk once.
+func TestFullcallStreamFailingOverAndOver(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	durable := gatewaytest.NewCheckpoints()
+	var mu sync.Mutex
+	failed := map[uint64]bool{}
+	fc.Configure(func() {
+		fc.Durable = durable
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if ch.Seq%7 == 0 && !failed[ch.Seq] {
+				failed[ch.Seq] = true
+				return errors.New("instance lost")
+			}
+			return nil
+		}
+	})
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	c, err := m.Start(context.Background(), stereo("flaky"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 10, nil)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunks, bytes, _ := durable.Held("flaky"); r.Incomplete || chunks != 100 || bytes != 10*16000 {
+		t.Errorf("stored: incomplete %v, %d chunks, %d bytes; want complete, 100 chunks, %d bytes", r.Incomplete, chunks, bytes, 10*16000)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) < 14 {
+		t.Errorf("the stream failed %d times; want 14", len(failed))
 	}
 }

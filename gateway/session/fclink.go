@@ -223,6 +223,7 @@ func (l *fcLink) drain(s fullcallRecordClient, cancel context.CancelFunc) {
 			s.CloseSend()
 			l.mu.Lock()
 			l.sending = false
+			l.kickLocked() // for a stream that replaced s meanwhile
 			l.mu.Unlock()
 			return
 		}
@@ -236,6 +237,7 @@ func (l *fcLink) failed(s fullcallRecordClient, cancel context.CancelFunc) {
 		l.stream = nil
 	}
 	l.sending = false
+	l.kickLocked() // run may have reopened meanwhile, seeing a drain running
 	l.mu.Unlock()
 	cancel()
 }

@@ -163,6 +163,7 @@ func (l *rtLink) drain(s realtimev1.RealtimeService_AnalyzeClient, cancel contex
 			s.CloseSend()
 			l.mu.Lock()
 			l.sending = false
+			l.kickLocked() // for a stream that replaced s meanwhile
 			l.mu.Unlock()
 			return // realtime sends the last scores and ends the stream
 		}
