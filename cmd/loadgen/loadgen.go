@@ -152,6 +152,7 @@ type call struct {
 	sent    int // frames, owned by the worker
 	bytes   uint64
 	limit   int // frames to send before the hang-up; 0 = until the burst
+	rate    uint64
 
 	mu        sync.Mutex
 	marks     [32]mark // when the frame completing each recent second was sent
@@ -174,12 +175,16 @@ type mark struct {
 	at  time.Time
 }
 
+// slot is where the mark of the second ending at end goes: one slot per
+// second, so that a score up to len(marks) seconds late still finds it.
+func (c *call) slot(end uint64) int { return int(end/c.rate) % len(c.marks) }
+
 func (c *call) score(end uint64) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.scores++
-	m := c.marks[int(end)%len(c.marks)]
+	m := c.marks[c.slot(end)]
 	if m.end == end && !m.at.IsZero() {
 		c.latencies = append(c.latencies, float64(now.Sub(m.at))/float64(time.Millisecond))
 	} else {
@@ -335,7 +340,7 @@ func (r *run) errorf(kind string) {
 
 // open starts call i and hands it to a shard.
 func (r *run) open(ctx context.Context, i int) {
-	c := &call{id: fmt.Sprintf("%s%05d", r.o.CallPrefix, i+1), done: make(chan struct{})}
+	c := &call{id: fmt.Sprintf("%s%05d", r.o.CallPrefix, i+1), rate: uint64(r.rate), done: make(chan struct{})}
 	if !r.o.BurstHangup {
 		c.limit = int(r.o.Duration / FrameDuration)
 	}
@@ -463,7 +468,7 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 		if end := uint64(c.sent * r.spf); end%uint64(r.rate) == 0 {
 			at := time.Now()
 			c.mu.Lock()
-			c.marks[int(end)%len(c.marks)] = mark{end: end, at: at}
+			c.marks[c.slot(end)] = mark{end: end, at: at}
 			c.mu.Unlock()
 		}
 	}

@@ -107,3 +107,21 @@ func TestRefusedKeyAndBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestLateScoresAreMatched checks that a score arriving seconds after its
+// audio is still timed, not dropped from the latency figures.
+func TestLateScoresAreMatched(t *testing.T) {
+	c := &call{rate: 8000}
+	at := time.Now().Add(-5 * time.Second)
+	for sec := uint64(1); sec <= 10; sec++ {
+		c.marks[c.slot(sec*8000)] = mark{end: sec * 8000, at: at.Add(time.Duration(sec) * time.Second)}
+	}
+	c.score(2 * 8000) // second 2's score, 8 s late
+	if len(c.latencies) != 1 || c.unmatched != 0 {
+		t.Fatalf("latencies %v, %d unmatched; want one latency", c.latencies, c.unmatched)
+	}
+	c.score(8000 + 4000) // a partial second: no mark
+	if c.unmatched != 1 {
+		t.Errorf("a score at a partial second: %d unmatched; want 1", c.unmatched)
+	}
+}
