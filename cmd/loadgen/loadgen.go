@@ -332,12 +332,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	return s, nil
 }
 
-func (r *run) errorf(kind string) {
-	r.mu.Lock()
-	r.errs[kind]++
-	r.mu.Unlock()
-}
-
 // open starts call i and hands it to a shard.
 func (r *run) open(ctx context.Context, i int) {
 	c := &call{id: fmt.Sprintf("%s%05d", r.o.CallPrefix, i+1), rate: uint64(r.rate), done: make(chan struct{})}

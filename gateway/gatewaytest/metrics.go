@@ -42,7 +42,7 @@ func (m *Metrics) Histogram(name string, kv ...string) (count, sum float64) {
 	}
 	match := func(s attribute.Set) bool {
 		for i := 0; i+1 < len(kv); i += 2 {
-			if v, ok := s.Value(attribute.Key(kv[i])); !ok || v.Emit() != kv[i+1] {
+			if v, ok := s.Value(attribute.Key(kv[i])); !ok || v.String() != kv[i+1] {
 				return false
 			}
 		}
