@@ -14,8 +14,10 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -183,6 +185,8 @@ type Fullcall struct {
 	Received map[string][]uint64
 	// Events records the events received per call.
 	Events map[string][]*fullcallv1.CallEvent
+	// Gaps records the gaps received per call.
+	Gaps map[string][]*callv1.Gap
 	// Reports holds the last report per call.
 	Reports map[string]*fullcallv1.Report
 	// OnChunk, when set, runs for every chunk before it is acknowledged;
@@ -264,12 +268,15 @@ func (c *Checkpoints) Held(callID string) (chunks int, bytes uint64, duplicates 
 
 // StartFullcall starts a fake fullcall service.
 func StartFullcall(t testing.TB) *Fullcall {
-	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Reports: map[string]*fullcallv1.Report{}, bytes: map[string]uint64{}}
+	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Gaps: map[string][]*callv1.Gap{},
+		Reports: map[string]*fullcallv1.Report{}, bytes: map[string]uint64{}}
 	f.Backend = serve(t, func(s *grpc.Server) { fullcallv1.RegisterIngestServiceServer(s, f) })
 	return f
 }
 
-// Record acknowledges every chunk and reports what arrived at close.
+// Record acknowledges every chunk and reports what arrived at close. Like
+// fullcall, it ignores a chunk it has seen and ends the stream on a hole
+// in the sequence.
 func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 	first, err := s.Recv()
 	if err != nil {
@@ -298,6 +305,7 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 	if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: &fullcallv1.OpenedCall{AckedSeq: acked}}}); err != nil {
 		return err
 	}
+	last := acked
 	for {
 		req, err := s.Recv()
 		if err != nil {
@@ -305,6 +313,15 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		}
 		switch m := req.Msg.(type) {
 		case *fullcallv1.RecordRequest_Chunk:
+			// As fullcall does: a chunk seen before is ignored, a hole in
+			// the sequence ends the stream.
+			if m.Chunk.Seq <= last {
+				continue
+			}
+			if m.Chunk.Seq != last+1 {
+				return status.Errorf(codes.InvalidArgument, "chunk %d after %d: chunks %d..%d are missing", m.Chunk.Seq, last, last+1, m.Chunk.Seq-1)
+			}
+			last = m.Chunk.Seq
 			f.mu.Lock()
 			f.Received[call.CallId] = append(f.Received[call.CallId], m.Chunk.Seq)
 			f.bytes[call.CallId] += uint64(len(m.Chunk.Data))
@@ -324,6 +341,10 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		case *fullcallv1.RecordRequest_Event:
 			f.mu.Lock()
 			f.Events[call.CallId] = append(f.Events[call.CallId], m.Event)
+			f.mu.Unlock()
+		case *fullcallv1.RecordRequest_Gap:
+			f.mu.Lock()
+			f.Gaps[call.CallId] = append(f.Gaps[call.CallId], m.Gap)
 			f.mu.Unlock()
 		case *fullcallv1.RecordRequest_Close:
 			r := &fullcallv1.Report{
@@ -384,6 +405,13 @@ func (f *Fullcall) Configure(fn func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn()
+}
+
+// CallGaps returns the gaps received for a call.
+func (f *Fullcall) CallGaps(callID string) []*callv1.Gap {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*callv1.Gap(nil), f.Gaps[callID]...)
 }
 
 // CallEvents returns the events received for a call.

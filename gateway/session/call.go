@@ -351,7 +351,7 @@ func (c *Call) Gap(samples uint64, reason callv1.GapReason, detail string) error
 	g := &callv1.Gap{StartSample: c.timeline.Load(), Samples: samples, Reason: reason, Detail: detail}
 	c.timeline.Add(samples)
 	c.rt.pushGap(g)
-	c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}}, false, 0)
+	c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}})
 	return nil
 }
 
@@ -399,7 +399,7 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 	}()
 	c.flush()
 	c.rt.close()
-	c.fc.close(c.seq.Load(), c.timeline.Load(), reason)
+	c.fc.close(c.timeline.Load(), reason)
 	wait, cancel := context.WithTimeout(ctx, c.m.o.FinishTimeout)
 	defer cancel()
 	r, err := c.fc.wait(wait)

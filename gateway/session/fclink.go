@@ -26,9 +26,11 @@ var (
 // fcLink carries a call to fullcall losslessly. Every message waits in the
 // replay log until fullcall acknowledges it; when the stream fails, the
 // call is reopened (on any instance) and everything after the last
-// acknowledged chunk is sent again. The log is bounded: past the bound the
-// oldest audio is dropped and the call is marked incomplete, never silently
-// truncated.
+// acknowledged chunk is sent again. The log is bounded: past the bound new
+// audio is not kept, fullcall is told of the gap it leaves, and the call is
+// marked incomplete, never silently truncated. Chunks carry the link's own
+// sequence numbers, contiguous as fullcall requires even when audio is
+// dropped.
 //
 // As for realtime, one goroutine (run) owns the stream, receiving
 // acknowledgements and reopening it after a failure, and a short-lived
@@ -42,6 +44,7 @@ type fcLink struct {
 	next       int       // index in log of the next entry to send
 	bytes      int
 	acked      uint64
+	lastSeq    uint64 // of the last chunk in the log
 	incomplete bool
 	closeReq   *fullcallv1.CloseCall
 	stream     fullcallRecordClient // nil between streams
@@ -69,6 +72,9 @@ type fcEntry struct {
 	seq   uint64
 	chunk bool
 	bytes int
+	// overflow marks the gap standing for audio dropped because the log
+	// was full.
+	overflow bool
 }
 
 func newFCLink(c *Call) *fcLink {
@@ -81,45 +87,52 @@ func newFCLink(c *Call) *fcLink {
 	}
 }
 
+// pushChunk appends a chunk to the replay log under the link's next
+// sequence number. When the log is full the chunk is not kept: a gap takes
+// its place and the report will be marked incomplete. Dropping the newest
+// audio, not the oldest, keeps what is already on its way contiguous.
 func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
-	l.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: ch}}, true, ch.Seq)
-}
-
-// push appends a message to the replay log. For messages other than chunks
-// seq is ignored: they follow the last chunk pushed.
-func (l *fcLink) push(r *fullcallv1.RecordRequest, chunk bool, seq uint64) {
-	n := 0
-	if ch := r.GetChunk(); ch != nil {
-		n = len(ch.Data)
-	}
 	l.mu.Lock()
-	if !chunk {
-		seq = l.c.seq.Load()
-	}
-	l.log = append(l.log, fcEntry{req: r, seq: seq, chunk: chunk, bytes: n})
-	l.bytes += n
-	for l.bytes > l.maxBytes {
-		// Drop the oldest chunk; the report will say the call is
-		// incomplete.
-		for i, e := range l.log {
-			if e.chunk {
-				l.log = append(l.log[:i], l.log[i+1:]...)
-				if i < l.next {
-					l.next--
-				}
-				l.bytes -= e.bytes
-				l.c.m.m.dropped.Add(l.c.ctx, int64(e.bytes), dropReplayFull)
-				if !l.incomplete {
-					l.incomplete = true
-					l.c.m.m.incomplete.Add(l.c.ctx, 1, l.c.attrs)
-					l.c.log.Error("fullcall replay buffer full; dropping audio, the report will be incomplete", "buffer_bytes", l.maxBytes)
-				}
-				break
-			}
-		}
+	defer l.mu.Unlock()
+	if n := len(ch.Data); l.bytes+n > l.maxBytes {
+		l.dropLocked(ch)
+	} else {
+		l.lastSeq++
+		fc := &callv1.AudioChunk{Seq: l.lastSeq, StartSample: ch.StartSample, Data: ch.Data}
+		l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: fc}}, seq: l.lastSeq, chunk: true, bytes: n})
+		l.bytes += n
 	}
 	l.kickLocked()
-	l.mu.Unlock()
+}
+
+// dropLocked leaves a chunk out of a full log, in a gap.
+func (l *fcLink) dropLocked(ch *callv1.AudioChunk) {
+	samples := uint64(len(ch.Data) / l.c.frameBytes)
+	l.c.m.m.dropped.Add(l.c.ctx, int64(len(ch.Data)), dropReplayFull)
+	if !l.incomplete {
+		l.incomplete = true
+		l.c.m.m.incomplete.Add(l.c.ctx, 1, l.c.attrs)
+		l.c.log.Error("fullcall replay buffer full; dropping audio, the report will be incomplete", "buffer_bytes", l.maxBytes)
+	}
+	// Extend the gap this overflow started, unless it has gone out.
+	if k := len(l.log) - 1; k >= 0 && k >= l.next && l.log[k].overflow {
+		if g := l.log[k].req.GetGap(); g.StartSample+g.Samples == ch.StartSample {
+			g.Samples += samples
+			return
+		}
+	}
+	g := &callv1.Gap{StartSample: ch.StartSample, Samples: samples, Reason: callv1.GapReason_GAP_REASON_OVERFLOW,
+		Detail: "the gateway's fullcall replay buffer was full"}
+	l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}}, seq: l.lastSeq, overflow: true})
+}
+
+// push appends a message other than a chunk to the replay log; it follows
+// the last chunk.
+func (l *fcLink) push(r *fullcallv1.RecordRequest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log = append(l.log, fcEntry{req: r, seq: l.lastSeq})
+	l.kickLocked()
 }
 
 // pending returns the audio bytes waiting for fullcall's acknowledgement.
@@ -155,9 +168,9 @@ func (l *fcLink) ack(seq uint64) {
 	l.next = max(l.next-i, 0)
 }
 
-func (l *fcLink) close(lastSeq, end uint64, reason EndReason) {
+func (l *fcLink) close(end uint64, reason EndReason) {
 	l.mu.Lock()
-	l.closeReq = &fullcallv1.CloseCall{LastSeq: lastSeq, EndSample: end, Reason: reason}
+	l.closeReq = &fullcallv1.CloseCall{LastSeq: l.lastSeq, EndSample: end, Reason: reason}
 	l.kickLocked()
 	l.mu.Unlock()
 }

@@ -243,7 +243,7 @@ func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
 			l.c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Event{Event: &fullcallv1.CallEvent{
 				Event: &fullcallv1.CallEvent_LiveScoringGap{LiveScoringGap: &callv1.Gap{
 					StartSample: from, Samples: pos - from, Reason: callv1.GapReason_GAP_REASON_FAILOVER,
-					Detail: "realtime instance failed; scoring moved to another instance"}}}}}, false, 0)
+					Detail: "realtime instance failed; scoring moved to another instance"}}}}})
 		}
 	}
 	if err := s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Open{Open: open}}); err != nil {
@@ -308,7 +308,7 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 				l.episodes.Store(a.Episode)
 			}
 			l.c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Event{Event: &fullcallv1.CallEvent{
-				Event: &fullcallv1.CallEvent_Alert{Alert: a}}}}, false, 0)
+				Event: &fullcallv1.CallEvent_Alert{Alert: a}}}})
 			if l.c.events != nil {
 				l.c.events.Alert(a)
 			}
