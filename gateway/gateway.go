@@ -220,7 +220,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		defer close(s.shutdownDone)
 		s.drain(ctx)
-		s.drainWG.Wait() // a drain started by POST /admin/drain
+		s.drainWG.Wait()   // a drain started by POST /admin/drain
 		s.asterisk.Close() // legs still waiting for their call's other leg
 		// No call is live: close connections that never started one.
 		if err := s.native.Close(ctx); err != nil {

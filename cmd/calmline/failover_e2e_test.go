@@ -19,9 +19,9 @@ import (
 	"github.com/calmline/calmline/lib/audio"
 )
 
-// startServices starts `calmline serve` with args and waits for want
+// startSubset starts `calmline serve` with args and waits for want
 // services to announce their listeners.
-func startServices(t *testing.T, want int, args ...string) *running {
+func startSubset(t *testing.T, want int, args ...string) *running {
 	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
 	cmd.Stderr = &testLog{t: t}
@@ -32,7 +32,7 @@ func startServices(t *testing.T, want int, args ...string) *running {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1)}
+	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1), more: make(chan struct{})}
 	ready := make(chan map[string]string, 1)
 	go func() {
 		addrs := map[string]string{}
@@ -86,9 +86,9 @@ func liveCalls(t *testing.T, addr string) int {
 func TestEndToEndRealtimeFailover(t *testing.T) {
 	dir := t.TempDir()
 	keys := writeTenants(t, dir, "acme")
-	rtA := startServices(t, 1, "--services=realtime", "--realtime-addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "a"))
-	rtB := startServices(t, 1, "--services=realtime", "--realtime-addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "b"))
-	main := startServices(t, 3, "--services=gateway,fullcall,escalation",
+	rtA := startSubset(t, 1, "--services=realtime", "--realtime-addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "a"))
+	rtB := startSubset(t, 1, "--services=realtime", "--realtime-addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "b"))
+	main := startSubset(t, 3, "--services=gateway,fullcall,escalation",
 		"--realtime", rtA.addrs["realtime"]+","+rtB.addrs["realtime"],
 		"--gateway-addr", "127.0.0.1:0", "--fullcall-addr", "127.0.0.1:0", "--escalation-addr", "127.0.0.1:0",
 		"--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"), "--drain-timeout", "2s")
