@@ -98,6 +98,15 @@ bench-fullcall-pg: ## The same live-call figures on a throwaway PostgreSQL start
 
 .PHONY: bench-fullcall bench-fullcall-pg
 
+bench-gateway: ## Go benchmarks of the gateway's hot path (frame in → chunk out), with allocations.
+	cd gateway && $(GO) test -run '^$$' -bench . -benchmem ./session
+
+bench-load: build ## Whole stack + loadgen: the most concurrent calls sustained (scripts/bench-load.sh; LEVELS="500 1000").
+	scripts/bench-load.sh $(LEVELS)
+
+bench-gateway-mem: build ## The gateway's memory per live call, as its own process (scripts/bench-gateway-mem.sh; CALLS=1000).
+	scripts/bench-gateway-mem.sh $(CALLS)
+
 tidy: ## go mod tidy in every module.
 	@set -e; for m in $(MODULES) tools; do (cd $$m && GOWORK=off $(GO) mod tidy); done
 
@@ -121,3 +130,6 @@ bench-protocols: ## PBX protocol benchmarks: one call over native, AudioHook, Tw
 	cd gateway && $(GO) test -run '^$$' -bench . -benchmem ./stereo/ ./twilio/ ./audiohook/
 
 .PHONY: bench-protocols
+
+
+.PHONY: bench-gateway bench-load bench-gateway-mem

@@ -10,6 +10,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/calmline/calmline/gateway/asterisk"
 	"github.com/calmline/calmline/gateway/audiohook"
+	"github.com/calmline/calmline/gateway/feed"
 	"github.com/calmline/calmline/gateway/native"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/twilio"
@@ -60,6 +62,12 @@ type Options struct {
 	AudioHook audiohook.Options
 	Twilio    twilio.Options
 	Asterisk  asterisk.Options
+	// Feed tunes the live feed (GET /api/v1/live).
+	Feed feed.Options
+	// AdminToken, when set, enables POST /admin/drain for callers that
+	// present it as a bearer token. Read it from a file or the
+	// environment; it is never logged.
+	AdminToken string
 	// DrainTimeout is how long live calls may go on after a drain begins
 	// before they are closed with 1001 (default 30 s).
 	DrainTimeout time.Duration
@@ -95,6 +103,11 @@ type Server struct {
 	realtime *rpc.Pool
 	fullcall *rpc.Pool
 	asterisk *asterisk.Handler
+	feed     *feed.Hub
+	native   *native.Handler
+
+	drainOnce sync.Once
+	drainWG   sync.WaitGroup
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -120,15 +133,23 @@ func New(o Options) (*Server, error) {
 		rt.Close()
 		return nil, fmt.Errorf("gateway: fullcall: %w", err)
 	}
+	fo := o.Feed
+	fo.Logger, fo.MeterProvider, fo.Tenants = log, o.MeterProvider, o.Tenants
+	hub, err := feed.New(fo)
+	if err != nil {
+		rt.Close()
+		fc.Close()
+		return nil, err
+	}
 	so := o.Session
-	so.Logger, so.MeterProvider, so.Realtime, so.Fullcall = log, o.MeterProvider, rt, fc
+	so.Logger, so.MeterProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, rt, fc, hub
 	mgr, err := session.NewManager(so)
 	if err != nil {
 		rt.Close()
 		fc.Close()
 		return nil, err
 	}
-	s := &Server{o: o, log: log, sessions: mgr, realtime: rt, fullcall: fc, shutdownDone: make(chan struct{})}
+	s := &Server{o: o, log: log, sessions: mgr, realtime: rt, fullcall: fc, feed: hub, shutdownDone: make(chan struct{})}
 	s.host = service.NewHost(service.Options{
 		Name:           "gateway",
 		Logger:         log,
@@ -138,7 +159,8 @@ func New(o Options) (*Server, error) {
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
 	})
-	s.host.Mux.Handle("GET /ws/native", native.NewHandler(o.Native, mgr, o.Tenants, log))
+	s.native = native.NewHandler(o.Native, mgr, o.Tenants, log)
+	s.host.Mux.Handle("GET /ws/native", s.native)
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
@@ -147,6 +169,10 @@ func New(o Options) (*Server, error) {
 	s.host.Mux.Handle("GET /ws/twilio", twilio.NewHandler(o.Twilio, mgr, o.Tenants, log))
 	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
 	s.host.Mux.Handle("GET /ws/asterisk", s.asterisk)
+	s.host.Mux.Handle("GET /api/v1/live", hub)
+	if o.AdminToken != "" {
+		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
+	}
 	s.host.AddReadyCheck(func() error {
 		if mgr.Draining() {
 			return errors.New("draining")
@@ -193,21 +219,68 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		defer close(s.shutdownDone)
-		dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
-		live := s.sessions.Drain(dctx)
-		cancel()
-		if live > 0 {
-			s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
-			s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
-		}
+		s.drain(ctx)
+		s.drainWG.Wait()   // a drain started by POST /admin/drain
 		s.asterisk.Close() // legs still waiting for their call's other leg
-
+		// No call is live: close connections that never started one.
+		if err := s.native.Close(ctx); err != nil {
+			s.log.Warn("native connections still open at shutdown", "err", err)
+		}
+		s.feed.Close()
 		s.shutdownErr = s.host.Shutdown(ctx)
 		s.realtime.Close()
 		s.fullcall.Close()
 	})
 	<-s.shutdownDone
 	return s.shutdownErr
+}
+
+// drain refuses new calls, lets live calls finish for DrainTimeout
+// (bounded by ctx), then ends the rest, closing them with 1001.
+func (s *Server) drain(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
+	live := s.sessions.Drain(dctx)
+	cancel()
+	if live > 0 {
+		s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
+		s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
+	}
+}
+
+// StartDrain begins a drain without stopping the server, as
+// POST /admin/drain does: /readyz fails and new calls are refused at once,
+// live calls may finish for DrainTimeout, then the rest are ended (their
+// reports stored) and closed with 1001. The server still answers health
+// checks, metrics and the live feed until Shutdown (SIGTERM). Calling it
+// again changes nothing.
+func (s *Server) StartDrain() {
+	s.drainOnce.Do(func() {
+		s.log.Info("drain requested", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
+		s.drainWG.Add(1)
+		go func() {
+			defer s.drainWG.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout+s.o.ShutdownGrace)
+			defer cancel()
+			s.drain(ctx)
+			s.log.Info("drain finished; live calls ended")
+		}()
+	})
+}
+
+// serveDrain serves POST /admin/drain.
+func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
+	tok := tenant.KeyFromRequest(r)
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.AdminToken)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="calmline-admin"`)
+		service.WriteError(w, http.StatusUnauthorized, "unauthenticated", "missing or wrong admin token")
+		return
+	}
+	s.StartDrain()
+	service.WriteJSON(w, http.StatusAccepted, map[string]any{
+		"draining":        true,
+		"live_calls":      s.sessions.Live(),
+		"drain_timeout_s": s.o.DrainTimeout.Seconds(),
+	})
 }
 
 // Addr returns the listening address once Serve runs.

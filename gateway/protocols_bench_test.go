@@ -16,6 +16,7 @@ import (
 
 	"github.com/calmline/calmline/gateway/audiohook"
 	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/lib/tenant"
 )
 
@@ -43,6 +44,7 @@ func BenchmarkProtocols(b *testing.B) {
 	}
 	o := DefaultOptions()
 	o.Tenants, o.RealtimeAddr, o.FullcallAddr, o.DrainTimeout = reg, rt.Addr, fc.Addr, time.Second
+	o.Session.Pacing.Policy = session.PaceOff // calls go as fast as the connection takes them
 	s, err := New(o)
 	if err != nil {
 		b.Fatal(err)

@@ -51,7 +51,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&fco.SpoolName, "fullcall-spool-name", fco.SpoolName, "the spool's name in the job queue: the same for instances sharing the directory")
 	fs.IntVar(&fco.Workers, "fullcall-workers", fco.Workers, "batch jobs (uploads, spool files) fullcall analyses at once")
 	fs.DurationVar(&fco.CheckpointEvery, "fullcall-checkpoint-every", fco.CheckpointEvery, "audio between durable checkpoints of a live call")
+	var gf gateway.Flags
+	gf.Register(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := gf.Apply(&gwo); err != nil {
+		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 2
 	}
 	switch *spoolDir {

@@ -56,7 +56,10 @@ func start(t *testing.T, o Options) *fixture {
 		t.Fatal(err)
 	}
 	reader := sdkmetric.NewManualReader()
-	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	// Legs here send faster than real time; the gateway's pacing has tests
+	// of its own.
+	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
+		Pacing: session.Pacing{Policy: session.PaceOff}})
 	if err != nil {
 		t.Fatal(err)
 	}

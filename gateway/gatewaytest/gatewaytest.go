@@ -14,8 +14,10 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -69,6 +71,9 @@ type Realtime struct {
 	OnChunk func(callID string, c *callv1.AudioChunk) error
 	// Alert, when set, is sent after the score of the given second.
 	Alert func(callID string, second uint32) *callv1.AlertEvent
+	// AgentStress, when set, is the agent_stress of every score (else
+	// agent_stress abstains).
+	AgentStress *float64
 }
 
 // StartRealtime starts a fake realtime service.
@@ -102,13 +107,16 @@ func (r *Realtime) Analyze(s realtimev1.RealtimeService_AnalyzeServer) error {
 	score := func(end uint64) error {
 		v := 50.0
 		sec := uint32(end/rate) - 1
-		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: &callv1.ScoreUpdate{
-			CallId: call.CallId, Second: sec, EndSample: end, CallerPressure: &v, AgentStressAbstain: "fake", Model: Model}}}); err != nil {
+		r.mu.Lock()
+		alert, agent := r.Alert, r.AgentStress
+		r.mu.Unlock()
+		u := &callv1.ScoreUpdate{CallId: call.CallId, Second: sec, EndSample: end, CallerPressure: &v, AgentStressAbstain: "fake", Model: Model}
+		if agent != nil {
+			u.AgentStress, u.AgentStressAbstain = agent, ""
+		}
+		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
 			return err
 		}
-		r.mu.Lock()
-		alert := r.Alert
-		r.mu.Unlock()
 		if alert != nil {
 			if a := alert(call.CallId, sec); a != nil {
 				return s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: a}})
@@ -177,6 +185,8 @@ type Fullcall struct {
 	Received map[string][]uint64
 	// Events records the events received per call.
 	Events map[string][]*fullcallv1.CallEvent
+	// Gaps records the gaps received per call.
+	Gaps map[string][]*callv1.Gap
 	// Reports holds the last report per call.
 	Reports map[string]*fullcallv1.Report
 	// OnChunk, when set, runs for every chunk before it is acknowledged;
@@ -186,16 +196,87 @@ type Fullcall struct {
 	AckedAtOpen func(callID string) uint64
 	// Refuse, when set, refuses the open with this error.
 	Refuse func(open *fullcallv1.OpenCall) error
+	// Durable, when set, is the checkpoint store this instance shares with
+	// others: chunks are recorded there before they are acknowledged, a
+	// resumed call continues from it, and reports count what it holds.
+	Durable *Checkpoints
+
+	bytes map[string]uint64
+}
+
+// Checkpoints stands in for the durable checkpoint store real fullcall
+// instances share, so that a call can move from a killed fake instance to
+// another as it would between real ones. It keeps every chunk's size by
+// sequence number and counts chunks received twice.
+type Checkpoints struct {
+	mu    sync.Mutex
+	calls map[string]*checkpoint
+}
+
+type checkpoint struct {
+	acked uint64         // highest contiguous sequence number held
+	sizes map[uint64]int // bytes per sequence number
+	dups  int
+}
+
+// NewCheckpoints returns an empty store.
+func NewCheckpoints() *Checkpoints { return &Checkpoints{calls: map[string]*checkpoint{}} }
+
+func (c *Checkpoints) get(callID string) *checkpoint {
+	cp := c.calls[callID]
+	if cp == nil {
+		cp = &checkpoint{sizes: map[uint64]int{}}
+		c.calls[callID] = cp
+	}
+	return cp
+}
+
+// add records a chunk; a chunk seen before only counts as a duplicate.
+func (c *Checkpoints) add(callID string, seq uint64, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := c.get(callID)
+	if _, dup := cp.sizes[seq]; dup {
+		cp.dups++
+		return
+	}
+	cp.sizes[seq] = n
+	for cp.sizes[cp.acked+1] != 0 {
+		cp.acked++
+	}
+}
+
+// Acked returns the highest sequence number up to which every chunk of
+// the call is held.
+func (c *Checkpoints) Acked(callID string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.get(callID).acked
+}
+
+// Held returns the chunks and audio bytes held for a call, and how many
+// chunks arrived more than once.
+func (c *Checkpoints) Held(callID string) (chunks int, bytes uint64, duplicates int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := c.get(callID)
+	for _, n := range cp.sizes {
+		bytes += uint64(n)
+	}
+	return len(cp.sizes), bytes, cp.dups
 }
 
 // StartFullcall starts a fake fullcall service.
 func StartFullcall(t testing.TB) *Fullcall {
-	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Reports: map[string]*fullcallv1.Report{}}
+	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Gaps: map[string][]*callv1.Gap{},
+		Reports: map[string]*fullcallv1.Report{}, bytes: map[string]uint64{}}
 	f.Backend = serve(t, func(s *grpc.Server) { fullcallv1.RegisterIngestServiceServer(s, f) })
 	return f
 }
 
-// Record acknowledges every chunk and reports what arrived at close.
+// Record acknowledges every chunk and reports what arrived at close. Like
+// fullcall, it ignores a chunk it has seen and ends the stream on a hole
+// in the sequence.
 func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 	first, err := s.Recv()
 	if err != nil {
@@ -207,7 +288,7 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 	}
 	call := open.Call
 	f.mu.Lock()
-	refuse, ackedAt := f.Refuse, f.AckedAtOpen
+	refuse, ackedAt, durable := f.Refuse, f.AckedAtOpen, f.Durable
 	f.mu.Unlock()
 	if refuse != nil {
 		if err := refuse(open); err != nil {
@@ -215,12 +296,16 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		}
 	}
 	var acked uint64
-	if open.Resume && ackedAt != nil {
+	switch {
+	case open.Resume && durable != nil:
+		acked = durable.Acked(call.CallId)
+	case open.Resume && ackedAt != nil:
 		acked = ackedAt(call.CallId)
 	}
 	if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: &fullcallv1.OpenedCall{AckedSeq: acked}}}); err != nil {
 		return err
 	}
+	last := acked
 	for {
 		req, err := s.Recv()
 		if err != nil {
@@ -228,8 +313,18 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		}
 		switch m := req.Msg.(type) {
 		case *fullcallv1.RecordRequest_Chunk:
+			// As fullcall does: a chunk seen before is ignored, a hole in
+			// the sequence ends the stream.
+			if m.Chunk.Seq <= last {
+				continue
+			}
+			if m.Chunk.Seq != last+1 {
+				return status.Errorf(codes.InvalidArgument, "chunk %d after %d: chunks %d..%d are missing", m.Chunk.Seq, last, last+1, m.Chunk.Seq-1)
+			}
+			last = m.Chunk.Seq
 			f.mu.Lock()
 			f.Received[call.CallId] = append(f.Received[call.CallId], m.Chunk.Seq)
+			f.bytes[call.CallId] += uint64(len(m.Chunk.Data))
 			hook := f.OnChunk
 			f.mu.Unlock()
 			if hook != nil {
@@ -237,12 +332,19 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 					return err
 				}
 			}
+			if durable != nil {
+				durable.add(call.CallId, m.Chunk.Seq, len(m.Chunk.Data))
+			}
 			if err := s.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Ack{Ack: &fullcallv1.Ack{Seq: m.Chunk.Seq}}}); err != nil {
 				return err
 			}
 		case *fullcallv1.RecordRequest_Event:
 			f.mu.Lock()
 			f.Events[call.CallId] = append(f.Events[call.CallId], m.Event)
+			f.mu.Unlock()
+		case *fullcallv1.RecordRequest_Gap:
+			f.mu.Lock()
+			f.Gaps[call.CallId] = append(f.Gaps[call.CallId], m.Gap)
 			f.mu.Unlock()
 		case *fullcallv1.RecordRequest_Close:
 			r := &fullcallv1.Report{
@@ -254,6 +356,13 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 				EndReason:  m.Close.Reason,
 				Incomplete: m.Close.Incomplete,
 				Format:     call.Format,
+			}
+			f.mu.Lock()
+			r.AudioBytes = f.bytes[call.CallId]
+			f.mu.Unlock()
+			if durable != nil {
+				n, b, _ := durable.Held(call.CallId)
+				r.Chunks, r.AudioBytes = uint64(n), b
 			}
 			f.mu.Lock()
 			f.Reports[call.CallId] = r
@@ -296,6 +405,13 @@ func (f *Fullcall) Configure(fn func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn()
+}
+
+// CallGaps returns the gaps received for a call.
+func (f *Fullcall) CallGaps(callID string) []*callv1.Gap {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*callv1.Gap(nil), f.Gaps[callID]...)
 }
 
 // CallEvents returns the events received for a call.

@@ -18,7 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +26,6 @@ import (
 
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
-	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -53,6 +52,9 @@ const (
 	CloseCallLive = 4410
 	// CloseUnsupportedMedia: unsupported codec, sample rate or channels.
 	CloseUnsupportedMedia = 4415
+	// CloseTooFast: the client sends audio faster than real time, past
+	// what the gateway's pacing policy allows.
+	CloseTooFast = 4420
 	// CloseOverQuota: the tenant is at its concurrent-call limit.
 	CloseOverQuota = 4429
 )
@@ -72,6 +74,14 @@ type Handler struct {
 	tenants  *tenant.Registry
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+
+	// Connections run on their own goroutines once upgraded (the HTTP
+	// server's goroutine returns, freeing its buffers); the Handler owns
+	// them.
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // NewHandler returns the adapter.
@@ -80,7 +90,7 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 		o.IdleTimeout = 30 * time.Second
 	}
 	return &Handler{
-		o: o, m: m, tenants: tenants, log: log.With("protocol", "native"),
+		o: o, m: m, tenants: tenants, log: log.With("protocol", "native"), conns: map[*conn]struct{}{},
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  1024,
 			WriteBufferSize: 1024,
@@ -107,13 +117,41 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 	w.Write(append(b, '\n'))
 }
 
-// ServeHTTP authenticates and upgrades a connection and runs it.
+// Close closes every connection still open with 1001 (going away) and
+// waits for them to finish, until ctx ends; later upgrades are refused.
+// The gateway calls it once its drain is over, when no call is live.
+func (h *Handler) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	for c := range h.conns {
+		c.ws.Close(websocket.CloseGoingAway, "gateway stopping; reconnect")
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ServeHTTP authenticates and upgrades a connection, and runs it on a
+// goroutine of its own.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, _, ok := h.tenants.Authenticate(tenant.KeyFromRequest(r))
+	t, key, ok := h.tenants.AuthenticateKey(tenant.KeyFromRequest(r))
 	if !ok {
 		h.m.Refused(r.Context(), "", "unauthenticated")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="calmline"`)
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (send Authorization: Bearer KEY or X-API-Key)")
+		return
+	}
+	if key.Role != tenant.KeyRoleGeneral {
+		// Care-team and agent keys live on less trusted desktops: they
+		// read the live feed, they do not stream calls.
+		h.m.Refused(r.Context(), t.ID, "forbidden")
+		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", key.Role))
 		return
 	}
 	if err := h.m.Admit(t); err != nil {
@@ -126,6 +164,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusTooManyRequests, "over_quota", err.Error())
 		return
 	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		h.m.Refused(r.Context(), t.ID, "draining")
+		refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is stopping; reconnect to another")
+		return
+	}
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -135,8 +181,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	co := h.o.Conn
 	co.OnDrop = func() { h.m.EventDropped(t.ID) }
 	co.OnTick = c.tick
+	co.OnWrite = func(n int) {
+		if call := c.callLive.Load(); call != nil {
+			call.Sent(n)
+		}
+	}
 	c.ws = wsconn.New(ws, co)
-	c.run()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.ws.Close(websocket.CloseGoingAway, "gateway stopping; reconnect")
+		c.ws.Finish()
+		return
+	}
+	h.conns[c] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	// Returning from ServeHTTP lets the HTTP server drop the connection's
+	// request, response and buffers (about 10 KiB): the call lives on in
+	// this goroutine alone.
+	go func() {
+		defer h.wg.Done()
+		c.run()
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+	}()
 }
 
 // conn is one native connection, driven by its reader goroutine.
@@ -160,20 +230,6 @@ func (c *conn) tick() {
 		}
 		c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
 	}
-}
-
-// Messages from the client.
-type clientMsg struct {
-	Type       string            `json:"type"`
-	CallID     string            `json:"call_id"`
-	AgentID    string            `json:"agent_id"`
-	Codec      string            `json:"codec"`
-	SampleRate int               `json:"sample_rate"`
-	Channels   []string          `json:"channels"`
-	Labels     map[string]string `json:"labels"`
-	// gap
-	Samples uint64 `json:"samples"`
-	Reason  string `json:"reason"`
 }
 
 func (c *conn) run() {
@@ -217,28 +273,24 @@ func (c *conn) run() {
 			}
 			continue
 		}
-		var m clientMsg
-		if err := json.Unmarshal(data, &m); err != nil {
-			c.fail(CloseBadMessage, "malformed JSON: "+err.Error())
+		m, perr := parseText(data)
+		if perr != nil {
+			if m != nil && m.typ == "start" && c.call != nil {
+				perr = &protoError{CloseOutOfOrder, "start sent twice"}
+			}
+			c.fail(perr.code, perr.reason)
 			reason = fullcallv1.EndReason_END_REASON_ERROR
 			continue
 		}
-		switch m.Type {
+		switch m.typ {
 		case "start":
-			c.start(&m)
+			c.start(m)
 		case "gap":
 			if c.call == nil {
 				c.fail(CloseOutOfOrder, "gap before start")
 				continue
 			}
-			gr := map[string]callv1.GapReason{"": callv1.GapReason_GAP_REASON_PAUSED, "paused": callv1.GapReason_GAP_REASON_PAUSED,
-				"discarded": callv1.GapReason_GAP_REASON_DISCARDED, "lost": callv1.GapReason_GAP_REASON_CLIENT_LOSS}
-			g, ok := gr[m.Reason]
-			if !ok || m.Samples == 0 || m.Samples > 24*3600*16000 {
-				c.fail(CloseBadMessage, "gap: want samples > 0 and reason paused, discarded or lost")
-				continue
-			}
-			c.call.Gap(m.Samples, g, "client: "+m.Reason)
+			c.call.Gap(m.gapSamples, m.gapReason, "client: "+m.gapDetail)
 		case "stop":
 			if c.call == nil {
 				c.fail(CloseOutOfOrder, "stop before start")
@@ -246,10 +298,6 @@ func (c *conn) run() {
 			}
 			c.stop()
 			reason = fullcallv1.EndReason_END_REASON_HANGUP
-		case "":
-			c.fail(CloseBadMessage, `message without "type"`)
-		default:
-			c.fail(CloseBadMessage, fmt.Sprintf("unknown message type %q", m.Type))
 		}
 	}
 }
@@ -264,48 +312,21 @@ func (c *conn) fail(code int, reason string) {
 	c.ws.Close(code, reason)
 }
 
-func (c *conn) start(m *clientMsg) {
+func (c *conn) start(m *message) {
 	if c.call != nil {
 		c.fail(CloseOutOfOrder, "start sent twice")
 		return
-	}
-	if m.CallID == "" {
-		c.fail(CloseBadMessage, "start: call_id is required")
-		return
-	}
-	codec, err := audio.ParseCodec(m.Codec)
-	if err != nil {
-		c.fail(CloseUnsupportedMedia, "start: "+err.Error())
-		return
-	}
-	if !audio.SupportedSampleRate(m.SampleRate) {
-		c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: unsupported sample_rate %d (want 8000 or 16000)", m.SampleRate))
-		return
-	}
-	if len(m.Channels) == 0 {
-		m.Channels = []string{"caller", "agent"}
-	}
-	if len(m.Channels) > 2 {
-		c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: %d channels (want 1 or 2)", len(m.Channels)))
-		return
-	}
-	roles := make([]callv1.ChannelRole, len(m.Channels))
-	for i, name := range m.Channels {
-		if roles[i], err = wire.Role(strings.ToLower(name)); err != nil {
-			c.fail(CloseBadMessage, "start: "+err.Error())
-			return
-		}
 	}
 	// Decided before the call starts, since scores may follow at once.
 	c.private = c.tenant.AgentScoring == tenant.AgentScoringPrivate
 	call, err := c.h.m.Start(context.Background(), session.Start{
 		Tenant:   c.tenant,
-		CallID:   m.CallID,
-		AgentID:  m.AgentID,
-		Format:   audio.Format{Codec: codec, SampleRate: m.SampleRate, Channels: len(roles)},
-		Roles:    roles,
+		CallID:   m.callID,
+		AgentID:  m.agentID,
+		Format:   m.format,
+		Roles:    m.roles,
 		Protocol: "native",
-		Labels:   m.Labels,
+		Labels:   m.labels,
 	}, c)
 	switch {
 	case err == nil:
@@ -316,7 +337,7 @@ func (c *conn) start(m *clientMsg) {
 		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
 		return
 	case errors.Is(err, session.ErrCallLive):
-		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.CallID))
+		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
 		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
@@ -328,7 +349,7 @@ func (c *conn) start(m *clientMsg) {
 	c.call = call
 	c.callLive.Store(call)
 	c.lastAudio.Store(time.Now().UnixNano())
-	c.sendJSON(startedMsg{Type: "started", CallID: m.CallID, SessionID: call.Info().SessionId,
+	c.sendJSON(startedMsg{Type: "started", CallID: m.callID, SessionID: call.Info().SessionId,
 		ChunkMS: int(time.Duration(call.ChunkBytes()/call.Format().FrameBytes()) * time.Second / time.Duration(call.Format().SampleRate) / time.Millisecond)}, false)
 	// The writer watches for the call being aborted (drain, lost
 	// backend) even while the reader waits for the next frame.
@@ -357,6 +378,9 @@ func (c *conn) audio(data []byte) bool {
 	}
 	c.lastAudio.Store(time.Now().UnixNano())
 	if err := c.call.Audio(data); err != nil {
+		if errors.Is(err, session.ErrTooFast) {
+			c.fail(CloseTooFast, err.Error())
+		}
 		return false
 	}
 	return true
@@ -372,6 +396,8 @@ func (c *conn) stop() {
 			CallerPressure: peak(r.CallerPressure),
 			Alerts:         len(r.Alerts),
 			URL:            "/api/v1/reports/" + r.CallId,
+			Chunks:         r.Chunks,
+			AudioBytes:     r.AudioBytes,
 		}
 		if !c.private {
 			msg.Report.AgentStress = peak(r.AgentStress)
@@ -494,6 +520,8 @@ type (
 		AgentStress    *float64 `json:"agent_stress_peak,omitempty"`
 		Alerts         int      `json:"alerts"`
 		URL            string   `json:"url"`
+		Chunks         uint64   `json:"chunks"`
+		AudioBytes     uint64   `json:"audio_bytes"`
 	}
 	stoppedMsg struct {
 		Type   string         `json:"type"`

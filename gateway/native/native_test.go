@@ -55,11 +55,13 @@ func start(t *testing.T, o Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler)))
+	h := NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
+		h.Close(ctx)
 		srv.Close()
 		rp.Close()
 		fp.Close()

@@ -70,6 +70,23 @@ type Call struct {
 	pendingStart uint64
 	ended        bool
 	startedAt    time.Time
+	bytesIn      int64
+	// counted holds what the traffic counters were last given (in, out,
+	// to realtime, to fullcall), and countedAt when (on the call's clock):
+	// they are updated once a second, not per frame or chunk, since each
+	// update costs.
+	counted   [4]int64
+	countedAt time.Duration
+	// clock is when the call started on this gateway (monotonic), the
+	// reference for pacing and traffic rates.
+	clock time.Time
+
+	// bytesOut counts what the adapter wrote to the client, rtOut and
+	// fcOut what went to each backend (audio payload, replays included),
+	// for the traffic metrics.
+	bytesOut atomic.Int64
+	rtOut    atomic.Int64
+	fcOut    atomic.Int64
 
 	// timeline is the position (samples per channel) after the last audio
 	// or gap, and seq the last chunk's sequence number; written by the
@@ -144,6 +161,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		frameBytes: fb,
 		chunkBytes: perChunk * fb,
 		startedAt:  st.StartedAt,
+		clock:      time.Now(),
 		aborted:    make(chan struct{}),
 	}
 	c.pending = make([]byte, 0, c.chunkBytes)
@@ -163,7 +181,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	c.fc = newFCLink(c)
 	openCtx, cancel := context.WithTimeout(ctx, m.o.OpenTimeout)
 	defer cancel()
-	stream, err := c.fc.open(openCtx, false)
+	stream, streamCancel, err := c.fc.open(openCtx, false)
 	if err != nil {
 		c.cancel()
 		m.unregister(c)
@@ -172,11 +190,14 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		return nil, fmt.Errorf("%w: fullcall: %v", ErrUnavailable, err)
 	}
 	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.fc.run(stream) }()
+	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
 	go func() { defer c.wg.Done(); c.rt.run() }()
 	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
 	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
 		"sample_rate", st.Format.SampleRate, "channels", st.Format.Channels)
+	if m.o.Observer != nil {
+		m.o.Observer.CallStarted(c)
+	}
 	return c, nil
 }
 
@@ -201,13 +222,32 @@ func (c *Call) ChunkBytes() int { return c.chunkBytes }
 // Timeline returns the call's position in samples per channel.
 func (c *Call) Timeline() uint64 { return c.timeline.Load() }
 
+// StartedAt returns when the call started.
+func (c *Call) StartedAt() time.Time { return c.startedAt }
+
+// Sent records n bytes the adapter wrote to the client for this call
+// (scores, alerts, protocol replies), for the traffic metrics. It is safe
+// from any goroutine.
+func (c *Call) Sent(n int) {
+	c.bytesOut.Add(int64(n))
+}
+
 // Audio appends interleaved encoded audio to the call's timeline. Any
 // length is accepted; a partial sample frame waits for the next write.
+//
+// Audio applies the pacing policy first: under PaceThrottle it may block
+// until the timeline is back within the allowed lead (or the call is
+// aborted); it returns an error wrapping ErrTooFast, without taking the
+// data, when the policy refuses the client. Adapters then end the call and
+// close the connection with their protocol's "too fast" code.
 func (c *Call) Audio(data []byte) error {
 	if c.ended {
 		return ErrEnded
 	}
-	c.m.m.bytesIn.Add(c.ctx, int64(len(data)), c.attrs)
+	if err := c.pace(uint64(len(data) / c.frameBytes)); err != nil {
+		return err
+	}
+	c.bytesIn += int64(len(data))
 	for len(data) > 0 {
 		n := min(len(data), c.chunkBytes-len(c.pending))
 		if len(c.pending) == 0 {
@@ -223,8 +263,64 @@ func (c *Call) Audio(data []byte) error {
 	return nil
 }
 
+// pace applies the pacing policy to samples about to join the timeline.
+func (c *Call) pace(samples uint64) error {
+	p := &c.m.o.Pacing
+	if p.Policy == PaceOff {
+		return nil
+	}
+	pos := float64(c.timeline.Load()+samples) / float64(c.format.SampleRate)
+	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.clock)
+	over := ahead - p.MaxLead
+	if over <= 0 {
+		return nil
+	}
+	if p.Policy == PaceRefuse || over > p.MaxWait {
+		c.m.m.tooFast.Add(c.ctx, 1, c.attrs)
+		return fmt.Errorf("%w: the call's audio runs %.1f s ahead of the clock (limit %v)", ErrTooFast, ahead.Seconds(), p.MaxLead)
+	}
+	c.m.m.throttled.Add(c.ctx, over.Seconds(), c.attrs)
+	t := time.NewTimer(over)
+	select {
+	case <-t.C:
+	case <-c.aborted:
+		t.Stop()
+	}
+	return nil
+}
+
+// countTraffic adds the traffic since the last count to the counters, at
+// most once a second unless final.
+func (c *Call) countTraffic(final bool) {
+	now := time.Since(c.clock)
+	if !final && now-c.countedAt < time.Second {
+		return
+	}
+	c.countedAt = now
+	cur := [4]int64{c.bytesIn, c.bytesOut.Load(), c.rtOut.Load(), c.fcOut.Load()}
+	ctx := context.Background()
+	for i, n := range cur {
+		d := n - c.counted[i]
+		if d <= 0 {
+			continue
+		}
+		switch i {
+		case 0:
+			c.m.m.bytesIn.Add(ctx, d, c.attrs)
+		case 1:
+			c.m.m.bytesOut.Add(ctx, d, c.attrs)
+		case 2:
+			c.m.m.backendOut.Add(ctx, d, pathRealtime)
+		case 3:
+			c.m.m.backendOut.Add(ctx, d, pathFullcall)
+		}
+	}
+	c.counted = cur
+}
+
 // flush sends the pending whole sample frames as a chunk.
 func (c *Call) flush() {
+	c.countTraffic(false)
 	whole := len(c.pending) - len(c.pending)%c.frameBytes
 	if whole == 0 {
 		return
@@ -255,7 +351,7 @@ func (c *Call) Gap(samples uint64, reason callv1.GapReason, detail string) error
 	g := &callv1.Gap{StartSample: c.timeline.Load(), Samples: samples, Reason: reason, Detail: detail}
 	c.timeline.Add(samples)
 	c.rt.pushGap(g)
-	c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}}, false, 0)
+	c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}})
 	return nil
 }
 
@@ -286,7 +382,7 @@ func (c *Call) Abort(reason EndReason, err error) {
 // scores, and fullcall stores the report, which End returns (nil when
 // fullcall could not be reached within the finish timeout; the error says
 // why). End is idempotent.
-func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, error) {
+func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Report, err error) {
 	if c.ended {
 		return nil, ErrEnded
 	}
@@ -295,11 +391,15 @@ func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, e
 		c.cancel()
 		c.wg.Wait()
 		c.m.unregister(c)
-		c.m.m.callSeconds.Record(context.Background(), time.Since(c.startedAt).Seconds(), c.attrs)
+		c.countTraffic(true)
+		c.recordTraffic()
+		if c.m.o.Observer != nil {
+			c.m.o.Observer.CallEnded(c, reason, report)
+		}
 	}()
 	c.flush()
 	c.rt.close()
-	c.fc.close(c.seq.Load(), c.timeline.Load(), reason)
+	c.fc.close(c.timeline.Load(), reason)
 	wait, cancel := context.WithTimeout(ctx, c.m.o.FinishTimeout)
 	defer cancel()
 	r, err := c.fc.wait(wait)
@@ -314,4 +414,18 @@ func (c *Call) End(ctx context.Context, reason EndReason) (*fullcallv1.Report, e
 	}
 	c.log.Info("call ended", "reason", reason.String(), "duration_s", r.DurationS, "incomplete", r.Incomplete)
 	return r, nil
+}
+
+// recordTraffic records the call's length and its average traffic rates,
+// the per-call figures capacity planning starts from.
+func (c *Call) recordTraffic() {
+	ctx := context.Background()
+	secs := time.Since(c.clock).Seconds()
+	c.m.m.callSeconds.Record(ctx, secs, c.attrs)
+	if secs <= 0 {
+		return
+	}
+	c.m.m.callRate.Record(ctx, float64(c.bytesIn)/secs, dirClientIn)
+	c.m.m.callRate.Record(ctx, float64(c.bytesOut.Load())/secs, dirClientOut)
+	c.m.m.callRate.Record(ctx, float64(c.rtOut.Load()+c.fcOut.Load())/secs, dirBackendOut)
 }

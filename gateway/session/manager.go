@@ -8,6 +8,31 @@
 // acknowledgements and a bounded replay buffer), and hands score and alert
 // events back to the adapter.
 //
+// What an adapter needs to know:
+//
+//   - Manager.Admit checks the tenant's quota (and the drain) before the
+//     protocol's upgrade; Manager.Start checks again and returns ErrOverQuota,
+//     ErrDraining, ErrCallLive, ErrBadStart or ErrUnavailable, which the
+//     adapter maps to its protocol's refusals. Manager.Refused counts the
+//     refusals the adapter makes itself.
+//   - Call.Audio applies the pacing policy (Options.Pacing): under the
+//     default, throttle, it may block the adapter's reader until the call
+//     is back within 2 s of real time; it returns an error wrapping
+//     ErrTooFast when the policy refuses the client, and the adapter closes
+//     with its "too fast" code.
+//   - Events (the adapter's) receives the call's scores and alerts; an
+//     Observer on the Manager (the live feed) sees every call's start,
+//     scores, alerts and end whatever its protocol. Neither may block.
+//   - Call.Sent tells the traffic metrics what the adapter wrote back.
+//   - Call.Done closes when the gateway ends the call (drain, lost
+//     fullcall); the adapter then calls End with Call.AbortReason and
+//     closes its connection.
+//
+// Per call, one goroutine owns each backend stream (it opens it, receives
+// on it and reopens it after a failure) and a short-lived goroutine sends
+// whatever is queued: a call is idle between its chunks, so no goroutine
+// waits with a grown stack for the next one.
+//
 // The gateway keeps no analysis state: it never decodes audio.
 package session
 
@@ -26,6 +51,8 @@ import (
 
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
 // Errors Start returns; adapters map them to their protocol's refusals.
@@ -35,7 +62,57 @@ var (
 	ErrCallLive    = errors.New("a call with this id is already live")
 	ErrBadStart    = errors.New("invalid call start")
 	ErrUnavailable = errors.New("analysis backends unavailable")
+	// ErrTooFast is returned by Audio when the client sends audio faster
+	// than real time beyond what the pacing policy allows.
+	ErrTooFast = errors.New("audio arrives faster than real time")
 )
+
+// Pacing policies: what the gateway does with a client whose audio runs
+// ahead of the wall clock (a PBX sends in real time; a client far ahead is
+// replaying a file, looping, or attacking).
+const (
+	// PaceThrottle holds the adapter's reader until the call's timeline is
+	// back within the allowed lead, so that TCP slows the client down. A
+	// client so far ahead that it would be held longer than MaxWait is
+	// refused instead. The default.
+	PaceThrottle = "throttle"
+	// PaceRefuse ends the call (Audio returns ErrTooFast) as soon as the
+	// timeline runs more than MaxLead ahead.
+	PaceRefuse = "refuse"
+	// PaceOff accepts audio at any speed (tests, trusted batch replays).
+	PaceOff = "off"
+)
+
+// Pacing is the policy for audio that arrives faster than real time. A
+// call's timeline (audio and gaps, in samples per channel) is compared
+// with the wall-clock time since the call started; it may run ahead by
+// MaxLead, which lets a PBX's jitter and small bursts (a stalled network
+// catching up) through untouched.
+type Pacing struct {
+	// Policy is PaceThrottle (default), PaceRefuse or PaceOff.
+	Policy string
+	// MaxLead is how far the timeline may run ahead of the clock
+	// (default 2 s).
+	MaxLead time.Duration
+	// MaxWait bounds one throttling wait; a client further ahead is
+	// refused (default 10 s, well inside the connection's pong wait).
+	MaxWait time.Duration
+}
+
+// Observer sees every call a Manager runs, whatever its protocol: the live
+// feed subscribes through it. Its methods are called from the calls'
+// goroutines and must not block.
+type Observer interface {
+	// CallStarted is called once the call is live.
+	CallStarted(c *Call)
+	// CallScore and CallAlert are called for every score update and alert
+	// event realtime sends for the call.
+	CallScore(c *Call, u *callv1.ScoreUpdate)
+	CallAlert(c *Call, a *callv1.AlertEvent)
+	// CallEnded is called once the call has ended, with its stored report
+	// (nil when none could be stored).
+	CallEnded(c *Call, reason EndReason, r *fullcallv1.Report)
+}
 
 // Options configures a Manager.
 type Options struct {
@@ -56,6 +133,10 @@ type Options struct {
 	FinishTimeout time.Duration
 	// OpenTimeout bounds opening the backend streams at Start (default 5 s).
 	OpenTimeout time.Duration
+	// Pacing is the policy for clients sending faster than real time.
+	Pacing Pacing
+	// Observer, when set, sees every call's start, scores, alerts and end.
+	Observer Observer
 }
 
 func (o *Options) defaults() {
@@ -79,6 +160,15 @@ func (o *Options) defaults() {
 	}
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = 5 * time.Second
+	}
+	if o.Pacing.Policy == "" {
+		o.Pacing.Policy = PaceThrottle
+	}
+	if o.Pacing.MaxLead == 0 {
+		o.Pacing.MaxLead = 2 * time.Second
+	}
+	if o.Pacing.MaxWait == 0 {
+		o.Pacing.MaxWait = 10 * time.Second
 	}
 }
 
@@ -104,6 +194,14 @@ func NewManager(o Options) (*Manager, error) {
 	}
 	if o.ChunkDuration < 20*time.Millisecond || o.ChunkDuration > 2*time.Second {
 		return nil, fmt.Errorf("session: ChunkDuration %v outside [20ms, 2s]", o.ChunkDuration)
+	}
+	switch o.Pacing.Policy {
+	case PaceThrottle, PaceRefuse, PaceOff:
+	default:
+		return nil, fmt.Errorf("session: pacing policy %q: want %s, %s or %s", o.Pacing.Policy, PaceThrottle, PaceRefuse, PaceOff)
+	}
+	if o.Pacing.MaxLead < 0 || o.Pacing.MaxWait < 0 {
+		return nil, errors.New("session: pacing MaxLead and MaxWait must not be negative")
 	}
 	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
 	m, err := newMetrics(o.MeterProvider, mgr)
@@ -222,6 +320,22 @@ func (m *Manager) unregister(c *Call) {
 		close(m.idle)
 		m.idle = make(chan struct{})
 	}
+}
+
+// unacked sums the audio waiting in the calls' replay logs for fullcall's
+// acknowledgement, for the metrics.
+func (m *Manager) unacked() int64 {
+	m.mu.Lock()
+	calls := make([]*Call, 0, len(m.live))
+	for _, c := range m.live {
+		calls = append(calls, c)
+	}
+	m.mu.Unlock()
+	var n int64
+	for _, c := range calls {
+		n += int64(c.fc.pending())
+	}
+	return n
 }
 
 // perTenant snapshots live calls per tenant for the metrics.

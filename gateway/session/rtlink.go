@@ -27,15 +27,24 @@ var (
 // When the stream fails the call moves to another instance (the pool
 // balances new streams over healthy ones), resuming at the current
 // position; the interruption is reported to fullcall as a live-scoring gap.
+//
+// One goroutine (run) owns the stream: it opens it, receives scores and
+// reopens it after a failure. Sending is done by a short-lived goroutine
+// (drain) started when there is something to send and none runs: a call
+// sends a chunk every 100 ms and is idle in between, so a sender goroutine
+// per call would mostly hold an idle stack.
 type rtLink struct {
 	c         *Call
 	maxChunks int
 
-	mu      sync.Mutex
-	q       []*realtimev1.AnalyzeRequest
-	chunks  int // chunks in q
-	closing bool
-	wake    chan struct{}
+	mu        sync.Mutex
+	q         []*realtimev1.AnalyzeRequest
+	chunks    int // chunks in q
+	closing   bool
+	stream    realtimev1.RealtimeService_AnalyzeClient // nil between streams
+	cancel    context.CancelFunc                       // ends stream
+	sending   bool                                     // a drain goroutine runs
+	closeSent bool                                     // close went out on stream
 
 	// sent remembers when recent chunks were handed over, to measure the
 	// delay of the scores that cover them.
@@ -48,58 +57,129 @@ type rtLink struct {
 	done     chan struct{} // closed when run returns
 }
 
+// sentMark is when (nanoseconds on the call's clock) the chunk ending at
+// end was handed to the link.
 type sentMark struct {
 	end uint64
-	at  time.Time
+	at  int64
 }
 
 func newRTLink(c *Call) *rtLink {
 	n := int(c.m.o.RealtimeQueue / c.m.o.ChunkDuration)
-	return &rtLink{c: c, maxChunks: max(n, 1), wake: make(chan struct{}, 1), done: make(chan struct{})}
-}
-
-func (l *rtLink) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	return &rtLink{c: c, maxChunks: max(n, 1), done: make(chan struct{})}
 }
 
 // push queues a chunk, dropping the oldest queued chunk when full.
 func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.sentMu.Lock()
-	l.sent[l.sentN%len(l.sent)] = sentMark{end: ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes), at: at}
+	l.sent[l.sentN%len(l.sent)] = sentMark{end: ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes), at: int64(at.Sub(l.c.clock))}
 	l.sentN++
 	l.sentMu.Unlock()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.chunks >= l.maxChunks {
-		for i, r := range l.q {
-			if old := r.GetChunk(); old != nil {
-				l.q = append(l.q[:i], l.q[i+1:]...)
-				l.chunks--
-				l.c.m.m.dropped.Add(l.c.ctx, int64(len(old.Data)), dropOverflow)
-				break
-			}
-		}
+		l.dropOldestLocked()
 	}
 	l.q = append(l.q, &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: ch}})
 	l.chunks++
-	l.mu.Unlock()
-	l.signal()
+	l.kickLocked()
+}
+
+// dropOldestLocked drops the oldest queued chunk, counting it.
+func (l *rtLink) dropOldestLocked() {
+	for i, r := range l.q {
+		if old := r.GetChunk(); old != nil {
+			copy(l.q[i:], l.q[i+1:])
+			l.q[len(l.q)-1] = nil
+			l.q = l.q[:len(l.q)-1]
+			l.chunks--
+			l.c.m.m.dropped.Add(l.c.ctx, int64(len(old.Data)), dropOverflow)
+			return
+		}
+	}
 }
 
 func (l *rtLink) pushGap(g *callv1.Gap) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.q = append(l.q, &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Gap{Gap: g}})
-	l.mu.Unlock()
-	l.signal()
+	l.kickLocked()
 }
 
 func (l *rtLink) close() {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.closing = true
+	l.kickLocked()
+}
+
+// kickLocked starts a drain goroutine when there is a stream, something to
+// send on it, and no drain running.
+func (l *rtLink) kickLocked() {
+	if l.sending || l.stream == nil || len(l.q) == 0 && (!l.closing || l.closeSent) {
+		return
+	}
+	l.sending = true
+	l.c.wg.Add(1)
+	go l.drain(l.stream, l.cancel)
+}
+
+// drain sends the queue on s until it is empty (and, once the call
+// closes, the close), or s fails.
+func (l *rtLink) drain(s realtimev1.RealtimeService_AnalyzeClient, cancel context.CancelFunc) {
+	defer l.c.wg.Done()
+	for {
+		l.mu.Lock()
+		if l.stream != s {
+			l.sending = false
+			l.kickLocked() // for the stream that replaced s
+			l.mu.Unlock()
+			return
+		}
+		batch := l.q
+		l.q, l.chunks = nil, 0
+		sendClose := len(batch) == 0 && l.closing && !l.closeSent
+		if len(batch) == 0 && !sendClose {
+			l.sending = false
+			l.mu.Unlock()
+			return
+		}
+		l.closeSent = l.closeSent || sendClose
+		l.mu.Unlock()
+		for i, r := range batch {
+			if err := s.Send(r); err != nil {
+				// Send fails with io.EOF when the stream broke; run sees
+				// why from Recv and moves the call.
+				l.requeue(batch[i:])
+				l.failed(s, cancel)
+				return
+			}
+			if ch := r.GetChunk(); ch != nil {
+				l.c.rtOut.Add(int64(len(ch.Data)))
+			}
+		}
+		if sendClose {
+			s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Close{Close: &realtimev1.CloseCall{}}})
+			s.CloseSend()
+			l.mu.Lock()
+			l.sending = false
+			l.kickLocked() // for a stream that replaced s meanwhile
+			l.mu.Unlock()
+			return // realtime sends the last scores and ends the stream
+		}
+	}
+}
+
+// failed retires a stream a send failed on.
+func (l *rtLink) failed(s realtimev1.RealtimeService_AnalyzeClient, cancel context.CancelFunc) {
+	l.mu.Lock()
+	if l.stream == s {
+		l.stream = nil
+	}
+	l.sending = false
+	l.kickLocked()
 	l.mu.Unlock()
-	l.signal()
+	cancel() // run's Recv ends, and run reopens
 }
 
 // run keeps a stream to realtime open for the call's life.
@@ -114,7 +194,7 @@ func (l *rtLink) run() {
 		if attempt > 0 {
 			l.c.m.m.reconnects.Add(ctx, 1, pathRealtime)
 		}
-		err := l.stream(ctx, attempt > 0)
+		err := l.streamOnce(ctx, attempt > 0)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
@@ -125,18 +205,20 @@ func (l *rtLink) run() {
 			return // the call is ending: no point moving it
 		}
 		l.c.log.Warn("realtime stream failed; moving the call", "err", err, "attempt", attempt+1)
+		t := time.NewTimer(backoff)
 		select {
-		case <-time.After(backoff):
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
-// stream runs one Analyze stream until the call closes (nil) or the stream
-// fails.
-func (l *rtLink) stream(ctx context.Context, resume bool) error {
+// streamOnce opens an Analyze stream and receives on it until realtime
+// ends it after the call's close (nil) or it fails.
+func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	client := realtimev1.NewRealtimeServiceClient(l.c.m.o.Realtime.Conn())
@@ -161,53 +243,27 @@ func (l *rtLink) stream(ctx context.Context, resume bool) error {
 			l.c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Event{Event: &fullcallv1.CallEvent{
 				Event: &fullcallv1.CallEvent_LiveScoringGap{LiveScoringGap: &callv1.Gap{
 					StartSample: from, Samples: pos - from, Reason: callv1.GapReason_GAP_REASON_FAILOVER,
-					Detail: "realtime instance failed; scoring moved to another instance"}}}}}, false, 0)
+					Detail: "realtime instance failed; scoring moved to another instance"}}}}})
 		}
 	}
 	if err := s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Open{Open: open}}); err != nil {
 		return err
 	}
-	recvErr := make(chan error, 1)
-	go func() { recvErr <- l.recv(s) }()
-	for {
-		l.mu.Lock()
-		batch := l.q
-		l.q, l.chunks = nil, 0
-		closing := l.closing
-		l.mu.Unlock()
-		for i, r := range batch {
-			if err := s.Send(r); err != nil {
-				l.requeue(batch[i:])
-				cancel()
-				<-recvErr
-				return err
-			}
-		}
-		if len(batch) > 0 {
-			continue
-		}
-		if closing {
-			s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Close{Close: &realtimev1.CloseCall{}}})
-			s.CloseSend()
-			// Let the last scores arrive, within bounds.
-			select {
-			case <-recvErr:
-			case <-time.After(2 * time.Second):
-			case <-ctx.Done():
-			}
-			return nil
-		}
-		select {
-		case <-l.wake:
-		case err := <-recvErr:
-			if err == nil {
-				err = errors.New("realtime ended the stream before close")
-			}
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	l.mu.Lock()
+	l.stream, l.cancel, l.closeSent = s, cancel, false
+	l.kickLocked()
+	l.mu.Unlock()
+	err = l.recv(s)
+	l.mu.Lock()
+	if l.stream == s {
+		l.stream = nil
 	}
+	closeSent := l.closeSent
+	l.mu.Unlock()
+	if err == nil && !closeSent {
+		err = errors.New("realtime ended the stream before close")
+	}
+	return err
 }
 
 // requeue puts unsent requests back at the front of the queue.
@@ -223,14 +279,7 @@ func (l *rtLink) requeue(rs []*realtimev1.AnalyzeRequest) {
 	l.q = append(rs[:len(rs):len(rs)], l.q...)
 	l.chunks += n
 	for l.chunks > l.maxChunks {
-		for i, r := range l.q {
-			if old := r.GetChunk(); old != nil {
-				l.q = append(l.q[:i], l.q[i+1:]...)
-				l.chunks--
-				l.c.m.m.dropped.Add(l.c.ctx, int64(len(old.Data)), dropOverflow)
-				break
-			}
-		}
+		l.dropOldestLocked()
 	}
 }
 
@@ -250,15 +299,21 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 			if l.c.events != nil {
 				l.c.events.Score(m.Score)
 			}
+			if obs := l.c.m.o.Observer; obs != nil {
+				obs.CallScore(l.c, m.Score)
+			}
 		case *realtimev1.AnalyzeResponse_Alert:
 			a := m.Alert
 			if a.Episode > l.episodes.Load() {
 				l.episodes.Store(a.Episode)
 			}
 			l.c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Event{Event: &fullcallv1.CallEvent{
-				Event: &fullcallv1.CallEvent_Alert{Alert: a}}}}, false, 0)
+				Event: &fullcallv1.CallEvent_Alert{Alert: a}}}})
 			if l.c.events != nil {
 				l.c.events.Alert(a)
+			}
+			if obs := l.c.m.o.Observer; obs != nil {
+				obs.CallAlert(l.c, a)
 			}
 		}
 	}
@@ -268,15 +323,17 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 // a second its score arrived.
 func (l *rtLink) observeDelay(end uint64) {
 	l.sentMu.Lock()
-	var at time.Time
+	at := int64(-1)
 	for i := range min(l.sentN, len(l.sent)) {
 		m := l.sent[i]
-		if m.end >= end && (at.IsZero() || m.at.Before(at)) {
+		if m.end >= end && (at < 0 || m.at < at) {
 			at = m.at
 		}
 	}
 	l.sentMu.Unlock()
-	if !at.IsZero() {
-		l.c.m.m.scoreDelay.Record(l.c.ctx, time.Since(at).Seconds())
+	if at >= 0 {
+		d := (time.Since(l.c.clock) - time.Duration(at)).Seconds()
+		l.c.m.m.scoreDelay.Record(l.c.ctx, d)
+		l.c.m.m.rtt.Record(l.c.ctx, d, pathRealtime)
 	}
 }

@@ -43,7 +43,7 @@ func (e *events) Alert(a *callv1.AlertEvent) {
 	e.got <- struct{}{}
 }
 
-func manager(t *testing.T, realtime, fullcall string, o Options) *Manager {
+func manager(t testing.TB, realtime, fullcall string, o Options) *Manager {
 	t.Helper()
 	rp, err := rpc.NewPool(realtime, 1, rpc.Options{})
 	if err != nil {
@@ -55,6 +55,10 @@ func manager(t *testing.T, realtime, fullcall string, o Options) *Manager {
 	}
 	t.Cleanup(func() { rp.Close(); fp.Close() })
 	o.Realtime, o.Fullcall = rp, fp
+	if o.Pacing.Policy == "" {
+		// Tests feed audio far faster than real time; pacing has its own.
+		o.Pacing.Policy = PaceOff
+	}
 	m, err := NewManager(o)
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +228,11 @@ func TestFullcallReplayAfterAStreamFailure(t *testing.T) {
 	}
 }
 
+// TestReplayBufferOverflowMarksIncomplete stalls fullcall for longer than
+// the replay buffer and gRPC's flow-control window hold: the audio that
+// does not fit is left out in a gap, the chunks fullcall gets stay
+// contiguous (it would end the stream on a hole), and the report is
+// marked incomplete.
 func TestReplayBufferOverflowMarksIncomplete(t *testing.T) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	block := make(chan struct{})
@@ -240,7 +249,9 @@ func TestReplayBufferOverflowMarksIncomplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	feed(t, c, 3, nil) // three seconds into a one-second buffer
+	// Eight seconds into a one-second buffer, past the 64 KiB (4 s) that
+	// gRPC lets out before fullcall reads.
+	feed(t, c, 8, nil)
 	close(block)
 	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
 	if err != nil {
@@ -248,6 +259,25 @@ func TestReplayBufferOverflowMarksIncomplete(t *testing.T) {
 	}
 	if !r.Incomplete {
 		t.Error("report of a call that overflowed its replay buffer is not marked incomplete")
+	}
+	seqs := fc.Seqs("stalled")
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("fullcall received chunks %v; want 1..n in order", seqs)
+		}
+	}
+	var gapped uint64
+	for _, g := range fc.CallGaps("stalled") {
+		if g.Reason != callv1.GapReason_GAP_REASON_OVERFLOW {
+			t.Errorf("gap %v; want an overflow gap", g)
+		}
+		gapped += g.Samples
+	}
+	if kept := r.AudioBytes / 2; kept+gapped != 8*8000 || gapped == 0 {
+		t.Errorf("%d samples kept and %d in overflow gaps; want all 64000 accounted for, some in gaps", kept, gapped)
+	}
+	if r.Chunks != uint64(len(seqs)) {
+		t.Errorf("close says %d chunks, fullcall received %d", r.Chunks, len(seqs))
 	}
 }
 

@@ -10,9 +10,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -38,6 +40,9 @@ type Options struct {
 	// OnTick runs on the writer goroutine at every ping; adapters use it
 	// for idle timeouts.
 	OnTick func()
+	// OnWrite, when set, is told the size of every message written, for
+	// the traffic metrics.
+	OnWrite func(n int)
 }
 
 func (o *Options) defaults() {
@@ -92,6 +97,10 @@ type Conn struct {
 	writerDone chan struct{}
 	peerClosed atomic.Bool
 	closeSent  atomic.Bool // our close frame is out: reads no longer extend the deadline
+	// deadlineAt is when the read deadline was last extended (reader
+	// only): extending it costs a timer update, so it is done at most
+	// once a second rather than for every 20 ms frame.
+	deadlineAt time.Time
 
 	// watch, when set, is watched by the writer: when it closes, onWatch
 	// runs (once) on the writer goroutine.
@@ -140,8 +149,9 @@ func (c *Conn) Read() (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if !c.closeSent.Load() {
-		c.ws.SetReadDeadline(time.Now().Add(c.o.PongWait))
+	if now := time.Now(); !c.closeSent.Load() && now.Sub(c.deadlineAt) >= time.Second {
+		c.ws.SetReadDeadline(now.Add(c.o.PongWait))
+		c.deadlineAt = now
 	}
 	c.buf.Reset()
 	n, err := c.buf.ReadFrom(io.LimitReader(r, int64(c.o.ReadLimit)+1))
@@ -212,8 +222,14 @@ func (c *Conn) signal() {
 func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	if c.closeCode == 0 && !c.closing {
-		if len(reason) > 120 { // a close reason must fit a control frame
-			reason = reason[:120]
+		// A close reason must fit a control frame (123 bytes) and be
+		// valid UTF-8: cut at a rune boundary.
+		for len(reason) > 120 {
+			_, n := utf8.DecodeLastRuneInString(reason)
+			reason = reason[:len(reason)-n]
+		}
+		if !utf8.ValidString(reason) {
+			reason = strings.ToValidUTF8(reason, "?")
 		}
 		c.closeCode, c.closeMsg = code, reason
 	}
@@ -261,6 +277,9 @@ func (c *Conn) writer() {
 				c.ws.Close() // the reader sees the error and finishes
 				<-c.readerDone
 				return
+			}
+			if c.o.OnWrite != nil {
+				c.o.OnWrite(len(m.data))
 			}
 		}
 		if len(batch) > 0 {

@@ -81,7 +81,22 @@ type APIKey struct {
 	// ClientSecret is the decoded secret, loaded from the file or the
 	// environment when the tenants are loaded (tests may set it).
 	ClientSecret Secret `yaml:"-"`
+	// Role says who holds the key, for what the gateway's live feed shows:
+	// "" (the default: PBXs, integrations, wallboards), "care" (the care
+	// team: agent-side scores of every agent, even in private mode) or
+	// "agent" (one agent's desktop: only AgentID's calls, with their own
+	// agent-side scores). Care and agent keys read the live feed only.
+	Role string `yaml:"role"`
+	// AgentID is the agent an "agent" key belongs to.
+	AgentID string `yaml:"agent_id"`
 }
+
+// Key roles.
+const (
+	KeyRoleGeneral = ""
+	KeyRoleCare    = "care"
+	KeyRoleAgent   = "agent"
+)
 
 // AlertRule is a tenant's rule for raising an alert on a score.
 type AlertRule struct {
@@ -167,6 +182,14 @@ func (t *Tenant) fill() error {
 		if err := k.loadClientSecret(); err != nil {
 			return fmt.Errorf("api key %q: %w", k.ID, err)
 		}
+		switch {
+		case k.Role != KeyRoleGeneral && k.Role != KeyRoleCare && k.Role != KeyRoleAgent:
+			return fmt.Errorf("api key %q: role %q: want care, agent or none", k.ID, k.Role)
+		case k.Role == KeyRoleAgent && k.AgentID == "":
+			return fmt.Errorf("api key %q: role agent needs an agent_id", k.ID)
+		case k.Role != KeyRoleAgent && k.AgentID != "":
+			return fmt.Errorf("api key %q: agent_id is only for role agent", k.ID)
+		}
 	}
 	if err := t.AudioHook.check(); err != nil {
 		return fmt.Errorf("audiohook: %w", err)
@@ -241,7 +264,7 @@ type snapshot struct {
 
 type keyRef struct {
 	tenant *Tenant
-	keyID  string
+	key    *APIKey
 }
 
 // Load reads the tenants file at path.
@@ -270,9 +293,9 @@ func index(ts []*Tenant, mtime time.Time) *snapshot {
 	s := &snapshot{byID: map[string]*Tenant{}, byKey: map[string]keyRef{}, mtime: mtime}
 	for _, t := range ts {
 		s.byID[t.ID] = t
-		for _, k := range t.APIKeys {
-			if !k.Disabled {
-				s.byKey[k.SHA256] = keyRef{t, k.ID}
+		for i := range t.APIKeys {
+			if k := &t.APIKeys[i]; !k.Disabled {
+				s.byKey[k.SHA256] = keyRef{t, k}
 			}
 		}
 	}
@@ -336,11 +359,21 @@ func (r *Registry) OnReload(f func()) {
 
 // Authenticate returns the tenant owning key and the key's id.
 func (r *Registry) Authenticate(key string) (t *Tenant, keyID string, ok bool) {
-	if key == "" {
+	t, k, ok := r.AuthenticateKey(key)
+	if !ok {
 		return nil, "", false
 	}
+	return t, k.ID, true
+}
+
+// AuthenticateKey returns the tenant owning key and the key's entry (its
+// role); the entry must not be modified.
+func (r *Registry) AuthenticateKey(key string) (*Tenant, *APIKey, bool) {
+	if key == "" {
+		return nil, nil, false
+	}
 	ref, ok := r.cur.Load().byKey[HashKey(key)]
-	return ref.tenant, ref.keyID, ok
+	return ref.tenant, ref.key, ok
 }
 
 // Tenant returns the tenant with the given id.

@@ -50,6 +50,9 @@ func TestParseErrors(t *testing.T) {
 		{"tenants:\n  - id: a\n    alert_rule: {score: anger, threshold: 50}\n", "alert_rule.score"},
 		{"tenants:\n  - id: a\n    alert_rule: {score: caller_pressure, threshold: 50, clear_below: 60}\n", "clear_below"},
 		{"tenants:\n  - id: a\n    agent_scoring: maybe\n", "agent_scoring"},
+		{"tenants:\n  - id: a\n    api_keys: [{id: k, role: boss, sha256: " + HashKey("r") + "}]\n", `role "boss"`},
+		{"tenants:\n  - id: a\n    api_keys: [{id: k, role: agent, sha256: " + HashKey("r") + "}]\n", "needs an agent_id"},
+		{"tenants:\n  - id: a\n    api_keys: [{id: k, agent_id: a1, sha256: " + HashKey("r") + "}]\n", "only for role agent"},
 		{"tenants:\n  - id: a\n    agent_scoring: \"off\"\n    alert_rule: {score: agent_stress, threshold: 50}\n", "agent_scoring is off"},
 		{"tenants:\n  - id: a\n    api_keys: [{id: k, sha256: " + HashKey("x") + "}]\n  - id: b\n    api_keys: [{id: j, sha256: " + HashKey("x") + "}]\n", "same hash"},
 	} {
@@ -226,5 +229,28 @@ func TestJobCallbacks(t *testing.T) {
 				t.Errorf("%s: Allows(%s) = %v", c.name, url, !want)
 			}
 		}
+	}
+}
+
+func TestKeyRoles(t *testing.T) {
+	care, agent := NewKey(), NewKey()
+	ts, err := Parse([]byte("tenants:\n  - id: acme\n    api_keys:\n" +
+		"      - {id: care, role: care, sha256: " + HashKey(care) + "}\n" +
+		"      - {id: desk-42, role: agent, agent_id: agent-42, sha256: " + HashKey(agent) + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRegistry(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, k, ok := r.AuthenticateKey(care); !ok || k.Role != KeyRoleCare {
+		t.Errorf("care key: %+v, %v", k, ok)
+	}
+	if tn, k, ok := r.AuthenticateKey(agent); !ok || tn.ID != "acme" || k.Role != KeyRoleAgent || k.AgentID != "agent-42" {
+		t.Errorf("agent key: %v %+v, %v", tn, k, ok)
+	}
+	if _, _, ok := r.AuthenticateKey(""); ok {
+		t.Error("empty key accepted")
 	}
 }

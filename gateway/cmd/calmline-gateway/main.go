@@ -13,6 +13,7 @@ import (
 func main() {
 	o := gateway.DefaultOptions()
 	var df daemon.Flags
+	var gf gateway.Flags
 	fs := flag.NewFlagSet("calmline-gateway", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address for WebSockets and HTTP (health, metrics); port 0 picks one")
 	fs.StringVar(&o.RealtimeAddr, "realtime", "127.0.0.1:9090", "realtime gRPC address (host:port, comma-separated list or dns:///name:port)")
@@ -20,8 +21,13 @@ func main() {
 	fs.IntVar(&o.PoolSize, "pool-size", o.PoolSize, "HTTP/2 connections per backend address")
 	fs.DurationVar(&o.Session.ChunkDuration, "chunk", 0, "audio per chunk sent to the backends (default 100ms)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "how long live calls may go on after SIGTERM before they are closed with 1001")
+	gf.Register(fs)
 	df.Register(fs, true)
 	fs.Parse(os.Args[1:])
+	if err := gf.Apply(&o); err != nil {
+		fmt.Fprintln(os.Stderr, "calmline-gateway:", err)
+		os.Exit(2)
+	}
 	if err := run(o, df, *addr); err != nil {
 		fmt.Fprintln(os.Stderr, "calmline-gateway:", err)
 		os.Exit(1)

@@ -1,0 +1,720 @@
+// Package loadgen is calmline's PBX simulator and load generator. It opens
+// N concurrent calls to a gateway over an ingest protocol (ramping up at a
+// given rate), streams audio from a WAV file (looped or trimmed) at
+// real-time 20 ms pacing, hangs up after a duration (optionally every call
+// in the same second), and measures what PBX integrators and SREs ask:
+// calls started, completed, refused and dropped; audio→score latency (from
+// the moment the frame completing a second of audio was sent to the score
+// covering it arriving); stop→stopped latency (the report stored);
+// whether every byte sent is in the stored report; errors by kind; and the
+// simulator's own CPU.
+//
+// The simulator is cheap so that it measures the gateway, not itself: one
+// ticker goroutine drives a few shard workers that write each call's due
+// frames; there is no timer or writer goroutine per call, only the
+// protocol's reader goroutine blocked on its socket. Connections can be
+// spread over several loopback source addresses so that its own ephemeral
+// ports are never the limit.
+//
+// Protocols plug in through the Protocol interface; "native" is built in.
+package loadgen
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/calmline/calmline/lib/audio"
+)
+
+// FrameDuration is the pacing of audio frames, as PBXs send them.
+const FrameDuration = 20 * time.Millisecond
+
+// Options configures a run.
+type Options struct {
+	// URL is the gateway's endpoint for the protocol, e.g.
+	// ws://127.0.0.1:8080/ws/native.
+	URL string
+	// Protocol is a registered protocol name (default "native").
+	Protocol string
+	APIKey   string
+	// Calls is the number of concurrent calls.
+	Calls int
+	// Ramp is how many calls start per second; 0 starts them all at once.
+	Ramp float64
+	// Duration is how long each call streams. With BurstHangup, every
+	// call hangs up at the same moment, Duration after the last one
+	// started.
+	Duration time.Duration
+	// Audio is what every call plays, looped (or trimmed) to Duration.
+	Audio *audio.Recording
+	// Roles names the channels; default caller,agent for stereo and agent
+	// for mono.
+	Roles       []string
+	BurstHangup bool
+	// SourceAddrs are local IP addresses to dial from, in turn (e.g.
+	// 127.0.0.2, 127.0.0.3); default the system's choice.
+	SourceAddrs []string
+	// CallPrefix starts every call id (default "lg-" and a random run id).
+	CallPrefix string
+	// Reports, when set, checks every completed call's stored report.
+	Reports ReportChecker
+	// StopTimeout bounds the wait for a call's report after its hang-up
+	// (default 30 s).
+	StopTimeout time.Duration
+	// Shards is the number of pacing workers (default 2 × GOMAXPROCS).
+	Shards int
+	Logger *slog.Logger
+}
+
+// ReportChecker fetches a stored report's audio byte and chunk counts.
+type ReportChecker interface {
+	Report(ctx context.Context, callID string) (audioBytes, chunks uint64, incomplete bool, err error)
+}
+
+func (o *Options) validate() error {
+	if o.Protocol == "" {
+		o.Protocol = "native"
+	}
+	if _, ok := protocols[o.Protocol]; !ok {
+		return fmt.Errorf("loadgen: unknown protocol %q (have %s)", o.Protocol, strings.Join(Protocols(), ", "))
+	}
+	switch {
+	case o.URL == "":
+		return errors.New("loadgen: URL is required")
+	case o.Calls < 1:
+		return fmt.Errorf("loadgen: %d calls; want at least 1", o.Calls)
+	case o.Ramp < 0:
+		return fmt.Errorf("loadgen: ramp %g calls/s is negative", o.Ramp)
+	case o.Duration < FrameDuration:
+		return fmt.Errorf("loadgen: duration %v is shorter than a frame", o.Duration)
+	case o.Audio == nil || len(o.Audio.Data) == 0:
+		return errors.New("loadgen: no audio")
+	}
+	if err := o.Audio.Format.Validate(); err != nil {
+		return fmt.Errorf("loadgen: audio: %w", err)
+	}
+	if o.Audio.Format.SampleRate*int(FrameDuration)%int(time.Second) != 0 {
+		return fmt.Errorf("loadgen: %d Hz does not divide into 20 ms frames", o.Audio.Format.SampleRate)
+	}
+	if len(o.Roles) == 0 {
+		o.Roles = []string{"caller", "agent"}
+		if o.Audio.Format.Channels == 1 {
+			o.Roles = []string{"agent"}
+		}
+	}
+	if len(o.Roles) != o.Audio.Format.Channels {
+		return fmt.Errorf("loadgen: %d roles for %d channels", len(o.Roles), o.Audio.Format.Channels)
+	}
+	if o.CallPrefix == "" {
+		var b [4]byte
+		rand.Read(b[:])
+		o.CallPrefix = "lg-" + hex.EncodeToString(b[:]) + "-"
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 30 * time.Second
+	}
+	if o.Shards <= 0 {
+		o.Shards = 2 * runtime.GOMAXPROCS(0)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// call states.
+const (
+	streaming int32 = iota
+	stopping        // stop sent, waiting for the report
+	finished        // connection gone
+)
+
+// call is one simulated call. Its shard worker owns the sending side; the
+// protocol's reader fills in what arrives, under mu.
+type call struct {
+	id      string
+	conn    Conn
+	startAt time.Time // when audio began
+	state   atomic.Int32
+	sent    int // frames, owned by the worker
+	bytes   uint64
+	limit   int // frames to send before the hang-up; 0 = until the burst
+	rate    uint64
+
+	mu        sync.Mutex
+	marks     [32]mark // when the frame completing each recent second was sent
+	latencies []float64
+	unmatched int
+	scores    int
+	stopAt    time.Time
+	stopped   *Stopped
+	stoppedAt time.Time
+	closeCode int
+	closeErr  error
+	closedAt  time.Time
+	writeErr  error
+	watchdog  *time.Timer
+	done      chan struct{}
+}
+
+type mark struct {
+	end uint64
+	at  time.Time
+}
+
+// slot is where the mark of the second ending at end goes: one slot per
+// second, so that a score up to len(marks) seconds late still finds it.
+func (c *call) slot(end uint64) int { return int(end/c.rate) % len(c.marks) }
+
+func (c *call) score(end uint64) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.scores++
+	m := c.marks[c.slot(end)]
+	if m.end == end && !m.at.IsZero() {
+		c.latencies = append(c.latencies, float64(now.Sub(m.at))/float64(time.Millisecond))
+	} else {
+		c.unmatched++ // the last, partial second, or a score far behind
+	}
+}
+
+// run is one load run.
+type run struct {
+	o        Options
+	proto    Protocol
+	fb       int // frame bytes
+	spf      int // samples per channel per frame
+	rate     int
+	nframes  int // frames in the audio, looped
+	dialers  []*net.Dialer
+	shards   []*shard
+	hangupAt atomic.Int64 // unix nanoseconds; 0 = not yet known
+
+	mu      sync.Mutex
+	calls   []*call
+	errs    map[string]int
+	refused int
+	failed  int
+	late    atomic.Int64
+}
+
+type shard struct {
+	tick  chan struct{}
+	mu    sync.Mutex
+	calls []*call
+}
+
+// Run runs the load and returns its summary. It ends when every call has
+// ended, or early (hanging every call up) when ctx ends.
+func Run(ctx context.Context, o Options) (*Summary, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	f := o.Audio.Format
+	r := &run{
+		o:     o,
+		proto: protocols[o.Protocol],
+		fb:    f.FrameBytes() * f.SampleRate * int(FrameDuration) / int(time.Second),
+		spf:   f.SampleRate * int(FrameDuration) / int(time.Second),
+		rate:  f.SampleRate,
+		errs:  map[string]int{},
+	}
+	r.nframes = len(o.Audio.Data) / r.fb
+	if r.nframes == 0 {
+		return nil, fmt.Errorf("loadgen: the audio is shorter than one 20 ms frame")
+	}
+	for _, a := range o.SourceAddrs {
+		ip := net.ParseIP(a)
+		if ip == nil {
+			return nil, fmt.Errorf("loadgen: source address %q is not an IP address", a)
+		}
+		r.dialers = append(r.dialers, &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second})
+	}
+	if len(r.dialers) == 0 {
+		r.dialers = []*net.Dialer{{Timeout: 10 * time.Second}}
+	}
+	usage0 := rusage()
+	begin := time.Now()
+
+	// The pacer and the shard workers.
+	pace, stopPace := context.WithCancel(context.Background())
+	var workers sync.WaitGroup
+	for range o.Shards {
+		s := &shard{tick: make(chan struct{}, 1)}
+		r.shards = append(r.shards, s)
+		workers.Add(1)
+		go func() { defer workers.Done(); r.work(pace, s) }()
+	}
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		t := time.NewTicker(FrameDuration)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				for _, s := range r.shards {
+					select {
+					case s.tick <- struct{}{}:
+					default: // the worker is still busy with the last tick
+					}
+				}
+			case <-pace.Done():
+				return
+			}
+		}
+	}()
+
+	// The ramp: calls open concurrently, at the ramp's rate.
+	var opening sync.WaitGroup
+	for i := range o.Calls {
+		if o.Ramp > 0 {
+			at := begin.Add(time.Duration(float64(i) / o.Ramp * float64(time.Second)))
+			select {
+			case <-time.After(time.Until(at)):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		opening.Add(1)
+		go func() { defer opening.Done(); r.open(ctx, i) }()
+	}
+	opening.Wait()
+	rampDone := time.Now()
+	if o.BurstHangup {
+		r.hangupAt.Store(rampDone.Add(o.Duration).UnixNano())
+	}
+
+	// Wait for every call to end; on ctx's end hang everything up now.
+	r.mu.Lock()
+	calls := append([]*call(nil), r.calls...)
+	r.mu.Unlock()
+	for _, c := range calls {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			r.hangupAt.Store(time.Now().UnixNano())
+			<-c.done
+		}
+		c.mu.Lock()
+		if c.watchdog != nil {
+			c.watchdog.Stop()
+		}
+		c.mu.Unlock()
+	}
+	stopPace()
+	workers.Wait()
+	end := time.Now()
+	s := r.summarize(begin, rampDone, end, usage0)
+	if o.Reports != nil {
+		s.Reports = r.checkReports(ctx, calls)
+		for k, v := range s.Reports.errors {
+			s.Errors[k] += v
+		}
+	}
+	s.OK = s.ok()
+	return s, nil
+}
+
+// open starts call i and hands it to a shard.
+func (r *run) open(ctx context.Context, i int) {
+	c := &call{id: fmt.Sprintf("%s%05d", r.o.CallPrefix, i+1), rate: uint64(r.rate), done: make(chan struct{})}
+	if !r.o.BurstHangup {
+		c.limit = int(r.o.Duration / FrameDuration)
+	}
+	ev := Events{
+		Score: c.score,
+		Stopped: func(st Stopped) {
+			c.mu.Lock()
+			c.stopped, c.stoppedAt = &st, time.Now()
+			c.mu.Unlock()
+		},
+		Closed: func(code int, reason string, err error) {
+			c.mu.Lock()
+			c.closeCode, c.closeErr, c.closedAt = code, err, time.Now()
+			c.mu.Unlock()
+			c.state.Store(finished)
+			close(c.done)
+		},
+	}
+	spec := CallSpec{URL: r.o.URL, APIKey: r.o.APIKey, CallID: c.id, AgentID: fmt.Sprintf("agent-%05d", i+1),
+		Format: r.o.Audio.Format, Roles: r.o.Roles, Dialer: r.dialers[i%len(r.dialers)]}
+	conn, err := r.proto.Open(ctx, spec, ev)
+	if err != nil {
+		var ref *RefusedError
+		r.mu.Lock()
+		if errors.As(err, &ref) {
+			r.refused++
+			r.errs[ref.Kind()]++
+		} else {
+			r.failed++
+			r.errs["open_"+errorKind(err)]++
+		}
+		r.mu.Unlock()
+		r.o.Logger.Debug("call not started", "call_id", c.id, "err", err)
+		return
+	}
+	c.conn, c.startAt = conn, time.Now()
+	r.mu.Lock()
+	r.calls = append(r.calls, c)
+	r.mu.Unlock()
+	s := r.shards[i%len(r.shards)]
+	s.mu.Lock()
+	s.calls = append(s.calls, c)
+	s.mu.Unlock()
+}
+
+// errorKind classifies a network error briefly.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "connection_refused"
+	case strings.Contains(err.Error(), "reset by peer"):
+		return "connection_reset"
+	case strings.Contains(err.Error(), "address already in use"), strings.Contains(err.Error(), "cannot assign requested address"):
+		return "no_source_port"
+	}
+	return "error"
+}
+
+// work sends the due frames of its calls at every tick.
+func (r *run) work(ctx context.Context, s *shard) {
+	for {
+		select {
+		case <-s.tick:
+		case <-ctx.Done():
+			return
+		}
+		s.mu.Lock()
+		calls := s.calls
+		s.mu.Unlock()
+		now := time.Now()
+		hangup := r.hangupAt.Load()
+		live := calls[:0:0]
+		for _, c := range calls {
+			if c.state.Load() == streaming {
+				r.pace(c, now, hangup)
+			}
+			if c.state.Load() == streaming {
+				live = append(live, c)
+			}
+		}
+		// Forget calls that no longer stream.
+		s.mu.Lock()
+		if len(s.calls) == len(calls) {
+			s.calls = live
+		} else { // calls joined meanwhile
+			s.calls = append(live, s.calls[len(calls):]...)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// pace sends c's frames due by now, and hangs up when its time is up.
+func (r *run) pace(c *call, now time.Time, hangup int64) {
+	due := int(now.Sub(c.startAt)/FrameDuration) + 1
+	limit := c.limit
+	if hangup != 0 {
+		byHangup := int(time.Duration(hangup-c.startAt.UnixNano()) / FrameDuration)
+		if limit == 0 || byHangup < limit {
+			limit = max(byHangup, c.sent)
+		}
+	}
+	target := due
+	if limit > 0 {
+		target = min(due, limit)
+	}
+	if target-c.sent > 5 { // more than 100 ms behind: the simulator is late
+		r.late.Add(int64(target - c.sent))
+	}
+	data := r.o.Audio.Data
+	for c.sent < target {
+		off := (c.sent % r.nframes) * r.fb
+		if err := c.conn.Audio(data[off : off+r.fb]); err != nil {
+			c.mu.Lock()
+			c.writeErr = err
+			c.mu.Unlock()
+			c.state.Store(stopping) // the reader will see the connection end
+			c.conn.Close()
+			return
+		}
+		c.sent++
+		c.bytes += uint64(r.fb)
+		if end := uint64(c.sent * r.spf); end%uint64(r.rate) == 0 {
+			at := time.Now()
+			c.mu.Lock()
+			c.marks[c.slot(end)] = mark{end: end, at: at}
+			c.mu.Unlock()
+		}
+	}
+	if limit > 0 && c.sent >= limit {
+		c.mu.Lock()
+		c.stopAt = time.Now()
+		c.mu.Unlock()
+		c.state.Store(stopping)
+		if err := c.conn.Stop(); err != nil {
+			c.mu.Lock()
+			c.writeErr = err
+			c.mu.Unlock()
+			c.conn.Close()
+			return
+		}
+		// Bound the wait for the report: a watchdog per stopping call
+		// would be a timer per call; the connection's own end (the
+		// gateway closes after stopped) or this close ends it.
+		t := time.AfterFunc(r.o.StopTimeout, func() {
+			if c.state.Load() != finished {
+				c.conn.Close()
+			}
+		})
+		c.mu.Lock()
+		c.watchdog = t
+		c.mu.Unlock()
+	}
+}
+
+// Latency summarises a latency distribution in milliseconds.
+type Latency struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50"`
+	P95   float64 `json:"p95"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+func latency(v []float64) Latency {
+	if len(v) == 0 {
+		return Latency{}
+	}
+	sort.Float64s(v)
+	q := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(v)))) - 1
+		return round(v[max(i, 0)])
+	}
+	return Latency{Count: len(v), P50: q(0.50), P95: q(0.95), P99: q(0.99), Max: round(v[len(v)-1])}
+}
+
+func round(v float64) float64  { return math.Round(v*10) / 10 }
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// Summary is a run's result, printed as JSON by `calmline loadgen --json`.
+type Summary struct {
+	// OK says every requested call completed with its report, with no
+	// error of any kind.
+	OK        bool    `json:"ok"`
+	Protocol  string  `json:"protocol"`
+	URL       string  `json:"url"`
+	Requested int     `json:"calls_requested"`
+	DurationS float64 `json:"call_duration_s"`
+	Burst     bool    `json:"burst_hangup"`
+	Calls     struct {
+		Started   int `json:"started"`
+		Completed int `json:"completed"`
+		Refused   int `json:"refused"`
+		// Dropped calls were started but ended without their report:
+		// closed by the gateway, cut, or timed out after the hang-up.
+		Dropped int `json:"dropped"`
+		// Failed calls could not be opened for another reason (network).
+		Failed int `json:"failed"`
+	} `json:"calls"`
+	FramesSent     int     `json:"frames_sent"`
+	AudioBytesSent uint64  `json:"audio_bytes_sent"`
+	ScoresReceived int     `json:"scores_received"`
+	AudioToScore   Latency `json:"audio_to_score_ms"`
+	// ScoresUnmatched counts scores not matched to a second of sent audio
+	// (the last, partial second of each call, or a score very late).
+	ScoresUnmatched int     `json:"scores_unmatched"`
+	StopToStopped   Latency `json:"stop_to_stopped_ms"`
+	Hangup          struct {
+		// Spread is the time from the first hang-up to the last.
+		SpreadMS float64 `json:"first_to_last_stop_ms"`
+		// LastStopToLastStopped is the time from the last hang-up to the
+		// last report stored.
+		LastStopToLastStoppedMS float64 `json:"last_stop_to_last_stopped_ms"`
+	} `json:"hangup"`
+	// LateFrames counts frames the simulator sent more than 100 ms after
+	// they were due (it was starved of CPU).
+	LateFrames int64          `json:"late_frames"`
+	Reports    *ReportsCheck  `json:"reports,omitempty"`
+	Errors     map[string]int `json:"errors"`
+	RampS      float64        `json:"ramp_s"`
+	WallS      float64        `json:"wall_s"`
+	Client     struct {
+		CPUUserS   float64 `json:"cpu_user_s"`
+		CPUSystemS float64 `json:"cpu_system_s"`
+		// CPUPercent is the simulator's CPU over the run, in percent of
+		// one core.
+		CPUPercent float64 `json:"cpu_percent"`
+		MaxRSSKiB  int64   `json:"max_rss_kib"`
+	} `json:"client"`
+}
+
+// ok reports whether every requested call completed with its report and
+// nothing went wrong.
+func (s *Summary) ok() bool {
+	return s.Calls.Completed == s.Requested && len(s.Errors) == 0 && (s.Reports == nil || s.Reports.OK == s.Calls.Completed)
+}
+
+func (r *run) summarize(begin, rampDone, end time.Time, usage0 usage) *Summary {
+	s := &Summary{Protocol: r.o.Protocol, URL: r.o.URL, Requested: r.o.Calls, DurationS: r.o.Duration.Seconds(), Burst: r.o.BurstHangup, Errors: map[string]int{}}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, v := range r.errs {
+		s.Errors[k] = v
+	}
+	s.Calls.Refused, s.Calls.Failed = r.refused, r.failed
+	var lat, stop []float64
+	var firstStop, lastStop, lastStopped time.Time
+	for _, c := range r.calls {
+		s.Calls.Started++
+		c.mu.Lock()
+		s.FramesSent += c.sent
+		s.AudioBytesSent += c.bytes
+		s.ScoresReceived += c.scores
+		s.ScoresUnmatched += c.unmatched
+		lat = append(lat, c.latencies...)
+		kind := ""
+		switch {
+		case c.writeErr != nil:
+			kind = "write_" + errorKind(c.writeErr)
+		case c.stopAt.IsZero():
+			kind = fmt.Sprintf("closed_before_stop_%d", c.closeCode)
+		case c.stopped == nil:
+			kind = "no_stopped"
+			if c.closedAt.Sub(c.stopAt) >= r.o.StopTimeout {
+				kind = "stop_timeout"
+			}
+		case !c.stopped.ReportStored:
+			kind = "report_not_stored"
+		case c.stopped.Incomplete:
+			kind = "report_incomplete"
+		case c.stopped.AudioBytes != c.bytes:
+			kind = "report_bytes_mismatch"
+		case c.closeCode != 1000:
+			kind = fmt.Sprintf("closed_after_stopped_%d", c.closeCode)
+		}
+		if kind != "" {
+			s.Calls.Dropped++
+			s.Errors[kind]++
+		} else {
+			s.Calls.Completed++
+		}
+		if !c.stopAt.IsZero() {
+			if firstStop.IsZero() || c.stopAt.Before(firstStop) {
+				firstStop = c.stopAt
+			}
+			if c.stopAt.After(lastStop) {
+				lastStop = c.stopAt
+			}
+		}
+		if c.stopped != nil {
+			stop = append(stop, float64(c.stoppedAt.Sub(c.stopAt))/float64(time.Millisecond))
+			if c.stoppedAt.After(lastStopped) {
+				lastStopped = c.stoppedAt
+			}
+		}
+		c.mu.Unlock()
+	}
+	s.AudioToScore = latency(lat)
+	s.StopToStopped = latency(stop)
+	if !firstStop.IsZero() {
+		s.Hangup.SpreadMS = round(float64(lastStop.Sub(firstStop)) / float64(time.Millisecond))
+	}
+	if !lastStopped.IsZero() {
+		s.Hangup.LastStopToLastStoppedMS = round(float64(lastStopped.Sub(lastStop)) / float64(time.Millisecond))
+	}
+	s.LateFrames = r.late.Load()
+	s.RampS = round3(rampDone.Sub(begin).Seconds())
+	s.WallS = round3(end.Sub(begin).Seconds())
+	u := rusage()
+	s.Client.CPUUserS = round3(u.user - usage0.user)
+	s.Client.CPUSystemS = round3(u.system - usage0.system)
+	if w := end.Sub(begin).Seconds(); w > 0 {
+		s.Client.CPUPercent = round(100 * (s.Client.CPUUserS + s.Client.CPUSystemS) / w)
+	}
+	s.Client.MaxRSSKiB = u.maxRSSKiB
+	return s
+}
+
+// ReportsCheck is the result of checking the stored reports.
+type ReportsCheck struct {
+	Checked int `json:"checked"`
+	// OK reports hold every byte the call sent and are complete.
+	OK         int `json:"ok"`
+	Missing    int `json:"missing"`
+	Mismatched int `json:"mismatched"`
+	errors     map[string]int
+}
+
+// checkReports compares each completed call's stored report with what was
+// sent, a few requests at a time.
+func (r *run) checkReports(ctx context.Context, calls []*call) *ReportsCheck {
+	rc := &ReportsCheck{errors: map[string]int{}}
+	var mu sync.Mutex
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		c.mu.Lock()
+		ok := c.stopped != nil && c.stopped.ReportStored
+		c.mu.Unlock()
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			bytes, chunks, incomplete, err := r.o.Reports.Report(ctx, c.id)
+			mu.Lock()
+			defer mu.Unlock()
+			rc.Checked++
+			switch {
+			case err != nil:
+				rc.Missing++
+				rc.errors["stored_report_missing"]++
+				r.o.Logger.Warn("stored report", "call_id", c.id, "err", err)
+			case bytes != c.bytes || incomplete || chunks == 0:
+				rc.Mismatched++
+				rc.errors["stored_report_mismatch"]++
+				r.o.Logger.Warn("stored report does not hold what was sent", "call_id", c.id,
+					"sent_bytes", c.bytes, "stored_bytes", bytes, "chunks", chunks, "incomplete", incomplete)
+			default:
+				rc.OK++
+			}
+		}()
+	}
+	wg.Wait()
+	return rc
+}
+
+// parseUint reads a JSON number that protojson may render as a string.
+func parseUint(v any) uint64 {
+	switch x := v.(type) {
+	case float64:
+		return uint64(x)
+	case string:
+		n, _ := strconv.ParseUint(x, 10, 64)
+		return n
+	}
+	return 0
+}

@@ -1,0 +1,133 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func init() { Register("native", Native{}) }
+
+// Native is the client side of calmline's native protocol
+// (docs/protocol-native.md).
+type Native struct{}
+
+// writeTimeout bounds each write to the gateway.
+const writeTimeout = 10 * time.Second
+
+// Open implements Protocol.
+func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) {
+	d := websocket.Dialer{
+		NetDialContext:   spec.Dialer.DialContext,
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  1024,
+		Subprotocols:     []string{"calmline.native.v1"},
+	}
+	ws, resp, err := d.DialContext(ctx, spec.URL, http.Header{"Authorization": {"Bearer " + spec.APIKey}})
+	if err != nil {
+		if resp != nil {
+			defer resp.Body.Close()
+			var body struct {
+				Error struct{ Code, Message string }
+			}
+			json.NewDecoder(resp.Body).Decode(&body)
+			return nil, &RefusedError{Status: resp.StatusCode, Code: body.Error.Code, Reason: body.Error.Message}
+		}
+		return nil, err
+	}
+	start := map[string]any{"type": "start", "call_id": spec.CallID, "agent_id": spec.AgentID,
+		"codec": spec.Format.Codec.String(), "sample_rate": spec.Format.SampleRate, "channels": spec.Roles}
+	ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := ws.WriteJSON(start); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var first nativeMsg
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		ws.Close()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return nil, &RefusedError{CloseCode: ce.Code, Reason: ce.Text}
+		}
+		return nil, fmt.Errorf("waiting for started: %w", err)
+	}
+	if err := json.Unmarshal(data, &first); err != nil || first.Type != "started" {
+		ws.Close()
+		return nil, fmt.Errorf("answer to start: %.100s", data)
+	}
+	ws.SetReadDeadline(time.Time{})
+	c := &nativeConn{ws: ws}
+	go c.read(ev)
+	return c, nil
+}
+
+type nativeMsg struct {
+	Type      string `json:"type"`
+	EndSample uint64 `json:"end_sample"`
+	Error     string `json:"error"`
+	Report    *struct {
+		Incomplete bool   `json:"incomplete"`
+		Chunks     uint64 `json:"chunks"`
+		AudioBytes uint64 `json:"audio_bytes"`
+	} `json:"report"`
+}
+
+type nativeConn struct {
+	ws     *websocket.Conn
+	writes int
+}
+
+// read is the call's reader goroutine; it ends with the connection.
+func (c *nativeConn) read(ev Events) {
+	defer c.ws.Close()
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				ev.Closed(ce.Code, ce.Text, nil)
+			} else {
+				ev.Closed(0, "", err)
+			}
+			return
+		}
+		var m nativeMsg
+		if json.Unmarshal(data, &m) != nil {
+			continue
+		}
+		switch m.Type {
+		case "score":
+			ev.Score(m.EndSample)
+		case "stopped":
+			st := Stopped{Error: m.Error}
+			if m.Report != nil {
+				st.ReportStored, st.Incomplete, st.Chunks, st.AudioBytes = true, m.Report.Incomplete, m.Report.Chunks, m.Report.AudioBytes
+			}
+			ev.Stopped(st)
+		}
+	}
+}
+
+func (c *nativeConn) Audio(frame []byte) error {
+	// A deadline per second of frames, not per frame: setting it costs.
+	if c.writes%50 == 0 {
+		c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	}
+	c.writes++
+	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
+}
+
+func (c *nativeConn) Stop() error {
+	c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"stop"}`))
+}
+
+func (c *nativeConn) Close() error { return c.ws.Close() }

@@ -1,0 +1,112 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+
+	"github.com/calmline/calmline/lib/audio"
+)
+
+// Protocol opens calls over one ingest protocol. Adding a protocol (an
+// AudioHook, Twilio-style or Asterisk client) means implementing Open and
+// registering it with Register.
+type Protocol interface {
+	// Open connects to spec.URL, starts the call and returns once the
+	// gateway has accepted it; a refusal is a *RefusedError. The
+	// protocol's reader reports what the gateway sends through ev until
+	// the connection ends, and then calls ev.Closed exactly once.
+	Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error)
+}
+
+// CallSpec describes one simulated call.
+type CallSpec struct {
+	// URL is the gateway's endpoint for the protocol.
+	URL    string
+	APIKey string
+	CallID string
+	// AgentID names the agent on the call.
+	AgentID string
+	// Format is the audio's codec, rate and channel count; Roles names
+	// each channel ("caller", "agent") in interleaving order.
+	Format audio.Format
+	Roles  []string
+	// Dialer opens the TCP connection (its LocalAddr spreads calls over
+	// source addresses).
+	Dialer *net.Dialer
+}
+
+// Events receives what the gateway sends on a call. The protocol's reader
+// goroutine calls them; they must not block.
+type Events struct {
+	// Score is called for every score covering the call's timeline up to
+	// endSample (samples per channel).
+	Score func(endSample uint64)
+	// Stopped is called when the gateway answers the hang-up.
+	Stopped func(Stopped)
+	// Closed is called once when the connection ends, with the close code
+	// (0 when there was none) and reason, or the read error.
+	Closed func(code int, reason string, err error)
+}
+
+// Stopped is the gateway's answer to a hang-up.
+type Stopped struct {
+	// ReportStored says fullcall stored the call's report.
+	ReportStored bool
+	AudioBytes   uint64
+	Chunks       uint64
+	Incomplete   bool
+	Error        string
+}
+
+// Conn is one call's connection. Audio and Stop are called from one
+// goroutine; Close from any.
+type Conn interface {
+	// Audio sends one frame of interleaved audio in the call's format.
+	Audio(frame []byte) error
+	// Stop hangs up; Events.Stopped and Events.Closed follow.
+	Stop() error
+	// Close drops the connection.
+	Close() error
+}
+
+// RefusedError is a call the gateway refused: before the WebSocket
+// upgrade (Status, Code) or at start (CloseCode, Reason).
+type RefusedError struct {
+	Status    int
+	Code      string
+	CloseCode int
+	Reason    string
+}
+
+func (e *RefusedError) Error() string {
+	if e.CloseCode != 0 {
+		return fmt.Sprintf("refused at start: close %d %s", e.CloseCode, e.Reason)
+	}
+	return fmt.Sprintf("refused before the upgrade: %d %s %s", e.Status, e.Code, e.Reason)
+}
+
+// Kind names the refusal for the summary's error counts.
+func (e *RefusedError) Kind() string {
+	if e.CloseCode != 0 {
+		return fmt.Sprintf("refused_close_%d", e.CloseCode)
+	}
+	return fmt.Sprintf("refused_http_%d", e.Status)
+}
+
+var protocols = map[string]Protocol{}
+
+// Register makes a protocol available by name; protocol files call it
+// from init.
+func Register(name string, p Protocol) { protocols[name] = p }
+
+// Protocols lists the registered protocols.
+func Protocols() []string {
+	names := make([]string, 0, len(protocols))
+	for n := range protocols {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

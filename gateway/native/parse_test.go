@@ -1,0 +1,68 @@
+package native
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzParseText feeds the text-message parser anything: it never panics,
+// and it either accepts a well-formed message or names the problem with a
+// documented close code.
+func FuzzParseText(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"start","call_id":"c1","agent_id":"a1","codec":"pcmu","sample_rate":8000,"channels":["caller","agent"],"labels":{"q":"x"}}`,
+		`{"type":"start","call_id":"c1","codec":"l16","sample_rate":16000,"channels":["agent"]}`,
+		`{"type":"start","call_id":"c1","codec":"opus","sample_rate":48000}`,
+		`{"type":"start","call_id":"c1","codec":"alaw","sample_rate":8000,"channels":["agent","agent"]}`,
+		`{"type":"gap","samples":8000,"reason":"paused"}`,
+		`{"type":"gap","samples":0}`,
+		`{"type":"stop"}`,
+		`{"type":"hello"}`,
+		`{"call_id":"x"}`,
+		`{"type":"start",`,
+		`[]`,
+		`null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, perr := parseText(data)
+		if perr != nil {
+			switch perr.code {
+			case CloseBadMessage, CloseUnsupportedMedia:
+			default:
+				t.Fatalf("close code %d for a bad message", perr.code)
+			}
+			if perr.reason == "" {
+				t.Fatal("no reason")
+			}
+			return
+		}
+		switch m.typ {
+		case "start":
+			if m.callID == "" || len(m.callID) > 128 || len(m.agentID) > 128 {
+				t.Fatalf("start accepted with call id %q, agent id %q", m.callID, m.agentID)
+			}
+			if err := m.format.Validate(); err != nil {
+				t.Fatalf("start accepted with format %+v: %v", m.format, err)
+			}
+			if len(m.roles) != m.format.Channels || len(m.roles) == 2 && m.roles[0] == m.roles[1] {
+				t.Fatalf("start accepted with roles %v for %d channels", m.roles, m.format.Channels)
+			}
+		case "gap":
+			if m.gapSamples == 0 || m.gapSamples > maxGapSamples {
+				t.Fatalf("gap accepted with %d samples", m.gapSamples)
+			}
+		case "stop":
+		default:
+			t.Fatalf("accepted a message of type %q", m.typ)
+		}
+	})
+}
+
+func TestParseStartCallIDLimit(t *testing.T) {
+	_, perr := parseText([]byte(`{"type":"start","call_id":"` + strings.Repeat("x", 129) + `","codec":"pcmu","sample_rate":8000}`))
+	if perr == nil || perr.code != CloseBadMessage || !strings.Contains(perr.reason, "128 bytes") {
+		t.Errorf("a 129-byte call id: %+v; want 4400 naming the limit", perr)
+	}
+}

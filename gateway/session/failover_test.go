@@ -1,0 +1,213 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/calmline/calmline/gateway/gatewaytest"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// TestFullcallReplayAfterKillingAnInstance kills the fullcall instance that
+// holds a call while chunks are in flight: the call moves to the other
+// instance, which resumes from the shared checkpoint, and the gateway
+// replays what was not acknowledged. The stored report covers every chunk
+// the client sent, exactly once.
+func TestFullcallReplayAfterKillingAnInstance(t *testing.T) {
+	rt := gatewaytest.StartRealtime(t)
+	durable := gatewaytest.NewCheckpoints()
+	a, b := gatewaytest.StartFullcall(t), gatewaytest.StartFullcall(t)
+	// The instance that has the call stops acknowledging from chunk 16 on
+	// (it hangs, as a dying process does) until it is killed.
+	var stall atomic.Bool
+	stall.Store(true)
+	stalled := make(chan *gatewaytest.Fullcall, 2)
+	release := make(chan struct{})
+	for _, f := range []*gatewaytest.Fullcall{a, b} {
+		f.Configure(func() {
+			f.Durable = durable
+			f.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+				if ch.Seq < 16 || !stall.Load() {
+					return nil
+				}
+				if ch.Seq == 16 {
+					stalled <- f
+				}
+				<-release
+				return errors.New("killed")
+			}
+		})
+	}
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, rt.Addr, a.Addr+","+b.Addr, Options{MeterProvider: mt.Provider})
+	c, err := m.Start(context.Background(), stereo("moved"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 3, nil) // chunks 1..30; 16.. stay unacknowledged
+	var victim *gatewaytest.Fullcall
+	select {
+	case victim = <-stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("chunk 16 never reached fullcall")
+	}
+	stall.Store(false)
+	victim.Kill()
+	close(release)
+	feed(t, c, 2, nil) // the call goes on: chunks 31..50
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, bytes, _ := durable.Held("moved")
+	if r.Incomplete || chunks != 50 || bytes != 5*16000 {
+		t.Errorf("stored: incomplete %v, %d chunks, %d bytes; want complete, 50 chunks, %d bytes", r.Incomplete, chunks, bytes, 5*16000)
+	}
+	if r.Chunks != 50 || r.AudioBytes != 5*16000 {
+		t.Errorf("report covers %d chunks, %d bytes; want 50, %d", r.Chunks, r.AudioBytes, 5*16000)
+	}
+	survivor := a
+	if victim == a {
+		survivor = b
+	}
+	// The survivor got the unacknowledged chunks again, from 16 on, and
+	// nothing before.
+	seqs := survivor.Seqs("moved")
+	if len(seqs) == 0 || seqs[0] != 16 {
+		t.Errorf("the survivor's first chunk is %v; want 16", seqs[:min(len(seqs), 1)])
+	}
+	if v := mt.Value("calmline.gateway.fullcall.replayed"); v < 15 {
+		t.Errorf("replayed chunks counted: %v; want ≥ 15", v)
+	}
+	if v := mt.Value("calmline.gateway.backend.reconnects", "backend", "fullcall"); v != 1 {
+		t.Errorf("fullcall reconnects counted: %v; want 1", v)
+	}
+}
+
+// TestRealtimeOverflowIsCounted stalls realtime: the realtime queue fills,
+// the oldest audio is dropped and counted, and fullcall still gets it all.
+func TestRealtimeOverflowIsCounted(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	release := make(chan struct{})
+	rt.Configure(func() {
+		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			if ch.Seq == 1 {
+				<-release // realtime falls behind
+			}
+			return nil
+		}
+	})
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeQueue: 500 * time.Millisecond})
+	c, err := m.Start(context.Background(), stereo("overflow"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 s of audio: more than gRPC's flow-control windows (64 KiB, 40
+	// chunks) and the 5-chunk queue can hold while realtime stalls.
+	feed(t, c, 10, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for mt.Value("calmline.gateway.audio.dropped", "path", "realtime", "reason", "queue_full") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no realtime overflow counted")
+		}
+		feed(t, c, 1, nil)
+	}
+	close(release)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := mt.Value("calmline.gateway.audio.dropped", "path", "realtime", "reason", "queue_full")
+	if int(dropped)%1600 != 0 {
+		t.Errorf("dropped %v bytes; want whole 100 ms chunks", dropped)
+	}
+	if r.Incomplete || r.AudioBytes != uint64(c.Timeline())*2 {
+		t.Errorf("fullcall report: incomplete %v, %d bytes; want all %d", r.Incomplete, r.AudioBytes, c.Timeline()*2)
+	}
+	if got := uint64(rt.ChunkCount("overflow"))*1600 + uint64(dropped); got > r.AudioBytes {
+		t.Errorf("realtime received and dropped %d bytes, more than the %d sent", got, r.AudioBytes)
+	}
+}
+
+func TestTrafficMetrics(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider})
+	ev := newEvents()
+	c, err := m.Start(context.Background(), stereo("traffic"), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 2, nil)
+	c.Sent(100)
+	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Fatal(err)
+	}
+	if v := mt.Value("calmline.gateway.audio.in", "tenant", "acme"); v != 32000 {
+		t.Errorf("audio in %v bytes; want 32000", v)
+	}
+	if v := mt.Value("calmline.gateway.events.out", "tenant", "acme"); v != 100 {
+		t.Errorf("events out %v bytes; want 100", v)
+	}
+	if v := mt.Value("calmline.gateway.backend.out", "backend", "fullcall"); v != 32000 {
+		t.Errorf("to fullcall %v bytes; want 32000", v)
+	}
+	for _, dir := range []string{"client_in", "client_out", "backend_out"} {
+		if n, sum := mt.Histogram("calmline.gateway.call.traffic", "direction", dir); n != 1 || sum <= 0 {
+			t.Errorf("per-call traffic %s: %v calls, %v B/s; want one call with a rate", dir, n, sum)
+		}
+	}
+	if n, _ := mt.Histogram("calmline.gateway.backend.rtt", "backend", "fullcall"); n == 0 {
+		t.Error("no fullcall round trip measured")
+	}
+	if n, _ := mt.Histogram("calmline.gateway.backend.rtt", "backend", "realtime"); n == 0 {
+		t.Error("no realtime round trip measured")
+	}
+}
+
+// TestFullcallStreamFailingOverAndOver breaks the fullcall stream every
+// seventh chunk: each time the call reopens and replays while chunks keep
+// coming, which is when a send can race a reopen. The report still holds
+// every chunk once.
+func TestFullcallStreamFailingOverAndOver(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	durable := gatewaytest.NewCheckpoints()
+	var mu sync.Mutex
+	failed := map[uint64]bool{}
+	fc.Configure(func() {
+		fc.Durable = durable
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if ch.Seq%7 == 0 && !failed[ch.Seq] {
+				failed[ch.Seq] = true
+				return errors.New("instance lost")
+			}
+			return nil
+		}
+	})
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	c, err := m.Start(context.Background(), stereo("flaky"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 10, nil)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunks, bytes, _ := durable.Held("flaky"); r.Incomplete || chunks != 100 || bytes != 10*16000 {
+		t.Errorf("stored: incomplete %v, %d chunks, %d bytes; want complete, 100 chunks, %d bytes", r.Incomplete, chunks, bytes, 10*16000)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) < 14 {
+		t.Errorf("the stream failed %d times; want 14", len(failed))
+	}
+}

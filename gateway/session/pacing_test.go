@@ -1,0 +1,117 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/calmline/calmline/gateway/gatewaytest"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// frames sends n 20 ms frames of stereo μ-law and returns the first error.
+func frames(c *Call, n int) (sent int, err error) {
+	frame := make([]byte, 320)
+	for sent = 0; sent < n; sent++ {
+		if err := c.Audio(frame); err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+func TestPacing(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	ctx := context.Background()
+
+	t.Run("default lets a burst within the lead through untouched", func(t *testing.T) {
+		mt := gatewaytest.NewMetrics(t)
+		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Pacing: Pacing{Policy: PaceThrottle}})
+		c, err := m.Start(ctx, stereo("burst"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 1.5 s at once: a PBX catching up after its network stalled.
+		if _, err := frames(c, 75); err != nil {
+			t.Errorf("a 1.5 s burst: %v", err)
+		}
+		c.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
+		if v := mt.Value("calmline.gateway.audio.throttled"); v != 0 {
+			t.Errorf("a burst within the 2 s lead was held back %.3f s", v)
+		}
+	})
+
+	t.Run("throttle holds a client far ahead back to real time", func(t *testing.T) {
+		mt := gatewaytest.NewMetrics(t)
+		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider,
+			Pacing: Pacing{Policy: PaceThrottle, MaxLead: 100 * time.Millisecond}})
+		begin := time.Now() // the call's clock starts after this
+		c, err := m.Start(ctx, stereo("fast"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := frames(c, 25); err != nil { // 500 ms of audio as fast as possible
+			t.Fatal(err)
+		}
+		// Accepted no further ahead than the lead: 500 ms of audio takes
+		// at least 400 ms of the clock since the call started.
+		if took := time.Since(begin); took < 400*time.Millisecond {
+			t.Errorf("500 ms of audio accepted in %v with a 100 ms lead; want ≥ 400 ms", took)
+		}
+		r, err := c.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
+		if err != nil || r.AudioBytes != 25*320 {
+			t.Errorf("report after throttling: %v, %v; want all %d bytes", r, err, 25*320)
+		}
+		if v := mt.Value("calmline.gateway.audio.throttled", "tenant", "acme"); v < 0.3 {
+			t.Errorf("throttled time counted %.3f s; want ≥ 0.3 s", v)
+		}
+	})
+
+	t.Run("refuse ends a client running past the lead", func(t *testing.T) {
+		mt := gatewaytest.NewMetrics(t)
+		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider,
+			Pacing: Pacing{Policy: PaceRefuse, MaxLead: 100 * time.Millisecond}})
+		c, err := m.Start(ctx, stereo("refused"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, err := frames(c, 50)
+		if !errors.Is(err, ErrTooFast) {
+			t.Fatalf("1 s of audio at once with a 100 ms lead: %v; want ErrTooFast", err)
+		}
+		// The first 100 ms are within the lead; the client is refused
+		// well before it is 200 ms ahead.
+		if sent < 5 || sent >= 10 {
+			t.Errorf("refused after %d frames; want between 5 and 10", sent)
+		}
+		c.End(ctx, fullcallv1.EndReason_END_REASON_ERROR)
+		if v := mt.Value("calmline.gateway.calls.too_fast", "tenant", "acme"); v != 1 {
+			t.Errorf("too-fast refusals counted: %v; want 1", v)
+		}
+	})
+
+	t.Run("throttle refuses what it would have to hold too long", func(t *testing.T) {
+		m := manager(t, rt.Addr, fc.Addr, Options{Pacing: Pacing{Policy: PaceThrottle}})
+		c, err := m.Start(ctx, stereo("gap-ahead"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A minute of pause declared in advance puts the timeline a
+		// minute ahead: no wait that long is reasonable.
+		c.Gap(60*8000, callv1.GapReason_GAP_REASON_PAUSED, "test")
+		if _, err := frames(c, 1); !errors.Is(err, ErrTooFast) {
+			t.Errorf("audio a minute ahead of the clock: %v; want ErrTooFast", err)
+		}
+		c.End(ctx, fullcallv1.EndReason_END_REASON_ERROR)
+	})
+}
+
+func TestBadPacingPolicy(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	if _, err := NewManager(Options{Realtime: m.o.Realtime, Fullcall: m.o.Fullcall, Pacing: Pacing{Policy: "slow"}}); err == nil {
+		t.Error(`pacing policy "slow" accepted`)
+	}
+}
