@@ -550,7 +550,12 @@ func (c *conn) gapTo(pos time.Duration, reason callv1.GapReason, detail string) 
 		c.fail("gap_too_long", fmt.Sprintf("A span of %.0f s without audio exceeds the %s limit", float64(n)/float64(rate), c.h.o.MaxGap))
 		return
 	}
-	c.call.Gap(end-tl, reason, detail)
+	if err := c.call.Gap(end-tl, reason, detail); err != nil && !errors.Is(err, session.ErrEnded) {
+		c.log.Info("gap refused", "err", err)
+		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_gap_refused")
+		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
+		c.disconnect(DisconnectError, err.Error(), websocket.ClosePolicyViolation)
+	}
 }
 
 // SelectMedia chooses the media format to accept among those offered:

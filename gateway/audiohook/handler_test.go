@@ -564,6 +564,7 @@ func TestBadInputDisconnectsWithAReason(t *testing.T) {
 		{"organization differs from the header", []step{msg("open", `{"organizationId":"11111111-2222-3333-4444-555555555555","conversationId":"090eaa2f-72fa-480a-83e0-8667ff89c0ec","media":[]}`)}, "unauthorized", "organizationId", "audiohook_organization"},
 		{"bad span", []step{open, msg("discarded", `{"start":"5 seconds","discarded":"PT1S"}`)}, "error", `"start"`, "audiohook_bad_message"},
 		{"pause longer than the limit", []step{open, msg("paused", `{}`), msg("resumed", `{"start":"PT0S","discarded":"PT7200S"}`)}, "error", "exceeds the 1h0m0s limit", "audiohook_gap_too_long"},
+		{"discarded span far ahead of the clock", []step{open, msg("discarded", `{"start":"PT0S","discarded":"PT60S"}`)}, "error", "faster than real time", "audiohook_gap_refused"},
 		{"bad close reason", []step{open, msg("close", `{"reason":"bored"}`)}, "error", `"reason" must be`, "audiohook_bad_message"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

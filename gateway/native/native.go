@@ -290,7 +290,12 @@ func (c *conn) run() {
 				c.fail(CloseOutOfOrder, "gap before start")
 				continue
 			}
-			c.call.Gap(m.gapSamples, m.gapReason, "client: "+m.gapDetail)
+			if err := c.call.Gap(m.gapSamples, m.gapReason, "client: "+m.gapDetail); err != nil {
+				if errors.Is(err, session.ErrTooFast) {
+					c.fail(CloseTooFast, err.Error())
+				}
+				reason = fullcallv1.EndReason_END_REASON_ERROR
+			}
 		case "stop":
 			if c.call == nil {
 				c.fail(CloseOutOfOrder, "stop before start")

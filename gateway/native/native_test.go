@@ -175,6 +175,8 @@ func TestBadInputGetsASpecificCloseCode(t *testing.T) {
 		{"partial sample frame", []msg{T(startMsg("c-odd")), B(make([]byte, 321))}, CloseBadMessage, "not a whole number of 2-byte sample frames"},
 		{"oversize message", []msg{T(startMsg("c-big")), B(make([]byte, 5000))}, websocket.CloseMessageTooBig, "exceeds 4096 bytes"},
 		{"bad gap", []msg{T(startMsg("c-gap")), T(`{"type":"gap","samples":0}`)}, CloseBadMessage, "gap: want samples"},
+		{"gap over an hour", []msg{T(startMsg("c-gap-hour")), T(`{"type":"gap","samples":57600001,"reason":"paused"}`)}, CloseBadMessage, "gap: want samples"},
+		{"gap a minute ahead of the clock", []msg{T(startMsg("c-gap-ahead")), T(`{"type":"gap","samples":480000,"reason":"paused"}`)}, CloseTooFast, "ahead of the clock"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ws := f.dial(t, f.keys["acme"])

@@ -52,8 +52,9 @@ var gapReasons = map[string]callv1.GapReason{
 	"lost":      callv1.GapReason_GAP_REASON_CLIENT_LOSS,
 }
 
-// maxGapSamples bounds one gap: a day at 16 kHz.
-const maxGapSamples = 24 * 3600 * 16000
+// maxGapSamples bounds one gap: an hour at 16 kHz, as the other
+// protocols' adapters bound theirs.
+const maxGapSamples = 3600 * 16000
 
 // parseText decodes and checks a text message. The checks that need no
 // state are all here (the order of messages is the connection's business);

@@ -338,12 +338,20 @@ func (c *Call) flush() {
 
 // Gap advances the timeline over samples that carry no audio (a pause, a
 // discarded stretch), telling both backends why.
+//
+// A gap is part of the timeline like audio, and the pacing policy applies
+// to it the same way: a gap cannot take the timeline further ahead of the
+// clock than audio could (the backends analyse a gap frame by frame, so an
+// hour declared in advance would cost them CPU, not only time).
 func (c *Call) Gap(samples uint64, reason callv1.GapReason, detail string) error {
 	if c.ended {
 		return ErrEnded
 	}
 	if samples == 0 {
 		return nil
+	}
+	if err := c.pace(samples); err != nil {
+		return err
 	}
 	c.flush()
 	// A partial frame cannot straddle a gap.

@@ -98,13 +98,24 @@ func TestPacing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A minute of pause declared in advance puts the timeline a
-		// minute ahead: no wait that long is reasonable.
-		c.Gap(60*8000, callv1.GapReason_GAP_REASON_PAUSED, "test")
-		if _, err := frames(c, 1); !errors.Is(err, ErrTooFast) {
-			t.Errorf("audio a minute ahead of the clock: %v; want ErrTooFast", err)
+		// A minute of pause declared in advance would put the timeline a
+		// minute ahead: no wait that long is reasonable, and the gap is
+		// refused before the backends analyse a minute of nothing.
+		if err := c.Gap(60*8000, callv1.GapReason_GAP_REASON_PAUSED, "test"); !errors.Is(err, ErrTooFast) {
+			t.Errorf("a gap a minute ahead of the clock: %v; want ErrTooFast", err)
+		}
+		// A gap within the lead is taken, like audio.
+		if err := c.Gap(8000, callv1.GapReason_GAP_REASON_PAUSED, "test"); err != nil {
+			t.Errorf("a 1 s gap within the 2 s lead: %v", err)
+		}
+		if _, err := frames(c, 1); err != nil {
+			t.Errorf("audio after the gap: %v", err)
 		}
 		c.End(ctx, fullcallv1.EndReason_END_REASON_ERROR)
+		gaps := fc.CallGaps("gap-ahead")
+		if len(gaps) != 1 || gaps[0].Samples != 8000 {
+			t.Errorf("gaps reaching fullcall: %v; want only the 1 s one", gaps)
+		}
 	})
 }
 
