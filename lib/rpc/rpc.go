@@ -1,5 +1,6 @@
 // Package rpc holds calmline's gRPC client defaults: keepalive that notices
-// a dead backend within 15 s, round-robin balancing over every address a
+// a silently dead backend within 13 s (service.KeepaliveTime+Timeout),
+// optional TLS and mTLS, round-robin balancing over every address a
 // target resolves to with health checking, OpenTelemetry instrumentation,
 // and a small fixed pool of connections per target so that the number of
 // TCP connections from a gateway to a backend never grows with calls.
@@ -33,7 +34,11 @@ const serviceConfig = `{
 
 // Options configures client connections.
 type Options struct {
-	// TLS, when set, is used for the connection; otherwise cleartext.
+	// TLS, when set, is used for every connection and health check;
+	// otherwise cleartext. RootCAs verifies the servers, Certificates or
+	// GetClientCertificate is the client certificate for mTLS. The name
+	// verified is ServerName when set, else the host of each address
+	// (of the target, of each list entry, of the DNS name).
 	TLS            *tls.Config
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
@@ -52,7 +57,11 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
-		creds = credentials.NewTLS(o.TLS)
+		c := o.TLS.Clone()
+		if c.MinVersion == 0 {
+			c.MinVersion = tls.VersionTLS12
+		}
+		creds = credentials.NewTLS(c) // sets ALPN h2
 	}
 	var statsOpts []otelgrpc.Option
 	if o.MeterProvider != nil {

@@ -28,10 +28,13 @@ func parseTarget(s string) (string, []grpc.DialOption, error) {
 	var addrs []resolver.Address
 	for _, a := range strings.Split(s, ",") {
 		a = strings.TrimSpace(a)
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		if _, _, err := net.SplitHostPort(a); err != nil || a == "" {
 			return "", nil, fmt.Errorf("backend address %q: %w", a, err)
 		}
-		addrs = append(addrs, resolver.Address{Addr: a})
+		host, _, _ := net.SplitHostPort(a)
+		// Under TLS each address is verified against its own host name,
+		// not the list's placeholder authority.
+		addrs = append(addrs, resolver.Address{Addr: a, ServerName: host})
 	}
 	r := manual.NewBuilderWithScheme(listScheme)
 	r.InitialState(resolver.State{Addresses: addrs})
