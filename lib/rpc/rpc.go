@@ -51,7 +51,11 @@ type Options struct {
 // "dns:///name:port" resolving to several backends, or a comma-separated
 // list of host:port balanced round-robin.
 func Dial(target string, o Options) (*grpc.ClientConn, error) {
-	target, opts, err := parseTarget(target)
+	var serverName string
+	if o.TLS != nil {
+		serverName = o.TLS.ServerName
+	}
+	target, opts, err := parseTarget(target, serverName)
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +66,10 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 			c.MinVersion = tls.VersionTLS12
 		}
 		creds = credentials.NewTLS(c) // sets ALPN h2
+		if c.ServerName != "" {
+			// gRPC verifies the channel's authority, which this sets.
+			opts = append(opts, grpc.WithAuthority(c.ServerName))
+		}
 	}
 	var statsOpts []otelgrpc.Option
 	if o.MeterProvider != nil {

@@ -36,10 +36,13 @@ import (
 // spoke, on either side; the 2 s left of the 15 s goal are margin for a
 // loaded machine. Its streams fail with Unavailable (client) or are
 // cancelled (server), and the client's balancer moves new streams to the
-// other backends.
+// other backends. KeepaliveTime is grpc-go's floor for clients (it raises
+// anything lower to 10 s), so the timeout is where the margin comes from:
+// 3 s is still thousands of times a ping's round trip between two hosts
+// of one region.
 const (
-	KeepaliveTime    = 8 * time.Second
-	KeepaliveTimeout = 5 * time.Second
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 3 * time.Second
 	// KeepaliveMinTime is the most often a client may ping; it must stay
 	// below KeepaliveTime or servers close clients for pinging too often.
 	KeepaliveMinTime = 5 * time.Second

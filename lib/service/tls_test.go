@@ -282,4 +282,3 @@ func leaked(logs string, keyPEM []byte) bool {
 	}
 	return false
 }
-
