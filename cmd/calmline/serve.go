@@ -53,14 +53,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&fco.CheckpointEvery, "fullcall-checkpoint-every", fco.CheckpointEvery, "audio between durable checkpoints of a live call")
 	var gf gateway.Flags
 	gf.Register(fs)
-	var tf daemon.TLSFlags
-	tf.Register(fs)
 	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	tlsConf, err := tf.Load()
-	if err != nil {
-		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 2
 	}
 	if err := gf.Apply(&gwo); err != nil {
@@ -79,14 +72,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 2
 	}
-	if err := runServe(df, tlsConf, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1
 	}
 	return 0
 }
 
-func runServe(df daemon.Flags, tlsConf *daemon.TLS, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, stdout io.Writer) error {
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, stdout io.Writer) error {
 	var demoKey string
 	if tenantsFile == "" {
 		tenantsFile = filepath.Join(dataDir, "tenants.yaml")
@@ -109,7 +102,7 @@ func runServe(df daemon.Flags, tlsConf *daemon.TLS, svcs []string, dataDir, tena
 	}
 	defer env.Close()
 	env.Telemetry.SetGlobal()
-	env.WatchTLS(tlsConf)
+	tlsConf := env.TLS
 	o := stack.Options{
 		Services:   svcs,
 		Listen:     map[string]string{},

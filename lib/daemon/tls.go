@@ -132,7 +132,8 @@ func (t *TLS) Reload() error {
 	return errors.Join(errs...)
 }
 
-// WatchTLS reloads t on SIGHUP until Close, logging each outcome.
+// WatchTLS reloads t on SIGHUP until Close, logging each outcome. Start
+// calls it for the flags' certificates.
 func (e *Env) WatchTLS(t *TLS) {
 	if t == nil || (t.server == nil && t.client == nil) {
 		return
