@@ -22,7 +22,7 @@ const (
 var errGRPCNeedsClientCert = errors.New("service: gRPC on this listener needs a client certificate signed by its client CA")
 
 // serverTLS returns the listener's TLS configuration: c with ALPN set to
-// h2 (gRPC) and http/1.1 (REST, WebSocket, health). When c has ClientCAs
+// http/1.1 (REST, WebSocket, health) and h2 (gRPC). When c has ClientCAs
 // but does not require a certificate of every client, gRPC connections
 // must still present one: calls between services are mutually
 // authenticated, while HTTP clients (PBX WebSockets, REST with API keys)
@@ -30,7 +30,12 @@ var errGRPCNeedsClientCert = errors.New("service: gRPC on this listener needs a 
 // verified.
 func serverTLS(c *tls.Config) *tls.Config {
 	c = c.Clone()
-	c.NextProtos = []string{alpnGRPC, alpnHTTP}
+	// The server's preference decides: http/1.1 first, so a client that
+	// offers both (curl, browsers, REST libraries) gets HTTP/1.1 and our
+	// REST and WebSocket routes, while gRPC clients, which offer h2 alone,
+	// get gRPC. With h2 first, curl https://… would reach the gRPC
+	// server and get 415.
+	c.NextProtos = []string{alpnHTTP, alpnGRPC}
 	if c.MinVersion == 0 {
 		c.MinVersion = tls.VersionTLS12
 	}

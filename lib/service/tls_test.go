@@ -158,6 +158,8 @@ func TestTLSListenerSplitsByALPN(t *testing.T) {
 		want string
 	}{
 		{[]string{"http/1.1"}, `200 HTTP/1.1 tls alpn="http/1.1"`},
+		// curl and browsers offer both: they get HTTP/1.1, not gRPC.
+		{[]string{"h2", "http/1.1"}, `200 HTTP/1.1 tls alpn="http/1.1"`},
 		{nil, `200 HTTP/1.1 tls alpn=""`},
 	} {
 		got, err := httpsGet(t, th.addr, "/how", client, tc.alpn...)
