@@ -84,7 +84,7 @@ func (handshakenTLS) ClientHandshake(context.Context, string, net.Conn) (net.Con
 }
 
 func (handshakenTLS) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (handshakenTLS) Clone() credentials.TransportCredentials { return handshakenTLS{} }
