@@ -50,6 +50,9 @@ type Options struct {
 	// BackendTLS, when set, is the TLS (and mTLS) configuration of
 	// outgoing gRPC connections to the other services.
 	BackendTLS *tls.Config
+	// Balancing spreads new calls' streams over the healthy backend
+	// addresses: rpc.RoundRobin (default) or rpc.LeastLoaded.
+	Balancing string
 	// Tenants authenticates clients.
 	Tenants *tenant.Registry
 	// RealtimeAddr and FullcallAddr are the backends' gRPC addresses:
@@ -130,7 +133,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := o.Logger.With("service", "gateway")
-	ro := rpc.Options{TLS: o.BackendTLS, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
+	ro := rpc.Options{TLS: o.BackendTLS, Balancing: o.Balancing, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
 	rt, err := rpc.NewPool(o.RealtimeAddr, o.PoolSize, ro)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: realtime: %w", err)

@@ -106,8 +106,12 @@ func TestListTargetBalancesAndSkipsUnhealthy(t *testing.T) {
 		}
 		return got
 	}
-	if got := seen(10); len(got) != 2 {
-		t.Errorf("10 calls reached %v; want both backends", got)
+	// Both backends take calls once both connections are up (the second
+	// may still be connecting for the first few).
+	for got := seen(10); len(got) != 2; got = seen(10) {
+		if ctx.Err() != nil {
+			t.Fatalf("calls reach only %v; want both backends", got)
+		}
 	}
 	// A draining backend says NOT_SERVING and gets no new calls.
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -206,5 +210,66 @@ func TestDrainingBackendKeepsItsStreamsAndGetsNoNewOnes(t *testing.T) {
 	}
 	if kept == 0 {
 		t.Fatal("no stream was on the draining backend")
+	}
+}
+
+// TestBalancingPolicies: a backend that comes back (here: from
+// NOT_SERVING) while another carries every call gets half of the new
+// streams under round-robin, and nearly all of them under least-loaded
+// until the two are even.
+func TestBalancingPolicies(t *testing.T) {
+	for _, tc := range []struct {
+		policy         string
+		minNew, maxNew int // of 10 new streams, how many reach the returning backend
+	}{
+		{RoundRobin, 4, 6},
+		// 10 random samples of 2 addresses miss the emptier one with
+		// probability 1/1024 per stream: allow one miss.
+		{LeastLoaded, 9, 10},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			a, b := startBackend(t), startBackend(t)
+			b.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			p, err := NewPool(a.lis.Addr().String()+","+b.lis.Addr().String(), 1, Options{Balancing: tc.policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			open := func() *holdStream {
+				t.Helper()
+				s, err := openHold(ctx, p.Conn())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			for range 10 {
+				if s := open(); s.backend != a.lis.Addr().String() {
+					t.Fatalf("a stream reached the NOT_SERVING backend")
+				}
+			}
+			b.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			// Streams go to a until the balancer sees b serving; the
+			// first on b starts the count.
+			for open().backend != b.lis.Addr().String() {
+			}
+			onB := 1
+			for range 9 {
+				if open().backend == b.lis.Addr().String() {
+					onB++
+				}
+			}
+			if onB < tc.minNew || onB > tc.maxNew {
+				t.Errorf("%s: %d of 10 new streams reached the returning backend; want %d to %d", tc.policy, onB, tc.minNew, tc.maxNew)
+			}
+		})
+	}
+}
+
+func TestDialRejectsUnknownPolicy(t *testing.T) {
+	if _, err := Dial("127.0.0.1:1", Options{Balancing: "random"}); err == nil || !strings.Contains(err.Error(), "random") {
+		t.Errorf("Dial with an unknown policy: %v; want an error naming it", err)
 	}
 }

@@ -9,8 +9,8 @@ import (
 func TestParseTarget(t *testing.T) {
 	for _, tc := range []struct {
 		in, serverName, want string
-		list               bool
-		bad                bool
+		list                 bool
+		bad                  bool
 	}{
 		{in: "realtime:9090", want: "realtime:9090"},
 		{in: " dns:///realtime.calmline:9090 ", want: "dns:///realtime.calmline:9090"},
