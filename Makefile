@@ -34,6 +34,11 @@ test-go: ## Run every module's tests on its own (GOWORK=off).
 		(cd $$m && GOWORK=off $(GO) test $(TESTFLAGS) ./...); \
 	done
 
+test-keepalive: ## Measure dead-peer detection: SIGSTOP a backend, a client, and a realtime under a live call (≈ 45 s).
+	set -o pipefail; cd lib && $(GO) test -count=1 -run 'Stopped' -v ./rpc/ | grep -E 'after|^(ok|FAIL|---)'
+	set -o pipefail; cd cmd && CALMLINE_E2E_KEEPALIVE=1 $(GO) test -count=1 -run 'SilentFailover' -v ./calmline/ | grep -E 'keepalive_e2e_test|^(ok|FAIL|---)'
+.PHONY: test-keepalive
+
 lint: $(TOOLS)/.stamp ## gofmt, go vet, staticcheck and buf lint.
 	@out=$$(git ls-files '*.go' | grep -v '\.pb\.go$$' | xargs gofmt -l); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

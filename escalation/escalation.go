@@ -15,6 +15,7 @@ package escalation
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
+	// ALPN; see service.Options.TLS).
+	TLS *tls.Config
 	// Tenants authenticates people's requests.
 	Tenants *tenant.Registry
 	// Database is "sqlite:PATH" or "postgres://..."; defaults to
@@ -163,6 +167,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
+		TLS:            o.TLS,
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
 			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName,
 				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName),

@@ -14,6 +14,7 @@ package fullcall
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +48,12 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
+	// ALPN; see service.Options.TLS).
+	TLS *tls.Config
+	// BackendTLS, when set, is the TLS (and mTLS) configuration of
+	// outgoing gRPC connections to the other services.
+	BackendTLS *tls.Config
 	// Tenants authenticates report queries and uploads, and gives each
 	// tenant's retention.
 	Tenants *tenant.Registry
@@ -255,7 +262,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	if o.EscalationAddr != "" {
-		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
+		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
 		if err != nil {
 			return fail(fmt.Errorf("fullcall: escalation: %w", err))
 		}
@@ -279,6 +286,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
+		TLS:            o.TLS,
 		// An upload travels in one message.
 		MaxRecvMsgSize: int(maxMsg) + 64<<10,
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{o.Tenants.UnaryServerInterceptor(

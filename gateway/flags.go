@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/calmline/calmline/gateway/session"
+	"github.com/calmline/calmline/lib/rpc"
 )
 
 // AdminTokenEnv is the environment variable that may hold the admin token
@@ -20,12 +21,14 @@ type Flags struct {
 	Pacing         string
 	PacingLead     time.Duration
 	AdminTokenFile string
+	Balancing      string
 }
 
 // Register adds the flags to fs.
 func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Pacing, "pacing", session.PaceThrottle, "what to do with a client sending audio faster than real time: throttle, refuse (close 4420) or off")
 	fs.DurationVar(&f.PacingLead, "pacing-lead", 2*time.Second, "how far a call's audio may run ahead of the clock before pacing applies")
+	fs.StringVar(&f.Balancing, "balancing", rpc.RoundRobin, "how new calls spread over the healthy realtime and fullcall addresses: "+rpc.RoundRobin+" or "+rpc.LeastLoaded+" (fewest streams open there from this gateway's connection)")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the token for POST /admin/drain (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 
@@ -33,6 +36,10 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 func (f *Flags) Apply(o *Options) error {
 	o.Session.Pacing.Policy = f.Pacing
 	o.Session.Pacing.MaxLead = f.PacingLead
+	if f.Balancing != rpc.RoundRobin && f.Balancing != rpc.LeastLoaded {
+		return fmt.Errorf("--balancing %q: want %s or %s", f.Balancing, rpc.RoundRobin, rpc.LeastLoaded)
+	}
+	o.Balancing = f.Balancing
 	tok := os.Getenv(AdminTokenEnv)
 	if f.AdminTokenFile != "" {
 		b, err := os.ReadFile(f.AdminTokenFile)

@@ -11,6 +11,7 @@ package gateway
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,15 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics; none when nil.
 	Metrics http.Handler
+	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
+	// ALPN; see service.Options.TLS).
+	TLS *tls.Config
+	// BackendTLS, when set, is the TLS (and mTLS) configuration of
+	// outgoing gRPC connections to the other services.
+	BackendTLS *tls.Config
+	// Balancing spreads new calls' streams over the healthy backend
+	// addresses: rpc.RoundRobin (default) or rpc.LeastLoaded.
+	Balancing string
 	// Tenants authenticates clients.
 	Tenants *tenant.Registry
 	// RealtimeAddr and FullcallAddr are the backends' gRPC addresses:
@@ -123,7 +133,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := o.Logger.With("service", "gateway")
-	ro := rpc.Options{MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
+	ro := rpc.Options{TLS: o.BackendTLS, Balancing: o.Balancing, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
 	rt, err := rpc.NewPool(o.RealtimeAddr, o.PoolSize, ro)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: realtime: %w", err)
@@ -158,6 +168,7 @@ func New(o Options) (*Server, error) {
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
+		TLS:            o.TLS,
 	})
 	s.native = native.NewHandler(o.Native, mgr, o.Tenants, log)
 	s.host.Mux.Handle("GET /ws/native", s.native)

@@ -10,6 +10,7 @@ package realtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,12 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
+	// ALPN; see service.Options.TLS).
+	TLS *tls.Config
+	// BackendTLS, when set, is the TLS (and mTLS) configuration of
+	// outgoing gRPC connections to the other services.
+	BackendTLS *tls.Config
 	// EscalationAddr is escalation's gRPC address (host:port, a list, or a
 	// dns:/// target). When empty, alerts reach only the gateway.
 	EscalationAddr string
@@ -105,7 +112,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{o: o, log: log, m: m, draining: make(chan struct{})}
 	s.bgCtx, s.stopBg = context.WithCancel(context.Background())
 	if o.EscalationAddr != "" {
-		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
+		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
 		if err != nil {
 			return nil, fmt.Errorf("realtime: escalation: %w", err)
 		}
@@ -127,6 +134,7 @@ func New(o Options) (*Server, error) {
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
+		TLS:            o.TLS,
 	})
 	realtimev1.RegisterRealtimeServiceServer(s.host.GRPC, s)
 	if o.MeterProvider != nil {

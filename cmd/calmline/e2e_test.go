@@ -56,6 +56,7 @@ func TestMain(m *testing.M) {
 // running is a `calmline serve` process.
 type running struct {
 	cmd   *exec.Cmd
+	logs  *testLog // its standard error
 	addrs map[string]string
 	exit  chan error
 
@@ -100,7 +101,8 @@ func startServe(t *testing.T, args ...string) *running {
 	args = append([]string{"serve", "--gateway-addr", "127.0.0.1:0", "--realtime-addr", "127.0.0.1:0",
 		"--fullcall-addr", "127.0.0.1:0", "--escalation-addr", "127.0.0.1:0", "--drain-timeout", "2s"}, args...)
 	cmd := exec.Command(binary, args...)
-	cmd.Stderr = &testLog{t: t}
+	logs := &testLog{t: t}
+	cmd.Stderr = logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +110,7 @@ func startServe(t *testing.T, args ...string) *running {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &running{cmd: cmd, addrs: map[string]string{}, exit: make(chan error, 1), more: make(chan struct{})}
+	r := &running{cmd: cmd, logs: logs, addrs: map[string]string{}, exit: make(chan error, 1), more: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -144,12 +146,26 @@ func startServe(t *testing.T, args ...string) *running {
 	return r
 }
 
-// testLog forwards the process's logs to the test log.
-type testLog struct{ t *testing.T }
+// testLog forwards the process's logs to the test log and keeps them.
+type testLog struct {
+	t   *testing.T
+	mu  sync.Mutex
+	all strings.Builder
+}
 
 func (l *testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
+	l.mu.Lock()
+	l.all.Write(p)
+	l.mu.Unlock()
 	return len(p), nil
+}
+
+// String returns everything logged so far.
+func (l *testLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
 }
 
 // stop sends SIGTERM and waits for a clean exit.

@@ -102,6 +102,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 	}
 	defer env.Close()
 	env.Telemetry.SetGlobal()
+	tlsConf := env.TLS
 	o := stack.Options{
 		Services:   svcs,
 		Listen:     map[string]string{},
@@ -113,6 +114,8 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 		Gateway:    gwo,
 		Escalation: eo,
 		Fullcall:   fco,
+		TLS:        tlsConf.Server,
+		BackendTLS: tlsConf.Client,
 	}
 	for name, v := range listen {
 		o.Listen[name] = *v
@@ -124,20 +127,24 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 	if err != nil {
 		return err
 	}
+	ws, web := "ws", "http"
+	if tlsConf.Server != nil {
+		ws, web = "wss", "https"
+	}
 	if a := st.Addr(stack.Gateway); a != nil {
-		fmt.Fprintf(stdout, "calmline: stream calls to ws://%s/ws/native\n", a)
-		fmt.Fprintf(stdout, "calmline: PBX protocols at ws://%s/ws/audiohook, /ws/twilio, /ws/asterisk (docs/protocols.md)\n", a)
+		fmt.Fprintf(stdout, "calmline: stream calls to %s://%s/ws/native\n", ws, a)
+		fmt.Fprintf(stdout, "calmline: PBX protocols at %s://%s/ws/audiohook, /ws/twilio, /ws/asterisk (docs/protocols.md)\n", ws, a)
 	}
 	if a := st.Addr(stack.Fullcall); a != nil {
-		fmt.Fprintf(stdout, "calmline: reports at http://%s/api/v1/reports (REST) and %s (gRPC)\n", a, a)
+		fmt.Fprintf(stdout, "calmline: reports at %s://%s/api/v1/reports (REST) and %s (gRPC)\n", web, a, a)
 	}
 	if a := st.Addr(stack.Escalation); a != nil {
-		fmt.Fprintf(stdout, "calmline: escalations at http://%s/api/v1/escalations\n", a)
+		fmt.Fprintf(stdout, "calmline: escalations at %s://%s/api/v1/escalations\n", web, a)
 	}
 	if demoKey != "" {
 		fmt.Fprintf(stdout, "calmline: demo tenant %q, API key %s (send it as \"Authorization: Bearer KEY\")\n", tenant.DemoTenantID, demoKey)
 		if a := st.Addr(stack.Fullcall); a != nil {
-			fmt.Fprintf(stdout, "calmline: try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/reports\n", demoKey, a)
+			fmt.Fprintf(stdout, "calmline: try: curl -H 'Authorization: Bearer %s' %s://%s/api/v1/reports\n", demoKey, web, a)
 		}
 	}
 	if a := st.Addr(stack.Fullcall); a != nil && fco.SpoolDir != "" {

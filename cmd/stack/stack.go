@@ -6,6 +6,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,12 @@ type Options struct {
 	// Announce receives one line per listener once it is open:
 	//	calmline: ready service=NAME addr=HOST:PORT
 	Announce io.Writer
+	// TLS, when set, makes every local listener TLS-only; BackendTLS,
+	// when set, is used for the gRPC calls between services (the local
+	// ones too, so that an all-in-one process runs the production
+	// set-up).
+	TLS        *tls.Config
+	BackendTLS *tls.Config
 	// Gateway, Realtime, Fullcall and Escalation start from these when
 	// set, else from each package's DefaultOptions.
 	Gateway    *gateway.Options
@@ -146,6 +153,7 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 				eo = *o.Escalation
 			}
 			eo.Logger, eo.MeterProvider, eo.TracerProvider, eo.Propagator, eo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			eo.TLS = o.TLS
 			eo.Tenants, eo.DataDir = o.Tenants, o.DataDir
 			s.servers[name], err = escalation.New(ctx, eo)
 		case Fullcall:
@@ -154,6 +162,8 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 				fo = *o.Fullcall
 			}
 			fo.Logger, fo.MeterProvider, fo.TracerProvider, fo.Propagator, fo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			fo.TLS = o.TLS
+			fo.BackendTLS = o.BackendTLS
 			fo.Tenants, fo.DataDir = o.Tenants, o.DataDir
 			if fo.EscalationAddr == "" {
 				// Each live call's report goes to escalation's care
@@ -171,6 +181,8 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 				ro = *o.Realtime
 			}
 			ro.Logger, ro.MeterProvider, ro.TracerProvider, ro.Propagator, ro.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			ro.TLS = o.TLS
+			ro.BackendTLS = o.BackendTLS
 			if ro.EscalationAddr, err = target(Escalation); err != nil {
 				// Alerts then reach only the gateway; say so loudly.
 				tel.Logger.Warn("realtime runs without escalation: alerts reach only the gateway")
@@ -183,6 +195,8 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 				gwo = *o.Gateway
 			}
 			gwo.Logger, gwo.MeterProvider, gwo.TracerProvider, gwo.Propagator, gwo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
+			gwo.TLS = o.TLS
+			gwo.BackendTLS = o.BackendTLS
 			gwo.Tenants = o.Tenants
 			s.gatewayStop = gwo.DrainTimeout + gwo.ShutdownGrace
 			if gwo.RealtimeAddr, err = target(Realtime); err != nil {

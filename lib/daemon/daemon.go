@@ -1,6 +1,7 @@
 // Package daemon is what every calmline command does around its services:
 // signals become context cancellation, telemetry comes from flags, the
-// tenants file is loaded and reloaded (on change or SIGHUP), and each
+// tenants file is loaded and reloaded (on change or SIGHUP), TLS
+// certificates are loaded and reloaded (on SIGHUP), and each
 // listener announces itself with one line once it is ready, so that scripts
 // can start a stack on port 0 and read where it listens.
 package daemon
@@ -25,12 +26,16 @@ import (
 type Flags struct {
 	Telemetry   telemetry.Options
 	TenantsFile string
+	// TLS names the certificate files of the listeners and of outgoing
+	// gRPC.
+	TLS TLSFlags
 }
 
 // Register adds the flags to fs; the tenants flag only when the command
 // needs tenants.
 func (f *Flags) Register(fs *flag.FlagSet, tenants bool) {
 	f.Telemetry.RegisterFlags(fs)
+	f.TLS.Register(fs)
 	if tenants {
 		fs.StringVar(&f.TenantsFile, "tenants", "tenants.yaml", "tenants file (re-read when it changes or on SIGHUP)")
 	}
@@ -43,6 +48,10 @@ type Env struct {
 	Telemetry *telemetry.Telemetry
 	// Tenants is nil unless a tenants file was given.
 	Tenants *tenant.Registry
+	// TLS holds the listeners' (Server) and outgoing gRPC's (Client) TLS
+	// configurations, each nil when not configured; their key pairs are
+	// re-read on SIGHUP.
+	TLS *TLS
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -50,6 +59,10 @@ type Env struct {
 
 // Start sets the environment up for the named service.
 func Start(name string, f Flags) (*Env, error) {
+	tlsConf, err := f.TLS.Load()
+	if err != nil {
+		return nil, err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	f.Telemetry.ServiceName = name
 	tel, err := telemetry.New(ctx, f.Telemetry)
@@ -57,7 +70,8 @@ func Start(name string, f Flags) (*Env, error) {
 		stop()
 		return nil, err
 	}
-	e := &Env{Ctx: ctx, Telemetry: tel, stop: stop}
+	e := &Env{Ctx: ctx, Telemetry: tel, TLS: tlsConf, stop: stop}
+	e.WatchTLS(tlsConf)
 	if f.TenantsFile != "" {
 		reg, err := tenant.Load(f.TenantsFile)
 		if err != nil {

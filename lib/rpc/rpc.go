@@ -1,6 +1,8 @@
 // Package rpc holds calmline's gRPC client defaults: keepalive that notices
-// a dead backend within 15 s, round-robin balancing over every address a
-// target resolves to with health checking, OpenTelemetry instrumentation,
+// a silently dead backend within 13 s (service.KeepaliveTime+Timeout),
+// optional TLS and mTLS, round-robin (or least-loaded) balancing over every
+// address a target resolves to with health checking, OpenTelemetry
+// instrumentation,
 // and a small fixed pool of connections per target so that the number of
 // TCP connections from a gateway to a backend never grows with calls.
 package rpc
@@ -15,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/balancer/leastrequest" // LeastLoaded
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
@@ -23,36 +26,79 @@ import (
 	"github.com/calmline/calmline/lib/service"
 )
 
-// serviceConfig balances new streams round-robin over every healthy
-// address the target resolves to; an address whose health service says
-// NOT_SERVING (a draining backend) receives no new streams.
-const serviceConfig = `{
-  "loadBalancingConfig": [{"round_robin": {}}],
-  "healthCheckConfig": {"serviceName": ""}
-}`
+// Balancing policies for new streams over a target's healthy addresses.
+const (
+	// RoundRobin takes the addresses in turn (the default).
+	RoundRobin = "round_robin"
+	// LeastLoaded takes the address with the fewest streams open from
+	// this connection (grpc-go's least_request balancer sampling 10
+	// addresses at random, which for up to a few backends finds the
+	// least loaded almost surely). It evens out faster than round-robin
+	// after a backend joins or restarts, since long calls stay where
+	// they started.
+	LeastLoaded = "least_loaded"
+)
+
+// serviceConfig returns the service config for a balancing policy: an
+// address whose health service says NOT_SERVING (a draining backend)
+// receives no new streams under either.
+func serviceConfig(policy string) (string, error) {
+	var lb string
+	switch policy {
+	case "", RoundRobin:
+		lb = `{"round_robin": {}}`
+	case LeastLoaded:
+		lb = `{"least_request_experimental": {"choiceCount": 10}}`
+	default:
+		return "", fmt.Errorf("balancing policy %q: want %s or %s", policy, RoundRobin, LeastLoaded)
+	}
+	return `{"loadBalancingConfig": [` + lb + `], "healthCheckConfig": {"serviceName": ""}}`, nil
+}
 
 // Options configures client connections.
 type Options struct {
-	// TLS, when set, is used for the connection; otherwise cleartext.
+	// TLS, when set, is used for every connection and health check;
+	// otherwise cleartext. RootCAs verifies the servers, Certificates or
+	// GetClientCertificate is the client certificate for mTLS. The name
+	// verified is ServerName when set, else the host of each address
+	// (of the target, of each list entry, of the DNS name).
 	TLS            *tls.Config
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
 	// MaxRecvMsgSize bounds one received message (default 4 MiB).
 	MaxRecvMsgSize int
+	// Balancing is RoundRobin (default) or LeastLoaded.
+	Balancing string
 }
 
 // Dial returns a client connection to target, which may be a host:port, a
 // "dns:///name:port" resolving to several backends, or a comma-separated
 // list of host:port balanced round-robin.
 func Dial(target string, o Options) (*grpc.ClientConn, error) {
-	target, opts, err := parseTarget(target)
+	var serverName string
+	if o.TLS != nil {
+		serverName = o.TLS.ServerName
+	}
+	sc, err := serviceConfig(o.Balancing)
+	if err != nil {
+		return nil, err
+	}
+	target, opts, err := parseTarget(target, serverName)
 	if err != nil {
 		return nil, err
 	}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
-		creds = credentials.NewTLS(o.TLS)
+		c := o.TLS.Clone()
+		if c.MinVersion == 0 {
+			c.MinVersion = tls.VersionTLS12
+		}
+		creds = credentials.NewTLS(c) // sets ALPN h2
+		if c.ServerName != "" {
+			// gRPC verifies the channel's authority, which this sets.
+			opts = append(opts, grpc.WithAuthority(c.ServerName))
+		}
 	}
 	var statsOpts []otelgrpc.Option
 	if o.MeterProvider != nil {
@@ -76,7 +122,7 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 			Timeout:             service.KeepaliveTimeout,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithDefaultCallOptions(callOpts...),
 	)
 	cc, err := grpc.NewClient(target, opts...)

@@ -3,7 +3,11 @@ package service
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -15,12 +19,20 @@ import (
 var http2Preface = []byte("PRI ")
 
 // classifyTimeout bounds how long a new connection may take to send its
-// first bytes.
+// first bytes, or to finish its TLS handshake.
 const classifyTimeout = 10 * time.Second
 
-// portMux splits one listener into gRPC (HTTP/2) and HTTP/1.x connections.
+// lingerTimeout bounds how long a connection refused in the TLS handshake
+// is read from so that its client can read the alert saying why.
+const lingerTimeout = time.Second
+
+// portMux splits one listener into gRPC (HTTP/2) and HTTP/1.x connections:
+// in cleartext by the first bytes, under TLS by the protocol ALPN
+// negotiated (h2 or http/1.1).
 type portMux struct {
 	root       net.Listener
+	tls        *tls.Config // nil: cleartext
+	log        *slog.Logger
 	grpc, http *chanListener
 
 	mu      sync.Mutex
@@ -29,8 +41,8 @@ type portMux struct {
 	wg      sync.WaitGroup
 }
 
-func newPortMux(root net.Listener) *portMux {
-	m := &portMux{root: root, pending: map[net.Conn]struct{}{}}
+func newPortMux(root net.Listener, tlsConf *tls.Config, log *slog.Logger) *portMux {
+	m := &portMux{root: root, tls: tlsConf, log: log, pending: map[net.Conn]struct{}{}}
 	m.grpc = newChanListener(root.Addr())
 	m.http = newChanListener(root.Addr())
 	return m
@@ -74,6 +86,10 @@ func (m *portMux) serve() error {
 
 func (m *portMux) classify(c net.Conn) {
 	defer m.wg.Done()
+	if m.tls != nil {
+		m.classifyTLS(c)
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(classifyTimeout))
 	br := bufio.NewReaderSize(c, 512)
 	head, err := br.Peek(len(http2Preface))
@@ -91,6 +107,65 @@ func (m *portMux) classify(c net.Conn) {
 	} else {
 		m.http.deliver(pc)
 	}
+}
+
+// classifyTLS does the TLS handshake and hands the connection on by the
+// protocol it negotiated: h2 to gRPC, anything else (http/1.1, or no ALPN
+// as older HTTP clients send) to HTTP. The *tls.Conn itself is handed on,
+// so net/http fills Request.TLS and gRPC reports the peer's certificate.
+func (m *portMux) classifyTLS(c net.Conn) {
+	tc := tls.Server(c, m.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), classifyTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		defer func() {
+			m.mu.Lock()
+			delete(m.pending, c)
+			m.mu.Unlock()
+		}()
+		// A cleartext HTTP request gets the answer net/http gives it; a
+		// cleartext gRPC client sees the connection close (Unavailable).
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+			_ = re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to a TLS port.\n")
+		}
+		// The error names the peer's mistake, never key material.
+		m.log.Debug("tls handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		if !errors.As(err, &re) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The alert that says why (a missing or unknown client
+			// certificate) is on its way. Under TLS 1.3 the client
+			// believes itself connected and is already writing:
+			// closing with its bytes unread would reset the
+			// connection and lose the alert, leaving the client with
+			// "broken pipe" instead of the reason. Read what it sends
+			// until it closes, for a second at most.
+			_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
+			_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+		}
+		c.Close()
+		return
+	}
+	m.mu.Lock()
+	delete(m.pending, c)
+	m.mu.Unlock()
+	if isGRPC(tc.ConnectionState()) {
+		m.grpc.deliver(tc)
+	} else {
+		m.http.deliver(tc)
+	}
+}
+
+// looksLikeHTTP reports whether the first bytes of a connection look like
+// an HTTP/1.x request or the HTTP/2 preface.
+func looksLikeHTTP(b []byte) bool {
+	for _, m := range []string{"GET ", "HEAD", "POST", "PUT ", "OPTI", "DELE", "PATC", "PRI "} {
+		if len(b) >= len(m) && string(b[:len(m)]) == m {
+			return true
+		}
+	}
+	return false
 }
 
 // close stops accepting and drops connections not yet classified. The

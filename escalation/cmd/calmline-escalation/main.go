@@ -37,6 +37,7 @@ func run(o escalation.Options, df daemon.Flags, addr string) error {
 	tel := env.Telemetry
 	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
 	o.Metrics = tel.MetricsHandler()
+	o.TLS = env.TLS.Server
 	o.Tenants = env.Tenants
 	s, err := escalation.New(env.Ctx, o)
 	if err != nil {

@@ -47,6 +47,8 @@ func run(o fullcall.Options, df daemon.Flags, addr string) error {
 	tel := env.Telemetry
 	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
 	o.Metrics = tel.MetricsHandler()
+	o.TLS = env.TLS.Server
+	o.BackendTLS = env.TLS.Client
 	o.Tenants = env.Tenants
 	s, err := fullcall.New(env.Ctx, o)
 	if err != nil {

@@ -35,6 +35,8 @@ func run(o realtime.Options, df daemon.Flags, addr string) error {
 	tel := env.Telemetry
 	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
 	o.Metrics = tel.MetricsHandler()
+	o.TLS = env.TLS.Server
+	o.BackendTLS = env.TLS.Client
 	s, err := realtime.New(o)
 	if err != nil {
 		return err
