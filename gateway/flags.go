@@ -20,6 +20,7 @@ const AdminTokenEnv = "CALMLINE_ADMIN_TOKEN"
 type Flags struct {
 	Pacing         string
 	PacingLead     time.Duration
+	RealtimeStall  time.Duration
 	AdminTokenFile string
 	Balancing      string
 }
@@ -28,6 +29,7 @@ type Flags struct {
 func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Pacing, "pacing", session.PaceThrottle, "what to do with a client sending audio faster than real time: throttle, refuse (close 4420) or off")
 	fs.DurationVar(&f.PacingLead, "pacing-lead", 2*time.Second, "how far a call's audio may run ahead of the clock before pacing applies")
+	fs.DurationVar(&f.RealtimeStall, "realtime-stall", 4*time.Second, "how long realtime may leave a call's flowing audio unanswered before the call moves to another instance (a hung instance); negative: never")
 	fs.StringVar(&f.Balancing, "balancing", rpc.RoundRobin, "how new calls spread over the healthy realtime and fullcall addresses: "+rpc.RoundRobin+" or "+rpc.LeastLoaded+" (fewest streams open there from this gateway's connection)")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the token for POST /admin/drain (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
@@ -36,6 +38,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 func (f *Flags) Apply(o *Options) error {
 	o.Session.Pacing.Policy = f.Pacing
 	o.Session.Pacing.MaxLead = f.PacingLead
+	o.Session.RealtimeStall = f.RealtimeStall
 	if f.Balancing != rpc.RoundRobin && f.Balancing != rpc.LeastLoaded {
 		return fmt.Errorf("--balancing %q: want %s or %s", f.Balancing, rpc.RoundRobin, rpc.LeastLoaded)
 	}

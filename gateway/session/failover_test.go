@@ -103,7 +103,7 @@ func TestRealtimeOverflowIsCounted(t *testing.T) {
 		}
 	})
 	mt := gatewaytest.NewMetrics(t)
-	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeQueue: 500 * time.Millisecond})
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeQueue: 500 * time.Millisecond, RealtimeStall: -1})
 	c, err := m.Start(context.Background(), stereo("overflow"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -209,5 +209,86 @@ func TestFullcallStreamFailingOverAndOver(t *testing.T) {
 	defer mu.Unlock()
 	if len(failed) < 14 {
 		t.Errorf("the stream failed %d times; want 14", len(failed))
+	}
+}
+
+// TestAHungRealtimeLosesTheCall hangs the realtime instance scoring a call
+// without closing its connection (a stopped process: no FIN, no RST, and
+// keepalive would take 13 s): once audio has gone unanswered for the stall
+// bound, the call moves to the other instance, the move is reported to
+// fullcall as a live-scoring gap, and scoring resumes there.
+func TestAHungRealtimeLosesTheCall(t *testing.T) {
+	a, b, fc := gatewaytest.StartRealtime(t), gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	release := make(chan struct{})
+	var victim atomic.Pointer[gatewaytest.Realtime]
+	for _, r := range []*gatewaytest.Realtime{a, b} {
+		r.Configure(func() {
+			r.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+				// From the third second on, the instance that has the
+				// call stops answering.
+				if ch.Seq > 20 && (victim.CompareAndSwap(nil, r) || victim.Load() == r) {
+					<-release
+					return errors.New("hung")
+				}
+				return nil
+			}
+		})
+	}
+	defer close(release)
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, a.Addr+","+b.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeStall: 300 * time.Millisecond})
+	ev := newEvents()
+	c, err := m.Start(context.Background(), stereo("hung"), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 3, nil)
+	deadline := time.After(10 * time.Second)
+	for len(a.OpenCalls())+len(b.OpenCalls()) < 2 {
+		select {
+		case <-deadline:
+			t.Fatal("the call never left the hung instance")
+		case <-time.After(20 * time.Millisecond):
+			feed(t, c, 1, nil) // the call goes on meanwhile
+		}
+	}
+	// Scoring resumes on the other instance.
+	v := victim.Load()
+	survivor := a
+	if v == a {
+		survivor = b
+	}
+	for survivor.ChunkCount("hung") == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("no audio reached the surviving instance")
+		case <-time.After(20 * time.Millisecond):
+			feed(t, c, 1, nil)
+		}
+	}
+	got := len(ev.got)
+	feed(t, c, 2, nil)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Incomplete {
+		t.Error("a hung realtime made the fullcall report incomplete")
+	}
+	if len(ev.got) <= got {
+		t.Error("no scores after the call moved")
+	}
+	var gaps int
+	for _, e := range fc.CallEvents("hung") {
+		if g := e.GetLiveScoringGap(); g != nil && g.Reason == callv1.GapReason_GAP_REASON_FAILOVER {
+			gaps++
+		}
+	}
+	// The hung instance still answers health checks here (a stopped
+	// process would not), so round-robin may hand it the call again, and
+	// the call moves again: every move is counted and reported.
+	stalls := mt.Value("calmline.gateway.realtime.stalls", "tenant", "acme")
+	if stalls < 1 || float64(gaps) != stalls {
+		t.Errorf("%v stalls counted, %d live-scoring gaps reported to fullcall; want as many, at least one", stalls, gaps)
 	}
 }

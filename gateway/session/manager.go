@@ -126,6 +126,14 @@ type Options struct {
 	// RealtimeQueue bounds the audio waiting for realtime; past it the
 	// oldest is dropped and counted (default 2 s).
 	RealtimeQueue time.Duration
+	// RealtimeStall is how long realtime may leave audio unanswered
+	// before the call moves to another instance (default 4 s; negative
+	// disables). A realtime instance that hangs without closing its
+	// connection (a stopped process, a dead host) is otherwise noticed
+	// only by keepalive, after 13 s. It applies only while audio flows and
+	// at least 1.5 s of it is waiting for a score, so a paused or quiet
+	// call never trips it.
+	RealtimeStall time.Duration
 	// ReplayBuffer bounds the audio kept for fullcall until acknowledged;
 	// past it the call is marked incomplete (default 30 s).
 	ReplayBuffer time.Duration
@@ -151,6 +159,9 @@ func (o *Options) defaults() {
 	}
 	if o.RealtimeQueue == 0 {
 		o.RealtimeQueue = 2 * time.Second
+	}
+	if o.RealtimeStall == 0 {
+		o.RealtimeStall = 4 * time.Second
 	}
 	if o.ReplayBuffer == 0 {
 		o.ReplayBuffer = 30 * time.Second

@@ -22,6 +22,7 @@ type metrics struct {
 	backendOut  metric.Int64Counter
 	dropped     metric.Int64Counter
 	reconnects  metric.Int64Counter
+	rtStalls    metric.Int64Counter
 	replayed    metric.Int64Counter
 	incomplete  metric.Int64Counter
 	evDropped   metric.Int64Counter
@@ -60,6 +61,7 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 	m.backendOut = counter("calmline.gateway.backend.out", "By", "Audio payload bytes sent to the backends (replays included), by backend.")
 	m.dropped = counter("calmline.gateway.audio.dropped", "By", "Audio dropped, by path and reason.")
 	m.reconnects = counter("calmline.gateway.backend.reconnects", "{stream}", "Backend streams reopened after a failure, by backend.")
+	m.rtStalls = counter("calmline.gateway.realtime.stalls", "{stream}", "Realtime streams given up because audio went unanswered for --realtime-stall (a hung instance); the call moves to another.")
 	m.replayed = counter("calmline.gateway.fullcall.replayed", "{chunk}", "Chunks replayed to fullcall after a reconnect.")
 	m.incomplete = counter("calmline.gateway.calls.incomplete", "{call}", "Calls whose fullcall audio could not all be kept.")
 	m.evDropped = counter("calmline.gateway.events.dropped", "{event}", "Score events dropped because a client read too slowly, by tenant.")

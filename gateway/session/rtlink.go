@@ -54,7 +54,13 @@ type rtLink struct {
 
 	episodes atomic.Uint32 // highest alert episode seen
 	lastEnd  atomic.Uint64 // end of the last score received
-	done     chan struct{} // closed when run returns
+	// unanswered is when (nanoseconds on the call's clock, 0 for none)
+	// the first chunk went out on the current stream after the last
+	// message came back from it; sentEnd is the end of the last chunk
+	// sent. Together they tell a hung realtime from a slow one.
+	unanswered atomic.Int64
+	sentEnd    atomic.Uint64
+	done       chan struct{} // closed when run returns
 }
 
 // sentMark is when (nanoseconds on the call's clock) the chunk ending at
@@ -77,12 +83,37 @@ func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.sentMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.checkStallLocked(at)
 	if l.chunks >= l.maxChunks {
 		l.dropOldestLocked()
 	}
 	l.q = append(l.q, &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: ch}})
 	l.chunks++
 	l.kickLocked()
+}
+
+// checkStallLocked gives up the current stream when realtime has left the
+// audio sent on it unanswered too long: more than RealtimeStall since the
+// first unanswered chunk, with at least 1.5 s of audio past the last score
+// (a healthy instance scores every second, 160 ms after it ends). Closing
+// the stream's context makes run move the call to another instance, as if
+// the stream had failed.
+func (l *rtLink) checkStallLocked(now time.Time) {
+	stall := l.c.m.o.RealtimeStall
+	since := l.unanswered.Load()
+	if stall < 0 || since == 0 || l.stream == nil {
+		return
+	}
+	waited := now.Sub(l.c.clock) - time.Duration(since)
+	behind := l.sentEnd.Load() - min(l.lastEnd.Load(), l.sentEnd.Load())
+	if waited < stall || behind < uint64(l.c.format.SampleRate)*3/2 {
+		return
+	}
+	l.c.m.m.rtStalls.Add(l.c.ctx, 1, l.c.attrs)
+	l.c.log.Warn("realtime left the call's audio unanswered; moving the call", "waited", waited.Round(time.Millisecond), "behind_s", float64(behind)/float64(l.c.format.SampleRate))
+	l.stream = nil
+	l.unanswered.Store(0)
+	l.cancel() // run's Recv ends, and run reopens elsewhere
 }
 
 // dropOldestLocked drops the oldest queued chunk, counting it.
@@ -156,6 +187,8 @@ func (l *rtLink) drain(s realtimev1.RealtimeService_AnalyzeClient, cancel contex
 			}
 			if ch := r.GetChunk(); ch != nil {
 				l.c.rtOut.Add(int64(len(ch.Data)))
+				l.sentEnd.Store(ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes))
+				l.unanswered.CompareAndSwap(0, int64(time.Since(l.c.clock)))
 			}
 		}
 		if sendClose {
@@ -251,6 +284,7 @@ func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
 	}
 	l.mu.Lock()
 	l.stream, l.cancel, l.closeSent = s, cancel, false
+	l.unanswered.Store(0)
 	l.kickLocked()
 	l.mu.Unlock()
 	err = l.recv(s)
@@ -292,6 +326,7 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 		if err != nil {
 			return err
 		}
+		l.unanswered.Store(0)
 		switch m := r.Msg.(type) {
 		case *realtimev1.AnalyzeResponse_Score:
 			l.lastEnd.Store(m.Score.EndSample)
