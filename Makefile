@@ -151,3 +151,8 @@ validate-deploy: $(TOOLS)/.stamp ## Check deploy/k8s offline: strict decoding in
 	cd deploy/validate && GOWORK=off $(GO) run . -calmline $(BIN)/calmline ../k8s
 
 .PHONY: validate-deploy
+
+capacity: ## The capacity model: instances, bandwidth and PostgreSQL load for 150-100,000 calls (calmline capacity; ARGS="--calls 5000").
+	cd cmd && $(GO) run ./calmline capacity $(ARGS)
+
+.PHONY: capacity
