@@ -102,7 +102,7 @@ func TestBadManifests(t *testing.T) {
 		wantError string
 	}{
 		{"unknown field", "20-gateway.yaml",
-			"      terminationGracePeriodSeconds: 660\n", "      terminationGracePeriodSeconds: 660\n      terminationGracePeriod: 660\n",
+			"      terminationGracePeriodSeconds: 600\n", "      terminationGracePeriodSeconds: 600\n      terminationGracePeriod: 600\n",
 			false, `unknown field "terminationGracePeriod"`},
 		{"misspelt probe field", "30-realtime.yaml",
 			"          readinessProbe:\n            httpGet:\n              path: /readyz", "          readinessProbe:\n            httpGet:\n              pathname: /readyz",
@@ -129,10 +129,10 @@ func TestBadManifests(t *testing.T) {
 			"              path: /healthz\n              port: grpc", "              path: /healthz\n              port: 9999",
 			false, "livenessProbe port 9999 is not a containerPort"},
 		{"grace shorter than the drain", "20-gateway.yaml",
-			"terminationGracePeriodSeconds: 660", "terminationGracePeriodSeconds: 300",
-			false, "terminationGracePeriodSeconds 5m0s is shorter than preStop 10s + --drain-timeout 10m0s + shutdown grace 10s = 10m20s"},
+			"terminationGracePeriodSeconds: 600", "terminationGracePeriodSeconds: 300",
+			false, "terminationGracePeriodSeconds 5m0s is shorter than preStop 10s + --drain-timeout 9m0s + shutdown grace 10s = 9m20s"},
 		{"longer drain, same grace", "20-gateway.yaml",
-			"--drain-timeout=600s", "--drain-timeout=1h",
+			"--drain-timeout=540s", "--drain-timeout=1h",
 			false, "calls would be killed, not drained"},
 		{"gateway without preStop", "20-gateway.yaml",
 			"              sleep:\n                seconds: 10\n", "              sleep:\n                seconds: 0\n",
