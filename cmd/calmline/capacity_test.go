@@ -54,3 +54,18 @@ func TestCapacityCommand(t *testing.T) {
 		t.Errorf("capacity --inputs with an incomplete file = %d, %q; want 1 naming what is missing", code, errs)
 	}
 }
+
+// TestCapacityDocTable keeps docs/capacity.md's table the command's output.
+func TestCapacityDocTable(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "capacity.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := dispatch([]string{"capacity"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("capacity = %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(string(doc), stdout.String()) {
+		t.Errorf("docs/capacity.md does not hold the output of calmline capacity; update its table to:\n%s", stdout.String())
+	}
+}
