@@ -64,6 +64,7 @@ const serveFlagsFixture = `Usage of calmline serve:
   -gateway-addr string
   -log-format string
   -pool-size int
+  -balancing string
   -realtime string
   -realtime-addr string
   -services string
