@@ -57,6 +57,7 @@ type Inputs struct {
 	VoiceSpeed     Input `json:"voice_x_realtime_per_core"`
 	FullcallLive   Input `json:"fullcall_live_kib_per_call"`
 	FinalizeCPU    Input `json:"fullcall_finalize_cpu_ms"`
+	HandshakeCPU   Input `json:"tls_handshake_cpu_ms"`
 	CheckpointSize Input `json:"checkpoint_bytes"`
 	ReportSize     Input `json:"report_bytes"`
 	OneMachine     Input `json:"one_machine_calls"`
@@ -286,6 +287,11 @@ func Compute(in *Inputs, o Options, calls int) (Plan, error) {
 
 	hangups := n / in.CallSeconds.Value
 	p.Cores = n*(in.GatewayCPU.Value+in.RealtimeCPU.Value+in.FullcallCPU.Value) + hangups*in.FinalizeCPU.Value/1000
+	if o.TLS {
+		// A call's TLS handshake, once per call (as many starts as
+		// hang-ups in the steady state).
+		p.Cores += hangups * in.HandshakeCPU.Value / 1000
+	}
 	p.MemoryGiB = n * (in.GatewayRSS.Value + in.RealtimeRSS.Value + in.FullcallRSS.Value) / (1 << 20)
 
 	p.PayloadGbps = n * 2 * in.ChannelBytesPS.Value * 8 / 1e9

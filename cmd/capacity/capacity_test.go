@@ -152,6 +152,12 @@ func TestComputeArithmetic(t *testing.T) {
 	if p.Next != "PostgreSQL connections" {
 		t.Errorf("next bottleneck = %q; want PostgreSQL connections (13.76 of the ceiling)", p.Next)
 	}
+	in.HandshakeCPU.Value = 2
+	o.TLS = true
+	if p, _ := Compute(in, o, 1000); math.Abs(p.Cores-(70+0.1+10*0.002)) > 1e-9 {
+		t.Errorf("cores with TLS = %v; want 10 handshakes/s × 2 ms more", p.Cores)
+	}
+	o.TLS = false
 	p, _ = Compute(in, o, 50)
 	if p.Next != "one machine running everything (measured)" {
 		t.Errorf("at 50 calls next bottleneck = %q; want the one machine (50 %% of 100 calls)", p.Next)
