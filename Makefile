@@ -26,7 +26,7 @@ build: ## Build bin/calmline and the per-service binaries.
 run: build ## Build and start every service in one process on the embedded defaults.
 	$(BIN)/calmline serve
 
-test: lint check-generate test-go ## The whole suite: lint, generated code up to date, every module's tests.
+test: lint check-generate test-go validate-deploy ## The whole suite: lint, generated code up to date, every module's tests, the Kubernetes manifests.
 
 test-go: ## Run every module's tests on its own (GOWORK=off).
 	@set -e; for m in $(MODULES); do \
@@ -138,3 +138,21 @@ bench-protocols: ## PBX protocol benchmarks: one call over native, AudioHook, Tw
 
 
 .PHONY: bench-gateway bench-load bench-gateway-mem
+
+# deploy/validate is its own module (k8s.io/api stays out of calmline's
+# modules and out of go.work): vet, staticcheck and tests, then the real
+# manifests against the real `calmline serve` flags. Offline once the module
+# cache holds k8s.io/api; CI downloads it like any module.
+validate-deploy: $(TOOLS)/.stamp ## Check deploy/k8s offline: strict decoding into k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets.
+	@mkdir -p $(BIN)
+	cd cmd && $(GO) build -o $(BIN)/calmline ./calmline
+	cd deploy/validate && GOWORK=off $(GO) vet ./... && GOWORK=off $(TOOLS)/staticcheck ./...
+	cd deploy/validate && GOWORK=off $(GO) test $(TESTFLAGS) ./...
+	cd deploy/validate && GOWORK=off $(GO) run . -calmline $(BIN)/calmline ../k8s
+
+.PHONY: validate-deploy
+
+capacity: ## The capacity model: instances, bandwidth and PostgreSQL load for 150-100,000 calls (calmline capacity; ARGS="--calls 5000").
+	cd cmd && $(GO) run ./calmline capacity $(ARGS)
+
+.PHONY: capacity

@@ -45,6 +45,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	eo := escalation.DefaultOptions()
 	fs.IntVar(&eo.DeliveryWorkers, "delivery-workers", eo.DeliveryWorkers, "escalation: outbound requests (webhooks, warnings, transfers) in flight at once")
 	fs.IntVar(&eo.MaxBacklog, "max-outbox", eo.MaxBacklog, "escalation: undelivered requests per tenant before new alerts are refused (0: no bound)")
+	fs.StringVar(&eo.Database, "escalation-database", "", "escalation's store: sqlite:PATH or postgres://... (default DATA-DIR/escalation.db); instances sharing a PostgreSQL database share the outbox")
 	fco := fullcall.DefaultOptions()
 	fs.StringVar(&fco.Database, "fullcall-database", "", "fullcall's store: sqlite:PATH or postgres://... (default DATA-DIR/fullcall.db); instances sharing it share live calls and the batch queue")
 	spoolDir := fs.String("fullcall-spool-dir", "", "spool directory fullcall watches for recordings, DIR/TENANT/incoming (default DATA-DIR/spool; \"off\" for none)")

@@ -1,0 +1,249 @@
+package capacity
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestMeasuredParses(t *testing.T) {
+	in, err := Parse(Measured)
+	if err != nil {
+		t.Fatalf("the embedded data file: %v", err)
+	}
+	n := 0
+	in.each(func(key string, v *Input) {
+		n++
+		if v.Source.Where == "" || v.Source.Kind == "" {
+			t.Errorf("%s has no source", key)
+		}
+		if v.Source.Kind == "measured" && !strings.HasPrefix(v.Source.Date, "2026-") {
+			t.Errorf("%s: measured on %q; want the date of the run", key, v.Source.Date)
+		}
+	})
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(Measured, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != n {
+		t.Errorf("the data file has %d inputs; the model reads %d", len(raw), n)
+	}
+}
+
+// TestParseRefuses checks that a data file cannot lose a source or gain a
+// figure the model does not read without an error.
+func TestParseRefuses(t *testing.T) {
+	var base map[string]map[string]any
+	if err := json.Unmarshal(Measured, &base); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		change func(m map[string]map[string]any)
+		want   string
+	}{
+		{"unknown input", func(m map[string]map[string]any) {
+			m["gateway_cpu_per_call"] = m["gateway_cpu_core_per_call"]
+		}, `unknown field "gateway_cpu_per_call"`},
+		{"missing input", func(m map[string]map[string]any) { delete(m, "checkpoint_bytes") }, "checkpoint_bytes: missing"},
+		{"no source", func(m map[string]map[string]any) {
+			m["frame_ms"]["source"] = map[string]any{"kind": "constant"}
+		}, "frame_ms: no source"},
+		{"measured without command", func(m map[string]map[string]any) {
+			delete(m["gateway_rss_kib_per_call"]["source"].(map[string]any), "command")
+		}, "gateway_rss_kib_per_call: a measured figure needs its command, date and machine"},
+		{"derived without a note", func(m map[string]map[string]any) {
+			delete(m["realtime_rss_kib_per_call"]["source"].(map[string]any), "note")
+		}, "realtime_rss_kib_per_call: a derived figure needs a note"},
+		{"unknown kind", func(m map[string]map[string]any) {
+			m["tcp_mss_bytes"]["source"].(map[string]any)["kind"] = "guess"
+		}, `source kind "guess"`},
+		{"zero", func(m map[string]map[string]any) { m["call_seconds"]["value"] = 0 }, "call_seconds: value 0 must be positive"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var m map[string]map[string]any
+			json.Unmarshal(Measured, &m)
+			c.change(m)
+			b, _ := json.Marshal(m)
+			_, err := Parse(b)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Parse = %v; want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// small is a data file with round numbers, so that the arithmetic can be
+// followed by hand.
+func small(t *testing.T) *Inputs {
+	t.Helper()
+	in, err := Parse(Measured)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(v *Input, x float64) { v.Value = x }
+	set(&in.GatewayCPU, 0.01)  // 50 calls per core at 50 %
+	set(&in.RealtimeCPU, 0.02) // 25
+	set(&in.FullcallCPU, 0.04) // 12
+	set(&in.GatewayRSS, 1024)  // 1 MiB
+	set(&in.RealtimeRSS, 2048)
+	set(&in.FullcallRSS, 1024)
+	set(&in.CallSeconds, 100)
+	set(&in.FinalizeCPU, 10)
+	set(&in.AlertsPerHour, 36) // 0.01 alert/s per call
+	set(&in.AlertsPerInst, 10) // 5 at 50 %
+	set(&in.TxPerAlert, 3)
+	set(&in.CheckpointSize, 1000)
+	set(&in.ReportSize, 500)
+	set(&in.DBConns, 16)
+	set(&in.DeliveryConns, 8)
+	set(&in.OneMachine, 100)
+	set(&in.PGTxCeiling, 1000)
+	set(&in.PGMaxConns, 100)
+	return in
+}
+
+func TestComputeArithmetic(t *testing.T) {
+	in := small(t)
+	o := Options{Cores: 1, Target: 0.5, CheckpointEvery: 2, TLS: false, MinInstances: 2}
+	for _, c := range []struct {
+		calls           int
+		gw, rt, fc, esc int
+	}{
+		{1, 2, 2, 2, 2},       // the minimum, for redundancy
+		{100, 2, 4, 9, 2},     // 100/50, 100/25, 100/12 = 8.3 → 9
+		{101, 3, 5, 9, 2},     // one call over a multiple rounds up
+		{1000, 20, 40, 84, 2}, // 10 alerts/s over 5 per instance
+		{1001, 21, 41, 84, 3}, // 10.01 alerts/s → 3
+	} {
+		p, err := Compute(in, o, c.calls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Gateway != c.gw || p.Realtime != c.rt || p.Fullcall != c.fc || p.Escalation != c.esc {
+			t.Errorf("%d calls: instances gateway %d realtime %d fullcall %d escalation %d; want %d %d %d %d",
+				c.calls, p.Gateway, p.Realtime, p.Fullcall, p.Escalation, c.gw, c.rt, c.fc, c.esc)
+		}
+	}
+	p, err := Compute(in, o, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approx := func(name string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-9*math.Max(1, math.Abs(want)) {
+			t.Errorf("%s = %v; want %v", name, got, want)
+		}
+	}
+	// 1000 calls × 0.07 core + 10 hang-ups/s × 10 ms.
+	approx("cores", p.Cores, 70+0.1)
+	approx("memory GiB", p.MemoryGiB, 1000*4096.0/(1<<20))
+	// 500 checkpoints/s + 2 × 10 hang-ups/s + 10 alerts/s × 3.
+	approx("PostgreSQL tx/s", p.DBWriteTx, 500+20+30)
+	approx("PostgreSQL MB/s", p.DBWriteMBps, (500*1000+10*500)/1e6)
+	if p.DBConns != 16*(84+2) || p.SNATPorts != 8*2 {
+		t.Errorf("connections %d, SNAT ports %d; want %d, %d", p.DBConns, p.SNATPorts, 16*86, 16)
+	}
+	// Ten times what one machine takes: the shared limits decide, and
+	// 16 × 86 = 1,376 connections against 100 come before 550 of 1,000
+	// transactions/s.
+	if p.Next != "PostgreSQL connections" {
+		t.Errorf("next bottleneck = %q; want PostgreSQL connections (13.76 of the ceiling)", p.Next)
+	}
+	in.HandshakeCPU.Value = 2
+	o.TLS = true
+	if p, _ := Compute(in, o, 1000); math.Abs(p.Cores-(70+0.1+10*0.002)) > 1e-9 {
+		t.Errorf("cores with TLS = %v; want 10 handshakes/s × 2 ms more", p.Cores)
+	}
+	o.TLS = false
+	p, _ = Compute(in, o, 50)
+	if p.Next != "one machine running everything (measured)" {
+		t.Errorf("at 50 calls next bottleneck = %q; want the one machine (50 %% of 100 calls)", p.Next)
+	}
+}
+
+func TestBandwidth(t *testing.T) {
+	in, err := Parse(Measured)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A 20 ms stereo G.711 frame: 320 bytes of audio + 8 (WebSocket,
+	// masked, 16-bit length) + 32 (TCP with timestamps) + 20 (IPv4).
+	if got := in.EdgeBytesPerFrame(false); got != 380 {
+		t.Errorf("edge bytes per frame without TLS = %v; want 380", got)
+	}
+	if got := in.EdgeBytesPerFrame(true); got != 402 {
+		t.Errorf("edge bytes per frame with TLS = %v; want 402 (+22 for a TLS 1.3 record)", got)
+	}
+	if got := in.EdgeBitsPerSecond(true); got != 160800 {
+		t.Errorf("edge bits/s = %v; want 402 × 8 × 50 = 160,800", got)
+	}
+	// 100 ms chunk: 1600 + 34 bytes in 2 segments of ≤ 1448, 52 bytes of
+	// headers each, 10 chunks a second.
+	if got := in.InternalBitsPerSecond(); got != (1634+2*52)*8*10 {
+		t.Errorf("internal bits/s = %v; want %v", got, (1634+2*52)*8*10)
+	}
+	p, err := Compute(in, DefaultOptions(), 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PayloadGbps != 12.8 {
+		t.Errorf("payload at 100,000 calls = %v Gbit/s; want 12.8 (the brief's figure)", p.PayloadGbps)
+	}
+	if math.Abs(p.EdgeGbps-16.08) > 1e-9 {
+		t.Errorf("edge at 100,000 calls = %v Gbit/s; want 16.08", p.EdgeGbps)
+	}
+}
+
+func TestComputeRefuses(t *testing.T) {
+	in, _ := Parse(Measured)
+	for _, o := range []Options{
+		{Cores: 0, Target: 0.5, CheckpointEvery: 2, MinInstances: 1},
+		{Cores: 2, Target: 1.5, CheckpointEvery: 2, MinInstances: 1},
+		{Cores: 2, Target: 0.5, CheckpointEvery: 30, MinInstances: 1},
+		{Cores: 2, Target: 0.5, CheckpointEvery: 2, MinInstances: 0},
+	} {
+		if _, err := Compute(in, o, 10); err == nil {
+			t.Errorf("Compute with %+v: no error", o)
+		}
+	}
+	if _, err := Compute(in, DefaultOptions(), 0); err == nil {
+		t.Error("Compute with 0 calls: no error")
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	in, _ := Parse(Measured)
+	var plans []Plan
+	for _, n := range []int{150, 100000} {
+		p, err := Compute(in, DefaultOptions(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plans = append(plans, p)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, plans); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	if !strings.HasPrefix(strings.TrimSpace(lines[0]), "calls  gateway  realtime  fullcall  escalation") {
+		t.Errorf("header = %q", lines[0])
+	}
+	if f := strings.Fields(lines[2]); f[0] != "100,000" || f[8] != "16.1" {
+		t.Errorf("100,000 row = %q; want calls first and 16.1 Gbit/s at the edge", lines[2])
+	}
+	if !strings.Contains(b.String(), "150 calls: next bottleneck: one machine running everything (measured) (25.0 %)") {
+		t.Errorf("no next-bottleneck line for 150 calls in:\n%s", b.String())
+	}
+}
+
+func TestGroup(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 100000: "100,000", 1234567: "1,234,567", -1500: "-1,500"} {
+		if got := group(n); got != want {
+			t.Errorf("group(%d) = %q; want %q", n, got, want)
+		}
+	}
+}
