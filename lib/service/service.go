@@ -73,6 +73,27 @@ type Options struct {
 	// ShutdownGrace bounds the graceful part of a stop triggered by the
 	// context given to Serve (default 10 s).
 	ShutdownGrace time.Duration
+	// MaxConnectionAge is how long a client's gRPC connection lives before
+	// the server asks it, with a GOAWAY, to open a new one for its next
+	// streams (default 10 min; negative: forever). Clients that reach a
+	// pool through DNS (a headless Service) re-resolve then, so instances
+	// added by an autoscaler receive new calls within that time. Streams
+	// under way go on, up to MaxConnectionAgeGrace (default 4 h, longer
+	// than calls last), on the old connection.
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+}
+
+// serverParams are the server's keepalive settings: pings that find a
+// silently dead client, and the connection age that makes clients
+// re-resolve their pools.
+func serverParams(o Options) keepalive.ServerParameters {
+	p := keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}
+	if o.MaxConnectionAge > 0 {
+		p.MaxConnectionAge = o.MaxConnectionAge
+		p.MaxConnectionAgeGrace = max(o.MaxConnectionAgeGrace, 0)
+	}
+	return p
 }
 
 // Host serves one service's gRPC and HTTP on one listener.
@@ -112,6 +133,12 @@ func NewHost(o Options) *Host {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 10 * time.Second
 	}
+	if o.MaxConnectionAge == 0 {
+		o.MaxConnectionAge = 10 * time.Minute
+	}
+	if o.MaxConnectionAgeGrace == 0 {
+		o.MaxConnectionAgeGrace = 4 * time.Hour
+	}
 	if o.MaxRecvMsgSize == 0 {
 		o.MaxRecvMsgSize = 4 << 20
 	}
@@ -139,10 +166,7 @@ func NewHost(o Options) *Host {
 				MinTime:             KeepaliveMinTime,
 				PermitWithoutStream: true,
 			}),
-			grpc.KeepaliveParams(keepalive.ServerParameters{
-				Time:    KeepaliveTime,
-				Timeout: KeepaliveTimeout,
-			}),
+			grpc.KeepaliveParams(serverParams(o)),
 			grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 			grpc.ChainUnaryInterceptor(o.UnaryInterceptors...),
 		)...),

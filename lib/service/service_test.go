@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,5 +188,58 @@ func TestServeStopsWhenContextEnds(t *testing.T) {
 	}
 	if err := h.Serve(context.Background(), lis); err == nil {
 		t.Error("second Serve succeeded")
+	}
+}
+
+// TestOldConnectionsAreRetired gives connections a short maximum age: the
+// client is told to open a new connection for its next calls (so a client
+// that found the server through DNS re-resolves), while a stream under
+// way on the old one goes on.
+func TestOldConnectionsAreRetired(t *testing.T) {
+	h, served := startHost(t, Options{Name: "test", MaxConnectionAge: 200 * time.Millisecond})
+	var dials atomic.Int32
+	cc, err := grpc.NewClient(h.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch, err := hc.Watch(watchCtx, &healthpb.HealthCheckRequest{Service: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first watch status = %v, %v", m, err)
+	}
+	for dials.Load() < 2 {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("check while the connection is retired: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the client never opened a new connection")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// The stream opened on the first connection still delivers.
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- h.Shutdown(context.Background()) }()
+	if m, err := watch.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watch on the retired connection = %v, %v; want NOT_SERVING", m, err)
+	}
+	stopWatch()
+	if err := <-shutdownDone; err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve = %v", err)
 	}
 }
