@@ -80,6 +80,10 @@ type Call struct {
 	// clock is when the call started on this gateway (monotonic), the
 	// reference for pacing and traffic rates.
 	clock time.Time
+	// chunkAt is when the last full chunk was completed and readPause
+	// what ReadPause returns next (see there).
+	chunkAt   time.Time
+	readPause time.Duration
 
 	// bytesOut counts what the adapter wrote to the client, rtOut and
 	// fcOut what went to each backend (audio payload, replays included),
@@ -257,11 +261,44 @@ func (c *Call) Audio(data []byte) error {
 		data = data[n:]
 		c.timeline.Store(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
 		if len(c.pending) == c.chunkBytes {
+			c.chunkDone()
 			c.flush()
 		}
 	}
 	return nil
 }
+
+// ReadPause returns how long the adapter may leave its connection unread
+// before its next read without delaying a chunk, and resets it to zero. It
+// is nonzero right after a chunk was completed by audio that arrived at
+// about real-time pace (the chunk took at least three quarters of its
+// duration to arrive): the next chunk is then at least a chunk's duration
+// away, and the frames that arrive meanwhile can be read together, a few
+// per system call and goroutine wake-up instead of one each. The pause is
+// 60 % of the chunk's duration, so the frame that completes the next chunk
+// is still read as soon as it arrives when the client's frames come up to
+// 40 % of a chunk (40 ms) early. A client sending faster than real time,
+// in bursts or catching up, gets no pause: its audio is read at once.
+func (c *Call) ReadPause() time.Duration {
+	d := c.readPause
+	c.readPause = 0
+	return d
+}
+
+// chunkDone sets the read pause for a chunk completed now.
+func (c *Call) chunkDone() {
+	now := time.Now()
+	dur := c.m.o.ChunkDuration
+	c.readPause = 0
+	if dur >= minPausedChunk && !c.chunkAt.IsZero() && now.Sub(c.chunkAt) >= dur*3/4 {
+		c.readPause = dur * 6 / 10
+	}
+	c.chunkAt = now
+}
+
+// minPausedChunk is the shortest chunk duration with read pauses: below
+// it a pause would save little and leave less room for a client's jitter.
+const minPausedChunk = 50 * time.Millisecond
 
 // pace applies the pacing policy to samples about to join the timeline.
 func (c *Call) pace(samples uint64) error {
