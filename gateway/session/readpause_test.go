@@ -11,8 +11,8 @@ import (
 )
 
 // TestReadPause checks when an adapter may leave its socket unread: after
-// a chunk completed at real-time pace, for 60 % of a chunk; never after
-// the first chunk, a partial one, or audio sent faster than real time.
+// a chunk completed at real-time pace, until shortly before the next one
+// is due; never after a partial chunk or audio ahead of real time.
 func TestReadPause(t *testing.T) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	ctx := context.Background()
@@ -31,26 +31,23 @@ func TestReadPause(t *testing.T) {
 		}
 	}
 
-	audio(full)
-	if d := c.ReadPause(); d != 0 {
-		t.Errorf("after the first chunk: pause %v; want none (no pace known)", d)
-	}
-	// The client's real-time pace: the next chunk's audio comes a
-	// chunk's duration later.
+	// A client at real-time pace delivers a chunk's audio a chunk's
+	// duration after the call started (or later: the pause is reckoned
+	// from how late it is).
 	time.Sleep(chunk)
 	audio(full[:len(full)/2])
 	if d := c.ReadPause(); d != 0 {
 		t.Errorf("after half a chunk: pause %v; want none", d)
 	}
 	audio(full[len(full)/2:])
-	if d, want := c.ReadPause(), chunk*6/10; d != want {
+	if d, want := c.ReadPause(), chunk-readPauseMargin; d != want {
 		t.Errorf("after a chunk at real-time pace: pause %v; want %v", d, want)
 	}
 	if d := c.ReadPause(); d != 0 {
 		t.Errorf("the pause is returned once; the second time %v", d)
 	}
-	audio(full) // at once: faster than real time
+	audio(full) // at once: ahead of real time
 	if d := c.ReadPause(); d != 0 {
-		t.Errorf("after a chunk sent at once: pause %v; want none", d)
+		t.Errorf("after a chunk ahead of real time: pause %v; want none", d)
 	}
 }
