@@ -88,6 +88,19 @@ type liveCall struct {
 	acked    uint64
 	// cpAt is the timeline position of the last checkpoint.
 	cpAt uint64
+	// chunks and bytes are received audio not yet added to the metrics:
+	// they are counted at each checkpoint and when the stream ends, not
+	// per chunk, since each update costs.
+	chunks, bytes int64
+}
+
+// count adds the audio received since the last count to the metrics.
+func (lc *liveCall) count(ctx context.Context) {
+	if lc.chunks > 0 {
+		lc.s.m.chunks.Add(ctx, lc.chunks)
+		lc.s.m.audioBytes.Add(ctx, lc.bytes)
+		lc.chunks, lc.bytes = 0, 0
+	}
 }
 
 func (lc *liveCall) start(ctx context.Context, call *callv1.Call) error {
@@ -148,6 +161,7 @@ func (lc *liveCall) resume(ctx context.Context, call *callv1.Call) error {
 func (lc *liveCall) run(ctx context.Context) error {
 	s := lc.s
 	every := uint64(s.o.CheckpointEvery.Seconds() * float64(lc.rate()))
+	defer lc.count(context.WithoutCancel(ctx))
 	for {
 		req, err := lc.stream.Recv()
 		if err != nil {
@@ -214,8 +228,8 @@ func (lc *liveCall) handle(ctx context.Context, req *fullcallv1.RecordRequest, e
 		if err := lc.agg.addAudio(c.StartSample, c.Data); err != nil {
 			return status.Errorf(codes.InvalidArgument, "chunk %d: %v", c.Seq, err)
 		}
-		s.m.chunks.Add(ctx, 1)
-		s.m.audioBytes.Add(ctx, int64(len(c.Data)))
+		lc.chunks++
+		lc.bytes += int64(len(c.Data))
 		lc.lastSeq = c.Seq
 		// Checkpoint every CheckpointEvery of audio, as soon as the
 		// analysis has made every second the audio completes (at most a
@@ -254,6 +268,7 @@ func (lc *liveCall) checkpoint(ctx context.Context, ack bool) error {
 	commit()
 	lc.cpAt = lc.agg.an.Timeline()
 	s.m.checkpoints.Add(ctx, 1)
+	lc.count(ctx)
 	s.m.checkpointTime.Record(ctx, time.Since(start).Seconds())
 	if ack && lc.lastSeq > lc.acked {
 		lc.acked = lc.lastSeq

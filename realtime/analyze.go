@@ -93,9 +93,24 @@ type liveCall struct {
 	// frameBytes is the size of one interleaved sample frame.
 	frameBytes uint64
 	log        *slog.Logger
+	// bytes and analysisNs are not yet added to the metrics: they are
+	// counted once per scored second and when the stream ends, not per
+	// chunk, since each update costs.
+	bytes, analysisNs int64
+}
+
+// count adds what was received and analysed since the last count to the
+// metrics.
+func (c *liveCall) count(ctx context.Context) {
+	if c.bytes > 0 || c.analysisNs > 0 {
+		c.s.m.audioBytes.Add(ctx, c.bytes)
+		c.s.m.analysisTimeNs.Add(ctx, c.analysisNs)
+		c.bytes, c.analysisNs = 0, 0
+	}
 }
 
 func (c *liveCall) loop(ctx context.Context) error {
+	defer c.count(context.WithoutCancel(ctx))
 	for {
 		req, err := c.stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -137,7 +152,7 @@ func (c *liveCall) chunk(ctx context.Context, ch *callv1.AudioChunk) error {
 	if uint64(len(data))%fb != 0 {
 		return status.Errorf(codes.InvalidArgument, "chunk %d: %d bytes is not a whole number of %d-byte sample frames", ch.Seq, len(data), fb)
 	}
-	c.s.m.audioBytes.Add(ctx, int64(len(data)))
+	c.bytes += int64(len(data))
 	pos := c.an.Timeline()
 	switch {
 	case ch.StartSample > pos:
@@ -156,8 +171,12 @@ func (c *liveCall) chunk(ctx context.Context, ch *callv1.AudioChunk) error {
 	}
 	start := time.Now()
 	c.an.Write(data)
-	c.s.m.analysisTimeNs.Add(ctx, int64(time.Since(start)))
-	return c.emit(ctx, c.an.Seconds())
+	c.analysisNs += int64(time.Since(start))
+	secs := c.an.Seconds()
+	if len(secs) > 0 {
+		c.count(ctx)
+	}
+	return c.emit(ctx, secs)
 }
 
 // gap advances the timeline to the gap's end; a gap that ends before the

@@ -62,9 +62,13 @@ read -r rss1 heap1 stack1 gor1 unacked1 live1 < <(sample)
 rt_conns=$(conns "${ADDR_realtime##*:}")
 fc_conns=$(conns "${ADDR_fullcall##*:}")
 # The gateway's own CPU over a window, with the calls live.
+# syscr/syscw: its read and write system calls (/proc/PID/io), which the
+# load on the machine does not change.
 c0=$(cpu_ticks "$gw"); t0=$(date +%s.%N)
+read -r r0 w0 < <(awk '/^syscr/ { r = $2 } /^syscw/ { w = $2 } END { print r, w }' "/proc/$gw/io")
 sleep 20
 c1=$(cpu_ticks "$gw"); t1=$(date +%s.%N)
+read -r r1 w1 < <(awk '/^syscr/ { r = $2 } /^syscw/ { w = $2 } END { print r, w }' "/proc/$gw/io")
 gw_cpu=$(awk -v c="$((c1 - c0))" -v t="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * c / t / (b - a) }')
 load=$(loadavg)
 wait "$lg" || true
@@ -74,6 +78,7 @@ per() { awk -v a="$1" -v b="$2" -v n="$live" 'BEGIN { printf "%.1f", (b - a) / n
 	echo "bench-gateway-mem: $(date -u +%FT%TZ), $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $load"
 	echo "live calls at the sample: $live (of $N); gateway TCP connections to realtime: $rt_conns, to fullcall: $fc_conns"
 	echo "gateway CPU: $gw_cpu % of a core over 20 s = $(awk -v c="$gw_cpu" -v n="$live" 'BEGIN { printf "%.3f", c / n }') % per call"
+	echo "gateway system calls per call per second: $(awk -v r="$((r1 - r0))" -v w="$((w1 - w0))" -v n="$live" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f reads, %.1f writes", r / n / (b - a), w / n / (b - a) }')"
 	echo "                  at 0 calls   at $live calls   per call"
 	printf 'RSS KiB           %10s %14s %10s\n' "$rss0" "$rss1" "$(per "$rss0" "$rss1")"
 	printf 'live heap KiB     %10s %14s %10s   (after GC, gctrace; at 0 calls: allocated so far)\n' "$live0" "$live1" "$(per "$live0" "$live1")"

@@ -18,6 +18,7 @@
 # env:   DURATION=2m RAMP=100 P99_MAX_MS=250 HANGUP_MAX_MS=2000
 #        WAV=cmd/calmline/testdata/call_emodb_9s.wav SOURCES=127.0.0.2-127.0.0.9
 #        OUT=bench-out/load-DATE  KEEP_GOING=0 (stop at the first failing level)
+#        CPU_PROFILE=1 (write the stack's CPU profile to OUT/N/serve.cpu.pprof)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -48,7 +49,9 @@ for N in "${LEVELS[@]}"; do
 	mkdir -p "$DIR"
 	key=$(new_key)
 	write_tenants "$DIR/tenants.yaml" "$key"
-	start_serve stack 4 --data-dir "$DIR/data" --tenants "$DIR/tenants.yaml" --log-level warn \
+	prof=()
+	[ "${CPU_PROFILE:-0}" = 1 ] && prof=(--cpu-profile "$DIR/serve.cpu.pprof")
+	start_serve stack 4 "${prof[@]}" --data-dir "$DIR/data" --tenants "$DIR/tenants.yaml" --log-level warn \
 		--gateway-addr 127.0.0.1:0 --realtime-addr 127.0.0.1:0 --fullcall-addr 127.0.0.1:0 --escalation-addr 127.0.0.1:0
 	pid=$SERVE_PID
 	sleep 2

@@ -54,6 +54,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&fco.CheckpointEvery, "fullcall-checkpoint-every", fco.CheckpointEvery, "audio between durable checkpoints of a live call")
 	var gf gateway.Flags
 	gf.Register(fs)
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the process to this file until it stops (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -73,6 +74,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 2
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintln(stderr, "calmline serve:", err)
+		return 1
+	}
+	defer stopProfile()
 	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1

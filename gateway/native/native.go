@@ -388,6 +388,9 @@ func (c *conn) audio(data []byte) bool {
 		}
 		return false
 	}
+	if d := c.call.ReadPause(); d > 0 {
+		c.ws.PauseRead(d)
+	}
 	return true
 }
 

@@ -80,6 +80,12 @@ type Call struct {
 	// clock is when the call started on this gateway (monotonic), the
 	// reference for pacing and traffic rates.
 	clock time.Time
+	// readPause is what ReadPause returns next, and minLag the lower
+	// envelope of how late the client's chunks complete against the
+	// call's clock (see ReadPause), known once lagKnown.
+	readPause time.Duration
+	minLag    time.Duration
+	lagKnown  bool
 
 	// bytesOut counts what the adapter wrote to the client, rtOut and
 	// fcOut what went to each backend (audio payload, replays included),
@@ -257,11 +263,73 @@ func (c *Call) Audio(data []byte) error {
 		data = data[n:]
 		c.timeline.Store(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
 		if len(c.pending) == c.chunkBytes {
+			c.chunkDone(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
 			c.flush()
 		}
 	}
 	return nil
 }
+
+// ReadPause returns how long the adapter may leave its connection unread
+// before its next read without delaying a chunk, and resets it to zero. It
+// is set when a chunk completes: audio reaches the backends a chunk at a
+// time, so a client sending at real-time pace completes the next chunk a
+// chunk's duration later, and the frames arriving meanwhile can be read
+// together, a few per system call and goroutine wake-up instead of one
+// each. The pause ends readPauseMargin before the next chunk's audio is
+// due, reckoned from the earliest the client has delivered audio relative
+// to the call's clock (the lower envelope of its lag, which rises by at
+// most readPauseRelax per chunk): a client whose frames come later than
+// that loses nothing, and one whose frames come earlier than ever before
+// waits at most the difference. A client ahead of real time (streaming a
+// file, bursting) gets no pause, nor one catching up on a backlog of more
+// than a chunk: its audio is read at once.
+func (c *Call) ReadPause() time.Duration {
+	d := c.readPause
+	c.readPause = 0
+	return d
+}
+
+// chunkDone sets the read pause for a chunk completed now, at timeline
+// position end (samples).
+func (c *Call) chunkDone(end uint64) {
+	dur := c.m.o.ChunkDuration
+	c.readPause = 0
+	if dur < minPausedChunk {
+		return
+	}
+	rate := uint64(c.format.SampleRate)
+	now := time.Since(c.clock)
+	due := func(pos uint64) time.Duration {
+		return time.Duration(pos/rate)*time.Second + time.Duration(pos%rate)*time.Second/time.Duration(rate)
+	}
+	lag := now - due(end)
+	if c.lagKnown {
+		c.minLag = min(lag, c.minLag+readPauseRelax)
+	} else {
+		c.minLag, c.lagKnown = lag, true
+	}
+	if lag < -readPauseMargin {
+		return // the client runs ahead of real time
+	}
+	next := due(end+uint64(c.chunkBytes/c.frameBytes)) + c.minLag - readPauseMargin
+	if d := next - now; d > 0 {
+		c.readPause = min(d, dur)
+	}
+}
+
+const (
+	// minPausedChunk is the shortest chunk duration with read pauses:
+	// below it a pause saves little.
+	minPausedChunk = 50 * time.Millisecond
+	// readPauseMargin is how long before the next chunk's audio is due a
+	// read pause ends, for the client's jitter.
+	readPauseMargin = 10 * time.Millisecond
+	// readPauseRelax is how fast the lag's lower envelope forgets an early
+	// delivery, per chunk: after a burst the pauses come back within
+	// seconds.
+	readPauseRelax = 2 * time.Millisecond
+)
 
 // pace applies the pacing policy to samples about to join the timeline.
 func (c *Call) pace(samples uint64) error {

@@ -101,6 +101,10 @@ type Conn struct {
 	// only): extending it costs a timer update, so it is done at most
 	// once a second rather than for every 20 ms frame.
 	deadlineAt time.Time
+	// pause is how long the next Read waits before reading (reader only),
+	// on pauseT, made at the first pause.
+	pause  time.Duration
+	pauseT *time.Timer
 
 	// watch, when set, is watched by the writer: when it closes, onWatch
 	// runs (once) on the writer goroutine.
@@ -143,8 +147,26 @@ func New(ws *websocket.Conn, o Options) *Conn {
 	return c
 }
 
+// PauseRead makes the next Read wait d before it reads, so that the
+// messages arriving meanwhile are read together: a few per system call and
+// per goroutine wake-up rather than one each, which is most of what a
+// stream of 20 ms audio frames costs the gateway. The wait is not cut
+// short (a close waits for it too), so pauses must be short: adapters
+// pause for part of a chunk, and only when that delays nothing
+// (session.Call.ReadPause). For the reading goroutine only.
+func (c *Conn) PauseRead(d time.Duration) { c.pause = d }
+
 // Read returns the next message. The data is valid until the next Read.
 func (c *Conn) Read() (int, []byte, error) {
+	if d := c.pause; d > 0 {
+		c.pause = 0
+		if c.pauseT == nil {
+			c.pauseT = time.NewTimer(d)
+		} else {
+			c.pauseT.Reset(d)
+		}
+		<-c.pauseT.C
+	}
 	typ, r, err := c.ws.NextReader()
 	if err != nil {
 		return 0, nil, err

@@ -148,3 +148,44 @@ func BenchmarkCallLong600(b *testing.B) {
 		b.ReportMetric(cpu*3600/audioS, "cpu_s_per_audio_hour")
 	}
 }
+
+// BenchmarkCallsMany is BenchmarkCall for many live channels at once, as a
+// loaded realtime or fullcall instance runs them: 1,000 one-channel calls,
+// each given its next 100 ms chunk in turn, so that a channel's buffers
+// are out of the CPU caches by the time its next chunk comes (at 400
+// stereo calls the stack holds 1,600 such channels). One op is one chunk;
+// x_realtime_cpu counts channel-seconds per CPU second.
+func BenchmarkCallsMany(b *testing.B) {
+	speech := loadTestdata(b, "en_en1_calm.ulaw.wav")
+	const calls, chunk = 1000, 800
+	cs := make([]*Call, calls)
+	pos := make([]int, calls)
+	for i := range cs {
+		c, err := NewCall(CallConfig{Roles: []Role{RoleAgent}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs[i] = c
+		pos[i] = (i * 7 * chunk) % (len(speech) - chunk) // different places in the speech
+	}
+	var s Second
+	b.ReportAllocs()
+	cpu0 := cpuSeconds()
+	i := 0
+	for b.Loop() {
+		c := cs[i]
+		if pos[i]+chunk > len(speech) {
+			pos[i] = 0
+		}
+		c.Push(0, speech[pos[i]:pos[i]+chunk])
+		pos[i] += chunk
+		for c.NextSecond(&s) {
+		}
+		i = (i + 1) % calls
+	}
+	audioS := float64(b.N) * 0.1
+	b.ReportMetric(audioS/b.Elapsed().Seconds(), "x_realtime")
+	if cpu := cpuSeconds() - cpu0; cpu > 0 {
+		b.ReportMetric(audioS/cpu, "x_realtime_cpu")
+	}
+}
