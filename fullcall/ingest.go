@@ -71,6 +71,9 @@ func (s *Server) Record(stream fullcallv1.IngestService_RecordServer) error {
 	opened := &fullcallv1.OpenedCall{AckedSeq: lc.acked, Finished: lc.finished}
 	if lc.agg != nil {
 		opened.TimelineSample = lc.agg.an.Timeline()
+		for _, a := range lc.agg.alerts {
+			opened.AlertEpisodes = max(opened.AlertEpisodes, a.Episode)
+		}
 	}
 	if err := stream.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: opened}}); err != nil {
 		return err

@@ -233,6 +233,11 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		c.seq.Store(op.GetAckedSeq())
 		c.fc.lastSeq = op.GetAckedSeq()
 		c.timeline.Store(c.resumedAt)
+		// Live scoring starts where the client's audio resumes, its
+		// alert episodes numbered after those the call already had.
+		c.rt.from = max(st.ResumeAt, c.resumedAt)
+		c.rt.episodes.Store(op.GetAlertEpisodes())
+		c.rt.lastEnd.Store(c.rt.from)
 	}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
