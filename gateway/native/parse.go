@@ -100,8 +100,8 @@ func parseStart(m *clientMsg) (*message, *protoError) {
 		return bad(CloseBadMessage, "call_id and agent_id are limited to 128 bytes")
 	case m.ResumeAt != 0 && !m.Resume:
 		return bad(CloseBadMessage, "resume_at_sample without resume")
-	case m.ResumeAt > maxGapSamples*7:
-		return bad(CloseBadMessage, "resume_at_sample %d is more than a week of audio", m.ResumeAt)
+	case m.ResumeAt > 24*maxGapSamples:
+		return bad(CloseBadMessage, "resume_at_sample %d is more than a day of audio", m.ResumeAt)
 	}
 	codec, err := audio.ParseCodec(m.Codec)
 	if err != nil {

@@ -82,7 +82,7 @@ func TestParseStartResume(t *testing.T) {
 		{msg: `"resume":true,"resume_at_sample":24000`, resume: true, at: 24000},
 		{msg: `"resume":true`, resume: true},
 		{msg: `"resume_at_sample":24000`, bad: "resume_at_sample without resume"},
-		{msg: `"resume":true,"resume_at_sample":99999999999999`, bad: "more than a week"},
+		{msg: `"resume":true,"resume_at_sample":99999999999999`, bad: "more than a day"},
 	} {
 		m, perr := parseText([]byte(`{"type":"start","call_id":"c1","codec":"pcmu","sample_rate":8000,` + c.msg + `}`))
 		switch {

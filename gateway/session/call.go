@@ -27,6 +27,12 @@ import (
 // EndReason says how a call ended (the fullcall contract's enum).
 type EndReason = fullcallv1.EndReason
 
+// MaxReconnectGap bounds the stretch a resumed call may skip (the audio
+// lost between the call's durable end and where the client resumes). A
+// call nobody resumes is stored as incomplete after fullcall's orphan
+// timeout (2 min), so a longer gap has nothing to resume anyway.
+const MaxReconnectGap = 5 * time.Minute
+
 // ErrEnded is returned when audio arrives for a call that has ended.
 var ErrEnded = errors.New("call has ended")
 
@@ -230,6 +236,15 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		// Go on from the checkpoint: the next chunk follows the last one
 		// fullcall holds, on the timeline where it ends.
 		c.resumedAt = op.GetTimelineSample()
+		if limit := c.resumedAt + uint64(MaxReconnectGap.Seconds()*float64(st.Format.SampleRate)); st.ResumeAt > limit {
+			// The backends walk a gap frame by frame: a client may not
+			// declare an arbitrary stretch lost.
+			streamCancel()
+			c.cancel()
+			m.unregister(c)
+			m.Refused(ctx, st.Tenant.ID, "not_resumable")
+			return nil, fmt.Errorf("%w: resume_at_sample %d is more than %v past the call's durable end (%d)", ErrBadStart, st.ResumeAt, MaxReconnectGap, c.resumedAt)
+		}
 		c.seq.Store(op.GetAckedSeq())
 		c.fc.lastSeq = op.GetAckedSeq()
 		c.timeline.Store(c.resumedAt)
@@ -243,6 +258,9 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
 	go func() { defer c.wg.Done(); c.rt.run() }()
 	if st.Resume {
+		// Pacing counts from where the client's audio resumes: the
+		// reconnect gap is time that passed, not audio sent ahead.
+		c.paceFrom = max(st.ResumeAt, c.resumedAt)
 		if st.ResumeAt > c.resumedAt {
 			c.Gap(st.ResumeAt-c.resumedAt, callv1.GapReason_GAP_REASON_RECONNECT, "the client reconnected; this audio never reached a gateway that kept it")
 		} else if st.ResumeAt > 0 {
@@ -250,7 +268,6 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 			// skips what it holds.
 			c.timeline.Store(st.ResumeAt)
 		}
-		c.paceFrom = c.timeline.Load()
 		m.m.resumed.Add(ctx, 1, c.attrs)
 		c.log.Info("call resumed", "checkpoint_sample", c.resumedAt, "resume_at", st.ResumeAt, "acked_seq", c.seq.Load())
 	}
@@ -399,7 +416,7 @@ func (c *Call) pace(samples uint64) error {
 	if p.Policy == PaceOff {
 		return nil
 	}
-	pos := float64(c.timeline.Load()-c.paceFrom+samples) / float64(c.format.SampleRate)
+	pos := float64(int64(c.timeline.Load()+samples)-int64(c.paceFrom)) / float64(c.format.SampleRate)
 	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.clock)
 	over := ahead - p.MaxLead
 	if over <= 0 {

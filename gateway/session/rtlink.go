@@ -55,8 +55,8 @@ type rtLink struct {
 	episodes atomic.Uint32 // highest alert episode seen
 	// from is where a resumed call's live scoring starts (its first
 	// stream opens there); set before run.
-	from uint64
-	lastEnd  atomic.Uint64 // end of the last score received
+	from    uint64
+	lastEnd atomic.Uint64 // end of the last score received
 	// unanswered is when (nanoseconds on the call's clock, 0 for none)
 	// the first chunk went out on the current stream after the last
 	// message came back from it; sentEnd is the end of the last chunk
