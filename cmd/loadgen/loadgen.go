@@ -182,6 +182,9 @@ type call struct {
 	// paceMu is held by the worker while it paces the call, and by a
 	// reconnect while it moves the call's timeline on.
 	paceMu sync.Mutex
+	// redial is set when the connection a reconnect opened was lost
+	// before the reconnect handed the call back.
+	redial atomic.Bool
 	limit  int // frames to send before the hang-up; 0 = until the burst
 	rate   uint64
 
@@ -427,8 +430,13 @@ func (r *run) events(c *call) Events {
 			answered := c.stopped != nil || c.timedOut
 			c.mu.Unlock()
 			if r.o.Reconnect && !answered && lostConnection(code) {
-				if st := c.state.Load(); st == streaming || st == stopping || st == reconnecting {
-					c.state.Store(reconnecting)
+				switch c.state.Swap(reconnecting) {
+				case reconnecting:
+					// A reconnect is under way (this is the connection it
+					// just opened, lost at once): it dials again.
+					c.redial.Store(true)
+					return
+				case streaming, stopping:
 					r.bg.Add(1)
 					go func() { defer r.bg.Done(); r.reconnect(c, now) }()
 					return
@@ -479,7 +487,12 @@ func (r *run) reconnect(c *call, lostAt time.Time) {
 		c.paceMu.Unlock()
 		spec := r.spec(c)
 		spec.Resume, spec.ResumeAt = true, uint64(due*r.spf)
+		c.redial.Store(false)
 		conn, err := r.proto.Open(r.ctx, spec, r.events(c))
+		if err == nil && c.redial.Load() {
+			conn.Close()
+			err = errors.New("the resumed connection was lost at once")
+		}
 		if err == nil {
 			took := time.Since(lostAt)
 			var at uint64
