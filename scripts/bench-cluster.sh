@@ -81,12 +81,11 @@ for N in "${LEVELS[@]}"; do
 		PCT[$k]=$(awk -v c="$((c1 - ${C0[$k]}))" -v t="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * c / t / (b - a) }')
 		total=$(awk -v s="$total" -v p="${PCT[$k]}" 'BEGIN { print s + p }')
 	done
-	# Established connections from each gateway's address to each backend.
+	# Established connections from each gateway process to each backend.
 	conns=""
-	for g in $GATEWAYS; do
+	for g in $(procs | cut -d= -f1 | grep '^gateway'); do
 		for b in $REALTIMES $FULLCALLS; do
-			n=$(ss -Htn state established "( dport = :${b##*:} )" | awk -v s="${g%:*}:" -v d="$b" '$4 == d && index($3, s) == 1' | wc -l)
-			conns+="$n,"
+			conns+="$(conns_to "$(cat "$CLUSTER_DIR/$g.pid")" "$b"),"
 		done
 	done
 	conns=${conns%,}

@@ -84,3 +84,8 @@ alive() { [ -s "$CLUSTER_DIR/$1.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/$1.pid")"
 
 # port_free ADDR: nothing listens there.
 port_free() { ! ss -Htln "( sport = :${1##*:} )" | awk '{print $4}' | grep -qx "$1"; }
+
+# conns_to PID ADDR: established TCP connections process PID holds to ADDR.
+conns_to() {
+	ss -Htnp state established "( dport = :${2##*:} )" | awk -v d="$2" -v p="pid=$1," '$4 == d && index($0, p) > 0' | wc -l
+}

@@ -28,10 +28,10 @@ if curl -sf "http://$EDGE/healthz" >/dev/null 2>&1; then die "smoke: nginx answe
 # Each gateway holds its pool's connections to each backend, no more
 # (the pool size from deploy/cluster/gateway.flags).
 pool=$(flags gateway | grep -o 'pool-size=[0-9]*' | cut -d= -f2)
-for g in $GATEWAYS; do
+for g in $(procs | cut -d= -f1 | grep '^gateway'); do
 	for b in $REALTIMES $FULLCALLS; do
-		n=$(ss -Htn state established "( dport = :${b##*:} )" | awk -v s="${g%:*}" -v d="$b" '$4 == d && index($3, s ":") == 1' | wc -l)
-		[ "$n" -le "$pool" ] || die "smoke: $g holds $n connections to $b; want at most $pool"
+		n=$(conns_to "$(cat "$CLUSTER_DIR/$g.pid")" "$b")
+		[ "$n" -ge 1 ] && [ "$n" -le "$pool" ] || die "smoke: $g holds $n connections to $b; want 1 to $pool"
 	done
 done
 echo "cluster-smoke: ok: 2 calls through wss://$EDGE, their reports back over https, $(jq -c '{audio_to_score_p99_ms: .audio_to_score_ms.p99, stop_to_stopped_p99_ms: .stop_to_stopped_ms.p99}' "$CLUSTER_DIR/smoke.json"), $(( $(date +%s) - t0 )) s in all"
