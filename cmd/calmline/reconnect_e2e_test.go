@@ -210,8 +210,14 @@ func TestEndToEndGatewayKilledCallsResume(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Incomplete || rep.EndReason != "END_REASON_HANGUP" || len(rep.Gaps) != 1 || rep.Gaps[0].Reason != "GAP_REASON_RECONNECT" {
-			t.Errorf("%s: incomplete %v, end %s, gaps %+v; want complete, hung up, one reconnect gap", id, rep.Incomplete, rep.EndReason, rep.Gaps)
+		// A reconnect gap holds what was in flight to the dead gateway and
+		// what fell due meanwhile; a resume within the same 20 ms frame,
+		// everything sent already durable, leaves none.
+		if rep.Incomplete || rep.EndReason != "END_REASON_HANGUP" || len(rep.Gaps) > 1 || len(rep.Gaps) == 1 && rep.Gaps[0].Reason != "GAP_REASON_RECONNECT" {
+			t.Errorf("%s: incomplete %v, end %s, gaps %+v; want complete, hung up, at most one reconnect gap", id, rep.Incomplete, rep.EndReason, rep.Gaps)
+		}
+		if len(rep.Gaps) == 1 {
+			t.Logf("%s: a reconnect gap of %s samples", id, rep.Gaps[0].Samples)
 		}
 	}
 	if n, err := metric(gwB.addrs["gateway"], "calmline_gateway_calls_resumed_total"); err != nil || n != calls {
