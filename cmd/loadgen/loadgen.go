@@ -141,8 +141,8 @@ func (o *Options) validate() error {
 	if o.ReconnectWindow <= 0 {
 		o.ReconnectWindow = 30 * time.Second
 	}
-	if o.Reconnect && o.Protocol != "native" {
-		return fmt.Errorf("loadgen: --reconnect needs the native protocol, not %q", o.Protocol)
+	if r, ok := protocols[o.Protocol].(interface{ CanResume() bool }); o.Reconnect && (!ok || !r.CanResume()) {
+		return fmt.Errorf("loadgen: the %s protocol cannot resume a call: --reconnect needs the native protocol", o.Protocol)
 	}
 	if o.Shards <= 0 {
 		o.Shards = 2 * runtime.GOMAXPROCS(0)
@@ -159,6 +159,7 @@ const (
 	stopping           // stop sent, waiting for the report
 	finished           // connection gone
 	reconnecting       // connection lost, redialling
+	writeFailed        // a write failed; the reader will see the connection end
 )
 
 // call is one simulated call. Its shard worker owns the sending side; the
@@ -436,7 +437,7 @@ func (r *run) events(c *call) Events {
 					// just opened, lost at once): it dials again.
 					c.redial.Store(true)
 					return
-				case streaming, stopping:
+				case streaming, stopping, writeFailed:
 					r.bg.Add(1)
 					go func() { defer r.bg.Done(); r.reconnect(c, now) }()
 					return
@@ -639,7 +640,7 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 		if err := c.conn.Audio(data[off : off+r.fb]); err != nil {
 			if r.o.Reconnect {
 				// The reader sees the connection end and reconnects.
-				c.state.Store(reconnecting)
+				c.state.Store(writeFailed)
 				c.conn.Close()
 				return
 			}

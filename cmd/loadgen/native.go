@@ -20,6 +20,9 @@ type Native struct{}
 // writeTimeout bounds each write to the gateway.
 const writeTimeout = 10 * time.Second
 
+// CanResume says the native protocol resumes calls (loadgen --reconnect).
+func (Native) CanResume() bool { return true }
+
 // Open implements Protocol.
 func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) {
 	d := websocket.Dialer{
