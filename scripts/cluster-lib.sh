@@ -45,6 +45,7 @@ start_proc() {
 	gateway) args+=(--realtime "$(csv "$REALTIMES")" --fullcall "$(csv "$FULLCALLS")") ;;
 	realtime) args+=(--escalation "$ESCALATION") ;;
 	fullcall) args+=(--escalation "$ESCALATION" --fullcall-database "$dsn") ;;
+	escalation) args+=(--escalation-database "$dsn") ;;
 	esac
 	# shellcheck disable=SC2046
 	args+=($(flags "$svc"))

@@ -36,7 +36,7 @@ rm -rf "$CLUSTER_DIR"
 mkdir -p "$CLUSTER_DIR/tls" "$CLUSTER_DIR/nginx"
 chmod 0711 "$CLUSTER_DIR"
 
-# PostgreSQL, shared by both fullcall instances.
+# PostgreSQL, shared by both fullcall instances and escalation.
 scripts/postgres.sh start "$CLUSTER_DIR/pg" >"$CLUSTER_DIR/pg.dsn"
 
 # The edge certificate: a throwaway CA and a leaf for nginx's address,
