@@ -377,6 +377,8 @@ func (c *Call) chunkDone(end uint64) {
 	if dur < minPausedChunk {
 		return
 	}
+	// A resumed call's clock started at its resume point.
+	end -= min(end, c.paceFrom)
 	rate := uint64(c.format.SampleRate)
 	now := time.Since(c.clock)
 	due := func(pos uint64) time.Duration {
