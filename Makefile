@@ -156,3 +156,20 @@ capacity: ## The capacity model: instances, bandwidth and PostgreSQL load for 15
 	cd cmd && $(GO) run ./calmline capacity $(ARGS)
 
 .PHONY: capacity
+
+cluster-up: build ## The loopback cluster: nginx/TLS, 2 gateways, 2 realtime, 2 fullcall on PostgreSQL, escalation (scripts/cluster-up.sh; CLUSTER_DIR).
+	scripts/cluster-up.sh
+
+cluster-down: ## Stop the loopback cluster: SIGTERM, SIGKILL after 20 s, ports free (idempotent).
+	scripts/cluster-down.sh
+
+cluster-smoke: build ## Cluster up, two calls through nginx over TLS, their reports back over HTTPS, cluster down (~30 s).
+	scripts/cluster-smoke.sh
+
+chaos: build ## Failover under load through nginx: kill -9 realtime, fullcall, gateway; restart escalation; prints the figures (CALLS=200).
+	scripts/chaos.sh
+
+bench-cluster: build ## The cluster's throughput through nginx at several levels (scripts/bench-cluster.sh; LEVELS="300 500 600").
+	scripts/bench-cluster.sh $(LEVELS)
+
+.PHONY: cluster-up cluster-down cluster-smoke chaos bench-cluster

@@ -68,7 +68,14 @@ func (s *Server) Record(stream fullcallv1.IngestService_RecordServer) error {
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: &fullcallv1.OpenedCall{AckedSeq: lc.acked}}}); err != nil {
+	opened := &fullcallv1.OpenedCall{AckedSeq: lc.acked, Finished: lc.finished}
+	if lc.agg != nil {
+		opened.TimelineSample = lc.agg.an.Timeline()
+		for _, a := range lc.agg.alerts {
+			opened.AlertEpisodes = max(opened.AlertEpisodes, a.Episode)
+		}
+	}
+	if err := stream.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Opened{Opened: opened}}); err != nil {
 		return err
 	}
 	return lc.run(ctx)

@@ -196,6 +196,11 @@ func TestResumeOnAnotherInstanceLosesAndDoublesNothing(t *testing.T) {
 		if opened.AckedSeq < 25 || opened.AckedSeq > 27 {
 			t.Fatalf("resumed at chunk %d; want A's last checkpoint (25 or later)", opened.AckedSeq)
 		}
+		// A gateway that did not carry the call before (its client
+		// reconnected) continues the timeline where the checkpoint ends.
+		if want := sc.start(int(opened.AckedSeq) + 1); opened.TimelineSample != want || opened.Finished {
+			t.Errorf("resumed at sample %d (finished %v); want %d, not finished", opened.TimelineSample, opened.Finished, want)
+		}
 		// The gateway replays from its log, which still holds a few chunks
 		// before the acknowledgement and the pause and events that followed
 		// chunk 20: each must count once.
@@ -224,8 +229,8 @@ func TestResumeOnAnotherInstanceLosesAndDoublesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if opened.AckedSeq != 60 {
-			t.Errorf("resuming a finished call: acked %d; want 60", opened.AckedSeq)
+		if opened.AckedSeq != 60 || !opened.Finished {
+			t.Errorf("resuming a finished call: acked %d, finished %v; want 60, true", opened.AckedSeq, opened.Finished)
 		}
 		again, err := late.finish(60, sc.end())
 		if err != nil || !proto.Equal(again, got) {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,8 +83,16 @@ func liveCalls(t *testing.T, addr string) int {
 // processes and a gateway (with fullcall and escalation) given both; it
 // kills -9 the instance scoring a live call. The call moves to the other
 // instance within a couple of seconds, scoring resumes, the gap is in the
-// report, and the report is complete.
+// report, and the report is complete. The same holds when the instance
+// drains (SIGTERM): it reports NOT_SERVING, ends its streams, and the
+// gateway moves them.
 func TestEndToEndRealtimeFailover(t *testing.T) {
+	for _, how := range []string{"kill", "drain"} {
+		t.Run(how, func(t *testing.T) { testRealtimeFailover(t, how == "drain") })
+	}
+}
+
+func testRealtimeFailover(t *testing.T, drain bool) {
 	dir := t.TempDir()
 	keys := writeTenants(t, dir, "acme")
 	rtA := startSubset(t, 1, "--services=realtime", "--realtime-addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "a"))
@@ -137,6 +146,7 @@ func TestEndToEndRealtimeFailover(t *testing.T) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var killedAt time.Time
+	var drained *running
 	for off := 0; off < len(rec.Data); off += frame {
 		<-tick.C
 		ws.WriteMessage(websocket.BinaryMessage, rec.Data[off:min(off+frame, len(rec.Data))])
@@ -148,9 +158,14 @@ func TestEndToEndRealtimeFailover(t *testing.T) {
 			if liveCalls(t, victim.addrs["realtime"]) != 1 || liveCalls(t, survivor.addrs["realtime"]) != 0 {
 				t.Fatal("neither realtime instance, or both, scores the call")
 			}
-			victim.cmd.Process.Kill() // SIGKILL: no drain, no goodbye
+			if drain {
+				victim.cmd.Process.Signal(syscall.SIGTERM)
+				drained = victim
+			} else {
+				victim.cmd.Process.Kill() // SIGKILL: no drain, no goodbye
+			}
 			killedAt = time.Now()
-			t.Logf("killed the realtime instance at %s", victim.addrs["realtime"])
+			t.Logf("stopped the realtime instance at %s (drain %v)", victim.addrs["realtime"], drain)
 		}
 	}
 	ws.WriteJSON(map[string]string{"type": "stop"})
@@ -234,6 +249,16 @@ func TestEndToEndRealtimeFailover(t *testing.T) {
 	} {
 		if !strings.Contains(string(metrics), name) {
 			t.Errorf("gateway metrics lack %s", name)
+		}
+	}
+	if drained != nil {
+		select {
+		case err := <-drained.exit:
+			if err != nil {
+				t.Errorf("the drained realtime instance exited with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the drained realtime instance still runs 30 s after SIGTERM")
 		}
 	}
 	main.stop(t)

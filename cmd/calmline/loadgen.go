@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -44,6 +47,9 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.CallPrefix, "call-prefix", "", "call id prefix (default lg-RUNID-)")
 	fs.DurationVar(&o.StopTimeout, "stop-timeout", 30*time.Second, "how long to wait for a call's report after its hang-up")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	caFile := fs.String("ca-file", "", "PEM file of the CA certificate(s) to trust for wss:// and https:// (a self-signed edge), instead of the system's")
+	fs.BoolVar(&o.Reconnect, "reconnect", false, "resume a call whose connection is lost (a gateway died) as the same call, through the same URL (native protocol)")
+	fs.DurationVar(&o.ReconnectWindow, "reconnect-window", 30*time.Second, "with --reconnect: how long a call keeps trying to resume")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -76,8 +82,20 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 	if o.SourceAddrs, err = parseSources(*sources); err != nil {
 		return fail(err)
 	}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fail(err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fail(fmt.Errorf("%s: no PEM certificate in it", *caFile))
+		}
+		o.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	if *verify != "" {
-		o.Reports = &loadgen.HTTPReports{BaseURL: *verify, APIKey: o.APIKey}
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: o.TLS}}
+		o.Reports = &loadgen.HTTPReports{BaseURL: *verify, APIKey: o.APIKey, Client: client}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -168,6 +186,10 @@ func printSummary(w io.Writer, s *loadgen.Summary) {
 		fmt.Fprintf(w, "stored reports: %d checked, %d ok, %d missing, %d mismatched\n", s.Reports.Checked, s.Reports.OK, s.Reports.Missing, s.Reports.Mismatched)
 	}
 	fmt.Fprintf(w, "client: %.1f%% CPU, %d KiB peak RSS, %d late frames; wall %.1f s\n", s.Client.CPUPercent, s.Client.MaxRSSKiB, s.LateFrames, s.WallS)
+	if r := s.Reconnects; r.Count > 0 || r.Failed > 0 {
+		fmt.Fprintf(w, "reconnects: %d resumed, %d failed; time ms p50 %.1f  p99 %.1f  max %.1f; %d bytes sent to a dead gateway not durable\n",
+			r.Count, r.Failed, r.Time.P50, r.Time.P99, r.Time.Max, r.LostBytes)
+	}
 	if len(s.Errors) > 0 {
 		fmt.Fprintf(w, "errors: %v\n", s.Errors)
 	}

@@ -22,6 +22,7 @@ package loadgen
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -76,7 +77,18 @@ type Options struct {
 	StopTimeout time.Duration
 	// Shards is the number of pacing workers (default 2 × GOMAXPROCS).
 	Shards int
-	Logger *slog.Logger
+	// TLS configures wss:// (and the report checker's https://)
+	// connections; nil uses the system's roots.
+	TLS *tls.Config
+	// Reconnect makes a call whose connection is lost (closed without a
+	// close frame, or with 1001/1011/1012/1013/1014: a gateway died or
+	// drained) redial the same URL and resume as the same call, the audio
+	// going on from the current moment (what was due meanwhile is a
+	// reconnect gap). It gives up after ReconnectWindow (default 30 s).
+	// The native protocol only.
+	Reconnect       bool
+	ReconnectWindow time.Duration
+	Logger          *slog.Logger
 }
 
 // ReportChecker fetches a stored report's audio byte and chunk counts.
@@ -126,6 +138,12 @@ func (o *Options) validate() error {
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 30 * time.Second
 	}
+	if o.ReconnectWindow <= 0 {
+		o.ReconnectWindow = 30 * time.Second
+	}
+	if r, ok := protocols[o.Protocol].(interface{ CanResume() bool }); o.Reconnect && (!ok || !r.CanResume()) {
+		return fmt.Errorf("loadgen: the %s protocol cannot resume a call: --reconnect needs the native protocol", o.Protocol)
+	}
 	if o.Shards <= 0 {
 		o.Shards = 2 * runtime.GOMAXPROCS(0)
 	}
@@ -137,9 +155,11 @@ func (o *Options) validate() error {
 
 // call states.
 const (
-	streaming int32 = iota
-	stopping        // stop sent, waiting for the report
-	finished        // connection gone
+	streaming    int32 = iota
+	stopping           // stop sent, waiting for the report
+	finished           // connection gone
+	reconnecting       // connection lost, redialling
+	writeFailed        // a write failed; the reader will see the connection end
 )
 
 // call is one simulated call. Its shard worker owns the sending side; the
@@ -149,10 +169,25 @@ type call struct {
 	conn    Conn
 	startAt time.Time // when audio began
 	state   atomic.Int32
-	sent    int // frames, owned by the worker
+	sent    int // the timeline in frames (the next frame's index), owned by the worker
+	frames  int // frames actually sent
 	bytes   uint64
-	limit   int // frames to send before the hang-up; 0 = until the burst
-	rate    uint64
+	// lost counts bytes sent to a gateway that died before they were
+	// durable (the resume said where the durable record ended): the
+	// stored report holds bytes - lost. Written while the worker is off
+	// the call (reconnecting).
+	lost    uint64
+	agentID string
+	shard   *shard
+	dialer  *net.Dialer
+	// paceMu is held by the worker while it paces the call, and by a
+	// reconnect while it moves the call's timeline on.
+	paceMu sync.Mutex
+	// redial is set when the connection a reconnect opened was lost
+	// before the reconnect handed the call back.
+	redial atomic.Bool
+	limit  int // frames to send before the hang-up; 0 = until the burst
+	rate   uint64
 
 	mu        sync.Mutex
 	marks     [32]mark // when the frame completing each recent second was sent
@@ -166,6 +201,7 @@ type call struct {
 	closeErr  error
 	closedAt  time.Time
 	writeErr  error
+	timedOut  bool
 	watchdog  *time.Timer
 	done      chan struct{}
 }
@@ -210,6 +246,11 @@ type run struct {
 	refused int
 	failed  int
 	late    atomic.Int64
+
+	ctx             context.Context // the run's; reconnects end with it
+	bg              sync.WaitGroup  // reconnect goroutines
+	reconnects      []Reconnect
+	reconnectFailed int
 }
 
 type shard struct {
@@ -232,6 +273,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		spf:   f.SampleRate * int(FrameDuration) / int(time.Second),
 		rate:  f.SampleRate,
 		errs:  map[string]int{},
+		ctx:   ctx,
 	}
 	r.nframes = len(o.Audio.Data) / r.fb
 	if r.nframes == 0 {
@@ -318,6 +360,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}
 		c.mu.Unlock()
 	}
+	r.bg.Wait()
 	stopPace()
 	workers.Wait()
 	end := time.Now()
@@ -334,28 +377,12 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 // open starts call i and hands it to a shard.
 func (r *run) open(ctx context.Context, i int) {
-	c := &call{id: fmt.Sprintf("%s%05d", r.o.CallPrefix, i+1), rate: uint64(r.rate), done: make(chan struct{})}
+	c := &call{id: fmt.Sprintf("%s%05d", r.o.CallPrefix, i+1), rate: uint64(r.rate), done: make(chan struct{}),
+		agentID: fmt.Sprintf("agent-%05d", i+1), shard: r.shards[i%len(r.shards)], dialer: r.dialers[i%len(r.dialers)]}
 	if !r.o.BurstHangup {
 		c.limit = int(r.o.Duration / FrameDuration)
 	}
-	ev := Events{
-		Score: c.score,
-		Stopped: func(st Stopped) {
-			c.mu.Lock()
-			c.stopped, c.stoppedAt = &st, time.Now()
-			c.mu.Unlock()
-		},
-		Closed: func(code int, reason string, err error) {
-			c.mu.Lock()
-			c.closeCode, c.closeErr, c.closedAt = code, err, time.Now()
-			c.mu.Unlock()
-			c.state.Store(finished)
-			close(c.done)
-		},
-	}
-	spec := CallSpec{URL: r.o.URL, APIKey: r.o.APIKey, CallID: c.id, AgentID: fmt.Sprintf("agent-%05d", i+1),
-		Format: r.o.Audio.Format, Roles: r.o.Roles, Dialer: r.dialers[i%len(r.dialers)]}
-	conn, err := r.proto.Open(ctx, spec, ev)
+	conn, err := r.proto.Open(ctx, r.spec(c), r.events(c))
 	if err != nil {
 		var ref *RefusedError
 		r.mu.Lock()
@@ -374,10 +401,167 @@ func (r *run) open(ctx context.Context, i int) {
 	r.mu.Lock()
 	r.calls = append(r.calls, c)
 	r.mu.Unlock()
-	s := r.shards[i%len(r.shards)]
+	c.shard.add(c)
+}
+
+func (s *shard) add(c *call) {
 	s.mu.Lock()
 	s.calls = append(s.calls, c)
 	s.mu.Unlock()
+}
+
+func (r *run) spec(c *call) CallSpec {
+	return CallSpec{URL: r.o.URL, APIKey: r.o.APIKey, CallID: c.id, AgentID: c.agentID,
+		Format: r.o.Audio.Format, Roles: r.o.Roles, Dialer: c.dialer, TLS: r.o.TLS}
+}
+
+// events are what one connection of c reports.
+func (r *run) events(c *call) Events {
+	return Events{
+		Score: c.score,
+		Stopped: func(st Stopped) {
+			c.mu.Lock()
+			c.stopped, c.stoppedAt = &st, time.Now()
+			c.mu.Unlock()
+		},
+		Closed: func(code int, reason string, err error) {
+			now := time.Now()
+			c.mu.Lock()
+			c.closeCode, c.closeErr, c.closedAt = code, err, now
+			answered := c.stopped != nil || c.timedOut
+			c.mu.Unlock()
+			if r.o.Reconnect && !answered && lostConnection(code) {
+				switch c.state.Swap(reconnecting) {
+				case reconnecting:
+					// A reconnect is under way (this is the connection it
+					// just opened, lost at once): it dials again.
+					c.redial.Store(true)
+					return
+				case streaming, stopping, writeFailed:
+					r.bg.Add(1)
+					go func() { defer r.bg.Done(); r.reconnect(c, now) }()
+					return
+				}
+			}
+			c.state.Store(finished)
+			close(c.done)
+		},
+	}
+}
+
+// lostConnection tells a lost connection (no close frame, or a gateway
+// going away, failing or restarting) from a call the gateway ended.
+func lostConnection(code int) bool {
+	switch code {
+	case 0, 1001, 1006, 1011, 1012, 1013, 1014:
+		return true
+	}
+	return false
+}
+
+// Reconnect is one resumed call's reconnection.
+type Reconnect struct {
+	// AtMS is when the connection was lost (Unix milliseconds).
+	AtMS int64 `json:"at_unix_ms"`
+	// MS is the time from the loss to the resumed call's "started".
+	MS float64 `json:"ms"`
+	// LostBytes were sent to the gateway that died but not durable.
+	LostBytes uint64 `json:"lost_bytes"`
+	// SkippedMS is the audio that became due while reconnecting (a gap).
+	SkippedMS float64 `json:"skipped_ms"`
+}
+
+// reconnect redials c's call with resume until it is back or the window
+// has passed; then the shard worker takes it up again (or it ends).
+func (r *run) reconnect(c *call, lostAt time.Time) {
+	c.mu.Lock()
+	old := c.conn
+	c.mu.Unlock()
+	old.Close()
+	backoff := 50 * time.Millisecond
+	var lastErr error
+	for attempt := 0; time.Since(lostAt) < r.o.ReconnectWindow && r.ctx.Err() == nil; attempt++ {
+		// The audio goes on from now: what fell due while the connection
+		// was down never reached calmline.
+		c.paceMu.Lock()
+		due := max(int(time.Since(c.startAt)/FrameDuration), c.sent)
+		c.paceMu.Unlock()
+		spec := r.spec(c)
+		spec.Resume, spec.ResumeAt = true, uint64(due*r.spf)
+		c.redial.Store(false)
+		conn, err := r.proto.Open(r.ctx, spec, r.events(c))
+		if err == nil && c.redial.Load() {
+			conn.Close()
+			err = errors.New("the resumed connection was lost at once")
+		}
+		if err == nil {
+			took := time.Since(lostAt)
+			var at uint64
+			if rs, ok := conn.(Resumer); ok {
+				at = rs.ResumedAt()
+			}
+			c.paceMu.Lock()
+			defer c.paceMu.Unlock()
+			sentAt := uint64(c.sent * r.spf)
+			var lost uint64
+			if at < sentAt {
+				lost = (sentAt - at) * uint64(r.fb) / uint64(r.spf)
+			}
+			c.mu.Lock()
+			c.lost += lost
+			c.stopped, c.closeCode, c.closeErr = nil, 0, nil
+			hungUp := !c.stopAt.IsZero()
+			c.mu.Unlock()
+			ev := Reconnect{AtMS: lostAt.UnixMilli(), MS: round(float64(took) / float64(time.Millisecond)), LostBytes: lost,
+				SkippedMS: round(float64(time.Duration(due-c.sent) * FrameDuration / time.Millisecond))}
+			r.mu.Lock()
+			r.reconnects = append(r.reconnects, ev)
+			r.mu.Unlock()
+			c.sent = due
+			c.mu.Lock()
+			c.conn = conn
+			c.mu.Unlock()
+			r.o.Logger.Debug("call resumed", "call_id", c.id, "ms", ev.MS, "lost_bytes", lost, "attempt", attempt)
+			if hungUp {
+				// The hang-up was on its way when the gateway died: say it
+				// again; the watchdog set then still bounds the wait.
+				c.state.Store(stopping)
+				if err := conn.Stop(); err != nil {
+					conn.Close()
+				}
+				return
+			}
+			c.state.Store(streaming)
+			c.shard.add(c)
+			return
+		}
+		lastErr = err
+		var ref *RefusedError
+		if errors.As(err, &ref) && ref.CloseCode != 0 && !lostConnection(ref.CloseCode) {
+			break // the gateway will not resume this call
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			t.Stop()
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	r.o.Logger.Warn("call not resumed", "call_id", c.id, "err", lastErr)
+	r.mu.Lock()
+	r.reconnectFailed++
+	if lastErr != nil {
+		var ref *RefusedError
+		if errors.As(lastErr, &ref) {
+			r.errs["resume_"+ref.Kind()]++
+		} else {
+			r.errs["resume_"+errorKind(lastErr)]++
+		}
+	}
+	r.mu.Unlock()
+	c.state.Store(finished)
+	close(c.done)
 }
 
 // errorKind classifies a network error briefly.
@@ -412,7 +596,11 @@ func (r *run) work(ctx context.Context, s *shard) {
 		live := calls[:0:0]
 		for _, c := range calls {
 			if c.state.Load() == streaming {
-				r.pace(c, now, hangup)
+				c.paceMu.Lock()
+				if c.state.Load() == streaming {
+					r.pace(c, now, hangup)
+				}
+				c.paceMu.Unlock()
 			}
 			if c.state.Load() == streaming {
 				live = append(live, c)
@@ -450,6 +638,12 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 	for c.sent < target {
 		off := (c.sent % r.nframes) * r.fb
 		if err := c.conn.Audio(data[off : off+r.fb]); err != nil {
+			if r.o.Reconnect {
+				// The reader sees the connection end and reconnects.
+				c.state.Store(writeFailed)
+				c.conn.Close()
+				return
+			}
 			c.mu.Lock()
 			c.writeErr = err
 			c.mu.Unlock()
@@ -458,6 +652,7 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 			return
 		}
 		c.sent++
+		c.frames++
 		c.bytes += uint64(r.fb)
 		if end := uint64(c.sent * r.spf); end%uint64(r.rate) == 0 {
 			at := time.Now()
@@ -472,9 +667,11 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 		c.mu.Unlock()
 		c.state.Store(stopping)
 		if err := c.conn.Stop(); err != nil {
-			c.mu.Lock()
-			c.writeErr = err
-			c.mu.Unlock()
+			if !r.o.Reconnect {
+				c.mu.Lock()
+				c.writeErr = err
+				c.mu.Unlock()
+			}
 			c.conn.Close()
 			return
 		}
@@ -482,8 +679,12 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 		// would be a timer per call; the connection's own end (the
 		// gateway closes after stopped) or this close ends it.
 		t := time.AfterFunc(r.o.StopTimeout, func() {
-			if c.state.Load() != finished {
-				c.conn.Close()
+			if c.state.Load() == stopping {
+				c.mu.Lock()
+				c.timedOut = true
+				conn := c.conn
+				c.mu.Unlock()
+				conn.Close()
 			}
 		})
 		c.mu.Lock()
@@ -553,12 +754,23 @@ type Summary struct {
 	} `json:"hangup"`
 	// LateFrames counts frames the simulator sent more than 100 ms after
 	// they were due (it was starved of CPU).
-	LateFrames int64          `json:"late_frames"`
-	Reports    *ReportsCheck  `json:"reports,omitempty"`
-	Errors     map[string]int `json:"errors"`
-	RampS      float64        `json:"ramp_s"`
-	WallS      float64        `json:"wall_s"`
-	Client     struct {
+	LateFrames int64 `json:"late_frames"`
+	// Reconnects are the calls resumed after a lost connection (with
+	// --reconnect).
+	Reconnects struct {
+		Count  int     `json:"count"`
+		Failed int     `json:"failed"`
+		Time   Latency `json:"time_ms"`
+		// LostBytes were sent to a gateway that died before they were
+		// durable; the stored reports hold what was sent minus these.
+		LostBytes uint64      `json:"lost_bytes"`
+		Events    []Reconnect `json:"events,omitempty"`
+	} `json:"reconnects"`
+	Reports *ReportsCheck  `json:"reports,omitempty"`
+	Errors  map[string]int `json:"errors"`
+	RampS   float64        `json:"ramp_s"`
+	WallS   float64        `json:"wall_s"`
+	Client  struct {
 		CPUUserS   float64 `json:"cpu_user_s"`
 		CPUSystemS float64 `json:"cpu_system_s"`
 		// CPUPercent is the simulator's CPU over the run, in percent of
@@ -587,8 +799,9 @@ func (r *run) summarize(begin, rampDone, end time.Time, usage0 usage) *Summary {
 	for _, c := range r.calls {
 		s.Calls.Started++
 		c.mu.Lock()
-		s.FramesSent += c.sent
+		s.FramesSent += c.frames
 		s.AudioBytesSent += c.bytes
+		s.Reconnects.LostBytes += c.lost
 		s.ScoresReceived += c.scores
 		s.ScoresUnmatched += c.unmatched
 		lat = append(lat, c.latencies...)
@@ -596,7 +809,7 @@ func (r *run) summarize(begin, rampDone, end time.Time, usage0 usage) *Summary {
 		switch {
 		case c.writeErr != nil:
 			kind = "write_" + errorKind(c.writeErr)
-		case c.stopAt.IsZero():
+		case c.stopAt.IsZero() && c.stopped == nil:
 			kind = fmt.Sprintf("closed_before_stop_%d", c.closeCode)
 		case c.stopped == nil:
 			kind = "no_stopped"
@@ -607,7 +820,7 @@ func (r *run) summarize(begin, rampDone, end time.Time, usage0 usage) *Summary {
 			kind = "report_not_stored"
 		case c.stopped.Incomplete:
 			kind = "report_incomplete"
-		case c.stopped.AudioBytes != c.bytes:
+		case c.stopped.AudioBytes != c.bytes-c.lost:
 			kind = "report_bytes_mismatch"
 		case c.closeCode != 1000:
 			kind = fmt.Sprintf("closed_after_stopped_%d", c.closeCode)
@@ -634,6 +847,13 @@ func (r *run) summarize(begin, rampDone, end time.Time, usage0 usage) *Summary {
 		}
 		c.mu.Unlock()
 	}
+	s.Reconnects.Count, s.Reconnects.Failed = len(r.reconnects), r.reconnectFailed
+	s.Reconnects.Events = append([]Reconnect(nil), r.reconnects...)
+	var rt []float64
+	for _, e := range r.reconnects {
+		rt = append(rt, e.MS)
+	}
+	s.Reconnects.Time = latency(rt)
 	s.AudioToScore = latency(lat)
 	s.StopToStopped = latency(stop)
 	if !firstStop.IsZero() {
@@ -693,11 +913,11 @@ func (r *run) checkReports(ctx context.Context, calls []*call) *ReportsCheck {
 				rc.Missing++
 				rc.errors["stored_report_missing"]++
 				r.o.Logger.Warn("stored report", "call_id", c.id, "err", err)
-			case bytes != c.bytes || incomplete || chunks == 0:
+			case bytes != c.bytes-c.lost || incomplete || chunks == 0:
 				rc.Mismatched++
 				rc.errors["stored_report_mismatch"]++
 				r.o.Logger.Warn("stored report does not hold what was sent", "call_id", c.id,
-					"sent_bytes", c.bytes, "stored_bytes", bytes, "chunks", chunks, "incomplete", incomplete)
+					"sent_bytes", c.bytes, "lost_bytes", c.lost, "stored_bytes", bytes, "chunks", chunks, "incomplete", incomplete)
 			default:
 				rc.OK++
 			}

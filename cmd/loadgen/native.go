@@ -20,6 +20,9 @@ type Native struct{}
 // writeTimeout bounds each write to the gateway.
 const writeTimeout = 10 * time.Second
 
+// CanResume says the native protocol resumes calls (loadgen --reconnect).
+func (Native) CanResume() bool { return true }
+
 // Open implements Protocol.
 func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) {
 	d := websocket.Dialer{
@@ -28,6 +31,7 @@ func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) 
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,
 		Subprotocols:     []string{"calmline.native.v1"},
+		TLSClientConfig:  spec.TLS,
 	}
 	ws, resp, err := d.DialContext(ctx, spec.URL, http.Header{"Authorization": {"Bearer " + spec.APIKey}})
 	if err != nil {
@@ -43,6 +47,10 @@ func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) 
 	}
 	start := map[string]any{"type": "start", "call_id": spec.CallID, "agent_id": spec.AgentID,
 		"codec": spec.Format.Codec.String(), "sample_rate": spec.Format.SampleRate, "channels": spec.Roles}
+	if spec.Resume {
+		start["resume"] = true
+		start["resume_at_sample"] = spec.ResumeAt
+	}
 	ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := ws.WriteJSON(start); err != nil {
 		ws.Close()
@@ -65,14 +73,18 @@ func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) 
 	}
 	ws.SetReadDeadline(time.Time{})
 	c := &nativeConn{ws: ws}
+	if first.ResumedAt != nil {
+		c.resumedAt = *first.ResumedAt
+	}
 	go c.read(ev)
 	return c, nil
 }
 
 type nativeMsg struct {
-	Type      string `json:"type"`
-	EndSample uint64 `json:"end_sample"`
-	Error     string `json:"error"`
+	Type      string  `json:"type"`
+	EndSample uint64  `json:"end_sample"`
+	Error     string  `json:"error"`
+	ResumedAt *uint64 `json:"resumed_at_sample"`
 	Report    *struct {
 		Incomplete bool   `json:"incomplete"`
 		Chunks     uint64 `json:"chunks"`
@@ -81,9 +93,13 @@ type nativeMsg struct {
 }
 
 type nativeConn struct {
-	ws     *websocket.Conn
-	writes int
+	ws        *websocket.Conn
+	writes    int
+	resumedAt uint64
 }
+
+// ResumedAt implements Resumer.
+func (c *nativeConn) ResumedAt() uint64 { return c.resumedAt }
 
 // read is the call's reader goroutine; it ends with the connection.
 func (c *nativeConn) read(ev Events) {

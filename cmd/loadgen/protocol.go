@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sort"
@@ -35,6 +36,21 @@ type CallSpec struct {
 	// Dialer opens the TCP connection (its LocalAddr spreads calls over
 	// source addresses).
 	Dialer *net.Dialer
+	// TLS configures wss:// connections (a CA to trust); nil uses the
+	// system's roots.
+	TLS *tls.Config
+	// Resume continues the call after its connection was lost (the
+	// gateway died): the same call id, the audio following at ResumeAt
+	// (samples per channel on the call's timeline). Only protocols whose
+	// Conn implements Resumer support it.
+	Resume   bool
+	ResumeAt uint64
+}
+
+// Resumer is a Conn that resumed a call: ResumedAt is where the gateway
+// said the call's durable record ended.
+type Resumer interface {
+	ResumedAt() uint64
 }
 
 // Events receives what the gateway sends on a call. The protocol's reader

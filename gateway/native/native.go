@@ -50,6 +50,9 @@ const (
 	CloseOutOfOrder = 4409
 	// CloseCallLive: a call with this call id is already live.
 	CloseCallLive = 4410
+	// CloseNotResumable refuses a resume: no such call to continue, or
+	// its report is already stored.
+	CloseNotResumable = 4411
 	// CloseUnsupportedMedia: unsupported codec, sample rate or channels.
 	CloseUnsupportedMedia = 4415
 	// CloseTooFast: the client sends audio faster than real time, past
@@ -332,6 +335,8 @@ func (c *conn) start(m *message) {
 		Roles:    m.roles,
 		Protocol: "native",
 		Labels:   m.labels,
+		Resume:   m.resume,
+		ResumeAt: m.resumeAt,
 	}, c)
 	switch {
 	case err == nil:
@@ -344,6 +349,9 @@ func (c *conn) start(m *message) {
 	case errors.Is(err, session.ErrCallLive):
 		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
 		return
+	case errors.Is(err, session.ErrNotResumable):
+		c.ws.Close(CloseNotResumable, err.Error())
+		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
 		return
@@ -354,7 +362,12 @@ func (c *conn) start(m *message) {
 	c.call = call
 	c.callLive.Store(call)
 	c.lastAudio.Store(time.Now().UnixNano())
-	c.sendJSON(startedMsg{Type: "started", CallID: m.callID, SessionID: call.Info().SessionId,
+	var resumed *uint64
+	if m.resume {
+		at := call.ResumedAt()
+		resumed = &at
+	}
+	c.sendJSON(startedMsg{Type: "started", CallID: m.callID, SessionID: call.Info().SessionId, ResumedAt: resumed,
 		ChunkMS: int(time.Duration(call.ChunkBytes()/call.Format().FrameBytes()) * time.Second / time.Duration(call.Format().SampleRate) / time.Millisecond)}, false)
 	// The writer watches for the call being aborted (drain, lost
 	// backend) even while the reader waits for the next frame.
@@ -495,6 +508,9 @@ type (
 		CallID    string `json:"call_id"`
 		SessionID string `json:"session_id"`
 		ChunkMS   int    `json:"chunk_ms"`
+		// ResumedAt answers a resume: where the call's durable record
+		// ended (the client's audio after it is not in the report).
+		ResumedAt *uint64 `json:"resumed_at_sample,omitempty"`
 	}
 	modelMsg struct {
 		Name    string `json:"name"`

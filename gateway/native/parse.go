@@ -19,6 +19,10 @@ type clientMsg struct {
 	SampleRate int               `json:"sample_rate"`
 	Channels   []string          `json:"channels"`
 	Labels     map[string]string `json:"labels"`
+	// Resume continues a call whose connection ended without stop;
+	// ResumeAt is the timeline position of the audio that follows.
+	Resume   bool   `json:"resume"`
+	ResumeAt uint64 `json:"resume_at_sample"`
 	// gap
 	Samples uint64 `json:"samples"`
 	Reason  string `json:"reason"`
@@ -32,6 +36,8 @@ type message struct {
 	format          audio.Format
 	roles           []callv1.ChannelRole
 	labels          map[string]string
+	resume          bool
+	resumeAt        uint64
 	// gap
 	gapSamples uint64
 	gapReason  callv1.GapReason
@@ -92,6 +98,10 @@ func parseStart(m *clientMsg) (*message, *protoError) {
 		return bad(CloseBadMessage, "call_id is required")
 	case len(m.CallID) > 128 || len(m.AgentID) > 128:
 		return bad(CloseBadMessage, "call_id and agent_id are limited to 128 bytes")
+	case m.ResumeAt != 0 && !m.Resume:
+		return bad(CloseBadMessage, "resume_at_sample without resume")
+	case m.ResumeAt > 24*maxGapSamples:
+		return bad(CloseBadMessage, "resume_at_sample %d is more than a day of audio", m.ResumeAt)
 	}
 	codec, err := audio.ParseCodec(m.Codec)
 	if err != nil {
@@ -116,6 +126,7 @@ func parseStart(m *clientMsg) (*message, *protoError) {
 		return bad(CloseBadMessage, "channel roles must be distinct caller/agent")
 	}
 	out.callID, out.agentID, out.labels, out.roles = m.CallID, m.AgentID, m.Labels, roles
+	out.resume, out.resumeAt = m.Resume, m.ResumeAt
 	out.format = audio.Format{Codec: codec, SampleRate: m.SampleRate, Channels: len(roles)}
 	return out, nil
 }

@@ -14,6 +14,8 @@ func FuzzParseText(f *testing.F) {
 		`{"type":"start","call_id":"c1","codec":"l16","sample_rate":16000,"channels":["agent"]}`,
 		`{"type":"start","call_id":"c1","codec":"opus","sample_rate":48000}`,
 		`{"type":"start","call_id":"c1","codec":"alaw","sample_rate":8000,"channels":["agent","agent"]}`,
+		`{"type":"start","call_id":"c1","codec":"pcmu","sample_rate":8000,"resume":true,"resume_at_sample":24000}`,
+		`{"type":"start","call_id":"c1","codec":"pcmu","sample_rate":8000,"resume_at_sample":24000}`,
 		`{"type":"gap","samples":8000,"reason":"paused"}`,
 		`{"type":"gap","samples":0}`,
 		`{"type":"stop"}`,
@@ -46,6 +48,9 @@ func FuzzParseText(f *testing.F) {
 			if err := m.format.Validate(); err != nil {
 				t.Fatalf("start accepted with format %+v: %v", m.format, err)
 			}
+			if m.resumeAt != 0 && !m.resume {
+				t.Fatalf("start accepted with resume_at_sample %d and no resume", m.resumeAt)
+			}
 			if len(m.roles) != m.format.Channels || len(m.roles) == 2 && m.roles[0] == m.roles[1] {
 				t.Fatalf("start accepted with roles %v for %d channels", m.roles, m.format.Channels)
 			}
@@ -64,5 +69,31 @@ func TestParseStartCallIDLimit(t *testing.T) {
 	_, perr := parseText([]byte(`{"type":"start","call_id":"` + strings.Repeat("x", 129) + `","codec":"pcmu","sample_rate":8000}`))
 	if perr == nil || perr.code != CloseBadMessage || !strings.Contains(perr.reason, "128 bytes") {
 		t.Errorf("a 129-byte call id: %+v; want 4400 naming the limit", perr)
+	}
+}
+
+func TestParseStartResume(t *testing.T) {
+	for _, c := range []struct {
+		msg    string
+		resume bool
+		at     uint64
+		bad    string
+	}{
+		{msg: `"resume":true,"resume_at_sample":24000`, resume: true, at: 24000},
+		{msg: `"resume":true`, resume: true},
+		{msg: `"resume_at_sample":24000`, bad: "resume_at_sample without resume"},
+		{msg: `"resume":true,"resume_at_sample":99999999999999`, bad: "more than a day"},
+	} {
+		m, perr := parseText([]byte(`{"type":"start","call_id":"c1","codec":"pcmu","sample_rate":8000,` + c.msg + `}`))
+		switch {
+		case c.bad != "":
+			if perr == nil || perr.code != CloseBadMessage || !strings.Contains(perr.reason, c.bad) {
+				t.Errorf("%s: %+v; want 4400 saying %q", c.msg, perr, c.bad)
+			}
+		case perr != nil:
+			t.Errorf("%s: refused: %+v", c.msg, perr)
+		case m.resume != c.resume || m.resumeAt != c.at:
+			t.Errorf("%s: resume %v at %d; want %v at %d", c.msg, m.resume, m.resumeAt, c.resume, c.at)
+		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/audio"
@@ -24,6 +26,12 @@ import (
 
 // EndReason says how a call ended (the fullcall contract's enum).
 type EndReason = fullcallv1.EndReason
+
+// MaxReconnectGap bounds the stretch a resumed call may skip (the audio
+// lost between the call's durable end and where the client resumes). A
+// call nobody resumes is stored as incomplete after fullcall's orphan
+// timeout (2 min), so a longer gap has nothing to resume anyway.
+const MaxReconnectGap = 5 * time.Minute
 
 // ErrEnded is returned when audio arrives for a call that has ended.
 var ErrEnded = errors.New("call has ended")
@@ -40,6 +48,18 @@ type Start struct {
 	Labels   map[string]string
 	// StartedAt defaults to now.
 	StartedAt time.Time
+	// Resume continues a call whose stream ended without a hang-up —
+	// typically the gateway carrying it died and the client reconnected,
+	// here or through a load balancer to another gateway. fullcall resumes
+	// the call from its durable checkpoint (the same call id, one report),
+	// and the call's timeline goes on from where that checkpoint ends.
+	Resume bool
+	// ResumeAt is, with Resume, the client's timeline position (samples
+	// per channel) of the audio that follows. The stretch between the
+	// checkpoint and ResumeAt never reached calmline (it was in flight to
+	// the dead gateway, or sent while the client reconnected) and becomes
+	// a gap with reason reconnect. 0 continues right at the checkpoint.
+	ResumeAt uint64
 }
 
 // Events receives a call's live events. Its methods are called from the
@@ -78,8 +98,12 @@ type Call struct {
 	counted   [4]int64
 	countedAt time.Duration
 	// clock is when the call started on this gateway (monotonic), the
-	// reference for pacing and traffic rates.
-	clock time.Time
+	// reference for pacing and traffic rates; paceFrom is the timeline
+	// position at that moment (not 0 for a resumed call).
+	clock    time.Time
+	paceFrom uint64
+	// resumedAt is, for a resumed call, where fullcall's checkpoint ended.
+	resumedAt uint64
 	// readPause is what ReadPause returns next, and minLag the lower
 	// envelope of how late the client's chunks complete against the
 	// call's clock (see ReadPause), known once lagKnown.
@@ -187,17 +211,66 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	c.fc = newFCLink(c)
 	openCtx, cancel := context.WithTimeout(ctx, m.o.OpenTimeout)
 	defer cancel()
-	stream, streamCancel, err := c.fc.open(openCtx, false)
+	stream, streamCancel, err := c.fc.open(openCtx, st.Resume)
 	if err != nil {
 		c.cancel()
 		m.unregister(c)
+		if st.Resume && status.Code(err) == codes.FailedPrecondition {
+			m.Refused(ctx, st.Tenant.ID, "not_resumable")
+			c.log.Warn("resume refused", "err", err)
+			return nil, fmt.Errorf("%w: %s", ErrNotResumable, status.Convert(err).Message())
+		}
 		m.Refused(ctx, st.Tenant.ID, "backend_unavailable")
 		c.log.Warn("call refused: fullcall unavailable", "err", err)
 		return nil, fmt.Errorf("%w: fullcall: %v", ErrUnavailable, err)
 	}
+	if st.Resume {
+		op := c.fc.opened
+		if op.GetFinished() {
+			streamCancel()
+			c.cancel()
+			m.unregister(c)
+			m.Refused(ctx, st.Tenant.ID, "not_resumable")
+			return nil, fmt.Errorf("%w: call %q has ended and its report is stored", ErrNotResumable, st.CallID)
+		}
+		// Go on from the checkpoint: the next chunk follows the last one
+		// fullcall holds, on the timeline where it ends.
+		c.resumedAt = op.GetTimelineSample()
+		if limit := c.resumedAt + uint64(MaxReconnectGap.Seconds()*float64(st.Format.SampleRate)); st.ResumeAt > limit {
+			// The backends walk a gap frame by frame: a client may not
+			// declare an arbitrary stretch lost.
+			streamCancel()
+			c.cancel()
+			m.unregister(c)
+			m.Refused(ctx, st.Tenant.ID, "not_resumable")
+			return nil, fmt.Errorf("%w: resume_at_sample %d is more than %v past the call's durable end (%d)", ErrBadStart, st.ResumeAt, MaxReconnectGap, c.resumedAt)
+		}
+		c.seq.Store(op.GetAckedSeq())
+		c.fc.lastSeq = op.GetAckedSeq()
+		c.timeline.Store(c.resumedAt)
+		// Live scoring starts where the client's audio resumes, its
+		// alert episodes numbered after those the call already had.
+		c.rt.from = max(st.ResumeAt, c.resumedAt)
+		c.rt.episodes.Store(op.GetAlertEpisodes())
+		c.rt.lastEnd.Store(c.rt.from)
+	}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
 	go func() { defer c.wg.Done(); c.rt.run() }()
+	if st.Resume {
+		// Pacing counts from where the client's audio resumes: the
+		// reconnect gap is time that passed, not audio sent ahead.
+		c.paceFrom = max(st.ResumeAt, c.resumedAt)
+		if st.ResumeAt > c.resumedAt {
+			c.Gap(st.ResumeAt-c.resumedAt, callv1.GapReason_GAP_REASON_RECONNECT, "the client reconnected; this audio never reached a gateway that kept it")
+		} else if st.ResumeAt > 0 {
+			// The client resends from before the checkpoint: fullcall
+			// skips what it holds.
+			c.timeline.Store(st.ResumeAt)
+		}
+		m.m.resumed.Add(ctx, 1, c.attrs)
+		c.log.Info("call resumed", "checkpoint_sample", c.resumedAt, "resume_at", st.ResumeAt, "acked_seq", c.seq.Load())
+	}
 	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
 	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
 		"sample_rate", st.Format.SampleRate, "channels", st.Format.Channels)
@@ -227,6 +300,12 @@ func (c *Call) ChunkBytes() int { return c.chunkBytes }
 
 // Timeline returns the call's position in samples per channel.
 func (c *Call) Timeline() uint64 { return c.timeline.Load() }
+
+// ResumedAt returns, for a call started with Resume, the timeline position
+// where fullcall's durable record of it ended: the client's audio before
+// it is in the report, what it sent after it (to the gateway that died)
+// is not, unless it sends it again.
+func (c *Call) ResumedAt() uint64 { return c.resumedAt }
 
 // StartedAt returns when the call started.
 func (c *Call) StartedAt() time.Time { return c.startedAt }
@@ -298,6 +377,8 @@ func (c *Call) chunkDone(end uint64) {
 	if dur < minPausedChunk {
 		return
 	}
+	// A resumed call's clock started at its resume point.
+	end -= min(end, c.paceFrom)
 	rate := uint64(c.format.SampleRate)
 	now := time.Since(c.clock)
 	due := func(pos uint64) time.Duration {
@@ -337,7 +418,7 @@ func (c *Call) pace(samples uint64) error {
 	if p.Policy == PaceOff {
 		return nil
 	}
-	pos := float64(c.timeline.Load()+samples) / float64(c.format.SampleRate)
+	pos := float64(int64(c.timeline.Load()+samples)-int64(c.paceFrom)) / float64(c.format.SampleRate)
 	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.clock)
 	over := ahead - p.MaxLead
 	if over <= 0 {

@@ -55,6 +55,9 @@ type fcLink struct {
 	// acknowledgements (the backend's round trip).
 	sent [16]sentSeq
 
+	// opened is fullcall's answer to the first open.
+	opened *fullcallv1.OpenedCall
+
 	report chan *fullcallv1.Report // the stored report, once
 	lost   chan error              // fullcall could not be reached for good
 }
@@ -303,6 +306,9 @@ func (l *fcLink) open(ctx context.Context, resume bool) (_ fullcallRecordClient,
 			return nil, nil, errors.New("fullcall did not answer open with opened")
 		}
 		l.ack(op.AckedSeq)
+		if l.opened == nil {
+			l.opened = op // read by Start, before the link's goroutines run
+		}
 		return s, cancel, nil
 	case <-ctx.Done():
 		return nil, nil, ctx.Err() // cancel ends the stream and the Recv

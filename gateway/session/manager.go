@@ -62,6 +62,10 @@ var (
 	ErrCallLive    = errors.New("a call with this id is already live")
 	ErrBadStart    = errors.New("invalid call start")
 	ErrUnavailable = errors.New("analysis backends unavailable")
+	// ErrNotResumable refuses a resume: fullcall holds no checkpoint of
+	// the call, its report is already stored, or another model version
+	// made the checkpoint.
+	ErrNotResumable = errors.New("the call cannot be resumed")
 	// ErrTooFast is returned by Audio when the client sends audio faster
 	// than real time beyond what the pacing policy allows.
 	ErrTooFast = errors.New("audio arrives faster than real time")

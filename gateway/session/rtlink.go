@@ -53,7 +53,10 @@ type rtLink struct {
 	sentN  int
 
 	episodes atomic.Uint32 // highest alert episode seen
-	lastEnd  atomic.Uint64 // end of the last score received
+	// from is where a resumed call's live scoring starts (its first
+	// stream opens there); set before run.
+	from    uint64
+	lastEnd atomic.Uint64 // end of the last score received
 	// unanswered is when (nanoseconds on the call's clock, 0 for none)
 	// the first chunk went out on the current stream after the last
 	// message came back from it; sentEnd is the end of the last chunk
@@ -260,7 +263,9 @@ func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
 		return err
 	}
 	open := &realtimev1.OpenCall{Call: l.c.info, AlertEpisodes: l.episodes.Load()}
-	if resume {
+	if !resume {
+		open.ResumeSample = l.from
+	} else {
 		// Start where the queue starts, or at the current position.
 		l.mu.Lock()
 		pos := l.c.timeline.Load()

@@ -718,7 +718,19 @@ type OpenedCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every chunk up to and including this sequence number is already in the
 	// call's checkpoint; the gateway sends the ones after it.
-	AckedSeq      uint64 `protobuf:"varint,1,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	AckedSeq uint64 `protobuf:"varint,1,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	// The call's timeline position (samples per channel, gaps included)
+	// after the acknowledged chunks: where the gateway's next chunk or gap
+	// starts. A gateway that resumes a call it did not carry (the client
+	// reconnected after another gateway died) continues from here.
+	TimelineSample uint64 `protobuf:"varint,2,opt,name=timeline_sample,json=timelineSample,proto3" json:"timeline_sample,omitempty"`
+	// True when the call's report is already stored: nothing more can join
+	// it, and a client resuming it is refused.
+	Finished bool `protobuf:"varint,3,opt,name=finished,proto3" json:"finished,omitempty"`
+	// The highest alert episode among the call's alerts so far: a gateway
+	// resuming the call has live scoring number new episodes after it, so
+	// that their alert ids stay distinct.
+	AlertEpisodes uint32 `protobuf:"varint,4,opt,name=alert_episodes,json=alertEpisodes,proto3" json:"alert_episodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -756,6 +768,27 @@ func (*OpenedCall) Descriptor() ([]byte, []int) {
 func (x *OpenedCall) GetAckedSeq() uint64 {
 	if x != nil {
 		return x.AckedSeq
+	}
+	return 0
+}
+
+func (x *OpenedCall) GetTimelineSample() uint64 {
+	if x != nil {
+		return x.TimelineSample
+	}
+	return 0
+}
+
+func (x *OpenedCall) GetFinished() bool {
+	if x != nil {
+		return x.Finished
+	}
+	return false
+}
+
+func (x *OpenedCall) GetAlertEpisodes() uint32 {
+	if x != nil {
+		return x.AlertEpisodes
 	}
 	return 0
 }
@@ -2506,10 +2539,13 @@ const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\x06opened\x18\x01 \x01(\v2 .calmline.fullcall.v1.OpenedCallH\x00R\x06opened\x12-\n" +
 	"\x03ack\x18\x02 \x01(\v2\x19.calmline.fullcall.v1.AckH\x00R\x03ack\x12@\n" +
 	"\bfinished\x18\x03 \x01(\v2\".calmline.fullcall.v1.FinishedCallH\x00R\bfinishedB\x05\n" +
-	"\x03msg\")\n" +
+	"\x03msg\"\x95\x01\n" +
 	"\n" +
 	"OpenedCall\x12\x1b\n" +
-	"\tacked_seq\x18\x01 \x01(\x04R\backedSeq\"\x17\n" +
+	"\tacked_seq\x18\x01 \x01(\x04R\backedSeq\x12'\n" +
+	"\x0ftimeline_sample\x18\x02 \x01(\x04R\x0etimelineSample\x12\x1a\n" +
+	"\bfinished\x18\x03 \x01(\bR\bfinished\x12%\n" +
+	"\x0ealert_episodes\x18\x04 \x01(\rR\ralertEpisodes\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"D\n" +
 	"\fFinishedCall\x124\n" +
