@@ -292,3 +292,49 @@ func TestAHungRealtimeLosesTheCall(t *testing.T) {
 		t.Errorf("%v stalls counted, %d live-scoring gaps reported to fullcall; want as many, at least one", stalls, gaps)
 	}
 }
+
+// TestASlowRealtimeKeepsItsCalls leaves one call's audio unanswered on an
+// instance that goes on answering another call: overloaded for one call,
+// not hung. The call stays where it is (moving it would restart its
+// analysis on an instance just as busy).
+func TestASlowRealtimeKeepsItsCalls(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	release := make(chan struct{})
+	rt.Configure(func() {
+		rt.OnChunk = func(callID string, ch *callv1.AudioChunk) error {
+			if callID == "slow" && ch.Seq > 20 {
+				<-release
+			}
+			return nil
+		}
+	})
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeStall: 200 * time.Millisecond})
+	slow, err := m.Start(context.Background(), stereo("slow"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := m.Start(context.Background(), stereo("busy"), newEvents())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both calls go on for well past the stall bound; the busy one is
+	// answered all along.
+	for start := time.Now(); time.Since(start) < 5*200*time.Millisecond; {
+		feed(t, slow, 1, nil)
+		feed(t, busy, 1, nil)
+		time.Sleep(20 * time.Millisecond) // pace the calls, not a synchronisation
+	}
+	close(release)
+	for _, c := range []*Call{slow, busy} {
+		if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := mt.Value("calmline.gateway.realtime.stalls", "tenant", "acme"); n != 0 {
+		t.Errorf("%v stalls counted on an instance that kept answering; want none", n)
+	}
+	if n := len(rt.OpenCalls()); n != 2 {
+		t.Errorf("%d streams opened for two calls; want 2 (none moved)", n)
+	}
+}

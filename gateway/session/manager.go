@@ -136,7 +136,9 @@ type Options struct {
 	// connection (a stopped process, a dead host) is otherwise noticed
 	// only by keepalive, after 13 s. It applies only while audio flows and
 	// at least 1.5 s of it is waiting for a score, so a paused or quiet
-	// call never trips it.
+	// call never trips it, and only when the instance has sent nothing to
+	// any of this gateway's calls for as long, so an overloaded instance
+	// (slow, not hung) keeps its calls.
 	RealtimeStall time.Duration
 	// ReplayBuffer bounds the audio kept for fullcall until acknowledged;
 	// past it the call is marked incomplete (default 30 s).
@@ -187,11 +189,28 @@ func (o *Options) defaults() {
 	}
 }
 
+// instanceHeard returns the clock of when the realtime instance at addr
+// was last heard from.
+func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
+	if v, ok := m.heard.Load(addr); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := m.heard.LoadOrStore(addr, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
 // Manager starts calls and keeps count of them per tenant.
 type Manager struct {
 	o   Options
 	log *slog.Logger
 	m   *metrics
+
+	// heard holds, per realtime instance address, when (Unix
+	// nanoseconds) any call last received anything from it: a call's
+	// stream is given up for a stall only when the whole instance is
+	// silent, so an overloaded instance, slow for some calls but
+	// answering others, keeps its calls.
+	heard sync.Map // string -> *atomic.Int64
 
 	mu       sync.Mutex
 	perTen   map[string]int

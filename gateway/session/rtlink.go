@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/peer"
 
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -63,7 +64,10 @@ type rtLink struct {
 	// sent. Together they tell a hung realtime from a slow one.
 	unanswered atomic.Int64
 	sentEnd    atomic.Uint64
-	done       chan struct{} // closed when run returns
+	// heard is the current stream's instance's clock (Manager.heard);
+	// guarded by mu.
+	heard *atomic.Int64
+	done  chan struct{} // closed when run returns
 }
 
 // sentMark is when (nanoseconds on the call's clock) the chunk ending at
@@ -111,6 +115,9 @@ func (l *rtLink) checkStallLocked(now time.Time) {
 	behind := l.sentEnd.Load() - min(l.lastEnd.Load(), l.sentEnd.Load())
 	if waited < stall || behind < uint64(l.c.format.SampleRate)*3/2 {
 		return
+	}
+	if l.heard != nil && now.UnixNano()-l.heard.Load() < int64(stall) {
+		return // the instance answers other calls: slow, not hung
 	}
 	l.c.m.m.rtStalls.Add(l.c.ctx, 1, l.c.attrs)
 	l.c.log.Warn("realtime left the call's audio unanswered; moving the call", "waited", waited.Round(time.Millisecond), "behind_s", float64(behind)/float64(l.c.format.SampleRate))
@@ -287,12 +294,17 @@ func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
 	if err := s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Open{Open: open}}); err != nil {
 		return err
 	}
+	var heard *atomic.Int64
+	if p, ok := peer.FromContext(s.Context()); ok && p.Addr != nil {
+		heard = l.c.m.instanceHeard(p.Addr.String())
+		heard.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	l.mu.Lock()
-	l.stream, l.cancel, l.closeSent = s, cancel, false
+	l.stream, l.cancel, l.closeSent, l.heard = s, cancel, false, heard
 	l.unanswered.Store(0)
 	l.kickLocked()
 	l.mu.Unlock()
-	err = l.recv(s)
+	err = l.recv(s, heard)
 	l.mu.Lock()
 	if l.stream == s {
 		l.stream = nil
@@ -322,7 +334,7 @@ func (l *rtLink) requeue(rs []*realtimev1.AnalyzeRequest) {
 	}
 }
 
-func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
+func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.Int64) error {
 	for {
 		r, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -332,6 +344,9 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient) error {
 			return err
 		}
 		l.unanswered.Store(0)
+		if heard != nil {
+			heard.Store(time.Now().UnixNano())
+		}
 		switch m := r.Msg.(type) {
 		case *realtimev1.AnalyzeResponse_Score:
 			l.lastEnd.Store(m.Score.EndSample)
