@@ -732,10 +732,28 @@ func TestClientHooksReportEventsAndTheEnd(t *testing.T) {
 	if code := <-ended; code != websocket.CloseNormalClosure {
 		t.Errorf("OnEnd with %d; want 1000", code)
 	}
-	if len(ended) != 0 || len(s.Events()) != 0 || len(events) != 2 {
-		t.Errorf("%d more OnEnd calls, %d kept events, %d hooked events; want 0, 0, 2", len(ended), len(s.Events()), len(events))
+	if len(ended) != 0 || len(s.Events()) != 0 || len(events) != 3 {
+		t.Errorf("%d more OnEnd calls, %d kept events, %d hooked events; want 0, 0, 3", len(ended), len(s.Events()), len(events))
 	}
 	if e := <-events; e.Score == nil || e.Score.Second != 0 {
 		t.Errorf("first event %+v; want the score of second 0", e)
+	}
+	<-events
+	if e := <-events; e.Type != TypeClosed {
+		t.Errorf("last event %+v; want closed", e)
+	}
+}
+
+// TestFeedOnlyKeysAreRefused checks that a care-team key, which reads the
+// live feed only, cannot stream a call, as on the native endpoint.
+func TestFeedOnlyKeysAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	_, err := f.client("care").Open(context.Background(), OpenRequest{})
+	var de *DialError
+	if !errors.As(err, &de) || de.Status != http.StatusForbidden || de.Code != "forbidden" {
+		t.Fatalf("open with a care-team key: %v; want 403 forbidden", err)
+	}
+	if n := f.counted(t, "forbidden"); n != 1 {
+		t.Errorf("%d refusals counted as forbidden; want 1", n)
 	}
 }
