@@ -151,11 +151,18 @@ func validID(s string) bool {
 // ServeHTTP authenticates a leg, checks its parameters and the tenant's
 // quota (for a call's first leg), upgrades it and runs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, _, ok := h.tenants.Authenticate(keyFromRequest(r))
+	t, apiKey, ok := h.tenants.AuthenticateKey(keyFromRequest(r))
 	if !ok {
 		h.m.Refused(r.Context(), "", "unauthenticated")
 		w.Header().Set("WWW-Authenticate", `Basic realm="calmline"`)
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (use the password of websocket_client.conf, or a Bearer token)")
+		return
+	}
+	if apiKey.Role != tenant.KeyRoleGeneral {
+		// As on the native endpoint: care-team and agent keys read the
+		// live feed only.
+		h.m.Refused(r.Context(), t.ID, "forbidden")
+		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", apiKey.Role))
 		return
 	}
 	q := r.URL.Query()

@@ -63,10 +63,11 @@ func start(t *testing.T, o Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader,
+	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "agent": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader,
 		audio: map[string][]byte{}, first: map[string]chan struct{}{}}
 	reg, err := tenant.NewRegistry([]*tenant.Tenant{
-		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])}}},
+		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])},
+			{ID: "agent-7", SHA256: tenant.HashKey(f.keys["agent"]), Role: tenant.KeyRoleAgent, AgentID: "7"}}},
 		{ID: "tiny", MaxConcurrentCalls: 1, APIKeys: []tenant.APIKey{{ID: "t", SHA256: tenant.HashKey(f.keys["tiny"])}}},
 	})
 	if err != nil {
@@ -510,4 +511,18 @@ func FuzzParseEvent(f *testing.F) {
 		}
 		e.FrameSize()
 	})
+}
+
+// TestFeedOnlyKeysAreRefused checks that an agent's key, which reads that
+// agent's live feed only, cannot stream a leg, as on the native endpoint.
+func TestFeedOnlyKeysAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	_, err := (&Client{URL: f.url, APIKey: f.keys["agent"]}).DialLeg(context.Background(), "c1", RoleCaller, 1, "")
+	var de *DialError
+	if !errors.As(err, &de) || de.Status != http.StatusForbidden || !strings.Contains(de.Body, "live feed only") {
+		t.Fatalf("a leg with an agent's key: %v; want 403", err)
+	}
+	if n := f.counted(t, "forbidden"); n != 1 {
+		t.Errorf("%d refusals counted as forbidden; want 1", n)
+	}
 }

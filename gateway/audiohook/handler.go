@@ -144,10 +144,17 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	apiKey := strings.TrimSpace(r.Header.Get(HeaderAPIKey))
-	t, keyID, ok := h.tenants.Authenticate(apiKey)
+	t, key, ok := h.tenants.AuthenticateKey(apiKey)
 	if !ok {
 		h.m.Refused(ctx, "", "audiohook_unauthenticated")
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (X-API-KEY)")
+		return
+	}
+	if key.Role != tenant.KeyRoleGeneral {
+		// As on the native endpoint: care-team and agent keys read the
+		// live feed only.
+		h.m.Refused(ctx, t.ID, "forbidden")
+		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", key.Role))
 		return
 	}
 	hdr := map[string]string{}
@@ -165,7 +172,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusForbidden, "forbidden", "this Genesys Cloud organization may not stream for the tenant")
 		return
 	}
-	key, _ := t.Key(keyID)
 	var err error
 	switch {
 	case len(key.ClientSecret) > 0:

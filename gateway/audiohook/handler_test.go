@@ -82,7 +82,13 @@ func start(t *testing.T, o Options) *fixture {
 			f.secrets[c.id] = []byte("secret of " + c.id)
 			k.ClientSecret = f.secrets[c.id]
 		}
-		ts = append(ts, &tenant.Tenant{ID: c.id, MaxConcurrentCalls: c.max, APIKeys: []tenant.APIKey{k}, AgentScoring: c.scoring,
+		keys := []tenant.APIKey{k}
+		if c.id == "acme" {
+			// A care-team key, signed with a secret: refused for its role.
+			f.keys["care"], f.secrets["care"] = tenant.NewKey(), []byte("secret of acme's care team")
+			keys = append(keys, tenant.APIKey{ID: "acme-care", SHA256: tenant.HashKey(f.keys["care"]), Role: tenant.KeyRoleCare, ClientSecret: f.secrets["care"]})
+		}
+		ts = append(ts, &tenant.Tenant{ID: c.id, MaxConcurrentCalls: c.max, APIKeys: keys, AgentScoring: c.scoring,
 			AudioHook: tenant.AudioHook{OrganizationIDs: c.orgs, AllowUnsigned: c.unsigned}})
 	}
 	reg, err := tenant.NewRegistry(ts)
