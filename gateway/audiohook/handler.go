@@ -227,6 +227,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.lastSeen.Store(time.Now().UnixNano())
 	co := h.o.Conn
 	co.OnTick = c.tick
+	co.OnWrite = func(n int) {
+		// Events, pongs and the protocol's replies count as the call's
+		// traffic out, as native's messages do.
+		if call := c.callLive.Load(); call != nil {
+			call.Sent(n)
+		}
+	}
 	c.ws = wsconn.New(ws, co)
 	c.run()
 }
@@ -254,6 +261,9 @@ type conn struct {
 	correlation string
 	connected   time.Time
 	private     bool
+
+	// callLive is the call, for the writer goroutine's traffic count.
+	callLive atomic.Pointer[session.Call]
 
 	// Owned by the reader goroutine.
 	call  *session.Call
@@ -420,9 +430,16 @@ func (c *conn) audio(data []byte) {
 	}
 	if err := c.call.Audio(data); err != nil && !errors.Is(err, session.ErrEnded) {
 		c.log.Info("audio refused", "err", err)
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_audio_refused")
+		reason, wsCode := "audiohook_audio_refused", websocket.ClosePolicyViolation
+		if errors.Is(err, session.ErrTooFast) {
+			// The pacing refusal: native closes with 4420; AudioHook's
+			// way is disconnect (reason error) with the cause in info,
+			// and 4420 should the client not close in time.
+			reason, wsCode = "audiohook_too_fast", CloseTooFast
+		}
+		c.h.m.Refused(context.Background(), c.tenant.ID, reason)
 		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-		c.disconnect(DisconnectError, err.Error(), websocket.ClosePolicyViolation)
+		c.disconnect(DisconnectError, "Client Error: "+err.Error(), wsCode)
 	}
 }
 
@@ -660,6 +677,7 @@ func (c *conn) open(m *ClientMessage) {
 		return
 	}
 	c.call = call
+	c.callLive.Store(call)
 	c.send(TypeOpened, opened)
 	c.setState(stateActive)
 	// The writer watches for the call being aborted (drain, lost

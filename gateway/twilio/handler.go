@@ -50,6 +50,7 @@ const (
 	CloseOutOfOrder       = 4409 // media before start, start twice, sequence numbers out of order or repeated
 	CloseCallLive         = 4410 // the tenant already has a live call with this call id
 	CloseUnsupportedMedia = 4415 // unsupported encoding, sample rate or track
+	CloseTooFast          = 4420 // media faster than real time, past the gateway's pacing policy
 	CloseOverQuota        = 4429 // the tenant is at its concurrent-call limit
 )
 
@@ -509,6 +510,10 @@ func (c *conn) media(m *Media) {
 			return
 		}
 		c.log.Info("audio refused", "err", err)
+		if errors.Is(err, session.ErrTooFast) {
+			c.fail(CloseTooFast, err.Error())
+			return
+		}
 		c.fail(CloseBadMessage, err.Error())
 	}
 }

@@ -46,7 +46,7 @@ type fixture struct {
 	first map[string]chan struct{} // closed at a call's first chunk
 }
 
-func start(t *testing.T, o Options) *fixture {
+func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
@@ -58,7 +58,11 @@ func start(t *testing.T, o Options) *fixture {
 		t.Fatal(err)
 	}
 	reader := sdkmetric.NewManualReader()
-	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
+	if len(pacing) > 0 {
+		so.Pacing = pacing[0]
+	}
+	mgr, err := session.NewManager(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,5 +613,28 @@ func TestFeedOnlyKeysAreRefused(t *testing.T) {
 	}
 	if n := f.counted(t, "forbidden"); n != 2 {
 		t.Errorf("%d refusals counted as forbidden; want 2", n)
+	}
+}
+
+// TestTooFastIsClosedWith4420 checks that the pacing refusal closes a
+// stream with 4420 and a reason, as on the native endpoint.
+func TestTooFastIsClosedWith4420(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceRefuse, MaxLead: 100 * time.Millisecond})
+	conn, err := (&Client{URL: f.url, APIKey: f.keys["acme"]}).Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Send("connected", map[string]any{"protocol": "Call"})
+	conn.Start("MZfast", "CAfast", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 25 { // 0.5 s at once
+		if conn.Media("MZfast", "inbound", uint64(i+1), uint64(20*i), make([]byte, 160)) != nil {
+			break
+		}
+	}
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
+		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, CloseTooFast)
+	}
+	if n := f.counted(t, "close_4420"); n != 1 {
+		t.Errorf("%d refusals counted as close_4420; want 1", n)
 	}
 }
