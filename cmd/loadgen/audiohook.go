@@ -78,7 +78,7 @@ func (AudioHook) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, erro
 			WriteBufferSize:  1024,
 		},
 	}
-	c := &audiohookConn{conv: newConversationID(spec.CallID)}
+	c := &audiohookConn{conv: ConversationID(spec.CallID)}
 	s, err := cl.Open(ctx, audiohook.OpenRequest{
 		ConversationID: c.conv,
 		AgentID:        spec.AgentID,
@@ -122,10 +122,11 @@ func (AudioHook) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, erro
 	return c, nil
 }
 
-// newConversationID makes the UUID an AudioHook conversation id must be,
-// from the call's id, so that reruns with the same prefix name the same
-// calls.
-func newConversationID(callID string) string {
+// ConversationID is the AudioHook conversation id (a UUID, as the protocol
+// wants) under which loadgen streams, and fullcall stores, the call with
+// the given loadgen call id; derived from it, so that reruns with the same
+// prefix name the same calls.
+func ConversationID(callID string) string {
 	var b [16]byte
 	h := fnv64(callID)
 	for i := range 8 {
