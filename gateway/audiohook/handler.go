@@ -575,9 +575,13 @@ func (c *conn) gapTo(pos time.Duration, reason callv1.GapReason, detail string) 
 	}
 	if err := c.call.Gap(end-tl, reason, detail); err != nil && !errors.Is(err, session.ErrEnded) {
 		c.log.Info("gap refused", "err", err)
+		wsCode := websocket.ClosePolicyViolation
+		if errors.Is(err, session.ErrTooFast) {
+			wsCode = CloseTooFast // as for audio too fast
+		}
 		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_gap_refused")
 		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-		c.disconnect(DisconnectError, err.Error(), websocket.ClosePolicyViolation)
+		c.disconnect(DisconnectError, "Client Error: "+err.Error(), wsCode)
 	}
 }
 
