@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -117,6 +118,9 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: o.TLS}}
 		o.Reports = &loadgen.HTTPReports{BaseURL: *verify, APIKey: o.APIKey, Client: client}
 	}
+	// Warnings (a stored report that does not hold what was sent) go to
+	// stderr, so that a failed check can be traced to its calls.
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := loadgen.Run(ctx, o)
