@@ -785,6 +785,13 @@ func TestTooFastIsDisconnectedWithError(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no disconnect for audio faster than real time")
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx, "disconnect"); err != nil {
+		t.Errorf("close after the disconnect: %v", err)
+	}
+	// The reader has ended: every event it received is kept (Disconnected
+	// fires before the disconnect is kept).
 	var got *DisconnectParameters
 	for _, e := range s.Events() {
 		if e.Disconnect != nil {
@@ -793,11 +800,6 @@ func TestTooFastIsDisconnectedWithError(t *testing.T) {
 	}
 	if got == nil || got.Reason != DisconnectError || !strings.Contains(got.Info, "faster than real time") {
 		t.Errorf("disconnect %+v; want reason error, info saying the audio is too fast", got)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Close(ctx, "disconnect"); err != nil {
-		t.Errorf("close after the disconnect: %v", err)
 	}
 	if n := f.counted(t, "audiohook_too_fast"); n != 1 {
 		t.Errorf("%d refusals counted as audiohook_too_fast; want 1", n)
