@@ -83,6 +83,7 @@ func (Asterisk) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error
 	}
 	cl := &asterisk.Client{URL: spec.URL, APIKey: spec.APIKey, Dialer: &websocket.Dialer{
 		NetDialContext:   spec.Dialer.DialContext,
+		TLSClientConfig:  spec.TLS,
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,

@@ -73,6 +73,7 @@ func (AudioHook) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, erro
 		ClientSecret: spec.ClientSecret,
 		Dialer: &websocket.Dialer{
 			NetDialContext:   spec.Dialer.DialContext,
+			TLSClientConfig:  spec.TLS,
 			HandshakeTimeout: 10 * time.Second,
 			ReadBufferSize:   1024,
 			WriteBufferSize:  1024,

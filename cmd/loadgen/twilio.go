@@ -78,6 +78,7 @@ func (Twilio) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) 
 	}
 	cl := &twilio.Client{URL: spec.URL, APIKey: spec.APIKey, Dialer: &websocket.Dialer{
 		NetDialContext:   spec.Dialer.DialContext,
+		TLSClientConfig:  spec.TLS,
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,
