@@ -137,7 +137,10 @@ bench-protocols: ## PBX protocol benchmarks: one call over native, AudioHook, Tw
 .PHONY: bench-protocols
 
 
-.PHONY: bench-gateway bench-load bench-gateway-mem
+bench-load-protocols: build ## The same load over native, AudioHook, Twilio and Asterisk, gateway CPU per call side by side (scripts/bench-load-protocols.sh; LEVELS="200 400").
+	scripts/bench-load-protocols.sh $(LEVELS)
+
+.PHONY: bench-gateway bench-load bench-gateway-mem bench-load-protocols
 
 # deploy/validate is its own module (k8s.io/api stays out of calmline's
 # modules and out of go.work): vet, staticcheck and tests, then the real

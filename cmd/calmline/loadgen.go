@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/calmline/calmline/cmd/loadgen"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/tenant"
 )
 
 func init() {
@@ -31,10 +33,11 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("calmline loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o loadgen.Options
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/native", "the gateway's endpoint for the protocol")
+	fs.StringVar(&o.URL, "url", "", "the gateway's endpoint for the protocol (default ws://127.0.0.1:8080/ws/PROTOCOL)")
 	fs.StringVar(&o.Protocol, "protocol", "native", "ingest protocol: "+strings.Join(loadgen.Protocols(), ", "))
 	apiKey := fs.String("api-key", "", "the tenant's API key (default $CALMLINE_API_KEY)")
 	apiKeyFile := fs.String("api-key-file", "", "file holding the API key")
+	secretFile := fs.String("client-secret-file", "", "AudioHook: file holding the API key's client secret, base64 as Genesys Cloud shows it (default $CALMLINE_CLIENT_SECRET); without, requests go unsigned")
 	fs.IntVar(&o.Calls, "calls", 10, "concurrent calls")
 	fs.Float64Var(&o.Ramp, "ramp", 50, "calls started per second (0: all at once)")
 	fs.DurationVar(&o.Duration, "duration", 30*time.Second, "how long each call streams (with --burst-hangup: after the last call started)")
@@ -71,6 +74,24 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 	if o.APIKey == "" {
 		return fail(fmt.Errorf("no API key: give --api-key, --api-key-file or $CALMLINE_API_KEY"))
 	}
+	if o.URL == "" {
+		o.URL = "ws://127.0.0.1:8080/ws/" + o.Protocol
+	}
+	secret := os.Getenv("CALMLINE_CLIENT_SECRET")
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fail(err)
+		}
+		secret = string(b)
+	}
+	if strings.TrimSpace(secret) != "" {
+		s, err := tenant.DecodeClientSecret(secret)
+		if err != nil {
+			return fail(fmt.Errorf("client secret: %w", err))
+		}
+		o.ClientSecret = s
+	}
 	rec, err := loadAudio(*wav, *codec)
 	if err != nil {
 		return fail(err)
@@ -97,6 +118,9 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: o.TLS}}
 		o.Reports = &loadgen.HTTPReports{BaseURL: *verify, APIKey: o.APIKey, Client: client}
 	}
+	// Warnings (a stored report that does not hold what was sent) go to
+	// stderr, so that a failed check can be traced to its calls.
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := loadgen.Run(ctx, o)
@@ -177,13 +201,19 @@ func printSummary(w io.Writer, s *loadgen.Summary) {
 	fmt.Fprintf(w, "calls: %d requested, %d started, %d completed, %d refused, %d dropped, %d failed\n",
 		s.Requested, s.Calls.Started, s.Calls.Completed, s.Calls.Refused, s.Calls.Dropped, s.Calls.Failed)
 	fmt.Fprintf(w, "audio: %d frames, %d bytes sent; %d scores received\n", s.FramesSent, s.AudioBytesSent, s.ScoresReceived)
-	l := s.AudioToScore
-	fmt.Fprintf(w, "audio→score ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f  (n=%d)\n", l.P50, l.P95, l.P99, l.Max, l.Count)
-	l = s.StopToStopped
+	if l := s.AudioToScore; l != nil {
+		fmt.Fprintf(w, "audio→score ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f  (n=%d)\n", l.P50, l.P95, l.P99, l.Max, l.Count)
+	} else {
+		fmt.Fprintf(w, "audio→score: not applicable (%s sends no scores back)\n", s.Protocol)
+	}
+	l := s.StopToStopped
 	fmt.Fprintf(w, "stop→stopped ms: p50 %.1f  p99 %.1f  max %.1f  (n=%d)\n", l.P50, l.P99, l.Max, l.Count)
 	fmt.Fprintf(w, "hang-up: first→last stop %.0f ms, last stop→last report %.0f ms\n", s.Hangup.SpreadMS, s.Hangup.LastStopToLastStoppedMS)
 	if s.Reports != nil {
 		fmt.Fprintf(w, "stored reports: %d checked, %d ok, %d missing, %d mismatched\n", s.Reports.Checked, s.Reports.OK, s.Reports.Missing, s.Reports.Mismatched)
+	}
+	if s.ReportsUnverified > 0 {
+		fmt.Fprintf(w, "stored reports: %d calls unverified (%s does not say what was stored; give --verify-reports)\n", s.ReportsUnverified, s.Protocol)
 	}
 	fmt.Fprintf(w, "client: %.1f%% CPU, %d KiB peak RSS, %d late frames; wall %.1f s\n", s.Client.CPUPercent, s.Client.MaxRSSKiB, s.LateFrames, s.WallS)
 	if r := s.Reconnects; r.Count > 0 || r.Failed > 0 {

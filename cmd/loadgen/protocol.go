@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"time"
 
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -45,12 +46,56 @@ type CallSpec struct {
 	// Conn implements Resumer support it.
 	Resume   bool
 	ResumeAt uint64
+	// ClientSecret signs the connection request where the protocol
+	// signs (AudioHook); empty sends it unsigned.
+	ClientSecret []byte
 }
 
 // Resumer is a Conn that resumed a call: ResumedAt is where the gateway
 // said the call's durable record ended.
 type Resumer interface {
 	ResumedAt() uint64
+}
+
+// Traits says what a protocol's gateway side tells the client, so that the
+// summary measures what can be measured and no more.
+type Traits struct {
+	// Scores: the gateway sends scores back on the call's connection, so
+	// audio→score latency is measured. Without, the summary reports the
+	// latency as not applicable (null), not as zero.
+	Scores bool
+	// ReportSlack is how much more audio (in time) the stored report may
+	// hold than the client sent: Asterisk's legs are placed on the call's
+	// timeline by when each leg's MEDIA_START arrived, so the later leg
+	// starts with that much silence.
+	ReportSlack time.Duration
+}
+
+// Describer is implemented by protocols whose traits differ from the
+// native protocol's (scores back, exact reports).
+type Describer interface {
+	Traits() Traits
+}
+
+// Checker is implemented by protocols that carry only some audio formats
+// or channel layouts; Run refuses the others before any call opens.
+type Checker interface {
+	Check(f audio.Format, roles []string) error
+}
+
+// ReportIDer is implemented by connections whose call is stored under
+// another id than CallSpec.CallID (AudioHook's conversation id is a
+// UUID).
+type ReportIDer interface {
+	ReportID() string
+}
+
+// traitsOf returns p's traits.
+func traitsOf(p Protocol) Traits {
+	if d, ok := p.(Describer); ok {
+		return d.Traits()
+	}
+	return Traits{Scores: true}
 }
 
 // Events receives what the gateway sends on a call. The protocol's reader
@@ -62,12 +107,19 @@ type Events struct {
 	// Stopped is called when the gateway answers the hang-up.
 	Stopped func(Stopped)
 	// Closed is called once when the connection ends, with the close code
-	// (0 when there was none) and reason, or the read error.
+	// (0 when there was none) and reason, or the read error. Protocols
+	// with no answer to their start (Twilio, Asterisk) report a refusal
+	// that comes after Open returned as a *RefusedError here.
 	Closed func(code int, reason string, err error)
 }
 
 // Stopped is the gateway's answer to a hang-up.
 type Stopped struct {
+	// Verify says the protocol's answer carries no report figures (an
+	// AudioHook closed, a Twilio or Asterisk close 1000 after the
+	// hang-up): only the stored report, fetched afterwards, shows
+	// whether it holds every byte sent.
+	Verify bool
 	// ReportStored says fullcall stored the call's report.
 	ReportStored bool
 	AudioBytes   uint64
@@ -94,9 +146,15 @@ type RefusedError struct {
 	Code      string
 	CloseCode int
 	Reason    string
+	// Disconnect is AudioHook's disconnect reason when the gateway
+	// refused the open transaction that way.
+	Disconnect string
 }
 
 func (e *RefusedError) Error() string {
+	if e.Disconnect != "" {
+		return fmt.Sprintf("refused at open: disconnect (%s) %s", e.Disconnect, e.Reason)
+	}
 	if e.CloseCode != 0 {
 		return fmt.Sprintf("refused at start: close %d %s", e.CloseCode, e.Reason)
 	}
@@ -105,6 +163,9 @@ func (e *RefusedError) Error() string {
 
 // Kind names the refusal for the summary's error counts.
 func (e *RefusedError) Kind() string {
+	if e.Disconnect != "" {
+		return "refused_disconnect_" + e.Disconnect
+	}
 	if e.CloseCode != 0 {
 		return fmt.Sprintf("refused_close_%d", e.CloseCode)
 	}
@@ -125,4 +186,16 @@ func Protocols() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// EndedError is a call the gateway ended in its protocol's own way before
+// the hang-up (an AudioHook disconnect); Kind names it in the summary's
+// error counts.
+type EndedError struct {
+	Kind   string
+	Reason string
+}
+
+func (e *EndedError) Error() string {
+	return fmt.Sprintf("ended by the gateway: %s: %s", e.Kind, e.Reason)
 }

@@ -126,6 +126,13 @@ func (l *Leg) Hangup(timeout time.Duration) error {
 	return err
 }
 
+// SendClose writes the close frame of a hang-up and returns without
+// waiting for the server's: a load generator's legs end on their readers
+// (WaitClose).
+func (l *Leg) SendClose() error {
+	return l.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second))
+}
+
 // Kill drops the connection without a close frame.
 func (l *Leg) Kill() { l.ws.NetConn().Close() }
 

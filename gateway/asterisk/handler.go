@@ -48,6 +48,7 @@ const (
 	CloseOutOfOrder       = 4409 // media before MEDIA_START, MEDIA_START twice
 	CloseCallLive         = 4410 // the call already has this role, or started without this leg
 	CloseUnsupportedMedia = 4415 // unsupported format, or legs in different formats
+	CloseTooFast          = 4420 // media faster than real time, past the gateway's pacing policy
 	CloseOverQuota        = 4429 // the tenant is at its concurrent-call limit
 )
 
@@ -151,11 +152,18 @@ func validID(s string) bool {
 // ServeHTTP authenticates a leg, checks its parameters and the tenant's
 // quota (for a call's first leg), upgrades it and runs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, _, ok := h.tenants.Authenticate(keyFromRequest(r))
+	t, apiKey, ok := h.tenants.AuthenticateKey(keyFromRequest(r))
 	if !ok {
 		h.m.Refused(r.Context(), "", "unauthenticated")
 		w.Header().Set("WWW-Authenticate", `Basic realm="calmline"`)
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (use the password of websocket_client.conf, or a Bearer token)")
+		return
+	}
+	if apiKey.Role != tenant.KeyRoleGeneral {
+		// As on the native endpoint: care-team and agent keys read the
+		// live feed only.
+		h.m.Refused(r.Context(), t.ID, "forbidden")
+		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", apiKey.Role))
 		return
 	}
 	q := r.URL.Query()
@@ -291,6 +299,11 @@ func (l *leg) run() {
 		}
 		l.lastMedia.Store(time.Now().UnixNano())
 		if err := l.j.audio(l, data); err != nil {
+			if errors.Is(err, session.ErrTooFast) {
+				// The call is refused, not the leg: every leg closes.
+				l.j.failAll(CloseTooFast, err.Error())
+				continue
+			}
 			l.fail(CloseBadMessage, err.Error())
 		}
 	}
@@ -497,6 +510,20 @@ func (j *joined) audio(l *leg, data []byte) error {
 		return j.joiner.Write(j.call, lane, pos, data)
 	}
 	return nil
+}
+
+// failAll closes every leg of the call for a client error (counted once).
+func (j *joined) failAll(code int, reason string) {
+	j.mu.Lock()
+	legs := make([]*leg, 0, len(j.legs))
+	for _, l := range j.legs {
+		legs = append(legs, l)
+	}
+	j.mu.Unlock()
+	j.h.m.Refused(context.Background(), j.tenant.ID, fmt.Sprintf("close_%d", code))
+	for _, l := range legs {
+		l.ws.Close(code, reason)
+	}
 }
 
 // legEnded records that a leg's WebSocket ended; the last leg of a call

@@ -44,7 +44,7 @@ type fixture struct {
 	first map[string]chan struct{}
 }
 
-func start(t *testing.T, o Options) *fixture {
+func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
@@ -59,14 +59,15 @@ func start(t *testing.T, o Options) *fixture {
 	// Legs here send faster than real time; the gateway's pacing has tests
 	// of its own.
 	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
-		Pacing: session.Pacing{Policy: session.PaceOff}})
+		Pacing: append(pacing, session.Pacing{Policy: session.PaceOff})[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader,
+	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "agent": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader,
 		audio: map[string][]byte{}, first: map[string]chan struct{}{}}
 	reg, err := tenant.NewRegistry([]*tenant.Tenant{
-		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])}}},
+		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])},
+			{ID: "agent-7", SHA256: tenant.HashKey(f.keys["agent"]), Role: tenant.KeyRoleAgent, AgentID: "7"}}},
 		{ID: "tiny", MaxConcurrentCalls: 1, APIKeys: []tenant.APIKey{{ID: "t", SHA256: tenant.HashKey(f.keys["tiny"])}}},
 	})
 	if err != nil {
@@ -510,4 +511,49 @@ func FuzzParseEvent(f *testing.F) {
 		}
 		e.FrameSize()
 	})
+}
+
+// TestFeedOnlyKeysAreRefused checks that an agent's key, which reads that
+// agent's live feed only, cannot stream a leg, as on the native endpoint.
+func TestFeedOnlyKeysAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	_, err := (&Client{URL: f.url, APIKey: f.keys["agent"]}).DialLeg(context.Background(), "c1", RoleCaller, 1, "")
+	var de *DialError
+	if !errors.As(err, &de) || de.Status != http.StatusForbidden || !strings.Contains(de.Body, "live feed only") {
+		t.Fatalf("a leg with an agent's key: %v; want 403", err)
+	}
+	if n := f.counted(t, "forbidden"); n != 1 {
+		t.Errorf("%d refusals counted as forbidden; want 1", n)
+	}
+}
+
+// TestTooFastIsClosedWith4420 checks that the pacing refusal closes every
+// leg of the call with 4420 and a reason, as on the native endpoint.
+func TestTooFastIsClosedWith4420(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceRefuse, MaxLead: 100 * time.Millisecond})
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	var legs []*Leg
+	for _, role := range []string{RoleCaller, RoleAgent} {
+		l, err := cl.DialLeg(context.Background(), "fast", role, 2, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		legs = append(legs, l)
+	}
+	for i, l := range legs {
+		l.MediaStart(false, fmt.Sprint(i), "ulaw")
+	}
+	for range 25 { // 0.5 s at once
+		for _, l := range legs {
+			l.Send(make([]byte, 160))
+		}
+	}
+	for i, l := range legs {
+		if code, reason, err := l.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
+			t.Errorf("leg %d: close %d %q %v; want %d, too fast", i, code, reason, err, CloseTooFast)
+		}
+	}
+	if n := f.counted(t, "close_4420"); n != 1 {
+		t.Errorf("%d refusals counted as close_4420; want 1", n)
+	}
 }

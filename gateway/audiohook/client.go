@@ -55,9 +55,10 @@ type OpenRequest struct {
 	// Timeout bounds the open transaction (default 5 s, as Genesys Cloud).
 	Timeout time.Duration
 	// OnEvent, when set, receives each event (scores, alerts,
-	// disconnect) from the session's reader as it arrives, instead of the
-	// session keeping it for Events: a load generator's long sessions
-	// then hold nothing. It must not block.
+	// disconnect, and closed with Type TypeClosed) from the session's
+	// reader as it arrives, instead of the session keeping it for Events:
+	// a load generator's long sessions then hold nothing. It must not
+	// block.
 	OnEvent func(Event)
 	// OnEnd, when set, runs once when the connection ends, with the
 	// server's close frame (0 when there was none) or the read error.
@@ -347,11 +348,15 @@ func (s *Session) read() {
 			continue
 		case TypeClosed:
 			s.mu.Lock()
-			if !s.closedMsg {
+			first := !s.closedMsg
+			if first {
 				s.closedMsg = true
 				close(s.closed)
 			}
 			s.mu.Unlock()
+			if first && s.onEvent != nil {
+				s.onEvent(ev)
+			}
 			continue
 		case TypeEvent:
 			var p struct {
@@ -534,6 +539,17 @@ func (s *Session) Close(ctx context.Context, reason string) error {
 	<-s.readerEnd
 	return err
 }
+
+// SendClose starts the close transaction and returns without waiting for
+// closed: a load generator's many sessions end on their reader (OnEvent
+// sees closed, OnEnd the connection's end), not on a goroutine each.
+func (s *Session) SendClose(reason string) error {
+	return s.write(TypeClose, CloseParameters{Reason: reason})
+}
+
+// Drop closes the connection at once, without a close transaction or a
+// wait for the reader; unlike Kill it may be called from OnEnd.
+func (s *Session) Drop() error { return s.ws.Close() }
 
 // Kill drops the connection without a close transaction or close frame,
 // as a crashed client would.

@@ -144,10 +144,17 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	apiKey := strings.TrimSpace(r.Header.Get(HeaderAPIKey))
-	t, keyID, ok := h.tenants.Authenticate(apiKey)
+	t, key, ok := h.tenants.AuthenticateKey(apiKey)
 	if !ok {
 		h.m.Refused(ctx, "", "audiohook_unauthenticated")
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (X-API-KEY)")
+		return
+	}
+	if key.Role != tenant.KeyRoleGeneral {
+		// As on the native endpoint: care-team and agent keys read the
+		// live feed only.
+		h.m.Refused(ctx, t.ID, "forbidden")
+		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", key.Role))
 		return
 	}
 	hdr := map[string]string{}
@@ -165,7 +172,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusForbidden, "forbidden", "this Genesys Cloud organization may not stream for the tenant")
 		return
 	}
-	key, _ := t.Key(keyID)
 	var err error
 	switch {
 	case len(key.ClientSecret) > 0:
@@ -221,6 +227,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.lastSeen.Store(time.Now().UnixNano())
 	co := h.o.Conn
 	co.OnTick = c.tick
+	co.OnWrite = func(n int) {
+		// Events, pongs and the protocol's replies count as the call's
+		// traffic out, as native's messages do.
+		if call := c.callLive.Load(); call != nil {
+			call.Sent(n)
+		}
+	}
 	c.ws = wsconn.New(ws, co)
 	c.run()
 }
@@ -248,6 +261,9 @@ type conn struct {
 	correlation string
 	connected   time.Time
 	private     bool
+
+	// callLive is the call, for the writer goroutine's traffic count.
+	callLive atomic.Pointer[session.Call]
 
 	// Owned by the reader goroutine.
 	call  *session.Call
@@ -414,9 +430,16 @@ func (c *conn) audio(data []byte) {
 	}
 	if err := c.call.Audio(data); err != nil && !errors.Is(err, session.ErrEnded) {
 		c.log.Info("audio refused", "err", err)
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_audio_refused")
+		reason, wsCode := "audiohook_audio_refused", websocket.ClosePolicyViolation
+		if errors.Is(err, session.ErrTooFast) {
+			// The pacing refusal: native closes with 4420; AudioHook's
+			// way is disconnect (reason error) with the cause in info,
+			// and 4420 should the client not close in time.
+			reason, wsCode = "audiohook_too_fast", CloseTooFast
+		}
+		c.h.m.Refused(context.Background(), c.tenant.ID, reason)
 		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-		c.disconnect(DisconnectError, err.Error(), websocket.ClosePolicyViolation)
+		c.disconnect(DisconnectError, "Client Error: "+err.Error(), wsCode)
 	}
 }
 
@@ -552,9 +575,13 @@ func (c *conn) gapTo(pos time.Duration, reason callv1.GapReason, detail string) 
 	}
 	if err := c.call.Gap(end-tl, reason, detail); err != nil && !errors.Is(err, session.ErrEnded) {
 		c.log.Info("gap refused", "err", err)
+		wsCode := websocket.ClosePolicyViolation
+		if errors.Is(err, session.ErrTooFast) {
+			wsCode = CloseTooFast // as for audio too fast
+		}
 		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_gap_refused")
 		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-		c.disconnect(DisconnectError, err.Error(), websocket.ClosePolicyViolation)
+		c.disconnect(DisconnectError, "Client Error: "+err.Error(), wsCode)
 	}
 }
 
@@ -654,6 +681,7 @@ func (c *conn) open(m *ClientMessage) {
 		return
 	}
 	c.call = call
+	c.callLive.Store(call)
 	c.send(TypeOpened, opened)
 	c.setState(stateActive)
 	// The writer watches for the call being aborted (drain, lost

@@ -42,7 +42,7 @@ type fixture struct {
 	metrics *sdkmetric.ManualReader
 }
 
-func start(t *testing.T, o Options) *fixture {
+func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
@@ -55,7 +55,11 @@ func start(t *testing.T, o Options) *fixture {
 	}
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mp})
+	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mp}
+	if len(pacing) > 0 {
+		so.Pacing = pacing[0]
+	}
+	mgr, err := session.NewManager(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +86,13 @@ func start(t *testing.T, o Options) *fixture {
 			f.secrets[c.id] = []byte("secret of " + c.id)
 			k.ClientSecret = f.secrets[c.id]
 		}
-		ts = append(ts, &tenant.Tenant{ID: c.id, MaxConcurrentCalls: c.max, APIKeys: []tenant.APIKey{k}, AgentScoring: c.scoring,
+		keys := []tenant.APIKey{k}
+		if c.id == "acme" {
+			// A care-team key, signed with a secret: refused for its role.
+			f.keys["care"], f.secrets["care"] = tenant.NewKey(), []byte("secret of acme's care team")
+			keys = append(keys, tenant.APIKey{ID: "acme-care", SHA256: tenant.HashKey(f.keys["care"]), Role: tenant.KeyRoleCare, ClientSecret: f.secrets["care"]})
+		}
+		ts = append(ts, &tenant.Tenant{ID: c.id, MaxConcurrentCalls: c.max, APIKeys: keys, AgentScoring: c.scoring,
 			AudioHook: tenant.AudioHook{OrganizationIDs: c.orgs, AllowUnsigned: c.unsigned}})
 	}
 	reg, err := tenant.NewRegistry(ts)
@@ -732,10 +742,102 @@ func TestClientHooksReportEventsAndTheEnd(t *testing.T) {
 	if code := <-ended; code != websocket.CloseNormalClosure {
 		t.Errorf("OnEnd with %d; want 1000", code)
 	}
-	if len(ended) != 0 || len(s.Events()) != 0 || len(events) != 2 {
-		t.Errorf("%d more OnEnd calls, %d kept events, %d hooked events; want 0, 0, 2", len(ended), len(s.Events()), len(events))
+	if len(ended) != 0 || len(s.Events()) != 0 || len(events) != 3 {
+		t.Errorf("%d more OnEnd calls, %d kept events, %d hooked events; want 0, 0, 3", len(ended), len(s.Events()), len(events))
 	}
 	if e := <-events; e.Score == nil || e.Score.Second != 0 {
 		t.Errorf("first event %+v; want the score of second 0", e)
+	}
+	<-events
+	if e := <-events; e.Type != TypeClosed {
+		t.Errorf("last event %+v; want closed", e)
+	}
+}
+
+// TestFeedOnlyKeysAreRefused checks that a care-team key, which reads the
+// live feed only, cannot stream a call, as on the native endpoint.
+func TestFeedOnlyKeysAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	_, err := f.client("care").Open(context.Background(), OpenRequest{})
+	var de *DialError
+	if !errors.As(err, &de) || de.Status != http.StatusForbidden || de.Code != "forbidden" {
+		t.Fatalf("open with a care-team key: %v; want 403 forbidden", err)
+	}
+	if n := f.counted(t, "forbidden"); n != 1 {
+		t.Errorf("%d refusals counted as forbidden; want 1", n)
+	}
+}
+
+// TestTooFastIsDisconnectedWithError checks that the pacing refusal
+// (native's close 4420) reaches an AudioHook client as the protocol's
+// disconnect with reason error and the cause in info, counted, and that
+// the call's report is stored.
+func TestTooFastIsDisconnectedWithError(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceRefuse, MaxLead: 100 * time.Millisecond})
+	conv := newUUID()
+	s, err := f.client("acme").Open(context.Background(), OpenRequest{ConversationID: conv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SendAudio(make([]byte, 2*4000)) // 0.5 s at once: past the 100 ms lead
+	select {
+	case <-s.Disconnected():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no disconnect for audio faster than real time")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx, "disconnect"); err != nil {
+		t.Errorf("close after the disconnect: %v", err)
+	}
+	// The reader has ended: every event it received is kept (Disconnected
+	// fires before the disconnect is kept).
+	var got *DisconnectParameters
+	for _, e := range s.Events() {
+		if e.Disconnect != nil {
+			got = e.Disconnect
+		}
+	}
+	if got == nil || got.Reason != DisconnectError || !strings.Contains(got.Info, "faster than real time") {
+		t.Errorf("disconnect %+v; want reason error, info saying the audio is too fast", got)
+	}
+	if n := f.counted(t, "audiohook_too_fast"); n != 1 {
+		t.Errorf("%d refusals counted as audiohook_too_fast; want 1", n)
+	}
+	if rep := f.fc.Report(conv); rep == nil || rep.EndReason != fullcallv1.EndReason_END_REASON_ERROR {
+		t.Errorf("report %+v; want one, ended for an error", rep)
+	}
+}
+
+// TestEventsSentAreCounted checks that what the gateway sends an AudioHook
+// client (events, pongs) counts as the call's traffic out, as native's
+// messages do.
+func TestEventsSentAreCounted(t *testing.T) {
+	f := start(t, Options{})
+	s, err := f.client("acme").Open(context.Background(), OpenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SendAudio(make([]byte, 2*16000)) // 2 s: two score events
+	s.Ping()
+	if err := s.Close(context.Background(), "end"); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := f.metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var out int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "calmline.gateway.events.out" {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					out += dp.Value
+				}
+			}
+		}
+	}
+	if n := len(s.RTTs()); n != 1 || out < 200 {
+		t.Errorf("%d pongs, %d bytes out counted; want 1 pong and the events' and pong's bytes (≥ 200)", n, out)
 	}
 }

@@ -51,6 +51,11 @@ const (
 	DisconnectError        = "error"
 )
 
+// CloseTooFast is the WebSocket close code, as native's, that ends a
+// session refused by the gateway's pacing (audio faster than real time)
+// when the client does not close after the disconnect.
+const CloseTooFast = 4420
+
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // IsUUID reports whether s is a UUID in its canonical text form.

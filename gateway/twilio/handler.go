@@ -45,12 +45,19 @@ import (
 const (
 	CloseBadMessage       = 4400 // malformed JSON, unknown event, bad field, base64 garbage, bad payload size
 	CloseUnauthenticated  = 4401 // no or unknown API key in the start's custom parameters
+	CloseForbidden        = 4403 // a feed-only key (role care or agent) in the start's custom parameters
 	CloseIdle             = 4408 // no start, or no media, for the idle timeout
 	CloseOutOfOrder       = 4409 // media before start, start twice, sequence numbers out of order or repeated
 	CloseCallLive         = 4410 // the tenant already has a live call with this call id
 	CloseUnsupportedMedia = 4415 // unsupported encoding, sample rate or track
+	CloseTooFast          = 4420 // media faster than real time, past the gateway's pacing policy
 	CloseOverQuota        = 4429 // the tenant is at its concurrent-call limit
 )
+
+// feedOnly is the refusal of a feed-only key.
+func feedOnly(role string) string {
+	return fmt.Sprintf("forbidden: a key with role %q reads the live feed only; stream calls with a general key", role)
+}
 
 // KeyParameter is the custom parameter that carries the API key when the
 // sender cannot set a header; AgentParameter the agent's id.
@@ -159,12 +166,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var t *tenant.Tenant
 	if key := keyFromHeaders(r); key != "" {
-		var ok bool
-		if t, _, ok = h.tenants.Authenticate(key); !ok {
+		t2, k, ok := h.tenants.AuthenticateKey(key)
+		if !ok {
 			h.m.Refused(r.Context(), "", "unauthenticated")
 			refuse(w, http.StatusUnauthorized, "unauthenticated", "unknown API key")
 			return
 		}
+		if k.Role != tenant.KeyRoleGeneral {
+			h.m.Refused(r.Context(), t2.ID, "forbidden")
+			refuse(w, http.StatusForbidden, "forbidden", feedOnly(k.Role))
+			return
+		}
+		t = t2
 		if err := h.m.Admit(t); err != nil {
 			if errors.Is(err, session.ErrDraining) {
 				h.m.Refused(r.Context(), t.ID, "draining")
@@ -347,11 +360,16 @@ func (c *conn) start(s *Start) {
 	}
 	if c.tenant == nil {
 		key := s.Parameters[KeyParameter]
-		t, _, ok := c.h.tenants.Authenticate(key)
+		t, k, ok := c.h.tenants.AuthenticateKey(key)
 		if !ok {
 			c.h.m.Refused(context.Background(), "", "unauthenticated")
 			msg := "unauthenticated: missing or unknown API key (send it in a header or the " + KeyParameter + " custom parameter)"
 			c.ws.Close(CloseUnauthenticated, msg)
+			return
+		}
+		if k.Role != tenant.KeyRoleGeneral {
+			c.h.m.Refused(context.Background(), t.ID, "forbidden")
+			c.ws.Close(CloseForbidden, feedOnly(k.Role))
 			return
 		}
 		c.tenant = t
@@ -492,6 +510,10 @@ func (c *conn) media(m *Media) {
 			return
 		}
 		c.log.Info("audio refused", "err", err)
+		if errors.Is(err, session.ErrTooFast) {
+			c.fail(CloseTooFast, err.Error())
+			return
+		}
 		c.fail(CloseBadMessage, err.Error())
 	}
 }

@@ -46,7 +46,7 @@ type fixture struct {
 	first map[string]chan struct{} // closed at a call's first chunk
 }
 
-func start(t *testing.T, o Options) *fixture {
+func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
@@ -58,13 +58,18 @@ func start(t *testing.T, o Options) *fixture {
 		t.Fatal(err)
 	}
 	reader := sdkmetric.NewManualReader()
-	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
+	if len(pacing) > 0 {
+		so.Pacing = pacing[0]
+	}
+	mgr, err := session.NewManager(so)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader, audio: map[string][]byte{}, first: map[string]chan struct{}{}}
+	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "care": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader, audio: map[string][]byte{}, first: map[string]chan struct{}{}}
 	reg, err := tenant.NewRegistry([]*tenant.Tenant{
-		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])}}},
+		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])},
+			{ID: "care", SHA256: tenant.HashKey(f.keys["care"]), Role: tenant.KeyRoleCare}}},
 		{ID: "tiny", MaxConcurrentCalls: 1, APIKeys: []tenant.APIKey{{ID: "t", SHA256: tenant.HashKey(f.keys["tiny"])}}},
 	})
 	if err != nil {
@@ -584,5 +589,52 @@ func BenchmarkParseMedia(b *testing.B) {
 		if _, err := Twilio.parse(msg, &buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFeedOnlyKeysAreRefused checks that a care-team key, which reads the
+// live feed only, cannot stream a call, in a header (403 before the
+// upgrade) or in the start's custom parameters (close 4403), as on the
+// native endpoint.
+func TestFeedOnlyKeysAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	_, resp, err := websocket.DefaultDialer.Dial(f.url, http.Header{"Authorization": {"Bearer " + f.keys["care"]}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a care-team key in a header: %v %v; want 403", err, resp)
+	}
+	conn, err := (&Client{URL: f.url, APIKey: f.keys["care"]}).Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Send("connected", map[string]any{"protocol": "Call"})
+	conn.Start("MZcare", "CAcare", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["care"]})
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseForbidden || !strings.Contains(reason, "live feed only") {
+		t.Errorf("a care-team key in the custom parameters: close %d %q %v; want %d", code, reason, err, CloseForbidden)
+	}
+	if n := f.counted(t, "forbidden"); n != 2 {
+		t.Errorf("%d refusals counted as forbidden; want 2", n)
+	}
+}
+
+// TestTooFastIsClosedWith4420 checks that the pacing refusal closes a
+// stream with 4420 and a reason, as on the native endpoint.
+func TestTooFastIsClosedWith4420(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceRefuse, MaxLead: 100 * time.Millisecond})
+	conn, err := (&Client{URL: f.url, APIKey: f.keys["acme"]}).Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Send("connected", map[string]any{"protocol": "Call"})
+	conn.Start("MZfast", "CAfast", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 25 { // 0.5 s at once
+		if conn.Media("MZfast", "inbound", uint64(i+1), uint64(20*i), make([]byte, 160)) != nil {
+			break
+		}
+	}
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
+		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, CloseTooFast)
+	}
+	if n := f.counted(t, "close_4420"); n != 1 {
+		t.Errorf("%d refusals counted as close_4420; want 1", n)
 	}
 }
