@@ -37,7 +37,6 @@ need_jq
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-while [ -e "${QUIET_LOCK:-/work/notes/quiet.lock}" ]; do sleep 15; done # another measurement has the machine
 scripts/cluster-up.sh
 trap '[ "${KEEP_CLUSTER:-0}" = 1 ] || scripts/cluster-down.sh >/dev/null' EXIT
 source "$CLUSTER_DIR/cluster.env"
