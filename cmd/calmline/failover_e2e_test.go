@@ -110,37 +110,8 @@ func testRealtimeFailover(t *testing.T, drain bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+main.addrs["gateway"]+"/ws/native", http.Header{"Authorization": {"Bearer " + keys["acme"]}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws, msgs := dialNative(t, main.addrs["gateway"], keys["acme"], "failover-1", 64)
 	defer ws.Close()
-	ws.WriteJSON(map[string]any{"type": "start", "call_id": "failover-1", "agent_id": "a1", "codec": "pcmu", "sample_rate": 8000, "channels": []string{"caller", "agent"}})
-	type msg struct {
-		Type   string `json:"type"`
-		Second int    `json:"second"`
-		Report *struct {
-			URL string `json:"url"`
-		} `json:"report"`
-		at time.Time
-	}
-	msgs := make(chan msg, 64)
-	go func() {
-		defer close(msgs)
-		for {
-			_, data, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
-			var m msg
-			json.Unmarshal(data, &m)
-			m.at = time.Now()
-			msgs <- m
-		}
-	}()
-	if m := <-msgs; m.Type != "started" {
-		t.Fatalf("first message %+v; want started", m)
-	}
 
 	frame := rec.Format.BytesPerSecond() / 50
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -169,8 +140,8 @@ func testRealtimeFailover(t *testing.T, drain bool) {
 		}
 	}
 	ws.WriteJSON(map[string]string{"type": "stop"})
-	var scores []msg
-	var stopped *msg
+	var scores []nativeMsg
+	var stopped *nativeMsg
 	for m := range msgs {
 		switch m.Type {
 		case "score":
@@ -184,7 +155,7 @@ func testRealtimeFailover(t *testing.T, drain bool) {
 	}
 	// Scoring resumed on the survivor within a couple of seconds, and
 	// went on to the end of the call.
-	var resumed *msg
+	var resumed *nativeMsg
 	for i, s := range scores {
 		if s.at.After(killedAt) && s.Second >= 3 {
 			resumed = &scores[i]
@@ -264,4 +235,46 @@ func testRealtimeFailover(t *testing.T, drain bool) {
 	main.stop(t)
 	rtA.cmd.Process.Kill()
 	rtB.cmd.Process.Kill()
+}
+
+// nativeMsg is a message the gateway sent on a native call, stamped with
+// its arrival.
+type nativeMsg struct {
+	Type   string `json:"type"`
+	Second int    `json:"second"`
+	Report *struct {
+		URL string `json:"url"`
+	} `json:"report"`
+	at time.Time
+}
+
+// dialNative starts a stereo μ-law call over the native protocol and waits
+// for started; the channel (buffer messages deep) then carries what the
+// gateway sends, and closes when the connection ends.
+func dialNative(t *testing.T, gatewayAddr, key, callID string, buffer int) (*websocket.Conn, <-chan nativeMsg) {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+gatewayAddr+"/ws/native", http.Header{"Authorization": {"Bearer " + key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.WriteJSON(map[string]any{"type": "start", "call_id": callID, "agent_id": "a1", "codec": "pcmu", "sample_rate": 8000, "channels": []string{"caller", "agent"}})
+	msgs := make(chan nativeMsg, buffer)
+	go func() {
+		defer close(msgs)
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m nativeMsg
+			json.Unmarshal(data, &m)
+			m.at = time.Now()
+			msgs <- m
+		}
+	}()
+	if m := <-msgs; m.Type != "started" {
+		ws.Close()
+		t.Fatalf("first message %+v; want started", m)
+	}
+	return ws, msgs
 }

@@ -50,37 +50,8 @@ func TestEndToEndRealtimeSilentFailover(t *testing.T) {
 	}
 	// 27 s of call: the file three times.
 	data := append(append(append([]byte(nil), rec.Data...), rec.Data...), rec.Data...)
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+main.addrs["gateway"]+"/ws/native", http.Header{"Authorization": {"Bearer " + keys["acme"]}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws, msgs := dialNative(t, main.addrs["gateway"], keys["acme"], "silent-1", 256)
 	defer ws.Close()
-	ws.WriteJSON(map[string]any{"type": "start", "call_id": "silent-1", "agent_id": "a1", "codec": "pcmu", "sample_rate": 8000, "channels": []string{"caller", "agent"}})
-	type msg struct {
-		Type   string `json:"type"`
-		Second int    `json:"second"`
-		Report *struct {
-			URL string `json:"url"`
-		} `json:"report"`
-		at time.Time
-	}
-	msgs := make(chan msg, 256)
-	go func() {
-		defer close(msgs)
-		for {
-			_, data, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
-			var m msg
-			json.Unmarshal(data, &m)
-			m.at = time.Now()
-			msgs <- m
-		}
-	}()
-	if m := <-msgs; m.Type != "started" {
-		t.Fatalf("first message %+v; want started", m)
-	}
 	perSecond := rec.Format.BytesPerSecond()
 	frame := perSecond / 50
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -103,8 +74,8 @@ func TestEndToEndRealtimeSilentFailover(t *testing.T) {
 		}
 	}
 	ws.WriteJSON(map[string]string{"type": "stop"})
-	var scores []msg
-	var stopped *msg
+	var scores []nativeMsg
+	var stopped *nativeMsg
 	for m := range msgs {
 		switch m.Type {
 		case "score":
@@ -117,7 +88,7 @@ func TestEndToEndRealtimeSilentFailover(t *testing.T) {
 		t.Fatalf("no stopped message with a report; scores %+v", scores)
 	}
 	// The last score before the stop and the first after it: the gap.
-	var before, resumed *msg
+	var before, resumed *nativeMsg
 	for i, s := range scores {
 		if s.at.Before(stoppedAt) {
 			before = &scores[i]
