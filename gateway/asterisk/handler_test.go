@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
@@ -37,7 +34,7 @@ type fixture struct {
 	mgr     *session.Manager
 	rt      *gatewaytest.Realtime
 	fc      *gatewaytest.Fullcall
-	metrics *sdkmetric.ManualReader
+	metrics *gatewaytest.Metrics
 
 	mu    sync.Mutex
 	audio map[string][]byte
@@ -55,15 +52,15 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := sdkmetric.NewManualReader()
+	mt := gatewaytest.NewMetrics(t)
 	// Legs here send faster than real time; the gateway's pacing has tests
 	// of its own.
-	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
+	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mt.Provider,
 		Pacing: append(pacing, session.Pacing{Policy: session.PaceOff})[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "agent": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader,
+	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "agent": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: mt,
 		audio: map[string][]byte{}, first: map[string]chan struct{}{}}
 	reg, err := tenant.NewRegistry([]*tenant.Tenant{
 		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])},
@@ -147,21 +144,7 @@ func (f *fixture) ended(t *testing.T) {
 
 func (f *fixture) counted(t *testing.T, reason string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	f.metrics.Collect(context.Background(), &rm)
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "calmline.gateway.calls.refused" {
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					if v, _ := dp.Attributes.Value(attribute.Key("reason")); v.AsString() == reason {
-						n += dp.Value
-					}
-				}
-			}
-		}
-	}
-	return n
+	return int64(f.metrics.Value("calmline.gateway.calls.refused", "reason", reason))
 }
 
 func (f *fixture) client() *Client { return &Client{URL: f.url, APIKey: f.keys["acme"]} }

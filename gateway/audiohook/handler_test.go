@@ -13,9 +13,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
@@ -39,7 +36,7 @@ type fixture struct {
 	mgr     *session.Manager
 	rt      *gatewaytest.Realtime
 	fc      *gatewaytest.Fullcall
-	metrics *sdkmetric.ManualReader
+	metrics *gatewaytest.Metrics
 }
 
 func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
@@ -53,8 +50,8 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	mt := gatewaytest.NewMetrics(t)
+	mp := mt.Provider
 	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mp}
 	if len(pacing) > 0 {
 		so.Pacing = pacing[0]
@@ -63,7 +60,7 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{keys: map[string]string{}, secrets: map[string][]byte{}, mgr: mgr, rt: rt, fc: fc, metrics: reader}
+	f := &fixture{keys: map[string]string{}, secrets: map[string][]byte{}, mgr: mgr, rt: rt, fc: fc, metrics: mt}
 	var ts []*tenant.Tenant
 	for _, c := range []struct {
 		id       string
@@ -120,25 +117,10 @@ func (f *fixture) client(tenantID string) *Client {
 // counted returns the refusals counted for a reason.
 func (f *fixture) counted(t *testing.T, reason string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := f.metrics.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
+	if reason == "probe" {
+		return int64(f.metrics.Value("calmline.gateway.audiohook.probes"))
 	}
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "calmline.gateway.calls.refused" && m.Name != "calmline.gateway.audiohook.probes" {
-				continue
-			}
-			sum, _ := m.Data.(metricdata.Sum[int64])
-			for _, dp := range sum.DataPoints {
-				if v, _ := dp.Attributes.Value(attribute.Key("reason")); v.AsString() == reason || (reason == "probe" && m.Name == "calmline.gateway.audiohook.probes") {
-					n += dp.Value
-				}
-			}
-		}
-	}
-	return n
+	return int64(f.metrics.Value("calmline.gateway.calls.refused", "reason", reason))
 }
 
 // raw is a hand-driven AudioHook client: the tests write the
@@ -472,20 +454,8 @@ func TestEventsWaitForTheClientsAcknowledgement(t *testing.T) {
 	if events != 2 {
 		t.Errorf("%d events to a client that acknowledged none; want 2", events)
 	}
-	var rm metricdata.ResourceMetrics
-	f.metrics.Collect(context.Background(), &rm)
-	var dropped int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "calmline.gateway.events.dropped" {
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					dropped += dp.Value
-				}
-			}
-		}
-	}
-	if dropped != 4 {
-		t.Errorf("%d events counted as dropped; want 4", dropped)
+	if dropped := f.metrics.Value("calmline.gateway.events.dropped"); dropped != 4 {
+		t.Errorf("%v events counted as dropped; want 4", dropped)
 	}
 }
 
@@ -823,21 +793,8 @@ func TestEventsSentAreCounted(t *testing.T) {
 	if err := s.Close(context.Background(), "end"); err != nil {
 		t.Fatal(err)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := f.metrics.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var out int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "calmline.gateway.events.out" {
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					out += dp.Value
-				}
-			}
-		}
-	}
+	out := f.metrics.Value("calmline.gateway.events.out")
 	if n := len(s.RTTs()); n != 1 || out < 200 {
-		t.Errorf("%d pongs, %d bytes out counted; want 1 pong and the events' and pong's bytes (≥ 200)", n, out)
+		t.Errorf("%d pongs, %v bytes out counted; want 1 pong and the events' and pong's bytes (≥ 200)", n, out)
 	}
 }

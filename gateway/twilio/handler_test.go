@@ -16,9 +16,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
@@ -39,7 +36,7 @@ type fixture struct {
 	mgr     *session.Manager
 	rt      *gatewaytest.Realtime
 	fc      *gatewaytest.Fullcall
-	metrics *sdkmetric.ManualReader
+	metrics *gatewaytest.Metrics
 
 	mu    sync.Mutex
 	audio map[string][]byte        // what fullcall received per call, in order
@@ -57,8 +54,8 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := sdkmetric.NewManualReader()
-	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
+	mt := gatewaytest.NewMetrics(t)
+	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mt.Provider}
 	if len(pacing) > 0 {
 		so.Pacing = pacing[0]
 	}
@@ -66,7 +63,7 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "care": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: reader, audio: map[string][]byte{}, first: map[string]chan struct{}{}}
+	f := &fixture{keys: map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey(), "care": tenant.NewKey()}, mgr: mgr, rt: rt, fc: fc, metrics: mt, audio: map[string][]byte{}, first: map[string]chan struct{}{}}
 	reg, err := tenant.NewRegistry([]*tenant.Tenant{
 		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(f.keys["acme"])},
 			{ID: "care", SHA256: tenant.HashKey(f.keys["care"]), Role: tenant.KeyRoleCare}}},
@@ -145,21 +142,7 @@ func (f *fixture) ended(t *testing.T) {
 
 func (f *fixture) counted(t *testing.T, reason string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	f.metrics.Collect(context.Background(), &rm)
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "calmline.gateway.calls.refused" {
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					if v, _ := dp.Attributes.Value(attribute.Key("reason")); v.AsString() == reason {
-						n += dp.Value
-					}
-				}
-			}
-		}
-	}
-	return n
+	return int64(f.metrics.Value("calmline.gateway.calls.refused", "reason", reason))
 }
 
 func (f *fixture) dial(t *testing.T, query string, h http.Header) *websocket.Conn {
