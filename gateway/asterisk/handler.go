@@ -28,6 +28,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -214,7 +215,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	l := &leg{h: h, tenant: t, key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs,
+	l := &leg{h: h, tenant: t, ticket: admission.FromContext(r.Context()), key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs,
 		log: h.log.With("tenant", t.ID, "call_id", callID, "role", role, "remote", r.RemoteAddr)}
 	l.lastMedia.Store(time.Now().UnixNano())
 	co := h.o.Conn
@@ -232,6 +233,7 @@ type leg struct {
 	agentID string
 	role    string
 	legs    int
+	ticket  *admission.Ticket // released once the call is live
 	ws      *wsconn.Conn
 	log     *slog.Logger
 
@@ -466,6 +468,7 @@ func (j *joined) startLocked() {
 	j.call = call
 	j.state = live
 	for role, l := range j.legs {
+		l.ticket.Started()
 		lane, ok := j.lanes[role]
 		if ok && len(l.pending) > 0 {
 			j.joiner.Write(call, lane, l.offset, l.pending)

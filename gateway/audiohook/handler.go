@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
@@ -217,6 +218,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{
 		h:           h,
 		tenant:      t,
+		ticket:      admission.FromContext(r.Context()),
 		sessionID:   hdr[HeaderSessionID],
 		orgID:       hdr[HeaderOrganizationID],
 		correlation: hdr[HeaderCorrelationID],
@@ -254,6 +256,7 @@ const (
 type conn struct {
 	h           *Handler
 	tenant      *tenant.Tenant
+	ticket      *admission.Ticket // released once the call is live
 	ws          *wsconn.Conn
 	log         *slog.Logger
 	sessionID   string
@@ -682,6 +685,7 @@ func (c *conn) open(m *ClientMessage) {
 	}
 	c.call = call
 	c.callLive.Store(call)
+	c.ticket.Started()
 	c.send(TypeOpened, opened)
 	c.setState(stateActive)
 	// The writer watches for the call being aborted (drain, lost

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/tenant"
@@ -179,7 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := &conn{h: h, tenant: t, log: h.log.With("tenant", t.ID, "remote", r.RemoteAddr)}
+	c := &conn{h: h, tenant: t, ticket: admission.FromContext(r.Context()), log: h.log.With("tenant", t.ID, "remote", r.RemoteAddr)}
 	c.lastAudio.Store(time.Now().UnixNano())
 	co := h.o.Conn
 	co.OnDrop = func() { h.m.EventDropped(t.ID) }
@@ -216,6 +217,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type conn struct {
 	h         *Handler
 	tenant    *tenant.Tenant
+	ticket    *admission.Ticket // released once the call is live
 	ws        *wsconn.Conn
 	log       *slog.Logger
 	call      *session.Call
@@ -361,6 +363,7 @@ func (c *conn) start(m *message) {
 	}
 	c.call = call
 	c.callLive.Store(call)
+	c.ticket.Started()
 	c.lastAudio.Store(time.Now().UnixNano())
 	var resumed *uint64
 	if m.resume {

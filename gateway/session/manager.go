@@ -279,6 +279,13 @@ func (m *Manager) EventDropped(tenantID string) {
 // Live returns the number of live calls.
 func (m *Manager) Live() int { return int(m.total.Load()) }
 
+// LiveCalls returns the number of the tenant's live calls.
+func (m *Manager) LiveCalls(tenantID string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.perTen[tenantID]
+}
+
 // Drain refuses new calls from now on and waits until every live call has
 // ended or ctx ends; it returns the number of calls still live.
 func (m *Manager) Drain(ctx context.Context) int {

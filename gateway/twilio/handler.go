@@ -30,6 +30,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -208,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	c := &conn{h: h, env: env, tenant: t, tracks: tracks, pendingAuth: t == nil, log: h.log.With("envelope", env.Name, "remote", r.RemoteAddr)}
+	c := &conn{h: h, env: env, tenant: t, ticket: admission.FromContext(r.Context()), tracks: tracks, pendingAuth: t == nil, log: h.log.With("envelope", env.Name, "remote", r.RemoteAddr)}
 	c.lastMedia.Store(time.Now().UnixNano())
 	co := h.o.Conn
 	co.OnTick = c.tick
@@ -223,6 +224,7 @@ type conn struct {
 	tenant      *tenant.Tenant
 	tracks      []string // from the URL, overriding the start's
 	pendingAuth bool
+	ticket      *admission.Ticket // released once the call is live
 	ws          *wsconn.Conn
 	log         *slog.Logger
 
@@ -455,6 +457,7 @@ func (c *conn) start(s *Start) {
 	}
 	c.call = call
 	c.callLive.Store(true)
+	c.ticket.Started()
 	c.lastMedia.Store(time.Now().UnixNano())
 	c.ws.Watch(call.Done(), func() {
 		r, err := call.AbortReason()
