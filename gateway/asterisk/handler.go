@@ -33,6 +33,7 @@ import (
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -138,18 +139,6 @@ func keyFromRequest(r *http.Request) string {
 	return tenant.KeyFromRequest(r)
 }
 
-func validID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, c := range s {
-		if c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
 // ServeHTTP authenticates a leg, checks its parameters and the tenant's
 // quota (for a call's first leg), upgrades it and runs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -179,15 +168,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var problem string
+	if err := field.ID("call_id", callID); err != nil {
+		problem = err.Error()
+	} else if err := field.OptionalID("agent_id", q.Get("agent_id")); err != nil {
+		problem = err.Error()
+	}
 	switch {
-	case !validID(callID):
-		problem = "call_id is required: up to 128 printable characters"
+	case problem != "":
 	case role != RoleCaller && role != RoleAgent:
 		problem = fmt.Sprintf("role %q: want caller or agent", q.Get("role"))
 	case legs == 0:
 		problem = "legs: want 1 or 2"
-	case len(q.Get("agent_id")) > 128:
-		problem = "agent_id is longer than 128 bytes"
 	}
 	if problem != "" {
 		h.m.Refused(r.Context(), t.ID, "asterisk_bad_request")
@@ -277,9 +268,9 @@ func (l *leg) run() {
 	for {
 		typ, data, err := l.ws.Read()
 		if err != nil {
-			var tooBig *wsconn.TooBigError
-			if errors.As(err, &tooBig) {
-				l.h.m.Refused(context.Background(), l.tenant.ID, "close_1009")
+			if code, bad := wsconn.ClientError(err); bad {
+				l.log.Info("closing leg on bad input", "code", code, "reason", err.Error())
+				l.h.m.Refused(context.Background(), l.tenant.ID, fmt.Sprintf("close_%d", code))
 			}
 			l.clean = wsconn.IsClose(err) || l.ws.PeerClosed()
 			return

@@ -540,3 +540,21 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 		t.Errorf("%d refusals counted as close_4420; want 1", n)
 	}
 }
+
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	f := start(t, Options{})
+	l, err := f.client().DialLeg(context.Background(), "u8", RoleCaller, 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.MediaStart(false, "1.1", "ulaw")
+	l.Send(make([]byte, 160))
+	l.Text("DTMF_END digit:\xff")
+	if code, text, _ := l.WaitClose(5 * time.Second); code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("closed with %d %q; want 1007", code, text)
+	}
+	f.ended(t)
+	if f.counted(t, "close_1007") != 1 {
+		t.Error("close_1007 not counted")
+	}
+}

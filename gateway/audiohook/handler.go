@@ -387,6 +387,14 @@ func (c *conn) run() {
 				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
 				c.disconnect(DisconnectError, "Client Error: "+tooBig.Error(), websocket.CloseMessageTooBig)
 			}
+			var badText *wsconn.InvalidTextError
+			if errors.As(err, &badText) {
+				// As for 1009: the disconnect goes out before the close
+				// when the writer has not written it yet.
+				c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_invalid_utf8")
+				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
+				c.disconnect(DisconnectError, "Client Error: text message is not valid UTF-8", websocket.CloseInvalidFramePayloadData)
+			}
 			return
 		}
 		if c.ws.Closing() {

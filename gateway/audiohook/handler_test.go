@@ -575,6 +575,14 @@ func TestBadInputDisconnectsWithAReason(t *testing.T) {
 			t.Errorf("close %d; want 1009", code)
 		}
 	})
+	t.Run("text that is not UTF-8", func(t *testing.T) {
+		r := f.dialRaw(t, "acme")
+		open(r)
+		r.sendText("{\"version\":\"2\",\"type\":\"ping\",\"seq\":2,\"id\":\"\xff\"}")
+		if code := r.closeCode(); code != websocket.CloseInvalidFramePayloadData {
+			t.Errorf("close %d; want 1007", code)
+		}
+	})
 	t.Run("no close after a disconnect", func(t *testing.T) {
 		f := start(t, Options{DisconnectWait: 50 * time.Millisecond})
 		r := f.dialRaw(t, "acme")

@@ -248,9 +248,10 @@ func (c *conn) run() {
 	for {
 		typ, data, err := c.ws.Read()
 		if err != nil {
-			var tooBig *wsconn.TooBigError
-			switch {
-			case errors.As(err, &tooBig):
+			switch code, bad := wsconn.ClientError(err); {
+			case bad:
+				c.log.Info("closing connection on bad input", "code", code, "reason", err.Error())
+				c.h.m.Refused(context.Background(), c.tenant.ID, fmt.Sprintf("close_%d", code))
 				reason = fullcallv1.EndReason_END_REASON_ERROR
 			case c.call != nil:
 				if r, aerr := c.call.AbortReason(); aerr != nil {

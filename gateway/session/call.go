@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -144,8 +145,14 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	if st.Tenant == nil || st.CallID == "" {
 		return nil, fmt.Errorf("%w: tenant and call id are required", ErrBadStart)
 	}
-	if len(st.CallID) > 128 || len(st.AgentID) > 128 {
-		return nil, fmt.Errorf("%w: call and agent ids are limited to 128 bytes", ErrBadStart)
+	// One rule for ids on every protocol (lib/field): an id that is not
+	// printable ASCII is refused, never trimmed or replaced, so that two
+	// different ids cannot become the same call.
+	if err := field.ID("call_id", st.CallID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+	}
+	if err := field.OptionalID("agent_id", st.AgentID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if err := st.Format.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)

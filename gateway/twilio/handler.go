@@ -277,9 +277,9 @@ func (c *conn) run() {
 	for {
 		typ, data, err := c.ws.Read()
 		if err != nil {
-			var tooBig *wsconn.TooBigError
-			if errors.As(err, &tooBig) {
-				c.h.m.Refused(context.Background(), c.tenantID(), "close_1009")
+			if code, bad := wsconn.ClientError(err); bad {
+				c.log.Info("closing stream on bad input", "code", code, "reason", err.Error())
+				c.h.m.Refused(context.Background(), c.tenantID(), fmt.Sprintf("close_%d", code))
 				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
 			}
 			return

@@ -621,3 +621,30 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 		t.Errorf("%d refusals counted as close_4420; want 1", n)
 	}
 }
+
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	f := start(t, Options{})
+	ws := f.dial(t, "", nil)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"u8","customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+	ws.WriteMessage(websocket.TextMessage, []byte("{\"event\":\"mark\",\"sequenceNumber\":\"2\",\"mark\":{\"name\":\"\xc3\x28\"}}"))
+	if ce := closeOf(t, ws); ce.Code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("closed with %d %q; want 1007", ce.Code, ce.Text)
+	}
+	f.ended(t)
+	if f.counted(t, "close_1007") != 1 {
+		t.Error("close_1007 not counted")
+	}
+}
+
+// Ids follow lib/field on every protocol: a call id that is not printable
+// ASCII is refused, never cleaned into another call's id.
+func TestInvalidCallIDsAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	for _, sid := range []string{"CA\u00e9", "CA 1", strings.Repeat("x", 129)} {
+		ws := f.dial(t, "", nil)
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"`+sid+`","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+		if ce := closeOf(t, ws); ce.Code != CloseBadMessage || !strings.Contains(ce.Text, "call_id") {
+			t.Errorf("callSid %q: closed with %d %q; want 4400 naming call_id", sid, ce.Code, ce.Text)
+		}
+	}
+}
