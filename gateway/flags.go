@@ -30,6 +30,9 @@ type Flags struct {
 	MaxPending     int
 	TenantMargin   int
 	AllowedOrigins string
+	// ResumeGrace is how long a native call whose connection broke waits
+	// for its client to resume it.
+	ResumeGrace time.Duration
 }
 
 // Register adds the flags to fs.
@@ -38,6 +41,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.PacingLead, "pacing-lead", 2*time.Second, "how far a call's audio may run ahead of the clock before pacing applies")
 	fs.DurationVar(&f.RealtimeStall, "realtime-stall", 4*time.Second, "how long realtime may leave a call's flowing audio unanswered before the call moves to another instance (a hung instance); negative: never")
 	fs.StringVar(&f.Balancing, "balancing", rpc.RoundRobin, "how new calls spread over the healthy realtime and fullcall addresses: "+rpc.RoundRobin+" or "+rpc.LeastLoaded+" (fewest streams open there from this gateway's connection)")
+	fs.DurationVar(&f.ResumeGrace, "resume-grace", 30*time.Second, "how long a native-protocol call whose connection broke without stop stays open for the client to resume it (then it ends as disconnected); 0: it ends at once")
 	ad := admission.DefaultOptions()
 	fs.Float64Var(&f.HandshakeRate, "handshake-rate", ad.HandshakeRate, "WebSocket handshakes a second one source address may make on average (429 beyond); negative: no limit")
 	fs.IntVar(&f.HandshakeBurst, "handshake-burst", ad.HandshakeBurst, "WebSocket handshakes one source address may make at once")
@@ -52,6 +56,10 @@ func (f *Flags) Apply(o *Options) error {
 	o.Session.Pacing.Policy = f.Pacing
 	o.Session.Pacing.MaxLead = f.PacingLead
 	o.Session.RealtimeStall = f.RealtimeStall
+	o.Session.ResumeGrace = f.ResumeGrace
+	if f.ResumeGrace <= 0 {
+		o.Session.ResumeGrace = -1 // none
+	}
 	if f.Balancing != rpc.RoundRobin && f.Balancing != rpc.LeastLoaded {
 		return fmt.Errorf("--balancing %q: want %s or %s", f.Balancing, rpc.RoundRobin, rpc.LeastLoaded)
 	}

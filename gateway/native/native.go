@@ -184,7 +184,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.lastAudio.Store(time.Now().UnixNano())
 	co := h.o.Conn
 	co.OnDrop = func() { h.m.EventDropped(t.ID) }
-	co.OnTick = c.tick
 	co.OnWrite = func(n int) {
 		if call := c.callLive.Load(); call != nil {
 			call.Sent(n)
@@ -224,30 +223,66 @@ type conn struct {
 	callLive  atomic.Pointer[session.Call]
 	lastAudio atomic.Int64 // unix nanoseconds
 	private   bool
+
+	// idle fires IdleTimeout after the last audio (or the upgrade);
+	// idled says it closed the connection, finished that run returned.
+	idle     atomic.Pointer[time.Timer]
+	idled    atomic.Bool
+	finished atomic.Bool
 }
 
-// tick runs on the writer goroutine at every ping.
-func (c *conn) tick() {
-	if time.Since(time.Unix(0, c.lastAudio.Load())) > c.h.o.IdleTimeout {
-		what := "audio"
-		if c.callLive.Load() == nil {
-			what = "start"
-		}
-		c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
+// checkIdle runs when the idle timer fires: it closes the connection when
+// nothing came for IdleTimeout, or waits for the rest of it. A timer per
+// connection, re-armed only when it fires, ends an idle call on time (a
+// check at every 10 s ping ended it up to 10 s late) without a timer
+// update per frame.
+func (c *conn) checkIdle() {
+	if c.finished.Load() {
+		return
 	}
+	if rest := c.h.o.IdleTimeout - time.Since(time.Unix(0, c.lastAudio.Load())); rest > 0 {
+		if t := c.idle.Load(); t != nil {
+			t.Reset(rest)
+		}
+		return
+	}
+	what := "audio"
+	if c.callLive.Load() == nil {
+		what = "start"
+	}
+	c.idled.Store(true)
+	c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
 }
 
 func (c *conn) run() {
+	idle := time.AfterFunc(time.Hour, c.checkIdle)
+	c.idle.Store(idle)
+	idle.Reset(c.h.o.IdleTimeout)
+	defer func() {
+		c.finished.Store(true)
+		idle.Stop()
+	}()
 	defer c.ws.Finish()
 	reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
 	defer func() {
-		if c.call != nil {
-			c.endCall(reason)
+		if c.call == nil {
+			return
 		}
+		// A connection that broke (no close frame either way, the
+		// gateway did not end the call) may come back: the call waits
+		// for its resume instead of ending.
+		if reason == fullcallv1.EndReason_END_REASON_DISCONNECTED && !c.ws.Closing() && !c.ws.PeerClosed() && c.call.Park() {
+			c.call = nil
+			return
+		}
+		c.endCall(reason)
 	}()
 	for {
 		typ, data, err := c.ws.Read()
 		if err != nil {
+			if c.idled.Load() {
+				reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+			}
 			switch code, bad := wsconn.ClientError(err); {
 			case bad:
 				c.log.Info("closing connection on bad input", "code", code, "reason", err.Error())

@@ -1,0 +1,141 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/calmline/calmline/gateway/native"
+	"github.com/calmline/calmline/lib/tenant"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+// frames sends n 20 ms stereo μ-law frames of the call's timeline from
+// sample from on; each frame carries its position, so that a duplicate or
+// a hole would show in the bytes fullcall received.
+func (c *call) frames(t *testing.T, from, n int) {
+	t.Helper()
+	for i := range n {
+		f := make([]byte, 320)
+		binary.LittleEndian.PutUint32(f, uint32(from+160*i))
+		if err := c.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// drop breaks the connection without a close frame, as a network does.
+func (c *call) drop() { c.ws.NetConn().Close() }
+
+// A call whose connection breaks is resumed within the grace: one call,
+// one realtime stream, one report holding every sample once.
+func TestACallResumesAfterItsConnectionDropped(t *testing.T) {
+	key := tenant.NewKey()
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 1, keys: []keyDef{{id: "a", key: key}}}), func(o *Options) {
+		o.Session.ResumeGrace = time.Minute
+	})
+	c := f.start(t, key, "r1", "agent-1")
+	c.frames(t, 0, 50) // 1 s
+	c.drop()
+	waitFor(t, "the dropped call to be parked", func() bool {
+		return f.mt.Value("calmline.gateway.calls.parked", "tenant", "acme") == 1
+	})
+	// The call holds the tenant's only slot meanwhile: a new call is
+	// refused, a resume is not.
+	if m := f.tryStartMsg(t, key, map[string]any{"call_id": "other"}); m["close"] != native.CloseOverQuota && m["status"] != http.StatusTooManyRequests {
+		t.Errorf("a new call while the parked one holds the quota: %v; want 4429 or 429", m)
+	}
+	// The client resumes from half a second back: what the gateway has
+	// is skipped, nothing is counted twice.
+	r, m := f.tryStart2(t, key, map[string]any{"call_id": "r1", "agent_id": "agent-1", "resume": true, "resume_at_sample": 4000})
+	if m["type"] != "started" {
+		t.Fatalf("resume: %v", m)
+	}
+	if at, _ := m["resumed_at_sample"].(float64); at < 4000 || at > 8000 {
+		t.Errorf("resumed_at_sample %v; want where the gateway's timeline ended (≤ 8000)", m["resumed_at_sample"])
+	}
+	r.frames(t, 4000, 100) // 4000 .. 20000
+	stopped, code := r.stop(t)
+	if code != websocket.CloseNormalClosure {
+		t.Fatalf("stop: close %d, %v", code, stopped)
+	}
+	rep := f.fc.Report("r1")
+	if rep == nil || rep.EndReason != fullcallv1.EndReason_END_REASON_HANGUP || rep.AudioBytes != 20000*2 || rep.Incomplete {
+		t.Fatalf("report %v; want a hang-up holding 40000 bytes", rep)
+	}
+	if gaps := f.fc.CallGaps("r1"); len(gaps) != 0 {
+		t.Errorf("gaps %v; want none", gaps)
+	}
+	seqs := f.fc.Seqs("r1")
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("chunk sequence %v: not 1..n once each", seqs)
+		}
+	}
+	opens := 0
+	for _, o := range f.rt.OpenCalls() {
+		if o.GetCall().GetCallId() == "r1" {
+			opens++
+		}
+	}
+	if opens != 1 {
+		t.Errorf("realtime streams opened for the call: %d; want 1", opens)
+	}
+	if v := f.mt.Value("calmline.gateway.calls", "tenant", "acme", "protocol", "native"); v != 1 {
+		t.Errorf("calls counted: %v; want 1", v)
+	}
+	if v := f.mt.Value("calmline.gateway.calls.resumed", "tenant", "acme"); v != 1 {
+		t.Errorf("resumes counted: %v; want 1", v)
+	}
+}
+
+// Nobody resumes: the call ends when the grace ends, as disconnected, and
+// its id is free for a new call.
+func TestADroppedCallEndsWhenTheGraceEnds(t *testing.T) {
+	key := tenant.NewKey()
+	const grace = 300 * time.Millisecond
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 2, keys: []keyDef{{id: "a", key: key}}}), func(o *Options) {
+		o.Session.ResumeGrace = grace
+	})
+	c := f.start(t, key, "r2", "")
+	c.frames(t, 0, 10)
+	c.drop()
+	dropped := time.Now()
+	waitFor(t, "the report", func() bool { return f.fc.Report("r2") != nil })
+	if waited := time.Since(dropped); waited < grace {
+		t.Errorf("report stored %v after the drop; want after the %v grace", waited, grace)
+	}
+	if rep := f.fc.Report("r2"); rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.AudioBytes != 3200 {
+		t.Errorf("report %v; want disconnected with the 3200 bytes sent", rep)
+	}
+	n := f.start(t, key, "r2", "")
+	n.stop(t)
+}
+
+// An idle call ends at the idle timeout, not at the next ping after it,
+// and is stored as an idle timeout.
+func TestAnIdleCallEndsOnTimeAsIdle(t *testing.T) {
+	key := tenant.NewKey()
+	const idle = 300 * time.Millisecond
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 2, keys: []keyDef{{id: "a", key: key}}}), func(o *Options) {
+		o.Native.IdleTimeout = idle // pings stay every 10 s
+	})
+	c := f.start(t, key, "quiet", "")
+	c.frames(t, 0, 5)
+	last := time.Now()
+	_, code := c.finish(t)
+	closed := time.Since(last)
+	if code != native.CloseIdle {
+		t.Fatalf("closed with %d; want %d", code, native.CloseIdle)
+	}
+	if closed < idle || closed > 5*time.Second {
+		t.Errorf("closed %v after the last audio; want the %v idle timeout, well before the next ping (10 s)", closed, idle)
+	}
+	waitFor(t, "the report", func() bool { return f.fc.Report("quiet") != nil })
+	if rep := f.fc.Report("quiet"); rep.EndReason != fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT {
+		t.Errorf("end reason %v; want END_REASON_IDLE_TIMEOUT", rep.EndReason)
+	}
+}
