@@ -209,9 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l := &leg{h: h, tenant: t, ticket: admission.FromContext(r.Context()), key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs,
 		log: h.log.With("tenant", t.ID, "call_id", callID, "role", role, "remote", r.RemoteAddr)}
 	l.lastMedia.Store(time.Now().UnixNano())
-	co := h.o.Conn
-	co.OnTick = l.tick
-	l.ws = wsconn.New(ws, co)
+	l.ws = wsconn.New(ws, h.o.Conn)
 	l.run()
 }
 
@@ -239,17 +237,18 @@ type leg struct {
 	pending []byte // audio held before the call starts
 	ended   bool
 	clean   bool // ended with a close frame (a hangup)
+	idled   bool // closed for the idle timeout
 	channel string
 }
 
-func (l *leg) tick() {
-	if time.Since(time.Unix(0, l.lastMedia.Load())) > l.h.o.IdleTimeout {
-		what := "media"
-		if !l.started.Load() {
-			what = "MEDIA_START"
-		}
-		l.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, l.h.o.IdleTimeout))
+// closeIdle closes a leg that sent no MEDIA_START, or no media, for the
+// idle timeout.
+func (l *leg) closeIdle() {
+	what := "media"
+	if !l.started.Load() {
+		what = "MEDIA_START"
 	}
+	l.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, l.h.o.IdleTimeout))
 }
 
 func (l *leg) fail(code int, reason string) {
@@ -259,9 +258,14 @@ func (l *leg) fail(code int, reason string) {
 }
 
 func (l *leg) run() {
+	idle := wsconn.StartIdle(l.h.o.IdleTimeout, &l.lastMedia, l.closeIdle)
+	defer idle.Stop()
 	defer l.ws.Finish()
 	defer func() {
 		if l.j != nil {
+			l.j.mu.Lock()
+			l.idled = idle.Fired()
+			l.j.mu.Unlock()
 			l.j.legEnded(l)
 		}
 	}()
@@ -583,6 +587,11 @@ func (j *joined) legEnded(l *leg) {
 	for _, other := range j.legs {
 		if !other.clean {
 			reason = fullcallv1.EndReason_END_REASON_DISCONNECTED
+		}
+	}
+	for _, other := range j.legs {
+		if other.idled {
+			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
 		}
 	}
 	if call != nil {

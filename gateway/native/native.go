@@ -223,45 +223,21 @@ type conn struct {
 	callLive  atomic.Pointer[session.Call]
 	lastAudio atomic.Int64 // unix nanoseconds
 	private   bool
-
-	// idle fires IdleTimeout after the last audio (or the upgrade);
-	// idled says it closed the connection, finished that run returned.
-	idle     atomic.Pointer[time.Timer]
-	idled    atomic.Bool
-	finished atomic.Bool
 }
 
-// checkIdle runs when the idle timer fires: it closes the connection when
-// nothing came for IdleTimeout, or waits for the rest of it. A timer per
-// connection, re-armed only when it fires, ends an idle call on time (a
-// check at every 10 s ping ended it up to 10 s late) without a timer
-// update per frame.
-func (c *conn) checkIdle() {
-	if c.finished.Load() {
-		return
-	}
-	if rest := c.h.o.IdleTimeout - time.Since(time.Unix(0, c.lastAudio.Load())); rest > 0 {
-		if t := c.idle.Load(); t != nil {
-			t.Reset(rest)
-		}
-		return
-	}
+// closeIdle closes a connection that sent no audio (or no start) for the
+// idle timeout.
+func (c *conn) closeIdle() {
 	what := "audio"
 	if c.callLive.Load() == nil {
 		what = "start"
 	}
-	c.idled.Store(true)
 	c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
 }
 
 func (c *conn) run() {
-	idle := time.AfterFunc(time.Hour, c.checkIdle)
-	c.idle.Store(idle)
-	idle.Reset(c.h.o.IdleTimeout)
-	defer func() {
-		c.finished.Store(true)
-		idle.Stop()
-	}()
+	idle := wsconn.StartIdle(c.h.o.IdleTimeout, &c.lastAudio, c.closeIdle)
+	defer idle.Stop()
 	defer c.ws.Finish()
 	reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
 	defer func() {
@@ -280,7 +256,7 @@ func (c *conn) run() {
 	for {
 		typ, data, err := c.ws.Read()
 		if err != nil {
-			if c.idled.Load() {
+			if idle.Fired() {
 				reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
 			}
 			switch code, bad := wsconn.ClientError(err); {

@@ -211,9 +211,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{h: h, env: env, tenant: t, ticket: admission.FromContext(r.Context()), tracks: tracks, pendingAuth: t == nil, log: h.log.With("envelope", env.Name, "remote", r.RemoteAddr)}
 	c.lastMedia.Store(time.Now().UnixNano())
-	co := h.o.Conn
-	co.OnTick = c.tick
-	c.ws = wsconn.New(ws, co)
+	c.ws = wsconn.New(ws, h.o.Conn)
 	c.run()
 }
 
@@ -241,14 +239,14 @@ type conn struct {
 	lastMedia atomic.Int64
 }
 
-func (c *conn) tick() {
-	if time.Since(time.Unix(0, c.lastMedia.Load())) > c.h.o.IdleTimeout {
-		what := "media"
-		if !c.callLive.Load() {
-			what = "start"
-		}
-		c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
+// closeIdle closes a stream that sent no start, or no media, for the idle
+// timeout.
+func (c *conn) closeIdle() {
+	what := "media"
+	if !c.callLive.Load() {
+		what = "start"
 	}
+	c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
 }
 
 func (c *conn) tenantID() string {
@@ -259,6 +257,8 @@ func (c *conn) tenantID() string {
 }
 
 func (c *conn) run() {
+	idle := wsconn.StartIdle(c.h.o.IdleTimeout, &c.lastMedia, c.closeIdle)
+	defer idle.Stop()
 	defer c.ws.Finish()
 	defer func() {
 		if c.pendingAuth {
@@ -267,6 +267,9 @@ func (c *conn) run() {
 		// A stream that ends without stop (the socket closed, or bad
 		// input) still ends its call, with what arrived.
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
+		if idle.Fired() {
+			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+		}
 		if c.call != nil {
 			if r, err := c.call.AbortReason(); err != nil {
 				reason = r

@@ -648,3 +648,22 @@ func TestInvalidCallIDsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// A stream whose media stops ends at the idle timeout (not at the next
+// ping) and is stored as an idle timeout.
+func TestAnIdleCallEndsOnTimeAsIdle(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	f := start(t, Options{IdleTimeout: idle}) // pings every 10 s
+	ws := f.dial(t, "", nil)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"quiet","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"media","sequenceNumber":"2","media":{"track":"inbound","timestamp":"0","payload":"`+b64(0xff, 160)+`"}}`))
+	last := time.Now()
+	ce := closeOf(t, ws)
+	if waited := time.Since(last); ce.Code != CloseIdle || waited < idle || waited > 5*time.Second {
+		t.Errorf("closed with %d after %v; want %d after the %v idle timeout", ce.Code, waited, CloseIdle, idle)
+	}
+	f.ended(t)
+	if r := f.fc.Report("quiet"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT {
+		t.Errorf("report %v; want END_REASON_IDLE_TIMEOUT", r)
+	}
+}
