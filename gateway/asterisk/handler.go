@@ -158,6 +158,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	callID, role := q.Get("call_id"), strings.ToLower(q.Get("role"))
+	// Dialplans in the field also spell them callid and customer.
+	if callID == "" {
+		callID = q.Get("callid")
+	}
+	if role == "customer" {
+		role = RoleCaller
+	}
 	legs := 2
 	if s := q.Get("legs"); s != "" {
 		n, err := strconv.Atoi(s)

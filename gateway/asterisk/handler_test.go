@@ -558,3 +558,21 @@ func TestInvalidUTF8ClosesWith1007(t *testing.T) {
 		t.Error("close_1007 not counted")
 	}
 }
+
+// Dialplans in the field spell the call id callid and the caller customer.
+func TestCallIDAndRoleAliases(t *testing.T) {
+	f := start(t, Options{})
+	cl := &Client{URL: f.url + "?callid=alias-1", APIKey: f.keys["acme"]}
+	l, err := cl.DialLeg(context.Background(), "", "customer", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.MediaStart(false, "1.1", "ulaw")
+	l.Send(make([]byte, 160))
+	l.Hangup(5 * time.Second)
+	f.ended(t)
+	r := f.fc.Report("alias-1")
+	if r == nil || len(r.Format.GetChannels()) != 1 || r.Format.Channels[0] != callv1.ChannelRole_CHANNEL_ROLE_CALLER {
+		t.Errorf("report %v; want a caller-only call alias-1", r)
+	}
+}
