@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -309,7 +310,7 @@ func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 
 // keyOfBasicOrHeader returns the API key of a Twilio-style or Asterisk
 // request: a Bearer or X-API-Key header, or the password of Basic
-// authentication.
+// authentication, or the api_key query parameter.
 func keyOfBasicOrHeader(r *http.Request) string {
 	if k := tenant.KeyFromRequest(r); k != "" {
 		return k
@@ -317,7 +318,8 @@ func keyOfBasicOrHeader(r *http.Request) string {
 	if _, pw, ok := r.BasicAuth(); ok {
 		return pw
 	}
-	return ""
+	// The handler takes it out of the URL; the Guard only reads it.
+	return strings.TrimSpace(r.URL.Query().Get("api_key"))
 }
 
 // Addr returns the listening address once Serve runs.

@@ -132,12 +132,31 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 // keyFromRequest reads the API key: the password of Basic authentication
 // (websocket_client.conf's username and password), or a Bearer or
 // X-API-Key header.
+//
+// A sender that can set no header may send it as the api_key query
+// parameter (URLs end up in logs: prefer the password). The parameter is
+// removed from the request's URL, so that nothing after this logs it.
 func keyFromRequest(r *http.Request) string {
+	k := ""
 	if _, pw, ok := r.BasicAuth(); ok {
-		return pw
+		k = pw
+	} else {
+		k = tenant.KeyFromRequest(r)
 	}
-	return tenant.KeyFromRequest(r)
+	q := r.URL.Query()
+	if q.Has(KeyParameter) {
+		if k == "" {
+			k = strings.TrimSpace(q.Get(KeyParameter))
+		}
+		q.Del(KeyParameter)
+		r.URL.RawQuery = q.Encode()
+		r.RequestURI = r.URL.RequestURI()
+	}
+	return k
 }
+
+// KeyParameter is the query parameter that may carry the API key.
+const KeyParameter = "api_key"
 
 // ServeHTTP authenticates a leg, checks its parameters and the tenant's
 // quota (for a call's first leg), upgrades it and runs it.
@@ -457,6 +476,7 @@ func (j *joined) startLocked() {
 			code, reason = CloseBadMessage, err.Error()
 		}
 		for _, l := range j.legs {
+			l.log.Info("leg refused after the upgrade", "code", code, "reason", reason)
 			l.ws.Close(code, reason)
 		}
 		return

@@ -324,6 +324,13 @@ func (c *conn) run() {
 	}
 }
 
+// refuse closes a connection whose call could not start and says so in
+// the log.
+func (c *conn) refuse(code int, reason string) {
+	c.log.Info("call refused after the upgrade", "code", code, "reason", reason)
+	c.ws.Close(code, reason)
+}
+
 // fail closes the connection for a client error; a live call ends.
 func (c *conn) fail(code int, reason string) {
 	c.log.Info("closing connection on bad input", "code", code, "reason", reason)
@@ -355,22 +362,22 @@ func (c *conn) start(m *message) {
 	switch {
 	case err == nil:
 	case errors.Is(err, session.ErrOverQuota):
-		c.ws.Close(CloseOverQuota, err.Error())
+		c.refuse(CloseOverQuota, err.Error())
 		return
 	case errors.Is(err, session.ErrDraining):
-		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
+		c.refuse(websocket.CloseGoingAway, "gateway draining; reconnect")
 		return
 	case errors.Is(err, session.ErrCallLive):
-		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
+		c.refuse(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
 		return
 	case errors.Is(err, session.ErrNotResumable):
-		c.ws.Close(CloseNotResumable, err.Error())
+		c.refuse(CloseNotResumable, err.Error())
 		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
 		return
 	default:
-		c.ws.Close(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
+		c.refuse(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
 		return
 	}
 	c.call = call

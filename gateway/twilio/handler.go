@@ -124,17 +124,28 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 	w.Write(append(b, '\n'))
 }
 
-// keyFromHeaders returns an API key sent in a header: Bearer, X-API-Key,
-// or the password of Basic authentication (Exotel's wss://KEY:TOKEN@host
-// puts the token there).
-func keyFromHeaders(r *http.Request) string {
-	if k := tenant.KeyFromRequest(r); k != "" {
-		return k
+// keyFromRequest returns an API key sent before the upgrade: in a header
+// (Bearer, X-API-Key, or the password of Basic authentication — Exotel's
+// wss://KEY:TOKEN@host puts the token there), or as the api_key query
+// parameter for senders that can set no header. The query parameter is
+// removed from the request's URL, so that nothing after this logs it.
+func keyFromRequest(r *http.Request) string {
+	k := tenant.KeyFromRequest(r)
+	if k == "" {
+		if _, pw, ok := r.BasicAuth(); ok {
+			k = pw
+		}
 	}
-	if _, pw, ok := r.BasicAuth(); ok {
-		return pw
+	q := r.URL.Query()
+	if qk := q.Get(KeyParameter); qk != "" || q.Has(KeyParameter) {
+		if k == "" {
+			k = strings.TrimSpace(qk)
+		}
+		q.Del(KeyParameter)
+		r.URL.RawQuery = q.Encode()
+		r.RequestURI = r.URL.RequestURI()
 	}
-	return ""
+	return k
 }
 
 // ServeHTTP accepts a stream. With a key in a header the tenant is checked
@@ -166,7 +177,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var t *tenant.Tenant
-	if key := keyFromHeaders(r); key != "" {
+	if key := keyFromRequest(r); key != "" {
 		t2, k, ok := h.tenants.AuthenticateKey(key)
 		if !ok {
 			h.m.Refused(r.Context(), "", "unauthenticated")
@@ -349,6 +360,14 @@ func (c *conn) handle(m *Message) {
 	}
 }
 
+// refuse closes a connection whose call could not start, after the
+// upgrade, and says so in the log (a sender that reconnects on every
+// refusal is otherwise invisible).
+func (c *conn) refuse(code int, reason, tenantID string) {
+	c.log.Info("stream refused after the upgrade", "code", code, "reason", reason, "tenant", tenantID)
+	c.ws.Close(code, reason)
+}
+
 // fail closes the connection for a client error; a live call ends, its
 // report stored.
 func (c *conn) fail(code int, reason string) {
@@ -368,13 +387,13 @@ func (c *conn) start(s *Start) {
 		t, k, ok := c.h.tenants.AuthenticateKey(key)
 		if !ok {
 			c.h.m.Refused(context.Background(), "", "unauthenticated")
-			msg := "unauthenticated: missing or unknown API key (send it in a header or the " + KeyParameter + " custom parameter)"
-			c.ws.Close(CloseUnauthenticated, msg)
+			msg := "unauthenticated: missing or unknown API key (send it in a header, ?" + KeyParameter + "= or the " + KeyParameter + " custom parameter)"
+			c.refuse(CloseUnauthenticated, msg, "")
 			return
 		}
 		if k.Role != tenant.KeyRoleGeneral {
 			c.h.m.Refused(context.Background(), t.ID, "forbidden")
-			c.ws.Close(CloseForbidden, feedOnly(k.Role))
+			c.refuse(CloseForbidden, feedOnly(k.Role), t.ID)
 			return
 		}
 		c.tenant = t
@@ -443,19 +462,19 @@ func (c *conn) start(s *Start) {
 	switch {
 	case err == nil:
 	case errors.Is(err, session.ErrOverQuota):
-		c.ws.Close(CloseOverQuota, err.Error())
+		c.refuse(CloseOverQuota, err.Error(), c.tenant.ID)
 		return
 	case errors.Is(err, session.ErrDraining):
-		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
+		c.refuse(websocket.CloseGoingAway, "gateway draining; reconnect", c.tenant.ID)
 		return
 	case errors.Is(err, session.ErrCallLive):
-		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", s.CallID))
+		c.refuse(CloseCallLive, fmt.Sprintf("call %q is already live", s.CallID), c.tenant.ID)
 		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
 		return
 	default:
-		c.ws.Close(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
+		c.refuse(websocket.CloseTryAgainLater, "analysis backends unavailable; try again", c.tenant.ID)
 		return
 	}
 	c.call = call
