@@ -82,6 +82,12 @@ type Options struct {
 	JoinLag time.Duration
 	// MaxHole bounds a jump of a track's timestamps (default 1 h).
 	MaxHole time.Duration
+	// JitterTolerance is how far a track's media timestamps may run ahead
+	// of the audio received on it before the difference counts as lost
+	// audio (default 60 ms). Senders stamp media with their wall clock,
+	// which jitters by milliseconds and now and then by tens of them:
+	// within the tolerance a packet follows the one before it.
+	JitterTolerance time.Duration
 }
 
 // Handler serves Twilio-style media streams.
@@ -107,6 +113,9 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	}
 	if o.MaxHole == 0 {
 		o.MaxHole = time.Hour
+	}
+	if o.JitterTolerance == 0 {
+		o.JitterTolerance = 60 * time.Millisecond
 	}
 	return &Handler{o: o, m: m, tenants: tenants, log: log.With("protocol", "twilio"),
 		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024,
@@ -518,16 +527,7 @@ func (c *conn) media(m *Media) {
 		c.fail(CloseBadMessage, fmt.Sprintf("media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width))
 		return
 	}
-	known := c.joiner.Known(lane)
-	pos := known
-	if m.HasTimestamp {
-		pos = m.Timestamp * uint64(c.rate) / 1000
-		// Millisecond timestamps of 20 ms packets may jitter by a
-		// millisecond or two: within that, the packet follows on.
-		if slack := uint64(2 * c.rate / 1000); pos != known && pos+slack >= known && pos <= known+slack {
-			pos = known
-		}
-	}
+	pos := c.place(lane, m)
 	c.lastMedia.Store(time.Now().UnixNano())
 	if err := c.joiner.Write(c.call, lane, pos, m.Payload); err != nil {
 		if errors.Is(err, stereo.ErrHole) {
@@ -541,6 +541,31 @@ func (c *conn) media(m *Media) {
 		}
 		c.fail(CloseBadMessage, err.Error())
 	}
+}
+
+// place returns where a track's media goes on the call's timeline. Media
+// arrives in order (the sequence numbers say so), so each packet follows
+// the one before it on its track; the timestamps serve only as a clock to
+// notice real loss: when a packet's timestamp runs ahead of the audio its
+// track has received by more than the jitter tolerance, the difference —
+// the real amount — is a hole. A timestamp behind the track's audio (a
+// late stamp) never drops the packet's samples. Senders that may reorder
+// (Telnyx) are placed by timestamp within their reorder window, with the
+// same tolerance around the track's end.
+func (c *conn) place(lane int, m *Media) uint64 {
+	known := c.joiner.Known(lane)
+	if !m.HasTimestamp {
+		return known
+	}
+	ts := m.Timestamp * uint64(c.rate) / 1000
+	tol := uint64(c.h.o.JitterTolerance * time.Duration(c.rate) / time.Second)
+	switch {
+	case ts > known+tol:
+		return ts // audio was lost: a hole of the real amount
+	case c.env.Reorder > 0 && ts+tol < known:
+		return ts // a reordered packet, to its place in the held-back window
+	}
+	return known
 }
 
 // endCall flushes what the tracks hold and ends the call once.
