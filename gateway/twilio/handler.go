@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,10 @@ type Options struct {
 	JoinLag time.Duration
 	// MaxHole bounds a jump of a track's timestamps (default 1 h).
 	MaxHole time.Duration
+	// TrackWait is how much media one declared track may send before the
+	// call starts without a declared track that sent none (default
+	// 1 s): only tracks that carry audio become channels.
+	TrackWait time.Duration
 	// JitterTolerance is how far a track's media timestamps may run ahead
 	// of the audio received on it before the difference counts as lost
 	// audio (default 60 ms). Senders stamp media with their wall clock,
@@ -113,6 +118,9 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	}
 	if o.MaxHole == 0 {
 		o.MaxHole = time.Hour
+	}
+	if o.TrackWait == 0 {
+		o.TrackWait = time.Second
 	}
 	if o.JitterTolerance == 0 {
 		o.JitterTolerance = 60 * time.Millisecond
@@ -255,6 +263,15 @@ type conn struct {
 	seq      seqCheck
 	stopped  bool
 	payload  []byte // media payloads are decoded here (the joiner copies them)
+	// declared are the tracks the start names (inbound before outbound);
+	// with two, the call waits (holding) for their media, held in held,
+	// to start with only those that carry audio (startMsg is the start).
+	declared    []string
+	startMsg    *Start
+	holding     bool
+	held        []*Media
+	heldSamples map[string]uint64
+	lateTrack   bool // media came on a declared track left out of the call
 
 	lastMedia atomic.Int64
 }
@@ -289,6 +306,11 @@ func (c *conn) run() {
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
 		if idle.Fired() {
 			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+		}
+		if c.holding && len(c.held) > 0 {
+			// The stream ended before every declared track spoke: its
+			// audio still makes a call.
+			c.openHeld()
 		}
 		if c.call != nil {
 			if r, err := c.call.AbortReason(); err != nil {
@@ -349,8 +371,13 @@ func (c *conn) handle(m *Message) {
 	case "media":
 		c.media(m.Media)
 	case "stop":
+		if c.holding {
+			c.openHeld()
+		}
 		if c.call == nil {
-			c.fail(CloseOutOfOrder, "stop before start")
+			if !c.ws.Closing() {
+				c.fail(CloseOutOfOrder, "stop before start")
+			}
 			return
 		}
 		c.endCall(fullcallv1.EndReason_END_REASON_HANGUP)
@@ -359,7 +386,7 @@ func (c *conn) handle(m *Message) {
 	case "mark", "dtmf":
 		// Marks acknowledge audio the server played (calmline plays
 		// none); DTMF digits may be card numbers: neither is kept.
-		if c.call == nil {
+		if c.call == nil && !c.holding {
 			c.fail(CloseOutOfOrder, m.Event+" before start")
 		}
 	case "error":
@@ -382,12 +409,13 @@ func (c *conn) refuse(code int, reason, tenantID string) {
 func (c *conn) fail(code int, reason string) {
 	c.log.Info("closing stream on bad input", "code", code, "reason", reason)
 	c.h.m.Refused(context.Background(), c.tenantID(), fmt.Sprintf("close_%d", code))
+	c.holding, c.held = false, nil
 	c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
 	c.ws.Close(code, reason)
 }
 
 func (c *conn) start(s *Start) {
-	if c.call != nil || c.stopped {
+	if c.call != nil || c.stopped || c.holding {
 		c.fail(CloseOutOfOrder, "start sent twice")
 		return
 	}
@@ -423,28 +451,48 @@ func (c *conn) start(s *Start) {
 	if len(tracks) == 0 {
 		tracks = c.env.DefaultTracks
 	}
-	c.lanes = map[string]int{}
-	var roles []callv1.ChannelRole
-	for _, name := range []string{"inbound", "outbound"} {
-		for _, t := range tracks {
-			if strings.TrimSuffix(t, "_track") == name {
-				c.lanes[name] = len(roles)
-				role := callv1.ChannelRole_CHANNEL_ROLE_CALLER
-				if name == "outbound" {
-					role = callv1.ChannelRole_CHANNEL_ROLE_AGENT
-				}
-				roles = append(roles, role)
-				break
-			}
-		}
-	}
 	for _, t := range tracks {
 		if n := strings.TrimSuffix(t, "_track"); n != "inbound" && n != "outbound" {
 			c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: unknown track %q (want inbound and/or outbound)", t))
 			return
 		}
 	}
+	c.declared = nil
+	for _, name := range []string{"inbound", "outbound"} {
+		for _, t := range tracks {
+			if strings.TrimSuffix(t, "_track") == name {
+				c.declared = append(c.declared, name)
+				break
+			}
+		}
+	}
 	c.rate, c.width = s.SampleRate, s.Codec.BytesPerSample()
+	c.startMsg = s
+	if len(c.declared) > 1 {
+		// Only the tracks that carry audio become channels: the call
+		// starts once every declared track has sent media, or one has
+		// sent TrackWait of it without the other.
+		c.holding = true
+		c.lastMedia.Store(time.Now().UnixNano())
+		return
+	}
+	c.open(c.declared)
+}
+
+// open starts the call with the given tracks as its channels.
+func (c *conn) open(tracks []string) {
+	s := c.startMsg
+	c.holding = false
+	c.lanes = map[string]int{}
+	var roles []callv1.ChannelRole
+	for _, name := range tracks {
+		c.lanes[name] = len(roles)
+		role := callv1.ChannelRole_CHANNEL_ROLE_CALLER
+		if name == "outbound" {
+			role = callv1.ChannelRole_CHANNEL_ROLE_AGENT
+		}
+		roles = append(roles, role)
+	}
 	j, err := stereo.New(stereo.Options{
 		Channels:  len(roles),
 		Silence:   silence(s.Codec),
@@ -505,6 +553,10 @@ func (c *conn) closeForAbort(r session.EndReason, err error) {
 }
 
 func (c *conn) media(m *Media) {
+	if c.holding {
+		c.hold(m)
+		return
+	}
 	if c.call == nil {
 		if c.stopped {
 			return
@@ -520,6 +572,16 @@ func (c *conn) media(m *Media) {
 	}
 	lane, ok := c.lanes[track]
 	if !ok {
+		if slices.Contains(c.declared, track) {
+			// Declared, but silent when the call started: not one of its
+			// channels.
+			if !c.lateTrack {
+				c.lateTrack = true
+				c.log.Info("media on a declared track that sent none before the call started; ignored", "track", track)
+			}
+			c.lastMedia.Store(time.Now().UnixNano())
+			return
+		}
 		c.fail(CloseUnsupportedMedia, fmt.Sprintf("media on track %q, which the start did not declare", m.Track))
 		return
 	}
@@ -540,6 +602,55 @@ func (c *conn) media(m *Media) {
 			return
 		}
 		c.fail(CloseBadMessage, err.Error())
+	}
+}
+
+// hold keeps a stream's media until it is known which declared tracks
+// carry audio, then starts the call with those and plays the media held.
+func (c *conn) hold(m *Media) {
+	track := strings.TrimSuffix(m.Track, "_track")
+	if !slices.Contains(c.declared, track) {
+		c.fail(CloseUnsupportedMedia, fmt.Sprintf("media on track %q, which the start did not declare", m.Track))
+		return
+	}
+	if len(m.Payload)%c.width != 0 {
+		c.fail(CloseBadMessage, fmt.Sprintf("media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width))
+		return
+	}
+	c.lastMedia.Store(time.Now().UnixNano())
+	held := *m
+	held.Payload = append([]byte(nil), m.Payload...)
+	c.held = append(c.held, &held)
+	if c.heldSamples == nil {
+		c.heldSamples = map[string]uint64{}
+	}
+	c.heldSamples[track] += uint64(len(m.Payload) / c.width)
+	wait := uint64(c.h.o.TrackWait * time.Duration(c.rate) / time.Second)
+	if len(c.heldSamples) == len(c.declared) || c.heldSamples[track] >= wait {
+		c.openHeld()
+	}
+}
+
+// openHeld starts a held call with the declared tracks that sent media
+// (all of them when none did) and plays what was held.
+func (c *conn) openHeld() {
+	var tracks []string
+	for _, t := range c.declared {
+		if c.heldSamples[t] > 0 {
+			tracks = append(tracks, t)
+		}
+	}
+	if len(tracks) == 0 {
+		tracks = c.declared
+	}
+	c.open(tracks)
+	held := c.held
+	c.held, c.heldSamples = nil, nil
+	for _, m := range held {
+		if c.call == nil || c.ws.Closing() {
+			return
+		}
+		c.media(m)
 	}
 }
 

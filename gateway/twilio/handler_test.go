@@ -758,3 +758,48 @@ func TestJitteredMediaIsStillPaced(t *testing.T) {
 		t.Errorf("report %+v; want all 4800 bytes", rep)
 	}
 }
+
+// A stream that declares both tracks but carries only the inbound one is
+// a caller-only call, not a call with a silent agent; media the silent
+// track sends once the call has started is not made a channel.
+func TestOnlyTracksThatCarryAudioAreChannels(t *testing.T) {
+	f := start(t, Options{TrackWait: 200 * time.Millisecond}, session.Pacing{Policy: session.PaceOff})
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	conn, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Start("MZi", "inbound-only", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 50 {
+		conn.Media("MZi", "inbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{'c'}, 160))
+	}
+	conn.Media("MZi", "outbound", 51, 1000, bytes.Repeat([]byte{'a'}, 160))
+	conn.Send("stop", nil)
+	if code, _, _ := conn.WaitClose(10 * time.Second); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d", code)
+	}
+	rep := f.fc.Report("inbound-only")
+	if rep == nil || fmt.Sprint(rep.Format.Channels) != "[CHANNEL_ROLE_CALLER]" || rep.AudioBytes != 50*160 {
+		t.Fatalf("report %+v; want a caller-only call of 8000 bytes", rep)
+	}
+	if got := f.received("inbound-only"); !bytes.Equal(got, bytes.Repeat([]byte{'c'}, 8000)) {
+		t.Errorf("fullcall received %d bytes; want the caller's 8000 alone", len(got))
+	}
+	// Both tracks: a stereo call, as before.
+	conn2, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	conn2.Start("MZb", "both", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 10 {
+		conn2.Media("MZb", "inbound", uint64(2*i+1), uint64(i*20), make([]byte, 160))
+		conn2.Media("MZb", "outbound", uint64(2*i+2), uint64(i*20), make([]byte, 160))
+	}
+	conn2.Send("stop", nil)
+	conn2.WaitClose(10 * time.Second)
+	if rep := f.fc.Report("both"); rep == nil || len(rep.Format.Channels) != 2 {
+		t.Errorf("report %+v; want a stereo call", rep)
+	}
+}
