@@ -139,3 +139,24 @@ func TestAnIdleCallEndsOnTimeAsIdle(t *testing.T) {
 		t.Errorf("end reason %v; want END_REASON_IDLE_TIMEOUT", rep.EndReason)
 	}
 }
+
+// A draining gateway cannot be resumed on: a call waiting for its resume
+// ends at once, as disconnected, with its report.
+func TestADrainEndsParkedCallsAtOnce(t *testing.T) {
+	key := tenant.NewKey()
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 2, keys: []keyDef{{id: "a", key: key}}}), func(o *Options) {
+		o.Session.ResumeGrace = time.Hour
+		o.DrainTimeout = time.Hour
+	})
+	c := f.start(t, key, "r3", "")
+	c.frames(t, 0, 10)
+	c.drop()
+	waitFor(t, "the dropped call to be parked", func() bool {
+		return f.mt.Value("calmline.gateway.calls.parked", "tenant", "acme") == 1
+	})
+	f.s.StartDrain()
+	waitFor(t, "the parked call's report", func() bool { return f.fc.Report("r3") != nil })
+	if rep := f.fc.Report("r3"); rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.AudioBytes != 3200 {
+		t.Errorf("report %v; want disconnected with the 3200 bytes sent", rep)
+	}
+}
