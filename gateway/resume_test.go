@@ -160,3 +160,32 @@ func TestADrainEndsParkedCallsAtOnce(t *testing.T) {
 		t.Errorf("report %v; want disconnected with the 3200 bytes sent", rep)
 	}
 }
+
+// A network that drops silently is noticed only when pongs stop: a resume
+// that comes before that takes the call over from the old connection.
+func TestAResumeTakesTheCallOverFromAConnectionThatLooksAlive(t *testing.T) {
+	key := tenant.NewKey()
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 2, keys: []keyDef{{id: "a", key: key}}}), func(o *Options) {
+		o.Session.ResumeGrace = time.Minute
+	})
+	old := f.start(t, key, "r4", "")
+	old.frames(t, 0, 50)
+	r, m := f.tryStart2(t, key, map[string]any{"call_id": "r4", "resume": true, "resume_at_sample": 8000})
+	if m["type"] != "started" {
+		t.Fatalf("resume while the old connection is open: %v", m)
+	}
+	// The gateway dropped the old connection, without a close frame.
+	if _, code := old.finish(t); code != websocket.CloseAbnormalClosure {
+		t.Errorf("old connection closed with %d; want dropped (1006, no close frame)", code)
+	}
+	at, _ := m["resumed_at_sample"].(float64)
+	r.frames(t, int(at), 50)
+	r.stop(t)
+	rep := f.fc.Report("r4")
+	if rep == nil || rep.EndReason != fullcallv1.EndReason_END_REASON_HANGUP || rep.AudioBytes != uint64(at)*2+16000 {
+		t.Fatalf("report %v; want a hang-up holding what the gateway had (%v samples) and the 16000 bytes after", rep, at)
+	}
+	if gaps := f.fc.CallGaps("r4"); len(gaps) != 0 {
+		t.Errorf("gaps %v; want none (the client resent from resumed_at_sample)", gaps)
+	}
+}

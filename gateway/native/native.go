@@ -383,6 +383,9 @@ func (c *conn) start(m *message) {
 	c.call = call
 	c.callLive.Store(call)
 	c.ticket.Started()
+	// A resume on a new connection while this one looks alive: the
+	// network dropped silently. Drop this one; the call parks and moves.
+	call.OnTakeover(c.ws.Drop)
 	c.lastAudio.Store(time.Now().UnixNano())
 	var resumed *uint64
 	if m.resume {

@@ -116,6 +116,10 @@ type Call struct {
 	// the call waits for a resume (Park); closing unpark hands it over.
 	parked bool
 	unpark chan struct{}
+	// takeover (guarded by m.mu) drops the call's connection for a
+	// resume; parkedSig is signalled when the call parks.
+	takeover  func()
+	parkedSig chan struct{}
 	// readPause is what ReadPause returns next, and minLag the lower
 	// envelope of how late the client's chunks complete against the
 	// call's clock (see ReadPause), known once lagKnown.
@@ -210,6 +214,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		startedAt:  st.StartedAt,
 		clock:      time.Now(),
 		aborted:    make(chan struct{}),
+		parkedSig:  make(chan struct{}, 1),
 	}
 	c.paceClock = c.clock
 	c.pending = make([]byte, 0, c.chunkBytes)

@@ -59,6 +59,10 @@ func (c *Call) Park() bool {
 	c.parked, c.unpark = true, unpark
 	m.parkedPer[c.info.TenantId]++
 	m.mu.Unlock()
+	select {
+	case c.parkedSig <- struct{}{}:
+	default:
+	}
 	m.m.parked.Add(context.Background(), 1, c.attrs)
 	c.log.Info("connection lost; the call waits for its client to resume it", "grace", grace, "timeline_sample", c.timeline.Load())
 	go func() {
@@ -88,8 +92,26 @@ func (c *Call) Park() bool {
 	return true
 }
 
+// OnTakeover sets what the call's adapter does when a resume for the call
+// arrives while its connection still looks alive (a network that dropped
+// silently is noticed only when pongs stop, 30 s later): drop the old
+// connection without a close frame, so that the call parks and the resume
+// takes it over. Adapters that do not set it get ErrCallLive for such a
+// resume.
+func (c *Call) OnTakeover(f func()) {
+	c.m.mu.Lock()
+	c.takeover = f
+	c.m.mu.Unlock()
+}
+
+// takeoverWait bounds how long a resume waits for the call's old
+// connection to let go of it.
+const takeoverWait = 5 * time.Second
+
 // unpark hands a parked call to the Start st resuming it. It returns nil
-// and no error when no such call is parked here (fullcall may hold it).
+// and no error when no such call is live here (fullcall may hold it). A
+// call still on its old connection is taken from it (OnTakeover) when its
+// adapter allows.
 func (m *Manager) unpark(st Start) (*Call, error) {
 	key := st.Tenant.ID + "\x00" + st.CallID
 	m.mu.Lock()
@@ -97,6 +119,24 @@ func (m *Manager) unpark(st Start) (*Call, error) {
 	c := m.live[key]
 	if c == nil {
 		return nil, nil
+	}
+	if !c.parked && c.takeover != nil && !m.draining {
+		kick, parkedSig := c.takeover, c.parkedSig
+		c.takeover = nil
+		m.mu.Unlock()
+		c.log.Info("a resume arrived for the call while its connection looked alive; dropping the old connection")
+		kick()
+		t := time.NewTimer(takeoverWait)
+		select {
+		case <-parkedSig:
+		case <-c.aborted:
+		case <-t.C:
+		}
+		t.Stop()
+		m.mu.Lock()
+		if m.live[key] != c {
+			return nil, nil // it ended meanwhile (fullcall may resume it)
+		}
 	}
 	if !c.parked {
 		return nil, ErrCallLive

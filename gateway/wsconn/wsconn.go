@@ -307,6 +307,11 @@ func (c *Conn) Watch(ch <-chan struct{}, f func()) {
 	c.signal()
 }
 
+// Drop closes the connection at once, without a close frame, as a broken
+// network would: the reader's Read fails. The gateway uses it to hand a
+// call over to a new connection of the same client.
+func (c *Conn) Drop() { c.ws.NetConn().Close() }
+
 // Done is closed when the connection is finished.
 func (c *Conn) Done() <-chan struct{} { return c.writerDone }
 
