@@ -172,3 +172,25 @@ func TestBasicAuthFromAForeignOriginIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// The hostile test's numbers, scaled down: one tenant's key opens 300
+// connections and starts nothing. Only quota + margin are upgraded.
+func TestAFloodOfIdleConnectionsIsHeldToTheTenantsBound(t *testing.T) {
+	key := tenant.NewKey()
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 5, keys: []keyDef{{id: "a", key: key}}}), nil)
+	upgraded, refused := 0, 0
+	for range 300 {
+		ws, code, _ := f.dialWS(t, "/ws/native", bearer(key))
+		switch {
+		case ws != nil:
+			upgraded++
+		case code == http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("refused with %d", code)
+		}
+	}
+	if upgraded != 15 || refused != 285 {
+		t.Errorf("%d upgraded, %d refused; want 15 (quota 5 + margin 10) and 285", upgraded, refused)
+	}
+}
