@@ -154,9 +154,9 @@ func keyFromRequest(r *http.Request) string {
 		}
 	}
 	q := r.URL.Query()
-	if qk := q.Get(KeyParameter); qk != "" || q.Has(KeyParameter) {
+	if q.Has(KeyParameter) {
 		if k == "" {
-			k = strings.TrimSpace(qk)
+			k = strings.TrimSpace(q.Get(KeyParameter))
 		}
 		q.Del(KeyParameter)
 		r.URL.RawQuery = q.Encode()
