@@ -256,6 +256,7 @@ const (
 type conn struct {
 	h           *Handler
 	tenant      *tenant.Tenant
+	idled       atomic.Bool       // disconnected for the idle timeout
 	ticket      *admission.Ticket // released once the call is live
 	ws          *wsconn.Conn
 	log         *slog.Logger
@@ -353,6 +354,7 @@ func (c *conn) tick() {
 		c.disconnect(DisconnectError, fmt.Sprintf("no open message within %s", c.h.o.OpenTimeout), websocket.ClosePolicyViolation)
 	case (st == stateActive || st == statePaused) && idle > c.h.o.IdleTimeout:
 		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_idle")
+		c.idled.Store(true)
 		c.disconnect(DisconnectError, fmt.Sprintf("no audio or message for %s", c.h.o.IdleTimeout), websocket.ClosePolicyViolation)
 	}
 }
@@ -368,6 +370,9 @@ func (c *conn) run() {
 		// A session that ends without a close transaction (connection
 		// lost, idle, disconnected) still ends its call.
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
+		if c.idled.Load() {
+			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+		}
 		if c.call != nil {
 			if r, err := c.call.AbortReason(); err != nil {
 				reason = r
@@ -739,6 +744,9 @@ func (c *conn) close(m *ClientMessage) {
 		reason = fullcallv1.EndReason_END_REASON_ERROR
 	case "disconnect", "reconnect":
 		reason = fullcallv1.EndReason_END_REASON_DISCONNECTED
+	}
+	if c.idled.Load() {
+		reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
 	}
 	if c.call != nil {
 		if r, aerr := c.call.AbortReason(); aerr != nil {

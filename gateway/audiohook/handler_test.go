@@ -680,8 +680,8 @@ func TestSessionsThatGoQuietAreDisconnected(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	f.mgr.Drain(ctx)
-	if rep := f.fc.Report(conv); rep == nil || rep.Chunks != 1 {
-		t.Errorf("report of the idle call: %+v", rep)
+	if rep := f.fc.Report(conv); rep == nil || rep.Chunks != 1 || rep.EndReason != fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT {
+		t.Errorf("report of the idle call: %+v; want one chunk, ended as idle", rep)
 	}
 }
 
