@@ -219,3 +219,33 @@ func TestWrapAnswersBeforeTheHandlerAndReleasesUnhijacked(t *testing.T) {
 		t.Errorf("refusals counted: %v", calls.refused)
 	}
 }
+
+// FuzzAdmit feeds the Guard any source address, Origin and Authorization:
+// it never panics, a refusal always has a status, code and reason, and an
+// admitted connection's ticket is released exactly once.
+func FuzzAdmit(f *testing.F) {
+	f.Add("10.0.0.1:1", "https://evil.example", "Basic cGJ4OmtleQ==")
+	f.Add("[::1]:443", "", "Bearer clk_x")
+	f.Add("not an address", "null", "Basic !!!")
+	f.Fuzz(func(t *testing.T, addr, origin, auth string) {
+		g, _, _, _ := newGuard(t, Options{HandshakeRate: 1, HandshakeBurst: 2, MaxAddresses: 2, MaxPending: 1, AllowedOrigins: []string{"https://ok.example"}})
+		r := httptest.NewRequest("GET", "/ws/x", nil)
+		r.RemoteAddr = addr
+		r.Header.Set("Origin", origin)
+		r.Header.Set("Authorization", auth)
+		for range 3 {
+			tk, err := g.admit(r, Route{Key: keyOf, CheckOrigin: true})
+			if err != nil {
+				if err.Status == 0 || err.Code == "" || err.Reason == "" || err.Msg == "" {
+					t.Fatalf("refusal without status, code, reason or message: %+v", err)
+				}
+				continue
+			}
+			tk.release()
+			tk.release()
+			if _, total := g.Pending(""); total != 0 {
+				t.Fatalf("%d pending after release", total)
+			}
+		}
+	})
+}
