@@ -693,6 +693,7 @@ func (c *conn) open(m *ClientMessage) {
 		case errors.Is(err, session.ErrBadStart):
 			info = "Invalid session: " + err.Error()
 		}
+		c.log.Info("session refused after the upgrade", "reason", info)
 		c.disconnect(DisconnectError, info, websocket.CloseTryAgainLater)
 		return
 	}
