@@ -3,13 +3,18 @@ package gateway
 import (
 	"encoding/binary"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/calmline/calmline/gateway/native"
 	"github.com/calmline/calmline/lib/tenant"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
@@ -170,13 +175,15 @@ func TestAResumeTakesTheCallOverFromAConnectionThatLooksAlive(t *testing.T) {
 	})
 	old := f.start(t, key, "r4", "")
 	old.frames(t, 0, 50)
-	r, m := f.tryStart2(t, key, map[string]any{"call_id": "r4", "resume": true, "resume_at_sample": 8000})
+	// The client kept its audio: it resumes where the gateway's record
+	// ends (resume_at_sample 0) and sends again from there.
+	r, m := f.tryStart2(t, key, map[string]any{"call_id": "r4", "resume": true})
 	if m["type"] != "started" {
 		t.Fatalf("resume while the old connection is open: %v", m)
 	}
 	// The gateway dropped the old connection, without a close frame.
-	if _, code := old.finish(t); code != websocket.CloseAbnormalClosure {
-		t.Errorf("old connection closed with %d; want dropped (1006, no close frame)", code)
+	if _, code := old.finish(t); code != websocket.CloseAbnormalClosure && code != 0 {
+		t.Errorf("old connection closed with %d; want dropped (no close frame)", code)
 	}
 	at, _ := m["resumed_at_sample"].(float64)
 	r.frames(t, int(at), 50)
@@ -187,5 +194,36 @@ func TestAResumeTakesTheCallOverFromAConnectionThatLooksAlive(t *testing.T) {
 	}
 	if gaps := f.fc.CallGaps("r4"); len(gaps) != 0 {
 		t.Errorf("gaps %v; want none (the client resent from resumed_at_sample)", gaps)
+	}
+}
+
+// When fullcall fences a call's stream out (the client resumed it
+// elsewhere), this gateway lets the call go: it does not reopen the stream
+// and take the call back.
+func TestACallResumedElsewhereIsLetGo(t *testing.T) {
+	key := tenant.NewKey()
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 2, keys: []keyDef{{id: "a", key: key}}}), nil)
+	var opens atomic.Int32
+	f.fc.Configure(func() {
+		f.fc.Refuse = func(o *fullcallv1.OpenCall) error {
+			if o.Call.CallId == "moved" {
+				opens.Add(1)
+			}
+			return nil
+		}
+		f.fc.OnChunk = func(callID string, _ *callv1.AudioChunk) error {
+			if callID == "moved" {
+				return status.Error(codes.Aborted, "call moved was resumed elsewhere")
+			}
+			return nil
+		}
+	})
+	c := f.start(t, key, "moved", "")
+	c.frames(t, 0, 10)
+	if _, code := c.finish(t); code != websocket.CloseInternalServerErr {
+		t.Errorf("closed with %d; want 1011", code)
+	}
+	if n := opens.Load(); n != 1 {
+		t.Errorf("fullcall streams opened for the call: %d; want 1 (no reopen)", n)
 	}
 }
