@@ -57,6 +57,7 @@ func (c *Call) Park() bool {
 		return false
 	}
 	c.parked, c.unpark = true, unpark
+	c.takeover = nil // no connection left to drop
 	m.parkedPer[c.info.TenantId]++
 	m.mu.Unlock()
 	select {
