@@ -29,8 +29,9 @@ func EnsureDemo(path, keyPath string) (key string, created bool, err error) {
 	}
 	key = NewKey()
 	content := fmt.Sprintf(`# calmline tenants file, created for the demo by "calmline serve".
-# Add tenants here; keys are stored as SHA-256 hashes (make one with
-# "calmline keys new"). The file is re-read when it changes or on SIGHUP.
+# Add tenants here. Keys are stored as SHA-256 hashes: make one with
+# "calmline keys new --tenant demo" (also: keys list, revoke, rotate; see
+# "calmline keys -h"). The file is re-read when it changes or on SIGHUP.
 tenants:
   - id: %s
     name: Demo contact center

@@ -89,6 +89,16 @@ type APIKey struct {
 	Role string `yaml:"role"`
 	// AgentID is the agent an "agent" key belongs to.
 	AgentID string `yaml:"agent_id"`
+	// ExpiresAt, when set, is the moment from which the key is refused:
+	// "calmline keys rotate --keep 24h" sets it on the old key, so that
+	// clients have a day to switch to the new one.
+	ExpiresAt time.Time `yaml:"expires_at"`
+}
+
+// Active reports whether the key is accepted at now: not disabled and not
+// expired.
+func (k *APIKey) Active(now time.Time) bool {
+	return !k.Disabled && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
 
 // Key roles.
@@ -133,7 +143,18 @@ var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // Parse reads a tenants file, fills defaults and checks it, naming the first
 // problem it finds.
-func Parse(data []byte) ([]*Tenant, error) {
+func Parse(data []byte) ([]*Tenant, error) { return parse(data, true) }
+
+// Check checks a tenants file as Parse does, except that it does not read
+// the keys' client secrets (their files or variables may exist only where
+// the services run). Tools that edit the file check it with Check before
+// they write it.
+func Check(data []byte) error {
+	_, err := parse(data, false)
+	return err
+}
+
+func parse(data []byte, secrets bool) ([]*Tenant, error) {
 	var f file
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true) // a misspelt setting is an error, not a silent default
@@ -153,6 +174,15 @@ func Parse(data []byte) ([]*Tenant, error) {
 			return nil, fmt.Errorf("tenant %q: listed twice", t.ID)
 		}
 		seenTenant[t.ID] = true
+		if !secrets {
+			for i := range t.APIKeys {
+				k := &t.APIKeys[i]
+				if k.ClientSecretFile != "" && k.ClientSecretEnv != "" {
+					return nil, fmt.Errorf("tenant %q: api key %q: set client_secret_file or client_secret_env, not both", t.ID, k.ID)
+				}
+				k.ClientSecretFile, k.ClientSecretEnv = "", ""
+			}
+		}
 		if err := t.fill(); err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", t.ID, err)
 		}
@@ -373,7 +403,10 @@ func (r *Registry) AuthenticateKey(key string) (*Tenant, *APIKey, bool) {
 		return nil, nil, false
 	}
 	ref, ok := r.cur.Load().byKey[HashKey(key)]
-	return ref.tenant, ref.key, ok
+	if !ok || !ref.key.Active(time.Now()) {
+		return nil, nil, false
+	}
+	return ref.tenant, ref.key, true
 }
 
 // Tenant returns the tenant with the given id.
