@@ -645,10 +645,16 @@ func (c *conn) open(m *ClientMessage) {
 		c.setState(stateActive)
 		return
 	}
-	labels := map[string]string{
+	// The call's labels: customConfig's string entries (queue, skill,
+	// agent group ... as the Genesys integration sets them), then the
+	// session's own, which a customConfig entry cannot override.
+	labels := customLabels(p.CustomConfig)
+	for k, v := range map[string]string{
 		"audiohook_session_id":      c.sessionID,
 		"audiohook_correlation_id":  c.correlation,
 		"audiohook_organization_id": c.orgID,
+	} {
+		labels[k] = v
 	}
 	if p.Participant != nil && p.Participant.ID != "" {
 		labels["audiohook_participant_id"] = strings.ToLower(p.Participant.ID)
@@ -698,6 +704,23 @@ func (c *conn) open(m *ClientMessage) {
 
 // agentID reads the agent's id from the open's customConfig ("agentId"
 // or "agent_id"), where an integrator can pass it.
+// customLabels returns the string entries of an open message's
+// customConfig, except the agent id, as call labels; entries of other types
+// are not labels and are left out. session.Start checks them.
+func customLabels(cfg json.RawMessage) map[string]string {
+	labels := map[string]string{}
+	var m map[string]any
+	if json.Unmarshal(cfg, &m) != nil {
+		return labels
+	}
+	for k, v := range m {
+		if s, ok := v.(string); ok && k != "agentId" && k != "agent_id" {
+			labels[k] = s
+		}
+	}
+	return labels
+}
+
 func agentID(cfg json.RawMessage) string {
 	var m map[string]any
 	if json.Unmarshal(cfg, &m) != nil {

@@ -236,7 +236,7 @@ func (r *raw) closeCode() int {
 
 const openStereo = `{"organizationId":"` + org + `","conversationId":"%s","participant":{"id":"883efee8-3d6c-4537-b500-6d7ca4b92fa0","ani":"","aniName":"","dnis":""},
  "media":[{"type":"audio","format":"PCMU","channels":["external","internal"],"rate":8000},{"type":"audio","format":"PCMU","channels":["external"],"rate":8000}],
- "language":"en-US","customConfig":{"agentId":"agent-7"}}`
+ "language":"en-US","customConfig":{"agentId":"agent-7","queue":"vip","priority":2}}`
 
 func TestRefusedBeforeTheUpgrade(t *testing.T) {
 	f := start(t, Options{})
@@ -373,7 +373,10 @@ func TestASessionAsTheSpecificationDescribesIt(t *testing.T) {
 		}
 	}
 	if open == nil || open.Protocol != Protocol || len(open.Format.Channels) != 2 || open.Format.Channels[0] != callv1.ChannelRole_CHANNEL_ROLE_CALLER ||
-		open.Labels["audiohook_session_id"] != r.id || open.Labels["language"] != "en-US" {
+		open.Labels["audiohook_session_id"] != r.id || open.Labels["language"] != "en-US" ||
+		// customConfig's string entries are labels; the agent id and
+		// entries of other types are not.
+		open.Labels["queue"] != "vip" || open.Labels["agentId"] != "" || open.Labels["priority"] != "" {
 		t.Errorf("call as realtime saw it: %+v", open)
 	}
 	if n := len(f.fc.Seqs(conv)); n != 25 {

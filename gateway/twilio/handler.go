@@ -425,7 +425,17 @@ func (c *conn) start(s *Start) {
 		return
 	}
 	c.joiner = j
-	labels := map[string]string{"stream_id": s.StreamID, "envelope": c.env.Name}
+	// The call's labels: the start's custom parameters (queue, skill,
+	// agent group ...) but the API key (a secret: labels are shown in
+	// reports and the live feed) and the agent id, then the stream's own,
+	// which a parameter cannot override.
+	labels := map[string]string{}
+	for k, v := range s.Parameters {
+		if k != AgentParameter && k != KeyParameter {
+			labels[k] = v
+		}
+	}
+	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
 	call, err := c.h.m.Start(context.Background(), session.Start{
 		Tenant:   c.tenant,
 		CallID:   s.CallID,
