@@ -130,6 +130,16 @@ WHERE escalation_id IN (SELECT id FROM escalations WHERE tenant_id = ? AND call_
 			Detail: map[string]any{"alert_id": ev.AlertId, "episode": ev.Episode, "state": alertState(firing), "value": ev.Value}})
 		return open, err
 	}
+	// Silences mute new escalations: the episode is recorded, resolved
+	// at once, and nothing is sent. (An escalation already open runs on:
+	// resolve it to stop its ladder.)
+	sil, err := t.activeSilence(a)
+	if err != nil {
+		return "", err
+	}
+	if sil != nil {
+		return t.openSilenced(a, sil)
+	}
 	return t.open(a, ten)
 }
 

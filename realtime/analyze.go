@@ -237,6 +237,7 @@ func (c *liveCall) observe(ctx context.Context, ru *rule, sec analysis.Second) e
 			CallId:   c.call.CallId,
 			AgentId:  c.call.AgentId,
 			Event:    ev,
+			Labels:   c.call.Labels,
 		})
 	}
 	if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: ev}}); err != nil {
