@@ -23,7 +23,7 @@ func runKeys(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 func TestKeysCommand(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := tenant.EnsureDemo(filepath.Join(dir, "tenants.yaml"), filepath.Join(dir, "demo.key")); err != nil {
+	if _, _, err := tenant.EnsureDemo(filepath.Join(dir, "tenants.yaml"), filepath.Join(dir, "demo.key"), tenant.DemoWebhook{}); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "tenants.yaml")
@@ -44,7 +44,7 @@ func TestKeysCommand(t *testing.T) {
 	if strings.Contains(string(saved), key) || !strings.Contains(string(saved), tenant.HashKey(key)) {
 		t.Fatal("the file must hold the key's hash, never the key")
 	}
-	if !strings.Contains(string(saved), "# What happens when the rule fires") {
+	if !strings.Contains(string(saved), "# What happens when a rule fires") {
 		t.Error("the file's comments were lost")
 	}
 	code, list, _ := runKeys(t, "list", "--tenants", path)
