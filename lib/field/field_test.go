@@ -94,3 +94,21 @@ func TestLabels(t *testing.T) {
 		}
 	}
 }
+
+func FuzzLabels(f *testing.F) {
+	f.Add("queue", "vip", "skill", "billing-de")
+	f.Add("", "x", "a b", "\x00")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		m := map[string]string{k1: v1, k2: v2}
+		err := Labels("labels", m)
+		valid := true
+		for k, v := range m {
+			if ID("k", k) != nil || ID("v", v) != nil {
+				valid = false
+			}
+		}
+		if (err == nil) != valid {
+			t.Fatalf("Labels(%q) = %v; the ids' own checks say valid=%v", m, err, valid)
+		}
+	})
+}

@@ -181,3 +181,43 @@ func TestCheckSkipsClientSecrets(t *testing.T) {
 		t.Errorf("Check: %v", err)
 	}
 }
+
+// FuzzKeyFile edits arbitrary valid tenants files: an edit either fails
+// with an error or saves a file the loader accepts, holding the new key.
+func FuzzKeyFile(f *testing.F) {
+	f.Add("tenants:\n  - id: acme\n", "acme", "")
+	f.Add("tenants:\n  - id: acme\n    api_keys: []\n  - id: b\n    api_keys:\n", "b", "agent")
+	f.Add("# c\ntenants: [{id: a, api_keys: [{id: k, sha256: "+HashKey("x")+"}]}] # tail\n", "a", "care")
+	f.Add("keys: &k []\ntenants:\n  - id: a\n    api_keys: *k\n", "a", "")
+	f.Fuzz(func(t *testing.T, doc, tenantID, role string) {
+		if Check([]byte(doc)) != nil {
+			return
+		}
+		path := filepath.Join(t.TempDir(), "tenants.yaml")
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		kf, err := OpenKeyFile(path)
+		if err != nil {
+			return
+		}
+		spec := NewKeySpec{Role: role}
+		if role == KeyRoleAgent {
+			spec.AgentID = "ana"
+		}
+		_, key, err := kf.Create(tenantID, spec)
+		if err != nil {
+			return
+		}
+		if err := kf.Save(); err != nil {
+			return
+		}
+		reg, err := Load(path)
+		if err != nil {
+			t.Fatalf("saved a file the loader refuses: %v", err)
+		}
+		if tn, _, ok := reg.Authenticate(key); !ok || tn.ID != tenantID {
+			t.Fatalf("the new key does not authenticate tenant %q", tenantID)
+		}
+	})
+}
