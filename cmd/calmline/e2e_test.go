@@ -350,6 +350,12 @@ func TestEndToEndNativeCall(t *testing.T) {
 		if s.CallerPressure == nil && s.Abstain["caller_pressure"] == "" {
 			t.Errorf("score %d: caller_pressure neither scored nor abstained with a reason", i)
 		}
+		// Scores carry one decimal on the wire.
+		for _, v := range []*float64{s.CallerPressure, s.AgentStress} {
+			if v != nil && math.Round(*v*10)/10 != *v {
+				t.Errorf("score %d: %v has more than one decimal", i, *v)
+			}
+		}
 		// Scores follow the audio: none before its second was sent.
 		if s.arrived.Before(secondSent[i]) {
 			t.Errorf("score for second %d arrived before its audio was sent", i)
