@@ -218,6 +218,11 @@ type scoreMsg struct {
 // time, in 20 ms frames, and returns every message the server sent, the
 // time each second of audio was fully sent, and the close frame.
 func streamWAV(t *testing.T, gateway, key, callID, wavPath string) ([]scoreMsg, []time.Time, *websocket.CloseError) {
+	return streamLabelled(t, gateway, key, callID, wavPath, nil)
+}
+
+// streamLabelled is streamWAV with call labels in the start message.
+func streamLabelled(t *testing.T, gateway, key, callID, wavPath string, labels map[string]string) ([]scoreMsg, []time.Time, *websocket.CloseError) {
 	t.Helper()
 	b, err := os.ReadFile(wavPath)
 	if err != nil {
@@ -235,6 +240,9 @@ func streamWAV(t *testing.T, gateway, key, callID, wavPath string) ([]scoreMsg, 
 	defer ws.Close()
 	start := map[string]any{"type": "start", "call_id": callID, "agent_id": "agent-42", "codec": rec.Format.Codec.String(),
 		"sample_rate": rec.Format.SampleRate, "channels": []string{"caller", "agent"}}
+	if labels != nil {
+		start["labels"] = labels
+	}
 	if err := ws.WriteJSON(start); err != nil {
 		t.Fatal(err)
 	}
