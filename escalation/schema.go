@@ -77,6 +77,7 @@ CREATE TABLE silences (
 );
 CREATE INDEX silences_by_tenant ON silences (tenant_id, ends_at);
 ALTER TABLE escalations ADD COLUMN silence_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE escalations ADD COLUMN labels TEXT NOT NULL DEFAULT ''; -- JSON object, '' for none
 `},
 }
 

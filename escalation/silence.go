@@ -295,11 +295,11 @@ func (t *txn) openSilenced(a *escalationv1.Alert, sil *silence) (string, error) 
 		clearedAt = t.nowMs()
 	}
 	_, err := t.exec(`INSERT INTO escalations (id, tenant_id, call_id, agent_id, alert_id, current_alert, rule_id, state, score, episode,
-	alert_second, value, threshold, opened_at, received_at, cleared, cleared_at, resolved_by, resolved_at, resolution, silence_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	alert_second, value, threshold, opened_at, received_at, cleared, cleared_at, resolved_by, resolved_at, resolution, silence_id, labels)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, a.TenantId, a.CallId, a.AgentId, ev.AlertId, ev.AlertId, ev.RuleId, escResolved, int(ev.Score), int(ev.Episode),
 		int(ev.Second), ev.Value, ev.Threshold, at.UnixMilli(), t.nowMs(), boolInt(!firing), clearedAt,
-		ServiceActor, t.nowMs(), "silenced by "+sil.ID, sil.ID)
+		ServiceActor, t.nowMs(), "silenced by "+sil.ID, sil.ID, labelsJSON(a.Labels))
 	if err != nil {
 		return "", fmt.Errorf("record silenced escalation for %s: %w", ev.AlertId, err)
 	}
@@ -310,6 +310,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		Detail: map[string]any{"alert_id": ev.AlertId, "agent_id": a.AgentId, "rule_id": ev.RuleId, "episode": ev.Episode,
 			"score": scoreName(ev.Score), "value": ev.Value, "threshold": ev.Threshold, "silence_id": sil.ID}})
 	return id, err
+}
+
+// labelsJSON renders a call's labels for the escalations table ('' for
+// none). Labels were checked by the gateway (identifiers, at most 32).
+func labelsJSON(labels map[string]string) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(labels)
+	return string(b)
 }
 
 // CreateSilence implements SilenceService.CreateSilence.

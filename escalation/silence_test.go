@@ -122,7 +122,7 @@ func TestSilencesMuteMatchingEscalations(t *testing.T) {
 	if again := st.post(t, labelled("t1", "training"))[0]; again != muted {
 		t.Errorf("repeat of a silenced alert: %q; want %q", again, muted)
 	}
-	if e := st.get(t, loud); e.SilenceId != "" || e.State != escalationv1.EscalationState_ESCALATION_STATE_OPEN {
+	if e := st.get(t, loud); e.SilenceId != "" || e.State != escalationv1.EscalationState_ESCALATION_STATE_OPEN || e.Labels["queue"] != "vip" {
 		t.Errorf("unsilenced escalation %v", e)
 	}
 
@@ -143,6 +143,12 @@ func TestSilencesMuteMatchingEscalations(t *testing.T) {
 	if types := typesOf(got); !slices.Equal(types, []string{"escalation.triggered/v1", "escalation.triggered/t2"}) &&
 		!slices.Equal(types, []string{"escalation.triggered/t2", "escalation.triggered/v1"}) {
 		t.Errorf("sent %v; want the triggers of v1 and t2 only", types)
+	}
+	// The webhook names the call's labels.
+	for _, m := range got {
+		if l, _ := m.Data["labels"].(map[string]any); l["queue"] == nil {
+			t.Errorf("%s carries no labels: %v", m.Type, m.Data)
+		}
 	}
 	ls, err := sc.ListSilences(st.ctx(), &escalationv1.ListSilencesRequest{})
 	if err != nil || len(ls.Silences) != 1 || ls.Silences[0].State != escalationv1.SilenceState_SILENCE_STATE_EXPIRED || ls.Silences[0].ExpiredBy != "sup-bo" {

@@ -477,7 +477,10 @@ type Escalation struct {
 	// Set when an active silence matched the alert that opened it: the
 	// escalation is recorded resolved at once (resolved_by "calmline") and
 	// its ladder never runs — no webhook, no transfer.
-	SilenceId     string `protobuf:"bytes,24,opt,name=silence_id,json=silenceId,proto3" json:"silence_id,omitempty"`
+	SilenceId string `protobuf:"bytes,24,opt,name=silence_id,json=silenceId,proto3" json:"silence_id,omitempty"`
+	// The call's labels when the escalation opened (queue, skill, agent
+	// group ...).
+	Labels        map[string]string `protobuf:"bytes,25,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -678,6 +681,13 @@ func (x *Escalation) GetSilenceId() string {
 		return x.SilenceId
 	}
 	return ""
+}
+
+func (x *Escalation) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Step is one rung of the ladder for one escalation.
@@ -2779,7 +2789,7 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x11PostAlertsRequest\x125\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x1d.calmline.escalation.v1.AlertR\x06alerts\";\n" +
 	"\x12PostAlertsResponse\x12%\n" +
-	"\x0eescalation_ids\x18\x01 \x03(\tR\rescalationIds\"\x95\a\n" +
+	"\x0eescalation_ids\x18\x01 \x03(\tR\rescalationIds\"\x98\b\n" +
 	"\n" +
 	"Escalation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -2813,7 +2823,11 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\n" +
 	"call_ended\x18\x17 \x01(\bR\tcallEnded\x12\x1d\n" +
 	"\n" +
-	"silence_id\x18\x18 \x01(\tR\tsilenceId\"\xbd\x03\n" +
+	"silence_id\x18\x18 \x01(\tR\tsilenceId\x12F\n" +
+	"\x06labels\x18\x19 \x03(\v2..calmline.escalation.v1.Escalation.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x127\n" +
@@ -3050,7 +3064,7 @@ func file_calmline_escalation_v1_escalation_proto_rawDescGZIP() []byte {
 }
 
 var file_calmline_escalation_v1_escalation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_calmline_escalation_v1_escalation_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_calmline_escalation_v1_escalation_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_calmline_escalation_v1_escalation_proto_goTypes = []any{
 	(EscalationState)(0),                  // 0: calmline.escalation.v1.EscalationState
 	(StepState)(0),                        // 1: calmline.escalation.v1.StepState
@@ -3092,91 +3106,93 @@ var file_calmline_escalation_v1_escalation_proto_goTypes = []any{
 	(*ExpireSilenceRequest)(nil),          // 37: calmline.escalation.v1.ExpireSilenceRequest
 	(*ExpireSilenceResponse)(nil),         // 38: calmline.escalation.v1.ExpireSilenceResponse
 	nil,                                   // 39: calmline.escalation.v1.Alert.LabelsEntry
-	nil,                                   // 40: calmline.escalation.v1.Silence.MatchLabelsEntry
-	nil,                                   // 41: calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntry
-	(*v1.AlertEvent)(nil),                 // 42: calmline.call.v1.AlertEvent
-	(v1.ScoreKind)(0),                     // 43: calmline.call.v1.ScoreKind
-	(*timestamppb.Timestamp)(nil),         // 44: google.protobuf.Timestamp
+	nil,                                   // 40: calmline.escalation.v1.Escalation.LabelsEntry
+	nil,                                   // 41: calmline.escalation.v1.Silence.MatchLabelsEntry
+	nil,                                   // 42: calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntry
+	(*v1.AlertEvent)(nil),                 // 43: calmline.call.v1.AlertEvent
+	(v1.ScoreKind)(0),                     // 44: calmline.call.v1.ScoreKind
+	(*timestamppb.Timestamp)(nil),         // 45: google.protobuf.Timestamp
 }
 var file_calmline_escalation_v1_escalation_proto_depIdxs = []int32{
-	42, // 0: calmline.escalation.v1.Alert.event:type_name -> calmline.call.v1.AlertEvent
+	43, // 0: calmline.escalation.v1.Alert.event:type_name -> calmline.call.v1.AlertEvent
 	39, // 1: calmline.escalation.v1.Alert.labels:type_name -> calmline.escalation.v1.Alert.LabelsEntry
 	4,  // 2: calmline.escalation.v1.PostAlertsRequest.alerts:type_name -> calmline.escalation.v1.Alert
 	0,  // 3: calmline.escalation.v1.Escalation.state:type_name -> calmline.escalation.v1.EscalationState
-	43, // 4: calmline.escalation.v1.Escalation.score:type_name -> calmline.call.v1.ScoreKind
-	44, // 5: calmline.escalation.v1.Escalation.opened_at:type_name -> google.protobuf.Timestamp
-	44, // 6: calmline.escalation.v1.Escalation.acknowledged_at:type_name -> google.protobuf.Timestamp
-	44, // 7: calmline.escalation.v1.Escalation.resolved_at:type_name -> google.protobuf.Timestamp
+	44, // 4: calmline.escalation.v1.Escalation.score:type_name -> calmline.call.v1.ScoreKind
+	45, // 5: calmline.escalation.v1.Escalation.opened_at:type_name -> google.protobuf.Timestamp
+	45, // 6: calmline.escalation.v1.Escalation.acknowledged_at:type_name -> google.protobuf.Timestamp
+	45, // 7: calmline.escalation.v1.Escalation.resolved_at:type_name -> google.protobuf.Timestamp
 	8,  // 8: calmline.escalation.v1.Escalation.steps:type_name -> calmline.escalation.v1.Step
-	44, // 9: calmline.escalation.v1.Escalation.cleared_at:type_name -> google.protobuf.Timestamp
-	1,  // 10: calmline.escalation.v1.Step.state:type_name -> calmline.escalation.v1.StepState
-	44, // 11: calmline.escalation.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
-	44, // 12: calmline.escalation.v1.Step.done_at:type_name -> google.protobuf.Timestamp
-	44, // 13: calmline.escalation.v1.Step.due_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: calmline.escalation.v1.ListEscalationsRequest.state:type_name -> calmline.escalation.v1.EscalationState
-	7,  // 15: calmline.escalation.v1.ListEscalationsResponse.escalations:type_name -> calmline.escalation.v1.Escalation
-	7,  // 16: calmline.escalation.v1.GetEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	7,  // 17: calmline.escalation.v1.AcknowledgeEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	7,  // 18: calmline.escalation.v1.ResolveEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	44, // 19: calmline.escalation.v1.RecordCallRequest.started_at:type_name -> google.protobuf.Timestamp
-	44, // 20: calmline.escalation.v1.RecordCallRequest.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 21: calmline.escalation.v1.Delivery.state:type_name -> calmline.escalation.v1.DeliveryState
-	44, // 22: calmline.escalation.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	44, // 23: calmline.escalation.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	44, // 24: calmline.escalation.v1.Delivery.first_attempt_at:type_name -> google.protobuf.Timestamp
-	44, // 25: calmline.escalation.v1.Delivery.done_at:type_name -> google.protobuf.Timestamp
-	2,  // 26: calmline.escalation.v1.ListDeliveriesRequest.state:type_name -> calmline.escalation.v1.DeliveryState
-	19, // 27: calmline.escalation.v1.ListDeliveriesResponse.deliveries:type_name -> calmline.escalation.v1.Delivery
-	19, // 28: calmline.escalation.v1.GetDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
-	19, // 29: calmline.escalation.v1.RedriveDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
-	44, // 30: calmline.escalation.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	26, // 31: calmline.escalation.v1.ListAuditEntriesResponse.entries:type_name -> calmline.escalation.v1.AuditEntry
-	30, // 32: calmline.escalation.v1.VerifyAuditResponse.problems:type_name -> calmline.escalation.v1.AuditProblem
-	40, // 33: calmline.escalation.v1.Silence.match_labels:type_name -> calmline.escalation.v1.Silence.MatchLabelsEntry
-	44, // 34: calmline.escalation.v1.Silence.starts_at:type_name -> google.protobuf.Timestamp
-	44, // 35: calmline.escalation.v1.Silence.ends_at:type_name -> google.protobuf.Timestamp
-	44, // 36: calmline.escalation.v1.Silence.created_at:type_name -> google.protobuf.Timestamp
-	3,  // 37: calmline.escalation.v1.Silence.state:type_name -> calmline.escalation.v1.SilenceState
-	41, // 38: calmline.escalation.v1.CreateSilenceRequest.match_labels:type_name -> calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntry
-	44, // 39: calmline.escalation.v1.CreateSilenceRequest.starts_at:type_name -> google.protobuf.Timestamp
-	44, // 40: calmline.escalation.v1.CreateSilenceRequest.ends_at:type_name -> google.protobuf.Timestamp
-	32, // 41: calmline.escalation.v1.CreateSilenceResponse.silence:type_name -> calmline.escalation.v1.Silence
-	3,  // 42: calmline.escalation.v1.ListSilencesRequest.state:type_name -> calmline.escalation.v1.SilenceState
-	32, // 43: calmline.escalation.v1.ListSilencesResponse.silences:type_name -> calmline.escalation.v1.Silence
-	32, // 44: calmline.escalation.v1.ExpireSilenceResponse.silence:type_name -> calmline.escalation.v1.Silence
-	5,  // 45: calmline.escalation.v1.AlertService.PostAlerts:input_type -> calmline.escalation.v1.PostAlertsRequest
-	9,  // 46: calmline.escalation.v1.EscalationService.ListEscalations:input_type -> calmline.escalation.v1.ListEscalationsRequest
-	11, // 47: calmline.escalation.v1.EscalationService.GetEscalation:input_type -> calmline.escalation.v1.GetEscalationRequest
-	13, // 48: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:input_type -> calmline.escalation.v1.AcknowledgeEscalationRequest
-	15, // 49: calmline.escalation.v1.EscalationService.ResolveEscalation:input_type -> calmline.escalation.v1.ResolveEscalationRequest
-	17, // 50: calmline.escalation.v1.CareService.RecordCall:input_type -> calmline.escalation.v1.RecordCallRequest
-	20, // 51: calmline.escalation.v1.DeliveryService.ListDeliveries:input_type -> calmline.escalation.v1.ListDeliveriesRequest
-	22, // 52: calmline.escalation.v1.DeliveryService.GetDelivery:input_type -> calmline.escalation.v1.GetDeliveryRequest
-	24, // 53: calmline.escalation.v1.DeliveryService.RedriveDelivery:input_type -> calmline.escalation.v1.RedriveDeliveryRequest
-	27, // 54: calmline.escalation.v1.AuditService.ListAuditEntries:input_type -> calmline.escalation.v1.ListAuditEntriesRequest
-	29, // 55: calmline.escalation.v1.AuditService.VerifyAudit:input_type -> calmline.escalation.v1.VerifyAuditRequest
-	33, // 56: calmline.escalation.v1.SilenceService.CreateSilence:input_type -> calmline.escalation.v1.CreateSilenceRequest
-	35, // 57: calmline.escalation.v1.SilenceService.ListSilences:input_type -> calmline.escalation.v1.ListSilencesRequest
-	37, // 58: calmline.escalation.v1.SilenceService.ExpireSilence:input_type -> calmline.escalation.v1.ExpireSilenceRequest
-	6,  // 59: calmline.escalation.v1.AlertService.PostAlerts:output_type -> calmline.escalation.v1.PostAlertsResponse
-	10, // 60: calmline.escalation.v1.EscalationService.ListEscalations:output_type -> calmline.escalation.v1.ListEscalationsResponse
-	12, // 61: calmline.escalation.v1.EscalationService.GetEscalation:output_type -> calmline.escalation.v1.GetEscalationResponse
-	14, // 62: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:output_type -> calmline.escalation.v1.AcknowledgeEscalationResponse
-	16, // 63: calmline.escalation.v1.EscalationService.ResolveEscalation:output_type -> calmline.escalation.v1.ResolveEscalationResponse
-	18, // 64: calmline.escalation.v1.CareService.RecordCall:output_type -> calmline.escalation.v1.RecordCallResponse
-	21, // 65: calmline.escalation.v1.DeliveryService.ListDeliveries:output_type -> calmline.escalation.v1.ListDeliveriesResponse
-	23, // 66: calmline.escalation.v1.DeliveryService.GetDelivery:output_type -> calmline.escalation.v1.GetDeliveryResponse
-	25, // 67: calmline.escalation.v1.DeliveryService.RedriveDelivery:output_type -> calmline.escalation.v1.RedriveDeliveryResponse
-	28, // 68: calmline.escalation.v1.AuditService.ListAuditEntries:output_type -> calmline.escalation.v1.ListAuditEntriesResponse
-	31, // 69: calmline.escalation.v1.AuditService.VerifyAudit:output_type -> calmline.escalation.v1.VerifyAuditResponse
-	34, // 70: calmline.escalation.v1.SilenceService.CreateSilence:output_type -> calmline.escalation.v1.CreateSilenceResponse
-	36, // 71: calmline.escalation.v1.SilenceService.ListSilences:output_type -> calmline.escalation.v1.ListSilencesResponse
-	38, // 72: calmline.escalation.v1.SilenceService.ExpireSilence:output_type -> calmline.escalation.v1.ExpireSilenceResponse
-	59, // [59:73] is the sub-list for method output_type
-	45, // [45:59] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	45, // 9: calmline.escalation.v1.Escalation.cleared_at:type_name -> google.protobuf.Timestamp
+	40, // 10: calmline.escalation.v1.Escalation.labels:type_name -> calmline.escalation.v1.Escalation.LabelsEntry
+	1,  // 11: calmline.escalation.v1.Step.state:type_name -> calmline.escalation.v1.StepState
+	45, // 12: calmline.escalation.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
+	45, // 13: calmline.escalation.v1.Step.done_at:type_name -> google.protobuf.Timestamp
+	45, // 14: calmline.escalation.v1.Step.due_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: calmline.escalation.v1.ListEscalationsRequest.state:type_name -> calmline.escalation.v1.EscalationState
+	7,  // 16: calmline.escalation.v1.ListEscalationsResponse.escalations:type_name -> calmline.escalation.v1.Escalation
+	7,  // 17: calmline.escalation.v1.GetEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	7,  // 18: calmline.escalation.v1.AcknowledgeEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	7,  // 19: calmline.escalation.v1.ResolveEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	45, // 20: calmline.escalation.v1.RecordCallRequest.started_at:type_name -> google.protobuf.Timestamp
+	45, // 21: calmline.escalation.v1.RecordCallRequest.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 22: calmline.escalation.v1.Delivery.state:type_name -> calmline.escalation.v1.DeliveryState
+	45, // 23: calmline.escalation.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	45, // 24: calmline.escalation.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	45, // 25: calmline.escalation.v1.Delivery.first_attempt_at:type_name -> google.protobuf.Timestamp
+	45, // 26: calmline.escalation.v1.Delivery.done_at:type_name -> google.protobuf.Timestamp
+	2,  // 27: calmline.escalation.v1.ListDeliveriesRequest.state:type_name -> calmline.escalation.v1.DeliveryState
+	19, // 28: calmline.escalation.v1.ListDeliveriesResponse.deliveries:type_name -> calmline.escalation.v1.Delivery
+	19, // 29: calmline.escalation.v1.GetDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
+	19, // 30: calmline.escalation.v1.RedriveDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
+	45, // 31: calmline.escalation.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	26, // 32: calmline.escalation.v1.ListAuditEntriesResponse.entries:type_name -> calmline.escalation.v1.AuditEntry
+	30, // 33: calmline.escalation.v1.VerifyAuditResponse.problems:type_name -> calmline.escalation.v1.AuditProblem
+	41, // 34: calmline.escalation.v1.Silence.match_labels:type_name -> calmline.escalation.v1.Silence.MatchLabelsEntry
+	45, // 35: calmline.escalation.v1.Silence.starts_at:type_name -> google.protobuf.Timestamp
+	45, // 36: calmline.escalation.v1.Silence.ends_at:type_name -> google.protobuf.Timestamp
+	45, // 37: calmline.escalation.v1.Silence.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 38: calmline.escalation.v1.Silence.state:type_name -> calmline.escalation.v1.SilenceState
+	42, // 39: calmline.escalation.v1.CreateSilenceRequest.match_labels:type_name -> calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntry
+	45, // 40: calmline.escalation.v1.CreateSilenceRequest.starts_at:type_name -> google.protobuf.Timestamp
+	45, // 41: calmline.escalation.v1.CreateSilenceRequest.ends_at:type_name -> google.protobuf.Timestamp
+	32, // 42: calmline.escalation.v1.CreateSilenceResponse.silence:type_name -> calmline.escalation.v1.Silence
+	3,  // 43: calmline.escalation.v1.ListSilencesRequest.state:type_name -> calmline.escalation.v1.SilenceState
+	32, // 44: calmline.escalation.v1.ListSilencesResponse.silences:type_name -> calmline.escalation.v1.Silence
+	32, // 45: calmline.escalation.v1.ExpireSilenceResponse.silence:type_name -> calmline.escalation.v1.Silence
+	5,  // 46: calmline.escalation.v1.AlertService.PostAlerts:input_type -> calmline.escalation.v1.PostAlertsRequest
+	9,  // 47: calmline.escalation.v1.EscalationService.ListEscalations:input_type -> calmline.escalation.v1.ListEscalationsRequest
+	11, // 48: calmline.escalation.v1.EscalationService.GetEscalation:input_type -> calmline.escalation.v1.GetEscalationRequest
+	13, // 49: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:input_type -> calmline.escalation.v1.AcknowledgeEscalationRequest
+	15, // 50: calmline.escalation.v1.EscalationService.ResolveEscalation:input_type -> calmline.escalation.v1.ResolveEscalationRequest
+	17, // 51: calmline.escalation.v1.CareService.RecordCall:input_type -> calmline.escalation.v1.RecordCallRequest
+	20, // 52: calmline.escalation.v1.DeliveryService.ListDeliveries:input_type -> calmline.escalation.v1.ListDeliveriesRequest
+	22, // 53: calmline.escalation.v1.DeliveryService.GetDelivery:input_type -> calmline.escalation.v1.GetDeliveryRequest
+	24, // 54: calmline.escalation.v1.DeliveryService.RedriveDelivery:input_type -> calmline.escalation.v1.RedriveDeliveryRequest
+	27, // 55: calmline.escalation.v1.AuditService.ListAuditEntries:input_type -> calmline.escalation.v1.ListAuditEntriesRequest
+	29, // 56: calmline.escalation.v1.AuditService.VerifyAudit:input_type -> calmline.escalation.v1.VerifyAuditRequest
+	33, // 57: calmline.escalation.v1.SilenceService.CreateSilence:input_type -> calmline.escalation.v1.CreateSilenceRequest
+	35, // 58: calmline.escalation.v1.SilenceService.ListSilences:input_type -> calmline.escalation.v1.ListSilencesRequest
+	37, // 59: calmline.escalation.v1.SilenceService.ExpireSilence:input_type -> calmline.escalation.v1.ExpireSilenceRequest
+	6,  // 60: calmline.escalation.v1.AlertService.PostAlerts:output_type -> calmline.escalation.v1.PostAlertsResponse
+	10, // 61: calmline.escalation.v1.EscalationService.ListEscalations:output_type -> calmline.escalation.v1.ListEscalationsResponse
+	12, // 62: calmline.escalation.v1.EscalationService.GetEscalation:output_type -> calmline.escalation.v1.GetEscalationResponse
+	14, // 63: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:output_type -> calmline.escalation.v1.AcknowledgeEscalationResponse
+	16, // 64: calmline.escalation.v1.EscalationService.ResolveEscalation:output_type -> calmline.escalation.v1.ResolveEscalationResponse
+	18, // 65: calmline.escalation.v1.CareService.RecordCall:output_type -> calmline.escalation.v1.RecordCallResponse
+	21, // 66: calmline.escalation.v1.DeliveryService.ListDeliveries:output_type -> calmline.escalation.v1.ListDeliveriesResponse
+	23, // 67: calmline.escalation.v1.DeliveryService.GetDelivery:output_type -> calmline.escalation.v1.GetDeliveryResponse
+	25, // 68: calmline.escalation.v1.DeliveryService.RedriveDelivery:output_type -> calmline.escalation.v1.RedriveDeliveryResponse
+	28, // 69: calmline.escalation.v1.AuditService.ListAuditEntries:output_type -> calmline.escalation.v1.ListAuditEntriesResponse
+	31, // 70: calmline.escalation.v1.AuditService.VerifyAudit:output_type -> calmline.escalation.v1.VerifyAuditResponse
+	34, // 71: calmline.escalation.v1.SilenceService.CreateSilence:output_type -> calmline.escalation.v1.CreateSilenceResponse
+	36, // 72: calmline.escalation.v1.SilenceService.ListSilences:output_type -> calmline.escalation.v1.ListSilencesResponse
+	38, // 73: calmline.escalation.v1.SilenceService.ExpireSilence:output_type -> calmline.escalation.v1.ExpireSilenceResponse
+	60, // [60:74] is the sub-list for method output_type
+	46, // [46:60] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_calmline_escalation_v1_escalation_proto_init() }
@@ -3190,7 +3206,7 @@ func file_calmline_escalation_v1_escalation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_calmline_escalation_v1_escalation_proto_rawDesc), len(file_calmline_escalation_v1_escalation_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   6,
 		},
