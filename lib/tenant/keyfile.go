@@ -63,6 +63,10 @@ var (
 // OpenKeyFile reads a tenants file for editing. The file must already be
 // a valid tenants file.
 func OpenKeyFile(path string) (*KeyFile, error) {
+	// Edit the file a symbolic link points to, so that the link stays.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("tenants file: %w", err)

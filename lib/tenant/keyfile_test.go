@@ -221,3 +221,31 @@ func FuzzKeyFile(f *testing.F) {
 		}
 	})
 }
+
+// A tenants file reached through a symbolic link is edited where it is; the
+// link stays a link.
+func TestKeyFileFollowsSymlinks(t *testing.T) {
+	path, _ := writeKeyFile(t)
+	link := filepath.Join(t.TempDir(), "tenants.yaml")
+	if err := os.Symlink(path, link); err != nil {
+		t.Skip("no symbolic links here:", err)
+	}
+	f, err := OpenKeyFile(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := f.Create("acme", NewKeySpec{})
+	if err != nil || f.Save() != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was replaced by a file: %v %v", st.Mode(), err)
+	}
+	reg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := reg.Authenticate(key); !ok {
+		t.Error("the target file does not hold the new key")
+	}
+}
