@@ -182,7 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// label.KEY=VALUE query parameters, checked before the upgrade.
 	labels := map[string]string{}
 	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, LabelParamPrefix); ok && len(vs) > 0 {
+		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok && len(vs) > 0 {
 			labels[name] = vs[0]
 		}
 	}
@@ -235,10 +235,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.ws = wsconn.New(ws, co)
 	l.run()
 }
-
-// LabelParamPrefix starts the query parameters that carry call labels:
-// ?label.queue=vip&label.skill=billing.
-const LabelParamPrefix = "label."
 
 // leg is one WebSocket from Asterisk, driven by its reader goroutine.
 type leg struct {

@@ -648,7 +648,11 @@ func (c *conn) open(m *ClientMessage) {
 	// The call's labels: customConfig's string entries (queue, skill,
 	// agent group ... as the Genesys integration sets them), then the
 	// session's own, which a customConfig entry cannot override.
-	labels := customLabels(p.CustomConfig)
+	labels, err := customLabels(p.CustomConfig)
+	if err != nil {
+		c.fail("bad_message", err.Error())
+		return
+	}
 	for k, v := range map[string]string{
 		"audiohook_session_id":      c.sessionID,
 		"audiohook_correlation_id":  c.correlation,
@@ -704,21 +708,21 @@ func (c *conn) open(m *ClientMessage) {
 
 // agentID reads the agent's id from the open's customConfig ("agentId"
 // or "agent_id"), where an integrator can pass it.
-// customLabels returns the string entries of an open message's
-// customConfig, except the agent id, as call labels; entries of other types
-// are not labels and are left out. session.Start checks them.
-func customLabels(cfg json.RawMessage) map[string]string {
+// customLabels returns the call labels an open message's customConfig
+// carries in its "labels" object ({"labels": {"queue": "vip"}}); other
+// customConfig entries are not labels. session.Start checks the values.
+func customLabels(cfg json.RawMessage) (map[string]string, error) {
 	labels := map[string]string{}
-	var m map[string]any
-	if json.Unmarshal(cfg, &m) != nil {
-		return labels
+	var m struct {
+		Labels json.RawMessage `json:"labels"`
 	}
-	for k, v := range m {
-		if s, ok := v.(string); ok && k != "agentId" && k != "agent_id" {
-			labels[k] = s
-		}
+	if json.Unmarshal(cfg, &m) != nil || len(m.Labels) == 0 || string(m.Labels) == "null" {
+		return labels, nil
 	}
-	return labels
+	if err := json.Unmarshal(m.Labels, &labels); err != nil {
+		return nil, errors.New("customConfig.labels must be an object of strings")
+	}
+	return labels, nil
 }
 
 func agentID(cfg json.RawMessage) string {

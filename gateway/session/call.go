@@ -37,6 +37,13 @@ const MaxReconnectGap = 5 * time.Minute
 // ErrEnded is returned when audio arrives for a call that has ended.
 var ErrEnded = errors.New("call has ended")
 
+// LabelParamPrefix starts the parameters that carry call labels where a
+// protocol passes key-value parameters (Asterisk query parameters,
+// Twilio-style custom parameters): label.queue=vip. Only parameters named so
+// become labels, so that an integration's other parameters (a customer's
+// name, say) never refuse a call for not being an identifier.
+const LabelParamPrefix = "label."
+
 // Start describes a call an adapter wants to start.
 type Start struct {
 	Tenant  *tenant.Tenant

@@ -425,14 +425,14 @@ func (c *conn) start(s *Start) {
 		return
 	}
 	c.joiner = j
-	// The call's labels: the start's custom parameters (queue, skill,
-	// agent group ...) but the API key (a secret: labels are shown in
-	// reports and the live feed) and the agent id, then the stream's own,
-	// which a parameter cannot override.
+	// The call's labels: the start's custom parameters named label.KEY
+	// (queue, skill, agent group ...), then the stream's own, which a
+	// parameter cannot override. Other parameters (the API key, the agent
+	// id, whatever else the integration passes) are not labels.
 	labels := map[string]string{}
 	for k, v := range s.Parameters {
-		if k != AgentParameter && k != KeyParameter {
-			labels[k] = v
+		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok {
+			labels[name] = v
 		}
 	}
 	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
