@@ -312,7 +312,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	return id, err
 }
 
-// labelsJSON renders a call's labels for the escalations table (” for
+// labelsJSON renders a call's labels for the escalations table (empty for
 // none). Labels were checked by the gateway (identifiers, at most 32).
 func labelsJSON(labels map[string]string) string {
 	if len(labels) == 0 {
