@@ -249,3 +249,35 @@ func TestKeyFileFollowsSymlinks(t *testing.T) {
 		t.Error("the target file does not hold the new key")
 	}
 }
+
+// Rotating without --keep disables the old key at once; the new key has the
+// old one's role and agent.
+func TestKeyFileRotateDisablesAtOnce(t *testing.T) {
+	path, _ := writeKeyFile(t)
+	f, _ := OpenKeyFile(path)
+	if _, _, err := f.Create("acme", NewKeySpec{ID: "desk", Role: KeyRoleAgent, AgentID: "ana"}); err != nil {
+		t.Fatal(err)
+	}
+	_, newKey, err := f.Rotate("acme", "desk", "desk-2", 0)
+	if err != nil || f.Save() != nil {
+		t.Fatal(err)
+	}
+	list, _ := f.List("acme")
+	var states []string
+	for _, k := range list {
+		states = append(states, k.ID+":"+k.State(time.Now()))
+	}
+	if got := strings.Join(states, " "); got != "acme-1:active desk:disabled desk-2:active" {
+		t.Errorf("states %s", got)
+	}
+	reg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, k, ok := reg.AuthenticateKey(newKey); !ok || k.Role != KeyRoleAgent || k.AgentID != "ana" {
+		t.Errorf("rotated key: %v %+v; want role agent for ana", ok, k)
+	}
+	if _, _, err := f.Rotate("acme", "desk", "", 0); err == nil || !strings.Contains(err.Error(), "is disabled") {
+		t.Errorf("rotating a disabled key: %v", err)
+	}
+}
