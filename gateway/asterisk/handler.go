@@ -193,10 +193,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			legs = n
 		}
 	}
+	// Call labels (queue, skill, agent group ...) come as
+	// label.KEY=VALUE query parameters, checked before the upgrade.
+	labels := map[string]string{}
+	for k, vs := range q {
+		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok && len(vs) > 0 {
+			labels[name] = vs[0]
+		}
+	}
 	var problem string
 	if err := field.ID("call_id", callID); err != nil {
 		problem = err.Error()
 	} else if err := field.OptionalID("agent_id", q.Get("agent_id")); err != nil {
+		problem = err.Error()
+	} else if err := field.Labels("labels", labels); err != nil {
 		problem = err.Error()
 	}
 	switch {
@@ -232,7 +242,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	l := &leg{h: h, tenant: t, ticket: admission.FromContext(r.Context()), key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs,
+	l := &leg{h: h, tenant: t, ticket: admission.FromContext(r.Context()), key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs, labels: labels,
 		log: h.log.With("tenant", t.ID, "call_id", callID, "role", role, "remote", r.RemoteAddr)}
 	l.lastMedia.Store(time.Now().UnixNano())
 	l.ws = wsconn.New(ws, h.o.Conn)
@@ -241,9 +251,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // leg is one WebSocket from Asterisk, driven by its reader goroutine.
 type leg struct {
-	h       *Handler
-	tenant  *tenant.Tenant
-	key     string
+	h      *Handler
+	tenant *tenant.Tenant
+	key    string
+	// labels are the leg's label.* query parameters.
+	labels  map[string]string
 	callID  string
 	agentID string
 	role    string
@@ -446,6 +458,11 @@ func (j *joined) startLocked() {
 			r = callv1.ChannelRole_CHANNEL_ROLE_AGENT
 		}
 		roles = append(roles, r)
+		for k, v := range l.labels {
+			if _, set := labels[k]; !set { // the caller leg's label wins
+				labels[k] = v
+			}
+		}
 		if l.channel != "" {
 			labels["asterisk_"+role+"_channel_id"] = l.channel
 		}

@@ -37,6 +37,13 @@ const MaxReconnectGap = 5 * time.Minute
 // ErrEnded is returned when audio arrives for a call that has ended.
 var ErrEnded = errors.New("call has ended")
 
+// LabelParamPrefix starts the parameters that carry call labels where a
+// protocol passes key-value parameters (Asterisk query parameters,
+// Twilio-style custom parameters): label.queue=vip. Only parameters named so
+// become labels, so that an integration's other parameters (a customer's
+// name, say) never refuse a call for not being an identifier.
+const LabelParamPrefix = "label."
+
 // Start describes a call an adapter wants to start.
 type Start struct {
 	Tenant  *tenant.Tenant
@@ -46,7 +53,10 @@ type Start struct {
 	// Roles gives each channel's role in interleaving order.
 	Roles    []callv1.ChannelRole
 	Protocol string
-	Labels   map[string]string
+	// Labels are the call's labels: the client's (queue, skill, agent
+	// group ... from the native start or the protocol's metadata) and the
+	// adapter's own. At most field.MaxLabels, keys and values identifiers.
+	Labels map[string]string
 	// StartedAt defaults to now.
 	StartedAt time.Time
 	// Resume continues a call whose stream ended without a hang-up —
@@ -167,6 +177,11 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if err := field.OptionalID("agent_id", st.AgentID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+	}
+	// Labels choose the tenant's alert rules and silences: the same rule
+	// for every protocol's metadata.
+	if err := field.Labels("labels", st.Labels); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if err := st.Format.Validate(); err != nil {
