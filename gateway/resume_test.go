@@ -227,3 +227,33 @@ func TestACallResumedElsewhereIsLetGo(t *testing.T) {
 		t.Errorf("fullcall streams opened for the call: %d; want 1 (no reopen)", n)
 	}
 }
+
+// A parked call is continued only by a resume of the same format: a plain
+// start with its id gets 4410, a resume in another format 4400, and the
+// call still waits for the right one.
+func TestAParkedCallWaitsForAMatchingResume(t *testing.T) {
+	key := tenant.NewKey()
+	f := newFixture(t, tenantsYAML(tenantDef{id: "acme", max: 3, keys: []keyDef{{id: "a", key: key}}}), func(o *Options) {
+		o.Session.ResumeGrace = time.Minute
+	})
+	c := f.start(t, key, "r5", "")
+	c.frames(t, 0, 10)
+	c.drop()
+	waitFor(t, "the dropped call to be parked", func() bool {
+		return f.mt.Value("calmline.gateway.calls.parked", "tenant", "acme") == 1
+	})
+	if _, m := f.tryStart2(t, key, map[string]any{"call_id": "r5"}); m["close"] != native.CloseCallLive {
+		t.Errorf("a plain start for the waiting call: %v; want close %d", m, native.CloseCallLive)
+	}
+	if _, m := f.tryStart2(t, key, map[string]any{"call_id": "r5", "resume": true, "codec": "pcma"}); m["close"] != native.CloseBadMessage {
+		t.Errorf("a resume in another codec: %v; want close %d", m, native.CloseBadMessage)
+	}
+	r, m := f.tryStart2(t, key, map[string]any{"call_id": "r5", "resume": true})
+	if m["type"] != "started" || m["resumed_at_sample"] != float64(1600) {
+		t.Fatalf("the matching resume: %v; want started at 1600", m)
+	}
+	r.stop(t)
+	if rep := f.fc.Report("r5"); rep == nil || rep.AudioBytes != 3200 || rep.EndReason != fullcallv1.EndReason_END_REASON_HANGUP {
+		t.Errorf("report %v; want the 3200 bytes, hung up", rep)
+	}
+}
