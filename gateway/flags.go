@@ -3,6 +3,7 @@ package gateway
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ type Flags struct {
 	MaxPending     int
 	TenantMargin   int
 	AllowedOrigins string
+	TrustedProxies string
 	// ResumeGrace is how long a native call whose connection broke waits
 	// for its client to resume it.
 	ResumeGrace time.Duration
@@ -47,6 +49,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.IntVar(&f.HandshakeBurst, "handshake-burst", ad.HandshakeBurst, "WebSocket handshakes one source address may make at once")
 	fs.IntVar(&f.MaxPending, "max-pending-connections", ad.MaxPending, "upgraded connections that have not started a call, all tenants together (503 beyond)")
 	fs.IntVar(&f.TenantMargin, "tenant-connection-margin", ad.TenantMargin, "connections without a call a tenant may hold beyond its free call quota (429 beyond)")
+	fs.StringVar(&f.TrustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of proxies in front of the gateway (nginx, a load balancer): handshakes from them count against the client address in X-Forwarded-For")
 	fs.StringVar(&f.AllowedOrigins, "allowed-origins", "", "comma-separated browser origins (https://host[:port]) allowed to stream with Basic authentication on /ws/twilio and /ws/asterisk; requests without an Origin header are not browsers' and always allowed")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the token for POST /admin/drain (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
@@ -71,6 +74,24 @@ func (f *Flags) Apply(o *Options) error {
 	o.Admission.TenantMargin = f.TenantMargin
 	if f.TenantMargin == 0 {
 		o.Admission.TenantMargin = -1 // none
+	}
+	o.Admission.TrustedProxies = nil
+	for _, s := range strings.Split(f.TrustedProxies, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("--trusted-proxies %q: %v", s, err)
+			}
+			s = netip.PrefixFrom(a, a.BitLen()).String()
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies %q: %v", s, err)
+		}
+		o.Admission.TrustedProxies = append(o.Admission.TrustedProxies, p.Masked())
 	}
 	o.Admission.AllowedOrigins = nil
 	for _, s := range strings.Split(f.AllowedOrigins, ",") {

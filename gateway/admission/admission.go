@@ -25,6 +25,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,12 @@ type Options struct {
 	// no quota (default 100). Past either, new ones get 429.
 	TenantMargin  int
 	TenantPending int
+	// TrustedProxies are the addresses of proxies in front of the gateway
+	// (nginx, a load balancer): for a request from one of them the source
+	// address is the last address in X-Forwarded-For that is not a
+	// trusted proxy. Without them every client behind a proxy shares the
+	// proxy's bucket.
+	TrustedProxies []netip.Prefix
 	// AllowedOrigins lists the browser origins (scheme://host[:port])
 	// allowed on paths that take Basic authentication. A request without
 	// an Origin header is not a browser's and is allowed.
@@ -210,6 +217,45 @@ func (g *Guard) Pending(tenantID string) (int, int) {
 	return g.pending[tenantID], g.total
 }
 
+// source returns the address a request's handshake counts against.
+func (g *Guard) source(r *http.Request) string {
+	host := r.RemoteAddr
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !g.trusted(host) {
+		return host
+	}
+	// Walk X-Forwarded-For from the right (the hop nearest the gateway),
+	// past the trusted proxies: the first other address is the client.
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := strings.TrimSpace(hops[i])
+		if _, err := netip.ParseAddr(h); err != nil {
+			break // a forged or broken entry: stop at what we know
+		}
+		host = h
+		if !g.trusted(h) {
+			break
+		}
+	}
+	return host
+}
+
+func (g *Guard) trusted(host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range g.o.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // admit checks a request and, when it may go on, returns its Ticket.
 func (g *Guard) admit(r *http.Request, rt Route) (*Ticket, *Error) {
 	if rt.CheckOrigin {
@@ -220,10 +266,7 @@ func (g *Guard) admit(r *http.Request, rt Route) (*Ticket, *Error) {
 			}
 		}
 	}
-	addr := r.RemoteAddr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		addr = h
-	}
+	addr := g.source(r)
 	if ok, wait := g.allowHandshake(addr); !ok {
 		return nil, &Error{Status: http.StatusTooManyRequests, Code: "rate_limited", Reason: ReasonRateLimited,
 			Msg: fmt.Sprintf("too many connection attempts from %s (limit %g a second)", addr, g.o.HandshakeRate), RetryAfter: wait}

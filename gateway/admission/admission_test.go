@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -248,4 +249,40 @@ func FuzzAdmit(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Behind a trusted proxy the client address in X-Forwarded-For counts,
+// not the proxy's; from anyone else the header is ignored.
+func TestTrustedProxiesPassTheClientAddressOn(t *testing.T) {
+	g, _, _, _ := newGuard(t, Options{HandshakeRate: 1, HandshakeBurst: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	req := func(remote, xff string) *http.Request {
+		r := request(remote, "", "", false)
+		if xff != "" {
+			r.Header.Set("X-Forwarded-For", xff)
+		}
+		return r
+	}
+	for _, c := range []struct {
+		remote, xff, want string
+	}{
+		{"10.0.0.1:1", "203.0.113.7", "203.0.113.7"},
+		{"10.0.0.1:1", "198.51.100.1, 203.0.113.8, 10.1.1.1", "203.0.113.8"}, // a client-sent entry further left is not believed
+		{"10.0.0.1:1", "", "10.0.0.1"},
+		{"10.0.0.1:1", "garbage, 10.2.2.2", "10.2.2.2"},
+		{"192.0.2.1:1", "203.0.113.9", "192.0.2.1"}, // not a trusted proxy: its header is ignored
+	} {
+		if got := g.source(req(c.remote, c.xff)); got != c.want {
+			t.Errorf("from %s with X-Forwarded-For %q: source %s; want %s", c.remote, c.xff, got, c.want)
+		}
+	}
+	// Two clients behind one proxy have a bucket each.
+	if _, err := g.admit(req("10.0.0.1:1", "203.0.113.20"), Route{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.admit(req("10.0.0.1:1", "203.0.113.21"), Route{}); err != nil {
+		t.Errorf("a second client behind the proxy refused: %v", err)
+	}
+	if _, err := g.admit(req("10.0.0.1:1", "203.0.113.20"), Route{}); err == nil {
+		t.Error("the first client's second handshake admitted past its burst")
+	}
 }
