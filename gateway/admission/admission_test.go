@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,15 +226,20 @@ func TestWrapAnswersBeforeTheHandlerAndReleasesUnhijacked(t *testing.T) {
 // it never panics, a refusal always has a status, code and reason, and an
 // admitted connection's ticket is released exactly once.
 func FuzzAdmit(f *testing.F) {
-	f.Add("10.0.0.1:1", "https://evil.example", "Basic cGJ4OmtleQ==")
-	f.Add("[::1]:443", "", "Bearer clk_x")
-	f.Add("not an address", "null", "Basic !!!")
-	f.Fuzz(func(t *testing.T, addr, origin, auth string) {
-		g, _, _, _ := newGuard(t, Options{HandshakeRate: 1, HandshakeBurst: 2, MaxAddresses: 2, MaxPending: 1, AllowedOrigins: []string{"https://ok.example"}})
+	f.Add("10.0.0.1:1", "https://evil.example", "Basic cGJ4OmtleQ==", "")
+	f.Add("[::1]:443", "", "Bearer clk_x", "203.0.113.1, ::1")
+	f.Add("not an address", "null", "Basic !!!", ",,,")
+	f.Fuzz(func(t *testing.T, addr, origin, auth, xff string) {
+		g, _, _, _ := newGuard(t, Options{HandshakeRate: 1, HandshakeBurst: 2, MaxAddresses: 2, MaxPending: 1, AllowedOrigins: []string{"https://ok.example"},
+			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}})
 		r := httptest.NewRequest("GET", "/ws/x", nil)
 		r.RemoteAddr = addr
 		r.Header.Set("Origin", origin)
 		r.Header.Set("Authorization", auth)
+		r.Header.Set("X-Forwarded-For", xff)
+		if src := g.source(r); src != "" && !strings.Contains(addr, src) && !strings.Contains(xff, src) {
+			t.Fatalf("source %q is neither in the address %q nor in X-Forwarded-For %q", src, addr, xff)
+		}
 		for range 3 {
 			tk, err := g.admit(r, Route{Key: keyOf, CheckOrigin: true})
 			if err != nil {
