@@ -56,7 +56,7 @@ func KeyFromMetadata(ctx context.Context) string {
 // valid API key, with the tenant in the request's context; others get 401.
 func (r *Registry) RequireKey(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		t, _, ok := r.Authenticate(KeyFromRequest(req))
+		t, k, ok := r.AuthenticateKey(KeyFromRequest(req))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="calmline"`)
 			w.Header().Set("Content-Type", "application/json")
@@ -64,7 +64,7 @@ func (r *Registry) RequireKey(h http.Handler) http.Handler {
 			io.WriteString(w, `{"error":{"code":"unauthenticated","message":"missing or unknown API key"}}`+"\n")
 			return
 		}
-		h.ServeHTTP(w, req.WithContext(NewContext(req.Context(), t)))
+		h.ServeHTTP(w, req.WithContext(NewKeyContext(req.Context(), t, k)))
 	})
 }
 
@@ -84,10 +84,10 @@ func (r *Registry) UnaryServerInterceptor(services ...string) grpc.UnaryServerIn
 		if !guarded[svc] {
 			return handler(ctx, req)
 		}
-		t, _, ok := r.Authenticate(KeyFromMetadata(ctx))
+		t, k, ok := r.AuthenticateKey(KeyFromMetadata(ctx))
 		if !ok {
 			return nil, status.Error(codes.Unauthenticated, "missing or unknown API key")
 		}
-		return handler(NewContext(ctx, t), req)
+		return handler(NewKeyContext(ctx, t, k), req)
 	}
 }
