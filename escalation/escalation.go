@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/sqldb"
 	"github.com/calmline/calmline/lib/tenant"
@@ -53,6 +54,11 @@ type Options struct {
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
+	// Identity is the deployment secret proving this service to the
+	// others and verifying who calls its internal methods (lib/identity).
+	// Without it only mTLS client certificates naming a service prove an
+	// identity: internal methods refuse every other caller.
+	Identity *identity.Keyring
 	// Tenants authenticates people's requests.
 	Tenants *tenant.Registry
 	// Database is "sqlite:PATH" or "postgres://..."; defaults to
@@ -159,6 +165,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	verifier, err := identity.NewVerifier(identity.VerifierOptions{Keyring: o.Identity, Logger: s.log, MeterProvider: o.MeterProvider})
+	if err != nil {
+		return nil, err
+	}
 	s.host = service.NewHost(service.Options{
 		Name:           "escalation",
 		Logger:         s.log,
@@ -168,10 +178,14 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
+		// AlertService (only realtime) and CareService (only fullcall) are
+		// internal; the others are tenant-facing and authenticate API keys.
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
+			verifier.UnaryServerInterceptor(),
 			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName,
 				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName),
 		},
+		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
 	escalationv1.RegisterAlertServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterEscalationServiceServer(s.host.GRPC, s)
