@@ -182,8 +182,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		// internal; the others are tenant-facing and authenticate API keys.
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
 			verifier.UnaryServerInterceptor(),
-			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName,
-				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName),
+			o.Tenants.UnaryServerInterceptorActions(grpcActions),
 		},
 		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
@@ -192,16 +191,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	escalationv1.RegisterCareServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterDeliveryServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterAuditServiceServer(s.host.GRPC, s)
-	auth := o.Tenants.RequireKey
-	s.host.Mux.Handle("GET /api/v1/escalations", auth(http.HandlerFunc(s.httpList)))
-	s.host.Mux.Handle("GET /api/v1/escalations/{id}", auth(http.HandlerFunc(s.httpGet)))
-	s.host.Mux.Handle("POST /api/v1/escalations/{id}/acknowledge", auth(http.HandlerFunc(s.httpAcknowledge)))
-	s.host.Mux.Handle("POST /api/v1/escalations/{id}/resolve", auth(http.HandlerFunc(s.httpResolve)))
-	s.host.Mux.Handle("GET /api/v1/deliveries", auth(http.HandlerFunc(s.httpListDeliveries)))
-	s.host.Mux.Handle("GET /api/v1/deliveries/{id}", auth(http.HandlerFunc(s.httpGetDelivery)))
-	s.host.Mux.Handle("POST /api/v1/deliveries/{id}/redrive", auth(http.HandlerFunc(s.httpRedrive)))
-	s.host.Mux.Handle("GET /api/v1/audit", auth(http.HandlerFunc(s.httpListAudit)))
-	s.host.Mux.Handle("GET /api/v1/audit/verify", auth(http.HandlerFunc(s.httpVerifyAudit)))
+	for _, r := range restRoutes(s) {
+		s.host.Mux.Handle(r.pattern, o.Tenants.Require(r.action, r.h))
+	}
 	s.host.AddReadyCheck(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -453,4 +445,39 @@ func (s *Server) httpResolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service.WriteJSON(w, http.StatusOK, e)
+}
+
+// grpcActions names the role-table action of every tenant-facing gRPC
+// method (lib/tenant roles.go).
+var grpcActions = map[string]tenant.Action{
+	escalationv1.EscalationService_ListEscalations_FullMethodName:       tenant.ActionReadEscalations,
+	escalationv1.EscalationService_GetEscalation_FullMethodName:         tenant.ActionReadEscalations,
+	escalationv1.EscalationService_AcknowledgeEscalation_FullMethodName: tenant.ActionAckEscalations,
+	escalationv1.EscalationService_ResolveEscalation_FullMethodName:     tenant.ActionResolveEscalations,
+	escalationv1.DeliveryService_ListDeliveries_FullMethodName:          tenant.ActionReadDeliveries,
+	escalationv1.DeliveryService_GetDelivery_FullMethodName:             tenant.ActionReadDeliveries,
+	escalationv1.DeliveryService_RedriveDelivery_FullMethodName:         tenant.ActionRedriveDeliveries,
+	escalationv1.AuditService_ListAuditEntries_FullMethodName:           tenant.ActionReadAudit,
+	escalationv1.AuditService_VerifyAudit_FullMethodName:                tenant.ActionReadAudit,
+}
+
+// route is one REST endpoint and the role-table action it needs.
+type route struct {
+	pattern string
+	action  tenant.Action
+	h       http.HandlerFunc
+}
+
+func restRoutes(s *Server) []route {
+	return []route{
+		{"GET /api/v1/escalations", tenant.ActionReadEscalations, s.httpList},
+		{"GET /api/v1/escalations/{id}", tenant.ActionReadEscalations, s.httpGet},
+		{"POST /api/v1/escalations/{id}/acknowledge", tenant.ActionAckEscalations, s.httpAcknowledge},
+		{"POST /api/v1/escalations/{id}/resolve", tenant.ActionResolveEscalations, s.httpResolve},
+		{"GET /api/v1/deliveries", tenant.ActionReadDeliveries, s.httpListDeliveries},
+		{"GET /api/v1/deliveries/{id}", tenant.ActionReadDeliveries, s.httpGetDelivery},
+		{"POST /api/v1/deliveries/{id}/redrive", tenant.ActionRedriveDeliveries, s.httpRedrive},
+		{"GET /api/v1/audit", tenant.ActionReadAudit, s.httpListAudit},
+		{"GET /api/v1/audit/verify", tenant.ActionReadAudit, s.httpVerifyAudit},
+	}
 }

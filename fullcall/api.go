@@ -25,14 +25,81 @@ import (
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
+// grpcActions names the role-table action of every tenant-facing gRPC
+// method (lib/tenant roles.go).
+var grpcActions = map[string]tenant.Action{
+	fullcallv1.ReportService_GetReport_FullMethodName:           tenant.ActionReadReports,
+	fullcallv1.ReportService_ListReports_FullMethodName:         tenant.ActionReadReports,
+	fullcallv1.ReportService_GetAgentSummary_FullMethodName:     tenant.ActionReadAgentSummary,
+	fullcallv1.RecordingService_AnalyzeRecording_FullMethodName: tenant.ActionSubmitRecordings,
+	fullcallv1.RecordingService_SubmitRecording_FullMethodName:  tenant.ActionSubmitRecordings,
+	fullcallv1.RecordingService_GetJob_FullMethodName:           tenant.ActionReadJobs,
+}
+
 func (s *Server) routes(mux *http.ServeMux) {
-	auth := s.o.Tenants.RequireKey
-	mux.Handle("GET /api/v1/reports/{call_id}", auth(http.HandlerFunc(s.httpGetReport)))
-	mux.Handle("GET /api/v1/reports/{call_id}/audio", auth(http.HandlerFunc(s.httpGetAudio)))
-	mux.Handle("GET /api/v1/reports", auth(http.HandlerFunc(s.httpListReports)))
-	mux.Handle("GET /api/v1/agents/{agent_id}/summary", auth(http.HandlerFunc(s.httpAgentSummary)))
-	mux.Handle("POST /api/v1/recordings", auth(http.HandlerFunc(s.httpPostRecording)))
-	mux.Handle("GET /api/v1/jobs/{job_id}", auth(http.HandlerFunc(s.httpGetJob)))
+	for _, r := range restRoutes(s) {
+		mux.Handle(r.pattern, s.o.Tenants.Require(r.action, r.h))
+	}
+}
+
+// route is one REST endpoint and the role-table action it needs.
+type route struct {
+	pattern string
+	action  tenant.Action
+	h       http.HandlerFunc
+}
+
+func restRoutes(s *Server) []route {
+	return []route{
+		{"GET /api/v1/reports/{call_id}", tenant.ActionReadReports, s.httpGetReport},
+		{"GET /api/v1/reports/{call_id}/audio", tenant.ActionReadReportAudio, s.httpGetAudio},
+		{"GET /api/v1/reports", tenant.ActionReadReports, s.httpListReports},
+		{"GET /api/v1/agents/{agent_id}/summary", tenant.ActionReadAgentSummary, s.httpAgentSummary},
+		{"POST /api/v1/recordings", tenant.ActionSubmitRecordings, s.httpPostRecording},
+		{"GET /api/v1/jobs/{job_id}", tenant.ActionReadJobs, s.httpGetJob},
+	}
+}
+
+// mustKey returns the authenticated key of a request.
+func mustKey(ctx context.Context) *tenant.APIKey {
+	k, ok := tenant.KeyFromContext(ctx)
+	if !ok {
+		panic("fullcall: handler reached without an authenticated key")
+	}
+	return k
+}
+
+// errOtherAgent refuses an agent key's request about another agent.
+const errOtherAgent = "an agent key sees only its own agent's calls"
+
+// visible reports whether the request's key may see rep (its agent's
+// scope), and strips agent-side scores the key may not see (private mode).
+func visible(ctx context.Context, t *tenant.Tenant, rep *fullcallv1.Report) bool {
+	k := mustKey(ctx)
+	if !k.MaySee(tenant.ActionReadReports, rep.AgentId) {
+		return false
+	}
+	if !k.SeesAgentScores(t) {
+		rep.AgentStress = nil
+		for _, p := range rep.Timeline {
+			p.AgentStress = nil
+		}
+	}
+	return true
+}
+
+// agentScope narrows a query about agent to what the key may see: an
+// agent key's own agent only. It returns the agent to query, or false
+// when the key asked about another agent.
+func agentScope(ctx context.Context, a tenant.Action, agent string) (string, bool) {
+	k := mustKey(ctx)
+	if k.Access(a) != tenant.ScopeOwnAgent {
+		return agent, true
+	}
+	if agent != "" && agent != k.AgentID {
+		return "", false
+	}
+	return k.AgentID, true
 }
 
 func mustTenant(ctx context.Context) *tenant.Tenant {
@@ -47,6 +114,9 @@ func mustTenant(ctx context.Context) *tenant.Tenant {
 func (s *Server) GetReport(ctx context.Context, req *fullcallv1.GetReportRequest) (*fullcallv1.GetReportResponse, error) {
 	t := mustTenant(ctx)
 	r, err := s.store.GetReport(ctx, t.ID, req.CallId)
+	if err == nil && !visible(ctx, t, r) {
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "no report for call %q", req.CallId)
 	}
@@ -60,6 +130,9 @@ func (s *Server) httpGetReport(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	callID := r.PathValue("call_id")
 	rep, err := s.store.GetReport(r.Context(), t.ID, callID)
+	if err == nil && !visible(r.Context(), t, rep) {
+		err = store.ErrNotFound
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		service.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no report for call %q", callID))
@@ -126,12 +199,19 @@ func (s *Server) ListReports(ctx context.Context, req *fullcallv1.ListReportsReq
 	if req.StartedBefore != nil {
 		q.StartedBefore = req.StartedBefore.AsTime()
 	}
+	var ok bool
+	if q.AgentID, ok = agentScope(ctx, tenant.ActionReadReports, q.AgentID); !ok {
+		return nil, status.Error(codes.PermissionDenied, errOtherAgent)
+	}
 	rs, next, err := s.store.ListReports(ctx, t.ID, q)
 	if errors.Is(err, store.ErrBadPageToken) {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	for _, r := range rs {
+		visible(ctx, t, r)
 	}
 	return &fullcallv1.ListReportsResponse{Reports: rs, NextPageToken: next}, nil
 }
@@ -164,7 +244,15 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	var ok bool
+	if q.AgentID, ok = agentScope(r.Context(), tenant.ActionReadReports, q.AgentID); !ok {
+		service.WriteError(w, http.StatusForbidden, "forbidden", errOtherAgent)
+		return
+	}
 	rs, next, err := s.store.ListReports(r.Context(), t.ID, q)
+	for _, rep := range rs {
+		visible(r.Context(), t, rep)
+	}
 	if errors.Is(err, store.ErrBadPageToken) {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", "page_token: "+err.Error())
 		return
@@ -228,6 +316,9 @@ func (s *Server) GetAgentSummary(ctx context.Context, req *fullcallv1.GetAgentSu
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if _, ok := agentScope(ctx, tenant.ActionReadAgentSummary, req.AgentId); !ok {
+		return nil, status.Error(codes.PermissionDenied, errOtherAgent)
+	}
 	sum, err := s.store.AgentSummary(ctx, t.ID, req.AgentId, from, to)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -247,6 +338,10 @@ func (s *Server) httpAgentSummary(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if _, ok := agentScope(r.Context(), tenant.ActionReadAgentSummary, agent); !ok {
+		service.WriteError(w, http.StatusForbidden, "forbidden", errOtherAgent)
 		return
 	}
 	sum, err := s.store.AgentSummary(r.Context(), t.ID, agent, from, to)

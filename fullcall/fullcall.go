@@ -301,10 +301,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		MaxRecvMsgSize: int(maxMsg) + 64<<10,
 		// IngestService is internal (only the gateway); the others are
 		// tenant-facing and authenticate API keys.
-		UnaryInterceptors: []grpc.UnaryServerInterceptor{verifier.UnaryServerInterceptor(), o.Tenants.UnaryServerInterceptor(
-			fullcallv1.ReportService_ServiceDesc.ServiceName,
-			fullcallv1.RecordingService_ServiceDesc.ServiceName,
-		)},
+		UnaryInterceptors: []grpc.UnaryServerInterceptor{verifier.UnaryServerInterceptor(), o.Tenants.UnaryServerInterceptorActions(grpcActions)},
 		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
 	fullcallv1.RegisterIngestServiceServer(s.host.GRPC, s)
