@@ -543,10 +543,23 @@ func checkCallback(t *tenant.Tenant, url string) error {
 	if !t.JobCallbacks.Enabled() {
 		return fmt.Errorf("%w: this tenant has no job_callbacks configured", errBadCallback)
 	}
-	if !t.JobCallbacks.Allows(url) {
-		return fmt.Errorf("%w: %q is not under one of the tenant's callback URLs", errBadCallback, url)
+	if _, err := t.JobCallbacks.Check(url); err != nil {
+		return fmt.Errorf("%w: %w", errBadCallback, err)
 	}
 	return nil
+}
+
+// normalCallback returns the URL a checked callback is sent to: the
+// normalised one (tenant.ParseCallbackURL), never the raw text.
+func normalCallback(t *tenant.Tenant, raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := t.JobCallbacks.Check(raw)
+	if err != nil {
+		return raw // refused again when it is sent
+	}
+	return u.String()
 }
 
 // submit checks a recording and queues it as a job.
@@ -565,7 +578,7 @@ func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.R
 		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("queue_full")))
 		return nil, fmt.Errorf("%w: %d jobs are already queued or running for this tenant", errQueueFull, n)
 	}
-	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: callback}
+	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: normalCallback(t, callback)}
 	j.Ref = j.ID
 	if _, err := s.store.EnqueueJob(ctx, j); err != nil {
 		s.m.storeErrors.Add(ctx, 1)

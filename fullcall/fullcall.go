@@ -37,6 +37,7 @@ import (
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/webhook"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -240,8 +241,11 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		o.Database = "sqlite:" + filepath.Join(o.DataDir, "fullcall.db")
 	}
 	if o.CallbackClient == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = webhook.DialContext // no link-local or metadata addresses unless the tenant allows them
 		o.CallbackClient = &http.Client{
-			Timeout: 10 * time.Second,
+			Transport: tr,
+			Timeout:   10 * time.Second,
 			// Callbacks go only to the URLs the tenant allowed.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
@@ -301,7 +305,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		MaxRecvMsgSize: int(maxMsg) + 64<<10,
 		// IngestService is internal (only the gateway); the others are
 		// tenant-facing and authenticate API keys.
-		UnaryInterceptors: []grpc.UnaryServerInterceptor{verifier.UnaryServerInterceptor(), o.Tenants.UnaryServerInterceptorActions(grpcActions)},
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{verifier.UnaryServerInterceptor(), o.Tenants.UnaryServerInterceptorActions(grpcActions)},
 		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
 	fullcallv1.RegisterIngestServiceServer(s.host.GRPC, s)
