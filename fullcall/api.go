@@ -18,6 +18,7 @@ import (
 
 	"github.com/calmline/calmline/fullcall/store"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
@@ -113,6 +114,9 @@ func mustTenant(ctx context.Context) *tenant.Tenant {
 // GetReport implements ReportService.GetReport.
 func (s *Server) GetReport(ctx context.Context, req *fullcallv1.GetReportRequest) (*fullcallv1.GetReportResponse, error) {
 	t := mustTenant(ctx)
+	if err := field.ID("call_id", req.CallId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	r, err := s.store.GetReport(ctx, t.ID, req.CallId)
 	if err == nil && !visible(ctx, t, r) {
 		err = store.ErrNotFound
@@ -129,6 +133,10 @@ func (s *Server) GetReport(ctx context.Context, req *fullcallv1.GetReportRequest
 func (s *Server) httpGetReport(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	callID := r.PathValue("call_id")
+	if err := field.ID("call_id", callID); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	rep, err := s.store.GetReport(r.Context(), t.ID, callID)
 	if err == nil && !visible(r.Context(), t, rep) {
 		err = store.ErrNotFound
@@ -148,6 +156,10 @@ func (s *Server) httpGetReport(w http.ResponseWriter, r *http.Request) {
 func (s *Server) httpGetAudio(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	callID := r.PathValue("call_id")
+	if err := field.ID("call_id", callID); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	rep, err := s.store.GetReport(r.Context(), t.ID, callID)
 	if errors.Is(err, store.ErrNotFound) || err == nil && !rep.AudioStored {
 		service.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no stored audio for call %q", callID))
@@ -199,6 +211,9 @@ func (s *Server) ListReports(ctx context.Context, req *fullcallv1.ListReportsReq
 	if req.StartedBefore != nil {
 		q.StartedBefore = req.StartedBefore.AsTime()
 	}
+	if err := errors.Join(field.OptionalID("agent_id", req.AgentId), field.Finite("min_peak", req.MinPeak)); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	var ok bool
 	if q.AgentID, ok = agentScope(ctx, tenant.ActionReadReports, q.AgentID); !ok {
 		return nil, status.Error(codes.PermissionDenied, errOtherAgent)
@@ -226,6 +241,8 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 	if s := v.Get("min_peak"); s != "" && err == nil {
 		if q.MinPeak, err = strconv.ParseFloat(s, 64); err != nil {
 			err = fmt.Errorf("min_peak: want a number, got %q", s)
+		} else {
+			err = field.Finite("min_peak", q.MinPeak)
 		}
 	}
 	if s := v.Get("escalated"); s != "" && err == nil {
@@ -239,6 +256,9 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 		if q.PageSize, err = strconv.Atoi(s); err != nil || q.PageSize < 0 {
 			err = fmt.Errorf("page_size: want a positive number, got %q", s)
 		}
+	}
+	if err == nil {
+		err = field.OptionalID("agent_id", q.AgentID)
 	}
 	if err != nil {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
@@ -302,8 +322,8 @@ func summaryPeriod(from, to time.Time, now time.Time) (time.Time, time.Time, err
 // GetAgentSummary implements ReportService.GetAgentSummary.
 func (s *Server) GetAgentSummary(ctx context.Context, req *fullcallv1.GetAgentSummaryRequest) (*fullcallv1.GetAgentSummaryResponse, error) {
 	t := mustTenant(ctx)
-	if req.AgentId == "" {
-		return nil, status.Error(codes.InvalidArgument, "agent_id is required")
+	if err := field.ID("agent_id", req.AgentId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	var from, to time.Time
 	if req.From != nil {
@@ -330,7 +350,7 @@ func (s *Server) httpAgentSummary(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	agent := r.PathValue("agent_id")
 	v := r.URL.Query()
-	var err error
+	err := field.ID("agent_id", agent)
 	from := parseTime(v.Get("from"), "from", &err)
 	to := parseTime(v.Get("to"), "to", &err)
 	if err == nil {
@@ -433,6 +453,9 @@ func prepare(t *tenant.Tenant, rec *fullcallv1.Recording) (*audio.Recording, *ca
 		return nil, nil, fmt.Errorf("%w: %d roles for a %d-channel recording", errBadRoles, len(roles), wav.Format.Channels)
 	}
 	callID := rec.GetCallId()
+	if err := errors.Join(field.OptionalID("call_id", callID), field.OptionalID("agent_id", rec.GetAgentId())); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errBadField, err)
+	}
 	if callID == "" {
 		callID = "rec-" + randomID()
 	}
@@ -625,6 +648,9 @@ func (s *Server) job(ctx context.Context, tenantID, id string) (*fullcallv1.Job,
 // GetJob implements RecordingService.GetJob.
 func (s *Server) GetJob(ctx context.Context, req *fullcallv1.GetJobRequest) (*fullcallv1.GetJobResponse, error) {
 	t := mustTenant(ctx)
+	if err := field.ID("job_id", req.JobId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	j, err := s.job(ctx, t.ID, req.JobId)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "no job %q", req.JobId)
@@ -638,6 +664,10 @@ func (s *Server) GetJob(ctx context.Context, req *fullcallv1.GetJobRequest) (*fu
 func (s *Server) httpGetJob(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	id := r.PathValue("job_id")
+	if err := field.ID("job_id", id); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	j, err := s.job(r.Context(), t.ID, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
