@@ -261,6 +261,11 @@ func (s *Stack) closeListeners() {
 	}
 }
 
+// Identity returns the deployment secret the stack's services prove
+// themselves with (tools that play a service in-process, like the
+// benchmarks, use it).
+func (s *Stack) Identity() *identity.Keyring { return s.o.Identity }
+
 // Addr returns a local service's address.
 func (s *Stack) Addr(name string) net.Addr { return s.addrs[name] }
 
