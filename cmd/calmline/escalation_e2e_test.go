@@ -308,7 +308,7 @@ type process struct {
 
 func startServices(t *testing.T, services []string, args ...string) (*process, map[string]string) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"serve", "--services", strings.Join(services, ",")}, args...)...)
+	cmd := inDeployment(exec.Command(binary, append([]string{"serve", "--services", strings.Join(services, ",")}, args...)...))
 	cmd.Stderr = &testLog{t: t}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -374,9 +374,9 @@ func TestKill9EscalationLosesNothing(t *testing.T) {
 	args := []string{"--escalation-addr", addr, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml")}
 	proc, _ := startServices(t, []string{"escalation"}, args...)
 
-	// The test plays realtime: it proves so with the secret serve created
-	// in its data directory.
-	secret, err := identity.LoadFile(filepath.Join(dir, identity.SecretFileName))
+	// The test plays realtime: it proves so with the deployment's secret.
+	t.Setenv(identity.EnvSecret, deploymentSecret)
+	secret, err := identity.FromEnv(identity.EnvSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
