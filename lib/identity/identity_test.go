@@ -227,19 +227,26 @@ func TestMTLSIdentity(t *testing.T) {
 	ca := tlstest.NewCA(t, "calmline-ca")
 	other := tlstest.NewCA(t, "other-ca")
 	srv := ca.Issue(t, "escalation")
-	s := startServer(t, nil, tlstest.ServerConfig(srv, ca))
+	secret := newSecret(t)
+	k, _ := identity.NewKeyring(secret)
+	s := startServer(t, k, tlstest.ServerConfig(srv, ca))
 	for _, c := range []struct {
 		name string
 		leaf *tlstest.Leaf
+		md   []string
 		want codes.Code
 	}{
-		{"realtime by URI SAN", ca.Issue(t, "whatever", "spiffe://calmline/realtime"), codes.OK},
-		{"realtime by CN", ca.Issue(t, "realtime"), codes.OK},
-		{"fullcall by URI SAN", ca.Issue(t, "realtime", "spiffe://calmline/fullcall"), codes.PermissionDenied},
-		{"gateway by CN", ca.Issue(t, "gateway"), codes.PermissionDenied},
-		{"a certificate naming no service", ca.Issue(t, "calmline-console"), codes.Unauthenticated},
-		{"another trust domain", ca.Issue(t, "x", "spiffe://evil/realtime"), codes.Unauthenticated},
-		{"another CA's realtime", other.Issue(t, "realtime"), codes.Unavailable}, // the handshake fails
+		{"realtime by URI SAN", ca.Issue(t, "whatever", "spiffe://calmline/realtime"), nil, codes.OK},
+		{"realtime by CN", ca.Issue(t, "realtime"), nil, codes.OK},
+		{"fullcall by URI SAN", ca.Issue(t, "realtime", "spiffe://calmline/fullcall"), nil, codes.PermissionDenied},
+		{"gateway by CN", ca.Issue(t, "gateway"), nil, codes.PermissionDenied},
+		{"a certificate naming no service", ca.Issue(t, "calmline-console"), nil, codes.Unauthenticated},
+		{"another trust domain", ca.Issue(t, "x", "spiffe://evil/realtime"), nil, codes.Unauthenticated},
+		{"another CA's realtime", other.Issue(t, "realtime"), nil, codes.Unavailable}, // the handshake fails
+		// One process, several services, one certificate: the token proves each.
+		{"gateway's certificate with realtime's token", ca.Issue(t, "gateway"), []string{identity.MDService, identity.Realtime, identity.MDToken, identity.Token(secret, identity.Realtime)}, codes.OK},
+		{"gateway's certificate with fullcall's token", ca.Issue(t, "gateway"), []string{identity.MDService, identity.Fullcall, identity.MDToken, identity.Token(secret, identity.Fullcall)}, codes.PermissionDenied},
+		{"gateway's certificate with a forged realtime token", ca.Issue(t, "gateway"), []string{identity.MDService, identity.Realtime, identity.MDToken, identity.Token(newSecret(t), identity.Realtime)}, codes.PermissionDenied},
 	} {
 		o := rpc.Options{TLS: tlstest.ClientConfig(ca, c.leaf)}
 		o.TLS.ServerName = "localhost"
@@ -248,6 +255,9 @@ func TestMTLSIdentity(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if c.md != nil {
+			ctx = metadata.AppendToOutgoingContext(ctx, c.md...)
+		}
 		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		cancel()
 		cc.Close()

@@ -92,17 +92,36 @@ func NewVerifier(o VerifierOptions) (*Verifier, error) {
 // Check returns nil when the caller of method in ctx is a service the
 // policy accepts for it (or method is not internal), else an
 // UNAUTHENTICATED or PERMISSION_DENIED status, counted and logged.
+//
+// A call may carry two proofs: its connection's client certificate and a
+// token. It is accepted when either proves a service the method accepts —
+// so that one process running several services behind one certificate
+// (calmline serve with --backend-cert) still proves each by its token.
 func (v *Verifier) Check(ctx context.Context, method string) error {
 	who, internal := v.o.Policy.allowed(method)
 	if !internal {
 		return nil
 	}
-	name, how, reason := v.identify(ctx)
-	if reason == "" && !contains(who, name) {
-		reason = ReasonWrongService
+	certName := ""
+	if cert := clientCert(ctx); cert != nil {
+		if n, err := FromCertificate(cert); err == nil {
+			certName = n
+		}
 	}
-	if reason == "" {
+	tokName, tokReason := v.fromToken(ctx)
+	if certName != "" && contains(who, certName) || tokReason == "" && contains(who, tokName) {
 		return nil
+	}
+	var reason, name, how string
+	switch {
+	case tokReason == "":
+		reason, name, how = ReasonWrongService, tokName, "token"
+	case certName != "":
+		reason, name, how = ReasonWrongService, certName, "certificate"
+	case tokReason == ReasonInvalid:
+		reason, name, how = ReasonInvalid, tokName, "token"
+	default:
+		reason, how = ReasonMissing, "none"
 	}
 	v.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("method", method), attribute.String("reason", reason)))
 	attrs := []any{"method", method, "reason", reason, "proof", how}
@@ -122,31 +141,27 @@ func (v *Verifier) Check(ctx context.Context, method string) error {
 	return status.Errorf(codes.Unauthenticated, "%s is internal: only %s may call it, with a service identity (mTLS certificate or deployment-secret token)", method, strings.Join(who, ", "))
 }
 
-// identify returns the caller's proven service, how it was proven
-// ("certificate", "token"), or a refusal reason.
-func (v *Verifier) identify(ctx context.Context) (name, how, reason string) {
-	if cert := clientCert(ctx); cert != nil {
-		if n, err := FromCertificate(cert); err == nil {
-			return n, "certificate", ""
-		}
-	}
+// fromToken returns the service a call's token proves, or why not
+// (ReasonMissing: no token at all; ReasonInvalid: one that does not
+// verify).
+func (v *Verifier) fromToken(ctx context.Context) (name, reason string) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	claimed, toks := md.Get(MDService), md.Get(MDToken)
 	if len(claimed) == 0 && len(toks) == 0 {
-		return "", "none", ReasonMissing
+		return "", ReasonMissing
 	}
 	if len(claimed) != 1 || len(toks) != 1 {
-		return "", "token", ReasonInvalid
+		return "", ReasonInvalid
 	}
 	n, err := ParseService(claimed[0])
 	if err != nil {
-		return "", "token", ReasonInvalid
+		return "", ReasonInvalid
 	}
 	m, err := ParseToken(toks[0])
 	if err != nil || v.o.Keyring == nil || !v.o.Keyring.Verify(n, m) {
-		return n, "token", ReasonInvalid
+		return n, ReasonInvalid
 	}
-	return n, "token", ""
+	return n, ""
 }
 
 func contains(list []string, s string) bool {
