@@ -80,13 +80,20 @@ func visible(ctx context.Context, t *tenant.Tenant, rep *fullcallv1.Report) bool
 	if !k.MaySee(tenant.ActionReadReports, rep.AgentId) {
 		return false
 	}
-	if !k.SeesAgentScores(t) {
-		rep.AgentStress = nil
-		for _, p := range rep.Timeline {
-			p.AgentStress = nil
-		}
-	}
+	hideScores(ctx, t, rep)
 	return true
+}
+
+// hideScores removes the agent-side scores from rep when the request's
+// key may not see them (private mode); rep may be nil.
+func hideScores(ctx context.Context, t *tenant.Tenant, rep *fullcallv1.Report) {
+	if rep == nil || mustKey(ctx).SeesAgentScores(t) {
+		return
+	}
+	rep.AgentStress = nil
+	for _, p := range rep.Timeline {
+		p.AgentStress = nil
+	}
 }
 
 // agentScope narrows a query about agent to what the key may see: an
@@ -383,6 +390,7 @@ func (s *Server) AnalyzeRecording(ctx context.Context, req *fullcallv1.AnalyzeRe
 	if err != nil {
 		return nil, grpcError(err)
 	}
+	hideScores(ctx, t, r)
 	return &fullcallv1.AnalyzeRecordingResponse{Report: r}, nil
 }
 
@@ -532,6 +540,7 @@ func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 			writeRecordingError(w, err)
 			return
 		}
+		hideScores(r.Context(), t, rep)
 		service.WriteJSON(w, http.StatusOK, rep)
 		return
 	}
@@ -658,6 +667,7 @@ func (s *Server) GetJob(ctx context.Context, req *fullcallv1.GetJobRequest) (*fu
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	hideScores(ctx, t, j.GetReport())
 	return &fullcallv1.GetJobResponse{Job: j}, nil
 }
 
@@ -675,6 +685,7 @@ func (s *Server) httpGetJob(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the store is unavailable")
 	default:
+		hideScores(r.Context(), t, j.GetReport())
 		service.WriteJSON(w, http.StatusOK, j)
 	}
 }
