@@ -104,16 +104,17 @@ func Start(name string, f Flags) (*Env, error) {
 	return e, nil
 }
 
-// RequireIdentity returns an error unless the command can prove its
-// identity and check its callers': a deployment secret, or mTLS both ways
-// (client CAs on the listener, a client certificate on outgoing gRPC).
+// RequireIdentity returns an error unless the command can check its
+// callers (verifies: it serves internal methods) and prove itself (proves:
+// it calls them): a deployment secret, or mTLS — client CAs on the
+// listener to verify, a client certificate on outgoing gRPC to prove.
 // Service identity is on by default: a per-service command without either
-// would refuse every internal call, so it does not start.
-func (e *Env) RequireIdentity(f Flags) error {
-	if e.Identity != nil || (f.TLS.ClientCA != "" && f.TLS.BackendCert != "") {
+// would refuse every internal call or be refused, so it does not start.
+func (e *Env) RequireIdentity(f Flags, verifies, proves bool) error {
+	if e.Identity != nil || (!verifies || f.TLS.ClientCA != "") && (!proves || f.TLS.BackendCert != "") {
 		return nil
 	}
-	return fmt.Errorf("service identity: give --service-secret-file or $%s (the deployment secret shared by the services; docs/security.md), or mTLS (--tls-client-ca with --backend-cert)", identity.EnvSecret)
+	return fmt.Errorf("service identity: give --service-secret-file or $%s (the deployment secret shared by the services; docs/security.md), or mTLS (--tls-client-ca to check callers, --backend-cert to prove this service)", identity.EnvSecret)
 }
 
 // WatchTenants reloads Tenants on change or SIGHUP until Close.

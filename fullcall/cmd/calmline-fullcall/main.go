@@ -48,7 +48,7 @@ func run(o fullcall.Options, df daemon.Flags, addr string) error {
 	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
 	o.Metrics = tel.MetricsHandler()
 	o.TLS = env.TLS.Server
-	if err := env.RequireIdentity(df); err != nil {
+	if err := env.RequireIdentity(df, true, true); err != nil {
 		return err
 	}
 	o.Identity = env.Identity
