@@ -159,6 +159,17 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 			}
 		}
 	}
+	// AudioHook with the right key and a signature that does not verify
+	// (the client secret is what it is checked with).
+	ah, _ := http.NewRequest("GET", "http://"+st.Addr(stack.Gateway).String()+"/ws/audiohook", nil)
+	for k, v := range map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+		"X-API-KEY": apiKey, "Audiohook-Organization-Id": "o", "Audiohook-Correlation-Id": "c", "Audiohook-Session-Id": "s",
+		"Signature-Input": `sig1=("@request-target");keyid="` + apiKey + `";nonce="n";alg="hmac-sha256";created=1`, "Signature": "sig1=:AAAA:"} {
+		ah.Header.Set(k, v)
+	}
+	if resp, err := http.DefaultClient.Do(ah); err == nil {
+		resp.Body.Close()
+	}
 	cc, err := grpc.NewClient(st.Addr(stack.Escalation).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
