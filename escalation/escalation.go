@@ -117,6 +117,7 @@ type Server struct {
 	escalationv1.UnimplementedCareServiceServer
 	escalationv1.UnimplementedDeliveryServiceServer
 	escalationv1.UnimplementedAuditServiceServer
+	escalationv1.UnimplementedSilenceServiceServer
 
 	o      Options
 	log    *slog.Logger
@@ -191,6 +192,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	escalationv1.RegisterCareServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterDeliveryServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterAuditServiceServer(s.host.GRPC, s)
+	escalationv1.RegisterSilenceServiceServer(s.host.GRPC, s)
 	for _, r := range restRoutes(s) {
 		s.host.Mux.Handle(r.pattern, o.Tenants.Require(r.action, r.h))
 	}
@@ -459,6 +461,9 @@ var grpcActions = map[string]tenant.Action{
 	escalationv1.DeliveryService_RedriveDelivery_FullMethodName:         tenant.ActionRedriveDeliveries,
 	escalationv1.AuditService_ListAuditEntries_FullMethodName:           tenant.ActionReadAudit,
 	escalationv1.AuditService_VerifyAudit_FullMethodName:                tenant.ActionReadAudit,
+	escalationv1.SilenceService_CreateSilence_FullMethodName:            tenant.ActionManageSilences,
+	escalationv1.SilenceService_ListSilences_FullMethodName:             tenant.ActionReadSilences,
+	escalationv1.SilenceService_ExpireSilence_FullMethodName:            tenant.ActionManageSilences,
 }
 
 // route is one REST endpoint and the role-table action it needs.
@@ -479,5 +484,8 @@ func restRoutes(s *Server) []route {
 		{"POST /api/v1/deliveries/{id}/redrive", tenant.ActionRedriveDeliveries, s.httpRedrive},
 		{"GET /api/v1/audit", tenant.ActionReadAudit, s.httpListAudit},
 		{"GET /api/v1/audit/verify", tenant.ActionReadAudit, s.httpVerifyAudit},
+		{"POST /api/v1/silences", tenant.ActionManageSilences, s.httpCreateSilence},
+		{"GET /api/v1/silences", tenant.ActionReadSilences, s.httpListSilences},
+		{"POST /api/v1/silences/{id}/expire", tenant.ActionManageSilences, s.httpExpireSilence},
 	}
 }

@@ -46,6 +46,9 @@ var restEndpoints = []restEndpoint{
 	{stack.Escalation, "POST", "/api/v1/deliveries/nope/redrive", tenant.ActionRedriveDeliveries},
 	{stack.Escalation, "GET", "/api/v1/audit", tenant.ActionReadAudit},
 	{stack.Escalation, "GET", "/api/v1/audit/verify", tenant.ActionReadAudit},
+	{stack.Escalation, "POST", "/api/v1/silences", tenant.ActionManageSilences},
+	{stack.Escalation, "GET", "/api/v1/silences", tenant.ActionReadSilences},
+	{stack.Escalation, "POST", "/api/v1/silences/nope/expire", tenant.ActionManageSilences},
 	{stack.Gateway, "GET", "/api/v1/live", tenant.ActionReadLiveFeed},
 	{stack.Gateway, "GET", "/ws/native", tenant.ActionStreamCalls},
 	{stack.Gateway, "GET", "/ws/twilio", tenant.ActionStreamCalls},
@@ -75,6 +78,9 @@ var grpcEndpoints = []grpcEndpoint{
 	{stack.Escalation, escalationv1.DeliveryService_RedriveDelivery_FullMethodName, &escalationv1.RedriveDeliveryRequest{Id: "nope", By: "walk"}, &escalationv1.RedriveDeliveryResponse{}, tenant.ActionRedriveDeliveries},
 	{stack.Escalation, escalationv1.AuditService_ListAuditEntries_FullMethodName, &escalationv1.ListAuditEntriesRequest{}, &escalationv1.ListAuditEntriesResponse{}, tenant.ActionReadAudit},
 	{stack.Escalation, escalationv1.AuditService_VerifyAudit_FullMethodName, &escalationv1.VerifyAuditRequest{}, &escalationv1.VerifyAuditResponse{}, tenant.ActionReadAudit},
+	{stack.Escalation, escalationv1.SilenceService_CreateSilence_FullMethodName, &escalationv1.CreateSilenceRequest{}, &escalationv1.CreateSilenceResponse{}, tenant.ActionManageSilences},
+	{stack.Escalation, escalationv1.SilenceService_ListSilences_FullMethodName, &escalationv1.ListSilencesRequest{}, &escalationv1.ListSilencesResponse{}, tenant.ActionReadSilences},
+	{stack.Escalation, escalationv1.SilenceService_ExpireSilence_FullMethodName, &escalationv1.ExpireSilenceRequest{Id: "nope", By: "walk"}, &escalationv1.ExpireSilenceResponse{}, tenant.ActionManageSilences},
 }
 
 // TestRoleWalkCoversEverything keeps the walk complete: every method of
@@ -91,7 +97,8 @@ func TestRoleWalkCoversEverything(t *testing.T) {
 		actions[e.action] = true
 	}
 	for _, sd := range []grpc.ServiceDesc{fullcallv1.ReportService_ServiceDesc, fullcallv1.RecordingService_ServiceDesc,
-		escalationv1.EscalationService_ServiceDesc, escalationv1.DeliveryService_ServiceDesc, escalationv1.AuditService_ServiceDesc} {
+		escalationv1.EscalationService_ServiceDesc, escalationv1.DeliveryService_ServiceDesc, escalationv1.AuditService_ServiceDesc,
+		escalationv1.SilenceService_ServiceDesc} {
 		for _, m := range sd.Methods {
 			if name := "/" + sd.ServiceName + "/" + m.MethodName; !walked[name] {
 				t.Errorf("%s is not walked", name)

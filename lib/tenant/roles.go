@@ -43,6 +43,11 @@ const (
 	ActionRedriveDeliveries Action = "redrive_deliveries"
 	// ActionReadAudit: read and verify the audit trail.
 	ActionReadAudit Action = "read_audit"
+	// ActionReadSilences: list silences.
+	ActionReadSilences Action = "read_silences"
+	// ActionManageSilences: create and expire silences (mute escalations
+	// for a time).
+	ActionManageSilences Action = "manage_silences"
 	// ActionReadPrivateAgentScores: see agent-side scores (agent_stress)
 	// of a tenant whose agent_scoring is "private". With "on" every key
 	// that may read a call sees them; with "off" they do not exist.
@@ -56,6 +61,7 @@ var Actions = []Action{
 	ActionSubmitRecordings, ActionReadJobs,
 	ActionReadEscalations, ActionAckEscalations, ActionResolveEscalations,
 	ActionReadDeliveries, ActionRedriveDeliveries, ActionReadAudit,
+	ActionReadSilences, ActionManageSilences,
 	ActionReadPrivateAgentScores,
 }
 
@@ -120,6 +126,8 @@ var roleTable = map[string]map[Action]Scope{
 		ActionReadDeliveries:     ScopeTenant,
 		ActionRedriveDeliveries:  ScopeTenant,
 		ActionReadAudit:          ScopeTenant,
+		ActionReadSilences:       ScopeTenant,
+		ActionManageSilences:     ScopeTenant,
 	},
 	KeyRoleSupervisor: {
 		ActionReadLiveFeed:       ScopeTenant,
@@ -130,6 +138,8 @@ var roleTable = map[string]map[Action]Scope{
 		ActionResolveEscalations: ScopeTenant,
 		ActionReadDeliveries:     ScopeTenant,
 		ActionReadAudit:          ScopeTenant,
+		ActionReadSilences:       ScopeTenant,
+		ActionManageSilences:     ScopeTenant,
 	},
 	KeyRoleCare: {
 		ActionReadLiveFeed:           ScopeTenant,
@@ -236,6 +246,10 @@ func actionPhrase(a Action) string {
 		return "redrive deliveries"
 	case ActionReadAudit:
 		return "read the audit trail"
+	case ActionReadSilences:
+		return "read silences"
+	case ActionManageSilences:
+		return "create or expire silences"
 	case ActionReadPrivateAgentScores:
 		return "see private agent-side scores"
 	}
