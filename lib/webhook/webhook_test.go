@@ -383,3 +383,18 @@ func TestLinkLocalRefusedAtConnect(t *testing.T) {
 		}
 	}
 }
+
+func TestAllowLinkLocal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := DialContext(AllowLinkLocal(ctx), "tcp", "169.254.0.1:9")
+	if errors.Is(err, ErrForbiddenAddress) {
+		t.Errorf("an allowed link-local address was refused: %v", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	_, err = DialContext(ctx2, "tcp", "169.254.0.1:9")
+	if !errors.Is(err, ErrForbiddenAddress) {
+		t.Errorf("a link-local address without the allowance: got %v; want ErrForbiddenAddress", err)
+	}
+}
