@@ -201,7 +201,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			refuse(w, http.StatusUnauthorized, "unauthenticated", "unknown API key")
 			return
 		}
-		if k.Role != tenant.KeyRoleGeneral {
+		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
 			h.m.Refused(r.Context(), t2.ID, "forbidden")
 			refuse(w, http.StatusForbidden, "forbidden", feedOnly(k.Role))
 			return
@@ -428,7 +428,7 @@ func (c *conn) start(s *Start) {
 			c.refuse(CloseUnauthenticated, msg, "")
 			return
 		}
-		if k.Role != tenant.KeyRoleGeneral {
+		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
 			c.h.m.Refused(context.Background(), t.ID, "forbidden")
 			c.refuse(CloseForbidden, feedOnly(k.Role), t.ID)
 			return
