@@ -116,6 +116,8 @@ func TestADroppedCallEndsWhenTheGraceEnds(t *testing.T) {
 	if rep := f.fc.Report("r2"); rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.AudioBytes != 3200 {
 		t.Errorf("report %v; want disconnected with the 3200 bytes sent", rep)
 	}
+	// Once the call has ended, its id is free for a new call.
+	waitFor(t, "the call to end", func() bool { return f.s.Sessions().LiveCalls("acme") == 0 })
 	n := f.start(t, key, "r2", "")
 	n.stop(t)
 }
