@@ -113,7 +113,6 @@ func TestBleedLevelAndDelay(t *testing.T) {
 	}
 }
 
-
 // bestLag returns the lag (0..max samples) at which y correlates best with x.
 func bestLag(x, y []float64, maxLag int) int {
 	best, at := math.Inf(-1), 0
