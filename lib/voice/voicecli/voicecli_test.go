@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/impair"
 	"github.com/calmline/calmline/lib/voice"
 	"github.com/calmline/calmline/lib/voice/voicetest"
 )
@@ -193,7 +194,7 @@ func TestEvalOnTheCorpus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	res, err := Evaluate(dir, voice.DefaultModel())
+	res, err := Evaluate(dir, voice.DefaultModel(), EvalOptions{Conditions: impair.Conditions()})
 	if err != nil {
 		t.Fatal(err)
 	}
