@@ -20,6 +20,17 @@ type featureState struct {
 	hang            int
 	started         bool
 
+	// Noise floors of the energy above and below 1 kHz (dB of the 20 ms
+	// mean squares), tracked like floorDB.
+	floorHi, floorLo float32
+	// mc is the current frame's contribution to the model sums (valid
+	// during the frame callback; the Call reads it for bleed rejection).
+	mc modelFrame
+	// The last voiced frame's F0 (semitones) and the index after it, for
+	// the continuity check.
+	lastST  float32
+	lastIdx int64
+
 	// Syllable nuclei (de Jong & Wempe): peaks of a smooth intensity.
 	sylMax    float32 // running maximum of the smooth intensity
 	sylPrev   float32 // smooth intensity of the previous frame
@@ -74,6 +85,7 @@ func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 		s.pulses.frame(a, d, SampleRate/float64(f.F0), &s.total.Perturbation, &s.cur.Perturbation)
 	}
 	s.activity(f)
+	s.noise(pf, f)
 	s.syllable(a, d, f)
 
 	// Window sums.
@@ -106,6 +118,7 @@ func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 		w.nhnr++
 		s.f0.add(float64(f.F0))
 	}
+	s.mc.add(w)
 	if !f.Voiced && pf.rel > hnrSilence {
 		// Praat's harmonicity has no voicing decision: a frame that is
 		// not quiet counts with its strongest candidate. Frames without
@@ -169,6 +182,102 @@ func (s *featureState) activity(f *Frame) {
 	}
 	f.Speech = active || s.hang > 0
 }
+
+// Noise-floor settings: a frame counts for the model's features when it is
+// voiced and at least modelMinSNR dB above the channel's noise floor; its
+// intensity, spectral balance and HNR are then corrected for the noise
+// power (the floor, raised by noiseBias dB because a minimum tracker sits
+// in the low tail of the noise's frame powers).
+const (
+	modelMinSNR = 8
+	noiseBias   = 3
+)
+
+// modelFrame is one frame's contribution to a window's model sums.
+type modelFrame struct {
+	voiced                bool
+	st, in, bal, hnr, snr float32
+}
+
+func (m *modelFrame) add(w *Window) {
+	if !m.voiced {
+		return
+	}
+	st := float64(m.st)
+	w.mVoiced++
+	w.mst += st
+	w.mst2 += st * st
+	w.mdB += float64(m.in)
+	w.mbal += float64(m.bal)
+	w.mhnr += float64(m.hnr)
+}
+
+func (m *modelFrame) sub(w *Window) {
+	if !m.voiced {
+		return
+	}
+	st := float64(m.st)
+	w.mVoiced--
+	w.mst -= st
+	w.mst2 -= st * st
+	w.mdB -= float64(m.in)
+	w.mbal -= float64(m.bal)
+	w.mhnr -= float64(m.hnr)
+}
+
+// noise tracks the noise floors of the two bands and sets the frame's SNR
+// and its noise-corrected contribution to the model sums.
+func (s *featureState) noise(pf *pathFrame, f *Frame) {
+	s.mc = modelFrame{}
+	if f.Intensity <= SilenceDB {
+		f.SNR = 0
+		return
+	}
+	hi, lo := max(pf.energy-pf.low, 1e-12), max(pf.low, 1e-12)
+	hiDB, loDB := fastDB(hi), fastDB(lo)
+	if s.floorHi == 0 && s.floorLo == 0 {
+		s.floorHi, s.floorLo = hiDB, loDB
+	}
+	s.floorHi = min(s.floorHi+vadFloorRise, hiDB)
+	s.floorLo = min(s.floorLo+vadFloorRise, loDB)
+	snr := f.Intensity - s.floorDB - noiseBias
+	f.SNR = snr
+	if !f.Voiced || snr < modelMinSNR {
+		return
+	}
+	// Noise power relative to the frame's, and the clean share.
+	keep := func(snrDB float32) float32 { return max(1-exp10(-snrDB/10), 0.1) }
+	k := keep(snr)
+	nHi := keep(hiDB - s.floorHi - noiseBias)
+	nLo := keep(loDB - s.floorLo - noiseBias)
+	r := min(f.Periodicity/k, 0.999)
+	st := 12 * fastLog2(f.F0*0.01)
+	// A jump of more than maxJumpST from the frame before is a pitch
+	// error (an octave, or noise taking over), not intonation: noise
+	// makes them, and they inflate F0 variability. The frame is left out
+	// of the model's features.
+	jump := f.Index > 0 && s.lastIdx == f.Index && abs32(st-s.lastST) > maxJumpST
+	s.lastST, s.lastIdx = st, f.Index+1
+	if jump {
+		return
+	}
+	s.mc = modelFrame{
+		voiced: true,
+		st:     st,
+		in:     f.Intensity + fastDB(k),
+		bal:    min(max(hiDB+fastDB(nHi)-loDB-fastDB(nLo), -40), 40),
+		hnr:    hnr(r),
+		snr:    snr,
+	}
+}
+
+// maxJumpST is the largest F0 change between consecutive frames that
+// counts as intonation (6 semitones in 10 ms is beyond any voice).
+const maxJumpST = 6
+
+func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
+func exp10(x float32) float32 { return float32(math.Pow(10, float64(x))) }
 
 // syllable follows the smooth intensity and marks a nucleus on the frame
 // where the dip after a peak is confirmed.

@@ -19,6 +19,9 @@ import (
 //go:embed model/v1.json
 var modelV1 []byte
 
+//go:embed model/v2.json
+var modelV2 []byte
+
 // Feature names a per-window measure a score term can use.
 type Feature string
 
@@ -60,7 +63,9 @@ type Term struct {
 
 // ScoreModel defines one score: 100 · logistic(bias + Σ terms).
 type ScoreModel struct {
-	// Reference is "baseline" (the speaker's own) or "population".
+	// Reference is "baseline" (the speaker's own), "population", or, for
+	// caller_pressure, "caller" (the caller's own speech blended with the
+	// population; see BaselineRules).
 	Reference string  `json:"reference"`
 	Bias      float64 `json:"bias"`
 	Clip      float64 `json:"clip"`
@@ -116,6 +121,12 @@ type BaselineRules struct {
 	// PopulationWeight seconds).
 	StoredWeightCap  float64 `json:"stored_weight_cap_s"`
 	PopulationWeight float64 `json:"population_weight_s"`
+	// For a caller_pressure whose reference is "caller" (model 2): the
+	// caller's reference is the CallerQuantile of their per-second values
+	// over their first seconds of speech, combined with the population,
+	// which weighs CallerPriorWeight seconds feature by feature.
+	CallerQuantile    float64    `json:"caller_quantile,omitempty"`
+	CallerPriorWeight *Reference `json:"caller_prior_weight_s,omitempty"`
 }
 
 // AbstainRules say when a score is withheld.
@@ -156,17 +167,27 @@ func (m *Model) ID() string {
 	return m.id
 }
 
-// DefaultModel returns the model shipped with this package (v1). It is
-// parsed once and shared: do not modify it.
+// DefaultModel returns the model shipped with this package
+// (calmline-voice 2.0.0). It is parsed once and shared: do not modify it.
 func DefaultModel() *Model { return defaultModel() }
 
-var defaultModel = sync.OnceValue(func() *Model {
-	m, err := ParseModel(modelV1)
+// ModelV1 returns calmline-voice 1.0.0, the previous model, for
+// comparison. It runs on the current feature extraction (noise-floor
+// gating, bleed rejection), so its scores are not bit-identical to the
+// 1.0.0 release.
+func ModelV1() *Model { return modelV1Parsed() }
+
+var defaultModel = sync.OnceValue(func() *Model { return mustParse(modelV2) })
+
+var modelV1Parsed = sync.OnceValue(func() *Model { return mustParse(modelV1) })
+
+func mustParse(b []byte) *Model {
+	m, err := ParseModel(b)
 	if err != nil {
 		panic("voice: embedded model: " + err.Error())
 	}
 	return m
-})
+}
 
 // ParseModel reads and validates a model file.
 func ParseModel(b []byte) (*Model, error) {
@@ -197,8 +218,20 @@ func (m *Model) validate() error {
 		return errors.New("baseline frame counts must be positive")
 	}
 	for name, s := range map[string]*ScoreModel{"agent_stress": &m.AgentStress, "caller_pressure": &m.CallerPressure} {
-		if s.Reference != "baseline" && s.Reference != "population" {
-			return fmt.Errorf("%s: reference %q (want baseline or population)", name, s.Reference)
+		switch {
+		case s.Reference == "baseline" || s.Reference == "population":
+		case s.Reference == "caller" && name == "caller_pressure":
+			b := &m.Baseline
+			if !(b.CallerQuantile > 0 && b.CallerQuantile < 1) || b.CallerPriorWeight == nil {
+				return errors.New("caller_pressure: reference caller needs baseline.caller_quantile in (0,1) and baseline.caller_prior_weight_s")
+			}
+			for _, f := range relFeatures {
+				if w := b.CallerPriorWeight.Get(f); !(w > 0) || math.IsInf(w, 0) {
+					return fmt.Errorf("baseline.caller_prior_weight_s.%s must be positive", f)
+				}
+			}
+		default:
+			return fmt.Errorf("%s: reference %q (want baseline or population; caller for caller_pressure)", name, s.Reference)
 		}
 		if !(s.Clip > 0) {
 			return fmt.Errorf("%s: clip must be positive", name)

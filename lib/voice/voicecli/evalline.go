@@ -79,8 +79,8 @@ type secondRec struct {
 	// is counted on these: a second with 0.3 s of speech at a turn edge
 	// may rightly have too little voiced speech).
 	agentMostly, callerMostly bool
-	agentSex, callerSex     string
-	agent, caller           voice.Score
+	agentSex, callerSex       string
+	agent, caller             voice.Score
 }
 
 func loadCalls(dir string) ([]evalCall, error) {
@@ -152,7 +152,7 @@ func scoreCall(m *voice.Model, c *evalCall, chans [][]int16) ([]secondRec, error
 			agentLabel:  secondLabel(c.segs, 1, s.Index),
 			callerLabel: secondLabel(c.segs, 0, s.Index),
 			agentMostly: coverage(c.segs, 1, s.Index) >= 0.5, callerMostly: coverage(c.segs, 0, s.Index) >= 0.5,
-			callerSex:   c.gender[0], agentSex: c.gender[1],
+			callerSex: c.gender[0], agentSex: c.gender[1],
 			agent: s.AgentStress, caller: s.CallerPressure,
 		}
 		if r.agentLabel != "" || r.callerLabel != "" {
