@@ -27,7 +27,7 @@ const PacketSamples = 160
 
 // Noise kinds.
 const (
-	NoisePink   = "pink"   // stationary pink (1/f) noise
+	NoisePink   = "pink"   // stationary pink (1/f) noise, 200–3600 Hz
 	NoiseHum    = "hum"    // office hum: mains harmonics and low rumble
 	NoiseBabble = "babble" // several talkers at once, from other speech
 )
@@ -276,6 +276,10 @@ func noise(kind string, n int, babbleSrc []int16, rng *rand.Rand) []float64 {
 			out[i] = b0 + b1 + b2 + b3 + b4 + b5 + b6 + w*0.5362
 			b6 = w * 0.115926
 		}
+		// Room noise reaches the line through the handset and the
+		// telephone band: without this, most of the power of 1/f noise
+		// would lie below 100 Hz, where no line carries it.
+		bandLimit(out, 200, 3600)
 	case NoiseHum:
 		// Mains at 50 Hz with its harmonics (falling 3 dB each, odd ones
 		// stronger, as transformers and fans make them), a slow wobble of

@@ -462,6 +462,7 @@ func (c *Call) scoreSecond() {
 				ref = &k.base.cur.Reference
 			}
 			sec.CallerPressure = c.m.score(&c.m.CallerPressure, &w, ref, &other)
+
 		}
 		k.vdB += k.window.vdB
 		k.nVoiced += k.window.Voiced

@@ -20,9 +20,11 @@ type featureState struct {
 	hang            int
 	started         bool
 
-	// Noise floors of the energy above and below 1 kHz (dB of the 20 ms
-	// mean squares), tracked like floorDB.
-	floorHi, floorLo float32
+	// The noise's mean power — over the intensity window, and of the 20
+	// ms energies above and below 1 kHz — averaged over the frames near
+	// the noise floor (noiseFrameSNR), for the noise corrections.
+	noiseP, noiseHi, noiseLo float32
+	noiseInit                bool
 	// mc is the current frame's contribution to the model sums (valid
 	// during the frame callback; the Call reads it for bleed rejection).
 	mc modelFrame
@@ -55,6 +57,7 @@ const (
 	vadFloorRise  = 0.02 // dB per frame that the floor estimate creeps up
 	vadPeakDecay  = 0.05 // dB per frame that the peak estimate decays
 	vadHangover   = 15   // frames
+	vadVoicedSNR  = 6    // dB (SNR as Frame.SNR)
 )
 
 // Syllable-nucleus settings, as de Jong & Wempe's script: the intensity
@@ -174,7 +177,10 @@ func (s *featureState) activity(f *Frame) {
 	}
 	s.floorDB = min(s.floorDB+vadFloorRise, in)
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
-	active := f.Voiced || (in > s.floorDB+vadAboveFloor && in > s.peakDB-vadBelowPeak)
+	f.SNR = in - s.floorDB - noiseBias
+	// Voicing counts as activity only above the noise: noise and babble
+	// have periodic moments too.
+	active := (f.Voiced && f.SNR >= vadVoicedSNR) || (in > s.floorDB+vadAboveFloor && in > s.peakDB-vadBelowPeak)
 	if active {
 		s.hang = vadHangover
 	} else if s.hang > 0 {
@@ -189,8 +195,12 @@ func (s *featureState) activity(f *Frame) {
 // power (the floor, raised by noiseBias dB because a minimum tracker sits
 // in the low tail of the noise's frame powers).
 const (
-	modelMinSNR = 8
+	modelMinSNR = 5
 	noiseBias   = 3
+	// Frames within noiseFrameSNR dB of the floor are noise; the noise
+	// means follow them with a 200 ms time constant.
+	noiseFrameSNR = 4
+	noiseSmooth   = 0.05
 )
 
 // modelFrame is one frame's contribution to a window's model sums.
@@ -230,26 +240,26 @@ func (m *modelFrame) sub(w *Window) {
 func (s *featureState) noise(pf *pathFrame, f *Frame) {
 	s.mc = modelFrame{}
 	if f.Intensity <= SilenceDB {
-		f.SNR = 0
 		return
 	}
 	hi, lo := max(pf.energy-pf.low, 1e-12), max(pf.low, 1e-12)
-	hiDB, loDB := fastDB(hi), fastDB(lo)
-	if s.floorHi == 0 && s.floorLo == 0 {
-		s.floorHi, s.floorLo = hiDB, loDB
+	if !s.noiseInit {
+		s.noiseP, s.noiseHi, s.noiseLo, s.noiseInit = pf.power, hi, lo, true
 	}
-	s.floorHi = min(s.floorHi+vadFloorRise, hiDB)
-	s.floorLo = min(s.floorLo+vadFloorRise, loDB)
-	snr := f.Intensity - s.floorDB - noiseBias
-	f.SNR = snr
+	if f.Intensity < s.floorDB+noiseFrameSNR {
+		s.noiseP += noiseSmooth * (pf.power - s.noiseP)
+		s.noiseHi += noiseSmooth * (hi - s.noiseHi)
+		s.noiseLo += noiseSmooth * (lo - s.noiseLo)
+	}
+	snr := f.SNR
 	if !f.Voiced || snr < modelMinSNR {
 		return
 	}
-	// Noise power relative to the frame's, and the clean share.
-	keep := func(snrDB float32) float32 { return max(1-exp10(-snrDB/10), 0.1) }
-	k := keep(snr)
-	nHi := keep(hiDB - s.floorHi - noiseBias)
-	nLo := keep(loDB - s.floorLo - noiseBias)
+	// The clean share of the frame's power, overall and per band (at
+	// least a tenth: below that the measure is noise).
+	k := max(1-s.noiseP/max(pf.power, 1e-20), 0.1)
+	hiC := max(hi-s.noiseHi, 0.1*hi)
+	loC := max(lo-s.noiseLo, 0.1*lo)
 	r := min(f.Periodicity/k, 0.999)
 	st := 12 * fastLog2(f.F0*0.01)
 	// A jump of more than maxJumpST from the frame before is a pitch
@@ -265,7 +275,7 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 		voiced: true,
 		st:     st,
 		in:     f.Intensity + fastDB(k),
-		bal:    min(max(hiDB+fastDB(nHi)-loDB-fastDB(nLo), -40), 40),
+		bal:    min(max(fastDB(hiC/loC), -40), 40),
 		hnr:    hnr(r),
 		snr:    snr,
 	}
@@ -322,3 +332,4 @@ func hnr(r float32) float32 {
 	}
 	return fastDB(r / (1 - r))
 }
+
