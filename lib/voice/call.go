@@ -162,13 +162,18 @@ type channel struct {
 	coupling float32
 	level    float32 // running peak of the raw intensity (decays 5 dB/s)
 	bleed    int     // frames rejected as bleed
+	loudHang int     // frames left of the hangover of speech above turnSNR
 }
+
+// turnSNR is the SNR (dB, as Frame.SNR) speech must reach to count for
+// overlap and turn-taking.
+const turnSNR = 12
 
 // frameRec is what bleed rejection keeps of a frame.
 type frameRec struct {
-	in, snr         float32 // raw intensity (dB) and SNR
-	mc              modelFrame
-	speech, nucleus bool
+	in, snr               float32 // raw intensity (dB) and SNR
+	mc                    modelFrame
+	speech, talk, nucleus bool // voice activity; speech above turnSNR; a nucleus
 }
 
 // Bleed rejection settings. A frame of one channel is the other party's
@@ -314,10 +319,19 @@ func (c *Call) Baseline(ch int) Baseline { return c.ch[ch].base.cur }
 // frame receives channel idx's frames.
 func (c *Call) frame(idx int, f *Frame) {
 	k := c.ch[idx]
-	k.recs[f.Index%recRing] = frameRec{in: f.Intensity, snr: f.SNR, mc: k.an.feat.mc, speech: f.Speech, nucleus: f.Nucleus}
+	// For overlap and turns, speech counts when it stands clearly above
+	// the noise (or within a hangover of such a frame): babble and noise
+	// with voiced moments are not a party talking.
+	if f.Speech && f.SNR >= turnSNR {
+		k.loudHang = vadHangover
+	} else if k.loudHang > 0 {
+		k.loudHang--
+	}
+	talking := f.Speech && k.loudHang > 0
+	k.recs[f.Index%recRing] = frameRec{in: f.Intensity, snr: f.SNR, mc: k.an.feat.mc, speech: f.Speech, talk: talking, nucleus: f.Nucleus}
 	k.nrec = f.Index + 1
 	bit := f.Index % bitsRing
-	if f.Speech {
+	if talking {
 		k.speech[bit/64] |= 1 << (bit % 64)
 	} else {
 		k.speech[bit/64] &^= 1 << (bit % 64)
@@ -463,6 +477,7 @@ func (c *Call) scoreSecond() {
 			}
 			sec.CallerPressure = c.m.score(&c.m.CallerPressure, &w, ref, &other)
 
+
 		}
 		k.vdB += k.window.vdB
 		k.nVoiced += k.window.Voiced
@@ -524,9 +539,9 @@ func (k *channel) drop(f int64, r *frameRec) {
 	r.mc.sub(w)
 	if r.speech {
 		w.Speech--
-		bit := f % bitsRing
-		k.speech[bit/64] &^= 1 << (bit % 64)
 	}
+	bit := f % bitsRing
+	k.speech[bit/64] &^= 1 << (bit % 64)
 	if r.nucleus {
 		w.Nuclei--
 	}
@@ -626,6 +641,12 @@ const minRateFrames = 30
 // terms that can be measured on w.
 func (sm *ScoreModel) sum(w *Window, ref *Reference, other *otherParty) float64 {
 	var x float64
+	// Features that noise biases (rate, F0 variability, voice quality)
+	// count less as the speech nears the noise.
+	snrW := 1.0
+	if sm.SNRFull > 0 {
+		snrW = min(max((w.SNR()-sm.SNRZero)/(sm.SNRFull-sm.SNRZero), 0), 1)
+	}
 	for _, t := range sm.Terms {
 		v := featureValue(t.Feature, w, other)
 		if t.Feature.relative() {
@@ -634,7 +655,11 @@ func (sm *ScoreModel) sum(w *Window, ref *Reference, other *otherParty) float64 
 		if math.IsNaN(v) {
 			continue
 		}
-		x += t.Weight * min(max(v/t.Scale, -sm.Clip), sm.Clip)
+		wt := t.Weight
+		if t.Feature.noiseBiased() {
+			wt *= snrW
+		}
+		x += wt * min(max(v/t.Scale, -sm.Clip), sm.Clip)
 	}
 	return x
 }

@@ -220,6 +220,7 @@ func (m *modelFrame) add(w *Window) {
 	w.mdB += float64(m.in)
 	w.mbal += float64(m.bal)
 	w.mhnr += float64(m.hnr)
+	w.msnr += float64(m.snr)
 }
 
 func (m *modelFrame) sub(w *Window) {
@@ -233,6 +234,7 @@ func (m *modelFrame) sub(w *Window) {
 	w.mdB -= float64(m.in)
 	w.mbal -= float64(m.bal)
 	w.mhnr -= float64(m.hnr)
+	w.msnr -= float64(m.snr)
 }
 
 // noise tracks the noise floors of the two bands and sets the frame's SNR
@@ -332,4 +334,3 @@ func hnr(r float32) float32 {
 	}
 	return fastDB(r / (1 - r))
 }
-

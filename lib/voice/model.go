@@ -41,6 +41,16 @@ const (
 	Overlap         Feature = "overlap"           // fraction of speech over the other party's
 )
 
+// noiseBiased reports whether noise moves the feature's value (more nuclei
+// or fewer, spurious F0 movement, lower periodicity).
+func (f Feature) noiseBiased() bool {
+	switch f {
+	case SpeechRate, F0Variability, HNRFeature, Jitter, Shimmer:
+		return true
+	}
+	return false
+}
+
 // relative reports whether a feature is compared with a reference.
 func (f Feature) relative() bool { return f != LoudnessVsOther && f != Overlap }
 
@@ -70,6 +80,12 @@ type ScoreModel struct {
 	Bias      float64 `json:"bias"`
 	Clip      float64 `json:"clip"`
 	Terms     []Term  `json:"terms"`
+	// The terms of noise-biased features (speech rate, F0 variability,
+	// HNR, jitter, shimmer) are weighted by how far the window's mean
+	// frame SNR is from SNRZero dB (weight 0) towards SNRFull dB (full
+	// weight). SNRFull 0 keeps them at full weight (model 1).
+	SNRZero float64 `json:"snr_zero_db,omitempty"`
+	SNRFull float64 `json:"snr_full_db,omitempty"`
 }
 
 // Reference values: one number per relative feature.
@@ -235,6 +251,9 @@ func (m *Model) validate() error {
 		}
 		if !(s.Clip > 0) {
 			return fmt.Errorf("%s: clip must be positive", name)
+		}
+		if s.SNRFull != 0 && !(s.SNRFull > s.SNRZero) {
+			return fmt.Errorf("%s: snr_full_db must be above snr_zero_db", name)
 		}
 		if len(s.Terms) == 0 {
 			return fmt.Errorf("%s: no terms", name)

@@ -28,7 +28,7 @@ type Window struct {
 	// featureState.noise), and F0 in semitones.
 	mVoiced              int
 	mst, mst2, mdB, mbal float64
-	mhnr                 float64
+	mhnr, msnr           float64
 
 	// Perturbation holds the jitter and shimmer sums of the pulses in the
 	// window.
@@ -60,6 +60,7 @@ func (w *Window) Add(o *Window) {
 	w.mdB += o.mdB
 	w.mbal += o.mbal
 	w.mhnr += o.mhnr
+	w.msnr += o.msnr
 	w.Perturbation.Add(&o.Perturbation)
 }
 
@@ -138,6 +139,10 @@ func (w *Window) ArticulationRate() float64 {
 // on: those well above the channel's noise floor (and, in a Call, not
 // explained by the other party's bleed).
 func (w *Window) ModelVoiced() int { return w.mVoiced }
+
+// SNR returns the mean SNR (dB above the noise floor) of the model's
+// frames.
+func (w *Window) SNR() float64 { return ratio(w.msnr, w.mVoiced) }
 
 // modelF0SD is the SD of F0 (semitones) over the model's frames.
 func (w *Window) modelF0SD() float64 {
