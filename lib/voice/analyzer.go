@@ -95,6 +95,7 @@ type Analyzer struct {
 	sbP     [sbRing]float32
 	gPeak   float32 // running peak: held peakHold sub-blocks, then decays
 	gAge    int32   // sub-blocks since gPeak was set
+	gMax    float32 // the loudest sub-block peak so far (Praat's global peak, for the pulses)
 	frames  int64   // frames analysed (entered the path finder)
 	decided int64   // frames finalised
 	path    [pathRing]pathFrame
@@ -127,7 +128,7 @@ func (a *Analyzer) Reset() {
 	a.y.reset(pre2)
 	a.n, a.c1, a.m2, a.hops = 0, 0, 0, 0
 	a.sbE, a.sbS, a.sbP = [sbRing]float32{}, [sbRing]float32{}, [sbRing]float32{}
-	a.gPeak, a.gAge = 0, 0
+	a.gPeak, a.gAge, a.gMax = 0, 0, 0
 	a.frames, a.decided = 0, 0
 	a.limit = math.MaxInt64
 	a.flushed = false
@@ -217,8 +218,11 @@ func (a *Analyzer) processHop() {
 		// The loudest level heard, held for a while and then let go,
 		// so that the silence threshold re-arms after loud speech:
 		// quiet speech after shouting is speech.
+		a.gMax = max(a.gMax, a.sbP[i])
 		if p := a.sbP[i]; p >= a.gPeak {
 			a.gPeak, a.gAge = p, 0
+		} else if p >= a.gPeak*peakNear {
+			a.gAge = 0
 		} else if a.gAge++; a.gAge > peakHold {
 			a.gPeak = max(a.gPeak*peakDecay, p, peakMin)
 		}
@@ -286,12 +290,15 @@ func (a *Analyzer) decimate() {
 
 // The running peak behind the silence threshold of the pitch path (Praat
 // takes the loudest sample of the whole file, which a stream cannot know):
-// it is held for peakHold 5 ms sub-blocks (1.5 s), then decays by 8 dB a
-// second towards the current level. Speech 25 dB below a shout is voiced
-// again a few seconds later; within a phrase nothing changes.
+// while the signal comes within 15 dB of it (peakNear) it stays; after
+// peakHold 5 ms sub-blocks (1.5 s) without that, it decays by 8 dB a second
+// towards the current level. Speech 25 dB below a shout is voiced again a
+// couple of seconds later; ordinary speech, which reaches near its peak
+// every few syllables, keeps Praat's whole-file peak.
 const (
 	peakHold = 300
 	peakMin  = 1e-5
+	peakNear = 0.178 // -15 dB
 )
 
 var peakDecay = float32(math.Pow(10, -8.0/20/200))

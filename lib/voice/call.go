@@ -193,8 +193,8 @@ const (
 	bleedMargin      = 8   // dB
 	couplingQuantile = 0.3
 	couplingNearPeak = 10  // dB
-	couplingStep     = 0.5 // dB
-	couplingStart    = -30 // dB
+	couplingStep     = 2   // dB
+	couplingStart    = -50 // dB
 	couplingMin      = -80 // dB
 )
 
@@ -477,7 +477,6 @@ func (c *Call) scoreSecond() {
 			}
 			sec.CallerPressure = c.m.score(&c.m.CallerPressure, &w, ref, &other)
 
-
 		}
 		k.vdB += k.window.vdB
 		k.nVoiced += k.window.Voiced
@@ -674,12 +673,15 @@ func (sm *ScoreModel) Sum(w *Window, ref *Reference) float64 {
 // score computes one score on window w against reference ref.
 func (m *Model) score(sm *ScoreModel, w *Window, ref *Reference, other *otherParty) Score {
 	s := Score{Model: m.ID()}
-	if w.mVoiced < m.Abstain.MinVoicedFrames {
-		s.Reason = ReasonTooLittleSpeech
+	// A steady tone is recognised on all voiced frames (the noise floor
+	// follows a tone that goes on, so it leaves no frames above it).
+	if w.Voiced >= m.Abstain.MinVoicedFrames &&
+		(w.VoicedIntensitySD() < m.Abstain.ToneMaxIntensitySD || w.SteadyF0Fraction() >= m.Abstain.ToneMinSteadyF0) {
+		s.Reason = ReasonSteadyTone
 		return s
 	}
-	if w.VoicedIntensitySD() < m.Abstain.ToneMaxIntensitySD || w.SteadyF0Fraction() >= m.Abstain.ToneMinSteadyF0 {
-		s.Reason = ReasonSteadyTone
+	if w.mVoiced < m.Abstain.MinVoicedFrames {
+		s.Reason = ReasonTooLittleSpeech
 		return s
 	}
 	s.Value = 100 / (1 + math.Exp(-(sm.Bias + sm.sum(w, ref, other))))

@@ -33,10 +33,10 @@ func ExampleCall() {
 	call.Flush()
 	show()
 	// Output:
-	// second 0 (0.0–1.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
-	// second 1 (1.0–2.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
-	// second 2 (2.0–3.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
-	// second 3 (3.0–4.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
+	// second 0 (0.0–1.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
+	// second 1 (1.0–2.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
+	// second 2 (2.0–3.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
+	// second 3 (3.0–4.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
 }
 
 // Silence and call-progress tones are not scored: the score says why.

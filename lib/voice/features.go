@@ -19,6 +19,7 @@ type featureState struct {
 	floorDB, peakDB float32
 	hang            int
 	started         bool
+	heard           int // non-silent frames so far, up to vadFastFrames
 
 	// The noise's mean power — over the intensity window, and of the 20
 	// ms energies above and below 1 kHz — averaged over the frames near
@@ -57,7 +58,13 @@ const (
 	vadFloorRise  = 0.02 // dB per frame that the floor estimate creeps up
 	vadPeakDecay  = 0.05 // dB per frame that the peak estimate decays
 	vadHangover   = 15   // frames
-	vadVoicedSNR  = 6    // dB (SNR as Frame.SNR)
+	// At the start of a stream the floor starts vadStartBelow dB below
+	// the first frame and rises vadFloorRiseFast dB per frame for
+	// vadFastFrames frames.
+	vadStartBelow    = 20
+	vadFloorRiseFast = 0.1
+	vadFastFrames    = 200
+	vadVoicedSNR     = 6 // dB (SNR as Frame.SNR)
 )
 
 // Syllable-nucleus settings, as de Jong & Wempe's script: the intensity
@@ -173,9 +180,17 @@ func (s *featureState) activity(f *Frame) {
 		return
 	}
 	if !s.started {
-		s.floorDB, s.peakDB, s.started = in, in, true
+		// The stream may start in speech (a call taken over from a
+		// checkpoint): start the floor below the first frame and let it
+		// rise faster for the first seconds.
+		s.floorDB, s.peakDB, s.started = in-vadStartBelow, in, true
 	}
-	s.floorDB = min(s.floorDB+vadFloorRise, in)
+	rise := float32(vadFloorRise)
+	if s.heard < vadFastFrames {
+		s.heard++
+		rise = vadFloorRiseFast
+	}
+	s.floorDB = min(s.floorDB+rise, in)
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
 	f.SNR = in - s.floorDB - noiseBias
 	// Voicing counts as activity only above the noise: noise and babble

@@ -315,8 +315,8 @@ func LineConditions(dir string, m *voice.Model, conds []impair.Condition) ([]Lin
 
 // shoutThenQuiet attenuates the caller's later (neutral) segments by 25 dB
 // — a caller who shouts, then speaks quietly — and reports the share of
-// the quiet seconds scored; also with 20 dB and with pink noise 35 dB
-// below the loud speech.
+// the quiet seconds scored (seconds the caller's segments cover at least
+// half of); also with 20 dB and with pink noise 40 dB below the shouting.
 func shoutThenQuiet(calls []evalCall, m *voice.Model) ([]ShoutRow, error) {
 	var rows []ShoutRow
 	for _, v := range []struct {
@@ -349,6 +349,9 @@ func shoutThenQuiet(calls []evalCall, m *voice.Model) ([]ShoutRow, error) {
 				return nil, err
 			}
 			for _, r := range recs {
+				if !r.callerMostly {
+					continue // a turn edge: too little speech may rightly abstain
+				}
 				switch r.callerLabel {
 				case "":
 				case "neutral":
