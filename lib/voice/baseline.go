@@ -138,6 +138,9 @@ func (b *baselineBuilder) update() {
 		copy(s, b.vals[i][:b.n[i]])
 		slices.Sort(s)
 		pw := b.priorWeight
+		if b.priorSource == "population" && b.m.Baseline.AgentPriorWeight != nil {
+			pw = b.m.Baseline.AgentPriorWeight.Get(f)
+		}
 		var med float64
 		if b.caller {
 			q := b.m.Baseline.CallerQuantile * float64(len(s)-1)

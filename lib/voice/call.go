@@ -190,12 +190,13 @@ const (
 	recRing          = 512 // frames (5.12 s; a power of two)
 	bleedLag         = 7   // frames: delays of 0–60 ms
 	bleedActiveSNR   = 15  // dB
-	bleedMargin      = 8   // dB
+	bleedMargin      = 10  // dB
 	couplingQuantile = 0.3
 	couplingNearPeak = 10  // dB
 	couplingStep     = 2   // dB
 	couplingStart    = -50 // dB
 	couplingMin      = -80 // dB
+	couplingMax      = -6  // dB
 )
 
 // otherParty describes the other channel for features relative to it.
@@ -522,11 +523,14 @@ func (c *Call) bleedFrame(k, o *channel, f int64, r *frameRec) bool {
 	if osnr < bleedActiveSNR {
 		return false
 	}
-	if omax >= o.level-couplingNearPeak {
-		if rel := max(r.in-omax, couplingMin); rel < k.coupling {
+	// An echo is always quieter than its source: frames louder than
+	// couplingMax relative to the other are this party's own (or the other
+	// channel holds this party's echo) and say nothing about the coupling.
+	if rel := max(r.in-omax, couplingMin); omax >= o.level-couplingNearPeak && rel < couplingMax {
+		if rel < k.coupling {
 			k.coupling = max(k.coupling-couplingStep*(1-couplingQuantile), couplingMin)
 		} else {
-			k.coupling += couplingStep * couplingQuantile
+			k.coupling = min(k.coupling+couplingStep*couplingQuantile, couplingMax)
 		}
 	}
 	return r.in > SilenceDB && r.in < omax+k.coupling+bleedMargin

@@ -137,6 +137,11 @@ type BaselineRules struct {
 	// PopulationWeight seconds).
 	StoredWeightCap  float64 `json:"stored_weight_cap_s"`
 	PopulationWeight float64 `json:"population_weight_s"`
+	// AgentPriorWeight, if set, replaces PopulationWeight feature by
+	// feature when the prior is the population (model 2): a population's
+	// loudness says nothing about a line whose gain is unknown, and its F0
+	// level sits between women's and men's.
+	AgentPriorWeight *Reference `json:"agent_prior_weight_s,omitempty"`
 	// For a caller_pressure whose reference is "caller" (model 2): the
 	// caller's reference is the CallerQuantile of their per-second values
 	// over their first seconds of speech, combined with the population,
@@ -220,7 +225,21 @@ func ParseModel(b []byte) (*Model, error) {
 	return &m, nil
 }
 
+func positiveWeights(name string, r *Reference) error {
+	for _, f := range relFeatures {
+		if w := r.Get(f); !(w > 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("baseline.%s.%s must be positive", name, f)
+		}
+	}
+	return nil
+}
+
 func (m *Model) validate() error {
+	if m.Baseline.AgentPriorWeight != nil {
+		if err := positiveWeights("agent_prior_weight_s", m.Baseline.AgentPriorWeight); err != nil {
+			return err
+		}
+	}
 	if m.Name == "" || m.Version == "" {
 		return errors.New("missing name or version")
 	}
@@ -241,10 +260,8 @@ func (m *Model) validate() error {
 			if !(b.CallerQuantile > 0 && b.CallerQuantile < 1) || b.CallerPriorWeight == nil {
 				return errors.New("caller_pressure: reference caller needs baseline.caller_quantile in (0,1) and baseline.caller_prior_weight_s")
 			}
-			for _, f := range relFeatures {
-				if w := b.CallerPriorWeight.Get(f); !(w > 0) || math.IsInf(w, 0) {
-					return fmt.Errorf("baseline.caller_prior_weight_s.%s must be positive", f)
-				}
+			if err := positiveWeights("caller_prior_weight_s", b.CallerPriorWeight); err != nil {
+				return err
 			}
 		default:
 			return fmt.Errorf("%s: reference %q (want baseline or population; caller for caller_pressure)", name, s.Reference)
