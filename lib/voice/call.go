@@ -196,7 +196,7 @@ const (
 	couplingStep     = 2   // dB
 	couplingStart    = -50 // dB
 	couplingMin      = -80 // dB
-	couplingMax      = -6  // dB
+	couplingMax      = -10 // dB
 )
 
 // otherParty describes the other channel for features relative to it.

@@ -11,7 +11,7 @@ import (
 // the scored seconds.
 func ExampleCall() {
 	caller := voicetest.Voice{F0: 210, Range: 4, Rate: 5, Level: -14, Effort: 1, Dur: 4, Seed: 1}.Generate()
-	agent := voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -22, Dur: 4, Seed: 2}.Generate()
+	agent := voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -16, Dur: 4, Seed: 2}.Generate()
 
 	call, err := voice.NewCall(voice.CallConfig{Roles: []voice.Role{voice.RoleCaller, voice.RoleAgent}})
 	if err != nil {
