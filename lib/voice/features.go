@@ -304,8 +304,6 @@ const maxJumpST = 6
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
 
-func exp10(x float32) float32 { return float32(math.Pow(10, float64(x))) }
-
 // syllable follows the smooth intensity and marks a nucleus on the frame
 // where the dip after a peak is confirmed.
 func (s *featureState) syllable(a *Analyzer, d int64, f *Frame) {

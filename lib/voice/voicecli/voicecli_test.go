@@ -234,3 +234,36 @@ var knownGaps = map[string]float64{
 	"caller 12 dB quieter: emotional seconds ≥ 70 (worse score)": 0.583,
 	"loss 3% zeroed: calm seconds ≥ 70 (worse score)":            0.055,
 }
+
+func TestImpairCommand(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.wav")
+	c := voicetest.Voice{F0: 200, Range: 3, Rate: 4, Level: -20, Dur: 2, Seed: 1}.Generate()
+	a := voicetest.Voice{F0: 120, Range: 3, Rate: 4, Level: -20, Dur: 2, Seed: 2}.Generate()
+	f := audio.Format{Codec: audio.CodecL16, SampleRate: 8000, Channels: 2}
+	if err := os.WriteFile(in, audio.EncodeWAV(f, audio.Encode(nil, audio.Interleave(nil, c, a), audio.CodecL16)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.wav")
+	var so, se strings.Builder
+	if code := Impair([]string{"--spec", "gain=-6:0,seed=3", in, out}, &so, &se); code != 0 {
+		t.Fatalf("impair = %d: %s", code, se.String())
+	}
+	rec, err := readRecording(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rec.Channels()
+	if len(got) != 2 || len(got[0]) != len(c) {
+		t.Fatalf("output: %d channels of %d samples", len(got), len(got[0]))
+	}
+	d := impair.ActiveLevelDB(impair.Float(got[0])) - impair.ActiveLevelDB(impair.Float(c))
+	if d < -6.1 || d > -5.9 {
+		t.Errorf("caller channel %+.2f dB; want -6", d)
+	}
+	for _, bad := range [][]string{{in, out}, {"--spec", "noise=babble:10", in, out}, {"--spec", "noise=loud:10", in, out}} {
+		if code := Impair(bad, &so, &se); code != 2 {
+			t.Errorf("impair %v = %d; want 2", bad, code)
+		}
+	}
+}
