@@ -290,6 +290,13 @@ func (lc *liveCall) storeFailed(ctx context.Context, op string, err error) error
 		lc.log.Warn("the call was taken over by another stream; this one stops", "op", op)
 		return status.Errorf(codes.Aborted, "call %s was resumed elsewhere", lc.cp.CallID)
 	}
+	if ctx.Err() != nil {
+		// The gateway ended the stream (it cancels it to reopen the call,
+		// or the call was cut): the write was abandoned, not failed, and
+		// a resume continues from the last checkpoint.
+		lc.log.Info("stream ended during a store write; the call resumes from its last checkpoint", "op", op)
+		return status.FromContextError(ctx.Err()).Err()
+	}
 	lc.s.m.storeErrors.Add(ctx, 1)
 	lc.log.Error("store write failed", "op", op, "err", err)
 	return status.Errorf(codes.Unavailable, "%s: the store is unavailable: %v", op, err)

@@ -556,15 +556,20 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 	}()
 	c.flush()
 	c.rt.close()
+	// Realtime's last scores and alert events (an alert that clears in
+	// the call's last second) follow its close closely: wait for them,
+	// under a bound, so that they reach fullcall before its close rather
+	// than after it, on a stream already closed for sending.
+	rtWait := time.NewTimer(time.Second)
+	select {
+	case <-c.rt.done:
+	case <-rtWait.C:
+	}
+	rtWait.Stop()
 	c.fc.close(c.timeline.Load(), reason)
 	wait, cancel := context.WithTimeout(ctx, c.m.o.FinishTimeout)
 	defer cancel()
 	r, err := c.fc.wait(wait)
-	// Realtime's last scores follow close closely; give them a moment.
-	select {
-	case <-c.rt.done:
-	case <-time.After(time.Second):
-	}
 	if err != nil {
 		c.log.Error("call ended without a stored report", "reason", reason.String(), "err", err)
 		return nil, err
