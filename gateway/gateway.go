@@ -248,15 +248,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // drain refuses new calls, lets live calls finish for DrainTimeout
 // (bounded by ctx), then ends the rest, closing them with 1001.
+// Its start, its progress (every drainProgressEvery, while calls remain)
+// and its end are logged at INFO: a drain is a normal event.
 func (s *Server) drain(ctx context.Context) {
+	start := time.Now()
+	s.log.Info("drain started; new calls are refused", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
+	done := make(chan struct{})
+	progress := make(chan struct{})
+	go func() {
+		defer close(progress)
+		t := time.NewTicker(drainProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.log.Info("draining", "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Second))
+			case <-done:
+				return
+			}
+		}
+	}()
 	live := s.sessions.Drain(dctx)
 	cancel()
+	close(done)
+	<-progress
 	if live > 0 {
 		s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
 		s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
 	}
+	s.log.Info("drain finished", "closed_at_timeout", live, "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Millisecond))
 }
+
+// drainProgressEvery is how often a drain logs the calls still live.
+const drainProgressEvery = 5 * time.Second
 
 // StartDrain begins a drain without stopping the server, as
 // POST /admin/drain does: /readyz fails and new calls are refused at once,
@@ -273,7 +298,6 @@ func (s *Server) StartDrain() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout+s.o.ShutdownGrace)
 			defer cancel()
 			s.drain(ctx)
-			s.log.Info("drain finished; live calls ended")
 		}()
 	})
 }

@@ -212,7 +212,9 @@ func (c *liveCall) emit(ctx context.Context, secs []analysis.Second) error {
 		}
 		ev.At = timestamppb.Now()
 		c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
-		c.log.Warn("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
+		// An alert is the service doing its job, not a fault of the
+		// service: INFO, so that a WARN in the log always means one.
+		c.log.Info("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
 		if c.s.poster != nil {
 			c.s.poster.enqueue(ctx, &escalationv1.Alert{
 				TenantId: c.call.TenantId,
