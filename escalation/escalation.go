@@ -50,6 +50,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves /debug/pprof/* on the service's port to
+	// callers sending it as a bearer token; none when empty.
+	AdminToken string
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
@@ -166,6 +169,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
@@ -235,15 +239,24 @@ func (s *Server) observeOutbox(ctx context.Context, ob metric.Int64Observer) err
 		return err
 	}
 	defer rows.Close()
+	// Every state is observed, at zero when empty, so that the series
+	// exist from the start and an alert on dead letters sees 0 → 1.
+	counts := map[string]int64{"pending": 0, "in_flight": 0, "dead": 0}
 	for rows.Next() {
 		var st, n int
 		if err := rows.Scan(&st, &n); err != nil {
 			return err
 		}
 		name := strings.ToLower(strings.TrimPrefix(escalationv1.DeliveryState(st).String(), "DELIVERY_STATE_"))
-		ob.Observe(int64(n), metric.WithAttributes(attribute.String("state", name)))
+		counts[name] += int64(n)
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for name, n := range counts {
+		ob.Observe(n, metric.WithAttributes(attribute.String("state", name)))
+	}
+	return nil
 }
 
 // Shutdown stops the server gracefully within ctx.

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -48,6 +49,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves /debug/pprof/* on the service's port to
+	// callers sending it as a bearer token; none when empty.
+	AdminToken string
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
@@ -285,6 +289,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 		// An upload travels in one message.
@@ -546,5 +551,31 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.deletions = counter("calmline.fullcall.retention.deletions", "Reports and recordings deleted by retention, by kind.")
 	m.finalise = histogram("calmline.fullcall.finalise.duration", "Time from close to stored report.")
 	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", "Time to write a live call's checkpoint.")
+	if err == nil {
+		m.zero()
+	}
 	return m, err
+}
+
+// zero makes every series whose label values are known exist at zero from
+// the start, so that rate() and alerts see the first increase. Label values
+// that depend on input (an upload's error code, a job's source) appear
+// when first counted.
+func (m *metrics) zero() {
+	ctx := context.Background()
+	for _, c := range []metric.Int64Counter{m.chunks, m.duplicates, m.checkpoints, m.fenced, m.orphans,
+		m.audioBytes, m.storeErrors, m.careSent, m.careDropped, m.careRetries} {
+		c.Add(ctx, 0)
+	}
+	zero := func(c metric.Int64Counter, k attribute.Key, values ...string) {
+		for _, v := range values {
+			c.Add(ctx, 0, metric.WithAttributes(k.String(v)))
+		}
+	}
+	zero(m.calls, outcomeAttr, "started", "resumed", "resumed_finished", "resume_unknown", "resume_failed")
+	zero(m.uploads, reasonAttr, "ok", "queued", "queue_full")
+	zero(m.reports, sourceAttr, "stream", "upload")
+	zero(m.spoolFiles, eventAttr, "queued", "done", "failed", "duplicate", "deferred")
+	zero(m.callbacks, outcomeAttr, "delivered", "retry", "failed")
+	zero(m.deletions, kindAttr, store.KindReport, store.KindAudio)
 }

@@ -31,7 +31,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.PacingLead, "pacing-lead", 2*time.Second, "how far a call's audio may run ahead of the clock before pacing applies")
 	fs.DurationVar(&f.RealtimeStall, "realtime-stall", 4*time.Second, "how long realtime may leave a call's flowing audio unanswered before the call moves to another instance (a hung instance); negative: never")
 	fs.StringVar(&f.Balancing, "balancing", rpc.RoundRobin, "how new calls spread over the healthy realtime and fullcall addresses: "+rpc.RoundRobin+" or "+rpc.LeastLoaded+" (fewest streams open there from this gateway's connection)")
-	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the token for POST /admin/drain (else $"+AdminTokenEnv+"; neither: no admin API)")
+	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 
 // Apply sets the flags' values in o, reading the admin token.

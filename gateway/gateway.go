@@ -74,7 +74,8 @@ type Options struct {
 	Asterisk  asterisk.Options
 	// Feed tunes the live feed (GET /api/v1/live).
 	Feed feed.Options
-	// AdminToken, when set, enables POST /admin/drain for callers that
+	// AdminToken, when set, enables POST /admin/drain and /debug/pprof/*
+	// for callers that
 	// present it as a bearer token. Read it from a file or the
 	// environment; it is never logged.
 	AdminToken string
@@ -160,6 +161,18 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, log: log, sessions: mgr, realtime: rt, fullcall: fc, feed: hub, shutdownDone: make(chan struct{})}
+	// Every tenant's series exist at zero from the start (and after a
+	// reload adds tenants): calls_active must not vanish between calls.
+	knowTenants := func() {
+		var ids []string
+		for _, t := range o.Tenants.Tenants() {
+			ids = append(ids, t.ID)
+		}
+		mgr.KnowTenants(ids)
+		hub.KnowTenants(ids)
+	}
+	knowTenants()
+	o.Tenants.OnReload(knowTenants)
 	s.host = service.NewHost(service.Options{
 		Name:           "gateway",
 		Logger:         log,
@@ -167,6 +180,7 @@ func New(o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 	})

@@ -31,6 +31,9 @@ const (
 	dropRejected  = "rejected"   // escalation refused it as invalid: retrying cannot help
 )
 
+// alertDropReasons are the reason label's values of calmline_realtime_alerts_dropped_total.
+var alertDropReasons = []string{dropQueueFull, dropShutdown, dropRejected}
+
 // poster delivers alerts to escalation, in order, retrying with backoff
 // until escalation has them durably.
 type poster struct {

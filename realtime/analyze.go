@@ -104,7 +104,7 @@ type liveCall struct {
 func (c *liveCall) count(ctx context.Context) {
 	if c.bytes > 0 || c.analysisNs > 0 {
 		c.s.m.audioBytes.Add(ctx, c.bytes)
-		c.s.m.analysisTimeNs.Add(ctx, c.analysisNs)
+		c.s.m.analysisTime.Add(ctx, time.Duration(c.analysisNs).Seconds())
 		c.bytes, c.analysisNs = 0, 0
 	}
 }

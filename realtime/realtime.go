@@ -39,6 +39,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves /debug/pprof/* on the service's port to
+	// callers sending it as a bearer token; none when empty.
+	AdminToken string
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
@@ -133,6 +136,7 @@ func New(o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 	})

@@ -124,6 +124,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, liste
 		Fullcall:   fco,
 		TLS:        tlsConf.Server,
 		BackendTLS: tlsConf.Client,
+		AdminToken: gwo.AdminToken,
 	}
 	for name, v := range listen {
 		o.Listen[name] = *v

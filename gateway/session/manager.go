@@ -214,6 +214,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	perTen   map[string]int
+	known    map[string]bool  // tenants whose series exist at zero
 	live     map[string]*Call // tenant/call id -> call
 	draining bool
 	idle     chan struct{} // closed and replaced when the last call ends
@@ -274,6 +275,28 @@ func (m *Manager) Refused(ctx context.Context, tenantID, reason string) {
 // slowly.
 func (m *Manager) EventDropped(tenantID string) {
 	m.m.evDropped.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", tenantID)))
+}
+
+// KnowTenants makes the per-tenant series of these tenants exist at zero
+// (live calls, calls, refusals, traffic…) before their first call, and
+// keeps calmline_gateway_calls_active at zero between their calls. Call it
+// again when the tenants change; tenants are never forgotten.
+func (m *Manager) KnowTenants(ids []string) {
+	m.mu.Lock()
+	if m.known == nil {
+		m.known = map[string]bool{}
+	}
+	var added []string
+	for _, id := range ids {
+		if !m.known[id] {
+			m.known[id] = true
+			added = append(added, id)
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range added {
+		m.m.zeroTenant(id)
+	}
 }
 
 // Live returns the number of live calls.
@@ -376,7 +399,10 @@ func (m *Manager) unacked() int64 {
 func (m *Manager) perTenant() map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string]int, len(m.perTen))
+	out := make(map[string]int, len(m.perTen)+len(m.known))
+	for k := range m.known {
+		out[k] = 0
+	}
 	for k, v := range m.perTen {
 		out[k] = v
 	}

@@ -87,6 +87,8 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		_, err = meter.Int64ObservableGauge("calmline.gateway.calls.active", metric.WithUnit("{call}"),
 			metric.WithDescription("Live calls, by tenant."),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				// Every known tenant is observed, at zero between calls:
+				// the series must not vanish (the HPA reads it).
 				for t, n := range mgr.perTenant() {
 					o.Observe(int64(n), metric.WithAttributes(attribute.String("tenant", t)))
 				}
@@ -101,5 +103,48 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 				return nil
 			}))
 	}
+	if err == nil {
+		m.zeroFixed()
+	}
 	return m, err
+}
+
+// Protocols are the values of the calls counter's protocol label.
+var Protocols = []string{"native", "audiohook", "twilio", "asterisk"}
+
+// admissionRefusals are the refusal reasons every protocol counts for a
+// tenant; others (bad input, a protocol's own) appear when first counted.
+var admissionRefusals = []string{"quota", "draining", "duplicate_call", "backend_unavailable", "forbidden"}
+
+// zeroFixed makes the series whose label values are known in advance
+// exist at zero from the start, so that rate() and alerts see their first
+// increase (Prometheus's "avoid missing metrics").
+func (m *metrics) zeroFixed() {
+	ctx := context.Background()
+	for _, a := range []metric.AddOption{pathRealtime, pathFullcall} {
+		m.backendOut.Add(ctx, 0, a)
+		m.reconnects.Add(ctx, 0, a)
+	}
+	for _, a := range []metric.AddOption{dropOverflow, dropReplayFull, dropNoFullcall} {
+		m.dropped.Add(ctx, 0, a)
+	}
+	m.replayed.Add(ctx, 0)
+	m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", "unauthenticated")))
+}
+
+// zeroTenant makes a tenant's series exist at zero.
+func (m *metrics) zeroTenant(id string) {
+	ctx := context.Background()
+	ten := attribute.String("tenant", id)
+	a := metric.WithAttributes(ten)
+	for _, c := range []metric.Int64Counter{m.resumed, m.bytesIn, m.bytesOut, m.rtStalls, m.incomplete, m.evDropped, m.tooFast} {
+		c.Add(ctx, 0, a)
+	}
+	m.throttled.Add(ctx, 0, a)
+	for _, p := range Protocols {
+		m.calls.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("protocol", p)))
+	}
+	for _, r := range admissionRefusals {
+		m.refused.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("reason", r)))
+	}
 }

@@ -7,12 +7,15 @@ package service
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +61,10 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves the Go profiler's /debug/pprof/* to
+	// callers that send it as a bearer token (401 otherwise). Without it
+	// there is no /debug/pprof at all.
+	AdminToken string
 	// MaxRecvMsgSize bounds one gRPC message (default 4 MiB).
 	MaxRecvMsgSize int
 	// UnaryInterceptors run, in order, around every unary gRPC call.
@@ -186,6 +193,14 @@ func NewHost(o Options) *Host {
 	h.Mux.HandleFunc("GET /readyz", h.serveReadyz)
 	if o.Metrics != nil {
 		h.Mux.Handle("GET /metrics", o.Metrics)
+	}
+	if o.AdminToken != "" {
+		admin := func(f http.HandlerFunc) http.Handler { return RequireBearer(o.AdminToken, "calmline-admin", f) }
+		h.Mux.Handle("/debug/pprof/", admin(pprof.Index)) // the named profiles: heap, goroutine, allocs, block, mutex…
+		h.Mux.Handle("/debug/pprof/cmdline", admin(pprof.Cmdline))
+		h.Mux.Handle("/debug/pprof/profile", admin(pprof.Profile))
+		h.Mux.Handle("/debug/pprof/symbol", admin(pprof.Symbol))
+		h.Mux.Handle("/debug/pprof/trace", admin(pprof.Trace))
 	}
 	h.http = &http.Server{
 		Handler:           h.Mux,
@@ -380,3 +395,18 @@ func (h *Host) Addr() net.Addr {
 
 // Stopping is closed when a stop begins.
 func (h *Host) Stopping() <-chan struct{} { return h.stopping }
+
+// RequireBearer serves next only to requests carrying token as
+// "Authorization: Bearer TOKEN" (compared in constant time); others get
+// 401 with a WWW-Authenticate challenge for realm.
+func RequireBearer(token, realm string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+			WriteError(w, http.StatusUnauthorized, "unauthenticated", "missing or wrong admin token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
