@@ -28,11 +28,20 @@ run: build ## Build and start every service in one process on the embedded defau
 
 test: lint check-generate test-go validate-deploy ## The whole suite: lint, generated code up to date, every module's tests, the Kubernetes manifests.
 
-test-go: ## Run every module's tests on its own (GOWORK=off).
-	@set -e; for m in $(MODULES); do \
+# test-go prints what plain go test prints (each package's ok/FAIL line, a
+# failing test's output) through tools/testsummary, and ends with every
+# test that was skipped and the reason it gave (no PostgreSQL, no corpus…).
+test-go: ## Run every module's tests on its own (GOWORK=off); list the skipped tests and why at the end.
+	@mkdir -p $(BIN)
+	@cd tools && GOWORK=off $(GO) build -o $(BIN)/testsummary ./testsummary
+	@skips=$$(mktemp); trap 'rm -f $$skips' EXIT; set -eo pipefail; \
+	for m in $(MODULES); do \
 		echo "== go test $$m"; \
-		(cd $$m && GOWORK=off $(GO) test $(TESTFLAGS) ./...); \
-	done
+		(cd $$m && GOWORK=off $(GO) test -json $(TESTFLAGS) ./... | $(BIN)/testsummary -skips $$skips); \
+	done; \
+	echo "== go test tools/testsummary"; \
+	(cd tools && GOWORK=off $(GO) test -json $(TESTFLAGS) ./testsummary | $(BIN)/testsummary -skips $$skips); \
+	$(BIN)/testsummary -report $$skips
 
 test-keepalive: ## Measure dead-peer detection: SIGSTOP a backend, a client, and a realtime under a live call (≈ 45 s).
 	set -o pipefail; cd lib && $(GO) test -count=1 -run 'Stopped' -v ./rpc/ | grep -E 'after|^(ok|FAIL|---)'
