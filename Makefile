@@ -155,12 +155,13 @@ bench-load-protocols: build ## The same load over native, AudioHook, Twilio and 
 # modules and out of go.work): vet, staticcheck and tests, then the real
 # manifests against the real `calmline serve` flags. Offline once the module
 # cache holds k8s.io/api; CI downloads it like any module.
-validate-deploy: $(TOOLS)/.stamp ## Check deploy/k8s offline: strict decoding into k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets.
+validate-deploy: $(TOOLS)/.stamp ## Check deploy/ offline: k8s manifests (strict k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets, ServiceMonitor), alert rules (Prometheus's parser), the Grafana dashboard (Grafana's schema).
 	@mkdir -p $(BIN)
 	cd cmd && $(GO) build -o $(BIN)/calmline ./calmline
 	cd deploy/validate && GOWORK=off $(GO) vet ./... && GOWORK=off $(TOOLS)/staticcheck ./...
 	cd deploy/validate && GOWORK=off $(GO) test $(TESTFLAGS) ./...
 	cd deploy/validate && GOWORK=off $(GO) run . -calmline $(BIN)/calmline ../k8s
+	cd deploy/validate && GOWORK=off $(GO) run . -metrics ../../docs/metrics.md -rules ../prometheus/calmline-rules.yaml -dashboard ../grafana/calmline-dashboard.json
 
 .PHONY: validate-deploy
 
