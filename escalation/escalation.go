@@ -268,6 +268,9 @@ func (s *Server) Addr() net.Addr { return s.host.Addr() }
 // PostAlerts implements AlertService.PostAlerts: every alert is in the
 // database before the call returns.
 func (s *Server) PostAlerts(ctx context.Context, req *escalationv1.PostAlertsRequest) (*escalationv1.PostAlertsResponse, error) {
+	if len(req.Alerts) > 0 {
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String("calmline.call_id", req.Alerts[0].GetCallId()))
+	}
 	ids, err := s.store.accept(ctx, req.Alerts)
 	if err != nil {
 		if errors.Is(err, ErrOutboxFull) {
@@ -276,8 +279,11 @@ func (s *Server) PostAlerts(ctx context.Context, req *escalationv1.PostAlertsReq
 		}
 		return nil, grpcError(err)
 	}
+	span := trace.SpanFromContext(ctx)
 	for i, a := range req.Alerts {
 		s.m.alerts.Add(ctx, 1)
+		span.AddEvent("alert recorded", trace.WithAttributes(attribute.String("calmline.call_id", a.CallId),
+			attribute.String("calmline.alert_id", a.Event.GetAlertId()), attribute.String("calmline.escalation_id", ids[i])))
 		s.log.Info("alert recorded", "escalation_id", ids[i], "alert_id", a.Event.AlertId, "state", a.Event.State.String(),
 			"tenant", a.TenantId, "call_id", a.CallId)
 	}

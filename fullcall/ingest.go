@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -47,6 +48,7 @@ func (s *Server) Record(stream fullcallv1.IngestService_RecordServer) error {
 	if call.GetTenantId() == "" || call.GetCallId() == "" {
 		return status.Error(codes.InvalidArgument, "open: tenant_id and call_id are required")
 	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("calmline.call_id", call.CallId))
 	select {
 	case <-s.draining:
 		return status.Error(codes.Unavailable, "fullcall instance is draining")

@@ -153,7 +153,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	so := o.Session
-	so.Logger, so.MeterProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, rt, fc, hub
+	so.Logger, so.MeterProvider, so.TracerProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, o.TracerProvider, rt, fc, hub
 	mgr, err := session.NewManager(so)
 	if err != nil {
 		rt.Close()

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 
 	"github.com/calmline/calmline/lib/rpc"
@@ -86,6 +87,7 @@ type Server struct {
 	m      *metrics
 	esc    *grpc.ClientConn
 	poster *poster
+	tracer trace.Tracer
 
 	calls    atomic.Int64
 	draining chan struct{}
@@ -113,6 +115,11 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, log: log, m: m, draining: make(chan struct{})}
+	tp := o.TracerProvider
+	if tp == nil {
+		tp = nooptrace.NewTracerProvider()
+	}
+	s.tracer = tp.Tracer("github.com/calmline/calmline/realtime")
 	s.bgCtx, s.stopBg = context.WithCancel(context.Background())
 	if o.EscalationAddr != "" {
 		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
@@ -121,6 +128,7 @@ func New(o Options) (*Server, error) {
 		}
 		s.esc = cc
 		s.poster = &poster{
+			tracer:  s.tracer,
 			client:  escalationv1.NewAlertServiceClient(cc),
 			log:     log,
 			queue:   make(chan *escalationv1.Alert, alertQueueSize),

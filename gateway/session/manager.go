@@ -48,6 +48,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
@@ -122,6 +124,9 @@ type Observer interface {
 type Options struct {
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
+	// TracerProvider traces each call: a span from Start to End (a child
+	// of the WebSocket's request span), parent of its backend streams.
+	TracerProvider trace.TracerProvider
 	// Realtime and Fullcall are the backend connection pools.
 	Realtime *rpc.Pool
 	Fullcall *rpc.Pool
@@ -201,9 +206,10 @@ func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
 
 // Manager starts calls and keeps count of them per tenant.
 type Manager struct {
-	o   Options
-	log *slog.Logger
-	m   *metrics
+	o      Options
+	log    *slog.Logger
+	m      *metrics
+	tracer trace.Tracer
 
 	// heard holds, per realtime instance address, when (Unix
 	// nanoseconds) any call last received anything from it: a call's
@@ -238,7 +244,10 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Pacing.MaxLead < 0 || o.Pacing.MaxWait < 0 {
 		return nil, errors.New("session: pacing MaxLead and MaxWait must not be negative")
 	}
-	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
+	if o.TracerProvider == nil {
+		o.TracerProvider = nooptrace.NewTracerProvider()
+	}
+	mgr := &Manager{o: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/calmline/calmline/gateway/session"), perTen: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
 	m, err := newMetrics(o.MeterProvider, mgr)
 	if err != nil {
 		return nil, err

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -202,8 +204,30 @@ func NewHost(o Options) *Host {
 		h.Mux.Handle("/debug/pprof/symbol", admin(pprof.Symbol))
 		h.Mux.Handle("/debug/pprof/trace", admin(pprof.Trace))
 	}
+	var handler http.Handler = h.Mux
+	if o.TracerProvider != nil {
+		// Every REST and SSE request is a span; the scrapes, probes and
+		// profiles are not, nor WebSocket upgrades (/ws/…): the call
+		// core starts each call's trace with its own root span, whatever
+		// the protocol, so that a call is one trace. The HTTP metrics
+		// are left out: docs/metrics.md lists what each port exposes.
+		handler = otelhttp.NewHandler(h.Mux, o.Name,
+			otelhttp.WithTracerProvider(o.TracerProvider),
+			otelhttp.WithPropagators(propagatorOrDefault(o.Propagator)),
+			otelhttp.WithMeterProvider(noopmetric.NewMeterProvider()),
+			otelhttp.WithFilter(func(r *http.Request) bool {
+				switch p := r.URL.Path; {
+				case p == "/metrics", p == "/healthz", p == "/readyz", strings.HasPrefix(p, "/debug/pprof"), strings.HasPrefix(p, "/ws/"):
+					return false
+				}
+				return true
+			}),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+				return r.Method + " " + r.URL.Path
+			}))
+	}
 	h.http = &http.Server{
-		Handler:           h.Mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
@@ -409,4 +433,11 @@ func RequireBearer(token, realm string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func propagatorOrDefault(p propagation.TextMapPropagator) propagation.TextMapPropagator {
+	if p == nil {
+		return propagation.TraceContext{}
+	}
+	return p
 }

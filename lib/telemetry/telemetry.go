@@ -105,7 +105,7 @@ func New(ctx context.Context, o Options) (*Telemetry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("otlp trace exporter: %w", err)
 		}
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(callIDs{}), sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.TracerProvider = tp
 		t.spans = exp
 		t.shutdown = append(t.shutdown, tp.Shutdown)
@@ -146,7 +146,7 @@ func (t *Telemetry) Service(name string, process bool) (*Telemetry, error) {
 	if t.spans == nil {
 		c.TracerProvider = noop.NewTracerProvider()
 	} else {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(sharedExporter{t.spans}), sdktrace.WithResource(res))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(callIDs{}), sdktrace.WithBatcher(sharedExporter{t.spans}), sdktrace.WithResource(res))
 		c.TracerProvider = tp
 		stop = append(stop, tp.Shutdown)
 	}
