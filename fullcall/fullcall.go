@@ -36,6 +36,7 @@ import (
 	"github.com/calmline/calmline/fullcall/store"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
+	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -487,6 +488,7 @@ func randomID() string {
 }
 
 type metrics struct {
+	mp             metric.MeterProvider
 	meter          metric.Meter
 	calls          metric.Int64Counter
 	chunks         metric.Int64Counter
@@ -513,7 +515,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	m := &metrics{meter: mp.Meter("github.com/calmline/calmline/fullcall")}
+	m := &metrics{mp: mp, meter: mp.Meter("github.com/calmline/calmline/fullcall")}
 	var err error
 	counter := func(name, desc string) metric.Int64Counter {
 		if err != nil {
@@ -529,7 +531,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		}
 		var h metric.Float64Histogram
 		h, err = m.meter.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit("s"),
-			metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+			metric.WithExplicitBucketBoundaries(durationBuckets...))
 		return h
 	}
 	m.calls = counter("calmline.fullcall.calls", "Live call streams opened, by outcome (started, resumed, resumed_finished, resume_unknown, resume_failed).")
@@ -549,8 +551,8 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.careDropped = counter("calmline.fullcall.care.dropped", "Calls not queued for the care record because the queue was full (they stay pending in the store and are sent later).")
 	m.careRetries = counter("calmline.fullcall.care.retries", "Failed attempts to record a call with escalation's care service.")
 	m.deletions = counter("calmline.fullcall.retention.deletions", "Reports and recordings deleted by retention, by kind.")
-	m.finalise = histogram("calmline.fullcall.finalise.duration", "Time from close to stored report.")
-	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", "Time to write a live call's checkpoint.")
+	m.finalise = histogram("calmline.fullcall.finalise.duration", helpFinalise)
+	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", helpCheckpoint)
 	if err == nil {
 		m.zero()
 	}
@@ -578,4 +580,14 @@ func (m *metrics) zero() {
 	zero(m.spoolFiles, eventAttr, "queued", "done", "failed", "duplicate", "deferred")
 	zero(m.callbacks, outcomeAttr, "delivered", "retry", "failed")
 	zero(m.deletions, kindAttr, store.KindReport, store.KindAudio)
+	telemetry.DeclareHistogram(m.mp, "calmline_fullcall_finalise_duration_seconds", helpFinalise, durationBuckets)
+	telemetry.DeclareHistogram(m.mp, "calmline_fullcall_checkpoint_duration_seconds", helpCheckpoint, durationBuckets)
 }
+
+// The duration histograms' buckets and help texts.
+var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+const (
+	helpFinalise   = "Time from close to stored report."
+	helpCheckpoint = "Time to write a live call's checkpoint."
+)

@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/calmline/calmline/lib/telemetry"
 )
 
 // Attributes of the per-call traffic histogram.
@@ -14,7 +16,24 @@ var (
 	dirBackendOut = metric.WithAttributes(attribute.String("direction", "backend_out"))
 )
 
+// The histograms' help texts and buckets (also declared to telemetry, so
+// that their series exist before the first observation).
+const (
+	helpScoreDelay  = "Time from the audio that completes a second reaching the gateway to its score reaching the gateway."
+	helpRTT         = "Backend round trip: fullcall, a chunk sent to its acknowledgement; realtime, the audio completing a second sent to its score."
+	helpCallSeconds = "Length of ended calls."
+	helpCallRate    = "Average traffic of each ended call, by direction: client_in (audio from the client), client_out (events to the client), backend_out (audio payload to the backends)."
+)
+
+var (
+	scoreDelayBuckets  = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+	rttBuckets         = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+	callSecondsBuckets = []float64{1, 10, 30, 60, 120, 300, 600, 1800, 3600}
+	callRateBuckets    = []float64{100, 1000, 4000, 8000, 16000, 17000, 32000, 34000, 64000, 68000, 128000}
+)
+
 type metrics struct {
+	mp          metric.MeterProvider
 	calls       metric.Int64Counter
 	resumed     metric.Int64Counter
 	refused     metric.Int64Counter
@@ -72,17 +91,11 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		m.throttled, err = meter.Float64Counter("calmline.gateway.audio.throttled", metric.WithUnit("s"),
 			metric.WithDescription("Time clients were held back for sending faster than real time, by tenant."))
 	}
-	m.scoreDelay = histogram("calmline.gateway.score.delay", "s",
-		"Time from the audio that completes a second reaching the gateway to its score reaching the gateway.",
-		0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-	m.rtt = histogram("calmline.gateway.backend.rtt", "s",
-		"Backend round trip: fullcall, a chunk sent to its acknowledgement; realtime, the audio completing a second sent to its score.",
-		0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-	m.callSeconds = histogram("calmline.gateway.call.duration", "s", "Length of ended calls.",
-		1, 10, 30, 60, 120, 300, 600, 1800, 3600)
-	m.callRate = histogram("calmline.gateway.call.traffic", "By/s",
-		"Average traffic of each ended call, by direction: client_in (audio from the client), client_out (events to the client), backend_out (audio payload to the backends).",
-		100, 1000, 4000, 8000, 16000, 17000, 32000, 34000, 64000, 68000, 128000)
+	m.mp = mp
+	m.scoreDelay = histogram("calmline.gateway.score.delay", "s", helpScoreDelay, scoreDelayBuckets...)
+	m.rtt = histogram("calmline.gateway.backend.rtt", "s", helpRTT, rttBuckets...)
+	m.callSeconds = histogram("calmline.gateway.call.duration", "s", helpCallSeconds, callSecondsBuckets...)
+	m.callRate = histogram("calmline.gateway.call.traffic", "By/s", helpCallRate, callRateBuckets...)
 	if err == nil {
 		_, err = meter.Int64ObservableGauge("calmline.gateway.calls.active", metric.WithUnit("{call}"),
 			metric.WithDescription("Live calls, by tenant."),
@@ -130,6 +143,11 @@ func (m *metrics) zeroFixed() {
 	}
 	m.replayed.Add(ctx, 0)
 	m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", "unauthenticated")))
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_score_delay_seconds", helpScoreDelay, scoreDelayBuckets)
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_backend_rtt_seconds", helpRTT, rttBuckets,
+		map[string]string{"backend": "realtime"}, map[string]string{"backend": "fullcall"})
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_call_traffic_bytes_per_second", helpCallRate, callRateBuckets,
+		map[string]string{"direction": "client_in"}, map[string]string{"direction": "client_out"}, map[string]string{"direction": "backend_out"})
 }
 
 // zeroTenant makes a tenant's series exist at zero.
@@ -147,4 +165,5 @@ func (m *metrics) zeroTenant(id string) {
 	for _, r := range admissionRefusals {
 		m.refused.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("reason", r)))
 	}
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_call_duration_seconds", helpCallSeconds, callSecondsBuckets, map[string]string{"tenant": id})
 }

@@ -64,6 +64,8 @@ type Telemetry struct {
 	spans sdktrace.SpanExporter
 	// discard marks telemetry that exports nothing (Discard).
 	discard bool
+	// decl holds the histogram series declared through MeterProvider.
+	decl *declarations
 }
 
 // New sets up telemetry. Call Shutdown when the process ends to flush
@@ -85,9 +87,11 @@ func New(ctx context.Context, o Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
+	decl := &declarations{}
 	t := &Telemetry{
 		Logger:        logger,
-		MeterProvider: mp,
+		MeterProvider: declaringProvider{mp, decl},
+		decl:          decl,
 		Propagator:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		registry:      reg,
 		shutdown:      []func(context.Context) error{mp.Shutdown},
@@ -141,7 +145,8 @@ func (t *Telemetry) Service(name string, process bool) (*Telemetry, error) {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
-	c.MeterProvider = mp
+	c.decl = &declarations{}
+	c.MeterProvider = declaringProvider{mp, c.decl}
 	stop := []func(context.Context) error{mp.Shutdown}
 	if t.spans == nil {
 		c.TracerProvider = noop.NewTracerProvider()
@@ -185,7 +190,11 @@ func (t *Telemetry) SetGlobal() {
 
 // MetricsHandler serves the Prometheus scrape endpoint.
 func (t *Telemetry) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	var g prometheus.Gatherer = t.registry
+	if t.decl != nil {
+		g = zeroGatherer{g: t.registry, decl: t.decl}
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true})
 }
 
 // Shutdown flushes and stops the exporters.

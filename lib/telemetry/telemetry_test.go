@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -84,5 +85,42 @@ func TestCallIDOnEverySpan(t *testing.T) {
 		if got != want {
 			t.Errorf("span %q: call id %q; want %q", s.Name(), got, want)
 		}
+	}
+}
+
+// TestDeclaredHistogramsExistFromTheStart: a declared histogram's series
+// are exposed empty before the first observation, and once observed, only
+// the real series is.
+func TestDeclaredHistogramsExistFromTheStart(t *testing.T) {
+	parent, err := New(context.Background(), Options{LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Shutdown(context.Background())
+	svc, err := parent.Service("calmline-test", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := svc.MeterProvider.Meter("t").Float64Histogram("calmline.test.rtt", metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(0.1, 1))
+	DeclareHistogram(svc.MeterProvider, "calmline_test_rtt_seconds", "Round trip.", []float64{0.1, 1},
+		map[string]string{"backend": "a"}, map[string]string{"backend": "b"})
+	DeclareHistogram(svc.MeterProvider, "calmline_test_rtt_seconds", "Round trip.", []float64{0.1, 1}, map[string]string{"backend": "a"})
+	text := scrape(t, svc)
+	for _, want := range []string{`calmline_test_rtt_seconds_bucket{backend="a",le="0.1"} 0`, `calmline_test_rtt_seconds_count{backend="a"} 0`,
+		`calmline_test_rtt_seconds_count{backend="b"} 0`, "# TYPE calmline_test_rtt_seconds histogram"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("before any observation: no %q in\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, `calmline_test_rtt_seconds_count{backend="a"}`); n != 1 {
+		t.Errorf("declared twice, exposed %d times", n)
+	}
+	h.Record(context.Background(), 0.5, metric.WithAttributes(attribute.String("backend", "a")))
+	text = scrape(t, svc)
+	if n := strings.Count(text, `calmline_test_rtt_seconds_count{backend="a"}`); n != 1 || !strings.Contains(text, `calmline_test_rtt_seconds_count{backend="a"} 1`) {
+		t.Errorf("after one observation: want exactly the real series, count 1:\n%s", text)
+	}
+	if !strings.Contains(text, `calmline_test_rtt_seconds_count{backend="b"} 0`) {
+		t.Errorf("the series not yet observed vanished:\n%s", text)
 	}
 }
