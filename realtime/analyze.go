@@ -68,7 +68,6 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		stream:     stream,
 		call:       call,
 		an:         an,
-		rule:       newRule(policyRule(call.GetPolicy()), call.TenantId, call.CallId, open.AlertEpisodes),
 		resume:     open.ResumeSample,
 		frameBytes: uint64(format.FrameBytes()),
 		log:        s.log.With("tenant", call.TenantId, "call_id", call.CallId),
@@ -79,7 +78,13 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		an.Gap(c.resume)
 		an.Seconds()
 	}
-	c.log.Debug("call opened", "resume_sample", c.resume, "format", format)
+	for _, r := range callRules(call) {
+		// Episode numbers continue from the highest any rule reached on
+		// another instance: ids stay unique per rule, perhaps skipping
+		// numbers.
+		c.rules = append(c.rules, newRule(r, call.TenantId, call.CallId, open.AlertEpisodes))
+	}
+	c.log.Debug("call opened", "resume_sample", c.resume, "format", format, "alert_rules", len(c.rules))
 	return c.loop(ctx)
 }
 
@@ -90,7 +95,8 @@ type liveCall struct {
 	stream realtimev1.RealtimeService_AnalyzeServer
 	call   *callv1.Call
 	an     *analysis.Analyzer
-	rule   *rule
+	// rules are the tenant's alert rules that match the call's labels.
+	rules  []*rule
 	resume uint64
 	// frameBytes is the size of one interleaved sample frame.
 	frameBytes uint64
@@ -200,40 +206,52 @@ func (c *liveCall) emit(ctx context.Context, secs []analysis.Second) error {
 		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
 			return err
 		}
-		var value float64
-		var ok bool
-		switch c.rule.score() {
-		case callv1.ScoreKind_SCORE_KIND_AGENT_STRESS:
-			value, ok = sec.AgentStress.Value, sec.AgentStress.OK
-		default:
-			value, ok = sec.CallerPressure.Value, sec.CallerPressure.OK
+		for _, ru := range c.rules {
+			if err := c.observe(ctx, ru, sec); err != nil {
+				return err
+			}
 		}
-		ev := c.rule.observe(sec.Index, value, ok)
-		if ev == nil {
-			continue
-		}
-		ev.At = timestamppb.Now()
-		// The alert is a span of the call's trace; its post to escalation
-		// (asynchronous) continues from it.
-		actx, span := c.s.tracer.Start(ctx, "alert", trace.WithAttributes(attribute.String("calmline.call_id", c.call.CallId),
-			attribute.String("calmline.alert_id", ev.AlertId), attribute.String("calmline.alert_state", ev.State.String()),
-			attribute.Float64("calmline.value", ev.Value)))
-		span.End()
-		c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
-		// An alert is the service doing its job, not a fault of the
-		// service: INFO, so that a WARN in the log always means one.
-		c.log.Info("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
-		if c.s.poster != nil {
-			c.s.poster.enqueue(actx, &escalationv1.Alert{
-				TenantId: c.call.TenantId,
-				CallId:   c.call.CallId,
-				AgentId:  c.call.AgentId,
-				Event:    ev,
-			})
-		}
-		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: ev}}); err != nil {
-			return err
-		}
+	}
+	return nil
+}
+
+// observe feeds one second to one rule and sends the alert event it
+// causes, if any, to escalation and the gateway.
+func (c *liveCall) observe(ctx context.Context, ru *rule, sec analysis.Second) error {
+	var value float64
+	var ok bool
+	switch ru.score() {
+	case callv1.ScoreKind_SCORE_KIND_AGENT_STRESS:
+		value, ok = sec.AgentStress.Value, sec.AgentStress.OK
+	default:
+		value, ok = sec.CallerPressure.Value, sec.CallerPressure.OK
+	}
+	ev := ru.observe(sec.Index, value, ok)
+	if ev == nil {
+		return nil
+	}
+	ev.At = timestamppb.Now()
+	// The alert is a span of the call's trace; its post to escalation
+	// (asynchronous) continues from it.
+	actx, span := c.s.tracer.Start(ctx, "alert", trace.WithAttributes(attribute.String("calmline.call_id", c.call.CallId),
+		attribute.String("calmline.alert_id", ev.AlertId), attribute.String("calmline.alert_state", ev.State.String()),
+		attribute.Float64("calmline.value", ev.Value)))
+	span.End()
+	c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
+	// An alert is the service doing its job, not a fault of the service:
+	// INFO, so that a WARN in the log always means one.
+	c.log.Info("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
+	if c.s.poster != nil {
+		c.s.poster.enqueue(actx, &escalationv1.Alert{
+			TenantId: c.call.TenantId,
+			CallId:   c.call.CallId,
+			AgentId:  c.call.AgentId,
+			Event:    ev,
+			Labels:   c.call.Labels,
+		})
+	}
+	if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: ev}}); err != nil {
+		return err
 	}
 	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/calmline/calmline/cmd/stack"
 	"github.com/calmline/calmline/escalation"
@@ -55,6 +57,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	var gf gateway.Flags
 	gf.Register(fs)
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the process to this file until it stops (for go tool pprof)")
+	demoHook := fs.String("demo-webhook-receiver", "", "also run a demo webhook receiver on this address (port 0 picks one) that verifies and prints the demo tenant's escalations; \"make run\" uses "+strings.TrimSuffix(strings.TrimPrefix(tenant.DemoWebhookURL, "http://"), demoReceiverPath))
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -80,18 +83,42 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer stopProfile()
-	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, *demoHook, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1
 	}
 	return 0
 }
 
-func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, stdout io.Writer) error {
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, stdout io.Writer) error {
 	var demoKey string
+	// The demo tenant's escalations go to the demo webhook receiver,
+	// signed with a secret kept in the data directory.
+	hook := tenant.DemoWebhook{URL: tenant.DemoWebhookURL, SecretFile: filepath.Join(dataDir, "demo-webhook.secret")}
+	if abs, err := filepath.Abs(hook.SecretFile); err == nil {
+		hook.SecretFile = abs
+	}
+	if tenantsFile == "" || demoHook != "" {
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return err
+		}
+		secret, err := ensureDemoSecret(hook.SecretFile)
+		if err != nil {
+			return err
+		}
+		if demoHook != "" {
+			rcv, err := startDemoReceiver(demoHook, secret, stdout)
+			if err != nil {
+				return err
+			}
+			defer rcv.close()
+			hook.URL = rcv.URL()
+			fmt.Fprintf(stdout, "calmline: demo webhook receiver at %s prints the demo tenant's escalations\n", hook.URL)
+		}
+	}
 	if tenantsFile == "" {
 		tenantsFile = filepath.Join(dataDir, "tenants.yaml")
-		key, created, err := tenant.EnsureDemo(tenantsFile, filepath.Join(dataDir, "demo.key"))
+		key, created, err := tenant.EnsureDemo(tenantsFile, filepath.Join(dataDir, "demo.key"), hook)
 		if err != nil {
 			return err
 		}

@@ -90,3 +90,13 @@ func TestGapsAndPolicy(t *testing.T) {
 		t.Errorf("caller stats %+v; talk + silence must leave out the 2 s gap (talk may run 150 ms into it)", c)
 	}
 }
+
+func TestRoundScore(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{
+		{70.04999, 70}, {70.05, 70.1}, {0.04, 0}, {99.96, 100}, {float64(float32(70.3)), 70.3}, {55.55555555, 55.6},
+	} {
+		if got := RoundScore(tc.in); got != tc.want {
+			t.Errorf("RoundScore(%v) = %v; want %v", tc.in, got, tc.want)
+		}
+	}
+}
