@@ -116,6 +116,7 @@ func scrape(t *testing.T, addr string) map[string]*exposedFamily {
 // with no label the page does not name; everything exposed is documented;
 // no series is on two ports; the process's own series are on exactly one.
 func TestMetricsDocumented(t *testing.T) {
+	t.Parallel() // its own calmline serve on free ports: it waits alongside the others
 	dir := t.TempDir()
 	writeTenants(t, dir, "acme", "globex")
 	srv := startServe(t, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"))

@@ -80,6 +80,7 @@ func startOTLP(t *testing.T) (*otlpReceiver, string) {
 // its asynchronous post into escalation all descend from it; every span of
 // it names the call; each service reports its own service.name.
 func TestOneTracePerCall(t *testing.T) {
+	t.Parallel() // its own calmline serve on free ports: it waits alongside the others
 	rcv, otlpAddr := startOTLP(t)
 	dir := t.TempDir()
 	key := tenant.NewKey()
