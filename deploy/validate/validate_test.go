@@ -68,6 +68,7 @@ const serveFlagsFixture = `Usage of calmline serve:
   -realtime string
   -realtime-addr string
   -services string
+  -service-secret-file string
   -tenants string
 `
 
