@@ -239,7 +239,7 @@ func TestRun(t *testing.T) {
 	if code := run([]string{manifests}, &stdout, &stderr); code != 0 {
 		t.Fatalf("run = %d; stderr:\n%s", code, stderr.String())
 	}
-	if want := "29 objects decoded strictly"; !strings.Contains(stdout.String(), want) {
+	if want := "30 objects decoded strictly"; !strings.Contains(stdout.String(), want) {
 		t.Errorf("stdout = %q; want it to contain %q", stdout.String(), want)
 	}
 	dir := t.TempDir()
