@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // TestKernelsAVX2AllLengths calls the assembly directly, also on the
@@ -29,8 +30,9 @@ func TestKernelsAVX2AllLengths(t *testing.T) {
 	if err := syscall.Mprotect(mem[3*page:], syscall.PROT_NONE); err != nil {
 		t.Fatal(err)
 	}
+	// The pages as float32s (mmap returns page-aligned memory).
 	floats := func(p []byte) []float32 {
-		return unsafeFloats(p)
+		return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(p))), len(p)/4)
 	}
 	pa, pb := floats(mem[:page]), floats(mem[2*page:3*page])
 	r := rand.New(rand.NewPCG(15, 3))
