@@ -659,6 +659,12 @@ func (r *run) mark(c *call, end uint64, at time.Time) {
 	c.mu.Unlock()
 }
 
+// sentFrames counts c's frames from first up to c.sent as sent.
+func (r *run) sentFrames(c *call, first int) {
+	c.frames += c.sent - first
+	c.bytes += uint64((c.sent - first) * r.fb)
+}
+
 // writeFailed ends c's streaming after a failed write: with Reconnect the
 // reader sees the connection end and resumes the call; otherwise the call
 // fails with err.
@@ -708,6 +714,10 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 	for c.sent < target {
 		off := (c.sent % r.nframes) * r.fb
 		if err := c.conn.Audio(data[off : off+r.fb]); err != nil {
+			if flusher != nil {
+				c.sent = first // nothing of this tick's has been written
+			}
+			r.sentFrames(c, first)
 			r.writeFailed(c, err)
 			return
 		}
@@ -734,8 +744,7 @@ func (r *run) pace(c *call, now time.Time, hangup int64) {
 			}
 		}
 	}
-	c.frames += c.sent - first
-	c.bytes += uint64((c.sent - first) * r.fb)
+	r.sentFrames(c, first)
 	if limit > 0 && c.sent >= limit {
 		c.mu.Lock()
 		c.stopAt = time.Now()
