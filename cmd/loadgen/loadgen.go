@@ -12,7 +12,10 @@
 // The simulator is cheap so that it measures the gateway, not itself: one
 // ticker goroutine drives a few shard workers that write each call's due
 // frames; there is no timer or writer goroutine per call, only the
-// protocol's reader goroutine blocked on its socket. Connections can be
+// protocol's reader goroutine blocked on its socket. Its main cost is the
+// write system call: the native connection encodes its frames itself and
+// writes each call's due frames at a tick in one write, and
+// Options.FramesPerWrite groups frames to make fewer writes. Connections can be
 // spread over several loopback source addresses so that its own ephemeral
 // ports are never the limit.
 //
