@@ -217,7 +217,10 @@ func (s *Server) registerMetrics() error {
 		}
 	}
 	_, err := meter.Int64ObservableGauge("calmline.console.sessions", metric.WithDescription("Signed-in console sessions."),
-		metric.WithInt64Callback(func(_ context.Context, ob metric.Int64Observer) error { ob.Observe(int64(s.sessions.len())); return nil }))
+		metric.WithInt64Callback(func(_ context.Context, ob metric.Int64Observer) error {
+			ob.Observe(int64(s.sessions.len()))
+			return nil
+		}))
 	return err
 }
 

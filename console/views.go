@@ -301,10 +301,10 @@ func (s *Server) escalationAction(w http.ResponseWriter, r *http.Request, se *se
 
 // reportJSON is the part of fullcall's report the call view reads.
 type reportJSON struct {
-	CallID    string `json:"call_id"`
-	AgentID   string `json:"agent_id"`
-	StartedAt string `json:"started_at"`
-	EndedAt   string `json:"ended_at"`
+	CallID    string  `json:"call_id"`
+	AgentID   string  `json:"agent_id"`
+	StartedAt string  `json:"started_at"`
+	EndedAt   string  `json:"ended_at"`
 	DurationS float64 `json:"duration_s"`
 	Protocol  string  `json:"protocol"`
 	Format    struct {
@@ -332,10 +332,10 @@ type reportJSON struct {
 		Threshold float64 `json:"threshold"`
 		Second    uint32  `json:"second"`
 	} `json:"alerts"`
-	Gaps        []gapJSON `json:"gaps"`
-	LiveGaps    []gapJSON `json:"live_scoring_gaps"`
-	EndReason   string    `json:"end_reason"`
-	Incomplete  bool      `json:"incomplete"`
+	Gaps       []gapJSON `json:"gaps"`
+	LiveGaps   []gapJSON `json:"live_scoring_gaps"`
+	EndReason  string    `json:"end_reason"`
+	Incomplete bool      `json:"incomplete"`
 }
 
 type gapJSON struct {
