@@ -33,6 +33,18 @@ func (p point) MarshalJSON() ([]byte, error) {
 	return json.Marshal([]any{p.S, p.CP, p.AS})
 }
 
+func (p *point) UnmarshalJSON(b []byte) error {
+	var a [3]*float64
+	if err := json.Unmarshal(b, &a); err != nil {
+		return err
+	}
+	if a[0] == nil || *a[0] < 0 {
+		return fmt.Errorf("point: want [second, caller_pressure, agent_stress]")
+	}
+	*p = point{S: uint32(*a[0]), CP: a[1], AS: a[2]}
+	return nil
+}
+
 type liveCall struct {
 	ID          string
 	Agent       string
@@ -387,7 +399,7 @@ func (v *view) follow(ctx context.Context, t target, epoch int) error {
 		if err != nil {
 			return err
 		}
-		if ev.Comment != "" {
+		if ev.IsComment {
 			continue
 		}
 		if ev.Type != "started" && !reconciled {

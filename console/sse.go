@@ -13,11 +13,12 @@ import (
 const maxSSELine = 64 << 10
 
 // sseEvent is one Server-Sent Event: its type and data. A comment line
-// (": ping") yields an event with Comment set.
+// (": ping") yields an event with IsComment set and its text in Comment.
 type sseEvent struct {
-	Type    string
-	Data    []byte
-	Comment string
+	Type      string
+	Data      []byte
+	IsComment bool
+	Comment   string
 }
 
 // sseReader reads Server-Sent Events (the subset the gateway writes:
@@ -53,7 +54,7 @@ func (s *sseReader) Next() (sseEvent, error) {
 			}
 		case line[0] == ':':
 			if !have {
-				return sseEvent{Comment: string(bytes.TrimSpace(line[1:]))}, nil
+				return sseEvent{IsComment: true, Comment: string(bytes.TrimSpace(line[1:]))}, nil
 			}
 		default:
 			name, value, _ := bytes.Cut(line, []byte(":"))

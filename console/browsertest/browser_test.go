@@ -225,7 +225,7 @@ var shotDir = sync.OnceValue(func() string { return os.Getenv("CALMLINE_SCREENSH
 // screenshot saves the page as a PNG artifact of the test.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	b, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Logf("screenshot %s: %v", name, err)
 		return
