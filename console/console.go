@@ -169,8 +169,11 @@ func New(o Options) (*Server, error) {
 	if s.esc, err = baseURL("escalation", o.Escalation, o.BackendTLS != nil); err != nil {
 		return nil, err
 	}
-	s.api = tg.client("")
-	s.api.Timeout = 15 * time.Second
+	// The REST calls get an overall timeout; the live feeds (same
+	// transport, their own client value) must not.
+	api := *tg.client("")
+	api.Timeout = 15 * time.Second
+	s.api = &api
 	s.hub = newLiveHub(s)
 	s.host = service.NewHost(service.Options{Name: "console", Logger: o.Logger, MeterProvider: o.MeterProvider, Metrics: o.Metrics, TLS: o.TLS})
 	if err := s.registerMetrics(); err != nil {

@@ -12,7 +12,7 @@
   let historyS = 300;
   let gateways = [];
   let renderQueued = false;
-  const perf = { batches: 0, scriptMs: 0 }; // read by the benchmark
+  const perf = { batches: 0, scriptMs: 0, renders: 0 }; // read by the benchmark
 
   function pickLang() {
     const saved = localStorage.getItem("calmline.lang");
@@ -164,16 +164,24 @@
     for (let k = c.hist.length - 1; k >= 0 && k >= c.hist.length - 3; k--) if (c.hist[k][i] != null) return c.hist[k][i];
     return null;
   }
+  // Rendering is batched to one frame at most every RENDER_MS: scores come
+  // once a second per call, so the wall stays within a second of the feed
+  // while hundreds of calls cost a few renders a second, not hundreds.
+  const RENDER_MS = 500;
+  let lastRender = 0;
   function queueRender() {
     if (renderQueued) return;
     renderQueued = true;
-    requestAnimationFrame(() => {
+    const wait = Math.max(0, lastRender + RENDER_MS - performance.now());
+    setTimeout(() => requestAnimationFrame(() => {
       renderQueued = false;
+      lastRender = performance.now();
       const t0 = performance.now();
       renderGateways();
       if (!$("view-wall").hidden) renderWall();
       perf.scriptMs += performance.now() - t0;
-    });
+      perf.renders++;
+    }), wait);
   }
   function renderGateways() {
     const up = gateways.filter((g) => g.up).length;
@@ -182,8 +190,11 @@
   }
   const rows = new Map(); // call id → row elements
   function sparkPoints(hist, idx) {
-    const w = 120, h = 28, n = Math.max(historyS, 1);
+    // The last few minutes: the window grows with the call from one minute
+    // up to the history the console keeps.
+    const w = 120, h = 28;
     const lastS = hist.length ? hist[hist.length - 1][0] : 0;
+    const n = Math.min(Math.max(historyS, 1), Math.max(60, hist.length ? lastS - hist[0][0] : 0));
     let pts = "";
     for (const p of hist) {
       if (p[idx] == null) continue;
@@ -191,6 +202,11 @@
       pts += x.toFixed(1) + "," + y.toFixed(1) + " ";
     }
     return pts;
+  }
+  function scoreParts(td) {
+    const num = el("span", { class: "num" }), fill = el("i"), bar = el("span", { class: "bar" }, fill), sr = el("span", { class: "sr" });
+    td.append(num, bar, sr);
+    return { td, num, bar, fill, sr, v: undefined };
   }
   function makeRow(id) {
     const svgNS = "http://www.w3.org/2000/svg";
@@ -207,31 +223,42 @@
     svg.append(line, cp, as);
     const r = {
       tr: el("tr", { class: "call", tabindex: "0", "data-call-id": id }),
-      alert: el("td"), agent: el("td"), call: el("td"), dur: el("td", { class: "num" }), proto: el("td"),
+      alert: el("td"), agent: el("td"), call: el("td", { text: id }), dur: el("td", { class: "num" }), proto: el("td"),
       cp: el("td", { class: "cp" }), as: el("td", { class: "as-col" }), spark: el("td"), svg, cpLine: cp, asLine: as,
+      last: {},
     };
     r.tr.append(r.alert, r.agent, r.call, r.dur, r.proto, r.cp, r.as, r.spark);
     r.spark.append(svg);
+    r.cpParts = scoreParts(r.cp);
+    r.asParts = scoreParts(r.as);
     const open = () => { location.hash = "#/call/" + encodeURIComponent(id); };
     r.tr.addEventListener("click", open);
     r.tr.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); } });
     return r;
   }
-  function scoreCell(td, v, hot) {
-    td.textContent = "";
-    if (v == null) { td.append(el("span", { class: "num muted", text: "—" }), el("span", { class: "sr", text: t("score.abstained") })); td.dataset.v = ""; return; }
-    const bar = el("span", { class: "bar" + (hot ? " hot" : "") }, el("i", { style: "width:" + Math.round(v) + "%" }));
-    td.append(el("span", { class: "num", text: Math.round(v) }), bar);
-    td.dataset.v = Math.round(v);
+  // set changes the DOM only when a value changed: with hundreds of rows
+  // updated several times a second, untouched nodes cost nothing.
+  function set(r, k, v, apply) { if (r.last[k] !== v) { r.last[k] = v; apply(v); } }
+  function scoreCell(p, v, hot) {
+    const x = v == null ? null : Math.round(v);
+    if (p.v === x && p.hot === hot) return;
+    p.v = x; p.hot = hot;
+    p.td.dataset.v = x == null ? "" : x;
+    p.num.textContent = x == null ? "—" : x;
+    p.sr.textContent = x == null ? t("score.abstained") : "";
+    p.bar.hidden = x == null;
+    p.bar.className = "bar" + (hot ? " hot" : "");
+    if (x != null) p.fill.style.width = x + "%";
   }
   function renderWall() {
     const fa = $("f-agent").value.trim().toLowerCase();
     const min = Number($("f-min").value) || 0;
     const sort = $("f-sort").value;
     const now = Date.now();
+    const showAS = !!(session && session.agent_scores);
     const list = [];
     for (const [id, c] of calls) {
-      const cp = last(c, 1), as = session && session.agent_scores ? last(c, 2) : null;
+      const cp = last(c, 1), as = showAS ? last(c, 2) : null;
       const top = Math.max(cp == null ? 0 : cp, as == null ? 0 : as);
       if (fa && !String(c.info.agent).toLowerCase().includes(fa)) continue;
       if (min > 0 && top < min) continue;
@@ -240,38 +267,61 @@
     }
     list.sort((a, b) => {
       if (a.hot !== b.hot) return a.hot ? -1 : 1; // calls under pressure rise to the top
-      if (sort === "duration") return b.age - a.age;
-      if (sort === "agent") return String(a.c.info.agent).localeCompare(String(b.c.info.agent));
-      return b.top - a.top || a.id.localeCompare(b.id);
+      if (sort === "duration") return b.age - a.age || (a.id < b.id ? -1 : 1);
+      if (sort === "agent") return String(a.c.info.agent).localeCompare(String(b.c.info.agent)) || (a.id < b.id ? -1 : 1);
+      return b.top - a.top || (a.id < b.id ? -1 : 1);
     });
+    // Only the rows in and near the viewport are in the document; spacer
+    // rows stand for the others. With hundreds of calls the browser then
+    // styles and lays out a few dozen rows per render, not hundreds.
     const body = $("wall-body");
+    const topPad = $("wall-pad-top"), botPad = $("wall-pad-bottom");
+    const bodyTop = body.getBoundingClientRect().top + window.scrollY;
+    const first = Math.max(0, Math.floor((window.scrollY - bodyTop) / rowH) - 10);
+    const end = Math.min(list.length, first + Math.ceil(window.innerHeight / rowH) + 20);
     const seen = new Set();
-    let i = 0;
-    for (const x of list) {
+    let prev = topPad, hot = 0;
+    for (const x of list) if (x.hot) hot++;
+    for (let i = first; i < end; i++) {
+      const x = list[i];
       seen.add(x.id);
       let r = rows.get(x.id);
-      if (!r) { r = makeRow(x.id); rows.set(x.id, r); }
+      if (!r) { r = makeRow(x.id); rows.set(x.id, r); r.as.hidden = !showAS; }
       const st = x.c.alert === "firing" ? "firing" : x.c.alert === "cleared" ? "cleared" : x.top >= PRESSURE ? "firing" : "none";
       const label = x.c.alert === "firing" ? t("alert.firing") : x.c.alert === "cleared" ? t("alert.cleared") : x.top >= PRESSURE ? t("alert.pressure") : t("alert.none");
-      if (r.alert.dataset.s !== st + label) { r.alert.textContent = ""; r.alert.append(badge(st, label)); r.alert.dataset.s = st + label; }
-      r.tr.classList.toggle("pressure", x.hot);
-      r.tr.dataset.hot = x.hot ? "1" : "0";
-      r.agent.textContent = x.c.info.agent;
-      r.call.textContent = x.id;
-      r.dur.textContent = dur(x.age);
-      r.proto.textContent = x.c.info.protocol;
-      scoreCell(r.cp, x.cp, x.cp != null && x.cp >= PRESSURE);
-      if (session.agent_scores) scoreCell(r.as, x.as, x.as != null && x.as >= PRESSURE); else r.as.hidden = true;
-      r.cpLine.setAttribute("points", sparkPoints(x.c.hist, 1));
-      r.asLine.setAttribute("points", session.agent_scores ? sparkPoints(x.c.hist, 2) : "");
-      r.svg.setAttribute("aria-label", t("col.cp") + " " + (x.cp == null ? t("score.abstained") : Math.round(x.cp)));
-      if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null);
-      i++;
+      set(r, "alert", st + "|" + label, () => { r.alert.textContent = ""; r.alert.append(badge(st, label)); });
+      set(r, "hot", x.hot, (h) => { r.tr.classList.toggle("pressure", h); r.tr.dataset.hot = h ? "1" : "0"; });
+      set(r, "agent", x.c.info.agent, (v) => { r.agent.textContent = v; });
+      set(r, "dur", dur(x.age), (v) => { r.dur.textContent = v; });
+      set(r, "proto", x.c.info.protocol, (v) => { r.proto.textContent = v; });
+      scoreCell(r.cpParts, x.cp, x.cp != null && x.cp >= PRESSURE);
+      if (showAS) scoreCell(r.asParts, x.as, x.as != null && x.as >= PRESSURE);
+      const h = x.c.hist, lastS = h.length ? h[h.length - 1][0] : -1;
+      set(r, "spark", lastS + ":" + h.length, () => {
+        r.cpLine.setAttribute("points", sparkPoints(h, 1));
+        if (showAS) r.asLine.setAttribute("points", sparkPoints(h, 2));
+        r.svg.setAttribute("aria-label", t("col.cp") + " " + (x.cp == null ? t("score.abstained") : Math.round(x.cp)));
+      });
+      // Move a row only when it is out of place.
+      if (prev.nextSibling !== r.tr) body.insertBefore(r.tr, prev.nextSibling);
+      prev = r.tr;
     }
-    for (const [id, r] of rows) if (!seen.has(id)) { r.tr.remove(); if (!calls.has(id)) rows.delete(id); }
+    for (const [id, r] of rows) if (!seen.has(id)) { if (r.tr.parentNode) r.tr.remove(); if (!calls.has(id)) rows.delete(id); }
+    if (prev.nextSibling !== botPad) body.insertBefore(botPad, prev.nextSibling);
+    const tp = first * rowH + "px", bp = (list.length - end) * rowH + "px";
+    if (topPad.style.height !== tp) topPad.style.height = tp;
+    if (botPad.style.height !== bp) botPad.style.height = bp;
+    if (end > first && rows.get(list[first].id)) {
+      const hgt = rows.get(list[first].id).tr.offsetHeight; // read after the writes: one layout per render
+      if (hgt > 0 && hgt !== rowH) { rowH = hgt; queueRender(); }
+    }
     $("wall-empty").hidden = list.length > 0;
-    $("wall-count").textContent = t("wall.count", { n: list.length, p: list.filter((x) => x.hot).length });
+    const count = t("wall.count", { n: list.length, p: hot });
+    if ($("wall-count").textContent !== count) { $("wall-count").textContent = count; $("wall-count").dataset.n = list.length; }
   }
+  let rowH = 37;
+  window.addEventListener("scroll", () => { if (!$("view-wall").hidden) queueRender(); }, { passive: true });
+  window.addEventListener("resize", () => { if (!$("view-wall").hidden) queueRender(); });
   for (const id of ["f-agent", "f-min", "f-sort"]) $(id).addEventListener("input", queueRender);
   setInterval(() => { if (session && !$("view-wall").hidden) queueRender(); }, 1000); // durations tick
 

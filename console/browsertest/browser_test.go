@@ -251,27 +251,39 @@ func signIn(t *testing.T, ctx context.Context, key string) {
 		chromedp.WaitVisible("#view-wall"))
 }
 
-// loadgen streams calls through the gateway; it returns when they ended.
+// loadgenRun is a `calmline loadgen` streaming calls through the gateway.
 type loadgenRun struct {
+	cmd  *exec.Cmd
 	done chan error
 	out  *strings.Builder
 }
 
-func startLoadgen(t *testing.T, key, wav, prefix string, calls int, duration time.Duration) *loadgenRun {
-	t.Helper()
+func launchLoadgen(key, wav, prefix string, calls, ramp int, duration time.Duration) (*loadgenRun, error) {
 	cmd := exec.Command(st.bin, "loadgen", "--url", "ws://"+st.addrs["gateway"]+"/ws/native", "--api-key", key,
-		"--calls", fmt.Sprint(calls), "--ramp", "100", "--duration", duration.String(), "--wav", filepath.Join(testdata, wav), "--call-prefix", prefix, "--json")
-	r := &loadgenRun{done: make(chan error, 1), out: &strings.Builder{}}
+		"--calls", fmt.Sprint(calls), "--ramp", fmt.Sprint(ramp), "--duration", duration.String(), "--wav", filepath.Join(testdata, wav), "--call-prefix", prefix, "--json")
+	r := &loadgenRun{cmd: cmd, done: make(chan error, 1), out: &strings.Builder{}}
 	cmd.Stdout, cmd.Stderr = r.out, r.out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { r.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-r.done
-		r.done <- nil
-	})
+	return r, nil
+}
+
+// stop kills loadgen if it still runs and waits for it.
+func (r *loadgenRun) stop() {
+	r.cmd.Process.Kill()
+	err := <-r.done
+	r.done <- err
+}
+
+func startLoadgen(t *testing.T, key, wav, prefix string, calls int, duration time.Duration) *loadgenRun {
+	t.Helper()
+	r, err := launchLoadgen(key, wav, prefix, calls, 100, duration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.stop)
 	return r
 }
 
@@ -461,7 +473,7 @@ func TestAgentKeySeesOnlyItsOwnCalls(t *testing.T) {
 	sup := tab(t)
 	signIn(t, sup, st.keys["sup"])
 	waitJS(t, sup, `!!document.querySelector('tr[data-call-id="own-00001"]')`, 15*time.Second)
-	agents := eval[string](t, ctx, `[...document.querySelectorAll("#wall-body tr")].map(r => r.children[1].textContent).join(" ")`)
+	agents := eval[string](t, ctx, `[...document.querySelectorAll("#wall-body tr[data-call-id]")].map(r => r.children[1].textContent).join(" ")`)
 	for _, a := range strings.Fields(agents) {
 		if a != "agent-00002" {
 			t.Errorf("the agent's wall shows a call of %s", a)
