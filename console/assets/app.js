@@ -276,7 +276,7 @@
     // styles and lays out a few dozen rows per render, not hundreds.
     const body = $("wall-body");
     const topPad = $("wall-pad-top"), botPad = $("wall-pad-bottom");
-    const bodyTop = body.getBoundingClientRect().top + window.scrollY;
+    if (bodyTop == null) bodyTop = body.getBoundingClientRect().top + window.scrollY; // measured once, again after a resize
     const first = Math.max(0, Math.floor((window.scrollY - bodyTop) / rowH) - 10);
     const end = Math.min(list.length, first + Math.ceil(window.innerHeight / rowH) + 20);
     const seen = new Set();
@@ -311,17 +311,17 @@
     const tp = first * rowH + "px", bp = (list.length - end) * rowH + "px";
     if (topPad.style.height !== tp) topPad.style.height = tp;
     if (botPad.style.height !== bp) botPad.style.height = bp;
-    if (end > first && rows.get(list[first].id)) {
-      const hgt = rows.get(list[first].id).tr.offsetHeight; // read after the writes: one layout per render
-      if (hgt > 0 && hgt !== rowH) { rowH = hgt; queueRender(); }
+    if (!rowMeasured && end > first) {
+      const hgt = rows.get(list[first].id).tr.offsetHeight; // once: rows have a fixed height
+      if (hgt > 0) { rowMeasured = true; if (hgt !== rowH) { rowH = hgt; queueRender(); } }
     }
     $("wall-empty").hidden = list.length > 0;
     const count = t("wall.count", { n: list.length, p: hot });
     if ($("wall-count").textContent !== count) { $("wall-count").textContent = count; $("wall-count").dataset.n = list.length; }
   }
-  let rowH = 37;
+  let rowH = 37, rowMeasured = false, bodyTop = null;
   window.addEventListener("scroll", () => { if (!$("view-wall").hidden) queueRender(); }, { passive: true });
-  window.addEventListener("resize", () => { if (!$("view-wall").hidden) queueRender(); });
+  window.addEventListener("resize", () => { bodyTop = null; rowMeasured = false; if (!$("view-wall").hidden) queueRender(); });
   for (const id of ["f-agent", "f-min", "f-sort"]) $(id).addEventListener("input", queueRender);
   setInterval(() => { if (session && !$("view-wall").hidden) queueRender(); }, 1000); // durations tick
 
@@ -542,7 +542,7 @@
     if (h.startsWith("#/call/")) { show("call"); renderCall(decodeURIComponent(h.slice(7))); }
     else if (h === "#/escalations" && session.escalations) { show("escalations"); renderEscalations(); }
     else if (h === "#/care" && session.care) { show("care"); renderCare(); }
-    else { show("wall"); queueRender(); }
+    else { show("wall"); bodyTop = null; queueRender(); }
   }
   window.addEventListener("hashchange", route);
   window.calmlinePerf = perf;
