@@ -34,6 +34,7 @@
     document.documentElement.lang = l;
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     $("lang-top").value = l; $("lang-login").value = l;
+    renderGateways();
     route();
   }
   const fmtTime = () => new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "medium" });
@@ -52,6 +53,7 @@
     for (const k in attrs || {}) {
       if (k === "class") e.className = attrs[k];
       else if (k === "text") e.textContent = attrs[k];
+      else if (k === "style") e.style.cssText = attrs[k]; // CSSOM: allowed by the CSP, unlike a style attribute
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), attrs[k]);
       else e.setAttribute(k, attrs[k]);
     }
@@ -266,7 +268,10 @@
       list.push({ id, c, cp, as, top, hot: c.alert === "firing" || top >= PRESSURE, age: isNaN(started) ? 0 : (now - started) / 1000 });
     }
     list.sort((a, b) => {
-      if (a.hot !== b.hot) return a.hot ? -1 : 1; // calls under pressure rise to the top
+      // Calls whose alert fires come first, then the others under pressure.
+      const fa = a.c.alert === "firing", fb = b.c.alert === "firing";
+      if (fa !== fb) return fa ? -1 : 1;
+      if (a.hot !== b.hot) return a.hot ? -1 : 1;
       if (sort === "duration") return b.age - a.age || (a.id < b.id ? -1 : 1);
       if (sort === "agent") return String(a.c.info.agent).localeCompare(String(b.c.info.agent)) || (a.id < b.id ? -1 : 1);
       return b.top - a.top || (a.id < b.id ? -1 : 1);

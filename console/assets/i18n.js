@@ -35,7 +35,7 @@ window.CALMLINE_I18N = {
     "call.escalations": "Escalations", "call.channel": "Channel", "call.notFound": "No such call.",
     "role.caller": "Caller", "role.agent": "Agent",
     "care.title": "Agent care", "care.empty": "No agents with calls this week.", "care.agent": "Agent",
-    "care.shift": "This shift", "care.week": "This week", "care.calls": "{n} calls", "care.exposure": "{m} min exposure",
+    "care.shift": "This shift", "care.week": "This week", "care.calls": "calls: {n}", "care.exposure": "{m} min exposure",
     "care.high": "{n} under pressure", "care.trend": "Trend", "care.due": "Care due", "care.none": "None",
     "care.recent": "Recent calls under pressure", "care.break": "Break", "care.counsellor": "Talk with a counsellor",
     "care.escalated": "escalated", "care.worse": "worse", "care.better": "better", "care.same": "steady"

@@ -36,10 +36,12 @@ func TestDocScreenshots(t *testing.T) {
 	}
 	signIn(t, ctx, st.keys["sup"])
 	// An angry call and a dozen ordinary ones, then the wall mid-call.
-	angry := startLoadgen(t, st.keys["sup"], "call_agent_turns_angry.wav", "doc-angry-", 1, 12400*time.Millisecond)
-	calm := startLoadgen(t, st.keys["sup"], "call_emodb_9s.wav", "doc-", 12, 40*time.Second)
-	waitJS(t, ctx, `Number(document.getElementById("wall-count").dataset.n || 0) >= 13`, 30*time.Second)
-	waitJS(t, ctx, `!!document.querySelector('tr[data-call-id="doc-angry-00001"][data-hot="1"]')`, 30*time.Second)
+	calm := startLoadgen(t, st.keys["sup"], "call_emodb_9s.wav", "doc-", 12, 45*time.Second)
+	waitJS(t, ctx, `Number(document.getElementById("wall-count").dataset.n || 0) >= 12`, 30*time.Second)
+	angry := startLoadgen(t, st.keys["sup"], "call_agent_turns_angry.wav", "doc-angry-", 1, 24800*time.Millisecond)
+	// Long enough for sparklines, with the angry agent's alert firing.
+	waitJS(t, ctx, `/^0:(2|3)/.test(document.querySelector('tr[data-call-id="doc-00001"] td:nth-child(4)')?.textContent || "")`, 40*time.Second)
+	waitJS(t, ctx, `!!document.querySelector('tr[data-call-id="doc-angry-00001"] .badge.firing')`, 30*time.Second)
 	shot("wall")
 	angry.wait(t)
 	do(t, ctx, chromedp.Navigate(st.console+"/#/escalations"))
