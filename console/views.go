@@ -317,9 +317,12 @@ type reportJSON struct {
 		SilenceS float64 `json:"silence_s"`
 	} `json:"channels"`
 	Timeline []struct {
-		Second uint32   `json:"second"`
-		AS     *float64 `json:"agent_stress"`
-		CP     *float64 `json:"caller_pressure"`
+		Second     uint32   `json:"second"`
+		AS         *float64 `json:"agent_stress"`
+		CP         *float64 `json:"caller_pressure"`
+		CallerTalk *float64 `json:"caller_talk"`
+		AgentTalk  *float64 `json:"agent_talk"`
+		Overlap    *float64 `json:"overlap"`
 	} `json:"timeline"`
 	AgentStress    json.RawMessage `json:"agent_stress"`
 	CallerPressure json.RawMessage `json:"caller_pressure"`
@@ -345,17 +348,21 @@ type gapJSON struct {
 }
 
 type callViewJSON struct {
-	CallID         string           `json:"call_id"`
-	AgentID        string           `json:"agent_id"`
-	Live           bool             `json:"live"`
-	StartedAt      string           `json:"started_at"`
-	EndedAt        string           `json:"ended_at,omitempty"`
-	DurationS      float64          `json:"duration_s"`
-	Protocol       string           `json:"protocol"`
-	EndReason      string           `json:"end_reason,omitempty"`
-	Incomplete     bool             `json:"incomplete"`
-	Model          json.RawMessage  `json:"model,omitempty"`
-	Timeline       []point          `json:"timeline"`
+	CallID     string          `json:"call_id"`
+	AgentID    string          `json:"agent_id"`
+	Live       bool            `json:"live"`
+	StartedAt  string          `json:"started_at"`
+	EndedAt    string          `json:"ended_at,omitempty"`
+	DurationS  float64         `json:"duration_s"`
+	Protocol   string          `json:"protocol"`
+	EndReason  string          `json:"end_reason,omitempty"`
+	Incomplete bool            `json:"incomplete"`
+	Model      json.RawMessage `json:"model,omitempty"`
+	Timeline   []point         `json:"timeline"`
+	// Talk holds, per second of Timeline, the shares of the second in which
+	// the caller talked, the agent talked and both did ([c, a, o]; null
+	// for a second without them: reports stored before they were kept).
+	Talk           [][3]float64     `json:"talk,omitempty"`
 	CallerPressure json.RawMessage  `json:"caller_pressure,omitempty"`
 	AgentStress    json.RawMessage  `json:"agent_stress,omitempty"`
 	Channels       []map[string]any `json:"channels"`
@@ -412,12 +419,23 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, se *session, a Acc
 		if a.AgentScores {
 			v.AgentStress = rep.AgentStress
 		}
+		talk := false
 		for _, p := range rep.Timeline {
 			pt := point{S: p.Second, CP: finite(p.CP)}
 			if a.AgentScores {
 				pt.AS = finite(p.AS)
 			}
 			v.Timeline = append(v.Timeline, pt)
+			var tk [3]float64
+			for i, x := range []*float64{p.CallerTalk, p.AgentTalk, p.Overlap} {
+				if f := finite(x); f != nil {
+					tk[i], talk = min(max(*f, 0), 1), true
+				}
+			}
+			v.Talk = append(v.Talk, tk)
+		}
+		if !talk {
+			v.Talk = nil
 		}
 		for _, c := range rep.Channels {
 			v.Channels = append(v.Channels, map[string]any{"role": strings.ToLower(strings.TrimPrefix(c.Role, "CHANNEL_ROLE_")), "talk_s": c.TalkS, "silence_s": c.SilenceS})

@@ -465,7 +465,9 @@
     const tl = c.timeline || [];
     const first = tl.length ? tl[0][0] : 0;
     const lastS = Math.max(tl.length ? tl[tl.length - 1][0] : 1, first + 1, c.live ? 0 : Math.ceil(c.duration_s || 0));
-    const W = 1000, H = 260, L = 40, R = 10, T = 10, B = 30;
+    const talk = c.talk || null;
+    const BAND = 12, bands = talk ? 4 : 0;
+    const W = 1000, H = 260 + bands * (BAND + 4), L = 90, R = 10, T = 10, B = 30 + bands * (BAND + 4);
     const x = (s) => L + ((s - first) / Math.max(lastS - first, 1)) * (W - L - R);
     const y = (v) => T + (1 - v / 100) * (H - T - B);
     const svg = document.createElementNS(NS, "svg");
@@ -484,7 +486,27 @@
       add("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#4a535e" }, String(v));
     }
     const step = Math.max(1, Math.ceil((lastS - first) / 10 / 10) * 10);
-    for (let s = first; s <= lastS; s += step) add("text", { x: x(s), y: H - 10, "text-anchor": "middle", "font-size": 11, fill: "#4a535e" }, dur(s));
+    const axisY = H - B + 20;
+    for (let s = first; s <= lastS; s += step) add("text", { x: x(s), y: axisY, "text-anchor": "middle", "font-size": 11, fill: "#4a535e" }, dur(s));
+    if (talk) {
+      // Talk, silence and overlap per second: a band each, darker where
+      // more of the second had it (and named, not only shaded).
+      const rows = [["call.talkCaller", "#8a2a1e", (k) => k[0]], ["call.talkAgent", "#0b57d0", (k) => k[1]],
+        ["call.overlap", "#6b3fa0", (k) => k[2]], ["call.silence", "#52606d", (k) => Math.max(0, 1 - (k[0] + k[1] - k[2]))]];
+      rows.forEach(([key, color, share], r) => {
+        const y0 = axisY + 8 + r * (BAND + 4);
+        add("text", { x: L - 6, y: y0 + BAND - 2, "text-anchor": "end", "font-size": 11, fill: "#1b1f24" }, t(key));
+        const g = add("g", { class: "band", "data-band": key });
+        tl.forEach((p, i) => {
+          const v = share(talk[i] || [0, 0, 0]);
+          if (v <= 0.02) return;
+          const r = document.createElementNS(NS, "rect");
+          r.setAttribute("x", x(p[0])); r.setAttribute("y", y0); r.setAttribute("height", BAND);
+          r.setAttribute("width", Math.max(1, x(p[0] + 1) - x(p[0]) - 0.5)); r.setAttribute("fill", color); r.setAttribute("fill-opacity", (0.15 + 0.85 * v).toFixed(2));
+          g.append(r);
+        });
+      });
+    }
     for (const g of c.gaps || []) {
       add("rect", { class: "gap", "data-kind": g.kind, x: x(g.from), y: T, width: Math.max(2, x(g.to) - x(g.from)), height: H - T - B, fill: "url(#hatch)", opacity: 0.6 }).append(
         Object.assign(document.createElementNS(NS, "title"), { textContent: (g.kind === "scoring" ? t("call.scoringGap") : t("call.gap")) + " (" + g.reason + ")" }));
@@ -501,6 +523,11 @@
         pen = true;
       }
       if (d) add("path", { d, fill: "none", stroke: color, "stroke-width": 2, "stroke-dasharray": dash || "none", class: cls });
+      // A scored second between abstained ones is a dot, not nothing.
+      tl.forEach((p, i) => {
+        if (p[idx] == null || (tl[i - 1] && tl[i - 1][idx] != null) || (tl[i + 1] && tl[i + 1][idx] != null)) return;
+        add("circle", { cx: x(p[0]), cy: y(p[idx]), r: 3, fill: color, class: cls + "-dot" });
+      });
     };
     series(1, "#b3261e", "", "series-cp");
     if (c.agent_scores) series(2, "#0b57d0", "6 3", "series-as");

@@ -374,6 +374,11 @@ func TestLoadgenCallOnTheWallAndItsTimeline(t *testing.T) {
 	if !eval[bool](t, ctx, `!!document.querySelector("#timeline path.series-cp") && !!document.querySelector("#timeline .threshold")`) {
 		t.Error("the call view plots no caller_pressure line or threshold")
 	}
+	// Talk, silence and overlap per second, from the report.
+	bands := eval[string](t, ctx, `[...document.querySelectorAll("#timeline g.band")].map(g => g.dataset.band + "=" + g.children.length).join(" ")`)
+	if !strings.Contains(bands, "call.talkCaller=") || !strings.Contains(bands, "call.talkAgent=") || strings.Contains(bands, "call.talkCaller=0") || !strings.Contains(bands, "call.silence=") {
+		t.Errorf("talk bands of the call view: %q", bands)
+	}
 	if got := eval[string](t, ctx, `document.querySelector("#call-meta").textContent`); !strings.Contains(got, "agent-00001") || !strings.Contains(got, "hangup") {
 		t.Errorf("call view meta %q; want the agent and the end reason", got)
 	}
