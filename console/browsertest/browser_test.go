@@ -128,6 +128,9 @@ func startStack(dir string) (*stack, func(), error) {
       ladder:
         - {name: notify-on-call, action: notify, endpoint: on-call}
         - {name: transfer, action: transfer, endpoint: on-call, after: 30s}
+      care:
+        rules:
+          - {id: after-an-escalation, window: 1h, high_pressure_calls: 1, recommend: break}
 `, tenant.HashKey(s.keys["sup"]), tenant.HashKey(s.keys["agent1"]), tenant.HashKey(s.keys["agent2"]), tenant.HashKey(s.keys["care"]), oncall.URL)
 	tf := filepath.Join(dir, "tenants.yaml")
 	if err := os.WriteFile(tf, []byte(tenants), 0o600); err != nil {
@@ -366,6 +369,10 @@ func TestLoadgenCallOnTheWallAndItsTimeline(t *testing.T) {
 		if (td && td.dataset.v) window.__cp.add(td.dataset.v); requestAnimationFrame(f); }; f(); return true; })()`, id))
 	waitJS(t, ctx, `window.__cp.size >= 2`, 15*time.Second)
 	screenshot(t, ctx, "wall")
+	// Keyboard: the row takes focus and Enter opens the call's view.
+	do(t, ctx, chromedp.Focus(fmt.Sprintf(`tr[data-call-id=%q]`, id)), chromedp.KeyEvent("\r"))
+	waitJS(t, ctx, fmt.Sprintf(`location.hash === "#/call/%s" && !document.getElementById("view-call").hidden`, id), 10*time.Second)
+	do(t, ctx, chromedp.Navigate(st.console+"/#/wall"))
 	lg.wait(t)
 	// After hang-up the call leaves the wall and its view plots the report.
 	waitJS(t, ctx, fmt.Sprintf(`!document.querySelector('tr[data-call-id=%q]')`, id), 15*time.Second)
@@ -464,6 +471,22 @@ func TestAngryAgentEscalationAcknowledgeResolve(t *testing.T) {
 	do(t, ctx, chromedp.Click(card+` a[href="#/call/`+id+`"]`))
 	waitJS(t, ctx, `document.querySelector("#timeline .alert-mark") && document.querySelector("#timeline path.series-as")`, 20*time.Second)
 	screenshot(t, ctx, "call")
+	// The escalated call makes the agent's care rule fire: a break is due.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		do(t, ctx, chromedp.Navigate(st.console+"/#/care"))
+		waitJS(t, ctx, `document.querySelector("#care-list").children.length > 0 || document.querySelector("#care-error").textContent`, 10*time.Second)
+		due := eval[string](t, ctx, `document.querySelector('#care-list tr[data-agent="agent-00001"] td:nth-child(5)')?.textContent || ""`)
+		if strings.Contains(due, "Break") {
+			break
+		}
+		if time.Now().After(deadline) {
+			screenshot(t, ctx, "failure")
+			t.Fatalf("no break due for agent-00001 in the care view after the escalated call: %q", due)
+		}
+		do(t, ctx, chromedp.Navigate(st.console+"/#/wall"))
+	}
+	screenshot(t, ctx, "care")
 }
 
 func TestAgentKeySeesOnlyItsOwnCalls(t *testing.T) {
