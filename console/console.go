@@ -84,6 +84,9 @@ type Options struct {
 	// 64, 16 s of changes); a browser that falls further behind is
 	// disconnected (counted) and reconnects to a snapshot.
 	BrowserQueue int
+	// RecheckEvery is how often a browser's live stream checks that its
+	// session and key are still valid, and ends if not (default 5 s).
+	RecheckEvery time.Duration
 	// Shift is the period of "this shift" in agent care (default 8 h).
 	Shift time.Duration
 	// Now is the clock (default time.Now).
@@ -94,7 +97,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{SessionTTL: 8 * time.Hour, MaxSessions: 10000, History: 5 * time.Minute, FlushEvery: 250 * time.Millisecond,
 		ResolveEvery: 15 * time.Second, Linger: 2 * time.Minute, ReconnectMin: 500 * time.Millisecond, ReconnectMax: 5 * time.Second,
-		MaxCalls: 20000, BrowserQueue: 64, Shift: 8 * time.Hour}
+		MaxCalls: 20000, BrowserQueue: 64, Shift: 8 * time.Hour, RecheckEvery: 5 * time.Second}
 }
 
 func (o *Options) validate() error {
@@ -112,7 +115,8 @@ func (o *Options) validate() error {
 		v   *time.Duration
 		def time.Duration
 	}{{&o.SessionTTL, d.SessionTTL}, {&o.History, d.History}, {&o.FlushEvery, d.FlushEvery}, {&o.ResolveEvery, d.ResolveEvery},
-		{&o.Linger, d.Linger}, {&o.ReconnectMin, d.ReconnectMin}, {&o.ReconnectMax, d.ReconnectMax}, {&o.Shift, d.Shift}} {
+		{&o.Linger, d.Linger}, {&o.ReconnectMin, d.ReconnectMin}, {&o.ReconnectMax, d.ReconnectMax}, {&o.Shift, d.Shift},
+		{&o.RecheckEvery, d.RecheckEvery}} {
 		if *p.v <= 0 {
 			*p.v = p.def
 		}

@@ -240,6 +240,7 @@ func startConsole(t *testing.T, scoring string, gw *fakeGateway, backend *httpte
 	o := DefaultOptions()
 	o.Tenants, o.Gateways, o.Fullcall, o.Escalation = reg, []string{gw.srv.URL}, backend.URL, backend.URL
 	o.FlushEvery = 20 * time.Millisecond
+	o.RecheckEvery = 50 * time.Millisecond
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -442,8 +443,20 @@ func TestStateChangesNeedCSRFAndSameOrigin(t *testing.T) {
 	if resp.StatusCode != 415 {
 		t.Errorf("form sign-in: %s; want 415", resp.Status)
 	}
+	// A live stream open at sign-out ends with the session.
+	resp0, err := hc.Get(c.url + "/api/live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() { io.Copy(io.Discard, resp0.Body); resp0.Body.Close(); close(ended) }()
 	if code := post(csrf, c.url, "application/json"); code != 200 {
 		t.Errorf("sign-out with the token: %d; want 200", code)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Error("the live stream outlived the sign-out by 5 s")
 	}
 	resp, err = hc.Get(c.url + "/api/session")
 	if err != nil {

@@ -181,10 +181,25 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, se *session, a Acc
 	}
 	beat := time.NewTicker(15 * time.Second)
 	defer beat.Stop()
+	// A stream outlives no sign-out, expiry or disabled key by more than
+	// RecheckEvery.
+	tok := ""
+	if c, err := r.Cookie(cookieName); err == nil {
+		tok = c.Value
+	}
+	recheck := time.NewTicker(s.o.RecheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
 		case b := <-sub.ch:
 			if !write(b) {
+				return
+			}
+		case <-recheck.C:
+			if _, ok := s.sessions.get(tok); !ok {
+				return
+			}
+			if _, _, ok := s.o.Tenants.AuthenticateKey(se.key); !ok {
 				return
 			}
 		case <-beat.C:
