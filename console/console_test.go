@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/tlstest"
 )
 
 func TestAccessFor(t *testing.T) {
@@ -219,7 +221,7 @@ type consoleUnderTest struct {
 	keys map[string]string
 }
 
-func startConsole(t *testing.T, scoring string, gw *fakeGateway, backend *httptest.Server) *consoleUnderTest {
+func startConsole(t *testing.T, scoring string, gw *fakeGateway, backend *httptest.Server, opts ...func(*Options)) *consoleUnderTest {
 	t.Helper()
 	keys := map[string]string{"sup": tenant.NewKey(), "care": tenant.NewKey(), "a1": tenant.NewKey()}
 	ts, err := tenant.Parse([]byte(fmt.Sprintf(`tenants:
@@ -241,6 +243,9 @@ func startConsole(t *testing.T, scoring string, gw *fakeGateway, backend *httpte
 	o.Tenants, o.Gateways, o.Fullcall, o.Escalation = reg, []string{gw.srv.URL}, backend.URL, backend.URL
 	o.FlushEvery = 20 * time.Millisecond
 	o.RecheckEvery = 50 * time.Millisecond
+	for _, f := range opts {
+		f(&o)
+	}
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -257,14 +262,23 @@ func startConsole(t *testing.T, scoring string, gw *fakeGateway, backend *httpte
 		s.Shutdown(ctx)
 		<-done
 	})
-	return &consoleUnderTest{s: s, url: "http://" + lis.Addr().String(), keys: keys}
+	scheme := "http://"
+	if o.TLS != nil {
+		scheme = "https://"
+	}
+	return &consoleUnderTest{s: s, url: scheme + lis.Addr().String(), keys: keys}
 }
 
-// browser is a cookie-keeping HTTP client signed in with a key.
+// signIn returns a cookie-keeping HTTP client signed in with a key.
 func (c *consoleUnderTest) signIn(t *testing.T, who string) (*http.Client, string) {
 	t.Helper()
+	return c.signInWith(t, who, &http.Client{})
+}
+
+func (c *consoleUnderTest) signInWith(t *testing.T, who string, hc *http.Client) (*http.Client, string) {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
+	hc.Jar = jar
 	resp, err := hc.Post(c.url+"/api/login", "application/json", strings.NewReader(`{"key":"`+c.keys[who]+`"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +290,13 @@ func (c *consoleUnderTest) signIn(t *testing.T, who string) (*http.Client, strin
 		t.Fatalf("sign-in as %s: %s", who, resp.Status)
 	}
 	sc := resp.Header.Get("Set-Cookie")
-	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Max-Age="} {
+	wants := []string{"HttpOnly", "SameSite=Strict", "Max-Age="}
+	if strings.HasPrefix(c.url, "https://") {
+		wants = append(wants, "Secure")
+	} else if strings.Contains(resp.Header.Get("Set-Cookie"), "Secure") {
+		t.Error("a Secure cookie over plain HTTP")
+	}
+	for _, want := range wants {
 		if !strings.Contains(sc, want) {
 			t.Errorf("Set-Cookie %q lacks %s", sc, want)
 		}
@@ -538,4 +558,30 @@ func TestI18NKeys(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestOverTLSTheCookieIsSecure: under TLS the session cookie is Secure,
+// and a browser offering HTTP/2 and HTTP/1.1 reaches the console (not the
+// port's gRPC side).
+func TestOverTLSTheCookieIsSecure(t *testing.T) {
+	ca := tlstest.NewCA(t, "console test CA")
+	leaf := ca.Issue(t, "console", "127.0.0.1")
+	c := startConsole(t, "on", newFakeGateway(t), fakeReports(t), func(o *Options) { o.TLS = tlstest.ServerConfig(leaf, nil) })
+	tr := &http.Transport{TLSClientConfig: tlstest.ClientConfig(ca, nil), ForceAttemptHTTP2: true}
+	tr.TLSClientConfig.NextProtos = []string{"h2", "http/1.1"}
+	defer tr.CloseIdleConnections()
+	hc, _ := c.signInWith(t, "sup", &http.Client{Transport: tr})
+	u, _ := url.Parse(c.url)
+	cs := hc.Jar.Cookies(u)
+	if len(cs) != 1 {
+		t.Fatalf("cookies %v", cs)
+	}
+	resp, err := hc.Get(c.url + "/api/session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 1 {
+		t.Errorf("GET /api/session over TLS: %s %s", resp.Proto, resp.Status)
+	}
 }
