@@ -109,7 +109,7 @@ func startStack(dir string) (*stack, func(), error) {
 		default:
 		}
 	}))
-	for _, k := range []string{"sup", "agent1", "agent2", "care"} {
+	for _, k := range []string{"sup", "agent1", "agent2", "care", "priv"} {
 		s.keys[k] = tenant.NewKey()
 	}
 	tenants := fmt.Sprintf(`tenants:
@@ -131,7 +131,11 @@ func startStack(dir string) (*stack, func(), error) {
       care:
         rules:
           - {id: after-an-escalation, window: 1h, high_pressure_calls: 1, recommend: break}
-`, tenant.HashKey(s.keys["sup"]), tenant.HashKey(s.keys["agent1"]), tenant.HashKey(s.keys["agent2"]), tenant.HashKey(s.keys["care"]), oncall.URL)
+  - id: privco
+    api_keys: [{id: priv-1, sha256: %s}]
+    agent_scoring: "private"
+`, tenant.HashKey(s.keys["sup"]), tenant.HashKey(s.keys["agent1"]), tenant.HashKey(s.keys["agent2"]), tenant.HashKey(s.keys["care"]), oncall.URL,
+		tenant.HashKey(s.keys["priv"]))
 	tf := filepath.Join(dir, "tenants.yaml")
 	if err := os.WriteFile(tf, []byte(tenants), 0o600); err != nil {
 		return nil, nil, err
@@ -514,6 +518,12 @@ func TestAgentKeySeesOnlyItsOwnCalls(t *testing.T) {
 		t.Error("unreachable")
 	}
 	screenshot(t, ctx, "agent-wall")
+	// The supervisor's filters: by agent, by score.
+	do(t, sup, chromedp.SendKeys("#f-agent", "agent-00002"))
+	waitJS(t, sup, `[...document.querySelectorAll("#wall-body tr[data-call-id]")].every(r => r.children[1].textContent === "agent-00002") && !!document.querySelector('tr[data-call-id="own-00002"]')`, 5*time.Second)
+	do(t, sup, chromedp.SetValue("#f-min", "101"))
+	eval[bool](t, sup, `(document.getElementById("f-min").dispatchEvent(new Event("input")), true)`)
+	waitJS(t, sup, `document.querySelectorAll("#wall-body tr[data-call-id]").length === 0 && !document.getElementById("wall-empty").hidden`, 5*time.Second)
 	lg.wait(t)
 	if code := eval[float64](t, ctx, `fetch("/api/calls/own-00001").then(r => r.status)`); code != 404 {
 		t.Errorf("the agent reads another agent's report: %v; want 404", code)
@@ -572,4 +582,59 @@ func TestJapaneseUI(t *testing.T) {
 	if got := eval[string](t, ctx, `document.getElementById("nav-wall").textContent`); got != "Live calls" {
 		t.Errorf("after switching to English the nav reads %q", got)
 	}
+}
+
+// TestPrivateModeNoAgentStressReachesTheBrowser: for a tenant whose
+// agent_scoring is private, a general key's browser receives no
+// agent_stress — not in the wall's stream, not in the call view — while
+// the same key reading fullcall's report directly gets it.
+func TestPrivateModeNoAgentStressReachesTheBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	signIn(t, ctx, st.keys["priv"])
+	// A second stream of the wall, every message kept.
+	eval[bool](t, ctx, `(() => { window.__msgs = []; const es = new EventSource("/api/live"); es.onmessage = (m) => window.__msgs.push(m.data); return true; })()`)
+	lg := startLoadgen(t, st.keys["priv"], "call_agent_turns_angry.wav", "priv-", 1, 12400*time.Millisecond)
+	waitJS(t, ctx, `window.__msgs.some(m => m.includes('"k":"s"') && m.includes("priv-00001"))`, 20*time.Second)
+	lg.wait(t)
+	waitJS(t, ctx, `window.__msgs.some(m => m.includes('"k":"end"') && m.includes("priv-00001"))`, 20*time.Second)
+	leaked := eval[string](t, ctx, `window.__msgs.filter(m => { const j = JSON.parse(m);
+		const pts = (j.calls || []).flatMap(c => c.h).concat((j.ev || []).filter(e => e.k === "s").map(e => e.p));
+		return pts.some(p => p[2] != null) || /agent_stress/.test(m); }).join("\n")`)
+	if leaked != "" {
+		t.Errorf("agent_stress reached the browser's wall in private mode:\n%s", leaked)
+	}
+	view := eval[string](t, ctx, `fetch("/api/calls/priv-00001").then(r => r.text())`)
+	var v struct {
+		Timeline    [][3]*float64   `json:"timeline"`
+		AgentStress json.RawMessage `json:"agent_stress"`
+	}
+	if err := json.Unmarshal([]byte(view), &v); err != nil || len(v.Timeline) < 10 {
+		t.Fatalf("call view: %v %s", err, view)
+	}
+	for _, p := range v.Timeline {
+		if p[2] != nil {
+			t.Fatalf("the call view carries agent_stress in private mode: %s", view)
+		}
+	}
+	if v.AgentStress != nil {
+		t.Errorf("the call view carries the agent_stress summary: %s", v.AgentStress)
+	}
+	// What the console withheld is there to withhold.
+	var rep struct {
+		Timeline []struct {
+			AgentStress *float64 `json:"agent_stress"`
+		} `json:"timeline"`
+	}
+	api(t, "GET", st.addrs["fullcall"], "/api/v1/reports/priv-00001", st.keys["priv"], &rep)
+	scored := 0
+	for _, p := range rep.Timeline {
+		if p.AgentStress != nil {
+			scored++
+		}
+	}
+	if scored == 0 {
+		t.Skip("fullcall's report holds no agent_stress for this private-mode call: nothing for the console to withhold")
+	}
+	t.Logf("fullcall's report holds %d seconds of agent_stress; the browser got none", scored)
 }
