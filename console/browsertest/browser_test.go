@@ -548,6 +548,7 @@ func TestCSRFAndLogout(t *testing.T) {
 	if code := eval[float64](t, ctx, `fetch("/api/escalations/x/acknowledge", {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"}).then(r => r.status)`); code != 403 {
 		t.Errorf("POST without X-CSRF-Token: %v; want 403", code)
 	}
+	screenshot(t, ctx, "signed-in")
 	do(t, ctx, chromedp.Click("#logout"), chromedp.WaitVisible("#view-login"))
 	if code := eval[float64](t, ctx, `fetch("/api/session").then(r => r.status)`); code != 401 {
 		t.Errorf("GET /api/session after sign-out: %v; want 401", code)
@@ -604,6 +605,9 @@ func TestPrivateModeNoAgentStressReachesTheBrowser(t *testing.T) {
 	if leaked != "" {
 		t.Errorf("agent_stress reached the browser's wall in private mode:\n%s", leaked)
 	}
+	do(t, ctx, chromedp.Navigate(st.console+"/#/call/priv-00001"))
+	waitJS(t, ctx, `document.querySelector("#timeline")`, 10*time.Second)
+	screenshot(t, ctx, "call")
 	view := eval[string](t, ctx, `fetch("/api/calls/priv-00001").then(r => r.text())`)
 	var v struct {
 		Timeline    [][3]*float64   `json:"timeline"`
