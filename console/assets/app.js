@@ -331,14 +331,48 @@
   setInterval(() => { if (session && !$("view-wall").hidden) queueRender(); }, 1000); // durations tick
 
   // ---- escalations ----
+  // The queue refreshes itself every ESC_REFRESH_MS while it is shown. A
+  // card is rebuilt only when its escalation changed, so a name being
+  // typed or an open audit trail survives the refresh; a new open
+  // escalation is announced to screen readers too.
+  const ESC_REFRESH_MS = 3000;
+  const escCards = new Map(); // id → {sig, node}
+  let escTimer = null, escLang = "", escLoaded = false;
   async function renderEscalations() {
+    clearTimeout(escTimer);
     const box = $("esc-list");
-    $("esc-error").textContent = "";
     let j;
-    try { j = await api("GET", "/api/escalations"); } catch (e) { $("esc-error").textContent = e.message; return; }
-    box.textContent = "";
-    if (!j.escalations.length) { box.append(el("p", { class: "empty", text: t("esc.empty") })); return; }
-    for (const e of j.escalations) box.append(escCard(e));
+    try { j = await api("GET", "/api/escalations"); $("esc-error").textContent = ""; }
+    catch (e) { $("esc-error").textContent = e.message; j = null; }
+    if (j) {
+      if (escLang !== lang) { escCards.clear(); escLang = lang; }
+      const fresh = [];
+      const seen = new Set();
+      for (const e of j.escalations) {
+        seen.add(e.id);
+        const sig = JSON.stringify(e);
+        let c = escCards.get(e.id);
+        if (!c && escLoaded && e.state === "open") fresh.push(e);
+        if (!c || c.sig !== sig) {
+          const node = escCard(e);
+          if (c) c.node.replaceWith(node);
+          c = { sig, node };
+          escCards.set(e.id, c);
+        }
+      }
+      for (const [id, c] of escCards) if (!seen.has(id)) { c.node.remove(); escCards.delete(id); }
+      let prev = null;
+      for (const e of j.escalations) {
+        const n = escCards.get(e.id).node;
+        if ((prev ? prev.nextSibling : box.firstChild) !== n) box.insertBefore(n, prev ? prev.nextSibling : box.firstChild);
+        prev = n;
+      }
+      while (prev && prev.nextSibling) prev.nextSibling.remove();
+      if (!j.escalations.length) box.replaceChildren(el("p", { class: "empty", text: t("esc.empty") }));
+      if (fresh.length) $("esc-news").textContent = t("esc.new", { call: fresh.map((e) => e.call_id).join(", ") });
+      escLoaded = true;
+    }
+    if (!$("view-escalations").hidden) escTimer = setTimeout(renderEscalations, ESC_REFRESH_MS);
   }
   function stepState(s) { return s.state === "delivering" && s.attempts > 1 ? "retrying" : s.state; }
   function escCard(e) {
@@ -414,13 +448,18 @@
   }
 
   // ---- call view ----
+  let callTimer = null;
   async function renderCall(id) {
     $("call-id").textContent = id;
-    $("call-error").textContent = "";
-    for (const k of ["call-meta", "call-plot", "call-legend", "call-summary"]) $(k).textContent = "";
     let c;
     try { c = await api("GET", "/api/calls/" + encodeURIComponent(id)); }
-    catch (e) { $("call-error").textContent = e.status === 404 ? t("call.notFound") : e.message; return; }
+    catch (e) {
+      for (const k of ["call-meta", "call-plot", "call-legend", "call-summary"]) $(k).textContent = "";
+      $("call-error").textContent = e.status === 404 ? t("call.notFound") : e.message;
+      return;
+    }
+    $("call-error").textContent = "";
+    for (const k of ["call-meta", "call-plot", "call-legend", "call-summary"]) $(k).textContent = "";
     const meta = $("call-meta");
     const row = (k, v) => meta.append(el("dt", { text: t(k) }), el("dd", { text: v }));
     row("call.agent", c.agent_id);
@@ -431,6 +470,11 @@
     if (c.live) row("call.endReason", t("call.live"));
     else row("call.endReason", c.end_reason + (c.incomplete ? " · " + t("call.incomplete") : ""));
     $("call-plot").append(plot(c));
+    if (c.live) {
+      // A live call's view follows the call: drawn again every second.
+      clearTimeout(callTimer);
+      callTimer = setTimeout(() => { if (location.hash === "#/call/" + encodeURIComponent(id)) renderCall(id); }, 1000);
+    }
     const lg = $("call-legend");
     const sw = (color, dash, label) => el("span", {}, el("span", { class: "legend-swatch", style: "border-color:" + color + (dash ? ";border-top-style:dashed" : "") }), label);
     lg.append(sw("#b3261e", false, t("call.cp")));
