@@ -362,7 +362,7 @@ type callViewJSON struct {
 	// Talk holds, per second of Timeline, the shares of the second in which
 	// the caller talked, the agent talked and both did ([c, a, o]; null
 	// for a second without them: reports stored before they were kept).
-	Talk           [][3]float64     `json:"talk,omitempty"`
+	Talk           []*[3]float64    `json:"talk,omitempty"`
 	CallerPressure json.RawMessage  `json:"caller_pressure,omitempty"`
 	AgentStress    json.RawMessage  `json:"agent_stress,omitempty"`
 	Channels       []map[string]any `json:"channels"`
@@ -426,11 +426,10 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, se *session, a Acc
 				pt.AS = finite(p.AS)
 			}
 			v.Timeline = append(v.Timeline, pt)
-			var tk [3]float64
-			for i, x := range []*float64{p.CallerTalk, p.AgentTalk, p.Overlap} {
-				if f := finite(x); f != nil {
-					tk[i], talk = min(max(*f, 0), 1), true
-				}
+			var tk *[3]float64
+			if c, a, o := finite(p.CallerTalk), finite(p.AgentTalk), finite(p.Overlap); c != nil && a != nil && o != nil {
+				tk = &[3]float64{min(max(*c, 0), 1), min(max(*a, 0), 1), min(max(*o, 0), 1)}
+				talk = true
 			}
 			v.Talk = append(v.Talk, tk)
 		}

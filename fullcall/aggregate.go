@@ -313,8 +313,9 @@ func restoreAggregate(cp *store.Checkpoint, segs []store.Segment) (*aggregate, e
 // seconds. Version 1 (pointBytes each): flags, then each score as a
 // float32. Version 2 starts with the byte segmentV2 (never a version-1
 // flags byte, which is at most 3) and has point2Bytes each: the version-1
-// point, then the caller's talk, the agent's talk and the overlap in
-// hundredths of the second. Segments of either version decode, so that
+// point (its flags with bit 4 set when the talk shares are known), then the
+// caller's talk, the agent's talk and the overlap in hundredths of the
+// second. Segments of either version decode, so that
 // calls checkpointed by an older instance resume on a newer one.
 const (
 	pointBytes  = 9
@@ -332,6 +333,9 @@ func encodePoints(pts []point) []byte {
 		}
 		if p.callerOK {
 			flags |= 2
+		}
+		if p.talkOK {
+			flags |= 4
 		}
 		b = append(b, flags)
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(p.agent))
@@ -361,7 +365,7 @@ func decodePoints(b []byte) ([]point, error) {
 			if e[9] > 100 || e[10] > 100 || e[11] > 100 {
 				return nil, fmt.Errorf("timeline segment: talk share over 100 at point %d", i)
 			}
-			pts[i].talkOK, pts[i].callerTalk, pts[i].agentTalk, pts[i].overlap = true, e[9], e[10], e[11]
+			pts[i].talkOK, pts[i].callerTalk, pts[i].agentTalk, pts[i].overlap = e[0]&4 != 0, e[9], e[10], e[11]
 		}
 	}
 	return pts, nil

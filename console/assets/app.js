@@ -542,7 +542,8 @@
         add("text", { x: L - 6, y: y0 + BAND - 2, "text-anchor": "end", "font-size": 11, fill: "#1b1f24" }, t(key));
         const g = add("g", { class: "band", "data-band": key });
         tl.forEach((p, i) => {
-          const v = share(talk[i] || [0, 0, 0]);
+          if (!talk[i]) return; // a second without talk shares (an older report, a lost second)
+          const v = share(talk[i]);
           if (v <= 0.02) return;
           const r = document.createElementNS(NS, "rect");
           r.setAttribute("x", x(p[0])); r.setAttribute("y", y0); r.setAttribute("height", BAND);
