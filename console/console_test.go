@@ -585,3 +585,33 @@ func TestOverTLSTheCookieIsSecure(t *testing.T) {
 		t.Errorf("GET /api/session over TLS: %s %s", resp.Proto, resp.Status)
 	}
 }
+
+// TestAssetsAreSelfContained: the page loads nothing from elsewhere (no
+// CDN, works offline): no URL in the embedded files but the SVG
+// namespace, and every response carries a same-origin-only CSP.
+func TestAssetsAreSelfContained(t *testing.T) {
+	entries, err := assets.ReadDir("assets")
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("embedded assets: %v", err)
+	}
+	urlRE := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}`)
+	for _, e := range entries {
+		b, _ := assets.ReadFile("assets/" + e.Name())
+		for _, m := range urlRE.FindAllString(string(b), -1) {
+			if m != "http://www.w3.org" {
+				t.Errorf("%s refers to %s", e.Name(), m)
+			}
+		}
+	}
+	c := startConsole(t, "on", newFakeGateway(t), fakeReports(t))
+	for _, path := range []string{"/", "/assets/app.js", "/api/session"} {
+		resp, err := http.Get(c.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q", path, csp)
+		}
+	}
+}
