@@ -494,7 +494,7 @@ func (v *view) apply(gw string, ev sseEvent) error {
 	return nil
 }
 
-// liveCallView returns a live call's recent history for the call view.
+// liveCall returns a live call's recent history for the call view.
 func (h *liveHub) liveCall(key, callID string) (callJSON, bool) {
 	h.mu.Lock()
 	v := h.vs[tokenID(key)]

@@ -622,7 +622,7 @@
     else { show("wall"); bodyTop = null; queueRender(); }
   }
   window.addEventListener("hashchange", route);
-  window.calmlinePerf = perf;
+  window.calmlinePerf = perf; // read by make bench-console (console/browsertest/bench_test.go)
 
   setLang(lang);
   api("GET", "/api/session").then(signedIn, () => signedOut());
