@@ -24,7 +24,7 @@ build: ## Build bin/calmline and the per-service binaries.
 	cd escalation && $(GO) build -o $(BIN)/calmline-escalation ./cmd/calmline-escalation
 
 run: build ## Build and start every service in one process on the embedded defaults.
-	$(BIN)/calmline serve --console-addr 127.0.0.1:8088
+	$(BIN)/calmline serve --demo-webhook-receiver 127.0.0.1:8099 --console-addr 127.0.0.1:8088
 
 test: lint check-generate test-go validate-deploy ## The whole suite: lint, generated code up to date, every module's tests, the Kubernetes manifests.
 

@@ -130,6 +130,16 @@ WHERE escalation_id IN (SELECT id FROM escalations WHERE tenant_id = ? AND call_
 			Detail: map[string]any{"alert_id": ev.AlertId, "episode": ev.Episode, "state": alertState(firing), "value": ev.Value}})
 		return open, err
 	}
+	// Silences mute new escalations: the episode is recorded, resolved
+	// at once, and nothing is sent. (An escalation already open runs on:
+	// resolve it to stop its ladder.)
+	sil, err := t.activeSilence(a)
+	if err != nil {
+		return "", err
+	}
+	if sil != nil {
+		return t.openSilenced(a, sil)
+	}
 	return t.open(a, ten)
 }
 
@@ -191,10 +201,10 @@ func (t *txn) open(a *escalationv1.Alert, ten *tenant.Tenant) (string, error) {
 		clearedAt = t.nowMs()
 	}
 	_, err := t.exec(`INSERT INTO escalations (id, tenant_id, call_id, agent_id, alert_id, current_alert, rule_id, state, score, episode,
-	alert_second, value, threshold, opened_at, received_at, cleared, cleared_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	alert_second, value, threshold, opened_at, received_at, cleared, cleared_at, labels)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, a.TenantId, a.CallId, a.AgentId, ev.AlertId, ev.AlertId, ev.RuleId, escOpen, int(ev.Score), int(ev.Episode),
-		int(ev.Second), ev.Value, ev.Threshold, at.UnixMilli(), t.nowMs(), boolInt(!firing), clearedAt)
+		int(ev.Second), ev.Value, ev.Threshold, at.UnixMilli(), t.nowMs(), boolInt(!firing), clearedAt, labelsJSON(a.Labels))
 	if err != nil {
 		return "", fmt.Errorf("open escalation for %s: %w", ev.AlertId, err)
 	}

@@ -111,6 +111,7 @@ type Server struct {
 	escalationv1.UnimplementedCareServiceServer
 	escalationv1.UnimplementedDeliveryServiceServer
 	escalationv1.UnimplementedAuditServiceServer
+	escalationv1.UnimplementedSilenceServiceServer
 
 	o      Options
 	log    *slog.Logger
@@ -170,7 +171,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		TLS:            o.TLS,
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
 			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName,
-				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName),
+				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName,
+				escalationv1.SilenceService_ServiceDesc.ServiceName),
 		},
 	})
 	escalationv1.RegisterAlertServiceServer(s.host.GRPC, s)
@@ -178,6 +180,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	escalationv1.RegisterCareServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterDeliveryServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterAuditServiceServer(s.host.GRPC, s)
+	escalationv1.RegisterSilenceServiceServer(s.host.GRPC, s)
 	auth := o.Tenants.RequireKey
 	s.host.Mux.Handle("GET /api/v1/escalations", auth(http.HandlerFunc(s.httpList)))
 	s.host.Mux.Handle("GET /api/v1/escalations/{id}", auth(http.HandlerFunc(s.httpGet)))
@@ -188,6 +191,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s.host.Mux.Handle("POST /api/v1/deliveries/{id}/redrive", auth(http.HandlerFunc(s.httpRedrive)))
 	s.host.Mux.Handle("GET /api/v1/audit", auth(http.HandlerFunc(s.httpListAudit)))
 	s.host.Mux.Handle("GET /api/v1/audit/verify", auth(http.HandlerFunc(s.httpVerifyAudit)))
+	s.host.Mux.Handle("POST /api/v1/silences", auth(http.HandlerFunc(s.httpCreateSilence)))
+	s.host.Mux.Handle("GET /api/v1/silences", auth(http.HandlerFunc(s.httpListSilences)))
+	s.host.Mux.Handle("POST /api/v1/silences/{id}/expire", auth(http.HandlerFunc(s.httpExpireSilence)))
 	s.host.AddReadyCheck(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

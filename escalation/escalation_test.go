@@ -65,6 +65,7 @@ func TestOnPostgres(t *testing.T) {
 		{"inhibition", TestInhibitionWhileTransferInProgress},
 		{"outbox survives restart", TestOutboxSurvivesRestart},
 		{"care rules", TestCareRulesRecommendOncePerWindow},
+		{"silences", TestSilencesMuteMatchingEscalations},
 	} {
 		t.Run(c.name, c.f)
 	}

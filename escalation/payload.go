@@ -30,6 +30,8 @@ type EventData struct {
 	TenantID     string `json:"tenant_id"`
 	CallID       string `json:"call_id,omitempty"`
 	AgentID      string `json:"agent_id,omitempty"`
+	// Labels are the call's labels (queue, skill, agent group ...).
+	Labels map[string]string `json:"labels,omitempty"`
 	// Alert is the episode that opened the escalation.
 	Alert *AlertInfo `json:"alert,omitempty"`
 	// Step names the ladder step that sent the request.
@@ -89,7 +91,7 @@ func (e *escRow) alertInfo() *AlertInfo {
 }
 
 func (e *escRow) data(ref auditRef) EventData {
-	return EventData{EscalationID: e.ID, TenantID: e.TenantID, CallID: e.CallID, AgentID: e.AgentID, Alert: e.alertInfo(), Audit: ref}
+	return EventData{EscalationID: e.ID, TenantID: e.TenantID, CallID: e.CallID, AgentID: e.AgentID, Labels: e.Labels, Alert: e.alertInfo(), Audit: ref}
 }
 
 func marshal(env Envelope) string {

@@ -60,6 +60,25 @@ BEGIN RAISE EXCEPTION 'audit entries are append-only'; END $$ LANGUAGE plpgsql;
 CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries
 FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only();
 ` + migration2Indexes},
+	// 3: silences, and the silence that muted an escalation.
+	{Version: 3, SQL: `
+CREATE TABLE silences (
+	id           TEXT NOT NULL PRIMARY KEY,
+	tenant_id    TEXT NOT NULL,
+	match_labels TEXT NOT NULL, -- JSON object
+	agent_id     TEXT NOT NULL DEFAULT '',
+	rule_id      TEXT NOT NULL DEFAULT '',
+	starts_at    BIGINT NOT NULL, -- unix milliseconds
+	ends_at      BIGINT NOT NULL,
+	created_by   TEXT NOT NULL,
+	comment      TEXT NOT NULL DEFAULT '',
+	created_at   BIGINT NOT NULL,
+	expired_by   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX silences_by_tenant ON silences (tenant_id, ends_at);
+ALTER TABLE escalations ADD COLUMN silence_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE escalations ADD COLUMN labels TEXT NOT NULL DEFAULT ''; -- JSON object, '' for none
+`},
 }
 
 const migration2Common = `

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -234,21 +235,28 @@ type escRow struct {
 	Value, Threshold                                             float64
 	OpenedAt, ReceivedAt, ClearedAt, AckAt, ResolvedAt           int64
 	Cleared, CallEnded                                           bool
-	AckBy, ResolvedBy, Resolution                                string
+	AckBy, ResolvedBy, Resolution, SilenceID                     string
+	Labels                                                       map[string]string
 }
 
 const escColumns = `id, tenant_id, call_id, agent_id, alert_id, current_alert, rule_id, state, score, episode, alert_second,
 	inhibited, value, threshold, opened_at, received_at, cleared_at, acknowledged_at, resolved_at, cleared, call_ended,
-	acknowledged_by, resolved_by, resolution`
+	acknowledged_by, resolved_by, resolution, silence_id, labels`
 
 type scanner interface{ Scan(...any) error }
 
 func scanEsc(r scanner) (*escRow, error) {
 	var e escRow
 	var cleared, ended int
+	var labels string
 	err := r.Scan(&e.ID, &e.TenantID, &e.CallID, &e.AgentID, &e.AlertID, &e.CurrentAlert, &e.RuleID, &e.State, &e.Score,
 		&e.Episode, &e.Second, &e.Inhibited, &e.Value, &e.Threshold, &e.OpenedAt, &e.ReceivedAt, &e.ClearedAt, &e.AckAt,
-		&e.ResolvedAt, &cleared, &ended, &e.AckBy, &e.ResolvedBy, &e.Resolution)
+		&e.ResolvedAt, &cleared, &ended, &e.AckBy, &e.ResolvedBy, &e.Resolution, &e.SilenceID, &labels)
+	if err == nil && labels != "" {
+		if jerr := json.Unmarshal([]byte(labels), &e.Labels); jerr != nil {
+			return nil, fmt.Errorf("escalation %s: labels: %w", e.ID, jerr)
+		}
+	}
 	e.Cleared, e.CallEnded = cleared == 1, ended == 1
 	return &e, err
 }
@@ -267,7 +275,7 @@ func (e *escRow) proto() *escalationv1.Escalation {
 		OpenedAt: msTime(e.OpenedAt), Cleared: e.Cleared, AcknowledgedBy: e.AckBy, AcknowledgedAt: msTime(e.AckAt),
 		ResolvedBy: e.ResolvedBy, ResolvedAt: msTime(e.ResolvedAt), Resolution: e.Resolution,
 		RuleId: e.RuleID, Episode: uint32(e.Episode), Threshold: e.Threshold, ClearedAt: msTime(e.ClearedAt),
-		InhibitedAlerts: uint32(e.Inhibited), CallEnded: e.CallEnded,
+		InhibitedAlerts: uint32(e.Inhibited), CallEnded: e.CallEnded, SilenceId: e.SilenceID, Labels: e.Labels,
 	}
 }
 

@@ -482,11 +482,11 @@ func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1
 	for i, p := range all {
 		tp := &fullcallv1.TimelinePoint{Second: uint32(i)}
 		if p.agentOK && agentOn {
-			v := float64(p.agent)
+			v := analysis.RoundScore(float64(p.agent)) // float32 storage: 70.3 reads back as 70.30000305
 			tp.AgentStress = &v
 		}
 		if p.callerOK {
-			v := float64(p.caller)
+			v := analysis.RoundScore(float64(p.caller))
 			tp.CallerPressure = &v
 		}
 		summarise(r.AgentStress, i, tp.AgentStress)
@@ -495,7 +495,7 @@ func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1
 	}
 	for _, s := range []*fullcallv1.ScoreSummary{r.AgentStress, r.CallerPressure} {
 		if s.ScoredSeconds > 0 {
-			s.Mean /= float64(s.ScoredSeconds)
+			s.Mean = analysis.RoundScore(s.Mean / float64(s.ScoredSeconds))
 		}
 	}
 

@@ -456,6 +456,12 @@ func checkCallback(t *tenant.Tenant, url string) error {
 
 // submit checks a recording and queues it as a job.
 func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording, callback string) (*fullcallv1.SubmitRecordingResponse, error) {
+	// The call id is chosen now, so that the job shows it from the start
+	// (a client polling the job can open the report's URL as soon as the
+	// job is done, and find it in the live feed and escalations meanwhile).
+	if rec.GetCallId() == "" {
+		rec.CallId = "rec-" + randomID()
+	}
 	// The content is checked now, so that a file calmline cannot read is
 	// refused here rather than failing later as a job.
 	if _, _, err := prepare(t, rec); err != nil {

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,6 +249,27 @@ func TestRecordWritesTheReport(t *testing.T) {
 	if len(rep.Timeline) != 7 || rep.Model.GetName() == "" || rep.Chunks != 61 || rep.Incomplete {
 		t.Errorf("timeline %d points, model %v, chunks %d, incomplete %v", len(rep.Timeline), rep.Model, rep.Chunks, rep.Incomplete)
 	}
+	// Scores carry one decimal in the report: the timeline, the peaks and
+	// the means (stored as float32, they would read back with fifteen).
+	scored := 0
+	for _, p := range rep.Timeline {
+		for _, v := range []*float64{p.AgentStress, p.CallerPressure} {
+			if v != nil {
+				scored++
+				if !oneDecimal(*v) {
+					t.Errorf("second %d: score %v has more than one decimal", p.Second, *v)
+				}
+			}
+		}
+	}
+	for _, s := range []*fullcallv1.ScoreSummary{rep.AgentStress, rep.CallerPressure} {
+		if !oneDecimal(s.Peak) || !oneDecimal(s.Mean) {
+			t.Errorf("summary peak %v, mean %v: want one decimal", s.Peak, s.Mean)
+		}
+	}
+	if scored == 0 {
+		t.Error("no scored second in the timeline: the rounding check checked nothing")
+	}
 	// Each second's talk shares add up to the channels' talk and overlap
 	// (the last second is 0.02 s long).
 	var talk [3]float64
@@ -476,4 +499,11 @@ func TestUploadErrors(t *testing.T) {
 			t.Errorf("%s: report for call %q", c.name, body.CallID)
 		}
 	}
+}
+
+// oneDecimal reports whether v prints with at most one decimal.
+func oneDecimal(v float64) bool {
+	s := strconv.FormatFloat(v, 'f', -1, 64)
+	i := strings.IndexByte(s, '.')
+	return i < 0 || len(s)-i-1 <= 1
 }

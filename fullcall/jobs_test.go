@@ -357,3 +357,39 @@ func TestFullJobQueueRefusesAndSpoolWaits(t *testing.T) {
 		t.Errorf("incoming holds %v; want both files waiting", got)
 	}
 }
+
+// A job carries its call id from the moment it is queued — the client's, or
+// one calmline chooses — and its report has the same id.
+func TestJobShowsItsCallIDFromTheStart(t *testing.T) {
+	f := start(t)
+	wav := audio.EncodeWAV(audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: 2}, turns(4))
+	for _, tc := range []struct{ query, want string }{
+		{"?async=true&call_id=mine-7", "mine-7"},
+		{"?async=true", ""}, // chosen by calmline
+	} {
+		code, _, body := f.post(t, "/api/v1/recordings"+tc.query, f.keys["acme"], wav)
+		if code != http.StatusAccepted {
+			t.Fatalf("POST %s = %d %s", tc.query, code, body)
+		}
+		var sub struct {
+			Job       jobJSON `json:"job"`
+			StatusURL string  `json:"status_url"`
+		}
+		json.Unmarshal(body, &sub)
+		got := sub.Job.CallID
+		if tc.want != "" && got != tc.want || tc.want == "" && !strings.HasPrefix(got, "rec-") {
+			t.Fatalf("queued job %s: call_id %q; want %q (or rec-… when none was given)", tc.query, got, tc.want)
+		}
+		// The status URL shows it while the job waits, and the finished
+		// job and its report keep it.
+		j := f.waitJob(t, sub.StatusURL, f.keys["acme"], func(j jobJSON) bool {
+			if j.CallID != got {
+				t.Fatalf("job %s shows call_id %q in state %s; want %q throughout", j.ID, j.CallID, j.State, got)
+			}
+			return j.State == "JOB_STATE_DONE" || j.State == "JOB_STATE_FAILED"
+		})
+		if j.State != "JOB_STATE_DONE" || j.Report == nil || j.Report.CallID != got {
+			t.Errorf("finished job %+v; want done with report for %q", j, got)
+		}
+	}
+}

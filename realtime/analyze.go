@@ -66,7 +66,6 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		stream:     stream,
 		call:       call,
 		an:         an,
-		rule:       newRule(policyRule(call.GetPolicy()), call.TenantId, call.CallId, open.AlertEpisodes),
 		resume:     open.ResumeSample,
 		frameBytes: uint64(format.FrameBytes()),
 		log:        s.log.With("tenant", call.TenantId, "call_id", call.CallId),
@@ -77,7 +76,13 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		an.Gap(c.resume)
 		an.Seconds()
 	}
-	c.log.Debug("call opened", "resume_sample", c.resume, "format", format)
+	for _, r := range callRules(call) {
+		// Episode numbers continue from the highest any rule reached on
+		// another instance: ids stay unique per rule, perhaps skipping
+		// numbers.
+		c.rules = append(c.rules, newRule(r, call.TenantId, call.CallId, open.AlertEpisodes))
+	}
+	c.log.Debug("call opened", "resume_sample", c.resume, "format", format, "alert_rules", len(c.rules))
 	return c.loop(ctx)
 }
 
@@ -88,7 +93,8 @@ type liveCall struct {
 	stream realtimev1.RealtimeService_AnalyzeServer
 	call   *callv1.Call
 	an     *analysis.Analyzer
-	rule   *rule
+	// rules are the tenant's alert rules that match the call's labels.
+	rules  []*rule
 	resume uint64
 	// frameBytes is the size of one interleaved sample frame.
 	frameBytes uint64
@@ -198,32 +204,44 @@ func (c *liveCall) emit(ctx context.Context, secs []analysis.Second) error {
 		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
 			return err
 		}
-		var value float64
-		var ok bool
-		switch c.rule.score() {
-		case callv1.ScoreKind_SCORE_KIND_AGENT_STRESS:
-			value, ok = sec.AgentStress.Value, sec.AgentStress.OK
-		default:
-			value, ok = sec.CallerPressure.Value, sec.CallerPressure.OK
+		for _, ru := range c.rules {
+			if err := c.observe(ctx, ru, sec); err != nil {
+				return err
+			}
 		}
-		ev := c.rule.observe(sec.Index, value, ok)
-		if ev == nil {
-			continue
-		}
-		ev.At = timestamppb.Now()
-		c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
-		c.log.Warn("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
-		if c.s.poster != nil {
-			c.s.poster.enqueue(ctx, &escalationv1.Alert{
-				TenantId: c.call.TenantId,
-				CallId:   c.call.CallId,
-				AgentId:  c.call.AgentId,
-				Event:    ev,
-			})
-		}
-		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: ev}}); err != nil {
-			return err
-		}
+	}
+	return nil
+}
+
+// observe feeds one second to one rule and sends the alert event it
+// causes, if any, to escalation and the gateway.
+func (c *liveCall) observe(ctx context.Context, ru *rule, sec analysis.Second) error {
+	var value float64
+	var ok bool
+	switch ru.score() {
+	case callv1.ScoreKind_SCORE_KIND_AGENT_STRESS:
+		value, ok = sec.AgentStress.Value, sec.AgentStress.OK
+	default:
+		value, ok = sec.CallerPressure.Value, sec.CallerPressure.OK
+	}
+	ev := ru.observe(sec.Index, value, ok)
+	if ev == nil {
+		return nil
+	}
+	ev.At = timestamppb.Now()
+	c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
+	c.log.Warn("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
+	if c.s.poster != nil {
+		c.s.poster.enqueue(ctx, &escalationv1.Alert{
+			TenantId: c.call.TenantId,
+			CallId:   c.call.CallId,
+			AgentId:  c.call.AgentId,
+			Event:    ev,
+			Labels:   c.call.Labels,
+		})
+	}
+	if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: ev}}); err != nil {
+		return err
 	}
 	return nil
 }

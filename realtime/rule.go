@@ -38,8 +38,41 @@ func newRule(r *callv1.AlertRule, tenantID, callID string, episodes uint32) *rul
 // tenants file refuses one; a policy from elsewhere might carry it) is
 // applied to caller_pressure instead, so escalations rest on the caller
 // alone.
-func policyRule(p *callv1.CallPolicy) *callv1.AlertRule {
-	r := p.GetAlertRule()
+func policyRule(p *callv1.CallPolicy) *callv1.AlertRule { return safeRule(p, p.GetAlertRule()) }
+
+// callRules returns the alert rules realtime applies to a call: each of the
+// policy's alert_rules whose match_labels the call's labels satisfy (every
+// label present with the same value), or, from a gateway that sends only
+// alert_rule, that one rule. Each is made safe by safeRule.
+func callRules(call *callv1.Call) []*callv1.AlertRule {
+	p := call.GetPolicy()
+	rs := p.GetAlertRules()
+	if len(rs) == 0 {
+		if r := p.GetAlertRule(); r != nil {
+			rs = []*callv1.AlertRule{r}
+		}
+	}
+	var out []*callv1.AlertRule
+	for _, r := range rs {
+		if matchLabels(r.GetMatchLabels(), call.GetLabels()) {
+			out = append(out, safeRule(p, r))
+		}
+	}
+	return out
+}
+
+// matchLabels reports whether labels include every entry of match.
+func matchLabels(match, labels map[string]string) bool {
+	for k, v := range match {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// safeRule returns r as a policy lets realtime apply it (see policyRule).
+func safeRule(p *callv1.CallPolicy, r *callv1.AlertRule) *callv1.AlertRule {
 	if r == nil || r.Score != callv1.ScoreKind_SCORE_KIND_AGENT_STRESS {
 		return r
 	}

@@ -218,6 +218,11 @@ type scoreMsg struct {
 // time, in 20 ms frames, and returns every message the server sent, the
 // time each second of audio was fully sent, and the close frame.
 func streamWAV(t *testing.T, gateway, key, callID, wavPath string) ([]scoreMsg, []time.Time, *websocket.CloseError) {
+	return streamLabelled(t, gateway, key, callID, wavPath, nil)
+}
+
+// streamLabelled is streamWAV with call labels in the start message.
+func streamLabelled(t *testing.T, gateway, key, callID, wavPath string, labels map[string]string) ([]scoreMsg, []time.Time, *websocket.CloseError) {
 	t.Helper()
 	b, err := os.ReadFile(wavPath)
 	if err != nil {
@@ -235,6 +240,9 @@ func streamWAV(t *testing.T, gateway, key, callID, wavPath string) ([]scoreMsg, 
 	defer ws.Close()
 	start := map[string]any{"type": "start", "call_id": callID, "agent_id": "agent-42", "codec": rec.Format.Codec.String(),
 		"sample_rate": rec.Format.SampleRate, "channels": []string{"caller", "agent"}}
+	if labels != nil {
+		start["labels"] = labels
+	}
 	if err := ws.WriteJSON(start); err != nil {
 		t.Fatal(err)
 	}
@@ -349,6 +357,12 @@ func TestEndToEndNativeCall(t *testing.T) {
 		}
 		if s.CallerPressure == nil && s.Abstain["caller_pressure"] == "" {
 			t.Errorf("score %d: caller_pressure neither scored nor abstained with a reason", i)
+		}
+		// Scores carry one decimal on the wire.
+		for _, v := range []*float64{s.CallerPressure, s.AgentStress} {
+			if v != nil && math.Round(*v*10)/10 != *v {
+				t.Errorf("score %d: %v has more than one decimal", i, *v)
+			}
 		}
 		// Scores follow the audio: none before its second was sent.
 		if s.arrived.Before(secondSent[i]) {

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,6 +64,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&co.Escalation, "console-escalation", "", "console: escalation's REST address, HOST:PORT or URL (default: the local or --escalation one)")
 	fs.DurationVar(&co.SessionTTL, "console-session-ttl", co.SessionTTL, "console: how long a sign-in lasts")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the process to this file until it stops (for go tool pprof)")
+	demoHook := fs.String("demo-webhook-receiver", "", "also run a demo webhook receiver on this address (port 0 picks one) that verifies and prints the demo tenant's escalations; \"make run\" uses "+strings.TrimSuffix(strings.TrimPrefix(tenant.DemoWebhookURL, "http://"), demoReceiverPath))
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -100,18 +102,42 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	defer stopProfile()
 	listen[stack.Console] = consoleAddr
-	if err := runServe(df, svcs, *dataDir, *tenantsFile, listen, remote, &gwo, &eo, &fco, cop, stdout); err != nil {
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, *demoHook, listen, remote, &gwo, &eo, &fco, cop, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1
 	}
 	return 0
 }
 
-func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, cop *console.Options, stdout io.Writer) error {
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, cop *console.Options, stdout io.Writer) error {
 	var demoKey string
+	// The demo tenant's escalations go to the demo webhook receiver,
+	// signed with a secret kept in the data directory.
+	hook := tenant.DemoWebhook{URL: tenant.DemoWebhookURL, SecretFile: filepath.Join(dataDir, "demo-webhook.secret")}
+	if abs, err := filepath.Abs(hook.SecretFile); err == nil {
+		hook.SecretFile = abs
+	}
+	if tenantsFile == "" || demoHook != "" {
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return err
+		}
+		secret, err := ensureDemoSecret(hook.SecretFile)
+		if err != nil {
+			return err
+		}
+		if demoHook != "" {
+			rcv, err := startDemoReceiver(demoHook, secret, stdout)
+			if err != nil {
+				return err
+			}
+			defer rcv.close()
+			hook.URL = rcv.URL()
+			fmt.Fprintf(stdout, "calmline: demo webhook receiver at %s prints the demo tenant's escalations\n", hook.URL)
+		}
+	}
 	if tenantsFile == "" {
 		tenantsFile = filepath.Join(dataDir, "tenants.yaml")
-		key, created, err := tenant.EnsureDemo(tenantsFile, filepath.Join(dataDir, "demo.key"))
+		key, created, err := tenant.EnsureDemo(tenantsFile, filepath.Join(dataDir, "demo.key"), hook)
 		if err != nil {
 			return err
 		}

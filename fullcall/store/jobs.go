@@ -89,7 +89,7 @@ func scanJob(row interface{ Scan(...any) error }) (*Job, error) {
 }
 
 // EnqueueJob queues a job (ID, TenantID, Source, Ref, Recording, Payload,
-// CallbackURL). It reports false, queuing nothing, when a job with the same
+// CallbackURL). The job's call id is its recording's, known from the start. It reports false, queuing nothing, when a job with the same
 // source and ref exists.
 func (s *Store) EnqueueJob(ctx context.Context, j *Job) (bool, error) {
 	if j.ID == "" || j.TenantID == "" || j.Source == "" || j.Ref == "" {
@@ -103,10 +103,10 @@ func (s *Store) EnqueueJob(ctx context.Context, j *Job) (bool, error) {
 	}
 	now := s.Now().UnixMilli()
 	res, err := s.exec(ctx, `
-INSERT INTO jobs (id, tenant_id, source, ref, state, request, payload, callback_url, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO jobs (id, tenant_id, source, ref, state, request, payload, call_id, callback_url, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (source, ref) DO NOTHING`,
-		j.ID, j.TenantID, j.Source, j.Ref, int(fullcallv1.JobState_JOB_STATE_QUEUED), req, j.Payload, j.CallbackURL, now, now)
+		j.ID, j.TenantID, j.Source, j.Ref, int(fullcallv1.JobState_JOB_STATE_QUEUED), req, j.Payload, rec.CallId, j.CallbackURL, now, now)
 	if err != nil {
 		return false, fmt.Errorf("enqueue job: %w", err)
 	}
@@ -114,7 +114,7 @@ ON CONFLICT (source, ref) DO NOTHING`,
 	if err != nil {
 		return false, fmt.Errorf("enqueue job: %w", err)
 	}
-	j.State, j.CreatedAt, j.UpdatedAt = fullcallv1.JobState_JOB_STATE_QUEUED, time.UnixMilli(now), time.UnixMilli(now)
+	j.State, j.CallID, j.CreatedAt, j.UpdatedAt = fullcallv1.JobState_JOB_STATE_QUEUED, rec.CallId, time.UnixMilli(now), time.UnixMilli(now)
 	return n == 1, nil
 }
 

@@ -39,6 +39,10 @@ func testJobQueue(t *testing.T, s *Store) {
 	if err != nil || got == nil || got.ID != j.ID || got.Attempts != 1 || got.State != fullcallv1.JobState_JOB_STATE_RUNNING {
 		t.Fatalf("claim: %+v, %v", got, err)
 	}
+	// The job's call id is known from the moment it is queued.
+	if j.CallID != "call-acme/x.wav|10|1" || got.CallID != j.CallID || JobProto(got, nil).CallId != j.CallID {
+		t.Errorf("call id: queued %q, claimed %q; want the recording's from the start", j.CallID, got.CallID)
+	}
 	if got.Recording.CallId != "call-acme/x.wav|10|1" || got.Recording.Wav != nil || string(got.Payload) != "RIFF..." {
 		t.Errorf("claimed job carries %+v, payload %q", got.Recording, got.Payload)
 	}

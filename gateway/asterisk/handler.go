@@ -32,6 +32,7 @@ import (
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -177,8 +178,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			legs = n
 		}
 	}
+	// Call labels (queue, skill, agent group ...) come as
+	// label.KEY=VALUE query parameters, checked before the upgrade.
+	labels := map[string]string{}
+	for k, vs := range q {
+		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok && len(vs) > 0 {
+			labels[name] = vs[0]
+		}
+	}
 	var problem string
+	if err := field.Labels("labels", labels); err != nil {
+		problem = err.Error()
+	}
 	switch {
+	case problem != "":
 	case !validID(callID):
 		problem = "call_id is required: up to 128 printable characters"
 	case role != RoleCaller && role != RoleAgent:
@@ -214,7 +227,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	l := &leg{h: h, tenant: t, key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs,
+	l := &leg{h: h, tenant: t, key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs, labels: labels,
 		log: h.log.With("tenant", t.ID, "call_id", callID, "role", role, "remote", r.RemoteAddr)}
 	l.lastMedia.Store(time.Now().UnixNano())
 	co := h.o.Conn
@@ -225,9 +238,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // leg is one WebSocket from Asterisk, driven by its reader goroutine.
 type leg struct {
-	h       *Handler
-	tenant  *tenant.Tenant
-	key     string
+	h      *Handler
+	tenant *tenant.Tenant
+	key    string
+	// labels are the leg's label.* query parameters.
+	labels  map[string]string
 	callID  string
 	agentID string
 	role    string
@@ -423,6 +438,11 @@ func (j *joined) startLocked() {
 			r = callv1.ChannelRole_CHANNEL_ROLE_AGENT
 		}
 		roles = append(roles, r)
+		for k, v := range l.labels {
+			if _, set := labels[k]; !set { // the caller leg's label wins
+				labels[k] = v
+			}
+		}
 		if l.channel != "" {
 			labels["asterisk_"+role+"_channel_id"] = l.channel
 		}

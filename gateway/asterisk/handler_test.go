@@ -320,6 +320,7 @@ func TestLegsAreRefusedBeforeTheUpgrade(t *testing.T) {
 		{"?call_id=x&role=boss", http.Header{"X-Api-Key": {f.keys["acme"]}}, 400},
 		{"?call_id=x&role=caller&legs=3", http.Header{"X-Api-Key": {f.keys["acme"]}}, 400},
 		{"?call_id=" + strings.Repeat("x", 129) + "&role=caller", http.Header{"X-Api-Key": {f.keys["acme"]}}, 400},
+		{"?call_id=x&role=caller&label.queue=VIP%20Support", http.Header{"X-Api-Key": {f.keys["acme"]}}, 400},
 	} {
 		_, resp, err := websocket.DefaultDialer.Dial(f.url+c.query, c.header)
 		if err == nil || resp.StatusCode != c.status {
@@ -538,5 +539,34 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 	}
 	if n := f.counted(t, "close_4420"); n != 1 {
 		t.Errorf("%d refusals counted as close_4420; want 1", n)
+	}
+}
+
+// label.KEY=VALUE query parameters are the call's labels; the legs'
+// labels join, the caller's winning.
+func TestQueryLabelsBecomeCallLabels(t *testing.T) {
+	f := start(t, Options{})
+	caller, err := (&Client{URL: f.url + "?label.queue=vip&label.skill=de", APIKey: f.keys["acme"]}).DialLeg(context.Background(), "lab", RoleCaller, 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := (&Client{URL: f.url + "?label.queue=other&label.group=night", APIKey: f.keys["acme"]}).DialLeg(context.Background(), "lab", RoleAgent, 2, "ana")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller.MediaStart(false, "1", "ulaw")
+	agent.MediaStart(false, "2", "ulaw")
+	caller.Send(make([]byte, 800))
+	agent.Send(make([]byte, 800))
+	f.live(t, "lab")
+	caller.Kill()
+	agent.Kill()
+	f.ended(t)
+	rep := f.fc.Report("lab")
+	if rep == nil {
+		t.Fatal("no report")
+	}
+	if labels := rep.Labels; labels["queue"] != "vip" || labels["skill"] != "de" || labels["group"] != "night" || labels["asterisk_caller_channel_id"] != "1" {
+		t.Errorf("labels %v; want queue=vip, skill=de, group=night and the channel ids", labels)
 	}
 }

@@ -645,10 +645,20 @@ func (c *conn) open(m *ClientMessage) {
 		c.setState(stateActive)
 		return
 	}
-	labels := map[string]string{
+	// The call's labels: customConfig's string entries (queue, skill,
+	// agent group ... as the Genesys integration sets them), then the
+	// session's own, which a customConfig entry cannot override.
+	labels, err := customLabels(p.CustomConfig)
+	if err != nil {
+		c.fail("bad_message", err.Error())
+		return
+	}
+	for k, v := range map[string]string{
 		"audiohook_session_id":      c.sessionID,
 		"audiohook_correlation_id":  c.correlation,
 		"audiohook_organization_id": c.orgID,
+	} {
+		labels[k] = v
 	}
 	if p.Participant != nil && p.Participant.ID != "" {
 		labels["audiohook_participant_id"] = strings.ToLower(p.Participant.ID)
@@ -698,6 +708,23 @@ func (c *conn) open(m *ClientMessage) {
 
 // agentID reads the agent's id from the open's customConfig ("agentId"
 // or "agent_id"), where an integrator can pass it.
+// customLabels returns the call labels an open message's customConfig
+// carries in its "labels" object ({"labels": {"queue": "vip"}}); other
+// customConfig entries are not labels. session.Start checks the values.
+func customLabels(cfg json.RawMessage) (map[string]string, error) {
+	labels := map[string]string{}
+	var m struct {
+		Labels json.RawMessage `json:"labels"`
+	}
+	if json.Unmarshal(cfg, &m) != nil || len(m.Labels) == 0 || string(m.Labels) == "null" {
+		return labels, nil
+	}
+	if err := json.Unmarshal(m.Labels, &labels); err != nil {
+		return nil, errors.New("customConfig.labels must be an object of strings")
+	}
+	return labels, nil
+}
+
 func agentID(cfg json.RawMessage) string {
 	var m map[string]any
 	if json.Unmarshal(cfg, &m) != nil {

@@ -236,7 +236,7 @@ func (r *raw) closeCode() int {
 
 const openStereo = `{"organizationId":"` + org + `","conversationId":"%s","participant":{"id":"883efee8-3d6c-4537-b500-6d7ca4b92fa0","ani":"","aniName":"","dnis":""},
  "media":[{"type":"audio","format":"PCMU","channels":["external","internal"],"rate":8000},{"type":"audio","format":"PCMU","channels":["external"],"rate":8000}],
- "language":"en-US","customConfig":{"agentId":"agent-7"}}`
+ "language":"en-US","customConfig":{"agentId":"agent-7","labels":{"queue":"vip"},"customer":"Jane Doe"}}`
 
 func TestRefusedBeforeTheUpgrade(t *testing.T) {
 	f := start(t, Options{})
@@ -373,7 +373,10 @@ func TestASessionAsTheSpecificationDescribesIt(t *testing.T) {
 		}
 	}
 	if open == nil || open.Protocol != Protocol || len(open.Format.Channels) != 2 || open.Format.Channels[0] != callv1.ChannelRole_CHANNEL_ROLE_CALLER ||
-		open.Labels["audiohook_session_id"] != r.id || open.Labels["language"] != "en-US" {
+		open.Labels["audiohook_session_id"] != r.id || open.Labels["language"] != "en-US" ||
+		// customConfig.labels are the call's labels; its other entries
+		// are not (and, not being identifiers, must not refuse the call).
+		open.Labels["queue"] != "vip" || open.Labels["agentId"] != "" || open.Labels["customer"] != "" {
 		t.Errorf("call as realtime saw it: %+v", open)
 	}
 	if n := len(f.fc.Seqs(conv)); n != 25 {
@@ -545,6 +548,7 @@ func TestBadInputDisconnectsWithAReason(t *testing.T) {
 		{"bad span", []step{open, msg("discarded", `{"start":"5 seconds","discarded":"PT1S"}`)}, "error", `"start"`, "audiohook_bad_message"},
 		{"pause longer than the limit", []step{open, msg("paused", `{}`), msg("resumed", `{"start":"PT0S","discarded":"PT7200S"}`)}, "error", "exceeds the 1h0m0s limit", "audiohook_gap_too_long"},
 		{"discarded span far ahead of the clock", []step{open, msg("discarded", `{"start":"PT0S","discarded":"PT60S"}`)}, "error", "faster than real time", "audiohook_gap_refused"},
+		{"labels not an object of strings", []step{msg("open", strings.Replace(conv(), `"labels":{"queue":"vip"}`, `"labels":{"queue":1}`, 1))}, "error", "customConfig.labels must be an object of strings", "audiohook_bad_message"},
 		{"bad close reason", []step{open, msg("close", `{"reason":"bored"}`)}, "error", `"reason" must be`, "audiohook_bad_message"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -356,6 +356,7 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 				EndReason:  m.Close.Reason,
 				Incomplete: m.Close.Incomplete,
 				Format:     call.Format,
+				Labels:     call.Labels,
 			}
 			f.mu.Lock()
 			r.AudioBytes = f.bytes[call.CallId]

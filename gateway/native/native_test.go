@@ -169,6 +169,8 @@ func TestBadInputGetsASpecificCloseCode(t *testing.T) {
 		{"three channels", []msg{T(withField("channels", []string{"caller", "agent", "agent"}))}, CloseUnsupportedMedia, "3 channels"},
 		{"unknown role", []msg{T(withField("channels", []string{"caller", "boss"}))}, CloseBadMessage, `unknown channel role "boss"`},
 		{"same role twice", []msg{T(withField("channels", []string{"agent", "agent"}))}, CloseBadMessage, "distinct"},
+		{"label with a space", []msg{T(withField("labels", map[string]string{"queue": "VIP Support"}))}, CloseBadMessage, `labels["queue"] has byte 0x20`},
+		{"empty label key", []msg{T(withField("labels", map[string]string{"": "x"}))}, CloseBadMessage, "labels key is required"},
 		{"audio before start", []msg{B(make([]byte, 320))}, CloseOutOfOrder, "audio before start"},
 		{"stop before start", []msg{T(`{"type":"stop"}`)}, CloseOutOfOrder, "stop before start"},
 		{"start twice", []msg{T(startMsg("c-twice")), T(startMsg("c-twice"))}, CloseOutOfOrder, "start sent twice"},

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -36,6 +37,13 @@ const MaxReconnectGap = 5 * time.Minute
 // ErrEnded is returned when audio arrives for a call that has ended.
 var ErrEnded = errors.New("call has ended")
 
+// LabelParamPrefix starts the parameters that carry call labels where a
+// protocol passes key-value parameters (Asterisk query parameters,
+// Twilio-style custom parameters): label.queue=vip. Only parameters named so
+// become labels, so that an integration's other parameters (a customer's
+// name, say) never refuse a call for not being an identifier.
+const LabelParamPrefix = "label."
+
 // Start describes a call an adapter wants to start.
 type Start struct {
 	Tenant  *tenant.Tenant
@@ -45,7 +53,10 @@ type Start struct {
 	// Roles gives each channel's role in interleaving order.
 	Roles    []callv1.ChannelRole
 	Protocol string
-	Labels   map[string]string
+	// Labels are the call's labels: the client's (queue, skill, agent
+	// group ... from the native start or the protocol's metadata) and the
+	// adapter's own. At most field.MaxLabels, keys and values identifiers.
+	Labels map[string]string
 	// StartedAt defaults to now.
 	StartedAt time.Time
 	// Resume continues a call whose stream ended without a hang-up —
@@ -146,6 +157,11 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	}
 	if len(st.CallID) > 128 || len(st.AgentID) > 128 {
 		return nil, fmt.Errorf("%w: call and agent ids are limited to 128 bytes", ErrBadStart)
+	}
+	// Labels choose the tenant's alert rules and silences: the same rule
+	// for every protocol's metadata.
+	if err := field.Labels("labels", st.Labels); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if err := st.Format.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)

@@ -425,7 +425,17 @@ func (c *conn) start(s *Start) {
 		return
 	}
 	c.joiner = j
-	labels := map[string]string{"stream_id": s.StreamID, "envelope": c.env.Name}
+	// The call's labels: the start's custom parameters named label.KEY
+	// (queue, skill, agent group ...), then the stream's own, which a
+	// parameter cannot override. Other parameters (the API key, the agent
+	// id, whatever else the integration passes) are not labels.
+	labels := map[string]string{}
+	for k, v := range s.Parameters {
+		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok {
+			labels[name] = v
+		}
+	}
+	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
 	call, err := c.h.m.Start(context.Background(), session.Start{
 		Tenant:   c.tenant,
 		CallID:   s.CallID,

@@ -180,7 +180,7 @@ func TestATwilioStreamAsDocumented(t *testing.T) {
 	msgs := []string{
 		`{"event":"connected","protocol":"Call","version":"1.0.0"}`,
 		`{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC123","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0","callSid":"CA123",
-		  "tracks":["inbound","outbound"],"customParameters":{"api_key":"` + f.keys["acme"] + `","agent_id":"agent-9"},
+		  "tracks":["inbound","outbound"],"customParameters":{"api_key":"` + f.keys["acme"] + `","agent_id":"agent-9","label.queue":"vip","customer":"Jane Doe"},
 		  "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0"}`,
 	}
 	seq := 2
@@ -217,6 +217,11 @@ func TestATwilioStreamAsDocumented(t *testing.T) {
 	}
 	if got := f.received("CA123"); !bytes.Equal(got, bytes.Repeat([]byte("io"), 8000)) {
 		t.Errorf("fullcall received %d bytes not interleaved caller/agent", len(got))
+	}
+	// label.* custom parameters are the call's labels; the others (the
+	// API key above all) are not.
+	if l := rep.Labels; l["queue"] != "vip" || l["stream_id"] == "" || l["api_key"] != "" || l["agent_id"] != "" || l["customer"] != "" || len(l) != 3 {
+		t.Errorf("labels %v; want queue=vip and the stream's own only", l)
 	}
 }
 

@@ -169,8 +169,16 @@ func score(s voice.Score) Score {
 	if !s.OK {
 		return Score{Abstain: string(s.Reason)}
 	}
-	return Score{Value: s.Value, OK: true}
+	return Score{Value: RoundScore(s.Value), OK: true}
 }
+
+// RoundScore rounds a score to one decimal, the precision calmline shows
+// and keeps everywhere: the model cannot tell 70.04 from 70.0, and fifteen
+// decimals in an API promise a precision that does not exist. Every
+// score leaves the analysis through it (so live updates, alerts and stored
+// timelines agree), and every figure derived from scores (a report's mean)
+// is rounded by it again.
+func RoundScore(v float64) float64 { return math.Round(v*10) / 10 }
 
 // Gap advances the timeline over samples (per channel, input rate) that
 // carry no audio. The analysis sees silence there: no score is made from a

@@ -132,3 +132,13 @@ func TestSecondsCarryTalkAndOverlap(t *testing.T) {
 		t.Errorf("caller %.2f s, agent %.2f s, overlap %.2f s of talk; want the caller throughout, the agent for about 2 s over it", callerS, agentS, overlapS)
 	}
 }
+
+func TestRoundScore(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{
+		{70.04999, 70}, {70.05, 70.1}, {0.04, 0}, {99.96, 100}, {float64(float32(70.3)), 70.3}, {55.55555555, 55.6},
+	} {
+		if got := RoundScore(tc.in); got != tc.want {
+			t.Errorf("RoundScore(%v) = %v; want %v", tc.in, got, tc.want)
+		}
+	}
+}

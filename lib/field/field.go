@@ -69,3 +69,25 @@ func Finite(name string, f float64) error {
 	}
 	return nil
 }
+
+// MaxLabels bounds the labels of one call.
+const MaxLabels = 32
+
+// Labels returns nil when m is an acceptable set of call labels: at most
+// MaxLabels entries, each key and value an identifier (see ID). Labels
+// choose a tenant's alert rules and silences and are shown in reports and
+// the live feed, so they follow the identifier rule rather than free text.
+func Labels(name string, m map[string]string) error {
+	if len(m) > MaxLabels {
+		return fmt.Errorf("%s: %d labels, at most %d are allowed", name, len(m), MaxLabels)
+	}
+	for k, v := range m {
+		if err := ID(name+" key", k); err != nil {
+			return err
+		}
+		if err := ID(fmt.Sprintf("%s[%q]", name, k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

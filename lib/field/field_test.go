@@ -1,6 +1,7 @@
 package field
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -66,6 +67,48 @@ func FuzzID(f *testing.F) {
 		}
 		if terr := Text("t", s, 1<<20); terr == nil && !utf8.ValidString(s) {
 			t.Fatalf("Text accepted invalid UTF-8 %q", s)
+		}
+	})
+}
+
+func TestLabels(t *testing.T) {
+	many := map[string]string{}
+	for i := range MaxLabels + 1 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	for _, tc := range []struct {
+		m    map[string]string
+		want string // "" accepts
+	}{
+		{nil, ""},
+		{map[string]string{"queue": "vip", "skill": "billing-de"}, ""},
+		{map[string]string{"queue": ""}, `labels["queue"] is required`},
+		{map[string]string{"": "x"}, "labels key is required"},
+		{map[string]string{"queue": "VIP Support"}, `labels["queue"] has byte 0x20`},
+		{map[string]string{"qu eue": "vip"}, "labels key has byte 0x20"},
+		{many, "33 labels, at most 32"},
+	} {
+		err := Labels("labels", tc.m)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Labels(%v) = %v; want %q", tc.m, err, tc.want)
+		}
+	}
+}
+
+func FuzzLabels(f *testing.F) {
+	f.Add("queue", "vip", "skill", "billing-de")
+	f.Add("", "x", "a b", "\x00")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		m := map[string]string{k1: v1, k2: v2}
+		err := Labels("labels", m)
+		valid := true
+		for k, v := range m {
+			if ID("k", k) != nil || ID("v", v) != nil {
+				valid = false
+			}
+		}
+		if (err == nil) != valid {
+			t.Fatalf("Labels(%q) = %v; the ids' own checks say valid=%v", m, err, valid)
 		}
 	})
 }

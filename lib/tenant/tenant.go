@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/calmline/calmline/lib/field"
 )
 
 // AgentScoring values: the tenant's privacy mode for agent-side scores.
@@ -45,8 +47,15 @@ type Tenant struct {
 	APIKeys []APIKey `yaml:"api_keys"`
 	// MaxConcurrentCalls is the contracted limit of live calls; 0 means
 	// no limit.
-	MaxConcurrentCalls int       `yaml:"max_concurrent_calls"`
-	AlertRule          AlertRule `yaml:"alert_rule"`
+	MaxConcurrentCalls int `yaml:"max_concurrent_calls"`
+	// AlertRule applies to every call of the tenant. A tenant with
+	// neither it nor AlertRules gets DefaultAlertRule; one with only
+	// AlertRules has no rule for every call.
+	AlertRule AlertRule `yaml:"alert_rule"`
+	// AlertRules apply to the calls whose labels match (queue, skill,
+	// agent group ... as the PBX sets them); every matching rule is
+	// evaluated, each with its own episodes.
+	AlertRules []LabelRule `yaml:"alert_rules"`
 	// AgentScoring is "on" (default), "off" or "private".
 	AgentScoring string `yaml:"agent_scoring"`
 	// ExposureThreshold is the score from which a second counts as
@@ -62,6 +71,8 @@ type Tenant struct {
 	AudioHook AudioHook `yaml:"audiohook"`
 	// JobCallbacks configures the signed callbacks of fullcall's jobs.
 	JobCallbacks JobCallbacks `yaml:"job_callbacks"`
+
+	rules []LabelRule // alert_rule and alert_rules, filled by fill
 }
 
 // APIKey is one of a tenant's keys, stored as the hex SHA-256 of the key.
@@ -89,6 +100,16 @@ type APIKey struct {
 	Role string `yaml:"role"`
 	// AgentID is the agent an "agent" key belongs to.
 	AgentID string `yaml:"agent_id"`
+	// ExpiresAt, when set, is the moment from which the key is refused:
+	// "calmline keys rotate --keep 24h" sets it on the old key, so that
+	// clients have a day to switch to the new one.
+	ExpiresAt time.Time `yaml:"expires_at"`
+}
+
+// Active reports whether the key is accepted at now: not disabled and not
+// expired.
+func (k *APIKey) Active(now time.Time) bool {
+	return !k.Disabled && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
 
 // Key roles.
@@ -107,6 +128,27 @@ type AlertRule struct {
 	ClearBelow      float64 `yaml:"clear_below"`
 	CooldownSeconds int     `yaml:"cooldown_seconds"`
 }
+
+// LabelRule is an alert rule for the calls whose labels include every
+// label of Match (an empty Match: every call).
+type LabelRule struct {
+	AlertRule `yaml:",inline"`
+	Match     map[string]string `yaml:"match"`
+}
+
+// Matches reports whether a call with the given labels falls under the
+// rule.
+func (r *LabelRule) Matches(labels map[string]string) bool {
+	for k, v := range r.Match {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxAlertRules bounds a tenant's alert rules.
+const MaxAlertRules = 64
 
 // Audio is the tenant's policy for raw audio.
 type Audio struct {
@@ -133,7 +175,18 @@ var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // Parse reads a tenants file, fills defaults and checks it, naming the first
 // problem it finds.
-func Parse(data []byte) ([]*Tenant, error) {
+func Parse(data []byte) ([]*Tenant, error) { return parse(data, true) }
+
+// Check checks a tenants file as Parse does, except that it does not read
+// the keys' client secrets (their files or variables may exist only where
+// the services run). Tools that edit the file check it with Check before
+// they write it.
+func Check(data []byte) error {
+	_, err := parse(data, false)
+	return err
+}
+
+func parse(data []byte, secrets bool) ([]*Tenant, error) {
 	var f file
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true) // a misspelt setting is an error, not a silent default
@@ -153,6 +206,15 @@ func Parse(data []byte) ([]*Tenant, error) {
 			return nil, fmt.Errorf("tenant %q: listed twice", t.ID)
 		}
 		seenTenant[t.ID] = true
+		if !secrets {
+			for i := range t.APIKeys {
+				k := &t.APIKeys[i]
+				if k.ClientSecretFile != "" && k.ClientSecretEnv != "" {
+					return nil, fmt.Errorf("tenant %q: api key %q: set client_secret_file or client_secret_env, not both", t.ID, k.ID)
+				}
+				k.ClientSecretFile, k.ClientSecretEnv = "", ""
+			}
+		}
 		if err := t.fill(); err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", t.ID, err)
 		}
@@ -197,29 +259,8 @@ func (t *Tenant) fill() error {
 	if t.MaxConcurrentCalls < 0 {
 		return fmt.Errorf("max_concurrent_calls %d is negative", t.MaxConcurrentCalls)
 	}
-	if t.AlertRule == (AlertRule{}) {
+	if t.AlertRule == (AlertRule{}) && len(t.AlertRules) == 0 {
 		t.AlertRule = DefaultAlertRule
-	}
-	r := &t.AlertRule
-	if r.ID == "" {
-		r.ID = r.Score
-	}
-	switch r.Score {
-	case ScoreCallerPressure, ScoreAgentStress:
-	default:
-		return fmt.Errorf("alert_rule.score %q: want %s or %s", r.Score, ScoreCallerPressure, ScoreAgentStress)
-	}
-	if r.Threshold <= 0 || r.Threshold > 100 {
-		return fmt.Errorf("alert_rule.threshold %g: want (0, 100]", r.Threshold)
-	}
-	if r.ClearBelow == 0 {
-		r.ClearBelow = r.Threshold
-	}
-	if r.ClearBelow > r.Threshold {
-		return fmt.Errorf("alert_rule.clear_below %g is above the threshold %g", r.ClearBelow, r.Threshold)
-	}
-	if r.HoldSeconds < 0 || r.CooldownSeconds < 0 {
-		return errors.New("alert_rule: hold_seconds and cooldown_seconds must not be negative")
 	}
 	switch t.AgentScoring {
 	case "":
@@ -228,14 +269,18 @@ func (t *Tenant) fill() error {
 	default:
 		return fmt.Errorf("agent_scoring %q: want on, off or private", t.AgentScoring)
 	}
-	if t.AgentScoring != AgentScoringOn && r.Score == ScoreAgentStress {
-		// Off: the score does not exist. Private: only the agent and the
-		// care team may see it, so it must not set off an escalation that
-		// tells the on-call team, the PBX or the intervention team.
-		return fmt.Errorf("alert_rule scores agent_stress but agent_scoring is %s: escalations then rest on caller_pressure alone", t.AgentScoring)
+	if err := t.fillRules(); err != nil {
+		return err
 	}
 	if t.ExposureThreshold == 0 {
-		t.ExposureThreshold = r.Threshold
+		// The catch-all rule's threshold, else the lowest of the
+		// label rules': exposure is time at a level some rule alerts on.
+		t.ExposureThreshold = t.rules[0].Threshold
+		if t.AlertRule == (AlertRule{}) {
+			for _, r := range t.rules {
+				t.ExposureThreshold = min(t.ExposureThreshold, r.Threshold)
+			}
+		}
 	}
 	if err := t.Escalation.fill(t.ExposureThreshold); err != nil {
 		return err
@@ -244,6 +289,82 @@ func (t *Tenant) fill() error {
 		return errors.New("retention days must not be negative")
 	}
 	return t.JobCallbacks.check()
+}
+
+// Rules returns every alert rule of the tenant: the rule for every call
+// (alert_rule, with an empty Match), if any, then alert_rules in file
+// order. The rules must not be modified.
+func (t *Tenant) Rules() []LabelRule { return t.rules }
+
+// fillRules checks alert_rule and alert_rules, fills their defaults and
+// collects them into t.rules.
+func (t *Tenant) fillRules() error {
+	t.rules = t.rules[:0]
+	if t.AlertRule != (AlertRule{}) {
+		if err := t.AlertRule.fill("alert_rule", t.AgentScoring); err != nil {
+			return err
+		}
+		t.rules = append(t.rules, LabelRule{AlertRule: t.AlertRule})
+	}
+	if len(t.AlertRules) > MaxAlertRules {
+		return fmt.Errorf("alert_rules: %d rules, at most %d are allowed", len(t.AlertRules), MaxAlertRules)
+	}
+	for i := range t.AlertRules {
+		r := &t.AlertRules[i]
+		where := fmt.Sprintf("alert_rules[%d]", i)
+		if r.ID == "" {
+			return fmt.Errorf("%s: id is required (it names the rule in alerts and silences)", where)
+		}
+		if err := r.AlertRule.fill(where, t.AgentScoring); err != nil {
+			return err
+		}
+		if err := field.Labels(where+".match", r.Match); err != nil {
+			return err
+		}
+		t.rules = append(t.rules, *r)
+	}
+	seen := map[string]bool{}
+	for _, r := range t.rules {
+		if seen[r.ID] {
+			return fmt.Errorf("alert rule id %q used twice", r.ID)
+		}
+		seen[r.ID] = true
+	}
+	return nil
+}
+
+// fill checks one rule and fills its defaults; where names it in errors.
+func (r *AlertRule) fill(where, agentScoring string) error {
+	if r.ID == "" {
+		r.ID = r.Score
+	}
+	if !namePattern.MatchString(r.ID) {
+		return fmt.Errorf("%s.id %q must match %s", where, r.ID, namePattern)
+	}
+	switch r.Score {
+	case ScoreCallerPressure, ScoreAgentStress:
+	default:
+		return fmt.Errorf("%s.score %q: want %s or %s", where, r.Score, ScoreCallerPressure, ScoreAgentStress)
+	}
+	if r.Threshold <= 0 || r.Threshold > 100 {
+		return fmt.Errorf("%s.threshold %g: want (0, 100]", where, r.Threshold)
+	}
+	if r.ClearBelow == 0 {
+		r.ClearBelow = r.Threshold
+	}
+	if r.ClearBelow > r.Threshold {
+		return fmt.Errorf("%s.clear_below %g is above the threshold %g", where, r.ClearBelow, r.Threshold)
+	}
+	if r.HoldSeconds < 0 || r.CooldownSeconds < 0 {
+		return fmt.Errorf("%s: hold_seconds and cooldown_seconds must not be negative", where)
+	}
+	if agentScoring != AgentScoringOn && r.Score == ScoreAgentStress {
+		// Off: the score does not exist. Private: only the agent and the
+		// care team may see it, so it must not set off an escalation that
+		// tells the on-call team, the PBX or the intervention team.
+		return fmt.Errorf("%s scores agent_stress but agent_scoring is %s: escalations then rest on caller_pressure alone", where, agentScoring)
+	}
+	return nil
 }
 
 // Registry holds the current tenants and finds the tenant of an API key.
@@ -373,7 +494,10 @@ func (r *Registry) AuthenticateKey(key string) (*Tenant, *APIKey, bool) {
 		return nil, nil, false
 	}
 	ref, ok := r.cur.Load().byKey[HashKey(key)]
-	return ref.tenant, ref.key, ok
+	if !ok || !ref.key.Active(time.Now()) {
+		return nil, nil, false
+	}
+	return ref.tenant, ref.key, true
 }
 
 // Tenant returns the tenant with the given id.

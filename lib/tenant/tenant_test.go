@@ -141,7 +141,7 @@ func TestReload(t *testing.T) {
 func TestEnsureDemo(t *testing.T) {
 	dir := t.TempDir()
 	path, keyPath := filepath.Join(dir, "tenants.yaml"), filepath.Join(dir, "demo.key")
-	key, created, err := EnsureDemo(path, keyPath)
+	key, created, err := EnsureDemo(path, keyPath, DemoWebhook{})
 	if err != nil || !created || !strings.HasPrefix(key, KeyPrefix) {
 		t.Fatalf("EnsureDemo = %q, %v, %v", key, created, err)
 	}
@@ -156,12 +156,37 @@ func TestEnsureDemo(t *testing.T) {
 	if tn, _, ok := r.Authenticate(key); !ok || tn.ID != DemoTenantID {
 		t.Fatalf("demo key does not authenticate the demo tenant")
 	}
-	again, created, err := EnsureDemo(path, keyPath)
+	again, created, err := EnsureDemo(path, keyPath, DemoWebhook{})
 	if err != nil || created || again != key {
 		t.Errorf("second EnsureDemo = %q, %v, %v; want the same key, not created", again, created, err)
 	}
 	if st, _ := os.Stat(keyPath); st.Mode().Perm() != 0o600 {
 		t.Errorf("demo key file mode %v; want 0600", st.Mode().Perm())
+	}
+	// Two rules: caller pressure for every call, and agent-anger, which
+	// the shipped angry-agent sample sets off.
+	tn, _ := r.Tenant(DemoTenantID)
+	if rs := tn.Rules(); len(rs) != 2 || rs[1].ID != "agent-anger" || rs[1].Score != ScoreAgentStress || rs[1].Threshold != 70 || len(rs[1].Match) != 0 {
+		t.Errorf("demo rules %+v", rs)
+	}
+	if len(tn.Escalation.Ladder) != 0 {
+		t.Errorf("a demo without a receiver has a ladder: %+v", tn.Escalation.Ladder)
+	}
+	// With a receiver, the ladder notifies it.
+	dir2 := t.TempDir()
+	p2 := filepath.Join(dir2, "tenants.yaml")
+	if _, _, err := EnsureDemo(p2, filepath.Join(dir2, "demo.key"), DemoWebhook{URL: "http://127.0.0.1:1/hooks/calmline", SecretFile: filepath.Join(dir2, "hook secret")}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Load(p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn, _ = r2.Tenant(DemoTenantID)
+	ep, ok := tn.Escalation.Endpoint("demo-receiver")
+	if !ok || ep.URL != "http://127.0.0.1:1/hooks/calmline" || ep.SigningSecrets[0].File != filepath.Join(dir2, "hook secret") ||
+		len(tn.Escalation.Ladder) != 1 || tn.Escalation.Ladder[0].Endpoint != "demo-receiver" {
+		t.Errorf("demo escalation %+v", tn.Escalation)
 	}
 }
 

@@ -102,20 +102,20 @@ func ScoreName(k callv1.ScoreKind) string {
 
 // Policy snapshots a tenant's settings for one call.
 func Policy(t *tenant.Tenant) *callv1.CallPolicy {
-	r := t.AlertRule
 	p := &callv1.CallPolicy{
-		AlertRule: &callv1.AlertRule{
-			Id:              r.ID,
-			Score:           ScoreKind(r.Score),
-			Threshold:       r.Threshold,
-			HoldSeconds:     uint32(r.HoldSeconds),
-			ClearBelow:      r.ClearBelow,
-			CooldownSeconds: uint32(r.CooldownSeconds),
-		},
 		StoreAudio:          t.Audio.Store,
 		AudioRetentionDays:  uint32(t.Audio.RetentionDays),
 		ExposureThreshold:   t.ExposureThreshold,
 		ReportRetentionDays: uint32(t.ReportRetentionDays),
+	}
+	for _, r := range t.Rules() {
+		ar := AlertRule(r)
+		p.AlertRules = append(p.AlertRules, ar)
+		if len(r.Match) == 0 && p.AlertRule == nil {
+			// The rule for every call, also where older realtime
+			// instances look for it.
+			p.AlertRule = ar
+		}
 	}
 	switch t.AgentScoring {
 	case tenant.AgentScoringOff:
@@ -126,6 +126,19 @@ func Policy(t *tenant.Tenant) *callv1.CallPolicy {
 		p.AgentScoring = callv1.AgentScoring_AGENT_SCORING_ON
 	}
 	return p
+}
+
+// AlertRule converts a tenant's rule to the wire.
+func AlertRule(r tenant.LabelRule) *callv1.AlertRule {
+	return &callv1.AlertRule{
+		Id:              r.ID,
+		Score:           ScoreKind(r.Score),
+		Threshold:       r.Threshold,
+		HoldSeconds:     uint32(r.HoldSeconds),
+		ClearBelow:      r.ClearBelow,
+		CooldownSeconds: uint32(r.CooldownSeconds),
+		MatchLabels:     r.Match,
+	}
 }
 
 // AgentScoringEnabled reports whether a policy lets agent_stress be

@@ -442,8 +442,11 @@ type AlertRule struct {
 	ClearBelow float64 `protobuf:"fixed64,5,opt,name=clear_below,json=clearBelow,proto3" json:"clear_below,omitempty"`
 	// After an episode clears, no new episode starts for this long.
 	CooldownSeconds uint32 `protobuf:"varint,6,opt,name=cooldown_seconds,json=cooldownSeconds,proto3" json:"cooldown_seconds,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The rule applies to calls whose labels include every one of these
+	// (equal values); empty: every call.
+	MatchLabels   map[string]string `protobuf:"bytes,7,rep,name=match_labels,json=matchLabels,proto3" json:"match_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AlertRule) Reset() {
@@ -518,6 +521,13 @@ func (x *AlertRule) GetCooldownSeconds() uint32 {
 	return 0
 }
 
+func (x *AlertRule) GetMatchLabels() map[string]string {
+	if x != nil {
+		return x.MatchLabels
+	}
+	return nil
+}
+
 // CallPolicy is the part of a tenant's settings that governs one call,
 // snapshotted by the gateway when the call starts.
 type CallPolicy struct {
@@ -534,8 +544,13 @@ type CallPolicy struct {
 	ExposureThreshold float64 `protobuf:"fixed64,5,opt,name=exposure_threshold,json=exposureThreshold,proto3" json:"exposure_threshold,omitempty"`
 	// Reports are deleted after this many days; 0 keeps them.
 	ReportRetentionDays uint32 `protobuf:"varint,6,opt,name=report_retention_days,json=reportRetentionDays,proto3" json:"report_retention_days,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Every alert rule of the tenant; realtime evaluates those whose
+	// match_labels the call's labels satisfy. When empty (a policy from an
+	// older gateway), alert_rule applies to the call alone. alert_rule
+	// stays set to the tenant's rule for every call, if it has one.
+	AlertRules    []*AlertRule `protobuf:"bytes,7,rep,name=alert_rules,json=alertRules,proto3" json:"alert_rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallPolicy) Reset() {
@@ -608,6 +623,13 @@ func (x *CallPolicy) GetReportRetentionDays() uint32 {
 		return x.ReportRetentionDays
 	}
 	return 0
+}
+
+func (x *CallPolicy) GetAlertRules() []*AlertRule {
+	if x != nil {
+		return x.AlertRules
+	}
+	return nil
 }
 
 // Call identifies a call and says how to treat it.
@@ -1136,7 +1158,7 @@ const file_calmline_call_v1_call_proto_rawDesc = "" +
 	"\vMediaFormat\x12-\n" +
 	"\x05codec\x18\x01 \x01(\x0e2\x17.calmline.call.v1.CodecR\x05codec\x12$\n" +
 	"\x0esample_rate_hz\x18\x02 \x01(\rR\fsampleRateHz\x129\n" +
-	"\bchannels\x18\x03 \x03(\x0e2\x1d.calmline.call.v1.ChannelRoleR\bchannels\"\xdb\x01\n" +
+	"\bchannels\x18\x03 \x03(\x0e2\x1d.calmline.call.v1.ChannelRoleR\bchannels\"\xec\x02\n" +
 	"\tAlertRule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05score\x18\x02 \x01(\x0e2\x1b.calmline.call.v1.ScoreKindR\x05score\x12\x1c\n" +
@@ -1144,7 +1166,11 @@ const file_calmline_call_v1_call_proto_rawDesc = "" +
 	"\fhold_seconds\x18\x04 \x01(\rR\vholdSeconds\x12\x1f\n" +
 	"\vclear_below\x18\x05 \x01(\x01R\n" +
 	"clearBelow\x12)\n" +
-	"\x10cooldown_seconds\x18\x06 \x01(\rR\x0fcooldownSeconds\"\xc3\x02\n" +
+	"\x10cooldown_seconds\x18\x06 \x01(\rR\x0fcooldownSeconds\x12O\n" +
+	"\fmatch_labels\x18\a \x03(\v2,.calmline.call.v1.AlertRule.MatchLabelsEntryR\vmatchLabels\x1a>\n" +
+	"\x10MatchLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x03\n" +
 	"\n" +
 	"CallPolicy\x12:\n" +
 	"\n" +
@@ -1154,7 +1180,9 @@ const file_calmline_call_v1_call_proto_rawDesc = "" +
 	"storeAudio\x120\n" +
 	"\x14audio_retention_days\x18\x04 \x01(\rR\x12audioRetentionDays\x12-\n" +
 	"\x12exposure_threshold\x18\x05 \x01(\x01R\x11exposureThreshold\x122\n" +
-	"\x15report_retention_days\x18\x06 \x01(\rR\x13reportRetentionDays\"\xb1\x03\n" +
+	"\x15report_retention_days\x18\x06 \x01(\rR\x13reportRetentionDays\x12<\n" +
+	"\valert_rules\x18\a \x03(\v2\x1b.calmline.call.v1.AlertRuleR\n" +
+	"alertRules\"\xb1\x03\n" +
 	"\x04Call\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x17\n" +
 	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x19\n" +
@@ -1253,7 +1281,7 @@ func file_calmline_call_v1_call_proto_rawDescGZIP() []byte {
 }
 
 var file_calmline_call_v1_call_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_calmline_call_v1_call_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_calmline_call_v1_call_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_calmline_call_v1_call_proto_goTypes = []any{
 	(Codec)(0),                    // 0: calmline.call.v1.Codec
 	(ChannelRole)(0),              // 1: calmline.call.v1.ChannelRole
@@ -1270,29 +1298,32 @@ var file_calmline_call_v1_call_proto_goTypes = []any{
 	(*ModelInfo)(nil),             // 12: calmline.call.v1.ModelInfo
 	(*ScoreUpdate)(nil),           // 13: calmline.call.v1.ScoreUpdate
 	(*AlertEvent)(nil),            // 14: calmline.call.v1.AlertEvent
-	nil,                           // 15: calmline.call.v1.Call.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	nil,                           // 15: calmline.call.v1.AlertRule.MatchLabelsEntry
+	nil,                           // 16: calmline.call.v1.Call.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_calmline_call_v1_call_proto_depIdxs = []int32{
 	0,  // 0: calmline.call.v1.MediaFormat.codec:type_name -> calmline.call.v1.Codec
 	1,  // 1: calmline.call.v1.MediaFormat.channels:type_name -> calmline.call.v1.ChannelRole
 	2,  // 2: calmline.call.v1.AlertRule.score:type_name -> calmline.call.v1.ScoreKind
-	7,  // 3: calmline.call.v1.CallPolicy.alert_rule:type_name -> calmline.call.v1.AlertRule
-	3,  // 4: calmline.call.v1.CallPolicy.agent_scoring:type_name -> calmline.call.v1.AgentScoring
-	16, // 5: calmline.call.v1.Call.started_at:type_name -> google.protobuf.Timestamp
-	6,  // 6: calmline.call.v1.Call.format:type_name -> calmline.call.v1.MediaFormat
-	15, // 7: calmline.call.v1.Call.labels:type_name -> calmline.call.v1.Call.LabelsEntry
-	8,  // 8: calmline.call.v1.Call.policy:type_name -> calmline.call.v1.CallPolicy
-	4,  // 9: calmline.call.v1.Gap.reason:type_name -> calmline.call.v1.GapReason
-	12, // 10: calmline.call.v1.ScoreUpdate.model:type_name -> calmline.call.v1.ModelInfo
-	5,  // 11: calmline.call.v1.AlertEvent.state:type_name -> calmline.call.v1.AlertState
-	2,  // 12: calmline.call.v1.AlertEvent.score:type_name -> calmline.call.v1.ScoreKind
-	16, // 13: calmline.call.v1.AlertEvent.at:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	15, // 3: calmline.call.v1.AlertRule.match_labels:type_name -> calmline.call.v1.AlertRule.MatchLabelsEntry
+	7,  // 4: calmline.call.v1.CallPolicy.alert_rule:type_name -> calmline.call.v1.AlertRule
+	3,  // 5: calmline.call.v1.CallPolicy.agent_scoring:type_name -> calmline.call.v1.AgentScoring
+	7,  // 6: calmline.call.v1.CallPolicy.alert_rules:type_name -> calmline.call.v1.AlertRule
+	17, // 7: calmline.call.v1.Call.started_at:type_name -> google.protobuf.Timestamp
+	6,  // 8: calmline.call.v1.Call.format:type_name -> calmline.call.v1.MediaFormat
+	16, // 9: calmline.call.v1.Call.labels:type_name -> calmline.call.v1.Call.LabelsEntry
+	8,  // 10: calmline.call.v1.Call.policy:type_name -> calmline.call.v1.CallPolicy
+	4,  // 11: calmline.call.v1.Gap.reason:type_name -> calmline.call.v1.GapReason
+	12, // 12: calmline.call.v1.ScoreUpdate.model:type_name -> calmline.call.v1.ModelInfo
+	5,  // 13: calmline.call.v1.AlertEvent.state:type_name -> calmline.call.v1.AlertState
+	2,  // 14: calmline.call.v1.AlertEvent.score:type_name -> calmline.call.v1.ScoreKind
+	17, // 15: calmline.call.v1.AlertEvent.at:type_name -> google.protobuf.Timestamp
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_calmline_call_v1_call_proto_init() }
@@ -1307,7 +1338,7 @@ func file_calmline_call_v1_call_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_calmline_call_v1_call_proto_rawDesc), len(file_calmline_call_v1_call_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

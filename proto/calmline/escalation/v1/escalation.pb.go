@@ -213,13 +213,72 @@ func (DeliveryState) EnumDescriptor() ([]byte, []int) {
 	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{2}
 }
 
+// SilenceState is where a silence is in its time window.
+type SilenceState int32
+
+const (
+	SilenceState_SILENCE_STATE_UNSPECIFIED SilenceState = 0
+	// starts_at is still to come.
+	SilenceState_SILENCE_STATE_PENDING SilenceState = 1
+	// In force.
+	SilenceState_SILENCE_STATE_ACTIVE SilenceState = 2
+	// ends_at passed, or it was expired.
+	SilenceState_SILENCE_STATE_EXPIRED SilenceState = 3
+)
+
+// Enum value maps for SilenceState.
+var (
+	SilenceState_name = map[int32]string{
+		0: "SILENCE_STATE_UNSPECIFIED",
+		1: "SILENCE_STATE_PENDING",
+		2: "SILENCE_STATE_ACTIVE",
+		3: "SILENCE_STATE_EXPIRED",
+	}
+	SilenceState_value = map[string]int32{
+		"SILENCE_STATE_UNSPECIFIED": 0,
+		"SILENCE_STATE_PENDING":     1,
+		"SILENCE_STATE_ACTIVE":      2,
+		"SILENCE_STATE_EXPIRED":     3,
+	}
+)
+
+func (x SilenceState) Enum() *SilenceState {
+	p := new(SilenceState)
+	*p = x
+	return p
+}
+
+func (x SilenceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SilenceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_calmline_escalation_v1_escalation_proto_enumTypes[3].Descriptor()
+}
+
+func (SilenceState) Type() protoreflect.EnumType {
+	return &file_calmline_escalation_v1_escalation_proto_enumTypes[3]
+}
+
+func (x SilenceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SilenceState.Descriptor instead.
+func (SilenceState) EnumDescriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{3}
+}
+
 // Alert is an alert event of one call.
 type Alert struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	CallId        string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
-	AgentId       string                 `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Event         *v1.AlertEvent         `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	CallId   string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	AgentId  string                 `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Event    *v1.AlertEvent         `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	// The call's labels (queue, skill, agent group ...), which silences
+	// match.
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +337,13 @@ func (x *Alert) GetAgentId() string {
 func (x *Alert) GetEvent() *v1.AlertEvent {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *Alert) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -407,7 +473,14 @@ type Escalation struct {
 	InhibitedAlerts uint32 `protobuf:"varint,22,opt,name=inhibited_alerts,json=inhibitedAlerts,proto3" json:"inhibited_alerts,omitempty"`
 	// True once the call ended (CareService.RecordCall): steps that act on
 	// the call are skipped from then on.
-	CallEnded     bool `protobuf:"varint,23,opt,name=call_ended,json=callEnded,proto3" json:"call_ended,omitempty"`
+	CallEnded bool `protobuf:"varint,23,opt,name=call_ended,json=callEnded,proto3" json:"call_ended,omitempty"`
+	// Set when an active silence matched the alert that opened it: the
+	// escalation is recorded resolved at once (resolved_by "calmline") and
+	// its ladder never runs — no webhook, no transfer.
+	SilenceId string `protobuf:"bytes,24,opt,name=silence_id,json=silenceId,proto3" json:"silence_id,omitempty"`
+	// The call's labels when the escalation opened (queue, skill, agent
+	// group ...).
+	Labels        map[string]string `protobuf:"bytes,25,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +674,20 @@ func (x *Escalation) GetCallEnded() bool {
 		return x.CallEnded
 	}
 	return false
+}
+
+func (x *Escalation) GetSilenceId() string {
+	if x != nil {
+		return x.SilenceId
+	}
+	return ""
+}
+
+func (x *Escalation) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Step is one rung of the ladder for one escalation.
@@ -2219,20 +2306,490 @@ func (x *VerifyAuditResponse) GetProblems() []*AuditProblem {
 	return nil
 }
 
+// Silence mutes the alerts of the calls it matches: every label of
+// match_labels present on the call with the same value, and, when set,
+// the call's agent and the alert's rule. At least one of them is set.
+type Silence struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TenantId    string                 `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	MatchLabels map[string]string      `protobuf:"bytes,3,rep,name=match_labels,json=matchLabels,proto3" json:"match_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	AgentId     string                 `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	RuleId      string                 `protobuf:"bytes,5,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	StartsAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
+	EndsAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
+	// Who created it and why.
+	CreatedBy string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	Comment   string                 `protobuf:"bytes,9,opt,name=comment,proto3" json:"comment,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	State     SilenceState           `protobuf:"varint,11,opt,name=state,proto3,enum=calmline.escalation.v1.SilenceState" json:"state,omitempty"`
+	// Who expired it early, if anyone.
+	ExpiredBy     string `protobuf:"bytes,12,opt,name=expired_by,json=expiredBy,proto3" json:"expired_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Silence) Reset() {
+	*x = Silence{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Silence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Silence) ProtoMessage() {}
+
+func (x *Silence) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Silence.ProtoReflect.Descriptor instead.
+func (*Silence) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Silence) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Silence) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *Silence) GetMatchLabels() map[string]string {
+	if x != nil {
+		return x.MatchLabels
+	}
+	return nil
+}
+
+func (x *Silence) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Silence) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *Silence) GetStartsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartsAt
+	}
+	return nil
+}
+
+func (x *Silence) GetEndsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndsAt
+	}
+	return nil
+}
+
+func (x *Silence) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Silence) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *Silence) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Silence) GetState() SilenceState {
+	if x != nil {
+		return x.State
+	}
+	return SilenceState_SILENCE_STATE_UNSPECIFIED
+}
+
+func (x *Silence) GetExpiredBy() string {
+	if x != nil {
+		return x.ExpiredBy
+	}
+	return ""
+}
+
+// CreateSilenceRequest describes a new silence.
+type CreateSilenceRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MatchLabels map[string]string      `protobuf:"bytes,1,rep,name=match_labels,json=matchLabels,proto3" json:"match_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	AgentId     string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	RuleId      string                 `protobuf:"bytes,3,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// Default: now.
+	StartsAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
+	// Required, after starts_at, at most 30 days after it.
+	EndsAt        *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,6,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	Comment       string                 `protobuf:"bytes,7,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSilenceRequest) Reset() {
+	*x = CreateSilenceRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSilenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSilenceRequest) ProtoMessage() {}
+
+func (x *CreateSilenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSilenceRequest.ProtoReflect.Descriptor instead.
+func (*CreateSilenceRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateSilenceRequest) GetMatchLabels() map[string]string {
+	if x != nil {
+		return x.MatchLabels
+	}
+	return nil
+}
+
+func (x *CreateSilenceRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *CreateSilenceRequest) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *CreateSilenceRequest) GetStartsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartsAt
+	}
+	return nil
+}
+
+func (x *CreateSilenceRequest) GetEndsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndsAt
+	}
+	return nil
+}
+
+func (x *CreateSilenceRequest) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *CreateSilenceRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// CreateSilenceResponse carries the new silence.
+type CreateSilenceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Silence       *Silence               `protobuf:"bytes,1,opt,name=silence,proto3" json:"silence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSilenceResponse) Reset() {
+	*x = CreateSilenceResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSilenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSilenceResponse) ProtoMessage() {}
+
+func (x *CreateSilenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSilenceResponse.ProtoReflect.Descriptor instead.
+func (*CreateSilenceResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateSilenceResponse) GetSilence() *Silence {
+	if x != nil {
+		return x.Silence
+	}
+	return nil
+}
+
+// ListSilencesRequest filters silences.
+type ListSilencesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unspecified: all (the most recent 1000).
+	State         SilenceState `protobuf:"varint,1,opt,name=state,proto3,enum=calmline.escalation.v1.SilenceState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSilencesRequest) Reset() {
+	*x = ListSilencesRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSilencesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSilencesRequest) ProtoMessage() {}
+
+func (x *ListSilencesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSilencesRequest.ProtoReflect.Descriptor instead.
+func (*ListSilencesRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListSilencesRequest) GetState() SilenceState {
+	if x != nil {
+		return x.State
+	}
+	return SilenceState_SILENCE_STATE_UNSPECIFIED
+}
+
+// ListSilencesResponse carries silences, newest first.
+type ListSilencesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Silences      []*Silence             `protobuf:"bytes,1,rep,name=silences,proto3" json:"silences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSilencesResponse) Reset() {
+	*x = ListSilencesResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSilencesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSilencesResponse) ProtoMessage() {}
+
+func (x *ListSilencesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSilencesResponse.ProtoReflect.Descriptor instead.
+func (*ListSilencesResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListSilencesResponse) GetSilences() []*Silence {
+	if x != nil {
+		return x.Silences
+	}
+	return nil
+}
+
+// ExpireSilenceRequest names a silence and who expires it.
+type ExpireSilenceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireSilenceRequest) Reset() {
+	*x = ExpireSilenceRequest{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireSilenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireSilenceRequest) ProtoMessage() {}
+
+func (x *ExpireSilenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireSilenceRequest.ProtoReflect.Descriptor instead.
+func (*ExpireSilenceRequest) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ExpireSilenceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExpireSilenceRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+// ExpireSilenceResponse carries the expired silence.
+type ExpireSilenceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Silence       *Silence               `protobuf:"bytes,1,opt,name=silence,proto3" json:"silence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireSilenceResponse) Reset() {
+	*x = ExpireSilenceResponse{}
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireSilenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireSilenceResponse) ProtoMessage() {}
+
+func (x *ExpireSilenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_escalation_v1_escalation_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireSilenceResponse.ProtoReflect.Descriptor instead.
+func (*ExpireSilenceResponse) Descriptor() ([]byte, []int) {
+	return file_calmline_escalation_v1_escalation_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ExpireSilenceResponse) GetSilence() *Silence {
+	if x != nil {
+		return x.Silence
+	}
+	return nil
+}
+
 var File_calmline_escalation_v1_escalation_proto protoreflect.FileDescriptor
 
 const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\n" +
-	"'calmline/escalation/v1/escalation.proto\x12\x16calmline.escalation.v1\x1a\x1bcalmline/call/v1/call.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
+	"'calmline/escalation/v1/escalation.proto\x12\x16calmline.escalation.v1\x1a\x1bcalmline/call/v1/call.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x02\n" +
 	"\x05Alert\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x17\n" +
 	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x19\n" +
 	"\bagent_id\x18\x03 \x01(\tR\aagentId\x122\n" +
-	"\x05event\x18\x04 \x01(\v2\x1c.calmline.call.v1.AlertEventR\x05event\"J\n" +
+	"\x05event\x18\x04 \x01(\v2\x1c.calmline.call.v1.AlertEventR\x05event\x12A\n" +
+	"\x06labels\x18\x05 \x03(\v2).calmline.escalation.v1.Alert.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
 	"\x11PostAlertsRequest\x125\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x1d.calmline.escalation.v1.AlertR\x06alerts\";\n" +
 	"\x12PostAlertsResponse\x12%\n" +
-	"\x0eescalation_ids\x18\x01 \x03(\tR\rescalationIds\"\xf6\x06\n" +
+	"\x0eescalation_ids\x18\x01 \x03(\tR\rescalationIds\"\x98\b\n" +
 	"\n" +
 	"Escalation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -2264,7 +2821,13 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\talert_ids\x18\x15 \x03(\tR\balertIds\x12)\n" +
 	"\x10inhibited_alerts\x18\x16 \x01(\rR\x0finhibitedAlerts\x12\x1d\n" +
 	"\n" +
-	"call_ended\x18\x17 \x01(\bR\tcallEnded\"\xbd\x03\n" +
+	"call_ended\x18\x17 \x01(\bR\tcallEnded\x12\x1d\n" +
+	"\n" +
+	"silence_id\x18\x18 \x01(\tR\tsilenceId\x12F\n" +
+	"\x06labels\x18\x19 \x03(\v2..calmline.escalation.v1.Escalation.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x127\n" +
@@ -2398,7 +2961,50 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x19\n" +
 	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\x12\x1b\n" +
 	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x12@\n" +
-	"\bproblems\x18\x05 \x03(\v2$.calmline.escalation.v1.AuditProblemR\bproblems*\x90\x01\n" +
+	"\bproblems\x18\x05 \x03(\v2$.calmline.escalation.v1.AuditProblemR\bproblems\"\xbc\x04\n" +
+	"\aSilence\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12S\n" +
+	"\fmatch_labels\x18\x03 \x03(\v20.calmline.escalation.v1.Silence.MatchLabelsEntryR\vmatchLabels\x12\x19\n" +
+	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12\x17\n" +
+	"\arule_id\x18\x05 \x01(\tR\x06ruleId\x127\n" +
+	"\tstarts_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
+	"\aends_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\b \x01(\tR\tcreatedBy\x12\x18\n" +
+	"\acomment\x18\t \x01(\tR\acomment\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12:\n" +
+	"\x05state\x18\v \x01(\x0e2$.calmline.escalation.v1.SilenceStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"expired_by\x18\f \x01(\tR\texpiredBy\x1a>\n" +
+	"\x10MatchLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x03\n" +
+	"\x14CreateSilenceRequest\x12`\n" +
+	"\fmatch_labels\x18\x01 \x03(\v2=.calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntryR\vmatchLabels\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x17\n" +
+	"\arule_id\x18\x03 \x01(\tR\x06ruleId\x127\n" +
+	"\tstarts_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
+	"\aends_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x06 \x01(\tR\tcreatedBy\x12\x18\n" +
+	"\acomment\x18\a \x01(\tR\acomment\x1a>\n" +
+	"\x10MatchLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
+	"\x15CreateSilenceResponse\x129\n" +
+	"\asilence\x18\x01 \x01(\v2\x1f.calmline.escalation.v1.SilenceR\asilence\"Q\n" +
+	"\x13ListSilencesRequest\x12:\n" +
+	"\x05state\x18\x01 \x01(\x0e2$.calmline.escalation.v1.SilenceStateR\x05state\"S\n" +
+	"\x14ListSilencesResponse\x12;\n" +
+	"\bsilences\x18\x01 \x03(\v2\x1f.calmline.escalation.v1.SilenceR\bsilences\"6\n" +
+	"\x14ExpireSilenceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\"R\n" +
+	"\x15ExpireSilenceResponse\x129\n" +
+	"\asilence\x18\x01 \x01(\v2\x1f.calmline.escalation.v1.SilenceR\asilence*\x90\x01\n" +
 	"\x0fEscalationState\x12 \n" +
 	"\x1cESCALATION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ESCALATION_STATE_OPEN\x10\x01\x12!\n" +
@@ -2416,7 +3022,12 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +
 	"\x18DELIVERY_STATE_IN_FLIGHT\x10\x02\x12\x1c\n" +
 	"\x18DELIVERY_STATE_SUCCEEDED\x10\x03\x12\x17\n" +
-	"\x13DELIVERY_STATE_DEAD\x10\x042s\n" +
+	"\x13DELIVERY_STATE_DEAD\x10\x04*}\n" +
+	"\fSilenceState\x12\x1d\n" +
+	"\x19SILENCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15SILENCE_STATE_PENDING\x10\x01\x12\x18\n" +
+	"\x14SILENCE_STATE_ACTIVE\x10\x02\x12\x19\n" +
+	"\x15SILENCE_STATE_EXPIRED\x10\x032s\n" +
 	"\fAlertService\x12c\n" +
 	"\n" +
 	"PostAlerts\x12).calmline.escalation.v1.PostAlertsRequest\x1a*.calmline.escalation.v1.PostAlertsResponse2\xf6\x03\n" +
@@ -2434,7 +3045,11 @@ const file_calmline_escalation_v1_escalation_proto_rawDesc = "" +
 	"\x0fRedriveDelivery\x12..calmline.escalation.v1.RedriveDeliveryRequest\x1a/.calmline.escalation.v1.RedriveDeliveryResponse2\xed\x01\n" +
 	"\fAuditService\x12u\n" +
 	"\x10ListAuditEntries\x12/.calmline.escalation.v1.ListAuditEntriesRequest\x1a0.calmline.escalation.v1.ListAuditEntriesResponse\x12f\n" +
-	"\vVerifyAudit\x12*.calmline.escalation.v1.VerifyAuditRequest\x1a+.calmline.escalation.v1.VerifyAuditResponseBHZFgithub.com/calmline/calmline/proto/calmline/escalation/v1;escalationv1b\x06proto3"
+	"\vVerifyAudit\x12*.calmline.escalation.v1.VerifyAuditRequest\x1a+.calmline.escalation.v1.VerifyAuditResponse2\xd7\x02\n" +
+	"\x0eSilenceService\x12l\n" +
+	"\rCreateSilence\x12,.calmline.escalation.v1.CreateSilenceRequest\x1a-.calmline.escalation.v1.CreateSilenceResponse\x12i\n" +
+	"\fListSilences\x12+.calmline.escalation.v1.ListSilencesRequest\x1a,.calmline.escalation.v1.ListSilencesResponse\x12l\n" +
+	"\rExpireSilence\x12,.calmline.escalation.v1.ExpireSilenceRequest\x1a-.calmline.escalation.v1.ExpireSilenceResponseBHZFgithub.com/calmline/calmline/proto/calmline/escalation/v1;escalationv1b\x06proto3"
 
 var (
 	file_calmline_escalation_v1_escalation_proto_rawDescOnce sync.Once
@@ -2448,104 +3063,136 @@ func file_calmline_escalation_v1_escalation_proto_rawDescGZIP() []byte {
 	return file_calmline_escalation_v1_escalation_proto_rawDescData
 }
 
-var file_calmline_escalation_v1_escalation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_calmline_escalation_v1_escalation_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_calmline_escalation_v1_escalation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_calmline_escalation_v1_escalation_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_calmline_escalation_v1_escalation_proto_goTypes = []any{
 	(EscalationState)(0),                  // 0: calmline.escalation.v1.EscalationState
 	(StepState)(0),                        // 1: calmline.escalation.v1.StepState
 	(DeliveryState)(0),                    // 2: calmline.escalation.v1.DeliveryState
-	(*Alert)(nil),                         // 3: calmline.escalation.v1.Alert
-	(*PostAlertsRequest)(nil),             // 4: calmline.escalation.v1.PostAlertsRequest
-	(*PostAlertsResponse)(nil),            // 5: calmline.escalation.v1.PostAlertsResponse
-	(*Escalation)(nil),                    // 6: calmline.escalation.v1.Escalation
-	(*Step)(nil),                          // 7: calmline.escalation.v1.Step
-	(*ListEscalationsRequest)(nil),        // 8: calmline.escalation.v1.ListEscalationsRequest
-	(*ListEscalationsResponse)(nil),       // 9: calmline.escalation.v1.ListEscalationsResponse
-	(*GetEscalationRequest)(nil),          // 10: calmline.escalation.v1.GetEscalationRequest
-	(*GetEscalationResponse)(nil),         // 11: calmline.escalation.v1.GetEscalationResponse
-	(*AcknowledgeEscalationRequest)(nil),  // 12: calmline.escalation.v1.AcknowledgeEscalationRequest
-	(*AcknowledgeEscalationResponse)(nil), // 13: calmline.escalation.v1.AcknowledgeEscalationResponse
-	(*ResolveEscalationRequest)(nil),      // 14: calmline.escalation.v1.ResolveEscalationRequest
-	(*ResolveEscalationResponse)(nil),     // 15: calmline.escalation.v1.ResolveEscalationResponse
-	(*RecordCallRequest)(nil),             // 16: calmline.escalation.v1.RecordCallRequest
-	(*RecordCallResponse)(nil),            // 17: calmline.escalation.v1.RecordCallResponse
-	(*Delivery)(nil),                      // 18: calmline.escalation.v1.Delivery
-	(*ListDeliveriesRequest)(nil),         // 19: calmline.escalation.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),        // 20: calmline.escalation.v1.ListDeliveriesResponse
-	(*GetDeliveryRequest)(nil),            // 21: calmline.escalation.v1.GetDeliveryRequest
-	(*GetDeliveryResponse)(nil),           // 22: calmline.escalation.v1.GetDeliveryResponse
-	(*RedriveDeliveryRequest)(nil),        // 23: calmline.escalation.v1.RedriveDeliveryRequest
-	(*RedriveDeliveryResponse)(nil),       // 24: calmline.escalation.v1.RedriveDeliveryResponse
-	(*AuditEntry)(nil),                    // 25: calmline.escalation.v1.AuditEntry
-	(*ListAuditEntriesRequest)(nil),       // 26: calmline.escalation.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil),      // 27: calmline.escalation.v1.ListAuditEntriesResponse
-	(*VerifyAuditRequest)(nil),            // 28: calmline.escalation.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),                  // 29: calmline.escalation.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),           // 30: calmline.escalation.v1.VerifyAuditResponse
-	(*v1.AlertEvent)(nil),                 // 31: calmline.call.v1.AlertEvent
-	(v1.ScoreKind)(0),                     // 32: calmline.call.v1.ScoreKind
-	(*timestamppb.Timestamp)(nil),         // 33: google.protobuf.Timestamp
+	(SilenceState)(0),                     // 3: calmline.escalation.v1.SilenceState
+	(*Alert)(nil),                         // 4: calmline.escalation.v1.Alert
+	(*PostAlertsRequest)(nil),             // 5: calmline.escalation.v1.PostAlertsRequest
+	(*PostAlertsResponse)(nil),            // 6: calmline.escalation.v1.PostAlertsResponse
+	(*Escalation)(nil),                    // 7: calmline.escalation.v1.Escalation
+	(*Step)(nil),                          // 8: calmline.escalation.v1.Step
+	(*ListEscalationsRequest)(nil),        // 9: calmline.escalation.v1.ListEscalationsRequest
+	(*ListEscalationsResponse)(nil),       // 10: calmline.escalation.v1.ListEscalationsResponse
+	(*GetEscalationRequest)(nil),          // 11: calmline.escalation.v1.GetEscalationRequest
+	(*GetEscalationResponse)(nil),         // 12: calmline.escalation.v1.GetEscalationResponse
+	(*AcknowledgeEscalationRequest)(nil),  // 13: calmline.escalation.v1.AcknowledgeEscalationRequest
+	(*AcknowledgeEscalationResponse)(nil), // 14: calmline.escalation.v1.AcknowledgeEscalationResponse
+	(*ResolveEscalationRequest)(nil),      // 15: calmline.escalation.v1.ResolveEscalationRequest
+	(*ResolveEscalationResponse)(nil),     // 16: calmline.escalation.v1.ResolveEscalationResponse
+	(*RecordCallRequest)(nil),             // 17: calmline.escalation.v1.RecordCallRequest
+	(*RecordCallResponse)(nil),            // 18: calmline.escalation.v1.RecordCallResponse
+	(*Delivery)(nil),                      // 19: calmline.escalation.v1.Delivery
+	(*ListDeliveriesRequest)(nil),         // 20: calmline.escalation.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),        // 21: calmline.escalation.v1.ListDeliveriesResponse
+	(*GetDeliveryRequest)(nil),            // 22: calmline.escalation.v1.GetDeliveryRequest
+	(*GetDeliveryResponse)(nil),           // 23: calmline.escalation.v1.GetDeliveryResponse
+	(*RedriveDeliveryRequest)(nil),        // 24: calmline.escalation.v1.RedriveDeliveryRequest
+	(*RedriveDeliveryResponse)(nil),       // 25: calmline.escalation.v1.RedriveDeliveryResponse
+	(*AuditEntry)(nil),                    // 26: calmline.escalation.v1.AuditEntry
+	(*ListAuditEntriesRequest)(nil),       // 27: calmline.escalation.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil),      // 28: calmline.escalation.v1.ListAuditEntriesResponse
+	(*VerifyAuditRequest)(nil),            // 29: calmline.escalation.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),                  // 30: calmline.escalation.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),           // 31: calmline.escalation.v1.VerifyAuditResponse
+	(*Silence)(nil),                       // 32: calmline.escalation.v1.Silence
+	(*CreateSilenceRequest)(nil),          // 33: calmline.escalation.v1.CreateSilenceRequest
+	(*CreateSilenceResponse)(nil),         // 34: calmline.escalation.v1.CreateSilenceResponse
+	(*ListSilencesRequest)(nil),           // 35: calmline.escalation.v1.ListSilencesRequest
+	(*ListSilencesResponse)(nil),          // 36: calmline.escalation.v1.ListSilencesResponse
+	(*ExpireSilenceRequest)(nil),          // 37: calmline.escalation.v1.ExpireSilenceRequest
+	(*ExpireSilenceResponse)(nil),         // 38: calmline.escalation.v1.ExpireSilenceResponse
+	nil,                                   // 39: calmline.escalation.v1.Alert.LabelsEntry
+	nil,                                   // 40: calmline.escalation.v1.Escalation.LabelsEntry
+	nil,                                   // 41: calmline.escalation.v1.Silence.MatchLabelsEntry
+	nil,                                   // 42: calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntry
+	(*v1.AlertEvent)(nil),                 // 43: calmline.call.v1.AlertEvent
+	(v1.ScoreKind)(0),                     // 44: calmline.call.v1.ScoreKind
+	(*timestamppb.Timestamp)(nil),         // 45: google.protobuf.Timestamp
 }
 var file_calmline_escalation_v1_escalation_proto_depIdxs = []int32{
-	31, // 0: calmline.escalation.v1.Alert.event:type_name -> calmline.call.v1.AlertEvent
-	3,  // 1: calmline.escalation.v1.PostAlertsRequest.alerts:type_name -> calmline.escalation.v1.Alert
-	0,  // 2: calmline.escalation.v1.Escalation.state:type_name -> calmline.escalation.v1.EscalationState
-	32, // 3: calmline.escalation.v1.Escalation.score:type_name -> calmline.call.v1.ScoreKind
-	33, // 4: calmline.escalation.v1.Escalation.opened_at:type_name -> google.protobuf.Timestamp
-	33, // 5: calmline.escalation.v1.Escalation.acknowledged_at:type_name -> google.protobuf.Timestamp
-	33, // 6: calmline.escalation.v1.Escalation.resolved_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: calmline.escalation.v1.Escalation.steps:type_name -> calmline.escalation.v1.Step
-	33, // 8: calmline.escalation.v1.Escalation.cleared_at:type_name -> google.protobuf.Timestamp
-	1,  // 9: calmline.escalation.v1.Step.state:type_name -> calmline.escalation.v1.StepState
-	33, // 10: calmline.escalation.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
-	33, // 11: calmline.escalation.v1.Step.done_at:type_name -> google.protobuf.Timestamp
-	33, // 12: calmline.escalation.v1.Step.due_at:type_name -> google.protobuf.Timestamp
-	0,  // 13: calmline.escalation.v1.ListEscalationsRequest.state:type_name -> calmline.escalation.v1.EscalationState
-	6,  // 14: calmline.escalation.v1.ListEscalationsResponse.escalations:type_name -> calmline.escalation.v1.Escalation
-	6,  // 15: calmline.escalation.v1.GetEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	6,  // 16: calmline.escalation.v1.AcknowledgeEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	6,  // 17: calmline.escalation.v1.ResolveEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
-	33, // 18: calmline.escalation.v1.RecordCallRequest.started_at:type_name -> google.protobuf.Timestamp
-	33, // 19: calmline.escalation.v1.RecordCallRequest.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 20: calmline.escalation.v1.Delivery.state:type_name -> calmline.escalation.v1.DeliveryState
-	33, // 21: calmline.escalation.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	33, // 22: calmline.escalation.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	33, // 23: calmline.escalation.v1.Delivery.first_attempt_at:type_name -> google.protobuf.Timestamp
-	33, // 24: calmline.escalation.v1.Delivery.done_at:type_name -> google.protobuf.Timestamp
-	2,  // 25: calmline.escalation.v1.ListDeliveriesRequest.state:type_name -> calmline.escalation.v1.DeliveryState
-	18, // 26: calmline.escalation.v1.ListDeliveriesResponse.deliveries:type_name -> calmline.escalation.v1.Delivery
-	18, // 27: calmline.escalation.v1.GetDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
-	18, // 28: calmline.escalation.v1.RedriveDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
-	33, // 29: calmline.escalation.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	25, // 30: calmline.escalation.v1.ListAuditEntriesResponse.entries:type_name -> calmline.escalation.v1.AuditEntry
-	29, // 31: calmline.escalation.v1.VerifyAuditResponse.problems:type_name -> calmline.escalation.v1.AuditProblem
-	4,  // 32: calmline.escalation.v1.AlertService.PostAlerts:input_type -> calmline.escalation.v1.PostAlertsRequest
-	8,  // 33: calmline.escalation.v1.EscalationService.ListEscalations:input_type -> calmline.escalation.v1.ListEscalationsRequest
-	10, // 34: calmline.escalation.v1.EscalationService.GetEscalation:input_type -> calmline.escalation.v1.GetEscalationRequest
-	12, // 35: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:input_type -> calmline.escalation.v1.AcknowledgeEscalationRequest
-	14, // 36: calmline.escalation.v1.EscalationService.ResolveEscalation:input_type -> calmline.escalation.v1.ResolveEscalationRequest
-	16, // 37: calmline.escalation.v1.CareService.RecordCall:input_type -> calmline.escalation.v1.RecordCallRequest
-	19, // 38: calmline.escalation.v1.DeliveryService.ListDeliveries:input_type -> calmline.escalation.v1.ListDeliveriesRequest
-	21, // 39: calmline.escalation.v1.DeliveryService.GetDelivery:input_type -> calmline.escalation.v1.GetDeliveryRequest
-	23, // 40: calmline.escalation.v1.DeliveryService.RedriveDelivery:input_type -> calmline.escalation.v1.RedriveDeliveryRequest
-	26, // 41: calmline.escalation.v1.AuditService.ListAuditEntries:input_type -> calmline.escalation.v1.ListAuditEntriesRequest
-	28, // 42: calmline.escalation.v1.AuditService.VerifyAudit:input_type -> calmline.escalation.v1.VerifyAuditRequest
-	5,  // 43: calmline.escalation.v1.AlertService.PostAlerts:output_type -> calmline.escalation.v1.PostAlertsResponse
-	9,  // 44: calmline.escalation.v1.EscalationService.ListEscalations:output_type -> calmline.escalation.v1.ListEscalationsResponse
-	11, // 45: calmline.escalation.v1.EscalationService.GetEscalation:output_type -> calmline.escalation.v1.GetEscalationResponse
-	13, // 46: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:output_type -> calmline.escalation.v1.AcknowledgeEscalationResponse
-	15, // 47: calmline.escalation.v1.EscalationService.ResolveEscalation:output_type -> calmline.escalation.v1.ResolveEscalationResponse
-	17, // 48: calmline.escalation.v1.CareService.RecordCall:output_type -> calmline.escalation.v1.RecordCallResponse
-	20, // 49: calmline.escalation.v1.DeliveryService.ListDeliveries:output_type -> calmline.escalation.v1.ListDeliveriesResponse
-	22, // 50: calmline.escalation.v1.DeliveryService.GetDelivery:output_type -> calmline.escalation.v1.GetDeliveryResponse
-	24, // 51: calmline.escalation.v1.DeliveryService.RedriveDelivery:output_type -> calmline.escalation.v1.RedriveDeliveryResponse
-	27, // 52: calmline.escalation.v1.AuditService.ListAuditEntries:output_type -> calmline.escalation.v1.ListAuditEntriesResponse
-	30, // 53: calmline.escalation.v1.AuditService.VerifyAudit:output_type -> calmline.escalation.v1.VerifyAuditResponse
-	43, // [43:54] is the sub-list for method output_type
-	32, // [32:43] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	43, // 0: calmline.escalation.v1.Alert.event:type_name -> calmline.call.v1.AlertEvent
+	39, // 1: calmline.escalation.v1.Alert.labels:type_name -> calmline.escalation.v1.Alert.LabelsEntry
+	4,  // 2: calmline.escalation.v1.PostAlertsRequest.alerts:type_name -> calmline.escalation.v1.Alert
+	0,  // 3: calmline.escalation.v1.Escalation.state:type_name -> calmline.escalation.v1.EscalationState
+	44, // 4: calmline.escalation.v1.Escalation.score:type_name -> calmline.call.v1.ScoreKind
+	45, // 5: calmline.escalation.v1.Escalation.opened_at:type_name -> google.protobuf.Timestamp
+	45, // 6: calmline.escalation.v1.Escalation.acknowledged_at:type_name -> google.protobuf.Timestamp
+	45, // 7: calmline.escalation.v1.Escalation.resolved_at:type_name -> google.protobuf.Timestamp
+	8,  // 8: calmline.escalation.v1.Escalation.steps:type_name -> calmline.escalation.v1.Step
+	45, // 9: calmline.escalation.v1.Escalation.cleared_at:type_name -> google.protobuf.Timestamp
+	40, // 10: calmline.escalation.v1.Escalation.labels:type_name -> calmline.escalation.v1.Escalation.LabelsEntry
+	1,  // 11: calmline.escalation.v1.Step.state:type_name -> calmline.escalation.v1.StepState
+	45, // 12: calmline.escalation.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
+	45, // 13: calmline.escalation.v1.Step.done_at:type_name -> google.protobuf.Timestamp
+	45, // 14: calmline.escalation.v1.Step.due_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: calmline.escalation.v1.ListEscalationsRequest.state:type_name -> calmline.escalation.v1.EscalationState
+	7,  // 16: calmline.escalation.v1.ListEscalationsResponse.escalations:type_name -> calmline.escalation.v1.Escalation
+	7,  // 17: calmline.escalation.v1.GetEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	7,  // 18: calmline.escalation.v1.AcknowledgeEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	7,  // 19: calmline.escalation.v1.ResolveEscalationResponse.escalation:type_name -> calmline.escalation.v1.Escalation
+	45, // 20: calmline.escalation.v1.RecordCallRequest.started_at:type_name -> google.protobuf.Timestamp
+	45, // 21: calmline.escalation.v1.RecordCallRequest.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 22: calmline.escalation.v1.Delivery.state:type_name -> calmline.escalation.v1.DeliveryState
+	45, // 23: calmline.escalation.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	45, // 24: calmline.escalation.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	45, // 25: calmline.escalation.v1.Delivery.first_attempt_at:type_name -> google.protobuf.Timestamp
+	45, // 26: calmline.escalation.v1.Delivery.done_at:type_name -> google.protobuf.Timestamp
+	2,  // 27: calmline.escalation.v1.ListDeliveriesRequest.state:type_name -> calmline.escalation.v1.DeliveryState
+	19, // 28: calmline.escalation.v1.ListDeliveriesResponse.deliveries:type_name -> calmline.escalation.v1.Delivery
+	19, // 29: calmline.escalation.v1.GetDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
+	19, // 30: calmline.escalation.v1.RedriveDeliveryResponse.delivery:type_name -> calmline.escalation.v1.Delivery
+	45, // 31: calmline.escalation.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	26, // 32: calmline.escalation.v1.ListAuditEntriesResponse.entries:type_name -> calmline.escalation.v1.AuditEntry
+	30, // 33: calmline.escalation.v1.VerifyAuditResponse.problems:type_name -> calmline.escalation.v1.AuditProblem
+	41, // 34: calmline.escalation.v1.Silence.match_labels:type_name -> calmline.escalation.v1.Silence.MatchLabelsEntry
+	45, // 35: calmline.escalation.v1.Silence.starts_at:type_name -> google.protobuf.Timestamp
+	45, // 36: calmline.escalation.v1.Silence.ends_at:type_name -> google.protobuf.Timestamp
+	45, // 37: calmline.escalation.v1.Silence.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 38: calmline.escalation.v1.Silence.state:type_name -> calmline.escalation.v1.SilenceState
+	42, // 39: calmline.escalation.v1.CreateSilenceRequest.match_labels:type_name -> calmline.escalation.v1.CreateSilenceRequest.MatchLabelsEntry
+	45, // 40: calmline.escalation.v1.CreateSilenceRequest.starts_at:type_name -> google.protobuf.Timestamp
+	45, // 41: calmline.escalation.v1.CreateSilenceRequest.ends_at:type_name -> google.protobuf.Timestamp
+	32, // 42: calmline.escalation.v1.CreateSilenceResponse.silence:type_name -> calmline.escalation.v1.Silence
+	3,  // 43: calmline.escalation.v1.ListSilencesRequest.state:type_name -> calmline.escalation.v1.SilenceState
+	32, // 44: calmline.escalation.v1.ListSilencesResponse.silences:type_name -> calmline.escalation.v1.Silence
+	32, // 45: calmline.escalation.v1.ExpireSilenceResponse.silence:type_name -> calmline.escalation.v1.Silence
+	5,  // 46: calmline.escalation.v1.AlertService.PostAlerts:input_type -> calmline.escalation.v1.PostAlertsRequest
+	9,  // 47: calmline.escalation.v1.EscalationService.ListEscalations:input_type -> calmline.escalation.v1.ListEscalationsRequest
+	11, // 48: calmline.escalation.v1.EscalationService.GetEscalation:input_type -> calmline.escalation.v1.GetEscalationRequest
+	13, // 49: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:input_type -> calmline.escalation.v1.AcknowledgeEscalationRequest
+	15, // 50: calmline.escalation.v1.EscalationService.ResolveEscalation:input_type -> calmline.escalation.v1.ResolveEscalationRequest
+	17, // 51: calmline.escalation.v1.CareService.RecordCall:input_type -> calmline.escalation.v1.RecordCallRequest
+	20, // 52: calmline.escalation.v1.DeliveryService.ListDeliveries:input_type -> calmline.escalation.v1.ListDeliveriesRequest
+	22, // 53: calmline.escalation.v1.DeliveryService.GetDelivery:input_type -> calmline.escalation.v1.GetDeliveryRequest
+	24, // 54: calmline.escalation.v1.DeliveryService.RedriveDelivery:input_type -> calmline.escalation.v1.RedriveDeliveryRequest
+	27, // 55: calmline.escalation.v1.AuditService.ListAuditEntries:input_type -> calmline.escalation.v1.ListAuditEntriesRequest
+	29, // 56: calmline.escalation.v1.AuditService.VerifyAudit:input_type -> calmline.escalation.v1.VerifyAuditRequest
+	33, // 57: calmline.escalation.v1.SilenceService.CreateSilence:input_type -> calmline.escalation.v1.CreateSilenceRequest
+	35, // 58: calmline.escalation.v1.SilenceService.ListSilences:input_type -> calmline.escalation.v1.ListSilencesRequest
+	37, // 59: calmline.escalation.v1.SilenceService.ExpireSilence:input_type -> calmline.escalation.v1.ExpireSilenceRequest
+	6,  // 60: calmline.escalation.v1.AlertService.PostAlerts:output_type -> calmline.escalation.v1.PostAlertsResponse
+	10, // 61: calmline.escalation.v1.EscalationService.ListEscalations:output_type -> calmline.escalation.v1.ListEscalationsResponse
+	12, // 62: calmline.escalation.v1.EscalationService.GetEscalation:output_type -> calmline.escalation.v1.GetEscalationResponse
+	14, // 63: calmline.escalation.v1.EscalationService.AcknowledgeEscalation:output_type -> calmline.escalation.v1.AcknowledgeEscalationResponse
+	16, // 64: calmline.escalation.v1.EscalationService.ResolveEscalation:output_type -> calmline.escalation.v1.ResolveEscalationResponse
+	18, // 65: calmline.escalation.v1.CareService.RecordCall:output_type -> calmline.escalation.v1.RecordCallResponse
+	21, // 66: calmline.escalation.v1.DeliveryService.ListDeliveries:output_type -> calmline.escalation.v1.ListDeliveriesResponse
+	23, // 67: calmline.escalation.v1.DeliveryService.GetDelivery:output_type -> calmline.escalation.v1.GetDeliveryResponse
+	25, // 68: calmline.escalation.v1.DeliveryService.RedriveDelivery:output_type -> calmline.escalation.v1.RedriveDeliveryResponse
+	28, // 69: calmline.escalation.v1.AuditService.ListAuditEntries:output_type -> calmline.escalation.v1.ListAuditEntriesResponse
+	31, // 70: calmline.escalation.v1.AuditService.VerifyAudit:output_type -> calmline.escalation.v1.VerifyAuditResponse
+	34, // 71: calmline.escalation.v1.SilenceService.CreateSilence:output_type -> calmline.escalation.v1.CreateSilenceResponse
+	36, // 72: calmline.escalation.v1.SilenceService.ListSilences:output_type -> calmline.escalation.v1.ListSilencesResponse
+	38, // 73: calmline.escalation.v1.SilenceService.ExpireSilence:output_type -> calmline.escalation.v1.ExpireSilenceResponse
+	60, // [60:74] is the sub-list for method output_type
+	46, // [46:60] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_calmline_escalation_v1_escalation_proto_init() }
@@ -2558,10 +3205,10 @@ func file_calmline_escalation_v1_escalation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_calmline_escalation_v1_escalation_proto_rawDesc), len(file_calmline_escalation_v1_escalation_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   28,
+			NumEnums:      4,
+			NumMessages:   39,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_calmline_escalation_v1_escalation_proto_goTypes,
 		DependencyIndexes: file_calmline_escalation_v1_escalation_proto_depIdxs,

@@ -819,3 +819,201 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "calmline/escalation/v1/escalation.proto",
 }
+
+const (
+	SilenceService_CreateSilence_FullMethodName = "/calmline.escalation.v1.SilenceService/CreateSilence"
+	SilenceService_ListSilences_FullMethodName  = "/calmline.escalation.v1.SilenceService/ListSilences"
+	SilenceService_ExpireSilence_FullMethodName = "/calmline.escalation.v1.SilenceService/ExpireSilence"
+)
+
+// SilenceServiceClient is the client API for SilenceService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// SilenceService mutes escalations for a while — a maintenance window, a
+// training queue, an agent in a known situation: an alert that an active
+// silence matches is still recorded as an escalation, resolved at once
+// with its silence_id, and nothing is sent. Callers authenticate with a
+// tenant API key and see only that tenant's silences.
+type SilenceServiceClient interface {
+	// CreateSilence adds a silence; it is in force from starts_at (default
+	// now) until ends_at.
+	CreateSilence(ctx context.Context, in *CreateSilenceRequest, opts ...grpc.CallOption) (*CreateSilenceResponse, error)
+	// ListSilences lists the tenant's silences, newest first.
+	ListSilences(ctx context.Context, in *ListSilencesRequest, opts ...grpc.CallOption) (*ListSilencesResponse, error)
+	// ExpireSilence ends a silence now (or removes one that has not begun).
+	ExpireSilence(ctx context.Context, in *ExpireSilenceRequest, opts ...grpc.CallOption) (*ExpireSilenceResponse, error)
+}
+
+type silenceServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewSilenceServiceClient(cc grpc.ClientConnInterface) SilenceServiceClient {
+	return &silenceServiceClient{cc}
+}
+
+func (c *silenceServiceClient) CreateSilence(ctx context.Context, in *CreateSilenceRequest, opts ...grpc.CallOption) (*CreateSilenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateSilenceResponse)
+	err := c.cc.Invoke(ctx, SilenceService_CreateSilence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *silenceServiceClient) ListSilences(ctx context.Context, in *ListSilencesRequest, opts ...grpc.CallOption) (*ListSilencesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSilencesResponse)
+	err := c.cc.Invoke(ctx, SilenceService_ListSilences_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *silenceServiceClient) ExpireSilence(ctx context.Context, in *ExpireSilenceRequest, opts ...grpc.CallOption) (*ExpireSilenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExpireSilenceResponse)
+	err := c.cc.Invoke(ctx, SilenceService_ExpireSilence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SilenceServiceServer is the server API for SilenceService service.
+// All implementations must embed UnimplementedSilenceServiceServer
+// for forward compatibility.
+//
+// SilenceService mutes escalations for a while — a maintenance window, a
+// training queue, an agent in a known situation: an alert that an active
+// silence matches is still recorded as an escalation, resolved at once
+// with its silence_id, and nothing is sent. Callers authenticate with a
+// tenant API key and see only that tenant's silences.
+type SilenceServiceServer interface {
+	// CreateSilence adds a silence; it is in force from starts_at (default
+	// now) until ends_at.
+	CreateSilence(context.Context, *CreateSilenceRequest) (*CreateSilenceResponse, error)
+	// ListSilences lists the tenant's silences, newest first.
+	ListSilences(context.Context, *ListSilencesRequest) (*ListSilencesResponse, error)
+	// ExpireSilence ends a silence now (or removes one that has not begun).
+	ExpireSilence(context.Context, *ExpireSilenceRequest) (*ExpireSilenceResponse, error)
+	mustEmbedUnimplementedSilenceServiceServer()
+}
+
+// UnimplementedSilenceServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedSilenceServiceServer struct{}
+
+func (UnimplementedSilenceServiceServer) CreateSilence(context.Context, *CreateSilenceRequest) (*CreateSilenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSilence not implemented")
+}
+func (UnimplementedSilenceServiceServer) ListSilences(context.Context, *ListSilencesRequest) (*ListSilencesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSilences not implemented")
+}
+func (UnimplementedSilenceServiceServer) ExpireSilence(context.Context, *ExpireSilenceRequest) (*ExpireSilenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExpireSilence not implemented")
+}
+func (UnimplementedSilenceServiceServer) mustEmbedUnimplementedSilenceServiceServer() {}
+func (UnimplementedSilenceServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafeSilenceServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to SilenceServiceServer will
+// result in compilation errors.
+type UnsafeSilenceServiceServer interface {
+	mustEmbedUnimplementedSilenceServiceServer()
+}
+
+func RegisterSilenceServiceServer(s grpc.ServiceRegistrar, srv SilenceServiceServer) {
+	// If the following call panics, it indicates UnimplementedSilenceServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&SilenceService_ServiceDesc, srv)
+}
+
+func _SilenceService_CreateSilence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSilenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SilenceServiceServer).CreateSilence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SilenceService_CreateSilence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SilenceServiceServer).CreateSilence(ctx, req.(*CreateSilenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SilenceService_ListSilences_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSilencesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SilenceServiceServer).ListSilences(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SilenceService_ListSilences_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SilenceServiceServer).ListSilences(ctx, req.(*ListSilencesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SilenceService_ExpireSilence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExpireSilenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SilenceServiceServer).ExpireSilence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SilenceService_ExpireSilence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SilenceServiceServer).ExpireSilence(ctx, req.(*ExpireSilenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// SilenceService_ServiceDesc is the grpc.ServiceDesc for SilenceService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var SilenceService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "calmline.escalation.v1.SilenceService",
+	HandlerType: (*SilenceServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateSilence",
+			Handler:    _SilenceService_CreateSilence_Handler,
+		},
+		{
+			MethodName: "ListSilences",
+			Handler:    _SilenceService_ListSilences_Handler,
+		},
+		{
+			MethodName: "ExpireSilence",
+			Handler:    _SilenceService_ExpireSilence_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "calmline/escalation/v1/escalation.proto",
+}
