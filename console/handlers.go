@@ -163,7 +163,11 @@ func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request, se *session
 // live streams the wall to a browser as Server-Sent Events: a snapshot,
 // then batches of changes.
 func (s *Server) live(w http.ResponseWriter, r *http.Request, se *session, a Access) {
-	v, sub, snap := s.hub.subscribe(r.Context(), se.key, a)
+	v, sub, snap, ok := s.hub.subscribe(r.Context(), se.key, a)
+	if !ok {
+		service.WriteError(w, http.StatusServiceUnavailable, "stopping", "the console is stopping; reconnect")
+		return
+	}
 	defer v.unsubscribe(sub)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")

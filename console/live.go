@@ -113,19 +113,24 @@ type view struct {
 
 // liveHub owns the views.
 type liveHub struct {
-	s  *Server
-	mu sync.Mutex
-	vs map[string]*view
-	wg sync.WaitGroup
+	s      *Server
+	mu     sync.Mutex
+	vs     map[string]*view
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newLiveHub(s *Server) *liveHub { return &liveHub{s: s, vs: map[string]*view{}} }
 
 // subscribe adds a browser to key's view, starting the view if needed, and
-// returns the snapshot to send first.
-func (h *liveHub) subscribe(ctx context.Context, key string, a Access) (*view, *liveSub, []byte) {
+// returns the snapshot to send first; ok is false once the hub is closed.
+func (h *liveHub) subscribe(ctx context.Context, key string, a Access) (*view, *liveSub, []byte, bool) {
 	id := tokenID(key)
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, nil, nil, false
+	}
 	v := h.vs[id]
 	if v == nil {
 		vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -141,7 +146,7 @@ func (h *liveHub) subscribe(ctx context.Context, key string, a Access) (*view, *
 	v.subs[sub] = struct{}{}
 	snap := v.snapshotLocked()
 	v.mu.Unlock()
-	return v, sub, snap
+	return v, sub, snap, true
 }
 
 func (v *view) unsubscribe(sub *liveSub) {
@@ -514,6 +519,7 @@ func (h *liveHub) liveCall(key, callID string) (callJSON, bool) {
 // close ends every view and waits for their upstreams.
 func (h *liveHub) close() {
 	h.mu.Lock()
+	h.closed = true
 	for id, v := range h.vs {
 		v.cancel()
 		v.mu.Lock()
