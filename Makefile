@@ -130,6 +130,14 @@ bench-voice: build ## Voice-analysis benchmarks (go test -bench, -benchmem) and 
 .PHONY: eval bench-voice
 .PHONY: bench-escalation fuzz-escalation
 
+fuzz-security: ## Run the service-identity, callback-URL and log-redaction fuzzers, FUZZTIME (default 60s) each.
+	@set -e; for f in FuzzParseToken FuzzIdentity FuzzParseSecrets; do \
+		(cd lib && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(or $(FUZZTIME),60s) ./identity); done
+	cd lib && $(GO) test -run '^$$' -fuzz '^FuzzParseCallbackURL$$' -fuzztime $(or $(FUZZTIME),60s) ./tenant
+	cd lib && $(GO) test -run '^$$' -fuzz '^FuzzURL$$' -fuzztime $(or $(FUZZTIME),60s) ./redact
+
+.PHONY: fuzz-security
+
 bench-protocols: ## PBX protocol benchmarks: one call over native, AudioHook, Twilio-style and Asterisk side by side (CPU per audio second), parsers, joiner.
 	cd gateway && $(GO) test -run '^$$' -bench 'BenchmarkProtocols' -benchtime 20x -benchmem -count 3 .
 	cd gateway && $(GO) test -run '^$$' -bench . -benchmem ./stereo/ ./twilio/ ./audiohook/

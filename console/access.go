@@ -3,65 +3,57 @@ package console
 import "github.com/calmline/calmline/lib/tenant"
 
 // Access is what one signed-in key may see and do in the console. It is
-// decided by AccessFor alone, so that the console's every page and API
-// applies one rule.
+// decided by AccessFor alone, from lib/tenant's role table (the one every
+// API applies), so that the console shows exactly what the services would
+// answer for the key, and applies it again to what it sends the browser.
 type Access struct {
 	TenantID string
 	KeyID    string
 	Role     string
-	// AgentID, when set, limits everything to that agent's calls,
-	// escalations and care (an agent's own desktop key).
+	// AgentID, when set, limits everything to that agent's calls and care
+	// (a key whose reports reach only its own agent).
 	AgentID string
 	// AgentScores says whether agent_stress may reach the browser: never
-	// when the tenant's agent_scoring is off; in private mode only for the
-	// care team and the agent's own key.
+	// when the tenant's agent_scoring is off; in private mode only for
+	// roles the table lets read private agent scores.
 	AgentScores bool
-	// Act allows acknowledging and resolving escalations.
-	Act bool
-	// Escalations shows the escalation queue (an agent key sees its own
-	// calls' escalations only, read-only).
+	// Escalations shows the escalation queue; Act adds the acknowledge
+	// and resolve buttons.
 	Escalations bool
-	// Audit shows the audit trail of escalations.
-	Audit bool
-	// Care shows agent care: exposure, care rules due, recent calls under
-	// pressure (an agent key sees its own).
+	Act         bool
+	// Deliveries shows an escalation's webhook deliveries; Audit its
+	// audit trail (and the care rules that fired, which the trail holds).
+	Deliveries bool
+	Audit      bool
+	// Care shows agent care: exposure, recent calls under pressure (and
+	// care rules due, with Audit).
 	Care bool
 }
 
-// roleSupervisor is the role another change adds to lib/tenant; the console
-// treats it like the full (general) key already.
-const roleSupervisor = "supervisor"
-
-// AccessFor maps a key to what the console may show and do with it. It is
-// the console's one role table: a general or supervisor key sees and acts
-// on the whole tenant; a care key sees the whole tenant, agent-side scores
-// included in private mode, and does not act on escalations; an agent key
-// sees only its own agent's calls, escalations (read-only) and care.
-// Agent-side scores follow the tenant's privacy mode for every role. ok is
-// false for a role the console does not know: such a key is refused.
+// AccessFor maps a key to what the console may show and do with it, from
+// tenant's role table: the wall needs the live feed and reports; the
+// queue, acknowledging, resolving, deliveries, the audit trail and care
+// each need their action. A scope of the key's own agent limits the
+// console to that agent. ok is false for a key that may not read the
+// live feed and reports: the console has nothing to show it.
 func AccessFor(t *tenant.Tenant, k *tenant.APIKey) (a Access, ok bool) {
-	a = Access{TenantID: t.ID, KeyID: k.ID, Role: k.Role}
-	scoring := t.AgentScoring
-	if scoring == "" {
-		scoring = tenant.AgentScoringOn
+	feed, reports := k.Access(tenant.ActionReadLiveFeed), k.Access(tenant.ActionReadReports)
+	if feed == tenant.ScopeNone || reports == tenant.ScopeNone {
+		return Access{}, false
 	}
-	switch k.Role {
-	case tenant.KeyRoleGeneral, roleSupervisor:
-		a.AgentScores = scoring == tenant.AgentScoringOn
-		a.Act, a.Escalations, a.Audit, a.Care = true, true, true, true
-	case tenant.KeyRoleCare:
-		a.AgentScores = scoring != tenant.AgentScoringOff
-		a.Escalations, a.Audit, a.Care = true, true, true
-	case tenant.KeyRoleAgent:
+	a = Access{TenantID: t.ID, KeyID: k.ID, Role: k.Role, AgentScores: k.SeesAgentScores(t)}
+	if feed == tenant.ScopeOwnAgent || reports == tenant.ScopeOwnAgent {
 		if k.AgentID == "" {
 			return Access{}, false
 		}
 		a.AgentID = k.AgentID
-		a.AgentScores = scoring != tenant.AgentScoringOff
-		a.Escalations, a.Care = true, true
-	default:
-		return Access{}, false
 	}
+	allows := func(act tenant.Action) bool { return tenant.Allows(k.Role, act) }
+	a.Escalations = allows(tenant.ActionReadEscalations)
+	a.Act = a.Escalations && allows(tenant.ActionAckEscalations) && allows(tenant.ActionResolveEscalations)
+	a.Deliveries = a.Escalations && allows(tenant.ActionReadDeliveries)
+	a.Audit = allows(tenant.ActionReadAudit)
+	a.Care = allows(tenant.ActionReadAgentSummary)
 	return a, true
 }
 

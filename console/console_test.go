@@ -23,20 +23,22 @@ import (
 )
 
 func TestAccessFor(t *testing.T) {
+	all := Access{Escalations: true, Act: true, Deliveries: true, Audit: true, Care: true}
+	with := func(a Access, f func(*Access)) Access { f(&a); return a }
 	cases := []struct {
 		scoring, role, agent string
 		want                 Access
 		ok                   bool
 	}{
-		{"on", "", "", Access{Role: "", AgentScores: true, Act: true, Escalations: true, Audit: true, Care: true}, true},
-		{"private", "", "", Access{Role: "", Act: true, Escalations: true, Audit: true, Care: true}, true},
-		{"off", "", "", Access{Role: "", Act: true, Escalations: true, Audit: true, Care: true}, true},
-		{"private", "supervisor", "", Access{Role: "supervisor", Act: true, Escalations: true, Audit: true, Care: true}, true},
-		{"on", "supervisor", "", Access{Role: "supervisor", AgentScores: true, Act: true, Escalations: true, Audit: true, Care: true}, true},
-		{"private", "care", "", Access{Role: "care", AgentScores: true, Escalations: true, Audit: true, Care: true}, true},
-		{"off", "care", "", Access{Role: "care", Escalations: true, Audit: true, Care: true}, true},
-		{"private", "agent", "a1", Access{Role: "agent", AgentID: "a1", AgentScores: true, Escalations: true, Care: true}, true},
-		{"off", "agent", "a1", Access{Role: "agent", AgentID: "a1", Escalations: true, Care: true}, true},
+		{"on", "", "", with(all, func(a *Access) { a.AgentScores = true }), true},
+		{"private", "", "", all, true},
+		{"off", "", "", all, true},
+		{"on", "supervisor", "", with(all, func(a *Access) { a.Role, a.AgentScores = "supervisor", true }), true},
+		{"private", "supervisor", "", with(all, func(a *Access) { a.Role = "supervisor" }), true},
+		{"private", "care", "", Access{Role: "care", AgentScores: true, Escalations: true, Care: true}, true},
+		{"off", "care", "", Access{Role: "care", Escalations: true, Care: true}, true},
+		{"private", "agent", "a1", Access{Role: "agent", AgentID: "a1", AgentScores: true, Care: true}, true},
+		{"off", "agent", "a1", Access{Role: "agent", AgentID: "a1", Care: true}, true},
 		{"on", "agent", "", Access{}, false},
 		{"on", "pbx-admin", "", Access{}, false},
 	}

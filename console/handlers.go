@@ -97,6 +97,7 @@ type sessionJSON struct {
 	AgentScores bool   `json:"agent_scores"`
 	Act         bool   `json:"act"`
 	Escalations bool   `json:"escalations"`
+	Deliveries  bool   `json:"deliveries"`
 	Audit       bool   `json:"audit"`
 	Care        bool   `json:"care"`
 	Expires     string `json:"expires"`
@@ -108,7 +109,7 @@ func (s *Server) sessionJSON(se *session, a Access) sessionJSON {
 		name = t.Name
 	}
 	return sessionJSON{Tenant: a.TenantID, TenantName: name, KeyID: a.KeyID, Role: a.Role, AgentID: a.AgentID, CSRF: se.csrf,
-		AgentScores: a.AgentScores, Act: a.Act, Escalations: a.Escalations, Audit: a.Audit, Care: a.Care,
+		AgentScores: a.AgentScores, Act: a.Act, Escalations: a.Escalations, Deliveries: a.Deliveries, Audit: a.Audit, Care: a.Care,
 		Expires: se.expires.UTC().Format(time.RFC3339)}
 }
 

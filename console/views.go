@@ -209,18 +209,21 @@ func (s *Server) escalation(w http.ResponseWriter, r *http.Request, se *session,
 		return
 	}
 	e.redact(a)
-	var ds struct {
-		Deliveries []deliveryJSON `json:"deliveries"`
+	out := map[string]any{"escalation": e}
+	if a.Deliveries {
+		var ds struct {
+			Deliveries []deliveryJSON `json:"deliveries"`
+		}
+		if err := s.backend(r.Context(), se, "GET", s.esc, "/api/v1/deliveries", url.Values{"escalation_id": {id}, "page_size": {"100"}}, nil, &ds); err != nil {
+			writeErr(w, err)
+			return
+		}
+		for i := range ds.Deliveries {
+			d := &ds.Deliveries[i]
+			d.State = strings.ToLower(strings.TrimPrefix(d.State, "DELIVERY_STATE_"))
+		}
+		out["deliveries"] = ds.Deliveries
 	}
-	if err := s.backend(r.Context(), se, "GET", s.esc, "/api/v1/deliveries", url.Values{"escalation_id": {id}, "page_size": {"100"}}, nil, &ds); err != nil {
-		writeErr(w, err)
-		return
-	}
-	for i := range ds.Deliveries {
-		d := &ds.Deliveries[i]
-		d.State = strings.ToLower(strings.TrimPrefix(d.State, "DELIVERY_STATE_"))
-	}
-	out := map[string]any{"escalation": e, "deliveries": ds.Deliveries}
 	if a.Audit {
 		entries, err := s.recentAudit(r.Context(), se, 1000)
 		if err != nil {
@@ -554,11 +557,15 @@ func (s *Server) care(w http.ResponseWriter, r *http.Request, se *session, a Acc
 		}
 		q.Set("page_token", resp.Next)
 	}
-	// Care rules that fired during the shift.
-	entries, err := s.recentAudit(ctx, se, 1000)
-	if err != nil {
-		writeErr(w, err)
-		return
+	// Care rules that fired during the shift: escalation keeps them in the
+	// audit trail, which only keys that may read it get.
+	var entries []auditJSON
+	if a.Audit {
+		var err error
+		if entries, err = s.recentAudit(ctx, se, 1000); err != nil {
+			writeErr(w, err)
+			return
+		}
 	}
 	shiftStart := now.Add(-s.o.Shift)
 	for _, en := range entries {
@@ -619,5 +626,5 @@ func (s *Server) care(w http.ResponseWriter, r *http.Request, se *session, a Acc
 		writeErr(w, firstErr)
 		return
 	}
-	service.WriteJSON(w, http.StatusOK, map[string]any{"agents": list, "shift_start": shiftStart.Format(time.RFC3339), "week_start": week.Format(time.RFC3339)})
+	service.WriteJSON(w, http.StatusOK, map[string]any{"agents": list, "due_known": a.Audit, "shift_start": shiftStart.Format(time.RFC3339), "week_start": week.Format(time.RFC3339)})
 }

@@ -242,7 +242,11 @@ func (d *dispatcher) attempt(ctx context.Context, dl *delivery) outcome {
 		// someone will fix: retry on the schedule.
 		o.errText = err.Error()
 	} else {
-		resp, err := d.send.Send(ctx, req)
+		sendCtx := ctx
+		if ep.AllowLinkLocal {
+			sendCtx = webhook.AllowLinkLocal(ctx)
+		}
+		resp, err := d.send.Send(sendCtx, req)
 		var we *webhook.Error
 		switch {
 		case err == nil:

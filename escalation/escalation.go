@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/sqldb"
 	"github.com/calmline/calmline/lib/tenant"
@@ -53,6 +54,11 @@ type Options struct {
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
+	// Identity is the deployment secret proving this service to the
+	// others and verifying who calls its internal methods (lib/identity).
+	// Without it only mTLS client certificates naming a service prove an
+	// identity: internal methods refuse every other caller.
+	Identity *identity.Keyring
 	// Tenants authenticates people's requests.
 	Tenants *tenant.Registry
 	// Database is "sqlite:PATH" or "postgres://..."; defaults to
@@ -160,6 +166,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	verifier, err := identity.NewVerifier(identity.VerifierOptions{Keyring: o.Identity, Logger: s.log, MeterProvider: o.MeterProvider})
+	if err != nil {
+		return nil, err
+	}
 	s.host = service.NewHost(service.Options{
 		Name:           "escalation",
 		Logger:         s.log,
@@ -169,11 +179,13 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
+		// AlertService (only realtime) and CareService (only fullcall) are
+		// internal; the others are tenant-facing and authenticate API keys.
 		UnaryInterceptors: []grpc.UnaryServerInterceptor{
-			o.Tenants.UnaryServerInterceptor(escalationv1.EscalationService_ServiceDesc.ServiceName,
-				escalationv1.DeliveryService_ServiceDesc.ServiceName, escalationv1.AuditService_ServiceDesc.ServiceName,
-				escalationv1.SilenceService_ServiceDesc.ServiceName),
+			verifier.UnaryServerInterceptor(),
+			o.Tenants.UnaryServerInterceptorActions(grpcActions),
 		},
+		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
 	escalationv1.RegisterAlertServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterEscalationServiceServer(s.host.GRPC, s)
@@ -181,19 +193,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	escalationv1.RegisterDeliveryServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterAuditServiceServer(s.host.GRPC, s)
 	escalationv1.RegisterSilenceServiceServer(s.host.GRPC, s)
-	auth := o.Tenants.RequireKey
-	s.host.Mux.Handle("GET /api/v1/escalations", auth(http.HandlerFunc(s.httpList)))
-	s.host.Mux.Handle("GET /api/v1/escalations/{id}", auth(http.HandlerFunc(s.httpGet)))
-	s.host.Mux.Handle("POST /api/v1/escalations/{id}/acknowledge", auth(http.HandlerFunc(s.httpAcknowledge)))
-	s.host.Mux.Handle("POST /api/v1/escalations/{id}/resolve", auth(http.HandlerFunc(s.httpResolve)))
-	s.host.Mux.Handle("GET /api/v1/deliveries", auth(http.HandlerFunc(s.httpListDeliveries)))
-	s.host.Mux.Handle("GET /api/v1/deliveries/{id}", auth(http.HandlerFunc(s.httpGetDelivery)))
-	s.host.Mux.Handle("POST /api/v1/deliveries/{id}/redrive", auth(http.HandlerFunc(s.httpRedrive)))
-	s.host.Mux.Handle("GET /api/v1/audit", auth(http.HandlerFunc(s.httpListAudit)))
-	s.host.Mux.Handle("GET /api/v1/audit/verify", auth(http.HandlerFunc(s.httpVerifyAudit)))
-	s.host.Mux.Handle("POST /api/v1/silences", auth(http.HandlerFunc(s.httpCreateSilence)))
-	s.host.Mux.Handle("GET /api/v1/silences", auth(http.HandlerFunc(s.httpListSilences)))
-	s.host.Mux.Handle("POST /api/v1/silences/{id}/expire", auth(http.HandlerFunc(s.httpExpireSilence)))
+	for _, r := range restRoutes(s) {
+		s.host.Mux.Handle(r.pattern, o.Tenants.Require(r.action, r.h))
+	}
 	s.host.AddReadyCheck(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -445,4 +447,45 @@ func (s *Server) httpResolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service.WriteJSON(w, http.StatusOK, e)
+}
+
+// grpcActions names the role-table action of every tenant-facing gRPC
+// method (lib/tenant roles.go).
+var grpcActions = map[string]tenant.Action{
+	escalationv1.EscalationService_ListEscalations_FullMethodName:       tenant.ActionReadEscalations,
+	escalationv1.EscalationService_GetEscalation_FullMethodName:         tenant.ActionReadEscalations,
+	escalationv1.EscalationService_AcknowledgeEscalation_FullMethodName: tenant.ActionAckEscalations,
+	escalationv1.EscalationService_ResolveEscalation_FullMethodName:     tenant.ActionResolveEscalations,
+	escalationv1.DeliveryService_ListDeliveries_FullMethodName:          tenant.ActionReadDeliveries,
+	escalationv1.DeliveryService_GetDelivery_FullMethodName:             tenant.ActionReadDeliveries,
+	escalationv1.DeliveryService_RedriveDelivery_FullMethodName:         tenant.ActionRedriveDeliveries,
+	escalationv1.AuditService_ListAuditEntries_FullMethodName:           tenant.ActionReadAudit,
+	escalationv1.AuditService_VerifyAudit_FullMethodName:                tenant.ActionReadAudit,
+	escalationv1.SilenceService_CreateSilence_FullMethodName:            tenant.ActionManageSilences,
+	escalationv1.SilenceService_ListSilences_FullMethodName:             tenant.ActionReadSilences,
+	escalationv1.SilenceService_ExpireSilence_FullMethodName:            tenant.ActionManageSilences,
+}
+
+// route is one REST endpoint and the role-table action it needs.
+type route struct {
+	pattern string
+	action  tenant.Action
+	h       http.HandlerFunc
+}
+
+func restRoutes(s *Server) []route {
+	return []route{
+		{"GET /api/v1/escalations", tenant.ActionReadEscalations, s.httpList},
+		{"GET /api/v1/escalations/{id}", tenant.ActionReadEscalations, s.httpGet},
+		{"POST /api/v1/escalations/{id}/acknowledge", tenant.ActionAckEscalations, s.httpAcknowledge},
+		{"POST /api/v1/escalations/{id}/resolve", tenant.ActionResolveEscalations, s.httpResolve},
+		{"GET /api/v1/deliveries", tenant.ActionReadDeliveries, s.httpListDeliveries},
+		{"GET /api/v1/deliveries/{id}", tenant.ActionReadDeliveries, s.httpGetDelivery},
+		{"POST /api/v1/deliveries/{id}/redrive", tenant.ActionRedriveDeliveries, s.httpRedrive},
+		{"GET /api/v1/audit", tenant.ActionReadAudit, s.httpListAudit},
+		{"GET /api/v1/audit/verify", tenant.ActionReadAudit, s.httpVerifyAudit},
+		{"POST /api/v1/silences", tenant.ActionManageSilences, s.httpCreateSilence},
+		{"GET /api/v1/silences", tenant.ActionReadSilences, s.httpListSilences},
+		{"POST /api/v1/silences/{id}/expire", tenant.ActionManageSilences, s.httpExpireSilence},
+	}
 }

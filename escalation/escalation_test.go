@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/calmline/calmline/lib/identity/identitytest"
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -92,6 +93,7 @@ func start(t *testing.T) *fixture {
 	o.Tenants = reg
 	o.Database, _ = newDatabase(t)
 	o.Now = func() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
+	o.Identity = identitytest.Keyring(t)
 	s, err := New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +104,7 @@ func start(t *testing.T) *fixture {
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(context.Background(), lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(), append(identitytest.DialOptions(o.Identity), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

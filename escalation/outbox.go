@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calmline/calmline/lib/field"
+
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
 
@@ -267,6 +269,9 @@ lease_until = 0, next_attempt_at = ? WHERE id = ?`, dlvPending, d.Attempts, o.st
 
 // redrive sends a dead-lettered delivery again, with a fresh schedule.
 func (s *store) redrive(ctx context.Context, tenantID, id, by string) (*escalationv1.Delivery, error) {
+	if err := checkInput(field.ID("id", id), field.Text("by", by, maxBy)); err != nil {
+		return nil, err
+	}
 	err := s.inTx(ctx, func(t *txn) error {
 		d, err := scanDelivery(t.row(`SELECT `+dlvColumns+` FROM deliveries WHERE tenant_id = ? AND id = ?`, tenantID, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -301,6 +306,9 @@ func (s *store) redrive(ctx context.Context, tenantID, id, by string) (*escalati
 }
 
 func (s *store) getDelivery(ctx context.Context, tenantID, id string) (*escalationv1.Delivery, error) {
+	if err := checkInput(field.ID("id", id)); err != nil {
+		return nil, err
+	}
 	d, err := scanDelivery(s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT `+dlvColumns+` FROM deliveries WHERE tenant_id = ? AND id = ?`), tenantID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("delivery %q: %w", id, ErrNotFound)
@@ -321,6 +329,9 @@ type deliveryQuery struct {
 
 // listDeliveries lists a tenant's deliveries, newest first.
 func (s *store) listDeliveries(ctx context.Context, tenantID string, q deliveryQuery) ([]*escalationv1.Delivery, string, error) {
+	if err := checkInput(field.OptionalID("call_id", q.CallID), field.OptionalID("escalation_id", q.EscalationID), nonNegative(q.PageSize)); err != nil {
+		return nil, "", err
+	}
 	size := pageSize(q.PageSize, 50, 500)
 	where := []string{"tenant_id = ?"}
 	args := []any{tenantID}

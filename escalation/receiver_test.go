@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/calmline/calmline/lib/identity/identitytest"
 	"github.com/calmline/calmline/lib/tenant"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
@@ -274,6 +275,9 @@ func startStack(t *testing.T, tenantYAML string, tweak func(*Options)) *stack {
 
 func serveOptions(t *testing.T, o Options) *stack {
 	t.Helper()
+	if o.Identity == nil {
+		o.Identity = identitytest.Keyring(t)
+	}
 	s, err := New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +288,7 @@ func serveOptions(t *testing.T, o Options) *stack {
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(context.Background(), lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(), append(identitytest.DialOptions(o.Identity), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/sqldb"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -298,7 +299,26 @@ type querier interface {
 }
 
 // get returns an escalation with its steps and alerts.
+// checkInput refuses ids that are not ids and free text with control
+// characters, the same on REST and gRPC (lib/field); the error wraps
+// ErrInvalid.
+func checkInput(errs ...error) error {
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// Free text limits.
+const (
+	maxBy         = 200
+	maxResolution = 2000
+)
+
 func (s *store) get(ctx context.Context, tenantID, id string) (*escalationv1.Escalation, error) {
+	if err := checkInput(field.ID("id", id)); err != nil {
+		return nil, err
+	}
 	e, err := scanEsc(s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT `+escColumns+` FROM escalations WHERE tenant_id = ? AND id = ?`), tenantID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("escalation %q: %w", id, ErrNotFound)
@@ -396,6 +416,13 @@ func parsePageToken(tok string) (int64, string, error) {
 	return n, id, nil
 }
 
+func nonNegative(n int) error {
+	if n < 0 {
+		return fmt.Errorf("page_size: want a positive number, got %d", n)
+	}
+	return nil
+}
+
 func pageSize(n, def, most int) int {
 	if n <= 0 {
 		return def
@@ -404,6 +431,9 @@ func pageSize(n, def, most int) int {
 }
 
 func (s *store) list(ctx context.Context, tenantID string, q listQuery) ([]*escalationv1.Escalation, string, error) {
+	if err := checkInput(field.OptionalID("call_id", q.CallID), field.OptionalID("agent_id", q.AgentID), nonNegative(q.PageSize)); err != nil {
+		return nil, "", err
+	}
 	size := pageSize(q.PageSize, 50, 500)
 	where := []string{"tenant_id = ?"}
 	args := []any{tenantID}
@@ -462,6 +492,9 @@ func (s *store) list(ctx context.Context, tenantID string, q listQuery) ([]*esca
 // that skip when acknowledged are skipped, and the change is audited and
 // sent as escalation.acknowledged.
 func (s *store) acknowledge(ctx context.Context, tenantID, id, by string) (*escalationv1.Escalation, error) {
+	if err := checkInput(field.ID("id", id), field.Text("by", by, maxBy)); err != nil {
+		return nil, err
+	}
 	err := s.inTx(ctx, func(t *txn) error {
 		e, err := t.getEsc(tenantID, id)
 		if err != nil {
@@ -492,6 +525,9 @@ func (s *store) acknowledge(ctx context.Context, tenantID, id, by string) (*esca
 
 // resolve closes an escalation; every step still waiting is skipped.
 func (s *store) resolve(ctx context.Context, tenantID, id, by, resolution string) (*escalationv1.Escalation, error) {
+	if err := checkInput(field.ID("id", id), field.Text("by", by, maxBy), field.Text("resolution", resolution, maxResolution)); err != nil {
+		return nil, err
+	}
 	err := s.inTx(ctx, func(t *txn) error {
 		e, err := t.getEsc(tenantID, id)
 		if err != nil {

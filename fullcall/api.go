@@ -18,6 +18,7 @@ import (
 
 	"github.com/calmline/calmline/fullcall/store"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
@@ -25,14 +26,88 @@ import (
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
+// grpcActions names the role-table action of every tenant-facing gRPC
+// method (lib/tenant roles.go).
+var grpcActions = map[string]tenant.Action{
+	fullcallv1.ReportService_GetReport_FullMethodName:           tenant.ActionReadReports,
+	fullcallv1.ReportService_ListReports_FullMethodName:         tenant.ActionReadReports,
+	fullcallv1.ReportService_GetAgentSummary_FullMethodName:     tenant.ActionReadAgentSummary,
+	fullcallv1.RecordingService_AnalyzeRecording_FullMethodName: tenant.ActionSubmitRecordings,
+	fullcallv1.RecordingService_SubmitRecording_FullMethodName:  tenant.ActionSubmitRecordings,
+	fullcallv1.RecordingService_GetJob_FullMethodName:           tenant.ActionReadJobs,
+}
+
 func (s *Server) routes(mux *http.ServeMux) {
-	auth := s.o.Tenants.RequireKey
-	mux.Handle("GET /api/v1/reports/{call_id}", auth(http.HandlerFunc(s.httpGetReport)))
-	mux.Handle("GET /api/v1/reports/{call_id}/audio", auth(http.HandlerFunc(s.httpGetAudio)))
-	mux.Handle("GET /api/v1/reports", auth(http.HandlerFunc(s.httpListReports)))
-	mux.Handle("GET /api/v1/agents/{agent_id}/summary", auth(http.HandlerFunc(s.httpAgentSummary)))
-	mux.Handle("POST /api/v1/recordings", auth(http.HandlerFunc(s.httpPostRecording)))
-	mux.Handle("GET /api/v1/jobs/{job_id}", auth(http.HandlerFunc(s.httpGetJob)))
+	for _, r := range restRoutes(s) {
+		mux.Handle(r.pattern, s.o.Tenants.Require(r.action, r.h))
+	}
+}
+
+// route is one REST endpoint and the role-table action it needs.
+type route struct {
+	pattern string
+	action  tenant.Action
+	h       http.HandlerFunc
+}
+
+func restRoutes(s *Server) []route {
+	return []route{
+		{"GET /api/v1/reports/{call_id}", tenant.ActionReadReports, s.httpGetReport},
+		{"GET /api/v1/reports/{call_id}/audio", tenant.ActionReadReportAudio, s.httpGetAudio},
+		{"GET /api/v1/reports", tenant.ActionReadReports, s.httpListReports},
+		{"GET /api/v1/agents/{agent_id}/summary", tenant.ActionReadAgentSummary, s.httpAgentSummary},
+		{"POST /api/v1/recordings", tenant.ActionSubmitRecordings, s.httpPostRecording},
+		{"GET /api/v1/jobs/{job_id}", tenant.ActionReadJobs, s.httpGetJob},
+	}
+}
+
+// mustKey returns the authenticated key of a request.
+func mustKey(ctx context.Context) *tenant.APIKey {
+	k, ok := tenant.KeyFromContext(ctx)
+	if !ok {
+		panic("fullcall: handler reached without an authenticated key")
+	}
+	return k
+}
+
+// errOtherAgent refuses an agent key's request about another agent.
+const errOtherAgent = "an agent key sees only its own agent's calls"
+
+// visible reports whether the request's key may see rep (its agent's
+// scope), and strips agent-side scores the key may not see (private mode).
+func visible(ctx context.Context, t *tenant.Tenant, rep *fullcallv1.Report) bool {
+	k := mustKey(ctx)
+	if !k.MaySee(tenant.ActionReadReports, rep.AgentId) {
+		return false
+	}
+	hideScores(ctx, t, rep)
+	return true
+}
+
+// hideScores removes the agent-side scores from rep when the request's
+// key may not see them (private mode); rep may be nil.
+func hideScores(ctx context.Context, t *tenant.Tenant, rep *fullcallv1.Report) {
+	if rep == nil || mustKey(ctx).SeesAgentScores(t) {
+		return
+	}
+	rep.AgentStress = nil
+	for _, p := range rep.Timeline {
+		p.AgentStress = nil
+	}
+}
+
+// agentScope narrows a query about agent to what the key may see: an
+// agent key's own agent only. It returns the agent to query, or false
+// when the key asked about another agent.
+func agentScope(ctx context.Context, a tenant.Action, agent string) (string, bool) {
+	k := mustKey(ctx)
+	if k.Access(a) != tenant.ScopeOwnAgent {
+		return agent, true
+	}
+	if agent != "" && agent != k.AgentID {
+		return "", false
+	}
+	return k.AgentID, true
 }
 
 func mustTenant(ctx context.Context) *tenant.Tenant {
@@ -46,7 +121,13 @@ func mustTenant(ctx context.Context) *tenant.Tenant {
 // GetReport implements ReportService.GetReport.
 func (s *Server) GetReport(ctx context.Context, req *fullcallv1.GetReportRequest) (*fullcallv1.GetReportResponse, error) {
 	t := mustTenant(ctx)
+	if err := field.ID("call_id", req.CallId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	r, err := s.store.GetReport(ctx, t.ID, req.CallId)
+	if err == nil && !visible(ctx, t, r) {
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "no report for call %q", req.CallId)
 	}
@@ -59,7 +140,14 @@ func (s *Server) GetReport(ctx context.Context, req *fullcallv1.GetReportRequest
 func (s *Server) httpGetReport(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	callID := r.PathValue("call_id")
+	if err := field.ID("call_id", callID); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	rep, err := s.store.GetReport(r.Context(), t.ID, callID)
+	if err == nil && !visible(r.Context(), t, rep) {
+		err = store.ErrNotFound
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		service.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no report for call %q", callID))
@@ -75,6 +163,10 @@ func (s *Server) httpGetReport(w http.ResponseWriter, r *http.Request) {
 func (s *Server) httpGetAudio(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	callID := r.PathValue("call_id")
+	if err := field.ID("call_id", callID); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	rep, err := s.store.GetReport(r.Context(), t.ID, callID)
 	if errors.Is(err, store.ErrNotFound) || err == nil && !rep.AudioStored {
 		service.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no stored audio for call %q", callID))
@@ -126,12 +218,22 @@ func (s *Server) ListReports(ctx context.Context, req *fullcallv1.ListReportsReq
 	if req.StartedBefore != nil {
 		q.StartedBefore = req.StartedBefore.AsTime()
 	}
+	if err := errors.Join(field.OptionalID("agent_id", req.AgentId), field.Finite("min_peak", req.MinPeak)); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	var ok bool
+	if q.AgentID, ok = agentScope(ctx, tenant.ActionReadReports, q.AgentID); !ok {
+		return nil, status.Error(codes.PermissionDenied, errOtherAgent)
+	}
 	rs, next, err := s.store.ListReports(ctx, t.ID, q)
 	if errors.Is(err, store.ErrBadPageToken) {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	for _, r := range rs {
+		visible(ctx, t, r)
 	}
 	return &fullcallv1.ListReportsResponse{Reports: rs, NextPageToken: next}, nil
 }
@@ -146,6 +248,8 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 	if s := v.Get("min_peak"); s != "" && err == nil {
 		if q.MinPeak, err = strconv.ParseFloat(s, 64); err != nil {
 			err = fmt.Errorf("min_peak: want a number, got %q", s)
+		} else {
+			err = field.Finite("min_peak", q.MinPeak)
 		}
 	}
 	if s := v.Get("escalated"); s != "" && err == nil {
@@ -160,11 +264,22 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 			err = fmt.Errorf("page_size: want a positive number, got %q", s)
 		}
 	}
+	if err == nil {
+		err = field.OptionalID("agent_id", q.AgentID)
+	}
 	if err != nil {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	var ok bool
+	if q.AgentID, ok = agentScope(r.Context(), tenant.ActionReadReports, q.AgentID); !ok {
+		service.WriteError(w, http.StatusForbidden, "forbidden", errOtherAgent)
+		return
+	}
 	rs, next, err := s.store.ListReports(r.Context(), t.ID, q)
+	for _, rep := range rs {
+		visible(r.Context(), t, rep)
+	}
 	if errors.Is(err, store.ErrBadPageToken) {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", "page_token: "+err.Error())
 		return
@@ -214,8 +329,8 @@ func summaryPeriod(from, to time.Time, now time.Time) (time.Time, time.Time, err
 // GetAgentSummary implements ReportService.GetAgentSummary.
 func (s *Server) GetAgentSummary(ctx context.Context, req *fullcallv1.GetAgentSummaryRequest) (*fullcallv1.GetAgentSummaryResponse, error) {
 	t := mustTenant(ctx)
-	if req.AgentId == "" {
-		return nil, status.Error(codes.InvalidArgument, "agent_id is required")
+	if err := field.ID("agent_id", req.AgentId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	var from, to time.Time
 	if req.From != nil {
@@ -228,6 +343,9 @@ func (s *Server) GetAgentSummary(ctx context.Context, req *fullcallv1.GetAgentSu
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if _, ok := agentScope(ctx, tenant.ActionReadAgentSummary, req.AgentId); !ok {
+		return nil, status.Error(codes.PermissionDenied, errOtherAgent)
+	}
 	sum, err := s.store.AgentSummary(ctx, t.ID, req.AgentId, from, to)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -239,7 +357,7 @@ func (s *Server) httpAgentSummary(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	agent := r.PathValue("agent_id")
 	v := r.URL.Query()
-	var err error
+	err := field.ID("agent_id", agent)
 	from := parseTime(v.Get("from"), "from", &err)
 	to := parseTime(v.Get("to"), "to", &err)
 	if err == nil {
@@ -247,6 +365,10 @@ func (s *Server) httpAgentSummary(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if _, ok := agentScope(r.Context(), tenant.ActionReadAgentSummary, agent); !ok {
+		service.WriteError(w, http.StatusForbidden, "forbidden", errOtherAgent)
 		return
 	}
 	sum, err := s.store.AgentSummary(r.Context(), t.ID, agent, from, to)
@@ -268,6 +390,7 @@ func (s *Server) AnalyzeRecording(ctx context.Context, req *fullcallv1.AnalyzeRe
 	if err != nil {
 		return nil, grpcError(err)
 	}
+	hideScores(ctx, t, r)
 	return &fullcallv1.AnalyzeRecordingResponse{Report: r}, nil
 }
 
@@ -338,6 +461,9 @@ func prepare(t *tenant.Tenant, rec *fullcallv1.Recording) (*audio.Recording, *ca
 		return nil, nil, fmt.Errorf("%w: %d roles for a %d-channel recording", errBadRoles, len(roles), wav.Format.Channels)
 	}
 	callID := rec.GetCallId()
+	if err := errors.Join(field.OptionalID("call_id", callID), field.OptionalID("agent_id", rec.GetAgentId())); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errBadField, err)
+	}
 	if callID == "" {
 		callID = "rec-" + randomID()
 	}
@@ -414,6 +540,7 @@ func (s *Server) httpPostRecording(w http.ResponseWriter, r *http.Request) {
 			writeRecordingError(w, err)
 			return
 		}
+		hideScores(r.Context(), t, rep)
 		service.WriteJSON(w, http.StatusOK, rep)
 		return
 	}
@@ -448,10 +575,23 @@ func checkCallback(t *tenant.Tenant, url string) error {
 	if !t.JobCallbacks.Enabled() {
 		return fmt.Errorf("%w: this tenant has no job_callbacks configured", errBadCallback)
 	}
-	if !t.JobCallbacks.Allows(url) {
-		return fmt.Errorf("%w: %q is not under one of the tenant's callback URLs", errBadCallback, url)
+	if _, err := t.JobCallbacks.Check(url); err != nil {
+		return fmt.Errorf("%w: %w", errBadCallback, err)
 	}
 	return nil
+}
+
+// normalCallback returns the URL a checked callback is sent to: the
+// normalised one (tenant.ParseCallbackURL), never the raw text.
+func normalCallback(t *tenant.Tenant, raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := t.JobCallbacks.Check(raw)
+	if err != nil {
+		return raw // refused again when it is sent
+	}
+	return u.String()
 }
 
 // submit checks a recording and queues it as a job.
@@ -459,6 +599,9 @@ func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.R
 	// The call id is chosen now, so that the job shows it from the start
 	// (a client polling the job can open the report's URL as soon as the
 	// job is done, and find it in the live feed and escalations meanwhile).
+	if rec == nil {
+		rec = &fullcallv1.Recording{} // a request without one: refused below as no WAV, not a panic
+	}
 	if rec.GetCallId() == "" {
 		rec.CallId = "rec-" + randomID()
 	}
@@ -476,7 +619,7 @@ func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.R
 		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String("queue_full")))
 		return nil, fmt.Errorf("%w: %d jobs are already queued or running for this tenant", errQueueFull, n)
 	}
-	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: callback}
+	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: normalCallback(t, callback)}
 	j.Ref = j.ID
 	if _, err := s.store.EnqueueJob(ctx, j); err != nil {
 		s.m.storeErrors.Add(ctx, 1)
@@ -523,6 +666,9 @@ func (s *Server) job(ctx context.Context, tenantID, id string) (*fullcallv1.Job,
 // GetJob implements RecordingService.GetJob.
 func (s *Server) GetJob(ctx context.Context, req *fullcallv1.GetJobRequest) (*fullcallv1.GetJobResponse, error) {
 	t := mustTenant(ctx)
+	if err := field.ID("job_id", req.JobId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	j, err := s.job(ctx, t.ID, req.JobId)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "no job %q", req.JobId)
@@ -530,12 +676,17 @@ func (s *Server) GetJob(ctx context.Context, req *fullcallv1.GetJobRequest) (*fu
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	hideScores(ctx, t, j.GetReport())
 	return &fullcallv1.GetJobResponse{Job: j}, nil
 }
 
 func (s *Server) httpGetJob(w http.ResponseWriter, r *http.Request) {
 	t := mustTenant(r.Context())
 	id := r.PathValue("job_id")
+	if err := field.ID("job_id", id); err != nil {
+		service.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	j, err := s.job(r.Context(), t.ID, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -543,6 +694,7 @@ func (s *Server) httpGetJob(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		service.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the store is unavailable")
 	default:
+		hideScores(r.Context(), t, j.GetReport())
 		service.WriteJSON(w, http.StatusOK, j)
 	}
 }

@@ -22,6 +22,7 @@ var (
 	errBadCallback = errors.New("bad callback_url")
 	errStore       = errors.New("store unavailable")
 	errQueueFull   = errors.New("the tenant's job queue is full")
+	errBadField    = errors.New("bad field")
 )
 
 var reasonAttr = attribute.Key("reason")
@@ -41,6 +42,7 @@ var recordingErrors = []struct {
 	{audio.ErrNoAudio, http.StatusUnprocessableEntity, "no_audio", codes.InvalidArgument},
 	{errNoSpeech, http.StatusUnprocessableEntity, "no_speech", codes.InvalidArgument},
 	{errBadRoles, http.StatusBadRequest, "bad_roles", codes.InvalidArgument},
+	{errBadField, http.StatusBadRequest, "bad_request", codes.InvalidArgument},
 	{errTooLarge, http.StatusRequestEntityTooLarge, "too_large", codes.ResourceExhausted},
 	{errBadCallback, http.StatusBadRequest, "bad_callback_url", codes.InvalidArgument},
 	{errBadSidecar, http.StatusBadRequest, "bad_sidecar", codes.InvalidArgument},

@@ -33,9 +33,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/calmline/calmline/fullcall/store"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/webhook"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -54,6 +56,11 @@ type Options struct {
 	// BackendTLS, when set, is the TLS (and mTLS) configuration of
 	// outgoing gRPC connections to the other services.
 	BackendTLS *tls.Config
+	// Identity is the deployment secret proving this service to the
+	// others and verifying who calls its internal methods (lib/identity).
+	// Without it only mTLS client certificates naming a service prove an
+	// identity: internal methods refuse every other caller.
+	Identity *identity.Keyring
 	// Tenants authenticates report queries and uploads, and gives each
 	// tenant's retention.
 	Tenants *tenant.Registry
@@ -234,8 +241,11 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		o.Database = "sqlite:" + filepath.Join(o.DataDir, "fullcall.db")
 	}
 	if o.CallbackClient == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = webhook.DialContext // no link-local or metadata addresses unless the tenant allows them
 		o.CallbackClient = &http.Client{
-			Timeout: 10 * time.Second,
+			Transport: tr,
+			Timeout:   10 * time.Second,
 			// Callbacks go only to the URLs the tenant allowed.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
@@ -262,7 +272,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	if o.EscalationAddr != "" {
-		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
+		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, Identity: identity.Credentials(o.Identity, identity.Fullcall), MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
 		if err != nil {
 			return fail(fmt.Errorf("fullcall: escalation: %w", err))
 		}
@@ -277,6 +287,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		}
 		s.sources[sp.name()] = sp
 	}
+	verifier, err := identity.NewVerifier(identity.VerifierOptions{Keyring: o.Identity, Logger: s.log, MeterProvider: o.MeterProvider})
+	if err != nil {
+		return fail(err)
+	}
 	maxMsg := max(o.MaxUploadBytes, o.MaxJobBytes)
 	s.host = service.NewHost(service.Options{
 		Name:           "fullcall",
@@ -289,10 +303,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		TLS:            o.TLS,
 		// An upload travels in one message.
 		MaxRecvMsgSize: int(maxMsg) + 64<<10,
-		UnaryInterceptors: []grpc.UnaryServerInterceptor{o.Tenants.UnaryServerInterceptor(
-			fullcallv1.ReportService_ServiceDesc.ServiceName,
-			fullcallv1.RecordingService_ServiceDesc.ServiceName,
-		)},
+		// IngestService is internal (only the gateway); the others are
+		// tenant-facing and authenticate API keys.
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{verifier.UnaryServerInterceptor(), o.Tenants.UnaryServerInterceptorActions(grpcActions)},
+		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
 	fullcallv1.RegisterIngestServiceServer(s.host.GRPC, s)
 	fullcallv1.RegisterReportServiceServer(s.host.GRPC, s)

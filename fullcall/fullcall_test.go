@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/identity/identitytest"
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/voice/voicetest"
@@ -120,6 +121,7 @@ func startWith(t testing.TB, tt *testTenants, dsn string, opts ...func(*Options)
 	o.MaxUploadBytes = 1 << 20
 	o.MaxJobBytes = 4 << 20
 	o.ShutdownGrace = 5 * time.Second
+	o.Identity = identitytest.Keyring(t)
 	if os.Getenv("FULLCALL_TEST_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -136,7 +138,7 @@ func startWith(t testing.TB, tt *testTenants, dsn string, opts ...func(*Options)
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(context.Background(), lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(), append(identitytest.DialOptions(o.Identity), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,12 +9,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/calmline/calmline/fullcall/store"
+	"github.com/calmline/calmline/lib/redact"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/webhook"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -230,7 +232,11 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 		}
 	}
 	t, ok := s.o.Tenants.Tenant(j.TenantID)
-	if !ok || !t.JobCallbacks.Enabled() || !t.JobCallbacks.Allows(j.CallbackURL) {
+	var target *url.URL
+	if ok && t.JobCallbacks.Enabled() {
+		target, _ = t.JobCallbacks.Check(j.CallbackURL)
+	}
+	if target == nil {
 		log.Warn("callback no longer allowed by the tenant's configuration; not sent")
 		result("failed", false, time.Time{}, "the callback URL is no longer allowed by the tenant's configuration")
 		return
@@ -265,7 +271,11 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 		retry(0, "the signing secret is unavailable")
 		return
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.CallbackURL, bytes.NewReader(body))
+	sendCtx := ctx
+	if t.JobCallbacks.AllowLinkLocal {
+		sendCtx = webhook.AllowLinkLocal(ctx)
+	}
+	req, err := http.NewRequestWithContext(sendCtx, http.MethodPost, target.String(), bytes.NewReader(body))
 	if err != nil {
 		result("failed", false, time.Time{}, err.Error())
 		return
@@ -280,7 +290,14 @@ func (s *Server) deliver(ctx context.Context, j *store.Job) {
 		if ctx.Err() != nil {
 			return // stopping: the claim's lease makes it due again
 		}
-		retry(0, "request failed: "+err.Error())
+		if errors.Is(err, webhook.ErrForbiddenAddress) {
+			log.Warn("callback refused: its host is link-local or a metadata address", "url", redact.URL(j.CallbackURL))
+			result("failed", false, time.Time{}, "request refused: "+redact.Error(err))
+			return
+		}
+		// The URL's query may hold a token: it never reaches the log or
+		// the job's stored error.
+		retry(0, "request failed: "+redact.Error(err))
 		return
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -54,6 +56,10 @@ type spoolDir struct {
 	every     time.Duration
 	// maxPending bounds a tenant's queued jobs; past it files wait.
 	maxPending int
+	// stuck remembers the non-regular entries that could not be moved
+	// aside, so that each is logged once, not at every scan.
+	stuckMu sync.Mutex
+	stuck   map[string]bool
 }
 
 var _ source = (*spoolDir)(nil)
@@ -201,7 +207,14 @@ func (d *spoolDir) list() ([]spooled, error) {
 		}
 		for _, e := range ents {
 			name := e.Name()
-			if strings.HasPrefix(name, ".") || !strings.EqualFold(filepath.Ext(name), ".wav") || !e.Type().IsRegular() {
+			if strings.HasPrefix(name, ".") {
+				continue
+			}
+			if !e.Type().IsRegular() {
+				d.refuseNonRegular(t.ID, name, e.Type())
+				continue
+			}
+			if !strings.EqualFold(filepath.Ext(name), ".wav") {
 				continue
 			}
 			info, err := e.Info()
@@ -217,6 +230,43 @@ func (d *spoolDir) list() ([]spooled, error) {
 		}
 	}
 	return out, nil
+}
+
+// refuseNonRegular moves a symlink, directory, FIFO, socket or device
+// found in incoming/ to failed/ with an error record: nothing would ever
+// take it, and a symlink could point anywhere. One that cannot be moved
+// is logged once.
+func (d *spoolDir) refuseNonRegular(tenantID, name string, mode fs.FileMode) {
+	kind := "a non-regular file"
+	switch {
+	case mode&fs.ModeSymlink != 0:
+		kind = "a symbolic link"
+	case mode.IsDir():
+		kind = "a directory"
+	case mode&fs.ModeNamedPipe != 0:
+		kind = "a FIFO"
+	case mode&fs.ModeSocket != 0:
+		kind = "a socket"
+	case mode&fs.ModeDevice != 0:
+		kind = "a device"
+	}
+	reason := &spoolError{Code: "not_regular_file", Error: fmt.Sprintf("%s is %s; the spool takes regular files only", name, kind)}
+	key := filepath.Join(tenantID, name)
+	if err := d.moveAside(tenantID, name, spoolFailed, reason); err != nil {
+		d.stuckMu.Lock()
+		first := !d.stuck[key]
+		if d.stuck == nil {
+			d.stuck = map[string]bool{}
+		}
+		d.stuck[key] = true
+		d.stuckMu.Unlock()
+		if first {
+			d.log.Warn("a non-regular file in the spool cannot be moved aside; it is ignored", "tenant", tenantID, "file", name, "kind", kind, "err", err)
+		}
+		return
+	}
+	d.log.Warn("a non-regular file in the spool was moved to failed/", "tenant", tenantID, "file", name, "kind", kind)
+	d.m.spoolFiles.Add(context.Background(), 1, metric.WithAttributes(eventAttr.String("failed")))
 }
 
 // sidecar is the optional NAME.json next to a spooled recording.
@@ -359,7 +409,7 @@ func (d *spoolDir) moveAside(tenantID, name, to string, reason *spoolError) erro
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
-	if _, err := os.Stat(in); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(in); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	dest := filepath.Join(outDir, name)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,3 +253,42 @@ func TestSpoolExactlyOnceAcrossACrash(t *testing.T) {
 }
 
 func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// TestSpoolMovesNonRegularFilesAside: a symlink (to a real WAV outside the
+// spool), a directory and a FIFO in incoming/ are moved to failed/ with an
+// error record saying what they are; nothing is analysed from them.
+func TestSpoolMovesNonRegularFilesAside(t *testing.T) {
+	spool := t.TempDir()
+	in := filepath.Join(spool, "acme", "incoming")
+	if err := os.MkdirAll(filepath.Join(in, "dir.wav"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(t.TempDir(), "secret.wav")
+	if err := os.WriteFile(outside, stereoWAV(2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(in, "link.wav")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(in, "fifo.wav"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, spoolOpts(spool))
+	failed := filepath.Join(spool, "acme", "failed")
+	waitFiles(t, failed, "dir.wav", "dir.wav.error.json", "fifo.wav", "fifo.wav.error.json", "link.wav", "link.wav.error.json")
+	waitFiles(t, in)
+	for name, kind := range map[string]string{"dir.wav": "a directory", "fifo.wav": "a FIFO", "link.wav": "a symbolic link"} {
+		b, err := os.ReadFile(filepath.Join(failed, name+".error.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec spoolError
+		if err := json.Unmarshal(b, &rec); err != nil || rec.Code != "not_regular_file" || !strings.Contains(rec.Error, kind) {
+			t.Errorf("%s: record %s; want code not_regular_file naming %s", name, b, kind)
+		}
+	}
+	rs, _, err := f.s.store.ListReports(context.Background(), "acme", store.Query{})
+	if err != nil || len(rs) != 0 {
+		t.Errorf("reports after non-regular files: %d, %v; want none", len(rs), err)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/calmline/calmline/gateway/native"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/twilio"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
@@ -50,6 +51,10 @@ type Options struct {
 	// BackendTLS, when set, is the TLS (and mTLS) configuration of
 	// outgoing gRPC connections to the other services.
 	BackendTLS *tls.Config
+	// Identity is the deployment secret proving the gateway to realtime
+	// and fullcall (lib/identity); without it only an mTLS client
+	// certificate naming the gateway does.
+	Identity *identity.Keyring
 	// Balancing spreads new calls' streams over the healthy backend
 	// addresses: rpc.RoundRobin (default) or rpc.LeastLoaded.
 	Balancing string
@@ -133,7 +138,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := o.Logger.With("service", "gateway")
-	ro := rpc.Options{TLS: o.BackendTLS, Balancing: o.Balancing, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
+	ro := rpc.Options{TLS: o.BackendTLS, Identity: identity.Credentials(o.Identity, identity.Gateway), Balancing: o.Balancing, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
 	rt, err := rpc.NewPool(o.RealtimeAddr, o.PoolSize, ro)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: realtime: %w", err)

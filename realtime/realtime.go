@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
@@ -45,6 +46,11 @@ type Options struct {
 	// BackendTLS, when set, is the TLS (and mTLS) configuration of
 	// outgoing gRPC connections to the other services.
 	BackendTLS *tls.Config
+	// Identity is the deployment secret proving this service to the
+	// others and verifying who calls its internal methods (lib/identity).
+	// Without it only mTLS client certificates naming a service prove an
+	// identity: internal methods refuse every other caller.
+	Identity *identity.Keyring
 	// EscalationAddr is escalation's gRPC address (host:port, a list, or a
 	// dns:/// target). When empty, alerts reach only the gateway.
 	EscalationAddr string
@@ -112,7 +118,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{o: o, log: log, m: m, draining: make(chan struct{})}
 	s.bgCtx, s.stopBg = context.WithCancel(context.Background())
 	if o.EscalationAddr != "" {
-		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
+		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, Identity: identity.Credentials(o.Identity, identity.Realtime), MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
 		if err != nil {
 			return nil, fmt.Errorf("realtime: escalation: %w", err)
 		}
@@ -126,6 +132,10 @@ func New(o Options) (*Server, error) {
 			retries: m.alertRetries,
 		}
 	}
+	verifier, err := identity.NewVerifier(identity.VerifierOptions{Keyring: o.Identity, Logger: log, MeterProvider: o.MeterProvider})
+	if err != nil {
+		return nil, err
+	}
 	s.host = service.NewHost(service.Options{
 		Name:           "realtime",
 		Logger:         log,
@@ -135,6 +145,9 @@ func New(o Options) (*Server, error) {
 		Metrics:        o.Metrics,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
+		// Analyze is internal: only the gateway may stream calls in.
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{verifier.UnaryServerInterceptor()},
+		StreamInterceptors: []grpc.StreamServerInterceptor{verifier.StreamServerInterceptor()},
 	})
 	realtimev1.RegisterRealtimeServiceServer(s.host.GRPC, s)
 	if o.MeterProvider != nil {

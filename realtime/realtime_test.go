@@ -16,6 +16,7 @@ import (
 
 	"github.com/calmline/calmline/lib/analysis"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/identity/identitytest"
 	"github.com/calmline/calmline/lib/voice/voicetest"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
@@ -57,6 +58,9 @@ func startEscalation(t *testing.T) (*fakeEscalation, string) {
 
 func startRealtime(t *testing.T, o Options) (*Server, realtimev1.RealtimeServiceClient) {
 	t.Helper()
+	if o.Identity == nil {
+		o.Identity = identitytest.Keyring(t)
+	}
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +71,7 @@ func startRealtime(t *testing.T, o Options) (*Server, realtimev1.RealtimeService
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(context.Background(), lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(), append(identitytest.DialOptions(o.Identity), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

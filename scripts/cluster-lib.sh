@@ -41,7 +41,7 @@ start_proc() {
 	local name=$1 svc addr dsn
 	read -r svc addr < <(proc_spec "$name")
 	dsn=$(cat "$CLUSTER_DIR/pg.dsn")
-	local args=(serve "--services=$svc" "--$svc-addr=$addr" --data-dir "$CLUSTER_DIR/$name" --tenants "$CLUSTER_DIR/tenants.yaml")
+	local args=(serve "--services=$svc" "--$svc-addr=$addr" --data-dir "$CLUSTER_DIR/$name" --tenants "$CLUSTER_DIR/tenants.yaml" --service-secret-file "$CLUSTER_DIR/service-identity.secret")
 	case $svc in
 	gateway) args+=(--realtime "$(csv "$REALTIMES")" --fullcall "$(csv "$FULLCALLS")") ;;
 	realtime) args+=(--escalation "$ESCALATION") ;;

@@ -55,6 +55,10 @@ edge_ip=${NGINX_ADDR%:*}
 	chmod 0600 ca.key edge.key
 )
 
+# The deployment secret every process proves its service identity with on
+# internal gRPC (docs/security.md); one file, shared, owner-only.
+(umask 077 && head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$CLUSTER_DIR/service-identity.secret")
+
 # The tenants file: one tenant with a fresh key.
 key="clk_$(head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
 printf %s "$key" >"$CLUSTER_DIR/api.key"

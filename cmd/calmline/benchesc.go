@@ -24,6 +24,7 @@ import (
 	"github.com/calmline/calmline/cmd/stack"
 	"github.com/calmline/calmline/escalation"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -212,7 +213,8 @@ func benchLatency(st *stack.Stack, reg *tenant.Registry, wavPath string, calls i
 	if err != nil {
 		return nil, err
 	}
-	cc, err := grpc.NewClient(st.Addr(stack.Realtime).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(st.Addr(stack.Realtime).String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(identity.Credentials(st.Identity(), identity.Gateway)))
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +302,8 @@ func playCall(rt realtimev1.RealtimeServiceClient, callID string, policy *callv1
 // alert opens an escalation whose ladder sends a webhook and a transfer
 // request.
 func benchThroughput(st *stack.Stack, d time.Duration, clients, batch int, oncall, transfer *benchReceiver) (any, error) {
-	cc, err := grpc.NewClient(st.Addr(stack.Escalation).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(st.Addr(stack.Escalation).String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(identity.Credentials(st.Identity(), identity.Realtime)))
 	if err != nil {
 		return nil, err
 	}

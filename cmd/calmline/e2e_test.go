@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	"github.com/calmline/calmline/lib/tenant"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -51,6 +52,18 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	sqldbtest.Stop()
 	os.Exit(code)
+}
+
+// deploymentSecret is the service-identity secret of the processes a test
+// starts as one deployment (several `calmline serve --services=…`): they
+// get it through the environment, as a deployment's processes would.
+// startServe's all-in-one process makes its own in its data directory.
+var deploymentSecret = identity.NewSecret()
+
+// inDeployment gives cmd the deployment's secret.
+func inDeployment(cmd *exec.Cmd) *exec.Cmd {
+	cmd.Env = append(os.Environ(), identity.EnvSecret+"="+deploymentSecret)
+	return cmd
 }
 
 // running is a `calmline serve` process.
@@ -482,8 +495,22 @@ func TestServeCreatesTheDemoTenant(t *testing.T) {
 		t.Errorf("listing reports with the demo key: %d; want 200", resp.StatusCode)
 	}
 	srv.stop(t)
+	// Service identity is on by default: serve made the deployment secret,
+	// readable by its owner only.
+	secretPath := filepath.Join(dir, identity.SecretFileName)
+	st, err := os.Stat(secretPath)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("service identity secret: %v, %v; want a 0600 file", st, err)
+	}
+	first, _ := os.ReadFile(secretPath)
+	if strings.Contains(strings.Join(srv.output(), "\n")+srv.logs.String(), strings.TrimSpace(strings.Split(string(first), "\n")[1])) {
+		t.Error("the service identity secret was printed or logged")
+	}
 	// A second start reuses the tenant and shows the same key.
 	again := startServe(t, "--data-dir", dir)
 	again.waitLine(t, key)
 	again.stop(t)
+	if b, _ := os.ReadFile(secretPath); string(b) != string(first) {
+		t.Error("a second start replaced the service identity secret")
+	}
 }

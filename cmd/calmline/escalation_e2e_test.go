@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/escalation"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
@@ -307,7 +308,7 @@ type process struct {
 
 func startServices(t *testing.T, services []string, args ...string) (*process, map[string]string) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"serve", "--services", strings.Join(services, ",")}, args...)...)
+	cmd := inDeployment(exec.Command(binary, append([]string{"serve", "--services", strings.Join(services, ",")}, args...)...))
 	cmd.Stderr = &testLog{t: t}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -373,7 +374,14 @@ func TestKill9EscalationLosesNothing(t *testing.T) {
 	args := []string{"--escalation-addr", addr, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml")}
 	proc, _ := startServices(t, []string{"escalation"}, args...)
 
+	// The test plays realtime: it proves so with the deployment's secret.
+	t.Setenv(identity.EnvSecret, deploymentSecret)
+	secret, err := identity.FromEnv(identity.EnvSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(identity.Credentials(secret, identity.Realtime)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.5, MaxDelay: 300 * time.Millisecond}}))
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ import (
 // services to announce their listeners.
 func startSubset(t *testing.T, want int, args ...string) *running {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
+	cmd := inDeployment(exec.Command(binary, append([]string{"serve"}, args...)...))
 	cmd.Stderr = &testLog{t: t}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

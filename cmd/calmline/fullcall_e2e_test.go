@@ -29,7 +29,7 @@ func serveWith(t *testing.T, services []string, args ...string) *running {
 	for _, s := range services {
 		args = append(args, "--"+s+"-addr", "127.0.0.1:0")
 	}
-	cmd := exec.Command(binary, args...)
+	cmd := inDeployment(exec.Command(binary, args...))
 	cmd.Stderr = &testLog{t: t}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

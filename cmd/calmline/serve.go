@@ -171,6 +171,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook str
 		Console:    cop,
 		TLS:        tlsConf.Server,
 		BackendTLS: tlsConf.Client,
+		Identity:   env.Identity, // nil: the data directory's, created on first start
 	}
 	for name, v := range listen {
 		o.Listen[name] = *v

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/calmline/calmline/fullcall"
 	"github.com/calmline/calmline/gateway"
 	"github.com/calmline/calmline/lib/daemon"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/realtime"
@@ -64,6 +66,12 @@ type Options struct {
 	// set-up).
 	TLS        *tls.Config
 	BackendTLS *tls.Config
+	// Identity is the deployment secret the services prove themselves
+	// with on internal gRPC (lib/identity). When nil it is read from
+	// DataDir/service-identity.secret, created with a new random secret
+	// on first start (like the demo key); without a DataDir, a secret
+	// held in memory serves the services of this process only.
+	Identity *identity.Keyring
 	// Gateway, Realtime, Fullcall and Escalation start from these when
 	// set, else from each package's DefaultOptions.
 	Gateway    *gateway.Options
@@ -127,6 +135,17 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 	if o.Announce == nil {
 		o.Announce = io.Discard
 	}
+	if o.Identity == nil {
+		var err error
+		if o.DataDir != "" {
+			o.Identity, err = identity.LoadOrCreate(filepath.Join(o.DataDir, identity.SecretFileName))
+		} else {
+			o.Identity, err = memoryKeyring()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	s := &Stack{o: o, addrs: map[string]net.Addr{}, servers: map[string]server{}, lis: map[string]net.Listener{}}
 	local := func(name string) bool { return slices.Contains(o.Services, name) }
 	for _, name := range All {
@@ -169,6 +188,7 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			}
 			eo.Logger, eo.MeterProvider, eo.TracerProvider, eo.Propagator, eo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			eo.TLS = o.TLS
+			eo.Identity = o.Identity
 			eo.Tenants, eo.DataDir = o.Tenants, o.DataDir
 			s.servers[name], err = escalation.New(ctx, eo)
 		case Fullcall:
@@ -178,6 +198,7 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			}
 			fo.Logger, fo.MeterProvider, fo.TracerProvider, fo.Propagator, fo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			fo.TLS = o.TLS
+			fo.Identity = o.Identity
 			fo.BackendTLS = o.BackendTLS
 			fo.Tenants, fo.DataDir = o.Tenants, o.DataDir
 			if fo.EscalationAddr == "" {
@@ -197,6 +218,7 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			}
 			ro.Logger, ro.MeterProvider, ro.TracerProvider, ro.Propagator, ro.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			ro.TLS = o.TLS
+			ro.Identity = o.Identity
 			ro.BackendTLS = o.BackendTLS
 			if ro.EscalationAddr, err = target(Escalation); err != nil {
 				// Alerts then reach only the gateway; say so loudly.
@@ -211,6 +233,7 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			}
 			gwo.Logger, gwo.MeterProvider, gwo.TracerProvider, gwo.Propagator, gwo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			gwo.TLS = o.TLS
+			gwo.Identity = o.Identity
 			gwo.BackendTLS = o.BackendTLS
 			gwo.Tenants = o.Tenants
 			s.gatewayStop = gwo.DrainTimeout + gwo.ShutdownGrace
@@ -288,11 +311,24 @@ func (s *Stack) newConsole(target func(string) (string, error)) error {
 	return nil
 }
 
+func memoryKeyring() (*identity.Keyring, error) {
+	secrets, err := identity.ParseSecrets(identity.NewSecret())
+	if err != nil {
+		return nil, err
+	}
+	return identity.NewKeyring(secrets...)
+}
+
 func (s *Stack) closeListeners() {
 	for _, l := range s.lis {
 		l.Close()
 	}
 }
+
+// Identity returns the deployment secret the stack's services prove
+// themselves with (tools that play a service in-process, like the
+// benchmarks, use it).
+func (s *Stack) Identity() *identity.Keyring { return s.o.Identity }
 
 // Addr returns a local service's address.
 func (s *Stack) Addr(name string) net.Addr { return s.addrs[name] }

@@ -429,6 +429,8 @@
   }
   function escDetails(j) {
     const box = el("div");
+    if (!j.deliveries && !j.audit) return el("p", { class: "hint", text: t("esc.noDetails") });
+    if (j.deliveries) {
     box.append(el("h3", { text: t("esc.deliveries") }));
     const tb = el("tbody");
     for (const d of j.deliveries || []) {
@@ -438,6 +440,7 @@
         el("td", { text: (d.last_status || "") + (d.last_error ? " " + d.last_error : "") }), el("td", { text: when(d.next_attempt_at) })));
     }
     box.append(el("table", {}, el("thead", {}, el("tr", {}, ...["d.endpoint", "d.event", "d.state", "d.attempts", "d.status", "d.next"].map((k) => el("th", { scope: "col", text: t(k) })))), tb));
+    }
     if (j.audit) {
       box.append(el("h3", { text: t("esc.audit") }));
       const ol = el("ol", { class: "audit" });
@@ -602,7 +605,8 @@
       const trend = a.week ? a.week.exposure_trend : 0;
       const tr = trend > 0.05 ? ["firing", "▲ " + t("care.worse")] : trend < -0.05 ? ["ok", "▼ " + t("care.better")] : ["none", t("care.same")];
       const due = el("td");
-      if (a.due && a.due.length) for (const d of a.due) due.append(badge("firing", t("care." + d.recommendation) + " · " + when(d.at)), " ");
+      if (!j.due_known) due.append(el("span", { class: "hint", text: "—" }), el("span", { class: "sr", text: t("care.unknown") }));
+      else if (a.due && a.due.length) for (const d of a.due) due.append(badge("firing", t("care." + d.recommendation) + " · " + when(d.at)), " ");
       else due.append(badge("ok", t("care.none")));
       const recent = el("td");
       for (const r of a.recent || []) recent.append(el("a", { href: "#/call/" + encodeURIComponent(r.call_id), text: r.call_id + " (" + Math.round(r.caller_pressure_peak) + (r.escalated ? ", " + t("care.escalated") : "") + ")" }), " ");

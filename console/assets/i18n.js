@@ -18,7 +18,7 @@ window.CALMLINE_I18N = {
     "gw.status": "Gateways {up}/{n}", "gw.down": "gateway unreachable",
     "esc.title": "Escalations", "esc.empty": "No escalations.", "esc.open": "Open", "esc.acknowledged": "Acknowledged", "esc.resolved": "Resolved",
     "esc.call": "Call", "esc.agent": "Agent", "esc.opened": "Opened", "esc.score": "Score", "esc.acknowledge": "Acknowledge",
-    "esc.resolve": "Resolve", "esc.by": "Your name", "esc.resolution": "Resolution", "esc.details": "Deliveries and audit trail",
+    "esc.resolve": "Resolve", "esc.by": "Your name", "esc.resolution": "Resolution", "esc.details": "Deliveries and audit trail", "esc.noDetails": "Not visible to this key.",
     "esc.deliveries": "Webhook deliveries", "esc.audit": "Audit trail", "esc.ackBy": "acknowledged by {by}", "esc.resBy": "resolved by {by}",
     "esc.cleared": "score cleared", "esc.callEnded": "call ended", "esc.readonly": "Read only for this key.", "esc.new": "New escalation: call {call}",
     "step.notify": "On-call notified", "step.warn_caller": "Caller warned", "step.transfer": "Transfer requested",
@@ -37,7 +37,7 @@ window.CALMLINE_I18N = {
     "care.title": "Agent care", "care.empty": "No agents with calls this week.", "care.agent": "Agent",
     "care.shift": "This shift", "care.week": "This week", "care.calls": "calls: {n}", "care.exposure": "{m} min exposure",
     "care.high": "{n} under pressure", "care.trend": "Trend", "care.due": "Care due", "care.none": "None",
-    "care.recent": "Recent calls under pressure", "care.break": "Break", "care.counsellor": "Talk with a counsellor",
+    "care.recent": "Recent calls under pressure", "care.unknown": "not visible to this key", "care.break": "Break", "care.counsellor": "Talk with a counsellor",
     "care.escalated": "escalated", "care.worse": "worse", "care.better": "better", "care.same": "steady"
   },
   ja: {
@@ -56,7 +56,7 @@ window.CALMLINE_I18N = {
     "gw.status": "ゲートウェイ {up}/{n}", "gw.down": "ゲートウェイに接続できません",
     "esc.title": "エスカレーション", "esc.empty": "エスカレーションはありません。", "esc.open": "未対応", "esc.acknowledged": "対応中", "esc.resolved": "解決済み",
     "esc.call": "通話", "esc.agent": "オペレーター", "esc.opened": "発生", "esc.score": "スコア", "esc.acknowledge": "対応する",
-    "esc.resolve": "解決する", "esc.by": "担当者名", "esc.resolution": "対応内容", "esc.details": "配信と監査ログ",
+    "esc.resolve": "解決する", "esc.by": "担当者名", "esc.resolution": "対応内容", "esc.details": "配信と監査ログ", "esc.noDetails": "このキーでは表示できません。",
     "esc.deliveries": "Webhook 配信", "esc.audit": "監査ログ", "esc.ackBy": "対応者 {by}", "esc.resBy": "解決者 {by}",
     "esc.cleared": "スコア回復", "esc.callEnded": "通話終了", "esc.readonly": "このキーでは閲覧のみです。", "esc.new": "新しいエスカレーション：通話 {call}",
     "step.notify": "当番に通知", "step.warn_caller": "発信者に警告", "step.transfer": "転送を依頼",
@@ -75,7 +75,7 @@ window.CALMLINE_I18N = {
     "care.title": "オペレーターケア", "care.empty": "今週通話したオペレーターはいません。", "care.agent": "オペレーター",
     "care.shift": "今シフト", "care.week": "今週", "care.calls": "{n} 件", "care.exposure": "曝露 {m} 分",
     "care.high": "高プレッシャー {n} 件", "care.trend": "傾向", "care.due": "必要なケア", "care.none": "なし",
-    "care.recent": "最近の高プレッシャー通話", "care.break": "休憩", "care.counsellor": "カウンセラーとの面談",
+    "care.recent": "最近の高プレッシャー通話", "care.unknown": "このキーでは表示できません", "care.break": "休憩", "care.counsellor": "カウンセラーとの面談",
     "care.escalated": "エスカレーションあり", "care.worse": "悪化", "care.better": "改善", "care.same": "横ばい"
   }
 };

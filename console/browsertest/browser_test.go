@@ -109,7 +109,7 @@ func startStack(dir string) (*stack, func(), error) {
 		default:
 		}
 	}))
-	for _, k := range []string{"sup", "agent1", "agent2", "care", "priv"} {
+	for _, k := range []string{"sup", "agent1", "agent2", "care", "priv", "privcare"} {
 		s.keys[k] = tenant.NewKey()
 	}
 	tenants := fmt.Sprintf(`tenants:
@@ -132,10 +132,10 @@ func startStack(dir string) (*stack, func(), error) {
         rules:
           - {id: after-an-escalation, window: 1h, high_pressure_calls: 1, recommend: break}
   - id: privco
-    api_keys: [{id: priv-1, sha256: %s}]
+    api_keys: [{id: priv-1, sha256: %s}, {id: privcare-1, sha256: %s, role: care}]
     agent_scoring: "private"
 `, tenant.HashKey(s.keys["sup"]), tenant.HashKey(s.keys["agent1"]), tenant.HashKey(s.keys["agent2"]), tenant.HashKey(s.keys["care"]), oncall.URL,
-		tenant.HashKey(s.keys["priv"]))
+		tenant.HashKey(s.keys["priv"]), tenant.HashKey(s.keys["privcare"]))
 	tf := filepath.Join(dir, "tenants.yaml")
 	if err := os.WriteFile(tf, []byte(tenants), 0o600); err != nil {
 		return nil, nil, err
@@ -616,13 +616,14 @@ func TestPrivateModeNoAgentStressReachesTheBrowser(t *testing.T) {
 	if v.AgentStress != nil {
 		t.Errorf("the call view carries the agent_stress summary: %s", v.AgentStress)
 	}
-	// What the console withheld is there to withhold.
+	// What the console withheld is there to withhold: the care team's key
+	// reads it from fullcall.
 	var rep struct {
 		Timeline []struct {
 			AgentStress *float64 `json:"agent_stress"`
 		} `json:"timeline"`
 	}
-	api(t, "GET", st.addrs["fullcall"], "/api/v1/reports/priv-00001", st.keys["priv"], &rep)
+	api(t, "GET", st.addrs["fullcall"], "/api/v1/reports/priv-00001", st.keys["privcare"], &rep)
 	scored := 0
 	for _, p := range rep.Timeline {
 		if p.AgentStress != nil {
@@ -630,7 +631,7 @@ func TestPrivateModeNoAgentStressReachesTheBrowser(t *testing.T) {
 		}
 	}
 	if scored == 0 {
-		t.Skip("fullcall's report holds no agent_stress for this private-mode call: nothing for the console to withhold")
+		t.Fatal("fullcall's report holds no agent_stress for this private-mode call, even for the care team: the test withholds nothing")
 	}
-	t.Logf("fullcall's report holds %d seconds of agent_stress; the browser got none", scored)
+	t.Logf("fullcall's report holds %d seconds of agent_stress for the care team; the general key's browser got none", scored)
 }

@@ -68,6 +68,7 @@ const serveFlagsFixture = `Usage of calmline serve:
   -realtime string
   -realtime-addr string
   -services string
+  -service-secret-file string
   -tenants string
 `
 
@@ -226,7 +227,7 @@ func TestRun(t *testing.T) {
 	if code := run([]string{manifests}, &stdout, &stderr); code != 0 {
 		t.Fatalf("run = %d; stderr:\n%s", code, stderr.String())
 	}
-	if want := "28 objects decoded strictly"; !strings.Contains(stdout.String(), want) {
+	if want := "29 objects decoded strictly"; !strings.Contains(stdout.String(), want) {
 		t.Errorf("stdout = %q; want it to contain %q", stdout.String(), want)
 	}
 	dir := t.TempDir()

@@ -160,7 +160,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (use the password of websocket_client.conf, or a Bearer token)")
 		return
 	}
-	if apiKey.Role != tenant.KeyRoleGeneral {
+	if !tenant.Allows(apiKey.Role, tenant.ActionStreamCalls) {
 		// As on the native endpoint: care-team and agent keys read the
 		// live feed only.
 		h.m.Refused(r.Context(), t.ID, "forbidden")

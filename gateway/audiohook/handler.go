@@ -150,7 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (X-API-KEY)")
 		return
 	}
-	if key.Role != tenant.KeyRoleGeneral {
+	if !tenant.Allows(key.Role, tenant.ActionStreamCalls) {
 		// As on the native endpoint: care-team and agent keys read the
 		// live feed only.
 		h.m.Refused(ctx, t.ID, "forbidden")

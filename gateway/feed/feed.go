@@ -380,15 +380,19 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refused.Add(r.Context(), 1, metric.WithAttributes(attribute.String("tenant", t.ID), attribute.String("reason", code)))
 		service.WriteError(w, status, code, msg)
 	}
+	if err := key.Authorize(tenant.ActionReadLiveFeed); err != nil {
+		refuse(http.StatusForbidden, "forbidden", err.Error())
+		return
+	}
 	s := &subscriber{
 		tenantID: t.ID,
-		full:     key.Role == tenant.KeyRoleCare || key.Role == tenant.KeyRoleAgent,
+		full:     tenant.Allows(key.Role, tenant.ActionReadPrivateAgentScores),
 		agentID:  r.URL.Query().Get("agent_id"),
 		callID:   r.URL.Query().Get("call_id"),
 		max:      h.o.Queue,
 		wake:     make(chan struct{}, 1),
 	}
-	if key.Role == tenant.KeyRoleAgent {
+	if key.Access(tenant.ActionReadLiveFeed) == tenant.ScopeOwnAgent {
 		if s.agentID != "" && s.agentID != key.AgentID {
 			refuse(http.StatusForbidden, "forbidden", "an agent key sees only its own agent's calls")
 			return

@@ -150,7 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (send Authorization: Bearer KEY or X-API-Key)")
 		return
 	}
-	if key.Role != tenant.KeyRoleGeneral {
+	if !tenant.Allows(key.Role, tenant.ActionStreamCalls) {
 		// Care-team and agent keys live on less trusted desktops: they
 		// read the live feed, they do not stream calls.
 		h.m.Refused(r.Context(), t.ID, "forbidden")

@@ -172,7 +172,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			refuse(w, http.StatusUnauthorized, "unauthenticated", "unknown API key")
 			return
 		}
-		if k.Role != tenant.KeyRoleGeneral {
+		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
 			h.m.Refused(r.Context(), t2.ID, "forbidden")
 			refuse(w, http.StatusForbidden, "forbidden", feedOnly(k.Role))
 			return
@@ -367,7 +367,7 @@ func (c *conn) start(s *Start) {
 			c.ws.Close(CloseUnauthenticated, msg)
 			return
 		}
-		if k.Role != tenant.KeyRoleGeneral {
+		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
 			c.h.m.Refused(context.Background(), t.ID, "forbidden")
 			c.ws.Close(CloseForbidden, feedOnly(k.Role))
 			return

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 )
@@ -29,6 +30,10 @@ type Flags struct {
 	// TLS names the certificate files of the listeners and of outgoing
 	// gRPC.
 	TLS TLSFlags
+	// ServiceSecretFile names the deployment secret proving this
+	// service's identity on internal RPCs (lib/identity); else the
+	// secret comes from $CALMLINE_SERVICE_SECRET.
+	ServiceSecretFile string
 }
 
 // Register adds the flags to fs; the tenants flag only when the command
@@ -36,6 +41,8 @@ type Flags struct {
 func (f *Flags) Register(fs *flag.FlagSet, tenants bool) {
 	f.Telemetry.RegisterFlags(fs)
 	f.TLS.Register(fs)
+	fs.StringVar(&f.ServiceSecretFile, "service-secret-file", os.Getenv("CALMLINE_SERVICE_SECRET_FILE"),
+		"deployment secret proving this service to the others on internal gRPC (current secret first, previous second during a rotation; re-read when it changes); else $"+identity.EnvSecret+" (default $CALMLINE_SERVICE_SECRET_FILE)")
 	if tenants {
 		fs.StringVar(&f.TenantsFile, "tenants", "tenants.yaml", "tenants file (re-read when it changes or on SIGHUP)")
 	}
@@ -52,6 +59,10 @@ type Env struct {
 	// configurations, each nil when not configured; their key pairs are
 	// re-read on SIGHUP.
 	TLS *TLS
+	// Identity is the deployment secret of --service-secret-file or
+	// $CALMLINE_SERVICE_SECRET; nil when neither is set (see
+	// RequireIdentity).
+	Identity *identity.Keyring
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -63,6 +74,15 @@ func Start(name string, f Flags) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	var id *identity.Keyring
+	if f.ServiceSecretFile != "" {
+		id, err = identity.LoadFile(f.ServiceSecretFile)
+	} else {
+		id, err = identity.FromEnv(identity.EnvSecret)
+	}
+	if err != nil {
+		return nil, err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	f.Telemetry.ServiceName = name
 	tel, err := telemetry.New(ctx, f.Telemetry)
@@ -70,7 +90,7 @@ func Start(name string, f Flags) (*Env, error) {
 		stop()
 		return nil, err
 	}
-	e := &Env{Ctx: ctx, Telemetry: tel, TLS: tlsConf, stop: stop}
+	e := &Env{Ctx: ctx, Telemetry: tel, TLS: tlsConf, Identity: id, stop: stop}
 	e.WatchTLS(tlsConf)
 	if f.TenantsFile != "" {
 		reg, err := tenant.Load(f.TenantsFile)
@@ -82,6 +102,19 @@ func Start(name string, f Flags) (*Env, error) {
 		e.WatchTenants()
 	}
 	return e, nil
+}
+
+// RequireIdentity returns an error unless the command can check its
+// callers (verifies: it serves internal methods) and prove itself (proves:
+// it calls them): a deployment secret, or mTLS — client CAs on the
+// listener to verify, a client certificate on outgoing gRPC to prove.
+// Service identity is on by default: a per-service command without either
+// would refuse every internal call or be refused, so it does not start.
+func (e *Env) RequireIdentity(f Flags, verifies, proves bool) error {
+	if e.Identity != nil || (!verifies || f.TLS.ClientCA != "") && (!proves || f.TLS.BackendCert != "") {
+		return nil
+	}
+	return fmt.Errorf("service identity: give --service-secret-file or $%s (the deployment secret shared by the services; docs/security.md), or mTLS (--tls-client-ca to check callers, --backend-cert to prove this service)", identity.EnvSecret)
 }
 
 // WatchTenants reloads Tenants on change or SIGHUP until Close.

@@ -121,3 +121,25 @@ func TestTLSReload(t *testing.T) {
 		t.Fatalf("serving %q after a failed reload; want second", n)
 	}
 }
+
+func TestRequireIdentity(t *testing.T) {
+	none := &Env{}
+	mtls := Flags{TLS: TLSFlags{ClientCA: "ca.pem", BackendCert: "c.pem"}}
+	for _, c := range []struct {
+		name             string
+		f                Flags
+		verifies, proves bool
+		wantErr          bool
+	}{
+		{"no secret, no mTLS, a server", Flags{}, true, false, true},
+		{"no secret, no mTLS, a client", Flags{}, false, true, true},
+		{"mTLS both ways", mtls, true, true, false},
+		{"client CAs only, a server", Flags{TLS: TLSFlags{ClientCA: "ca.pem"}}, true, false, false},
+		{"client CAs only, a server that calls", Flags{TLS: TLSFlags{ClientCA: "ca.pem"}}, true, true, true},
+		{"a client certificate, the gateway", Flags{TLS: TLSFlags{BackendCert: "c.pem"}}, false, true, false},
+	} {
+		if err := none.RequireIdentity(c.f, c.verifies, c.proves); (err != nil) != c.wantErr {
+			t.Errorf("%s: got %v; want error %v", c.name, err, c.wantErr)
+		}
+	}
+}

@@ -70,6 +70,10 @@ type Options struct {
 	MaxRecvMsgSize int
 	// Balancing is RoundRobin (default) or LeastLoaded.
 	Balancing string
+	// Identity proves which service calls (identity.Credentials): internal
+	// methods refuse calls without it unless the client certificate
+	// names the service.
+	Identity credentials.PerRPCCredentials
 }
 
 // Dial returns a client connection to target, which may be a host:port, a
@@ -113,6 +117,9 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	callOpts := []grpc.CallOption{}
 	if o.MaxRecvMsgSize > 0 {
 		callOpts = append(callOpts, grpc.MaxCallRecvMsgSize(o.MaxRecvMsgSize))
+	}
+	if o.Identity != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(o.Identity))
 	}
 	opts = append(opts,
 		grpc.WithTransportCredentials(creds),

@@ -62,6 +62,8 @@ type Options struct {
 	MaxRecvMsgSize int
 	// UnaryInterceptors run, in order, around every unary gRPC call.
 	UnaryInterceptors []grpc.UnaryServerInterceptor
+	// StreamInterceptors run, in order, around every streaming gRPC call.
+	StreamInterceptors []grpc.StreamServerInterceptor
 	// TLS, when set, makes the listener speak TLS only. gRPC and HTTP
 	// still share it: ALPN decides (h2: gRPC; http/1.1 or none: REST,
 	// WebSocket, health, metrics). With ClientCAs set, gRPC connections
@@ -169,6 +171,7 @@ func NewHost(o Options) *Host {
 			grpc.KeepaliveParams(serverParams(o)),
 			grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 			grpc.ChainUnaryInterceptor(o.UnaryInterceptors...),
+			grpc.ChainStreamInterceptor(o.StreamInterceptors...),
 		)...),
 		Mux:      http.NewServeMux(),
 		o:        o,

@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -56,7 +57,7 @@ func KeyFromMetadata(ctx context.Context) string {
 // valid API key, with the tenant in the request's context; others get 401.
 func (r *Registry) RequireKey(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		t, _, ok := r.Authenticate(KeyFromRequest(req))
+		t, k, ok := r.AuthenticateKey(KeyFromRequest(req))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="calmline"`)
 			w.Header().Set("Content-Type", "application/json")
@@ -64,7 +65,7 @@ func (r *Registry) RequireKey(h http.Handler) http.Handler {
 			io.WriteString(w, `{"error":{"code":"unauthenticated","message":"missing or unknown API key"}}`+"\n")
 			return
 		}
-		h.ServeHTTP(w, req.WithContext(NewContext(req.Context(), t)))
+		h.ServeHTTP(w, req.WithContext(NewKeyContext(req.Context(), t, k)))
 	})
 }
 
@@ -84,10 +85,65 @@ func (r *Registry) UnaryServerInterceptor(services ...string) grpc.UnaryServerIn
 		if !guarded[svc] {
 			return handler(ctx, req)
 		}
-		t, _, ok := r.Authenticate(KeyFromMetadata(ctx))
+		t, k, ok := r.AuthenticateKey(KeyFromMetadata(ctx))
 		if !ok {
 			return nil, status.Error(codes.Unauthenticated, "missing or unknown API key")
 		}
-		return handler(NewContext(ctx, t), req)
+		return handler(NewKeyContext(ctx, t, k), req)
+	}
+}
+
+// Require wraps an HTTP handler so that it runs only for requests with a
+// valid API key whose role may take action (the table in roles.go), with
+// the tenant and the key in the request's context; unknown keys get 401,
+// keys whose role may not take action 403.
+func (r *Registry) Require(a Action, h http.Handler) http.Handler {
+	return r.RequireKey(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		k, _ := KeyFromContext(req.Context())
+		if err := k.Authorize(a); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": "forbidden", "message": err.Error()}})
+			w.Write(append(b, '\n'))
+			return
+		}
+		h.ServeHTTP(w, req)
+	}))
+}
+
+// UnaryServerInterceptorActions authenticates the unary calls of the
+// methods in actions (full method names, "/calmline.fullcall.v1.ReportService/GetReport")
+// and of every other method of their services, and lets each run only for
+// a key whose role may take its action: unknown keys get UNAUTHENTICATED,
+// refused roles PERMISSION_DENIED, and a method of a guarded service
+// missing from actions is refused to every key (a new method is closed
+// until the table names its action). Other services pass untouched.
+func (r *Registry) UnaryServerInterceptorActions(actions map[string]Action) grpc.UnaryServerInterceptor {
+	guarded := map[string]bool{}
+	for m := range actions {
+		if i := strings.LastIndexByte(m, '/'); i > 0 {
+			guarded[m[:i]] = true
+		}
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		svc := info.FullMethod
+		if i := strings.LastIndexByte(svc, '/'); i > 0 {
+			svc = svc[:i]
+		}
+		if !guarded[svc] {
+			return handler(ctx, req)
+		}
+		t, k, ok := r.AuthenticateKey(KeyFromMetadata(ctx))
+		if !ok {
+			return nil, status.Error(codes.Unauthenticated, "missing or unknown API key")
+		}
+		a, known := actions[info.FullMethod]
+		if !known {
+			return nil, status.Errorf(codes.PermissionDenied, "%s is not in the role table", info.FullMethod)
+		}
+		if err := k.Authorize(a); err != nil {
+			return nil, status.Error(codes.PermissionDenied, err.Error())
+		}
+		return handler(NewKeyContext(ctx, t, k), req)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 )
 
 // JobCallbacks lets a tenant's systems be called back when a recording
@@ -21,26 +20,37 @@ type JobCallbacks struct {
 	// during a rotation, the previous one. They are read when a callback
 	// is sent and never logged.
 	SigningSecrets []SecretRef `yaml:"signing_secrets"`
+	// AllowLinkLocal lets callbacks reach link-local and cloud metadata
+	// addresses (169.254.0.0/16, fe80::/10), which calmline otherwise
+	// refuses when it connects.
+	AllowLinkLocal bool `yaml:"allow_link_local"`
 }
 
 // Enabled reports whether callbacks are configured.
 func (c *JobCallbacks) Enabled() bool { return len(c.SigningSecrets) > 0 && len(c.URLs) > 0 }
 
-// Allows reports whether a callback URL is under one of the prefixes: the
-// same scheme and host (with port), and a path that starts with the
-// prefix's path.
-func (c *JobCallbacks) Allows(raw string) bool {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Fragment != "" {
-		return false
+// Check parses and normalises a callback URL (ParseCallbackURL) and
+// returns it when it is under one of the prefixes (the same scheme and
+// host with port, and the prefix's path segment by segment); the URL to
+// call is the one returned, never raw. The error says why, without the
+// URL's query.
+func (c *JobCallbacks) Check(raw string) (*url.URL, error) {
+	u, err := ParseCallbackURL(raw)
+	if err != nil {
+		return nil, err
 	}
 	for _, p := range c.URLs {
-		pu, err := url.Parse(p)
-		if err == nil && pu.Scheme == u.Scheme && strings.EqualFold(pu.Host, u.Host) && strings.HasPrefix(u.EscapedPath(), pu.EscapedPath()) {
-			return true
+		if pu, err := ParseCallbackURL(p); err == nil && underPrefix(u, pu) {
+			return u, nil
 		}
 	}
-	return false
+	return nil, fmt.Errorf("%w: %s is not under one of the tenant's callback URLs", ErrCallbackURL, u.Scheme+"://"+u.Host+u.EscapedPath())
+}
+
+// Allows reports whether Check accepts a callback URL.
+func (c *JobCallbacks) Allows(raw string) bool {
+	_, err := c.Check(raw)
+	return err == nil
 }
 
 // check validates the configuration (the secrets are read when used).
@@ -49,9 +59,8 @@ func (c *JobCallbacks) check() error {
 		return nil
 	}
 	for _, p := range c.URLs {
-		u, err := url.Parse(p)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-			return fmt.Errorf("job_callbacks.urls: %q is not an absolute http(s) URL without credentials", p)
+		if _, err := ParseCallbackURL(p); err != nil {
+			return fmt.Errorf("job_callbacks.urls: %w", err)
 		}
 	}
 	switch n := len(c.SigningSecrets); {

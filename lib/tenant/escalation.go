@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -31,8 +30,13 @@ type Escalation struct {
 type Endpoint struct {
 	Name string `yaml:"name"`
 	// URL is an absolute http or https URL without credentials (put those
-	// in BearerToken or SigningSecrets).
+	// in BearerToken or SigningSecrets), dot segments or encoded dots;
+	// it is normalised when loaded (ParseCallbackURL).
 	URL string `yaml:"url"`
+	// AllowLinkLocal lets the endpoint be a link-local or cloud metadata
+	// address (169.254.0.0/16, fe80::/10), which calmline otherwise
+	// refuses when it connects.
+	AllowLinkLocal bool `yaml:"allow_link_local"`
 	// Events lists the Standard Webhooks event types the endpoint
 	// receives (escalation.acknowledged, agent.care_recommended ...), "*"
 	// for all. escalation.triggered is sent by the ladder's notify steps,
@@ -277,13 +281,11 @@ func (e *Escalation) fill(exposureThreshold float64) error {
 			return fmt.Errorf("%s: listed twice", where)
 		}
 		seen[ep.Name] = true
-		u, err := url.Parse(ep.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s: url must be an absolute http or https URL", where)
+		u, err := ParseCallbackURL(ep.URL)
+		if err != nil {
+			return fmt.Errorf("%s: url: %w", where, err)
 		}
-		if u.User != nil {
-			return fmt.Errorf("%s: url must not carry credentials; use bearer_token or signing_secrets", where)
-		}
+		ep.URL = u.String() // what is called is what was checked
 		for _, ev := range ep.Events {
 			if ev == EventEscalationTriggered {
 				return fmt.Errorf("%s: %s is sent by the ladder's notify steps; add a notify step for this endpoint instead", where, ev)

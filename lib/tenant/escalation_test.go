@@ -100,9 +100,9 @@ func TestParseEscalationErrors(t *testing.T) {
 	ep := "      endpoints: [{name: x, url: 'https://x.example/h'}]\n"
 	for _, c := range []struct{ in, want string }{
 		{"      endpoints: [{name: X, url: 'https://x/'}]\n", "must match"},
-		{"      endpoints: [{name: x, url: 'ftp://x/'}]\n", "absolute http or https"},
-		{"      endpoints: [{name: x, url: '/hook'}]\n", "absolute http or https"},
-		{"      endpoints: [{name: x, url: 'https://u:p@x/'}]\n", "must not carry credentials"},
+		{"      endpoints: [{name: x, url: 'ftp://x/'}]\n", "only http and https"},
+		{"      endpoints: [{name: x, url: '/hook'}]\n", "only http and https"},
+		{"      endpoints: [{name: x, url: 'https://u:p@x/'}]\n", "carries userinfo"},
 		{"      endpoints: [{name: x, url: 'https://x/'}, {name: x, url: 'https://y/'}]\n", "listed twice"},
 		{"      endpoints: [{name: x, url: 'https://x/', events: [escalation.triggered]}]\n", "notify steps"},
 		{"      endpoints: [{name: x, url: 'https://x/', events: [call.ended]}]\n", "unknown event type"},

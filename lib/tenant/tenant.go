@@ -92,11 +92,11 @@ type APIKey struct {
 	// ClientSecret is the decoded secret, loaded from the file or the
 	// environment when the tenants are loaded (tests may set it).
 	ClientSecret Secret `yaml:"-"`
-	// Role says who holds the key, for what the gateway's live feed shows:
-	// "" (the default: PBXs, integrations, wallboards), "care" (the care
-	// team: agent-side scores of every agent, even in private mode) or
-	// "agent" (one agent's desktop: only AgentID's calls, with their own
-	// agent-side scores). Care and agent keys read the live feed only.
+	// Role says who holds the key: "" (the default: PBXs, integrations,
+	// administrators), "supervisor", "care" (the care team: agent-side
+	// scores of every agent, even in private mode) or "agent" (one
+	// agent's desktop: only AgentID's calls, with their own agent-side
+	// scores). What each may read and do is the table in roles.go.
 	Role string `yaml:"role"`
 	// AgentID is the agent an "agent" key belongs to.
 	AgentID string `yaml:"agent_id"`
@@ -111,13 +111,6 @@ type APIKey struct {
 func (k *APIKey) Active(now time.Time) bool {
 	return !k.Disabled && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
-
-// Key roles.
-const (
-	KeyRoleGeneral = ""
-	KeyRoleCare    = "care"
-	KeyRoleAgent   = "agent"
-)
 
 // AlertRule is a tenant's rule for raising an alert on a score.
 type AlertRule struct {
@@ -245,8 +238,8 @@ func (t *Tenant) fill() error {
 			return fmt.Errorf("api key %q: %w", k.ID, err)
 		}
 		switch {
-		case k.Role != KeyRoleGeneral && k.Role != KeyRoleCare && k.Role != KeyRoleAgent:
-			return fmt.Errorf("api key %q: role %q: want care, agent or none", k.ID, k.Role)
+		case !validRole(k.Role):
+			return fmt.Errorf("api key %q: role %q: want supervisor, care, agent or none", k.ID, k.Role)
 		case k.Role == KeyRoleAgent && k.AgentID == "":
 			return fmt.Errorf("api key %q: role agent needs an agent_id", k.ID)
 		case k.Role != KeyRoleAgent && k.AgentID != "":

@@ -224,8 +224,8 @@ func TestJobCallbacks(t *testing.T) {
 		{"no secret", "urls: [\"https://crm.example.com/hooks/\"]", "without signing_secrets"},
 		{"three secrets", "urls: [\"https://x.example/\"]\n      signing_secrets: [{env: A}, {env: B}, {env: C}]", "at most two"},
 		{"both file and env", "urls: [\"https://x.example/\"]\n      signing_secrets: [{env: A, file: /x}]", "exactly one"},
-		{"relative url", "urls: [\"/hooks\"]\n      signing_secrets: [{env: A}]", "not an absolute"},
-		{"credentials in url", "urls: [\"https://u:p@x.example/\"]\n      signing_secrets: [{env: A}]", "not an absolute"},
+		{"relative url", "urls: [\"/hooks\"]\n      signing_secrets: [{env: A}]", "only http and https"},
+		{"credentials in url", "urls: [\"https://u:p@x.example/\"]\n      signing_secrets: [{env: A}]", "carries userinfo"},
 	} {
 		ts, err := Parse([]byte("tenants:\n  - id: acme\n    job_callbacks:\n      " + c.yaml + "\n"))
 		if c.err != "" {

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,9 +66,10 @@ type Leaf struct {
 	TLS             tls.Certificate
 }
 
-// Issue returns a certificate for name, usable by servers and clients
-// alike, valid for the DNS names and IP addresses given in hosts (none:
-// "localhost" and 127.0.0.1).
+// Issue returns a certificate for name (its Common Name), usable by
+// servers and clients alike, valid for the DNS names and IP addresses given
+// in hosts (none: "localhost" and 127.0.0.1); an entry with a scheme
+// ("spiffe://calmline/gateway") becomes a URI SAN.
 func (ca *CA) Issue(t testing.TB, name string, hosts ...string) *Leaf {
 	t.Helper()
 	if len(hosts) == 0 {
@@ -85,6 +87,8 @@ func (ca *CA) Issue(t testing.TB, name string, hosts ...string) *Leaf {
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if u, err := url.Parse(h); err == nil && u.Scheme != "" {
+			tmpl.URIs = append(tmpl.URIs, u)
 		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}

@@ -139,6 +139,7 @@ type Client struct {
 func NewClient(o ClientOptions) *Client {
 	if o.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = DialContext // no link-local or metadata addresses
 		t.MaxIdleConnsPerHost = 16
 		t.ResponseHeaderTimeout = 0 // the attempt's context bounds it
 		o.Transport = t
@@ -263,6 +264,9 @@ func (c *Client) transportError(parent, attempt context.Context, err error) *Err
 	switch {
 	case parent.Err() != nil:
 		return &Error{Reason: ReasonCanceled, Err: parent.Err()}
+	case errors.Is(err, ErrForbiddenAddress):
+		// Retrying will not make the address allowed.
+		return &Error{Reason: ReasonBadRequest, Err: err}
 	case attempt.Err() != nil || isTimeout(err):
 		return &Error{Reason: ReasonTimeout, Err: errors.New("no response within the timeout")}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -363,5 +364,37 @@ func BenchmarkSign(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Sign("dlv_0123456789abcdef01234567", time.Unix(1_800_000_000, 0), body, s, old)
+	}
+}
+
+func TestLinkLocalRefusedAtConnect(t *testing.T) {
+	c := NewClient(ClientOptions{})
+	for _, u := range []string{"http://169.254.169.254/latest/meta-data/", "http://[fe80::1]:80/x"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.Send(ctx, Request{URL: u, ID: "msg_1", Body: []byte("{}")})
+		cancel()
+		if err == nil || !errors.Is(err, ErrForbiddenAddress) {
+			t.Errorf("%s: got %v; want ErrForbiddenAddress", u, err)
+		}
+	}
+	for ip, want := range map[string]bool{"169.254.169.254": true, "fe80::1": true, "::ffff:169.254.1.1": true, "100.100.100.200": true, "127.0.0.1": false, "10.0.0.1": false, "8.8.8.8": false} {
+		if got := Forbidden(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("Forbidden(%s) = %v", ip, got)
+		}
+	}
+}
+
+func TestAllowLinkLocal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := DialContext(AllowLinkLocal(ctx), "tcp", "169.254.0.1:9")
+	if errors.Is(err, ErrForbiddenAddress) {
+		t.Errorf("an allowed link-local address was refused: %v", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	_, err = DialContext(ctx2, "tcp", "169.254.0.1:9")
+	if !errors.Is(err, ErrForbiddenAddress) {
+		t.Errorf("a link-local address without the allowance: got %v; want ErrForbiddenAddress", err)
 	}
 }

@@ -38,6 +38,10 @@ func run(o escalation.Options, df daemon.Flags, addr string) error {
 	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
 	o.Metrics = tel.MetricsHandler()
 	o.TLS = env.TLS.Server
+	if err := env.RequireIdentity(df, true, false); err != nil {
+		return err
+	}
+	o.Identity = env.Identity
 	o.Tenants = env.Tenants
 	s, err := escalation.New(env.Ctx, o)
 	if err != nil {

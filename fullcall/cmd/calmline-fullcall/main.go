@@ -48,6 +48,10 @@ func run(o fullcall.Options, df daemon.Flags, addr string) error {
 	o.Logger, o.MeterProvider, o.TracerProvider, o.Propagator = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator
 	o.Metrics = tel.MetricsHandler()
 	o.TLS = env.TLS.Server
+	if err := env.RequireIdentity(df, true, true); err != nil {
+		return err
+	}
+	o.Identity = env.Identity
 	o.BackendTLS = env.TLS.Client
 	o.Tenants = env.Tenants
 	s, err := fullcall.New(env.Ctx, o)

@@ -38,6 +38,7 @@ import (
 
 	"github.com/calmline/calmline/fullcall"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/voice/voicetest"
 	"github.com/calmline/calmline/lib/wire"
@@ -95,6 +96,16 @@ func runServer(calls, seconds int, database string, every time.Duration) error {
 	o := fullcall.DefaultOptions()
 	o.Tenants, o.Database, o.CheckpointEvery, o.Workers = reg, database, every, 0
 	o.MaxCalls = calls + 10
+	// The load plays the gateway: it gets the secret through the
+	// environment.
+	secret := identity.NewSecret()
+	secrets, err := identity.ParseSecrets(secret)
+	if err != nil {
+		return err
+	}
+	if o.Identity, err = identity.NewKeyring(secrets...); err != nil {
+		return err
+	}
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := fullcall.New(context.Background(), o)
 	if err != nil {
@@ -116,6 +127,7 @@ func runServer(calls, seconds int, database string, every time.Duration) error {
 	base := measure()
 	cmd := exec.Command(os.Args[0], "-client", lis.Addr().String(), "-calls", fmt.Sprint(calls), "-seconds", fmt.Sprint(seconds), "-stagger", stagger.String())
 	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(), identity.EnvSecret+"="+secret)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -239,8 +251,13 @@ func runClient(addr string, calls, seconds int) error {
 	nChunks := len(data) / chunk
 	// A few connections, as a gateway's pool.
 	var conns []*grpc.ClientConn
+	secret, err := identity.FromEnv(identity.EnvSecret)
+	if err != nil {
+		return err
+	}
 	for range 4 {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(identity.Credentials(secret, identity.Gateway)))
 		if err != nil {
 			return err
 		}
