@@ -7,4 +7,8 @@ func init() {
 		summary: "measure the voice analysis against the evaluation corpus (make eval)",
 		run:     voicecli.Eval,
 	}
+	commands["impair"] = command{
+		summary: "write an impaired copy of a recording: noise, echo, gain, packet loss, G.711, band (lib/impair)",
+		run:     voicecli.Impair,
+	}
 }

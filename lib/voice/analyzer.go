@@ -93,9 +93,11 @@ type Analyzer struct {
 	sbE     [sbRing]float32
 	sbS     [sbRing]float32
 	sbP     [sbRing]float32
-	gPeak   float32
-	frames  int64 // frames analysed (entered the path finder)
-	decided int64 // frames finalised
+	gPeak   float32 // running peak: held peakHold sub-blocks, then decays
+	gAge    int32   // sub-blocks since gPeak was set
+	gMax    float32 // the loudest sub-block peak so far (Praat's global peak, for the pulses)
+	frames  int64   // frames analysed (entered the path finder)
+	decided int64   // frames finalised
 	path    [pathRing]pathFrame
 	limit   int64 // frames to analyse; set by Flush
 	flushed bool
@@ -126,7 +128,7 @@ func (a *Analyzer) Reset() {
 	a.y.reset(pre2)
 	a.n, a.c1, a.m2, a.hops = 0, 0, 0, 0
 	a.sbE, a.sbS, a.sbP = [sbRing]float32{}, [sbRing]float32{}, [sbRing]float32{}
-	a.gPeak = 0
+	a.gPeak, a.gAge, a.gMax = 0, 0, 0
 	a.frames, a.decided = 0, 0
 	a.limit = math.MaxInt64
 	a.flushed = false
@@ -213,7 +215,17 @@ func (a *Analyzer) processHop() {
 		}
 		i := b & (sbRing - 1)
 		a.sbE[i], a.sbS[i], a.sbP[i] = a.x.energy(b*sub, sub), sum, math.Float32frombits(pk)
-		a.gPeak = max(a.gPeak, a.sbP[i])
+		// The loudest level heard, held for a while and then let go,
+		// so that the silence threshold re-arms after loud speech:
+		// quiet speech after shouting is speech.
+		a.gMax = max(a.gMax, a.sbP[i])
+		if p := a.sbP[i]; p >= a.gPeak {
+			a.gPeak, a.gAge = p, 0
+		} else if p >= a.gPeak*peakNear {
+			a.gAge = 0
+		} else if a.gAge++; a.gAge > peakHold {
+			a.gPeak = max(a.gPeak*peakDecay, p, peakMin)
+		}
 	}
 	a.decimate()
 	if k := h - lookahead; k >= 0 && k < a.limit {
@@ -276,6 +288,21 @@ func (a *Analyzer) decimate() {
 	}
 }
 
+// The running peak behind the silence threshold of the pitch path (Praat
+// takes the loudest sample of the whole file, which a stream cannot know):
+// while the signal comes within 15 dB of it (peakNear) it stays; after
+// peakHold 5 ms sub-blocks (1.5 s) without that, it decays by 8 dB a second
+// towards the current level. Speech 25 dB below a shout is voiced again a
+// couple of seconds later; ordinary speech, which reaches near its peak
+// every few syllables, keeps Praat's whole-file peak.
+const (
+	peakHold = 300
+	peakMin  = 1e-5
+	peakNear = 0.178 // -15 dB
+)
+
+var peakDecay = float32(math.Pow(10, -8.0/20/200))
+
 // analyze measures frame k (centred on sample 80k+40) and enters it into
 // the path finder.
 func (a *Analyzer) analyze(k int64) {
@@ -312,6 +339,7 @@ func (a *Analyzer) analyze(k int64) {
 	ex := a.x.energy(max(c-hop, 0), 2*hop) / (2 * hop)
 	el := a.y.energy(20*k-10, 40) / 40
 	pf.energy = ex
+	pf.low = el
 	pf.balance = balanceDB(ex, el)
 
 	a.candidates(k, pf)

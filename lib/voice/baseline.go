@@ -65,6 +65,9 @@ type baselineBuilder struct {
 	priorWeight float64 // seconds
 	priorSource string
 	cur         Baseline
+	// caller mode: a low quantile instead of the median, over the first
+	// maxBaselineSeconds of speech, and a prior weight per feature.
+	caller bool
 }
 
 func (b *baselineBuilder) init(m *Model, stored *Baseline, target int) {
@@ -78,9 +81,22 @@ func (b *baselineBuilder) init(m *Model, stored *Baseline, target int) {
 	b.update()
 }
 
+// initCaller prepares the builder for a caller: the reference is the
+// caller's own speech so far — a low quantile of their seconds, so that an
+// angry stretch does not become their normal — blended with the
+// population, each feature with its own prior weight (features that move
+// with the line, such as loudness, lean on the caller's own line; F0 level
+// leans on the population so that a caller angry from the first second is
+// still caught).
+func (b *baselineBuilder) initCaller(m *Model) {
+	b.init(m, nil, 0)
+	b.caller = true
+	b.update()
+}
+
 // add offers a second of the speaker's speech.
 func (b *baselineBuilder) add(w *Window, other *otherParty) {
-	if b.frozen || w.Voiced < b.m.Baseline.MinVoicedFrames {
+	if b.frozen || w.mVoiced < b.m.Baseline.MinVoicedFrames {
 		return
 	}
 	for i, f := range relFeatures {
@@ -91,7 +107,7 @@ func (b *baselineBuilder) add(w *Window, other *otherParty) {
 		b.vals[i][b.n[i]] = v
 		b.n[i]++
 	}
-	b.voiced += w.Voiced
+	b.voiced += w.mVoiced
 	if b.target > 0 && b.voiced >= b.target {
 		b.frozen = true
 	}
@@ -121,10 +137,25 @@ func (b *baselineBuilder) update() {
 		s := tmp[:b.n[i]]
 		copy(s, b.vals[i][:b.n[i]])
 		slices.Sort(s)
-		med := s[len(s)/2]
-		if len(s)%2 == 0 {
-			med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+		pw := b.priorWeight
+		if b.priorSource == "population" && b.m.Baseline.AgentPriorWeight != nil {
+			pw = b.m.Baseline.AgentPriorWeight.Get(f)
 		}
-		b.cur.set(f, (med*own+p*b.priorWeight)/(own+b.priorWeight))
+		var med float64
+		if b.caller {
+			q := b.m.Baseline.CallerQuantile * float64(len(s)-1)
+			j := int(q)
+			med = s[j]
+			if j+1 < len(s) {
+				med += (q - float64(j)) * (s[j+1] - s[j])
+			}
+			pw = b.m.Baseline.CallerPriorWeight.Get(f)
+		} else {
+			med = s[len(s)/2]
+			if len(s)%2 == 0 {
+				med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+			}
+		}
+		b.cur.set(f, (med*own+p*pw)/(own+pw))
 	}
 }

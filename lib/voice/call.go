@@ -152,7 +152,52 @@ type channel struct {
 	overlap  int  // frames of speech over the other party's
 	window   Window
 	recent   [10]Window // the last seconds, for windows longer than one second
+
+	// Bleed rejection: the recent frames (ring), the frames recorded so
+	// far, and the estimated coupling from the other channel into this
+	// one (dB: this channel's level when only the other party speaks,
+	// relative to the other's).
+	recs     [recRing]frameRec
+	nrec     int64
+	coupling float32
+	level    float32 // running peak of the raw intensity (decays 5 dB/s)
+	bleed    int     // frames rejected as bleed
+	loudHang int     // frames left of the hangover of speech above turnSNR
 }
+
+// turnSNR is the SNR (dB, as Frame.SNR) speech must reach to count for
+// overlap and turn-taking.
+const turnSNR = 12
+
+// frameRec is what bleed rejection keeps of a frame.
+type frameRec struct {
+	in, snr               float32 // raw intensity (dB) and SNR
+	mc                    modelFrame
+	speech, talk, nucleus bool // voice activity; speech above turnSNR; a nucleus
+}
+
+// Bleed rejection settings. A frame of one channel is the other party's
+// bleed (echo, crosstalk) when the other party is clearly speaking (its
+// loudest frame over the last bleedLag frames is bleedActiveSNR dB above
+// its noise floor) and this channel's level is within bleedMargin dB of
+// what the estimated coupling predicts from it. The coupling is tracked as
+// the couplingQuantile of this channel's level relative to the other's
+// over the frames where the other speaks loudly (within couplingNearPeak
+// dB of its running peak) — bleed is always there when the other speaks,
+// this party's own speech only sometimes — moving by couplingStep dB a
+// frame.
+const (
+	recRing          = 512 // frames (5.12 s; a power of two)
+	bleedLag         = 7   // frames: delays of 0–60 ms
+	bleedActiveSNR   = 15  // dB
+	bleedMargin      = 10  // dB
+	couplingQuantile = 0.3
+	couplingNearPeak = 10  // dB
+	couplingStep     = 2   // dB
+	couplingStart    = -50 // dB
+	couplingMin      = -80 // dB
+	couplingMax      = -10 // dB
+)
 
 // otherParty describes the other channel for features relative to it.
 type otherParty struct {
@@ -194,14 +239,18 @@ func NewCall(cfg CallConfig) (*Call, error) {
 		if r != RoleCaller && r != RoleAgent {
 			return nil, fmt.Errorf("new call: channel %d: invalid role %v", i, r)
 		}
-		k := &channel{role: r, barging: -1}
+		k := &channel{role: r, barging: -1, coupling: couplingStart}
 		idx := i
 		k.an = NewAnalyzer(func(f *Frame) { c.frame(idx, f) }, func(w *Window) { c.second(idx, w) })
 		var stored *Baseline
 		if r == RoleAgent {
 			stored = cfg.AgentBaseline
 		}
-		k.base.init(m, stored, m.Baseline.TargetVoicedFrames)
+		if r == RoleCaller && m.CallerPressure.Reference == "caller" {
+			k.base.initCaller(m)
+		} else {
+			k.base.init(m, stored, m.Baseline.TargetVoicedFrames)
+		}
 		c.ch = append(c.ch, k)
 	}
 	return c, nil
@@ -271,8 +320,19 @@ func (c *Call) Baseline(ch int) Baseline { return c.ch[ch].base.cur }
 // frame receives channel idx's frames.
 func (c *Call) frame(idx int, f *Frame) {
 	k := c.ch[idx]
+	// For overlap and turns, speech counts when it stands clearly above
+	// the noise (or within a hangover of such a frame): babble and noise
+	// with voiced moments are not a party talking.
+	if f.Speech && f.SNR >= turnSNR {
+		k.loudHang = vadHangover
+	} else if k.loudHang > 0 {
+		k.loudHang--
+	}
+	talking := f.Speech && k.loudHang > 0
+	k.recs[f.Index%recRing] = frameRec{in: f.Intensity, snr: f.SNR, mc: k.an.feat.mc, speech: f.Speech, talk: talking, nucleus: f.Nucleus}
+	k.nrec = f.Index + 1
 	bit := f.Index % bitsRing
-	if f.Speech {
+	if talking {
 		k.speech[bit/64] |= 1 << (bit % 64)
 	} else {
 		k.speech[bit/64] &^= 1 << (bit % 64)
@@ -357,6 +417,12 @@ func (c *Call) scoreSecond() {
 		}
 	}
 	sec.End = sec.Start + float64(frames)/FrameRate
+	if len(c.ch) == 2 {
+		c.rejectBleed(s*FrameRate, s*FrameRate+int64(frames))
+		for i, k := range c.ch {
+			sec.Channels[i].Speech = k.window.Speech
+		}
+	}
 
 	// Overlap and interruptions, frame by frame.
 	if len(c.ch) == 2 {
@@ -406,12 +472,83 @@ func (c *Call) scoreSecond() {
 			}
 		case RoleCaller:
 			k.base.add(&k.window, &other)
-			sec.CallerPressure = c.m.score(&c.m.CallerPressure, &w, &c.m.Population, &other)
+			ref := &c.m.Population
+			if c.m.CallerPressure.Reference == "caller" {
+				ref = &k.base.cur.Reference
+			}
+			sec.CallerPressure = c.m.score(&c.m.CallerPressure, &w, ref, &other)
+
 		}
 		k.vdB += k.window.vdB
 		k.nVoiced += k.window.Voiced
 	}
 	c.emit(&sec)
+}
+
+// rejectBleed removes from each channel's window the frames [from, to)
+// that are the other party's bleed: their model features, speech and
+// syllable nuclei. It needs both channels' frames from bleedLag before
+// from; when one channel ran too far ahead for that, the second is left
+// as it is.
+func (c *Call) rejectBleed(from, to int64) {
+	a, b := c.ch[0], c.ch[1]
+	for _, k := range c.ch {
+		if k.nrec < to || k.nrec-recRing > from-bleedLag {
+			return
+		}
+	}
+	for f := from; f < to; f++ {
+		ra, rb := &a.recs[f%recRing], &b.recs[f%recRing]
+		a.level = max(a.level-0.05, ra.in)
+		b.level = max(b.level-0.05, rb.in)
+		ba := c.bleedFrame(a, b, f, ra)
+		bb := c.bleedFrame(b, a, f, rb)
+		if ba {
+			a.drop(f, ra)
+		}
+		if bb {
+			b.drop(f, rb)
+		}
+	}
+}
+
+// bleedFrame updates k's coupling estimate from frame f and reports
+// whether the frame is o's bleed.
+func (c *Call) bleedFrame(k, o *channel, f int64, r *frameRec) bool {
+	omax, osnr := float32(SilenceDB), float32(0)
+	for d := int64(0); d < bleedLag && d <= f; d++ {
+		q := &o.recs[(f-d)%recRing]
+		omax, osnr = max(omax, q.in), max(osnr, q.snr)
+	}
+	if osnr < bleedActiveSNR {
+		return false
+	}
+	// An echo is always quieter than its source: frames louder than
+	// couplingMax relative to the other are this party's own (or the other
+	// channel holds this party's echo) and say nothing about the coupling.
+	if rel := max(r.in-omax, couplingMin); omax >= o.level-couplingNearPeak && rel < couplingMax {
+		if rel < k.coupling {
+			k.coupling = max(k.coupling-couplingStep*(1-couplingQuantile), couplingMin)
+		} else {
+			k.coupling = min(k.coupling+couplingStep*couplingQuantile, couplingMax)
+		}
+	}
+	return r.in > SilenceDB && r.in < omax+k.coupling+bleedMargin
+}
+
+// drop removes frame f from k's window: it is the other party's bleed.
+func (k *channel) drop(f int64, r *frameRec) {
+	w := &k.window
+	r.mc.sub(w)
+	if r.speech {
+		w.Speech--
+	}
+	bit := f % bitsRing
+	k.speech[bit/64] &^= 1 << (bit % 64)
+	if r.nucleus {
+		w.Nuclei--
+	}
+	k.bleed++
 }
 
 // turns counts, for channel k against the other channel o, the frames of
@@ -477,20 +614,20 @@ func featureValue(f Feature, w *Window, other *otherParty) float64 {
 func (w *Window) Value(f Feature) float64 {
 	switch f {
 	case F0Level:
-		return w.F0MeanST()
+		return ratio(w.mst, w.mVoiced)
 	case F0Variability:
-		return w.F0SDST()
+		return w.modelF0SD()
 	case Loudness:
-		return w.VoicedIntensityDB()
+		return ratio(w.mdB, w.mVoiced)
 	case VocalEffort:
-		return w.BalanceDB()
+		return ratio(w.mbal, w.mVoiced)
 	case SpeechRate:
 		if w.Speech < minRateFrames {
 			return math.NaN()
 		}
 		return w.ArticulationRate()
 	case HNRFeature:
-		return w.HNR()
+		return ratio(w.mhnr, w.mVoiced)
 	case Jitter:
 		return w.Perturbation.JitterLocal()
 	case Shimmer:
@@ -507,6 +644,12 @@ const minRateFrames = 30
 // terms that can be measured on w.
 func (sm *ScoreModel) sum(w *Window, ref *Reference, other *otherParty) float64 {
 	var x float64
+	// Features that noise biases (rate, F0 variability, voice quality)
+	// count less as the speech nears the noise.
+	snrW := 1.0
+	if sm.SNRFull > 0 {
+		snrW = min(max((w.SNR()-sm.SNRZero)/(sm.SNRFull-sm.SNRZero), 0), 1)
+	}
 	for _, t := range sm.Terms {
 		v := featureValue(t.Feature, w, other)
 		if t.Feature.relative() {
@@ -515,7 +658,11 @@ func (sm *ScoreModel) sum(w *Window, ref *Reference, other *otherParty) float64 
 		if math.IsNaN(v) {
 			continue
 		}
-		x += t.Weight * min(max(v/t.Scale, -sm.Clip), sm.Clip)
+		wt := t.Weight
+		if t.Feature.noiseBiased() {
+			wt *= snrW
+		}
+		x += wt * min(max(v/t.Scale, -sm.Clip), sm.Clip)
 	}
 	return x
 }
@@ -530,12 +677,15 @@ func (sm *ScoreModel) Sum(w *Window, ref *Reference) float64 {
 // score computes one score on window w against reference ref.
 func (m *Model) score(sm *ScoreModel, w *Window, ref *Reference, other *otherParty) Score {
 	s := Score{Model: m.ID()}
-	if w.Voiced < m.Abstain.MinVoicedFrames {
-		s.Reason = ReasonTooLittleSpeech
+	// A steady tone is recognised on all voiced frames (the noise floor
+	// follows a tone that goes on, so it leaves no frames above it).
+	if w.Voiced >= m.Abstain.MinVoicedFrames &&
+		(w.VoicedIntensitySD() < m.Abstain.ToneMaxIntensitySD || w.SteadyF0Fraction() >= m.Abstain.ToneMinSteadyF0) {
+		s.Reason = ReasonSteadyTone
 		return s
 	}
-	if w.VoicedIntensitySD() < m.Abstain.ToneMaxIntensitySD || w.SteadyF0Fraction() >= m.Abstain.ToneMinSteadyF0 {
-		s.Reason = ReasonSteadyTone
+	if w.mVoiced < m.Abstain.MinVoicedFrames {
+		s.Reason = ReasonTooLittleSpeech
 		return s
 	}
 	s.Value = 100 / (1 + math.Exp(-(sm.Bias + sm.sum(w, ref, other))))

@@ -227,9 +227,13 @@ func TestOverlapAndInterruptions(t *testing.T) {
 }
 
 func TestCallerPressureFollowsTheCaller(t *testing.T) {
+	// Turns: the caller speaks 5 s, the agent 5 s, the caller 5 s — the
+	// caller is the same from the first second to the last.
 	score := func(caller voicetest.Voice) float64 {
-		agent := voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -20, Dur: 10, Seed: 9}.Generate()
-		c := caller.Generate()
+		agentVoice := voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -20, Dur: 5, Seed: 9}.Generate()
+		cv := caller.Generate()
+		c := voicetest.Concat(cv[:5*SampleRate], voicetest.Silence(5), cv[5*SampleRate:])
+		agent := voicetest.Concat(voicetest.Silence(5), agentVoice, voicetest.Silence(5))
 		var sum float64
 		n := 0
 		AnalyzeCall(CallConfig{Roles: []Role{RoleCaller, RoleAgent}}, [][]int16{c, agent}, func(s *Second) {

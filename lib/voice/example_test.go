@@ -11,7 +11,7 @@ import (
 // the scored seconds.
 func ExampleCall() {
 	caller := voicetest.Voice{F0: 210, Range: 4, Rate: 5, Level: -14, Effort: 1, Dur: 4, Seed: 1}.Generate()
-	agent := voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -22, Dur: 4, Seed: 2}.Generate()
+	agent := voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -16, Dur: 4, Seed: 2}.Generate()
 
 	call, err := voice.NewCall(voice.CallConfig{Roles: []voice.Role{voice.RoleCaller, voice.RoleAgent}})
 	if err != nil {
@@ -33,10 +33,10 @@ func ExampleCall() {
 	call.Flush()
 	show()
 	// Output:
-	// second 0 (0.0–1.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
-	// second 1 (1.0–2.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
-	// second 2 (2.0–3.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
-	// second 3 (3.0–4.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/1.0.0
+	// second 0 (0.0–1.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
+	// second 1 (1.0–2.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
+	// second 2 (2.0–3.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
+	// second 3 (3.0–4.0 s): caller_pressure scored true, agent_stress scored true, model calmline-voice/2.0.0
 }
 
 // Silence and call-progress tones are not scored: the score says why.

@@ -19,6 +19,20 @@ type featureState struct {
 	floorDB, peakDB float32
 	hang            int
 	started         bool
+	heard           int // non-silent frames so far, up to vadFastFrames
+
+	// The noise's mean power — over the intensity window, and of the 20
+	// ms energies above and below 1 kHz — averaged over the frames near
+	// the noise floor (noiseFrameSNR), for the noise corrections.
+	noiseP, noiseHi, noiseLo float32
+	noiseInit                bool
+	// mc is the current frame's contribution to the model sums (valid
+	// during the frame callback; the Call reads it for bleed rejection).
+	mc modelFrame
+	// The last voiced frame's F0 (semitones) and the index after it, for
+	// the continuity check.
+	lastST  float32
+	lastIdx int64
 
 	// Syllable nuclei (de Jong & Wempe): peaks of a smooth intensity.
 	sylMax    float32 // running maximum of the smooth intensity
@@ -44,6 +58,13 @@ const (
 	vadFloorRise  = 0.02 // dB per frame that the floor estimate creeps up
 	vadPeakDecay  = 0.05 // dB per frame that the peak estimate decays
 	vadHangover   = 15   // frames
+	// At the start of a stream the floor starts vadStartBelow dB below
+	// the first frame and rises vadFloorRiseFast dB per frame for
+	// vadFastFrames frames.
+	vadStartBelow    = 20
+	vadFloorRiseFast = 0.1
+	vadFastFrames    = 200
+	vadVoicedSNR     = 6 // dB (SNR as Frame.SNR)
 )
 
 // Syllable-nucleus settings, as de Jong & Wempe's script: the intensity
@@ -74,6 +95,7 @@ func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 		s.pulses.frame(a, d, SampleRate/float64(f.F0), &s.total.Perturbation, &s.cur.Perturbation)
 	}
 	s.activity(f)
+	s.noise(pf, f)
 	s.syllable(a, d, f)
 
 	// Window sums.
@@ -106,6 +128,7 @@ func (s *featureState) frame(a *Analyzer, d int64, pf *pathFrame, cand int) {
 		w.nhnr++
 		s.f0.add(float64(f.F0))
 	}
+	s.mc.add(w)
 	if !f.Voiced && pf.rel > hnrSilence {
 		// Praat's harmonicity has no voicing decision: a frame that is
 		// not quiet counts with its strongest candidate. Frames without
@@ -157,11 +180,22 @@ func (s *featureState) activity(f *Frame) {
 		return
 	}
 	if !s.started {
-		s.floorDB, s.peakDB, s.started = in, in, true
+		// The stream may start in speech (a call taken over from a
+		// checkpoint): start the floor below the first frame and let it
+		// rise faster for the first seconds.
+		s.floorDB, s.peakDB, s.started = in-vadStartBelow, in, true
 	}
-	s.floorDB = min(s.floorDB+vadFloorRise, in)
+	rise := float32(vadFloorRise)
+	if s.heard < vadFastFrames {
+		s.heard++
+		rise = vadFloorRiseFast
+	}
+	s.floorDB = min(s.floorDB+rise, in)
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
-	active := f.Voiced || (in > s.floorDB+vadAboveFloor && in > s.peakDB-vadBelowPeak)
+	f.SNR = in - s.floorDB - noiseBias
+	// Voicing counts as activity only above the noise: noise and babble
+	// have periodic moments too.
+	active := (f.Voiced && f.SNR >= vadVoicedSNR) || (in > s.floorDB+vadAboveFloor && in > s.peakDB-vadBelowPeak)
 	if active {
 		s.hang = vadHangover
 	} else if s.hang > 0 {
@@ -169,6 +203,106 @@ func (s *featureState) activity(f *Frame) {
 	}
 	f.Speech = active || s.hang > 0
 }
+
+// Noise-floor settings: a frame counts for the model's features when it is
+// voiced and at least modelMinSNR dB above the channel's noise floor; its
+// intensity, spectral balance and HNR are then corrected for the noise
+// power (the floor, raised by noiseBias dB because a minimum tracker sits
+// in the low tail of the noise's frame powers).
+const (
+	modelMinSNR = 5
+	noiseBias   = 3
+	// Frames within noiseFrameSNR dB of the floor are noise; the noise
+	// means follow them with a 200 ms time constant.
+	noiseFrameSNR = 4
+	noiseSmooth   = 0.05
+)
+
+// modelFrame is one frame's contribution to a window's model sums.
+type modelFrame struct {
+	voiced                bool
+	st, in, bal, hnr, snr float32
+}
+
+func (m *modelFrame) add(w *Window) {
+	if !m.voiced {
+		return
+	}
+	st := float64(m.st)
+	w.mVoiced++
+	w.mst += st
+	w.mst2 += st * st
+	w.mdB += float64(m.in)
+	w.mbal += float64(m.bal)
+	w.mhnr += float64(m.hnr)
+	w.msnr += float64(m.snr)
+}
+
+func (m *modelFrame) sub(w *Window) {
+	if !m.voiced {
+		return
+	}
+	st := float64(m.st)
+	w.mVoiced--
+	w.mst -= st
+	w.mst2 -= st * st
+	w.mdB -= float64(m.in)
+	w.mbal -= float64(m.bal)
+	w.mhnr -= float64(m.hnr)
+	w.msnr -= float64(m.snr)
+}
+
+// noise tracks the noise floors of the two bands and sets the frame's SNR
+// and its noise-corrected contribution to the model sums.
+func (s *featureState) noise(pf *pathFrame, f *Frame) {
+	s.mc = modelFrame{}
+	if f.Intensity <= SilenceDB {
+		return
+	}
+	hi, lo := max(pf.energy-pf.low, 1e-12), max(pf.low, 1e-12)
+	if !s.noiseInit {
+		s.noiseP, s.noiseHi, s.noiseLo, s.noiseInit = pf.power, hi, lo, true
+	}
+	if f.Intensity < s.floorDB+noiseFrameSNR {
+		s.noiseP += noiseSmooth * (pf.power - s.noiseP)
+		s.noiseHi += noiseSmooth * (hi - s.noiseHi)
+		s.noiseLo += noiseSmooth * (lo - s.noiseLo)
+	}
+	snr := f.SNR
+	if !f.Voiced || snr < modelMinSNR {
+		return
+	}
+	// The clean share of the frame's power, overall and per band (at
+	// least a tenth: below that the measure is noise).
+	k := max(1-s.noiseP/max(pf.power, 1e-20), 0.1)
+	hiC := max(hi-s.noiseHi, 0.1*hi)
+	loC := max(lo-s.noiseLo, 0.1*lo)
+	r := min(f.Periodicity/k, 0.999)
+	st := 12 * fastLog2(f.F0*0.01)
+	// A jump of more than maxJumpST from the frame before is a pitch
+	// error (an octave, or noise taking over), not intonation: noise
+	// makes them, and they inflate F0 variability. The frame is left out
+	// of the model's features.
+	jump := f.Index > 0 && s.lastIdx == f.Index && abs32(st-s.lastST) > maxJumpST
+	s.lastST, s.lastIdx = st, f.Index+1
+	if jump {
+		return
+	}
+	s.mc = modelFrame{
+		voiced: true,
+		st:     st,
+		in:     f.Intensity + fastDB(k),
+		bal:    min(max(fastDB(hiC/loC), -40), 40),
+		hnr:    hnr(r),
+		snr:    snr,
+	}
+}
+
+// maxJumpST is the largest F0 change between consecutive frames that
+// counts as intonation (6 semitones in 10 ms is beyond any voice).
+const maxJumpST = 6
+
+func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
 
 // syllable follows the smooth intensity and marks a nucleus on the frame
 // where the dip after a peak is confirmed.

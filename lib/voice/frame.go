@@ -22,6 +22,9 @@ type Frame struct {
 	// Balance is the energy above 1 kHz relative to the energy below it,
 	// in dB: vocal effort raises it; gain does not change it.
 	Balance float32
+	// SNR is the frame's intensity above the channel's tracked noise
+	// floor, in dB (0 for digital silence).
+	SNR float32
 	// Nucleus marks a syllable nucleus (an intensity peak of voiced
 	// speech) at this frame.
 	Nucleus bool

@@ -19,6 +19,9 @@ import (
 //go:embed model/v1.json
 var modelV1 []byte
 
+//go:embed model/v2.json
+var modelV2 []byte
+
 // Feature names a per-window measure a score term can use.
 type Feature string
 
@@ -37,6 +40,16 @@ const (
 	Shimmer         Feature = "shimmer"           // shimmer (local), %
 	Overlap         Feature = "overlap"           // fraction of speech over the other party's
 )
+
+// noiseBiased reports whether noise moves the feature's value (more nuclei
+// or fewer, spurious F0 movement, lower periodicity).
+func (f Feature) noiseBiased() bool {
+	switch f {
+	case SpeechRate, F0Variability, HNRFeature, Jitter, Shimmer:
+		return true
+	}
+	return false
+}
 
 // relative reports whether a feature is compared with a reference.
 func (f Feature) relative() bool { return f != LoudnessVsOther && f != Overlap }
@@ -60,11 +73,19 @@ type Term struct {
 
 // ScoreModel defines one score: 100 · logistic(bias + Σ terms).
 type ScoreModel struct {
-	// Reference is "baseline" (the speaker's own) or "population".
+	// Reference is "baseline" (the speaker's own), "population", or, for
+	// caller_pressure, "caller" (the caller's own speech blended with the
+	// population; see BaselineRules).
 	Reference string  `json:"reference"`
 	Bias      float64 `json:"bias"`
 	Clip      float64 `json:"clip"`
 	Terms     []Term  `json:"terms"`
+	// The terms of noise-biased features (speech rate, F0 variability,
+	// HNR, jitter, shimmer) are weighted by how far the window's mean
+	// frame SNR is from SNRZero dB (weight 0) towards SNRFull dB (full
+	// weight). SNRFull 0 keeps them at full weight (model 1).
+	SNRZero float64 `json:"snr_zero_db,omitempty"`
+	SNRFull float64 `json:"snr_full_db,omitempty"`
 }
 
 // Reference values: one number per relative feature.
@@ -116,6 +137,17 @@ type BaselineRules struct {
 	// PopulationWeight seconds).
 	StoredWeightCap  float64 `json:"stored_weight_cap_s"`
 	PopulationWeight float64 `json:"population_weight_s"`
+	// AgentPriorWeight, if set, replaces PopulationWeight feature by
+	// feature when the prior is the population (model 2): a population's
+	// loudness says nothing about a line whose gain is unknown, and its F0
+	// level sits between women's and men's.
+	AgentPriorWeight *Reference `json:"agent_prior_weight_s,omitempty"`
+	// For a caller_pressure whose reference is "caller" (model 2): the
+	// caller's reference is the CallerQuantile of their per-second values
+	// over their first seconds of speech, combined with the population,
+	// which weighs CallerPriorWeight seconds feature by feature.
+	CallerQuantile    float64    `json:"caller_quantile,omitempty"`
+	CallerPriorWeight *Reference `json:"caller_prior_weight_s,omitempty"`
 }
 
 // AbstainRules say when a score is withheld.
@@ -156,17 +188,27 @@ func (m *Model) ID() string {
 	return m.id
 }
 
-// DefaultModel returns the model shipped with this package (v1). It is
-// parsed once and shared: do not modify it.
+// DefaultModel returns the model shipped with this package
+// (calmline-voice 2.0.0). It is parsed once and shared: do not modify it.
 func DefaultModel() *Model { return defaultModel() }
 
-var defaultModel = sync.OnceValue(func() *Model {
-	m, err := ParseModel(modelV1)
+// ModelV1 returns calmline-voice 1.0.0, the previous model, for
+// comparison. It runs on the current feature extraction (noise-floor
+// gating, bleed rejection), so its scores are not bit-identical to the
+// 1.0.0 release.
+func ModelV1() *Model { return modelV1Parsed() }
+
+var defaultModel = sync.OnceValue(func() *Model { return mustParse(modelV2) })
+
+var modelV1Parsed = sync.OnceValue(func() *Model { return mustParse(modelV1) })
+
+func mustParse(b []byte) *Model {
+	m, err := ParseModel(b)
 	if err != nil {
 		panic("voice: embedded model: " + err.Error())
 	}
 	return m
-})
+}
 
 // ParseModel reads and validates a model file.
 func ParseModel(b []byte) (*Model, error) {
@@ -183,7 +225,21 @@ func ParseModel(b []byte) (*Model, error) {
 	return &m, nil
 }
 
+func positiveWeights(name string, r *Reference) error {
+	for _, f := range relFeatures {
+		if w := r.Get(f); !(w > 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("baseline.%s.%s must be positive", name, f)
+		}
+	}
+	return nil
+}
+
 func (m *Model) validate() error {
+	if m.Baseline.AgentPriorWeight != nil {
+		if err := positiveWeights("agent_prior_weight_s", m.Baseline.AgentPriorWeight); err != nil {
+			return err
+		}
+	}
 	if m.Name == "" || m.Version == "" {
 		return errors.New("missing name or version")
 	}
@@ -197,11 +253,24 @@ func (m *Model) validate() error {
 		return errors.New("baseline frame counts must be positive")
 	}
 	for name, s := range map[string]*ScoreModel{"agent_stress": &m.AgentStress, "caller_pressure": &m.CallerPressure} {
-		if s.Reference != "baseline" && s.Reference != "population" {
-			return fmt.Errorf("%s: reference %q (want baseline or population)", name, s.Reference)
+		switch {
+		case s.Reference == "baseline" || s.Reference == "population":
+		case s.Reference == "caller" && name == "caller_pressure":
+			b := &m.Baseline
+			if !(b.CallerQuantile > 0 && b.CallerQuantile < 1) || b.CallerPriorWeight == nil {
+				return errors.New("caller_pressure: reference caller needs baseline.caller_quantile in (0,1) and baseline.caller_prior_weight_s")
+			}
+			if err := positiveWeights("caller_prior_weight_s", b.CallerPriorWeight); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: reference %q (want baseline or population; caller for caller_pressure)", name, s.Reference)
 		}
 		if !(s.Clip > 0) {
 			return fmt.Errorf("%s: clip must be positive", name)
+		}
+		if s.SNRFull != 0 && !(s.SNRFull > s.SNRZero) {
+			return fmt.Errorf("%s: snr_full_db must be above snr_zero_db", name)
 		}
 		if len(s.Terms) == 0 {
 			return fmt.Errorf("%s: no terms", name)

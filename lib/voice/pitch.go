@@ -59,6 +59,7 @@ type pathFrame struct {
 	power     float32 // mean square behind intensity
 	balance   float32 // dB, high band minus low band
 	energy    float32 // mean square over 20 ms
+	low       float32 // mean square over 20 ms below 1 kHz (the 2 kHz copy)
 	rel       float32 // local peak relative to the running global peak
 	n         int     // candidates; index 0 is "unvoiced"
 	freq      [maxCand + 1]float32

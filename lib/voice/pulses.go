@@ -143,7 +143,7 @@ func (p *pulseTracker) frame(a *Analyzer, d int64, T float64, acc1, acc2 *Pertur
 			p.active = false
 			return
 		}
-		if r > 0.3 && pk > 0.01*a.gPeak {
+		if r > 0.3 && pk > 0.01*a.gMax {
 			p.add(a, last+lag, acc1, acc2)
 		} else {
 			// Follow the waveform without placing a pulse here.

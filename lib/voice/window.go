@@ -23,6 +23,13 @@ type Window struct {
 	hnr       float64 // HNR (dB) over voiced frames and loud unvoiced ones
 	nhnr      int
 
+	// Model sums: the voiced frames well above the noise floor, with
+	// their intensity, balance and HNR corrected for the noise (see
+	// featureState.noise), and F0 in semitones.
+	mVoiced              int
+	mst, mst2, mdB, mbal float64
+	mhnr, msnr           float64
+
 	// Perturbation holds the jitter and shimmer sums of the pulses in the
 	// window.
 	Perturbation Perturbation
@@ -47,6 +54,13 @@ func (w *Window) Add(o *Window) {
 	w.bal += o.bal
 	w.hnr += o.hnr
 	w.nhnr += o.nhnr
+	w.mVoiced += o.mVoiced
+	w.mst += o.mst
+	w.mst2 += o.mst2
+	w.mdB += o.mdB
+	w.mbal += o.mbal
+	w.mhnr += o.mhnr
+	w.msnr += o.msnr
 	w.Perturbation.Add(&o.Perturbation)
 }
 
@@ -119,6 +133,24 @@ func (w *Window) SyllableRate() float64 { return ratio(float64(w.Nuclei), w.Fram
 // ArticulationRate returns syllable nuclei per second of speech.
 func (w *Window) ArticulationRate() float64 {
 	return ratio(float64(w.Nuclei), w.Speech) * FrameRate
+}
+
+// ModelVoiced returns the voiced frames the model's features are measured
+// on: those well above the channel's noise floor (and, in a Call, not
+// explained by the other party's bleed).
+func (w *Window) ModelVoiced() int { return w.mVoiced }
+
+// SNR returns the mean SNR (dB above the noise floor) of the model's
+// frames.
+func (w *Window) SNR() float64 { return ratio(w.msnr, w.mVoiced) }
+
+// modelF0SD is the SD of F0 (semitones) over the model's frames.
+func (w *Window) modelF0SD() float64 {
+	if w.mVoiced < 2 {
+		return math.NaN()
+	}
+	m := w.mst / float64(w.mVoiced)
+	return math.Sqrt(max(0, (w.mst2-float64(w.mVoiced)*m*m)/float64(w.mVoiced-1)))
 }
 
 // semitones converts Hz to semitones re 100 Hz.

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/calmline/calmline/lib/impair"
 	"github.com/calmline/calmline/lib/voice"
 	"github.com/calmline/calmline/lib/voice/voicetest"
 )
@@ -30,8 +31,11 @@ func Eval(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	corpus := fs.String("corpus", "../shared/corpus", "the evaluation corpus")
 	jsonOut := fs.String("json", "", "also write the JSON result to this file")
+	impairSpec := fs.String("impair", "", "score the EmoDB calls under this line condition only (lib/impair form, e.g. noise=pink:15,seed=2 or bleed=-20:20) instead of the built-in set")
+	linesOnly := fs.Bool("lines-only", false, "only the line-condition figures (skip the Praat and synthetic checks)")
+	modelFile := fs.String("model", "", "evaluate this model file instead of the built-in model")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: calmline eval [--corpus DIR] [--json FILE]")
+		fmt.Fprintln(stderr, "usage: calmline eval [--corpus DIR] [--json FILE] [--impair SPEC] [--lines-only] [--model FILE]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -44,7 +48,26 @@ func Eval(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "eval: no corpus at %s: %v\n", *corpus, err)
 		return 2
 	}
-	res, err := Evaluate(*corpus, voice.DefaultModel())
+	m := voice.DefaultModel()
+	if *modelFile != "" {
+		b, err := os.ReadFile(*modelFile)
+		if err == nil {
+			m, err = voice.ParseModel(b)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "eval: %v\n", err)
+			return 2
+		}
+	}
+	conds := impair.Conditions()
+	if *impairSpec != "" {
+		if _, err := impair.Parse(*impairSpec); err != nil {
+			fmt.Fprintf(stderr, "eval: --impair: %v\n", err)
+			return 2
+		}
+		conds = []impair.Condition{{Name: *impairSpec, Group: "user", Strength: "user", Spec: *impairSpec}}
+	}
+	res, err := Evaluate(*corpus, m, EvalOptions{Conditions: conds, LinesOnly: *linesOnly})
 	if err != nil {
 		fmt.Fprintf(stderr, "eval: %v\n", err)
 		return 2
@@ -89,6 +112,17 @@ type Result struct {
 	Stressed []StressedRow          `json:"stressed_vs_calm"`
 	Abstain  []AbstainRow           `json:"abstention"`
 	Calib    *Calibration           `json:"calibration"`
+	Lines    []LineRow              `json:"line_conditions"`
+	Shout    []ShoutRow             `json:"shout_then_quiet"`
+}
+
+// EvalOptions select what Evaluate measures.
+type EvalOptions struct {
+	// Conditions are the line conditions the EmoDB calls are scored under
+	// (besides the clean calls).
+	Conditions []impair.Condition
+	// LinesOnly skips everything but the EmoDB calls and line conditions.
+	LinesOnly bool
 }
 
 func (r *Result) check(name string, value float64, target string, pass bool, detail string) {
@@ -172,7 +206,7 @@ type AbstainRow struct {
 }
 
 // Evaluate runs every measurement on the corpus at dir.
-func Evaluate(dir string, m *voice.Model) (*Result, error) {
+func Evaluate(dir string, m *voice.Model, opt EvalOptions) (*Result, error) {
 	r := &Result{Corpus: dir, Model: m.ID(), Pass: true, F0Praat: map[string]F0Agreement{}, Pearson: map[string]PearsonRow{}}
 	praat, err := readPraatFeatures(filepath.Join(dir, "praat", "features.jsonl"))
 	if err != nil {
@@ -183,6 +217,13 @@ func Evaluate(dir string, m *voice.Model) (*Result, error) {
 		return nil, err
 	}
 	r.Split = split
+	if r.Lines, r.Shout, err = LineConditions(dir, m, opt.Conditions); err != nil {
+		return nil, err
+	}
+	r.lineChecks()
+	if opt.LinesOnly {
+		return r, r.calls(dir, m)
+	}
 	if err := r.synthF0(dir); err != nil {
 		return nil, err
 	}
@@ -782,7 +823,10 @@ func (r *Result) writeTable(w io.Writer) {
 	for _, a := range r.Abstain {
 		fmt.Fprintf(w, "  %-58s %3d s, scored %d  (%s)\n", a.Signal, a.Seconds, a.Scored, a.Reasons)
 	}
-	r.Calib.write(w)
+	r.writeLines(w)
+	if r.Calib != nil {
+		r.Calib.write(w)
+	}
 	verdict := "ALL TARGETS MET"
 	if !r.Pass {
 		verdict = "SOME TARGETS NOT MET"

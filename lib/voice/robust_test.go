@@ -1,0 +1,183 @@
+package voice
+
+import (
+	"math"
+	"testing"
+
+	"github.com/calmline/calmline/lib/impair"
+	"github.com/calmline/calmline/lib/voice/voicetest"
+)
+
+// Tests of the line-robustness mechanisms of model 2, on generated
+// signals (no corpus needed).
+
+// scores runs a two-channel call (caller, agent) and returns each second.
+func scores(t *testing.T, chans [][]int16) []Second {
+	t.Helper()
+	var out []Second
+	if _, err := AnalyzeCall(CallConfig{Roles: []Role{RoleCaller, RoleAgent}}, chans, func(s *Second) { out = append(out, *s) }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func pad(x []int16, n int) []int16 {
+	out := make([]int16, n)
+	copy(out, x)
+	return out
+}
+
+func TestQuietSpeechAfterShoutingIsScored(t *testing.T) {
+	shout := voicetest.Voice{F0: 220, Range: 6, Rate: 5, Level: -4, Effort: 1, Dur: 4, Seed: 1}.Generate()
+	quiet := voicetest.Gain(voicetest.Voice{F0: 180, Range: 3, Rate: 4, Level: -4, Effort: 0.4, Dur: 12, Seed: 2}.Generate(), -25)
+	// The caller shouts for 4 s, pauses 0.5 s, then speaks 25 dB more
+	// quietly; a little room noise 45 dB below the shouting.
+	caller := voicetest.Concat(shout, voicetest.Silence(0.5), quiet)
+	n := len(caller)
+	x, err := impair.Apply([][]int16{caller, make([]int16, n)}, impair.Spec{NoiseKind: impair.NoisePink, NoiseSNRDB: 45, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scored, total, late := 0, 0, 0
+	for _, s := range scores(t, x) {
+		// Quiet seconds: 4.5 s to the end (whole seconds of speech).
+		if s.Start >= 5 && s.End <= float64(n)/SampleRate-0.5 {
+			total++
+			if s.CallerPressure.OK {
+				scored++
+			} else if s.Start >= 7 {
+				late++
+			}
+		}
+	}
+	// The silence threshold re-arms 1.5 s after the last loud speech: the
+	// first quiet seconds may abstain, none after that.
+	if total < 10 || float64(scored) < 0.9*float64(total) || late > 0 {
+		t.Errorf("quiet speech after shouting: %d of %d seconds scored, %d abstained more than 2.5 s after the shouting; want ≥ 90 %% and none", scored, total, late)
+	}
+}
+
+func TestNoiseAloneIsNotSpeech(t *testing.T) {
+	// The agent speaks for 6 s, then is silent for 6 s; the line carries
+	// pink noise 15 dB below the speech. The silent seconds must abstain.
+	agent := pad(voicetest.Voice{F0: 120, Range: 3, Rate: 4, Level: -20, Dur: 6, Seed: 3}.Generate(), 12*SampleRate)
+	caller := pad(nil, len(agent))
+	for _, kind := range []string{impair.NoisePink, impair.NoiseHum} {
+		x, err := impair.Apply([][]int16{caller, agent}, impair.Spec{NoiseKind: kind, NoiseSNRDB: 15, Seed: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range scores(t, x) {
+			if s.Start >= 7 && s.AgentStress.OK {
+				t.Errorf("%s noise: silent agent second %d scored %.0f", kind, s.Index, s.AgentStress.Value)
+			}
+		}
+	}
+}
+
+func TestBleedIsRejectedDoubleTalkKept(t *testing.T) {
+	// The caller speaks alone for 5 s (the agent's line carries only the
+	// caller's echo at -20 dB, 20 ms late), then both speak at once for 5 s
+	// at the same level.
+	caller := voicetest.Voice{F0: 200, Range: 5, Rate: 5, Level: -14, Effort: 0.8, Dur: 10, Seed: 4}.Generate()
+	agent := voicetest.Concat(voicetest.Silence(5), voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -14, Dur: 5, Seed: 5}.Generate())
+	n := min(len(caller), len(agent))
+	x, err := impair.Apply([][]int16{caller[:n], agent[:n]}, impair.Spec{BleedDB: -20, BleedDelayMS: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alone, aloneScored, both, bothScored int
+	var overlapAlone int
+	for _, s := range scores(t, x) {
+		switch {
+		// The coupling estimate needs about a second of the caller's
+		// speech; from then on the echo is rejected.
+		case s.Start >= 2 && s.End <= 5:
+			alone++
+			overlapAlone += s.Channels[0].Overlap
+			if s.AgentStress.OK {
+				aloneScored++
+			}
+		case s.Start >= 6 && s.End <= 9.5:
+			both++
+			if s.AgentStress.OK {
+				bothScored++
+			}
+		}
+	}
+	if aloneScored != 0 {
+		t.Errorf("the caller's echo on the agent's line: %d of %d seconds scored as the agent", aloneScored, alone)
+	}
+	if overlapAlone > 10 {
+		t.Errorf("the echo counted as overlap: %d frames", overlapAlone)
+	}
+	if bothScored < both-1 {
+		t.Errorf("double talk: %d of %d agent seconds scored", bothScored, both)
+	}
+}
+
+func TestLineGainDoesNotMoveTheScores(t *testing.T) {
+	caller := voicetest.Voice{F0: 190, Range: 4, Rate: 5, Level: -18, Effort: 0.5, Dur: 6, Seed: 6}.Generate()
+	agent := voicetest.Voice{F0: 120, Range: 3, Rate: 4, Level: -18, Dur: 6, Seed: 7}.Generate()
+	c := voicetest.Concat(caller, voicetest.Silence(6), caller)
+	a := voicetest.Concat(voicetest.Silence(6), agent, voicetest.Silence(6))
+	ref := scores(t, [][]int16{c, a})
+	for _, g := range [][2]float64{{0, -12}, {-12, 0}, {0, -18}, {6, 0}} {
+		x, err := impair.Apply([][]int16{c, a}, impair.Spec{GainDB: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := scores(t, x)
+		for i := range min(len(got), len(ref)) {
+			for _, p := range [][2]Score{{ref[i].CallerPressure, got[i].CallerPressure}, {ref[i].AgentStress, got[i].AgentStress}} {
+				if p[0].OK && p[1].OK && math.Abs(p[0].Value-p[1].Value) > 3 {
+					t.Errorf("gain %v dB, second %d: score %.1f → %.1f", g, i, p[0].Value, p[1].Value)
+				}
+			}
+		}
+	}
+}
+
+func TestCalmVoicesOfEitherSexScoreAlike(t *testing.T) {
+	// The same calm speaking style at a typical male and a typical female
+	// pitch (one octave apart), as caller and as agent. The population's
+	// F0 counts for the caller's first half second of speech (so that a
+	// caller angry from the first word is caught): the comparison is over
+	// the seconds after the first 2 s.
+	mean := func(f0 float64) (caller, agent float64) {
+		v := voicetest.Voice{F0: f0, Range: 3, Rate: 4.5, Level: -20, Effort: 0.4, Dur: 10, Seed: 8}.Generate()
+		other := voicetest.Voice{F0: 150, Range: 3, Rate: 4.5, Level: -20, Effort: 0.4, Dur: 10, Seed: 9}.Generate()
+		var cs, as []float64
+		// Turns: the speaker, then the other party, then the speaker.
+		c := voicetest.Concat(v[:5*SampleRate], voicetest.Silence(5), v[5*SampleRate:])
+		a := voicetest.Concat(voicetest.Silence(5), other[:5*SampleRate], voicetest.Silence(5))
+		for _, s := range scores(t, [][]int16{c, a}) {
+			if s.CallerPressure.OK && s.Start >= 2 {
+				cs = append(cs, s.CallerPressure.Value)
+			}
+		}
+		for _, s := range scores(t, [][]int16{a, c}) {
+			if s.AgentStress.OK && s.Start >= 2 {
+				as = append(as, s.AgentStress.Value)
+			}
+		}
+		return avg(cs), avg(as)
+	}
+	mc, ma := mean(110)
+	fc, fa := mean(220)
+	t.Logf("calm male voice: caller_pressure %.1f agent_stress %.1f; female: %.1f %.1f", mc, ma, fc, fa)
+	if math.Abs(mc-fc) > 10 || math.Abs(ma-fa) > 10 {
+		t.Errorf("calm male vs female: caller_pressure %.1f vs %.1f, agent_stress %.1f vs %.1f; want within 10", mc, fc, ma, fa)
+	}
+}
+
+func avg(x []float64) float64 {
+	if len(x) == 0 {
+		return math.NaN()
+	}
+	var s float64
+	for _, v := range x {
+		s += v
+	}
+	return s / float64(len(x))
+}
