@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/asterisk"
 	"github.com/calmline/calmline/gateway/audiohook"
 	"github.com/calmline/calmline/gateway/feed"
@@ -79,6 +81,10 @@ type Options struct {
 	Asterisk  asterisk.Options
 	// Feed tunes the live feed (GET /api/v1/live).
 	Feed feed.Options
+	// Admission bounds, on every WebSocket path, the handshakes per source
+	// address, the upgraded connections without a call (per tenant and in
+	// total), and the browser origins allowed with Basic authentication.
+	Admission admission.Options
 	// AdminToken, when set, enables POST /admin/drain for callers that
 	// present it as a bearer token. Read it from a file or the
 	// environment; it is never logged.
@@ -92,7 +98,7 @@ type Options struct {
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{PoolSize: 2, DrainTimeout: 30 * time.Second, ShutdownGrace: 10 * time.Second}
+	return Options{PoolSize: 2, DrainTimeout: 30 * time.Second, ShutdownGrace: 10 * time.Second, Admission: admission.DefaultOptions()}
 }
 
 func (o *Options) validate() error {
@@ -119,7 +125,9 @@ type Server struct {
 	fullcall *rpc.Pool
 	asterisk *asterisk.Handler
 	feed     *feed.Hub
-	native   *native.Handler
+	// admission guards every WebSocket path before its handler.
+	admission *admission.Guard
+	native    *native.Handler
 
 	drainOnce sync.Once
 	drainWG   sync.WaitGroup
@@ -175,16 +183,22 @@ func New(o Options) (*Server, error) {
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 	})
+	s.admission = admission.New(o.Admission, mgr, o.Tenants)
+	headerKey := admission.Route{Key: tenant.KeyFromRequest}
+	// Twilio-style senders and Asterisk may send the key as the password
+	// of Basic authentication, which a browser sends by itself: their
+	// paths check the Origin.
+	anyKey := admission.Route{Key: keyOfBasicOrHeader, CheckOrigin: true}
 	s.native = native.NewHandler(o.Native, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/native", s.native)
+	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey, s.native))
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
 	}
-	s.host.Mux.Handle("GET /ws/audiohook", audiohook.NewHandler(aho, mgr, o.Tenants, log))
-	s.host.Mux.Handle("GET /ws/twilio", twilio.NewHandler(o.Twilio, mgr, o.Tenants, log))
+	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, audiohook.NewHandler(aho, mgr, o.Tenants, log)))
+	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, twilio.NewHandler(o.Twilio, mgr, o.Tenants, log)))
 	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/asterisk", s.asterisk)
+	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
 	s.host.Mux.Handle("GET /api/v1/live", hub)
 	if o.AdminToken != "" {
 		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
@@ -297,6 +311,20 @@ func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 		"live_calls":      s.sessions.Live(),
 		"drain_timeout_s": s.o.DrainTimeout.Seconds(),
 	})
+}
+
+// keyOfBasicOrHeader returns the API key of a Twilio-style or Asterisk
+// request: a Bearer or X-API-Key header, or the password of Basic
+// authentication, or the api_key query parameter.
+func keyOfBasicOrHeader(r *http.Request) string {
+	if k := tenant.KeyFromRequest(r); k != "" {
+		return k
+	}
+	if _, pw, ok := r.BasicAuth(); ok {
+		return pw
+	}
+	// The handler takes it out of the URL; the Guard only reads it.
+	return strings.TrimSpace(r.URL.Query().Get("api_key"))
 }
 
 // Addr returns the listening address once Serve runs.

@@ -89,7 +89,8 @@ type Call struct {
 	tenant *tenant.Tenant
 	info   *callv1.Call
 	format audio.Format
-	events Events
+	// events is the adapter's (nil while the call is parked).
+	events atomic.Pointer[eventsRef]
 	log    *slog.Logger
 	attrs  metric.MeasurementOption
 
@@ -113,8 +114,22 @@ type Call struct {
 	// position at that moment (not 0 for a resumed call).
 	clock    time.Time
 	paceFrom uint64
+	// paceClock is the clock pacing and read pauses count from: clock,
+	// or when a parked call was resumed (owned by the adapter goroutine).
+	paceClock time.Time
 	// resumedAt is, for a resumed call, where fullcall's checkpoint ended.
 	resumedAt uint64
+	// skip is how many bytes of the client's next audio the call already
+	// has (a client resuming a parked call resends from before its end).
+	skip uint64
+	// parked and unpark are guarded by m.mu: the connection dropped and
+	// the call waits for a resume (Park); closing unpark hands it over.
+	parked bool
+	unpark chan struct{}
+	// takeover (guarded by m.mu) drops the call's connection for a
+	// resume; parkedSig is signalled when the call parks.
+	takeover  func()
+	parkedSig chan struct{}
 	// readPause is what ReadPause returns next, and minLag the lower
 	// envelope of how late the client's chunks complete against the
 	// call's clock (see ReadPause), known once lagKnown.
@@ -155,8 +170,14 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	if st.Tenant == nil || st.CallID == "" {
 		return nil, fmt.Errorf("%w: tenant and call id are required", ErrBadStart)
 	}
-	if len(st.CallID) > 128 || len(st.AgentID) > 128 {
-		return nil, fmt.Errorf("%w: call and agent ids are limited to 128 bytes", ErrBadStart)
+	// One rule for ids on every protocol (lib/field): an id that is not
+	// printable ASCII is refused, never trimmed or replaced, so that two
+	// different ids cannot become the same call.
+	if err := field.ID("call_id", st.CallID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+	}
+	if err := field.OptionalID("agent_id", st.AgentID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	// Labels choose the tenant's alert rules and silences: the same rule
 	// for every protocol's metadata.
@@ -201,7 +222,6 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		tenant:     st.Tenant,
 		info:       info,
 		format:     st.Format,
-		events:     ev,
 		log:        m.log.With("tenant", st.Tenant.ID, "call_id", st.CallID, "session_id", info.SessionId),
 		attrs:      metric.WithAttributes(attribute.String("tenant", st.Tenant.ID)),
 		frameBytes: fb,
@@ -209,8 +229,30 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		startedAt:  st.StartedAt,
 		clock:      time.Now(),
 		aborted:    make(chan struct{}),
+		parkedSig:  make(chan struct{}, 1),
 	}
+	c.paceClock = c.clock
 	c.pending = make([]byte, 0, c.chunkBytes)
+	c.setEvents(ev)
+	if st.Resume {
+		// A call whose connection dropped a moment ago may still be
+		// parked here: it goes on as it was.
+		if pc, err := m.unpark(st); pc != nil || err != nil {
+			if err != nil {
+				reason := "not_resumable"
+				switch {
+				case errors.Is(err, ErrCallLive):
+					reason = "duplicate_call"
+				case errors.Is(err, ErrDraining):
+					reason = "draining"
+				}
+				m.Refused(ctx, st.Tenant.ID, reason)
+				return nil, err
+			}
+			pc.resumeParked(ctx, st, ev)
+			return pc, nil
+		}
+	}
 	if err := m.register(c); err != nil {
 		reason := "quota"
 		switch {
@@ -345,6 +387,14 @@ func (c *Call) Audio(data []byte) error {
 	if c.ended {
 		return ErrEnded
 	}
+	if c.skip > 0 {
+		n := min(c.skip, uint64(len(data)))
+		c.skip -= n
+		data = data[n:]
+		if len(data) == 0 {
+			return nil
+		}
+	}
 	if err := c.pace(uint64(len(data) / c.frameBytes)); err != nil {
 		return err
 	}
@@ -396,7 +446,7 @@ func (c *Call) chunkDone(end uint64) {
 	// A resumed call's clock started at its resume point.
 	end -= min(end, c.paceFrom)
 	rate := uint64(c.format.SampleRate)
-	now := time.Since(c.clock)
+	now := time.Since(c.paceClock)
 	due := func(pos uint64) time.Duration {
 		return time.Duration(pos/rate)*time.Second + time.Duration(pos%rate)*time.Second/time.Duration(rate)
 	}
@@ -435,7 +485,7 @@ func (c *Call) pace(samples uint64) error {
 		return nil
 	}
 	pos := float64(int64(c.timeline.Load()+samples)-int64(c.paceFrom)) / float64(c.format.SampleRate)
-	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.clock)
+	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.paceClock)
 	over := ahead - p.MaxLead
 	if over <= 0 {
 		return nil

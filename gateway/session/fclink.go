@@ -373,9 +373,31 @@ func (l *fcLink) run(s fullcallRecordClient, cancel context.CancelFunc) {
 		if err == nil || ctx.Err() != nil {
 			return // the report arrived, or the call was cut
 		}
+		if status.Code(err) == codes.Aborted {
+			// fullcall fenced this stream out: the client resumed the
+			// call elsewhere (another gateway, or a new connection that
+			// fullcall saw first). Reopening would take it back from
+			// there; this gateway lets it go instead.
+			l.movedAway(err)
+			return
+		}
 		s = nil
 		l.c.log.Warn("fullcall stream failed; reopening", "err", err)
 	}
+}
+
+// movedAway ends the call here without a report: it lives on where it
+// was resumed.
+func (l *fcLink) movedAway(err error) {
+	l.mu.Lock()
+	l.log, l.next, l.bytes = nil, 0, 0
+	l.mu.Unlock()
+	l.c.log.Info("the call was resumed elsewhere; this gateway lets it go", "err", err)
+	select {
+	case l.lost <- fmt.Errorf("the call was resumed elsewhere: %w", err):
+	default:
+	}
+	l.c.Abort(fullcallv1.EndReason_END_REASON_DISCONNECTED, errors.New("the call was resumed elsewhere"))
 }
 
 func (l *fcLink) giveUp(err error) {

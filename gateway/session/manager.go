@@ -149,6 +149,11 @@ type Options struct {
 	OpenTimeout time.Duration
 	// Pacing is the policy for clients sending faster than real time.
 	Pacing Pacing
+	// ResumeGrace is how long a call whose connection dropped without a
+	// hang-up stays open for its client to resume it (Call.Park); then it
+	// ends with END_REASON_DISCONNECTED (default 30 s; negative: calls
+	// end at once).
+	ResumeGrace time.Duration
 	// Observer, when set, sees every call's start, scores, alerts and end.
 	Observer Observer
 }
@@ -177,6 +182,9 @@ func (o *Options) defaults() {
 	}
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = 5 * time.Second
+	}
+	if o.ResumeGrace == 0 {
+		o.ResumeGrace = 30 * time.Second
 	}
 	if o.Pacing.Policy == "" {
 		o.Pacing.Policy = PaceThrottle
@@ -212,12 +220,14 @@ type Manager struct {
 	// answering others, keeps its calls.
 	heard sync.Map // string -> *atomic.Int64
 
-	mu       sync.Mutex
-	perTen   map[string]int
-	live     map[string]*Call // tenant/call id -> call
-	draining bool
-	idle     chan struct{} // closed and replaced when the last call ends
-	total    atomic.Int64
+	mu     sync.Mutex
+	perTen map[string]int
+	// parkedPer counts, per tenant, the live calls parked for a resume.
+	parkedPer map[string]int
+	live      map[string]*Call // tenant/call id -> call
+	draining  bool
+	idle      chan struct{} // closed and replaced when the last call ends
+	total     atomic.Int64
 }
 
 // NewManager returns a Manager.
@@ -237,7 +247,7 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Pacing.MaxLead < 0 || o.Pacing.MaxWait < 0 {
 		return nil, errors.New("session: pacing MaxLead and MaxWait must not be negative")
 	}
-	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
+	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, parkedPer: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
 	m, err := newMetrics(o.MeterProvider, mgr)
 	if err != nil {
 		return nil, err
@@ -248,10 +258,19 @@ func NewManager(o Options) (*Manager, error) {
 
 // Admit reports whether the tenant could start a call now; adapters use it
 // to refuse before the WebSocket upgrade. Start checks again.
+//
+// A call parked for a resume (Call.Park) does not count here: the
+// connection may be the one resuming it. Start counts it.
 func (m *Manager) Admit(t *tenant.Tenant) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.admitLocked(t)
+	if m.draining {
+		return ErrDraining
+	}
+	if t.MaxConcurrentCalls > 0 && m.perTen[t.ID]-m.parkedPer[t.ID] >= t.MaxConcurrentCalls {
+		return fmt.Errorf("%w (%d)", ErrOverQuota, t.MaxConcurrentCalls)
+	}
+	return nil
 }
 
 func (m *Manager) admitLocked(t *tenant.Tenant) error {
@@ -279,11 +298,24 @@ func (m *Manager) EventDropped(tenantID string) {
 // Live returns the number of live calls.
 func (m *Manager) Live() int { return int(m.total.Load()) }
 
+// LiveCalls returns the number of the tenant's live calls.
+func (m *Manager) LiveCalls(tenantID string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.perTen[tenantID]
+}
+
 // Drain refuses new calls from now on and waits until every live call has
 // ended or ctx ends; it returns the number of calls still live.
 func (m *Manager) Drain(ctx context.Context) int {
 	m.mu.Lock()
 	m.draining = true
+	// A parked call cannot be resumed on a draining gateway: it ends now.
+	for _, c := range m.live {
+		if c.parked {
+			c.Abort(fullcallv1.EndReason_END_REASON_DISCONNECTED, errors.New("gateway draining"))
+		}
+	}
 	m.mu.Unlock()
 	for {
 		m.mu.Lock()

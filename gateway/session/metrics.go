@@ -17,6 +17,7 @@ var (
 type metrics struct {
 	calls       metric.Int64Counter
 	resumed     metric.Int64Counter
+	parked      metric.Int64Counter
 	refused     metric.Int64Counter
 	bytesIn     metric.Int64Counter
 	bytesOut    metric.Int64Counter
@@ -56,7 +57,8 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		return h
 	}
 	m.calls = counter("calmline.gateway.calls", "{call}", "Calls started, by tenant and protocol.")
-	m.resumed = counter("calmline.gateway.calls.resumed", "{call}", "Calls a client resumed after their stream ended without a hang-up (a gateway died), by tenant.")
+	m.parked = counter("calmline.gateway.calls.parked", "{call}", "Calls whose connection dropped without a hang-up and that waited for a resume, by tenant.")
+	m.resumed = counter("calmline.gateway.calls.resumed", "{call}", "Calls a client resumed after their stream ended without a hang-up (a broken connection, or a gateway that died), by tenant.")
 	m.refused = counter("calmline.gateway.calls.refused", "{call}", "Calls and connections refused, by tenant and reason.")
 	m.bytesIn = counter("calmline.gateway.audio.in", "By", "Audio bytes received from clients, by tenant.")
 	m.bytesOut = counter("calmline.gateway.events.out", "By", "Bytes of events sent back to clients, by tenant.")
