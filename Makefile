@@ -28,11 +28,20 @@ run: build ## Build and start every service in one process on the embedded defau
 
 test: lint check-generate test-go validate-deploy ## The whole suite: lint, generated code up to date, every module's tests, the Kubernetes manifests.
 
-test-go: ## Run every module's tests on its own (GOWORK=off).
-	@set -e; for m in $(MODULES); do \
+# test-go prints what plain go test prints (each package's ok/FAIL line, a
+# failing test's output) through tools/testsummary, and ends with every
+# test that was skipped and the reason it gave (no PostgreSQL, no corpus…).
+test-go: ## Run every module's tests on its own (GOWORK=off); list the skipped tests and why at the end.
+	@mkdir -p $(BIN)
+	@cd tools && GOWORK=off $(GO) build -o $(BIN)/testsummary ./testsummary
+	@skips=$$(mktemp); trap 'rm -f $$skips' EXIT; set -eo pipefail; \
+	for m in $(MODULES); do \
 		echo "== go test $$m"; \
-		(cd $$m && GOWORK=off $(GO) test $(TESTFLAGS) ./...); \
-	done
+		(cd $$m && GOWORK=off $(GO) test -json $(TESTFLAGS) ./... | $(BIN)/testsummary -skips $$skips); \
+	done; \
+	echo "== go test tools/testsummary"; \
+	(cd tools && GOWORK=off $(GO) test -json $(TESTFLAGS) ./testsummary | $(BIN)/testsummary -skips $$skips); \
+	$(BIN)/testsummary -report $$skips
 
 test-keepalive: ## Measure dead-peer detection: SIGSTOP a backend, a client, and a realtime under a live call (≈ 45 s).
 	set -o pipefail; cd lib && $(GO) test -count=1 -run 'Stopped' -v ./rpc/ | grep -E 'after|^(ok|FAIL|---)'
@@ -158,12 +167,16 @@ bench-console: ## The console's wall in headless Chromium with live loadgen call
 # modules and out of go.work): vet, staticcheck and tests, then the real
 # manifests against the real `calmline serve` flags. Offline once the module
 # cache holds k8s.io/api; CI downloads it like any module.
-validate-deploy: $(TOOLS)/.stamp ## Check deploy/k8s offline: strict decoding into k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets.
+validate-deploy: $(TOOLS)/.stamp ## Check deploy/ offline: k8s manifests (strict k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets, ServiceMonitor), alert rules (Prometheus's parser), the Grafana dashboard (Grafana's schema).
 	@mkdir -p $(BIN)
 	cd cmd && $(GO) build -o $(BIN)/calmline ./calmline
 	cd deploy/validate && GOWORK=off $(GO) vet ./... && GOWORK=off $(TOOLS)/staticcheck ./...
-	cd deploy/validate && GOWORK=off $(GO) test $(TESTFLAGS) ./...
+	# Without -race: the checker runs no goroutines, and a race build of its
+	# dependencies (k8s.io/api, Prometheus's rule parser, Grafana's schema)
+	# would compile them all a second time.
+	cd deploy/validate && GOWORK=off $(GO) test $(filter-out -race,$(TESTFLAGS)) ./...
 	cd deploy/validate && GOWORK=off $(GO) run . -calmline $(BIN)/calmline ../k8s
+	cd deploy/validate && GOWORK=off $(GO) run . -metrics ../../docs/metrics.md -rules ../prometheus/calmline-rules.yaml -dashboard ../grafana/calmline-dashboard.json
 
 .PHONY: validate-deploy
 

@@ -51,7 +51,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.IntVar(&f.TenantMargin, "tenant-connection-margin", ad.TenantMargin, "connections without a call a tenant may hold beyond its free call quota (429 beyond)")
 	fs.StringVar(&f.TrustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of proxies in front of the gateway (nginx, a load balancer): handshakes from them count against the client address in X-Forwarded-For")
 	fs.StringVar(&f.AllowedOrigins, "allowed-origins", "", "comma-separated browser origins (https://host[:port]) allowed to stream with Basic authentication on /ws/twilio and /ws/asterisk; requests without an Origin header are not browsers' and always allowed")
-	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the token for POST /admin/drain (else $"+AdminTokenEnv+"; neither: no admin API)")
+	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 
 // Apply sets the flags' values in o, reading the admin token.

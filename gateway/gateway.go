@@ -85,7 +85,8 @@ type Options struct {
 	// address, the upgraded connections without a call (per tenant and in
 	// total), and the browser origins allowed with Basic authentication.
 	Admission admission.Options
-	// AdminToken, when set, enables POST /admin/drain for callers that
+	// AdminToken, when set, enables POST /admin/drain and /debug/pprof/*
+	// for callers that
 	// present it as a bearer token. Read it from a file or the
 	// environment; it is never logged.
 	AdminToken string
@@ -165,7 +166,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	so := o.Session
-	so.Logger, so.MeterProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, rt, fc, hub
+	so.Logger, so.MeterProvider, so.TracerProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, o.TracerProvider, rt, fc, hub
 	mgr, err := session.NewManager(so)
 	if err != nil {
 		rt.Close()
@@ -173,6 +174,18 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, log: log, sessions: mgr, realtime: rt, fullcall: fc, feed: hub, shutdownDone: make(chan struct{})}
+	// Every tenant's series exist at zero from the start (and after a
+	// reload adds tenants): calls_active must not vanish between calls.
+	knowTenants := func() {
+		var ids []string
+		for _, t := range o.Tenants.Tenants() {
+			ids = append(ids, t.ID)
+		}
+		mgr.KnowTenants(ids)
+		hub.KnowTenants(ids)
+	}
+	knowTenants()
+	o.Tenants.OnReload(knowTenants)
 	s.host = service.NewHost(service.Options{
 		Name:           "gateway",
 		Logger:         log,
@@ -180,6 +193,7 @@ func New(o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 	})
@@ -267,15 +281,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // drain refuses new calls, lets live calls finish for DrainTimeout
 // (bounded by ctx), then ends the rest, closing them with 1001.
+// Its start, its progress (every drainProgressEvery, while calls remain)
+// and its end are logged at INFO: a drain is a normal event.
 func (s *Server) drain(ctx context.Context) {
+	start := time.Now()
+	s.log.Info("drain started; new calls are refused", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
+	done := make(chan struct{})
+	progress := make(chan struct{})
+	go func() {
+		defer close(progress)
+		t := time.NewTicker(drainProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.log.Info("draining", "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Second))
+			case <-done:
+				return
+			}
+		}
+	}()
 	live := s.sessions.Drain(dctx)
 	cancel()
+	close(done)
+	<-progress
 	if live > 0 {
 		s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
 		s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
 	}
+	s.log.Info("drain finished", "closed_at_timeout", live, "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Millisecond))
 }
+
+// drainProgressEvery is how often a drain logs the calls still live.
+const drainProgressEvery = 5 * time.Second
 
 // StartDrain begins a drain without stopping the server, as
 // POST /admin/drain does: /readyz fails and new calls are refused at once,
@@ -292,7 +331,6 @@ func (s *Server) StartDrain() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout+s.o.ShutdownGrace)
 			defer cancel()
 			s.drain(ctx)
-			s.log.Info("drain finished; live calls ended")
 		}()
 	})
 }

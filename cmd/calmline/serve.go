@@ -171,6 +171,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook str
 		Console:    cop,
 		TLS:        tlsConf.Server,
 		BackendTLS: tlsConf.Client,
+		AdminToken: gwo.AdminToken,
 		Identity:   env.Identity, // nil: the data directory's, created on first start
 	}
 	for name, v := range listen {

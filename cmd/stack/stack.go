@@ -72,6 +72,10 @@ type Options struct {
 	// on first start (like the demo key); without a DataDir, a secret
 	// held in memory serves the services of this process only.
 	Identity *identity.Keyring
+	// AdminToken, when set, serves /debug/pprof/* on every local service's
+	// port to callers that send it as a bearer token (and POST
+	// /admin/drain on the gateway's, when Gateway does not set its own).
+	AdminToken string
 	// Gateway, Realtime, Fullcall and Escalation start from these when
 	// set, else from each package's DefaultOptions.
 	Gateway    *gateway.Options
@@ -173,13 +177,26 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 		}
 		return "", fmt.Errorf("%s is neither run here nor given a remote address", name)
 	}
-	tel := o.Telemetry
-	metrics := tel.MetricsHandler()
+	// Each service reports as itself (service.name=calmline-NAME) and its
+	// port exposes only its own series; the process's own series (go_*,
+	// process_*) go with the gateway's when it runs here, else with the
+	// first service started.
+	processOwner := ""
+	for _, name := range All {
+		if local(name) && (processOwner == "" || name == Gateway) {
+			processOwner = name
+		}
+	}
 	var err error
 	for _, name := range All {
 		if !local(name) || err != nil {
 			continue
 		}
+		var tel *telemetry.Telemetry
+		if tel, err = o.Telemetry.Service("calmline-"+name, name == processOwner); err != nil {
+			break
+		}
+		metrics := tel.MetricsHandler()
 		switch name {
 		case Escalation:
 			eo := escalation.DefaultOptions()
@@ -189,6 +206,9 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			eo.Logger, eo.MeterProvider, eo.TracerProvider, eo.Propagator, eo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			eo.TLS = o.TLS
 			eo.Identity = o.Identity
+			if o.AdminToken != "" {
+				eo.AdminToken = o.AdminToken
+			}
 			eo.Tenants, eo.DataDir = o.Tenants, o.DataDir
 			s.servers[name], err = escalation.New(ctx, eo)
 		case Fullcall:
@@ -199,6 +219,9 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			fo.Logger, fo.MeterProvider, fo.TracerProvider, fo.Propagator, fo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			fo.TLS = o.TLS
 			fo.Identity = o.Identity
+			if o.AdminToken != "" {
+				fo.AdminToken = o.AdminToken
+			}
 			fo.BackendTLS = o.BackendTLS
 			fo.Tenants, fo.DataDir = o.Tenants, o.DataDir
 			if fo.EscalationAddr == "" {
@@ -219,6 +242,9 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			ro.Logger, ro.MeterProvider, ro.TracerProvider, ro.Propagator, ro.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			ro.TLS = o.TLS
 			ro.Identity = o.Identity
+			if o.AdminToken != "" {
+				ro.AdminToken = o.AdminToken
+			}
 			ro.BackendTLS = o.BackendTLS
 			if ro.EscalationAddr, err = target(Escalation); err != nil {
 				// Alerts then reach only the gateway; say so loudly.
@@ -234,6 +260,9 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			gwo.Logger, gwo.MeterProvider, gwo.TracerProvider, gwo.Propagator, gwo.Metrics = tel.Logger, tel.MeterProvider, tel.TracerProvider, tel.Propagator, metrics
 			gwo.TLS = o.TLS
 			gwo.Identity = o.Identity
+			if gwo.AdminToken == "" {
+				gwo.AdminToken = o.AdminToken
+			}
 			gwo.BackendTLS = o.BackendTLS
 			gwo.Tenants = o.Tenants
 			s.gatewayStop = gwo.DrainTimeout + gwo.ShutdownGrace
@@ -269,12 +298,17 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 // services unless its options name others.
 func (s *Stack) newConsole(target func(string) (string, error)) error {
 	co := *s.o.Console
-	tel := s.o.Telemetry
+	// The console reports as itself on its own port; it carries the
+	// process's own series only when it runs alone (--services=console).
+	alone := !slices.ContainsFunc(All, func(n string) bool { _, ok := s.servers[n]; return ok })
+	tel, err := s.o.Telemetry.Service("calmline-console", alone)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
 	co.Logger, co.MeterProvider, co.Metrics = tel.Logger, tel.MeterProvider, tel.MetricsHandler()
 	co.Tenants = s.o.Tenants
 	co.TLS = s.o.TLS
 	co.BackendTLS = s.o.BackendTLS
-	var err error
 	if len(co.Gateways) == 0 {
 		a, ok := s.addrs[Gateway]
 		if !ok {

@@ -124,6 +124,16 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	h.probes, _ = o.MeterProvider.Meter("github.com/calmline/calmline/gateway/audiohook").Int64Counter(
 		"calmline.gateway.audiohook.probes", metric.WithUnit("{session}"),
 		metric.WithDescription("AudioHook connection probes answered (sessions with the null conversation id; not calls), by tenant."))
+	if tenants != nil && h.probes != nil {
+		// Every tenant's series exists from the start (docs/metrics.md).
+		zero := func() {
+			for _, t := range tenants.Tenants() {
+				h.probes.Add(context.Background(), 0, metric.WithAttributes(attribute.String("tenant", t.ID)))
+			}
+		}
+		zero()
+		tenants.OnReload(zero)
+	}
 	return h
 }
 

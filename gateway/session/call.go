@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/field"
+	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -93,6 +96,7 @@ type Call struct {
 	events atomic.Pointer[eventsRef]
 	log    *slog.Logger
 	attrs  metric.MeasurementOption
+	span   trace.Span // from Start to End
 
 	frameBytes int
 	chunkBytes int
@@ -264,6 +268,13 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		m.Refused(ctx, st.Tenant.ID, reason)
 		return nil, err
 	}
+	// The call's span, the root of its trace (a new trace, whatever
+	// context the adapter passes): everything the call does — its
+	// backend streams, realtime's analysis and alerts, their post into
+	// escalation — descends from it, each span naming the call id.
+	ctx, c.span = m.tracer.Start(telemetry.WithCallID(ctx, st.CallID), "call", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("calmline.call_id", st.CallID), attribute.String("calmline.tenant", st.Tenant.ID),
+			attribute.String("calmline.protocol", st.Protocol), attribute.String("calmline.session_id", info.SessionId)))
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.rt = newRTLink(c)
 	c.fc = newFCLink(c)
@@ -272,6 +283,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	stream, streamCancel, err := c.fc.open(openCtx, st.Resume)
 	if err != nil {
 		c.cancel()
+		c.span.End()
 		m.unregister(c)
 		if st.Resume && status.Code(err) == codes.FailedPrecondition {
 			m.Refused(ctx, st.Tenant.ID, "not_resumable")
@@ -287,6 +299,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		if op.GetFinished() {
 			streamCancel()
 			c.cancel()
+			c.span.End()
 			m.unregister(c)
 			m.Refused(ctx, st.Tenant.ID, "not_resumable")
 			return nil, fmt.Errorf("%w: call %q has ended and its report is stored", ErrNotResumable, st.CallID)
@@ -299,6 +312,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 			// declare an arbitrary stretch lost.
 			streamCancel()
 			c.cancel()
+			c.span.End()
 			m.unregister(c)
 			m.Refused(ctx, st.Tenant.ID, "not_resumable")
 			return nil, fmt.Errorf("%w: resume_at_sample %d is more than %v past the call's durable end (%d)", ErrBadStart, st.ResumeAt, MaxReconnectGap, c.resumedAt)
@@ -613,6 +627,11 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 	defer func() {
 		c.cancel()
 		c.wg.Wait()
+		if err != nil {
+			c.span.SetStatus(otelcodes.Error, err.Error())
+		}
+		c.span.SetAttributes(attribute.String("calmline.end_reason", reason.String()))
+		c.span.End()
 		c.m.unregister(c)
 		c.countTraffic(true)
 		c.recordTraffic()
@@ -622,15 +641,20 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 	}()
 	c.flush()
 	c.rt.close()
+	// Realtime's last scores and alert events (an alert that clears in
+	// the call's last second) follow its close closely: wait for them,
+	// under a bound, so that they reach fullcall before its close rather
+	// than after it, on a stream already closed for sending.
+	rtWait := time.NewTimer(time.Second)
+	select {
+	case <-c.rt.done:
+	case <-rtWait.C:
+	}
+	rtWait.Stop()
 	c.fc.close(c.timeline.Load(), reason)
 	wait, cancel := context.WithTimeout(ctx, c.m.o.FinishTimeout)
 	defer cancel()
 	r, err := c.fc.wait(wait)
-	// Realtime's last scores follow close closely; give them a moment.
-	select {
-	case <-c.rt.done:
-	case <-time.After(time.Second):
-	}
 	if err != nil {
 		c.log.Error("call ended without a stored report", "reason", reason.String(), "err", err)
 		return nil, err

@@ -48,6 +48,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
@@ -122,6 +124,9 @@ type Observer interface {
 type Options struct {
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
+	// TracerProvider traces each call: a span from Start to End (a child
+	// of the WebSocket's request span), parent of its backend streams.
+	TracerProvider trace.TracerProvider
 	// Realtime and Fullcall are the backend connection pools.
 	Realtime *rpc.Pool
 	Fullcall *rpc.Pool
@@ -209,9 +214,10 @@ func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
 
 // Manager starts calls and keeps count of them per tenant.
 type Manager struct {
-	o   Options
-	log *slog.Logger
-	m   *metrics
+	o      Options
+	log    *slog.Logger
+	m      *metrics
+	tracer trace.Tracer
 
 	// heard holds, per realtime instance address, when (Unix
 	// nanoseconds) any call last received anything from it: a call's
@@ -222,6 +228,7 @@ type Manager struct {
 
 	mu     sync.Mutex
 	perTen map[string]int
+	known  map[string]bool // tenants whose series exist at zero
 	// parkedPer counts, per tenant, the live calls parked for a resume.
 	parkedPer map[string]int
 	live      map[string]*Call // tenant/call id -> call
@@ -247,7 +254,10 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Pacing.MaxLead < 0 || o.Pacing.MaxWait < 0 {
 		return nil, errors.New("session: pacing MaxLead and MaxWait must not be negative")
 	}
-	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, parkedPer: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
+	if o.TracerProvider == nil {
+		o.TracerProvider = nooptrace.NewTracerProvider()
+	}
+	mgr := &Manager{o: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/calmline/calmline/gateway/session"), perTen: map[string]int{}, parkedPer: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
 	m, err := newMetrics(o.MeterProvider, mgr)
 	if err != nil {
 		return nil, err
@@ -293,6 +303,28 @@ func (m *Manager) Refused(ctx context.Context, tenantID, reason string) {
 // slowly.
 func (m *Manager) EventDropped(tenantID string) {
 	m.m.evDropped.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", tenantID)))
+}
+
+// KnowTenants makes the per-tenant series of these tenants exist at zero
+// (live calls, calls, refusals, traffic…) before their first call, and
+// keeps calmline_gateway_calls_active at zero between their calls. Call it
+// again when the tenants change; tenants are never forgotten.
+func (m *Manager) KnowTenants(ids []string) {
+	m.mu.Lock()
+	if m.known == nil {
+		m.known = map[string]bool{}
+	}
+	var added []string
+	for _, id := range ids {
+		if !m.known[id] {
+			m.known[id] = true
+			added = append(added, id)
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range added {
+		m.m.zeroTenant(id)
+	}
 }
 
 // Live returns the number of live calls.
@@ -408,7 +440,10 @@ func (m *Manager) unacked() int64 {
 func (m *Manager) perTenant() map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string]int, len(m.perTen))
+	out := make(map[string]int, len(m.perTen)+len(m.known))
+	for k := range m.known {
+		out[k] = 0
+	}
 	for k, v := range m.perTen {
 		out[k] = v
 	}
