@@ -6,7 +6,7 @@ TOOLS   := $(BIN)/tools
 CORPUS  ?= ../shared/corpus
 # Every Go module of the workspace; each also builds and tests on its own
 # (GOWORK=off), as a consumer of one module would see it.
-MODULES := proto lib gateway realtime fullcall escalation cmd
+MODULES := proto lib gateway realtime fullcall escalation cmd console
 # Flags for `make test`'s go test runs.
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
@@ -24,15 +24,24 @@ build: ## Build bin/calmline and the per-service binaries.
 	cd escalation && $(GO) build -o $(BIN)/calmline-escalation ./cmd/calmline-escalation
 
 run: build ## Build and start every service in one process on the embedded defaults.
-	$(BIN)/calmline serve --demo-webhook-receiver 127.0.0.1:8099
+	$(BIN)/calmline serve --demo-webhook-receiver 127.0.0.1:8099 --console-addr 127.0.0.1:8088
 
 test: lint check-generate test-go validate-deploy ## The whole suite: lint, generated code up to date, every module's tests, the Kubernetes manifests.
 
-test-go: ## Run every module's tests on its own (GOWORK=off).
-	@set -e; for m in $(MODULES); do \
+# test-go prints what plain go test prints (each package's ok/FAIL line, a
+# failing test's output) through tools/testsummary, and ends with every
+# test that was skipped and the reason it gave (no PostgreSQL, no corpus…).
+test-go: ## Run every module's tests on its own (GOWORK=off); list the skipped tests and why at the end.
+	@mkdir -p $(BIN)
+	@cd tools && GOWORK=off $(GO) build -o $(BIN)/testsummary ./testsummary
+	@skips=$$(mktemp); trap 'rm -f $$skips' EXIT; set -eo pipefail; \
+	for m in $(MODULES); do \
 		echo "== go test $$m"; \
-		(cd $$m && GOWORK=off $(GO) test $(TESTFLAGS) ./...); \
-	done
+		(cd $$m && GOWORK=off $(GO) test -json $(TESTFLAGS) ./... | $(BIN)/testsummary -skips $$skips); \
+	done; \
+	echo "== go test tools/testsummary"; \
+	(cd tools && GOWORK=off $(GO) test -json $(TESTFLAGS) ./testsummary | $(BIN)/testsummary -skips $$skips); \
+	$(BIN)/testsummary -report $$skips
 
 test-keepalive: ## Measure dead-peer detection: SIGSTOP a backend, a client, and a realtime under a live call (≈ 45 s).
 	set -o pipefail; cd lib && $(GO) test -count=1 -run 'Stopped' -v ./rpc/ | grep -E 'after|^(ok|FAIL|---)'
@@ -150,16 +159,24 @@ bench-load-protocols: build ## The same load over native, AudioHook, Twilio and 
 
 .PHONY: bench-gateway bench-load bench-gateway-mem bench-load-protocols
 
+bench-console: ## The console's wall in headless Chromium with live loadgen calls: scripting ms per update, fps (CALLS=200).
+	cd console && CALMLINE_REQUIRE_CHROMIUM=1 CALMLINE_BENCH_CALLS=$(or $(CALLS),200) GOWORK=off $(GO) test -run '^$$' -bench Wall -benchtime 1x -timeout 15m ./browsertest/
+.PHONY: bench-console
+
 # deploy/validate is its own module (k8s.io/api stays out of calmline's
 # modules and out of go.work): vet, staticcheck and tests, then the real
 # manifests against the real `calmline serve` flags. Offline once the module
 # cache holds k8s.io/api; CI downloads it like any module.
-validate-deploy: $(TOOLS)/.stamp ## Check deploy/k8s offline: strict decoding into k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets.
+validate-deploy: $(TOOLS)/.stamp ## Check deploy/ offline: k8s manifests (strict k8s.io/api types, probes, drain grace, PDBs, HPAs, headless gRPC targets, ServiceMonitor), alert rules (Prometheus's parser), the Grafana dashboard (Grafana's schema).
 	@mkdir -p $(BIN)
 	cd cmd && $(GO) build -o $(BIN)/calmline ./calmline
 	cd deploy/validate && GOWORK=off $(GO) vet ./... && GOWORK=off $(TOOLS)/staticcheck ./...
-	cd deploy/validate && GOWORK=off $(GO) test $(TESTFLAGS) ./...
+	# Without -race: the checker runs no goroutines, and a race build of its
+	# dependencies (k8s.io/api, Prometheus's rule parser, Grafana's schema)
+	# would compile them all a second time.
+	cd deploy/validate && GOWORK=off $(GO) test $(filter-out -race,$(TESTFLAGS)) ./...
 	cd deploy/validate && GOWORK=off $(GO) run . -calmline $(BIN)/calmline ../k8s
+	cd deploy/validate && GOWORK=off $(GO) run . -metrics ../../docs/metrics.md -rules ../prometheus/calmline-rules.yaml -dashboard ../grafana/calmline-dashboard.json
 
 .PHONY: validate-deploy
 

@@ -3,6 +3,7 @@ module github.com/calmline/calmline/cmd
 go 1.26.0
 
 require (
+	github.com/calmline/calmline/console v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/escalation v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/fullcall v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/gateway v0.0.0-00010101000000-000000000000
@@ -10,6 +11,7 @@ require (
 	github.com/calmline/calmline/proto v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/realtime v0.0.0-00010101000000-000000000000
 	github.com/gorilla/websocket v1.5.3
+	go.opentelemetry.io/proto/otlp v1.11.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -19,6 +21,7 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
+	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
@@ -38,6 +41,7 @@ require (
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.72.0 // indirect
+	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc v1.47.0 // indirect
@@ -47,7 +51,6 @@ require (
 	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
-	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
@@ -62,6 +65,7 @@ require (
 )
 
 replace (
+	github.com/calmline/calmline/console => ../console
 	github.com/calmline/calmline/escalation => ../escalation
 	github.com/calmline/calmline/fullcall => ../fullcall
 	github.com/calmline/calmline/gateway => ../gateway

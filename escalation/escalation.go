@@ -51,6 +51,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves /debug/pprof/* on the service's port to
+	// callers sending it as a bearer token; none when empty.
+	AdminToken string
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
@@ -177,6 +180,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 		// AlertService (only realtime) and CareService (only fullcall) are
@@ -243,15 +247,24 @@ func (s *Server) observeOutbox(ctx context.Context, ob metric.Int64Observer) err
 		return err
 	}
 	defer rows.Close()
+	// Every state is observed, at zero when empty, so that the series
+	// exist from the start and an alert on dead letters sees 0 → 1.
+	counts := map[string]int64{"pending": 0, "in_flight": 0, "dead": 0}
 	for rows.Next() {
 		var st, n int
 		if err := rows.Scan(&st, &n); err != nil {
 			return err
 		}
 		name := strings.ToLower(strings.TrimPrefix(escalationv1.DeliveryState(st).String(), "DELIVERY_STATE_"))
-		ob.Observe(int64(n), metric.WithAttributes(attribute.String("state", name)))
+		counts[name] += int64(n)
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for name, n := range counts {
+		ob.Observe(n, metric.WithAttributes(attribute.String("state", name)))
+	}
+	return nil
 }
 
 // Shutdown stops the server gracefully within ctx.
@@ -263,6 +276,9 @@ func (s *Server) Addr() net.Addr { return s.host.Addr() }
 // PostAlerts implements AlertService.PostAlerts: every alert is in the
 // database before the call returns.
 func (s *Server) PostAlerts(ctx context.Context, req *escalationv1.PostAlertsRequest) (*escalationv1.PostAlertsResponse, error) {
+	if len(req.Alerts) > 0 {
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String("calmline.call_id", req.Alerts[0].GetCallId()))
+	}
 	ids, err := s.store.accept(ctx, req.Alerts)
 	if err != nil {
 		if errors.Is(err, ErrOutboxFull) {
@@ -271,8 +287,11 @@ func (s *Server) PostAlerts(ctx context.Context, req *escalationv1.PostAlertsReq
 		}
 		return nil, grpcError(err)
 	}
+	span := trace.SpanFromContext(ctx)
 	for i, a := range req.Alerts {
 		s.m.alerts.Add(ctx, 1)
+		span.AddEvent("alert recorded", trace.WithAttributes(attribute.String("calmline.call_id", a.CallId),
+			attribute.String("calmline.alert_id", a.Event.GetAlertId()), attribute.String("calmline.escalation_id", ids[i])))
 		s.log.Info("alert recorded", "escalation_id", ids[i], "alert_id", a.Event.AlertId, "state", a.Event.State.String(),
 			"tenant", a.TenantId, "call_id", a.CallId)
 	}

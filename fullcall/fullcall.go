@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -36,6 +37,7 @@ import (
 	"github.com/calmline/calmline/lib/identity"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/service"
+	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/webhook"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
@@ -50,6 +52,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves /debug/pprof/* on the service's port to
+	// callers sending it as a bearer token; none when empty.
+	AdminToken string
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
@@ -299,6 +304,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 		// An upload travels in one message.
@@ -496,6 +502,7 @@ func randomID() string {
 }
 
 type metrics struct {
+	mp             metric.MeterProvider
 	meter          metric.Meter
 	calls          metric.Int64Counter
 	chunks         metric.Int64Counter
@@ -522,7 +529,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	m := &metrics{meter: mp.Meter("github.com/calmline/calmline/fullcall")}
+	m := &metrics{mp: mp, meter: mp.Meter("github.com/calmline/calmline/fullcall")}
 	var err error
 	counter := func(name, desc string) metric.Int64Counter {
 		if err != nil {
@@ -538,7 +545,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		}
 		var h metric.Float64Histogram
 		h, err = m.meter.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit("s"),
-			metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+			metric.WithExplicitBucketBoundaries(durationBuckets...))
 		return h
 	}
 	m.calls = counter("calmline.fullcall.calls", "Live call streams opened, by outcome (started, resumed, resumed_finished, resume_unknown, resume_failed).")
@@ -558,7 +565,43 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.careDropped = counter("calmline.fullcall.care.dropped", "Calls not queued for the care record because the queue was full (they stay pending in the store and are sent later).")
 	m.careRetries = counter("calmline.fullcall.care.retries", "Failed attempts to record a call with escalation's care service.")
 	m.deletions = counter("calmline.fullcall.retention.deletions", "Reports and recordings deleted by retention, by kind.")
-	m.finalise = histogram("calmline.fullcall.finalise.duration", "Time from close to stored report.")
-	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", "Time to write a live call's checkpoint.")
+	m.finalise = histogram("calmline.fullcall.finalise.duration", helpFinalise)
+	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", helpCheckpoint)
+	if err == nil {
+		m.zero()
+	}
 	return m, err
 }
+
+// zero makes every series whose label values are known exist at zero from
+// the start, so that rate() and alerts see the first increase. Label values
+// that depend on input (an upload's error code, a job's source) appear
+// when first counted.
+func (m *metrics) zero() {
+	ctx := context.Background()
+	for _, c := range []metric.Int64Counter{m.chunks, m.duplicates, m.checkpoints, m.fenced, m.orphans,
+		m.audioBytes, m.storeErrors, m.careSent, m.careDropped, m.careRetries} {
+		c.Add(ctx, 0)
+	}
+	zero := func(c metric.Int64Counter, k attribute.Key, values ...string) {
+		for _, v := range values {
+			c.Add(ctx, 0, metric.WithAttributes(k.String(v)))
+		}
+	}
+	zero(m.calls, outcomeAttr, "started", "resumed", "resumed_finished", "resume_unknown", "resume_failed")
+	zero(m.uploads, reasonAttr, "ok", "queued", "queue_full")
+	zero(m.reports, sourceAttr, "stream", "upload")
+	zero(m.spoolFiles, eventAttr, "queued", "done", "failed", "duplicate", "deferred")
+	zero(m.callbacks, outcomeAttr, "delivered", "retry", "failed")
+	zero(m.deletions, kindAttr, store.KindReport, store.KindAudio)
+	telemetry.DeclareHistogram(m.mp, "calmline_fullcall_finalise_duration_seconds", helpFinalise, durationBuckets)
+	telemetry.DeclareHistogram(m.mp, "calmline_fullcall_checkpoint_duration_seconds", helpCheckpoint, durationBuckets)
+}
+
+// The duration histograms' buckets and help texts.
+var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+const (
+	helpFinalise   = "Time from close to stored report."
+	helpCheckpoint = "Time to write a live call's checkpoint."
+)

@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -47,6 +48,7 @@ func (s *Server) Record(stream fullcallv1.IngestService_RecordServer) error {
 	if call.GetTenantId() == "" || call.GetCallId() == "" {
 		return status.Error(codes.InvalidArgument, "open: tenant_id and call_id are required")
 	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("calmline.call_id", call.CallId))
 	select {
 	case <-s.draining:
 		return status.Error(codes.Unavailable, "fullcall instance is draining")
@@ -289,6 +291,13 @@ func (lc *liveCall) storeFailed(ctx context.Context, op string, err error) error
 		lc.s.m.fenced.Add(ctx, 1)
 		lc.log.Warn("the call was taken over by another stream; this one stops", "op", op)
 		return status.Errorf(codes.Aborted, "call %s was resumed elsewhere", lc.cp.CallID)
+	}
+	if ctx.Err() != nil {
+		// The gateway ended the stream (it cancels it to reopen the call,
+		// or the call was cut): the write was abandoned, not failed, and
+		// a resume continues from the last checkpoint.
+		lc.log.Info("stream ended during a store write; the call resumes from its last checkpoint", "op", op)
+		return status.FromContextError(ctx.Err()).Err()
 	}
 	lc.s.m.storeErrors.Add(ctx, 1)
 	lc.log.Error("store write failed", "op", op, "err", err)

@@ -193,6 +193,63 @@ func (f *fixture) tryStart(t *testing.T, key, callID, agentID string) (*call, ma
 	return nil, nil
 }
 
+// tryStart2 connects and sends a start with the given fields (over the
+// defaults); it returns the first message, as tryStart does.
+func (f *fixture) tryStart2(t *testing.T, key string, fields map[string]any) (*call, map[string]any) {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial("ws://"+f.addr+"/ws/native", http.Header{"Authorization": {"Bearer " + key}})
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	c := &call{ws: ws, msgs: make(chan map[string]any, 1024), closed: make(chan *websocket.CloseError, 1)}
+	go func() {
+		defer close(c.msgs)
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				errors.As(err, &ce)
+				c.closed <- ce
+				return
+			}
+			var m map[string]any
+			json.Unmarshal(data, &m)
+			c.msgs <- m
+		}
+	}()
+	t.Cleanup(func() { ws.Close() })
+	start := map[string]any{"type": "start", "codec": "pcmu", "sample_rate": 8000, "channels": []string{"caller", "agent"}}
+	for k, v := range fields {
+		start[k] = v
+	}
+	ws.WriteJSON(start)
+	select {
+	case m, ok := <-c.msgs:
+		if ok {
+			return c, m
+		}
+		ce := <-c.closed
+		if ce == nil {
+			return c, map[string]any{"close": 0}
+		}
+		return c, map[string]any{"close": ce.Code, "reason": ce.Text}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to start")
+	}
+	return nil, nil
+}
+
+// tryStartMsg is tryStart2 that also reports a refusal before the upgrade
+// as "status".
+func (f *fixture) tryStartMsg(t *testing.T, key string, fields map[string]any) map[string]any {
+	t.Helper()
+	if code, reason := f.dialStatus(t, key); code != http.StatusSwitchingProtocols {
+		return map[string]any{"status": code, "code": reason}
+	}
+	_, m := f.tryStart2(t, key, fields)
+	return m
+}
+
 // audio sends frames of 20 ms stereo μ-law silence.
 func (c *call) audio(t *testing.T, frames int) {
 	t.Helper()

@@ -3,10 +3,12 @@ package gateway
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/lib/rpc"
 )
@@ -23,6 +25,16 @@ type Flags struct {
 	RealtimeStall  time.Duration
 	AdminTokenFile string
 	Balancing      string
+	// Admission limits (see admission.Options).
+	HandshakeRate  float64
+	HandshakeBurst int
+	MaxPending     int
+	TenantMargin   int
+	AllowedOrigins string
+	TrustedProxies string
+	// ResumeGrace is how long a native call whose connection broke waits
+	// for its client to resume it.
+	ResumeGrace time.Duration
 }
 
 // Register adds the flags to fs.
@@ -31,7 +43,15 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.PacingLead, "pacing-lead", 2*time.Second, "how far a call's audio may run ahead of the clock before pacing applies")
 	fs.DurationVar(&f.RealtimeStall, "realtime-stall", 4*time.Second, "how long realtime may leave a call's flowing audio unanswered before the call moves to another instance (a hung instance); negative: never")
 	fs.StringVar(&f.Balancing, "balancing", rpc.RoundRobin, "how new calls spread over the healthy realtime and fullcall addresses: "+rpc.RoundRobin+" or "+rpc.LeastLoaded+" (fewest streams open there from this gateway's connection)")
-	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the token for POST /admin/drain (else $"+AdminTokenEnv+"; neither: no admin API)")
+	fs.DurationVar(&f.ResumeGrace, "resume-grace", 30*time.Second, "how long a native-protocol call whose connection broke without stop stays open for the client to resume it (then it ends as disconnected); 0: it ends at once")
+	ad := admission.DefaultOptions()
+	fs.Float64Var(&f.HandshakeRate, "handshake-rate", ad.HandshakeRate, "WebSocket handshakes a second one source address may make on average (429 beyond); negative: no limit")
+	fs.IntVar(&f.HandshakeBurst, "handshake-burst", ad.HandshakeBurst, "WebSocket handshakes one source address may make at once")
+	fs.IntVar(&f.MaxPending, "max-pending-connections", ad.MaxPending, "upgraded connections that have not started a call, all tenants together (503 beyond)")
+	fs.IntVar(&f.TenantMargin, "tenant-connection-margin", ad.TenantMargin, "connections without a call a tenant may hold beyond its free call quota (429 beyond)")
+	fs.StringVar(&f.TrustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of proxies in front of the gateway (nginx, a load balancer): handshakes from them count against the client address in X-Forwarded-For")
+	fs.StringVar(&f.AllowedOrigins, "allowed-origins", "", "comma-separated browser origins (https://host[:port]) allowed to stream with Basic authentication on /ws/twilio and /ws/asterisk; requests without an Origin header are not browsers' and always allowed")
+	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 
 // Apply sets the flags' values in o, reading the admin token.
@@ -39,10 +59,49 @@ func (f *Flags) Apply(o *Options) error {
 	o.Session.Pacing.Policy = f.Pacing
 	o.Session.Pacing.MaxLead = f.PacingLead
 	o.Session.RealtimeStall = f.RealtimeStall
+	o.Session.ResumeGrace = f.ResumeGrace
+	if f.ResumeGrace <= 0 {
+		o.Session.ResumeGrace = -1 // none
+	}
 	if f.Balancing != rpc.RoundRobin && f.Balancing != rpc.LeastLoaded {
 		return fmt.Errorf("--balancing %q: want %s or %s", f.Balancing, rpc.RoundRobin, rpc.LeastLoaded)
 	}
 	o.Balancing = f.Balancing
+	if f.HandshakeBurst < 1 || f.MaxPending < 1 || f.TenantMargin < 0 {
+		return fmt.Errorf("--handshake-burst and --max-pending-connections must be positive, --tenant-connection-margin not negative")
+	}
+	o.Admission.HandshakeRate, o.Admission.HandshakeBurst, o.Admission.MaxPending = f.HandshakeRate, f.HandshakeBurst, f.MaxPending
+	o.Admission.TenantMargin = f.TenantMargin
+	if f.TenantMargin == 0 {
+		o.Admission.TenantMargin = -1 // none
+	}
+	o.Admission.TrustedProxies = nil
+	for _, s := range strings.Split(f.TrustedProxies, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("--trusted-proxies %q: %v", s, err)
+			}
+			s = netip.PrefixFrom(a, a.BitLen()).String()
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies %q: %v", s, err)
+		}
+		o.Admission.TrustedProxies = append(o.Admission.TrustedProxies, p.Masked())
+	}
+	o.Admission.AllowedOrigins = nil
+	for _, s := range strings.Split(f.AllowedOrigins, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+				return fmt.Errorf("--allowed-origins %q: want http(s)://host[:port]", s)
+			}
+			o.Admission.AllowedOrigins = append(o.Admission.AllowedOrigins, s)
+		}
+	}
 	tok := os.Getenv(AdminTokenEnv)
 	if f.AdminTokenFile != "" {
 		b, err := os.ReadFile(f.AdminTokenFile)

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/asterisk"
 	"github.com/calmline/calmline/gateway/audiohook"
 	"github.com/calmline/calmline/gateway/feed"
@@ -79,7 +81,12 @@ type Options struct {
 	Asterisk  asterisk.Options
 	// Feed tunes the live feed (GET /api/v1/live).
 	Feed feed.Options
-	// AdminToken, when set, enables POST /admin/drain for callers that
+	// Admission bounds, on every WebSocket path, the handshakes per source
+	// address, the upgraded connections without a call (per tenant and in
+	// total), and the browser origins allowed with Basic authentication.
+	Admission admission.Options
+	// AdminToken, when set, enables POST /admin/drain and /debug/pprof/*
+	// for callers that
 	// present it as a bearer token. Read it from a file or the
 	// environment; it is never logged.
 	AdminToken string
@@ -92,7 +99,7 @@ type Options struct {
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{PoolSize: 2, DrainTimeout: 30 * time.Second, ShutdownGrace: 10 * time.Second}
+	return Options{PoolSize: 2, DrainTimeout: 30 * time.Second, ShutdownGrace: 10 * time.Second, Admission: admission.DefaultOptions()}
 }
 
 func (o *Options) validate() error {
@@ -119,7 +126,9 @@ type Server struct {
 	fullcall *rpc.Pool
 	asterisk *asterisk.Handler
 	feed     *feed.Hub
-	native   *native.Handler
+	// admission guards every WebSocket path before its handler.
+	admission *admission.Guard
+	native    *native.Handler
 
 	drainOnce sync.Once
 	drainWG   sync.WaitGroup
@@ -157,7 +166,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	so := o.Session
-	so.Logger, so.MeterProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, rt, fc, hub
+	so.Logger, so.MeterProvider, so.TracerProvider, so.Realtime, so.Fullcall, so.Observer = log, o.MeterProvider, o.TracerProvider, rt, fc, hub
 	mgr, err := session.NewManager(so)
 	if err != nil {
 		rt.Close()
@@ -165,6 +174,18 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, log: log, sessions: mgr, realtime: rt, fullcall: fc, feed: hub, shutdownDone: make(chan struct{})}
+	// Every tenant's series exist at zero from the start (and after a
+	// reload adds tenants): calls_active must not vanish between calls.
+	knowTenants := func() {
+		var ids []string
+		for _, t := range o.Tenants.Tenants() {
+			ids = append(ids, t.ID)
+		}
+		mgr.KnowTenants(ids)
+		hub.KnowTenants(ids)
+	}
+	knowTenants()
+	o.Tenants.OnReload(knowTenants)
 	s.host = service.NewHost(service.Options{
 		Name:           "gateway",
 		Logger:         log,
@@ -172,19 +193,26 @@ func New(o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 	})
+	s.admission = admission.New(o.Admission, mgr, o.Tenants)
+	headerKey := admission.Route{Key: tenant.KeyFromRequest}
+	// Twilio-style senders and Asterisk may send the key as the password
+	// of Basic authentication, which a browser sends by itself: their
+	// paths check the Origin.
+	anyKey := admission.Route{Key: keyOfBasicOrHeader, CheckOrigin: true}
 	s.native = native.NewHandler(o.Native, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/native", s.native)
+	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey, s.native))
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
 	}
-	s.host.Mux.Handle("GET /ws/audiohook", audiohook.NewHandler(aho, mgr, o.Tenants, log))
-	s.host.Mux.Handle("GET /ws/twilio", twilio.NewHandler(o.Twilio, mgr, o.Tenants, log))
+	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, audiohook.NewHandler(aho, mgr, o.Tenants, log)))
+	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, twilio.NewHandler(o.Twilio, mgr, o.Tenants, log)))
 	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/asterisk", s.asterisk)
+	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
 	s.host.Mux.Handle("GET /api/v1/live", hub)
 	if o.AdminToken != "" {
 		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
@@ -253,15 +281,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // drain refuses new calls, lets live calls finish for DrainTimeout
 // (bounded by ctx), then ends the rest, closing them with 1001.
+// Its start, its progress (every drainProgressEvery, while calls remain)
+// and its end are logged at INFO: a drain is a normal event.
 func (s *Server) drain(ctx context.Context) {
+	start := time.Now()
+	s.log.Info("drain started; new calls are refused", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
+	done := make(chan struct{})
+	progress := make(chan struct{})
+	go func() {
+		defer close(progress)
+		t := time.NewTicker(drainProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.log.Info("draining", "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Second))
+			case <-done:
+				return
+			}
+		}
+	}()
 	live := s.sessions.Drain(dctx)
 	cancel()
+	close(done)
+	<-progress
 	if live > 0 {
 		s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
 		s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
 	}
+	s.log.Info("drain finished", "closed_at_timeout", live, "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Millisecond))
 }
+
+// drainProgressEvery is how often a drain logs the calls still live.
+const drainProgressEvery = 5 * time.Second
 
 // StartDrain begins a drain without stopping the server, as
 // POST /admin/drain does: /readyz fails and new calls are refused at once,
@@ -278,7 +331,6 @@ func (s *Server) StartDrain() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout+s.o.ShutdownGrace)
 			defer cancel()
 			s.drain(ctx)
-			s.log.Info("drain finished; live calls ended")
 		}()
 	})
 }
@@ -297,6 +349,20 @@ func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 		"live_calls":      s.sessions.Live(),
 		"drain_timeout_s": s.o.DrainTimeout.Seconds(),
 	})
+}
+
+// keyOfBasicOrHeader returns the API key of a Twilio-style or Asterisk
+// request: a Bearer or X-API-Key header, or the password of Basic
+// authentication, or the api_key query parameter.
+func keyOfBasicOrHeader(r *http.Request) string {
+	if k := tenant.KeyFromRequest(r); k != "" {
+		return k
+	}
+	if _, pw, ok := r.BasicAuth(); ok {
+		return pw
+	}
+	// The handler takes it out of the URL; the Guard only reads it.
+	return strings.TrimSpace(r.URL.Query().Get("api_key"))
 }
 
 // Addr returns the listening address once Serve runs.

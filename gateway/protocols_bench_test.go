@@ -45,6 +45,7 @@ func BenchmarkProtocols(b *testing.B) {
 	o := DefaultOptions()
 	o.Tenants, o.RealtimeAddr, o.FullcallAddr, o.DrainTimeout = reg, rt.Addr, fc.Addr, time.Second
 	o.Session.Pacing.Policy = session.PaceOff // calls go as fast as the connection takes them
+	o.Admission.HandshakeRate = -1            // every call dials from one address
 	s, err := New(o)
 	if err != nil {
 		b.Fatal(err)

@@ -4,13 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/calmline/calmline/lib/telemetry"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
 
@@ -31,9 +34,18 @@ const (
 	dropRejected  = "rejected"   // escalation refused it as invalid: retrying cannot help
 )
 
+// alertDropReasons are the reason label's values of calmline_realtime_alerts_dropped_total.
+var alertDropReasons = []string{dropQueueFull, dropShutdown, dropRejected}
+
 // poster delivers alerts to escalation, in order, retrying with backoff
 // until escalation has them durably.
 type poster struct {
+	// tracer, when set, puts each post in the trace of the alert it
+	// carries (the first of a batch; the others are linked), so that the
+	// call's trace goes on into escalation.
+	tracer trace.Tracer
+	// traces holds each queued alert's span context, until it is posted.
+	traces  sync.Map // *escalationv1.Alert -> trace.SpanContext
 	client  escalationv1.AlertServiceClient
 	log     *slog.Logger
 	queue   chan *escalationv1.Alert
@@ -46,9 +58,13 @@ type poster struct {
 
 // enqueue hands an alert to the poster without blocking the call.
 func (p *poster) enqueue(ctx context.Context, a *escalationv1.Alert) {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		p.traces.Store(a, sc)
+	}
 	select {
 	case p.queue <- a:
 	default:
+		p.traces.Delete(a)
 		p.drop(ctx, dropQueueFull, 1)
 		p.log.Error("alert queue full; alert not delivered to escalation",
 			"alert_id", a.GetEvent().GetAlertId(), "tenant", a.TenantId, "call_id", a.CallId)
@@ -118,6 +134,28 @@ func retryable(err error) bool {
 func (p *poster) post(ctx context.Context, alerts []*escalationv1.Alert) []*escalationv1.Alert {
 	if len(alerts) == 0 {
 		return nil
+	}
+	if p.tracer != nil {
+		var parent trace.SpanContext
+		var links []trace.Link
+		for _, a := range alerts {
+			v, ok := p.traces.LoadAndDelete(a)
+			if !ok {
+				continue
+			}
+			if sc := v.(trace.SpanContext); !parent.IsValid() {
+				parent = sc
+			} else {
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+		if parent.IsValid() {
+			// Asynchronous to the call: a new span in the alert's trace.
+			var span trace.Span
+			ctx, span = p.tracer.Start(telemetry.WithCallID(trace.ContextWithRemoteSpanContext(ctx, parent), alerts[0].CallId), "post alerts", trace.WithLinks(links...),
+				trace.WithAttributes(attribute.Int("calmline.alerts", len(alerts)), attribute.String("calmline.call_id", alerts[0].CallId)))
+			defer span.End()
+		}
 	}
 	backoff := 100 * time.Millisecond
 	maxBackoff := p.maxBackoff

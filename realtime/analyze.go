@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -49,6 +50,7 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 	if call.GetTenantId() == "" || call.GetCallId() == "" {
 		return status.Error(codes.InvalidArgument, "open: tenant_id and call_id are required")
 	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("calmline.call_id", call.CallId))
 	an, format, err := analysis.New(call)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "open: %v", err)
@@ -110,7 +112,7 @@ type liveCall struct {
 func (c *liveCall) count(ctx context.Context) {
 	if c.bytes > 0 || c.analysisNs > 0 {
 		c.s.m.audioBytes.Add(ctx, c.bytes)
-		c.s.m.analysisTimeNs.Add(ctx, c.analysisNs)
+		c.s.m.analysisTime.Add(ctx, time.Duration(c.analysisNs).Seconds())
 		c.bytes, c.analysisNs = 0, 0
 	}
 }
@@ -229,10 +231,18 @@ func (c *liveCall) observe(ctx context.Context, ru *rule, sec analysis.Second) e
 		return nil
 	}
 	ev.At = timestamppb.Now()
+	// The alert is a span of the call's trace; its post to escalation
+	// (asynchronous) continues from it.
+	actx, span := c.s.tracer.Start(ctx, "alert", trace.WithAttributes(attribute.String("calmline.call_id", c.call.CallId),
+		attribute.String("calmline.alert_id", ev.AlertId), attribute.String("calmline.alert_state", ev.State.String()),
+		attribute.Float64("calmline.value", ev.Value)))
+	span.End()
 	c.s.m.alerts.Add(ctx, 1, metric.WithAttributes(stateAttr.String(ev.State.String())))
-	c.log.Warn("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
+	// An alert is the service doing its job, not a fault of the service:
+	// INFO, so that a WARN in the log always means one.
+	c.log.Info("alert", "alert_id", ev.AlertId, "state", ev.State.String(), "value", ev.Value)
 	if c.s.poster != nil {
-		c.s.poster.enqueue(ctx, &escalationv1.Alert{
+		c.s.poster.enqueue(actx, &escalationv1.Alert{
 			TenantId: c.call.TenantId,
 			CallId:   c.call.CallId,
 			AgentId:  c.call.AgentId,

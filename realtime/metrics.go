@@ -1,22 +1,25 @@
 package realtime
 
 import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 )
 
 type metrics struct {
-	meter          metric.Meter
-	calls          metric.Int64Counter
-	refused        metric.Int64Counter
-	seconds        metric.Int64Counter
-	audioBytes     metric.Int64Counter
-	alerts         metric.Int64Counter
-	alertsPosted   metric.Int64Counter
-	alertsDropped  metric.Int64Counter
-	alertRetries   metric.Int64Counter
-	timelineSkips  metric.Int64Counter
-	analysisTimeNs metric.Int64Counter
+	meter         metric.Meter
+	calls         metric.Int64Counter
+	refused       metric.Int64Counter
+	seconds       metric.Int64Counter
+	audioBytes    metric.Int64Counter
+	alerts        metric.Int64Counter
+	alertsPosted  metric.Int64Counter
+	alertsDropped metric.Int64Counter
+	alertRetries  metric.Int64Counter
+	timelineSkips metric.Int64Counter
+	analysisTime  metric.Float64Counter
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -43,8 +46,31 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.alertRetries = counter("calmline.realtime.alerts.retries", "Retried attempts to post an alert.")
 	m.timelineSkips = counter("calmline.realtime.timeline.skips", "Audio the analysis skipped because it overlapped audio already analysed.")
 	if err == nil {
-		m.analysisTimeNs, err = m.meter.Int64Counter("calmline.realtime.analysis.time", metric.WithUnit("ns"),
+		// Seconds, Prometheus's base unit: calmline_realtime_analysis_time_seconds_total.
+		m.analysisTime, err = m.meter.Float64Counter("calmline.realtime.analysis.time", metric.WithUnit("s"),
 			metric.WithDescription("Time spent in the voice analysis."))
 	}
+	if err == nil {
+		m.zero()
+	}
 	return m, err
+}
+
+// zero makes every series whose label values are known exist at zero from
+// the start, so that rate() and alerts see the first increase.
+func (m *metrics) zero() {
+	ctx := context.Background()
+	for _, c := range []metric.Int64Counter{m.calls, m.seconds, m.audioBytes, m.alertsPosted, m.alertRetries, m.timelineSkips} {
+		c.Add(ctx, 0)
+	}
+	m.analysisTime.Add(ctx, 0)
+	for _, r := range []string{"draining", "max_calls"} {
+		m.refused.Add(ctx, 0, metric.WithAttributes(reasonAttr.String(r)))
+	}
+	for _, st := range []string{"ALERT_STATE_FIRING", "ALERT_STATE_CLEARED"} {
+		m.alerts.Add(ctx, 0, metric.WithAttributes(stateAttr.String(st)))
+	}
+	for _, r := range alertDropReasons {
+		m.alertsDropped.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", r)))
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 
 	"github.com/calmline/calmline/lib/identity"
@@ -40,6 +41,9 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics on the service's port; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves /debug/pprof/* on the service's port to
+	// callers sending it as a bearer token; none when empty.
+	AdminToken string
 	// TLS, when set, makes the listener TLS-only (gRPC and HTTP split by
 	// ALPN; see service.Options.TLS).
 	TLS *tls.Config
@@ -89,6 +93,7 @@ type Server struct {
 	m      *metrics
 	esc    *grpc.ClientConn
 	poster *poster
+	tracer trace.Tracer
 
 	calls    atomic.Int64
 	draining chan struct{}
@@ -116,6 +121,11 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, log: log, m: m, draining: make(chan struct{})}
+	tp := o.TracerProvider
+	if tp == nil {
+		tp = nooptrace.NewTracerProvider()
+	}
+	s.tracer = tp.Tracer("github.com/calmline/calmline/realtime")
 	s.bgCtx, s.stopBg = context.WithCancel(context.Background())
 	if o.EscalationAddr != "" {
 		cc, err := rpc.Dial(o.EscalationAddr, rpc.Options{TLS: o.BackendTLS, Identity: identity.Credentials(o.Identity, identity.Realtime), MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator})
@@ -124,6 +134,7 @@ func New(o Options) (*Server, error) {
 		}
 		s.esc = cc
 		s.poster = &poster{
+			tracer:  s.tracer,
 			client:  escalationv1.NewAlertServiceClient(cc),
 			log:     log,
 			queue:   make(chan *escalationv1.Alert, alertQueueSize),
@@ -143,6 +154,7 @@ func New(o Options) (*Server, error) {
 		TracerProvider: o.TracerProvider,
 		Propagator:     o.Propagator,
 		Metrics:        o.Metrics,
+		AdminToken:     o.AdminToken,
 		ShutdownGrace:  o.ShutdownGrace,
 		TLS:            o.TLS,
 		// Analyze is internal: only the gateway may stream calls in.

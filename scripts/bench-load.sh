@@ -19,6 +19,7 @@
 #        WAV=cmd/calmline/testdata/call_emodb_9s.wav SOURCES=127.0.0.2-127.0.0.9
 #        OUT=bench-out/load-DATE  KEEP_GOING=0 (stop at the first failing level)
 #        CPU_PROFILE=1 (write the stack's CPU profile to OUT/N/serve.cpu.pprof)
+#        FRAMES_PER_WRITE=1 (loadgen --frames-per-write: >1 makes loadgen cheaper, audio in bursts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -60,7 +61,7 @@ for N in "${LEVELS[@]}"; do
 
 	"$CALMLINE" loadgen --url "ws://$ADDR_gateway/ws/native" --api-key "$key" --calls "$N" --ramp "$RAMP" \
 		--duration "$DURATION" --wav "$WAV" --codec pcmu --burst-hangup --source-addrs "$SOURCES" \
-		--verify-reports "http://$ADDR_fullcall" --json >"$DIR/loadgen.json" 2>"$DIR/loadgen.log" &
+		--frames-per-write "${FRAMES_PER_WRITE:-1}" --verify-reports "http://$ADDR_fullcall" --json >"$DIR/loadgen.json" 2>"$DIR/loadgen.log" &
 	lg=$!
 	# The steady state: all calls up, 20 s to settle, then a window.
 	sleep "$(awk -v n="$N" -v r="$RAMP" -v s="$SETTLE" 'BEGIN { print n / r + s }')"

@@ -53,6 +53,8 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 	caFile := fs.String("ca-file", "", "PEM file of the CA certificate(s) to trust for wss:// and https:// (a self-signed edge), instead of the system's")
 	fs.BoolVar(&o.Reconnect, "reconnect", false, "resume a call whose connection is lost (a gateway died) as the same call, through the same URL (native protocol)")
 	fs.DurationVar(&o.ReconnectWindow, "reconnect-window", 30*time.Second, "with --reconnect: how long a call keeps trying to resume")
+	fs.IntVar(&o.FramesPerWrite, "frames-per-write", 1, "send each call's 20 ms frames in groups of this many, each group in one write when its first frame is due (native: fewer system calls, audio up to (N-1)×20 ms early)")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the simulator to this file until it ends (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -121,6 +123,11 @@ func runLoadgen(args []string, stdout, stderr io.Writer) int {
 	// Warnings (a stored report that does not hold what was sent) go to
 	// stderr, so that a failed check can be traced to its calls.
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return fail(err)
+	}
+	defer stopProfile()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := loadgen.Run(ctx, o)

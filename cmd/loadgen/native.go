@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -72,7 +74,18 @@ func (Native) Open(ctx context.Context, spec CallSpec, ev Events) (Conn, error) 
 		return nil, fmt.Errorf("answer to start: %.100s", data)
 	}
 	ws.SetReadDeadline(time.Time{})
-	c := &nativeConn{ws: ws}
+	c := &nativeConn{ws: ws, nc: ws.NetConn()}
+	// gorilla's answer to a ping sets the connection's write deadline to
+	// its own; the next audio write sets ours again.
+	ws.SetPingHandler(func(data string) error {
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		c.deadlineSet.Store(false)
+		var ne net.Error
+		if err == websocket.ErrCloseSent || errors.As(err, &ne) {
+			return nil
+		}
+		return err
+	})
 	if first.ResumedAt != nil {
 		c.resumedAt = *first.ResumedAt
 	}
@@ -93,9 +106,17 @@ type nativeMsg struct {
 }
 
 type nativeConn struct {
-	ws        *websocket.Conn
-	writes    int
-	resumedAt uint64
+	ws *websocket.Conn
+	// nc is ws's connection: audio frames are encoded here and written to
+	// it directly, several in one write when the pacer sends several
+	// (Flush). A Write on a net.Conn (or tls.Conn) writes all its bytes
+	// before another goroutine's Write starts, so the frames gorilla
+	// writes from the reader (a pong, a close) never split one of ours.
+	nc          net.Conn
+	out         []byte // frames encoded since the last Flush
+	writes      int
+	deadlineSet atomic.Bool
+	resumedAt   uint64
 }
 
 // ResumedAt implements Resumer.
@@ -132,13 +153,26 @@ func (c *nativeConn) read(ev Events) {
 	}
 }
 
+// Audio encodes frame as one binary message; Flush sends it.
 func (c *nativeConn) Audio(frame []byte) error {
-	// A deadline per second of frames, not per frame: setting it costs.
-	if c.writes%50 == 0 {
-		c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.out = appendFrame(c.out, websocket.BinaryMessage, frame, newMaskKey())
+	return nil
+}
+
+// Flush writes the messages encoded since the last Flush in one write.
+func (c *nativeConn) Flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	// A deadline per second of writes, not per write: setting it costs.
+	if c.writes%50 == 0 || !c.deadlineSet.Load() {
+		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		c.deadlineSet.Store(true)
 	}
 	c.writes++
-	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
+	_, err := c.nc.Write(c.out)
+	c.out = c.out[:0]
+	return err
 }
 
 func (c *nativeConn) Stop() error {

@@ -128,8 +128,17 @@ type Stopped struct {
 	Error        string
 }
 
-// Conn is one call's connection. Audio and Stop are called from one
-// goroutine; Close from any.
+// Flusher is a Conn whose Audio only encodes the frame: Flush sends the
+// frames encoded since the last Flush in one write, each still its own
+// protocol message. The pacer flushes after each call's frames due at a
+// tick, so a call that sends several frames at once (behind, or with
+// Options.FramesPerWrite above 1) costs one system call.
+type Flusher interface {
+	Flush() error
+}
+
+// Conn is one call's connection. Audio, Flush and Stop are called from
+// one goroutine; Close from any.
 type Conn interface {
 	// Audio sends one frame of interleaved audio in the call's format.
 	Audio(frame []byte) error

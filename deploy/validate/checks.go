@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -107,6 +108,75 @@ func (c *checker) run() {
 	for svc, metric := range scaled {
 		if d := deployed[svc]; d != nil {
 			c.scaledOnCalls(d, metric)
+		}
+	}
+	c.scraped(deployed)
+}
+
+// scraped checks the ServiceMonitors, when there are any: each service's
+// pods are scraped on /metrics exactly once (every port exposes only its
+// own service's series, so two Services selecting the same pods would
+// count them twice), through a Service port that reaches the container's
+// one port.
+func (c *checker) scraped(deployed map[string]*Object) {
+	var monitors []*Object
+	for _, o := range c.objs {
+		if _, ok := o.Value.(*monitoringv1.ServiceMonitor); ok {
+			monitors = append(monitors, o)
+		}
+	}
+	if len(monitors) == 0 {
+		return
+	}
+	times := map[string]int{}
+	for _, mo := range monitors {
+		sm := mo.Value.(*monitoringv1.ServiceMonitor)
+		if len(sm.Spec.Endpoints) == 0 {
+			c.errorf(mo, "no endpoints")
+		}
+		for _, ep := range sm.Spec.Endpoints {
+			if ep.Path != "/metrics" {
+				c.errorf(mo, "endpoint path %q; calmline serves /metrics", ep.Path)
+			}
+			if ep.Port == "" {
+				c.errorf(mo, "an endpoint without a port name")
+			}
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
+		if err != nil {
+			c.errorf(mo, "selector: %v", err)
+			continue
+		}
+		ns := sm.Spec.NamespaceSelector.MatchNames
+		for _, o := range c.objs {
+			svc, ok := o.Value.(*corev1.Service)
+			if !ok || sel.Empty() || !sel.Matches(labels.Set(svc.Labels)) {
+				continue
+			}
+			if !sm.Spec.NamespaceSelector.Any && (len(ns) > 0 && !slices.Contains(ns, svc.Namespace) || len(ns) == 0 && svc.Namespace != sm.Namespace) {
+				continue
+			}
+			for _, ep := range sm.Spec.Endpoints {
+				for _, sp := range svc.Spec.Ports {
+					if ep.Port == "" || sp.Name != ep.Port {
+						continue
+					}
+					for name, d := range deployed {
+						dep := d.Value.(*appsv1.Deployment)
+						if selects(svc.Spec.Selector, dep.Spec.Template.Labels) && dep.Namespace == svc.Namespace {
+							times[name]++
+						}
+					}
+				}
+			}
+		}
+	}
+	for _, name := range services {
+		switch n := times[name]; {
+		case n == 0 && deployed[name] != nil:
+			c.problems = append(c.problems, fmt.Sprintf("no ServiceMonitor endpoint scrapes the %s pods", name))
+		case n > 1:
+			c.problems = append(c.problems, fmt.Sprintf("the %s pods are scraped %d times by the ServiceMonitors (through several Services or ports); every series would count %d times", name, n, n))
 		}
 	}
 }

@@ -8,6 +8,12 @@
 // requests, a non-root read-only container, flags calmline serve has.
 //
 //	go run . [-calmline bin/calmline] DIR...
+//	go run . -metrics docs/metrics.md -rules FILE -dashboard FILE
+//
+// The second form checks the operator's kit: Prometheus alerting rules
+// parsed by Prometheus's own rule parser, a Grafana dashboard decoded
+// strictly into Grafana's schema, and every metric either reads being one
+// docs/metrics.md documents.
 //
 // It is its own module so that calmline's modules do not depend on
 // k8s.io/api; `make validate-deploy` runs it.
@@ -29,8 +35,36 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bin := fs.String("calmline", "", "calmline binary: check that every argument is a flag of its serve command (`calmline serve -h`)")
+	metricsDoc := fs.String("metrics", "", "docs/metrics.md: the documented series the rules and dashboards may read")
+	var rules, dashboards []string
+	fs.Func("rules", "a Prometheus rule file to check with Prometheus's rule parser (repeatable; needs -metrics)", func(s string) error { rules = append(rules, s); return nil })
+	fs.Func("dashboard", "a Grafana dashboard JSON to check against Grafana's schema (repeatable; needs -metrics)", func(s string) error { dashboards = append(dashboards, s); return nil })
 	if err := fs.Parse(argv); err != nil {
 		return 2
+	}
+	if len(rules)+len(dashboards) > 0 {
+		known, err := DocumentedMetrics(*metricsDoc)
+		if err != nil {
+			fmt.Fprintf(stderr, "validate: -metrics: %v\n", err)
+			return 2
+		}
+		var problems []string
+		for _, r := range rules {
+			problems = append(problems, CheckRules(r, known)...)
+		}
+		for _, d := range dashboards {
+			problems = append(problems, CheckDashboard(d, known)...)
+		}
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "validate: %s\n", p)
+		}
+		fmt.Fprintf(stdout, "%d rule files, %d dashboards checked against %d documented series: %d problems\n", len(rules), len(dashboards), len(known), len(problems))
+		if len(problems) > 0 {
+			return 1
+		}
+		if fs.NArg() == 0 {
+			return 0
+		}
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "usage: validate [-calmline BIN] DIR...")

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +62,10 @@ var kinds = map[string]func() (any, *metav1.ObjectMeta){
 	},
 	"autoscaling/v2 HorizontalPodAutoscaler": func() (any, *metav1.ObjectMeta) {
 		o := &autoscalingv2.HorizontalPodAutoscaler{}
+		return o, &o.ObjectMeta
+	},
+	"monitoring.coreos.com/v1 ServiceMonitor": func() (any, *metav1.ObjectMeta) {
+		o := &monitoringv1.ServiceMonitor{}
 		return o, &o.ObjectMeta
 	},
 	"networking.k8s.io/v1 NetworkPolicy": func() (any, *metav1.ObjectMeta) {

@@ -199,6 +199,18 @@ func TestBadManifests(t *testing.T) {
 		{"no escalation at all", "50-escalation.yaml",
 			"--services=escalation", "--services=fullcall",
 			false, "no Deployment runs calmline serve --services=escalation"},
+		{"pods scraped twice", "40-fullcall.yaml",
+			"  name: fullcall\n  namespace: calmline\n  labels:\n", "  name: fullcall\n  namespace: calmline\n  labels:\n    calmline.io/metrics: \"true\"\n",
+			false, "the fullcall pods are scraped 2 times"},
+		{"pods not scraped", "30-realtime.yaml",
+			"    calmline.io/metrics: \"true\"\n", "",
+			false, "no ServiceMonitor endpoint scrapes the realtime pods"},
+		{"servicemonitor unknown field", "80-servicemonitor.yaml",
+			"      interval: 30s\n", "      intervall: 30s\n",
+			false, `unknown field "intervall"`},
+		{"servicemonitor wrong path", "80-servicemonitor.yaml",
+			"    - port: grpc\n      path: /metrics", "    - port: grpc\n      path: /metric",
+			false, `endpoint path "/metric"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			texts := load(t)
@@ -227,7 +239,7 @@ func TestRun(t *testing.T) {
 	if code := run([]string{manifests}, &stdout, &stderr); code != 0 {
 		t.Fatalf("run = %d; stderr:\n%s", code, stderr.String())
 	}
-	if want := "29 objects decoded strictly"; !strings.Contains(stdout.String(), want) {
+	if want := "30 objects decoded strictly"; !strings.Contains(stdout.String(), want) {
 		t.Errorf("stdout = %q; want it to contain %q", stdout.String(), want)
 	}
 	dir := t.TempDir()

@@ -28,6 +28,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -131,24 +132,31 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 // keyFromRequest reads the API key: the password of Basic authentication
 // (websocket_client.conf's username and password), or a Bearer or
 // X-API-Key header.
+//
+// A sender that can set no header may send it as the api_key query
+// parameter (URLs end up in logs: prefer the password). The parameter is
+// removed from the request's URL, so that nothing after this logs it.
 func keyFromRequest(r *http.Request) string {
+	k := ""
 	if _, pw, ok := r.BasicAuth(); ok {
-		return pw
+		k = pw
+	} else {
+		k = tenant.KeyFromRequest(r)
 	}
-	return tenant.KeyFromRequest(r)
+	q := r.URL.Query()
+	if q.Has(KeyParameter) {
+		if k == "" {
+			k = strings.TrimSpace(q.Get(KeyParameter))
+		}
+		q.Del(KeyParameter)
+		r.URL.RawQuery = q.Encode()
+		r.RequestURI = r.URL.RequestURI()
+	}
+	return k
 }
 
-func validID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, c := range s {
-		if c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+// KeyParameter is the query parameter that may carry the API key.
+const KeyParameter = "api_key"
 
 // ServeHTTP authenticates a leg, checks its parameters and the tenant's
 // quota (for a call's first leg), upgrades it and runs it.
@@ -169,6 +177,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	callID, role := q.Get("call_id"), strings.ToLower(q.Get("role"))
+	// Dialplans in the field also spell them callid and customer.
+	if callID == "" {
+		callID = q.Get("callid")
+	}
+	if role == "customer" {
+		role = RoleCaller
+	}
 	legs := 2
 	if s := q.Get("legs"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -187,19 +202,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var problem string
-	if err := field.Labels("labels", labels); err != nil {
+	if err := field.ID("call_id", callID); err != nil {
+		problem = err.Error()
+	} else if err := field.OptionalID("agent_id", q.Get("agent_id")); err != nil {
+		problem = err.Error()
+	} else if err := field.Labels("labels", labels); err != nil {
 		problem = err.Error()
 	}
 	switch {
 	case problem != "":
-	case !validID(callID):
-		problem = "call_id is required: up to 128 printable characters"
 	case role != RoleCaller && role != RoleAgent:
 		problem = fmt.Sprintf("role %q: want caller or agent", q.Get("role"))
 	case legs == 0:
 		problem = "legs: want 1 or 2"
-	case len(q.Get("agent_id")) > 128:
-		problem = "agent_id is longer than 128 bytes"
 	}
 	if problem != "" {
 		h.m.Refused(r.Context(), t.ID, "asterisk_bad_request")
@@ -227,12 +242,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	l := &leg{h: h, tenant: t, key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs, labels: labels,
+	l := &leg{h: h, tenant: t, ticket: admission.FromContext(r.Context()), key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs, labels: labels,
 		log: h.log.With("tenant", t.ID, "call_id", callID, "role", role, "remote", r.RemoteAddr)}
 	l.lastMedia.Store(time.Now().UnixNano())
-	co := h.o.Conn
-	co.OnTick = l.tick
-	l.ws = wsconn.New(ws, co)
+	l.ws = wsconn.New(ws, h.o.Conn)
 	l.run()
 }
 
@@ -247,6 +260,7 @@ type leg struct {
 	agentID string
 	role    string
 	legs    int
+	ticket  *admission.Ticket // released once the call is live
 	ws      *wsconn.Conn
 	log     *slog.Logger
 
@@ -261,17 +275,18 @@ type leg struct {
 	pending []byte // audio held before the call starts
 	ended   bool
 	clean   bool // ended with a close frame (a hangup)
+	idled   bool // closed for the idle timeout
 	channel string
 }
 
-func (l *leg) tick() {
-	if time.Since(time.Unix(0, l.lastMedia.Load())) > l.h.o.IdleTimeout {
-		what := "media"
-		if !l.started.Load() {
-			what = "MEDIA_START"
-		}
-		l.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, l.h.o.IdleTimeout))
+// closeIdle closes a leg that sent no MEDIA_START, or no media, for the
+// idle timeout.
+func (l *leg) closeIdle() {
+	what := "media"
+	if !l.started.Load() {
+		what = "MEDIA_START"
 	}
+	l.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, l.h.o.IdleTimeout))
 }
 
 func (l *leg) fail(code int, reason string) {
@@ -281,18 +296,23 @@ func (l *leg) fail(code int, reason string) {
 }
 
 func (l *leg) run() {
+	idle := wsconn.StartIdle(l.h.o.IdleTimeout, &l.lastMedia, l.closeIdle)
+	defer idle.Stop()
 	defer l.ws.Finish()
 	defer func() {
 		if l.j != nil {
+			l.j.mu.Lock()
+			l.idled = idle.Fired()
+			l.j.mu.Unlock()
 			l.j.legEnded(l)
 		}
 	}()
 	for {
 		typ, data, err := l.ws.Read()
 		if err != nil {
-			var tooBig *wsconn.TooBigError
-			if errors.As(err, &tooBig) {
-				l.h.m.Refused(context.Background(), l.tenant.ID, "close_1009")
+			if code, bad := wsconn.ClientError(err); bad {
+				l.log.Info("closing leg on bad input", "code", code, "reason", err.Error())
+				l.h.m.Refused(context.Background(), l.tenant.ID, fmt.Sprintf("close_%d", code))
 			}
 			l.clean = wsconn.IsClose(err) || l.ws.PeerClosed()
 			return
@@ -473,6 +493,7 @@ func (j *joined) startLocked() {
 			code, reason = CloseBadMessage, err.Error()
 		}
 		for _, l := range j.legs {
+			l.log.Info("leg refused after the upgrade", "code", code, "reason", reason)
 			l.ws.Close(code, reason)
 		}
 		return
@@ -486,6 +507,7 @@ func (j *joined) startLocked() {
 	j.call = call
 	j.state = live
 	for role, l := range j.legs {
+		l.ticket.Started()
 		lane, ok := j.lanes[role]
 		if ok && len(l.pending) > 0 {
 			j.joiner.Write(call, lane, l.offset, l.pending)
@@ -609,6 +631,11 @@ func (j *joined) legEnded(l *leg) {
 	for _, other := range j.legs {
 		if !other.clean {
 			reason = fullcallv1.EndReason_END_REASON_DISCONNECTED
+		}
+	}
+	for _, other := range j.legs {
+		if other.idled {
+			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
 		}
 	}
 	if call != nil {

@@ -542,6 +542,42 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 	}
 }
 
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	f := start(t, Options{})
+	l, err := f.client().DialLeg(context.Background(), "u8", RoleCaller, 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.MediaStart(false, "1.1", "ulaw")
+	l.Send(make([]byte, 160))
+	l.Text("DTMF_END digit:\xff")
+	if code, text, _ := l.WaitClose(5 * time.Second); code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("closed with %d %q; want 1007", code, text)
+	}
+	f.ended(t)
+	if f.counted(t, "close_1007") != 1 {
+		t.Error("close_1007 not counted")
+	}
+}
+
+// Dialplans in the field spell the call id callid and the caller customer.
+func TestCallIDAndRoleAliases(t *testing.T) {
+	f := start(t, Options{})
+	cl := &Client{URL: f.url + "?callid=alias-1", APIKey: f.keys["acme"]}
+	l, err := cl.DialLeg(context.Background(), "", "customer", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.MediaStart(false, "1.1", "ulaw")
+	l.Send(make([]byte, 160))
+	l.Hangup(5 * time.Second)
+	f.ended(t)
+	r := f.fc.Report("alias-1")
+	if r == nil || len(r.Format.GetChannels()) != 1 || r.Format.Channels[0] != callv1.ChannelRole_CHANNEL_ROLE_CALLER {
+		t.Errorf("report %v; want a caller-only call alias-1", r)
+	}
+}
+
 // label.KEY=VALUE query parameters are the call's labels; the legs'
 // labels join, the caller's winning.
 func TestQueryLabelsBecomeCallLabels(t *testing.T) {

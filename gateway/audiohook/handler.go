@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
@@ -123,6 +124,16 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	h.probes, _ = o.MeterProvider.Meter("github.com/calmline/calmline/gateway/audiohook").Int64Counter(
 		"calmline.gateway.audiohook.probes", metric.WithUnit("{session}"),
 		metric.WithDescription("AudioHook connection probes answered (sessions with the null conversation id; not calls), by tenant."))
+	if tenants != nil && h.probes != nil {
+		// Every tenant's series exists from the start (docs/metrics.md).
+		zero := func() {
+			for _, t := range tenants.Tenants() {
+				h.probes.Add(context.Background(), 0, metric.WithAttributes(attribute.String("tenant", t.ID)))
+			}
+		}
+		zero()
+		tenants.OnReload(zero)
+	}
 	return h
 }
 
@@ -217,6 +228,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{
 		h:           h,
 		tenant:      t,
+		ticket:      admission.FromContext(r.Context()),
 		sessionID:   hdr[HeaderSessionID],
 		orgID:       hdr[HeaderOrganizationID],
 		correlation: hdr[HeaderCorrelationID],
@@ -254,6 +266,8 @@ const (
 type conn struct {
 	h           *Handler
 	tenant      *tenant.Tenant
+	idled       atomic.Bool       // disconnected for the idle timeout
+	ticket      *admission.Ticket // released once the call is live
 	ws          *wsconn.Conn
 	log         *slog.Logger
 	sessionID   string
@@ -350,6 +364,7 @@ func (c *conn) tick() {
 		c.disconnect(DisconnectError, fmt.Sprintf("no open message within %s", c.h.o.OpenTimeout), websocket.ClosePolicyViolation)
 	case (st == stateActive || st == statePaused) && idle > c.h.o.IdleTimeout:
 		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_idle")
+		c.idled.Store(true)
 		c.disconnect(DisconnectError, fmt.Sprintf("no audio or message for %s", c.h.o.IdleTimeout), websocket.ClosePolicyViolation)
 	}
 }
@@ -365,6 +380,9 @@ func (c *conn) run() {
 		// A session that ends without a close transaction (connection
 		// lost, idle, disconnected) still ends its call.
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
+		if c.idled.Load() {
+			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+		}
 		if c.call != nil {
 			if r, err := c.call.AbortReason(); err != nil {
 				reason = r
@@ -383,6 +401,14 @@ func (c *conn) run() {
 				c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_message_too_big")
 				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
 				c.disconnect(DisconnectError, "Client Error: "+tooBig.Error(), websocket.CloseMessageTooBig)
+			}
+			var badText *wsconn.InvalidTextError
+			if errors.As(err, &badText) {
+				// As for 1009: the disconnect goes out before the close
+				// when the writer has not written it yet.
+				c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_invalid_utf8")
+				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
+				c.disconnect(DisconnectError, "Client Error: text message is not valid UTF-8", websocket.CloseInvalidFramePayloadData)
 			}
 			return
 		}
@@ -687,11 +713,13 @@ func (c *conn) open(m *ClientMessage) {
 		case errors.Is(err, session.ErrBadStart):
 			info = "Invalid session: " + err.Error()
 		}
+		c.log.Info("session refused after the upgrade", "reason", info)
 		c.disconnect(DisconnectError, info, websocket.CloseTryAgainLater)
 		return
 	}
 	c.call = call
 	c.callLive.Store(call)
+	c.ticket.Started()
 	c.send(TypeOpened, opened)
 	c.setState(stateActive)
 	// The writer watches for the call being aborted (drain, lost
@@ -754,6 +782,9 @@ func (c *conn) close(m *ClientMessage) {
 		reason = fullcallv1.EndReason_END_REASON_ERROR
 	case "disconnect", "reconnect":
 		reason = fullcallv1.EndReason_END_REASON_DISCONNECTED
+	}
+	if c.idled.Load() {
+		reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
 	}
 	if c.call != nil {
 		if r, aerr := c.call.AbortReason(); aerr != nil {

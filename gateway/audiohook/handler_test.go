@@ -579,6 +579,14 @@ func TestBadInputDisconnectsWithAReason(t *testing.T) {
 			t.Errorf("close %d; want 1009", code)
 		}
 	})
+	t.Run("text that is not UTF-8", func(t *testing.T) {
+		r := f.dialRaw(t, "acme")
+		open(r)
+		r.sendText("{\"version\":\"2\",\"type\":\"ping\",\"seq\":2,\"id\":\"\xff\"}")
+		if code := r.closeCode(); code != websocket.CloseInvalidFramePayloadData {
+			t.Errorf("close %d; want 1007", code)
+		}
+	})
 	t.Run("no close after a disconnect", func(t *testing.T) {
 		f := start(t, Options{DisconnectWait: 50 * time.Millisecond})
 		r := f.dialRaw(t, "acme")
@@ -676,8 +684,8 @@ func TestSessionsThatGoQuietAreDisconnected(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	f.mgr.Drain(ctx)
-	if rep := f.fc.Report(conv); rep == nil || rep.Chunks != 1 {
-		t.Errorf("report of the idle call: %+v", rep)
+	if rep := f.fc.Report(conv); rep == nil || rep.Chunks != 1 || rep.EndReason != fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT {
+		t.Errorf("report of the idle call: %+v; want one chunk, ended as idle", rep)
 	}
 }
 

@@ -90,6 +90,7 @@ type Hub struct {
 
 	mu      sync.Mutex
 	tenants map[string]*tenantFeed
+	known   map[string]bool // tenants whose series exist at zero
 }
 
 type tenantFeed struct {
@@ -123,9 +124,16 @@ func New(o Options) (*Hub, error) {
 		metric.WithInt64Callback(func(_ context.Context, ob metric.Int64Observer) error {
 			h.mu.Lock()
 			defer h.mu.Unlock()
+			seen := map[string]bool{}
 			for id, tf := range h.tenants {
 				if len(tf.subs) > 0 {
+					seen[id] = true
 					ob.Observe(int64(len(tf.subs)), metric.WithAttributes(attribute.String("tenant", id)))
+				}
+			}
+			for id := range h.known {
+				if !seen[id] {
+					ob.Observe(0, metric.WithAttributes(attribute.String("tenant", id)))
 				}
 			}
 			return nil
@@ -133,7 +141,33 @@ func New(o Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.refused.Add(context.Background(), 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", "unauthenticated")))
 	return h, nil
+}
+
+// KnowTenants makes these tenants' feed series exist at zero before their
+// first subscriber.
+func (h *Hub) KnowTenants(ids []string) {
+	h.mu.Lock()
+	if h.known == nil {
+		h.known = map[string]bool{}
+	}
+	var added []string
+	for _, id := range ids {
+		if !h.known[id] {
+			h.known[id] = true
+			added = append(added, id)
+		}
+	}
+	h.mu.Unlock()
+	ctx := context.Background()
+	for _, id := range added {
+		ten := attribute.String("tenant", id)
+		h.events.Add(ctx, 0, metric.WithAttributes(ten))
+		for _, r := range []string{"queue_full", "slow_subscriber"} {
+			h.dropped.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("reason", r)))
+		}
+	}
 }
 
 // Close ends every subscriber's stream (the gateway is stopping); clients

@@ -74,6 +74,9 @@ type Realtime struct {
 	// AgentStress, when set, is the agent_stress of every score (else
 	// agent_stress abstains).
 	AgentStress *float64
+	// CloseAlert, when set, is sent after the last scores in answer to
+	// the call's close (an alert that clears as the call ends).
+	CloseAlert func(callID string) *callv1.AlertEvent
 }
 
 // StartRealtime starts a fake realtime service.
@@ -157,6 +160,14 @@ func (r *Realtime) Analyze(s realtimev1.RealtimeService_AnalyzeServer) error {
 				s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: &callv1.ScoreUpdate{
 					CallId: call.CallId, Second: uint32(pos / rate), EndSample: pos, CallerPressure: &v, Model: Model}}})
 			}
+			r.mu.Lock()
+			closeAlert := r.CloseAlert
+			r.mu.Unlock()
+			if closeAlert != nil {
+				if a := closeAlert(call.CallId); a != nil {
+					return s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Alert{Alert: a}})
+				}
+			}
 			return nil
 		}
 		for ; next <= pos; next += rate {
@@ -194,6 +205,9 @@ type Fullcall struct {
 	OnChunk func(callID string, c *callv1.AudioChunk) error
 	// AckedAtOpen, when set, says what a resumed call's checkpoint holds.
 	AckedAtOpen func(callID string) uint64
+	// OnClose, when set, runs when a call's close arrives, before its
+	// report is made.
+	OnClose func(callID string)
 	// Refuse, when set, refuses the open with this error.
 	Refuse func(open *fullcallv1.OpenCall) error
 	// Durable, when set, is the checkpoint store this instance shares with
@@ -347,6 +361,12 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 			f.Gaps[call.CallId] = append(f.Gaps[call.CallId], m.Gap)
 			f.mu.Unlock()
 		case *fullcallv1.RecordRequest_Close:
+			f.mu.Lock()
+			onClose := f.OnClose
+			f.mu.Unlock()
+			if onClose != nil {
+				onClose(call.CallId)
+			}
 			r := &fullcallv1.Report{
 				TenantId:   call.TenantId,
 				CallId:     call.CallId,

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/tenant"
@@ -179,11 +180,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := &conn{h: h, tenant: t, log: h.log.With("tenant", t.ID, "remote", r.RemoteAddr)}
+	c := &conn{h: h, tenant: t, ticket: admission.FromContext(r.Context()), log: h.log.With("tenant", t.ID, "remote", r.RemoteAddr)}
 	c.lastAudio.Store(time.Now().UnixNano())
 	co := h.o.Conn
 	co.OnDrop = func() { h.m.EventDropped(t.ID) }
-	co.OnTick = c.tick
 	co.OnWrite = func(n int) {
 		if call := c.callLive.Load(); call != nil {
 			call.Sent(n)
@@ -216,6 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type conn struct {
 	h         *Handler
 	tenant    *tenant.Tenant
+	ticket    *admission.Ticket // released once the call is live
 	ws        *wsconn.Conn
 	log       *slog.Logger
 	call      *session.Call
@@ -224,31 +225,44 @@ type conn struct {
 	private   bool
 }
 
-// tick runs on the writer goroutine at every ping.
-func (c *conn) tick() {
-	if time.Since(time.Unix(0, c.lastAudio.Load())) > c.h.o.IdleTimeout {
-		what := "audio"
-		if c.callLive.Load() == nil {
-			what = "start"
-		}
-		c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
+// closeIdle closes a connection that sent no audio (or no start) for the
+// idle timeout.
+func (c *conn) closeIdle() {
+	what := "audio"
+	if c.callLive.Load() == nil {
+		what = "start"
 	}
+	c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
 }
 
 func (c *conn) run() {
+	idle := wsconn.StartIdle(c.h.o.IdleTimeout, &c.lastAudio, c.closeIdle)
+	defer idle.Stop()
 	defer c.ws.Finish()
 	reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
 	defer func() {
-		if c.call != nil {
-			c.endCall(reason)
+		if c.call == nil {
+			return
 		}
+		// A connection that broke (no close frame either way, the
+		// gateway did not end the call) may come back: the call waits
+		// for its resume instead of ending.
+		if reason == fullcallv1.EndReason_END_REASON_DISCONNECTED && !c.ws.Closing() && !c.ws.PeerClosed() && c.call.Park() {
+			c.call = nil
+			return
+		}
+		c.endCall(reason)
 	}()
 	for {
 		typ, data, err := c.ws.Read()
 		if err != nil {
-			var tooBig *wsconn.TooBigError
-			switch {
-			case errors.As(err, &tooBig):
+			if idle.Fired() {
+				reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+			}
+			switch code, bad := wsconn.ClientError(err); {
+			case bad:
+				c.log.Info("closing connection on bad input", "code", code, "reason", err.Error())
+				c.h.m.Refused(context.Background(), c.tenant.ID, fmt.Sprintf("close_%d", code))
 				reason = fullcallv1.EndReason_END_REASON_ERROR
 			case c.call != nil:
 				if r, aerr := c.call.AbortReason(); aerr != nil {
@@ -310,6 +324,13 @@ func (c *conn) run() {
 	}
 }
 
+// refuse closes a connection whose call could not start and says so in
+// the log.
+func (c *conn) refuse(code int, reason string) {
+	c.log.Info("call refused after the upgrade", "code", code, "reason", reason)
+	c.ws.Close(code, reason)
+}
+
 // fail closes the connection for a client error; a live call ends.
 func (c *conn) fail(code int, reason string) {
 	c.log.Info("closing connection on bad input", "code", code, "reason", reason)
@@ -341,26 +362,30 @@ func (c *conn) start(m *message) {
 	switch {
 	case err == nil:
 	case errors.Is(err, session.ErrOverQuota):
-		c.ws.Close(CloseOverQuota, err.Error())
+		c.refuse(CloseOverQuota, err.Error())
 		return
 	case errors.Is(err, session.ErrDraining):
-		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
+		c.refuse(websocket.CloseGoingAway, "gateway draining; reconnect")
 		return
 	case errors.Is(err, session.ErrCallLive):
-		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
+		c.refuse(CloseCallLive, fmt.Sprintf("call %q is already live", m.callID))
 		return
 	case errors.Is(err, session.ErrNotResumable):
-		c.ws.Close(CloseNotResumable, err.Error())
+		c.refuse(CloseNotResumable, err.Error())
 		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
 		return
 	default:
-		c.ws.Close(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
+		c.refuse(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
 		return
 	}
 	c.call = call
 	c.callLive.Store(call)
+	c.ticket.Started()
+	// A resume on a new connection while this one looks alive: the
+	// network dropped silently. Drop this one; the call parks and moves.
+	call.OnTakeover(c.ws.Drop)
 	c.lastAudio.Store(time.Now().UnixNano())
 	var resumed *uint64
 	if m.resume {

@@ -20,6 +20,7 @@ import (
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -296,5 +297,24 @@ func TestCallFlowsToBothBackends(t *testing.T) {
 	// to its bounded queue (2 s by default); fullcall never does.
 	if n := f.rt.ChunkCount("flow"); n < 20 || n > 25 {
 		t.Errorf("realtime received %d chunks; want 20 to 25", n)
+	}
+}
+
+// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with
+// 1007; the call ends with its report, as for any bad input.
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	f := start(t, Options{})
+	ws := f.dial(t, f.keys["acme"])
+	ws.WriteJSON(startMsg("utf8"))
+	ws.WriteMessage(websocket.BinaryMessage, make([]byte, 1600))
+	ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":\"gap\",\"reason\":\"\xff\xfe\"}"))
+	if ce, _ := closeOf(t, ws); ce.Code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("closed with %d %q; want 1007", ce.Code, ce.Text)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f.mgr.Drain(ctx)
+	if r := f.fc.Report("utf8"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_ERROR || r.AudioBytes != 1600 {
+		t.Errorf("report: %v; want END_REASON_ERROR with the 1600 bytes sent", r)
 	}
 }

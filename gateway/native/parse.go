@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
@@ -93,11 +94,13 @@ func parseStart(m *clientMsg) (*message, *protoError) {
 	bad := func(code int, format string, args ...any) (*message, *protoError) {
 		return out, &protoError{code, "start: " + fmt.Sprintf(format, args...)}
 	}
+	if err := field.ID("call_id", m.CallID); err != nil {
+		return bad(CloseBadMessage, "%v", err)
+	}
+	if err := field.OptionalID("agent_id", m.AgentID); err != nil {
+		return bad(CloseBadMessage, "%v", err)
+	}
 	switch {
-	case m.CallID == "":
-		return bad(CloseBadMessage, "call_id is required")
-	case len(m.CallID) > 128 || len(m.AgentID) > 128:
-		return bad(CloseBadMessage, "call_id and agent_id are limited to 128 bytes")
 	case m.ResumeAt != 0 && !m.Resume:
 		return bad(CloseBadMessage, "resume_at_sample without resume")
 	case m.ResumeAt > 24*maxGapSamples:

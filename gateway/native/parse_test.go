@@ -3,6 +3,8 @@ package native
 import (
 	"strings"
 	"testing"
+
+	"github.com/calmline/calmline/lib/field"
 )
 
 // FuzzParseText feeds the text-message parser anything: it never panics,
@@ -42,7 +44,7 @@ func FuzzParseText(f *testing.F) {
 		}
 		switch m.typ {
 		case "start":
-			if m.callID == "" || len(m.callID) > 128 || len(m.agentID) > 128 {
+			if field.ID("call_id", m.callID) != nil || field.OptionalID("agent_id", m.agentID) != nil {
 				t.Fatalf("start accepted with call id %q, agent id %q", m.callID, m.agentID)
 			}
 			if err := m.format.Validate(); err != nil {
@@ -67,8 +69,22 @@ func FuzzParseText(f *testing.F) {
 
 func TestParseStartCallIDLimit(t *testing.T) {
 	_, perr := parseText([]byte(`{"type":"start","call_id":"` + strings.Repeat("x", 129) + `","codec":"pcmu","sample_rate":8000}`))
-	if perr == nil || perr.code != CloseBadMessage || !strings.Contains(perr.reason, "128 bytes") {
+	if perr == nil || perr.code != CloseBadMessage || !strings.Contains(perr.reason, "at most 128") {
 		t.Errorf("a 129-byte call id: %+v; want 4400 naming the limit", perr)
+	}
+}
+
+// Ids are refused, never cleaned: two different invalid ids (invalid
+// UTF-8 becomes U+FFFD in JSON, a space or a control character would be
+// trimmed by a careless consumer) must not become the same call.
+func TestParseStartRefusesIDsThatCouldCollide(t *testing.T) {
+	for _, id := range []string{`a\u00e9`, `a\ufffd`, "a b", `a\u0000`, `a\t`, "a\xff", `\u00ff\u00fe`} {
+		for _, fld := range []string{"call_id", "agent_id"} {
+			msg := `{"type":"start","call_id":"c1","codec":"pcmu","sample_rate":8000,"` + fld + `":"` + id + `"}`
+			if _, perr := parseText([]byte(msg)); perr == nil || perr.code != CloseBadMessage || !strings.Contains(perr.reason, fld) {
+				t.Errorf("%s %q: %+v; want 4400 naming the field", fld, id, perr)
+			}
+		}
 	}
 }
 

@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/field"
+	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -89,9 +92,11 @@ type Call struct {
 	tenant *tenant.Tenant
 	info   *callv1.Call
 	format audio.Format
-	events Events
+	// events is the adapter's (nil while the call is parked).
+	events atomic.Pointer[eventsRef]
 	log    *slog.Logger
 	attrs  metric.MeasurementOption
+	span   trace.Span // from Start to End
 
 	frameBytes int
 	chunkBytes int
@@ -113,8 +118,22 @@ type Call struct {
 	// position at that moment (not 0 for a resumed call).
 	clock    time.Time
 	paceFrom uint64
+	// paceClock is the clock pacing and read pauses count from: clock,
+	// or when a parked call was resumed (owned by the adapter goroutine).
+	paceClock time.Time
 	// resumedAt is, for a resumed call, where fullcall's checkpoint ended.
 	resumedAt uint64
+	// skip is how many bytes of the client's next audio the call already
+	// has (a client resuming a parked call resends from before its end).
+	skip uint64
+	// parked and unpark are guarded by m.mu: the connection dropped and
+	// the call waits for a resume (Park); closing unpark hands it over.
+	parked bool
+	unpark chan struct{}
+	// takeover (guarded by m.mu) drops the call's connection for a
+	// resume; parkedSig is signalled when the call parks.
+	takeover  func()
+	parkedSig chan struct{}
 	// readPause is what ReadPause returns next, and minLag the lower
 	// envelope of how late the client's chunks complete against the
 	// call's clock (see ReadPause), known once lagKnown.
@@ -155,8 +174,14 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	if st.Tenant == nil || st.CallID == "" {
 		return nil, fmt.Errorf("%w: tenant and call id are required", ErrBadStart)
 	}
-	if len(st.CallID) > 128 || len(st.AgentID) > 128 {
-		return nil, fmt.Errorf("%w: call and agent ids are limited to 128 bytes", ErrBadStart)
+	// One rule for ids on every protocol (lib/field): an id that is not
+	// printable ASCII is refused, never trimmed or replaced, so that two
+	// different ids cannot become the same call.
+	if err := field.ID("call_id", st.CallID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+	}
+	if err := field.OptionalID("agent_id", st.AgentID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	// Labels choose the tenant's alert rules and silences: the same rule
 	// for every protocol's metadata.
@@ -201,7 +226,6 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		tenant:     st.Tenant,
 		info:       info,
 		format:     st.Format,
-		events:     ev,
 		log:        m.log.With("tenant", st.Tenant.ID, "call_id", st.CallID, "session_id", info.SessionId),
 		attrs:      metric.WithAttributes(attribute.String("tenant", st.Tenant.ID)),
 		frameBytes: fb,
@@ -209,8 +233,30 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		startedAt:  st.StartedAt,
 		clock:      time.Now(),
 		aborted:    make(chan struct{}),
+		parkedSig:  make(chan struct{}, 1),
 	}
+	c.paceClock = c.clock
 	c.pending = make([]byte, 0, c.chunkBytes)
+	c.setEvents(ev)
+	if st.Resume {
+		// A call whose connection dropped a moment ago may still be
+		// parked here: it goes on as it was.
+		if pc, err := m.unpark(st); pc != nil || err != nil {
+			if err != nil {
+				reason := "not_resumable"
+				switch {
+				case errors.Is(err, ErrCallLive):
+					reason = "duplicate_call"
+				case errors.Is(err, ErrDraining):
+					reason = "draining"
+				}
+				m.Refused(ctx, st.Tenant.ID, reason)
+				return nil, err
+			}
+			pc.resumeParked(ctx, st, ev)
+			return pc, nil
+		}
+	}
 	if err := m.register(c); err != nil {
 		reason := "quota"
 		switch {
@@ -222,6 +268,13 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		m.Refused(ctx, st.Tenant.ID, reason)
 		return nil, err
 	}
+	// The call's span, the root of its trace (a new trace, whatever
+	// context the adapter passes): everything the call does — its
+	// backend streams, realtime's analysis and alerts, their post into
+	// escalation — descends from it, each span naming the call id.
+	ctx, c.span = m.tracer.Start(telemetry.WithCallID(ctx, st.CallID), "call", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("calmline.call_id", st.CallID), attribute.String("calmline.tenant", st.Tenant.ID),
+			attribute.String("calmline.protocol", st.Protocol), attribute.String("calmline.session_id", info.SessionId)))
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.rt = newRTLink(c)
 	c.fc = newFCLink(c)
@@ -230,6 +283,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 	stream, streamCancel, err := c.fc.open(openCtx, st.Resume)
 	if err != nil {
 		c.cancel()
+		c.span.End()
 		m.unregister(c)
 		if st.Resume && status.Code(err) == codes.FailedPrecondition {
 			m.Refused(ctx, st.Tenant.ID, "not_resumable")
@@ -245,6 +299,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		if op.GetFinished() {
 			streamCancel()
 			c.cancel()
+			c.span.End()
 			m.unregister(c)
 			m.Refused(ctx, st.Tenant.ID, "not_resumable")
 			return nil, fmt.Errorf("%w: call %q has ended and its report is stored", ErrNotResumable, st.CallID)
@@ -257,6 +312,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 			// declare an arbitrary stretch lost.
 			streamCancel()
 			c.cancel()
+			c.span.End()
 			m.unregister(c)
 			m.Refused(ctx, st.Tenant.ID, "not_resumable")
 			return nil, fmt.Errorf("%w: resume_at_sample %d is more than %v past the call's durable end (%d)", ErrBadStart, st.ResumeAt, MaxReconnectGap, c.resumedAt)
@@ -345,6 +401,14 @@ func (c *Call) Audio(data []byte) error {
 	if c.ended {
 		return ErrEnded
 	}
+	if c.skip > 0 {
+		n := min(c.skip, uint64(len(data)))
+		c.skip -= n
+		data = data[n:]
+		if len(data) == 0 {
+			return nil
+		}
+	}
 	if err := c.pace(uint64(len(data) / c.frameBytes)); err != nil {
 		return err
 	}
@@ -396,7 +460,7 @@ func (c *Call) chunkDone(end uint64) {
 	// A resumed call's clock started at its resume point.
 	end -= min(end, c.paceFrom)
 	rate := uint64(c.format.SampleRate)
-	now := time.Since(c.clock)
+	now := time.Since(c.paceClock)
 	due := func(pos uint64) time.Duration {
 		return time.Duration(pos/rate)*time.Second + time.Duration(pos%rate)*time.Second/time.Duration(rate)
 	}
@@ -435,7 +499,7 @@ func (c *Call) pace(samples uint64) error {
 		return nil
 	}
 	pos := float64(int64(c.timeline.Load()+samples)-int64(c.paceFrom)) / float64(c.format.SampleRate)
-	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.clock)
+	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.paceClock)
 	over := ahead - p.MaxLead
 	if over <= 0 {
 		return nil
@@ -563,6 +627,11 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 	defer func() {
 		c.cancel()
 		c.wg.Wait()
+		if err != nil {
+			c.span.SetStatus(otelcodes.Error, err.Error())
+		}
+		c.span.SetAttributes(attribute.String("calmline.end_reason", reason.String()))
+		c.span.End()
 		c.m.unregister(c)
 		c.countTraffic(true)
 		c.recordTraffic()
@@ -572,15 +641,20 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 	}()
 	c.flush()
 	c.rt.close()
+	// Realtime's last scores and alert events (an alert that clears in
+	// the call's last second) follow its close closely: wait for them,
+	// under a bound, so that they reach fullcall before its close rather
+	// than after it, on a stream already closed for sending.
+	rtWait := time.NewTimer(time.Second)
+	select {
+	case <-c.rt.done:
+	case <-rtWait.C:
+	}
+	rtWait.Stop()
 	c.fc.close(c.timeline.Load(), reason)
 	wait, cancel := context.WithTimeout(ctx, c.m.o.FinishTimeout)
 	defer cancel()
 	r, err := c.fc.wait(wait)
-	// Realtime's last scores follow close closely; give them a moment.
-	select {
-	case <-c.rt.done:
-	case <-time.After(time.Second):
-	}
 	if err != nil {
 		c.log.Error("call ended without a stored report", "reason", reason.String(), "err", err)
 		return nil, err

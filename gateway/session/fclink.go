@@ -134,6 +134,13 @@ func (l *fcLink) dropLocked(ch *callv1.AudioChunk) {
 func (l *fcLink) push(r *fullcallv1.RecordRequest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closeSent {
+		// The call's close is out: fullcall is finishing the report and
+		// the stream takes nothing more. A message this late (realtime
+		// answering after its bounded wait) is left out of the report.
+		l.c.log.Debug("event after the call's close not recorded", "msg", fmt.Sprintf("%T", r.Msg))
+		return
+	}
 	l.log = append(l.log, fcEntry{req: r, seq: l.lastSeq})
 	l.kickLocked()
 }
@@ -181,7 +188,9 @@ func (l *fcLink) close(end uint64, reason EndReason) {
 // kickLocked starts a drain goroutine when there is a stream, something to
 // send on it, and no drain running.
 func (l *fcLink) kickLocked() {
-	if l.sending || l.stream == nil || l.next >= len(l.log) && (l.closeReq == nil || l.closeSent) {
+	// Nothing goes out after the close: the stream is closed for sending
+	// (a reopened stream starts with closeSent false and replays all).
+	if l.sending || l.stream == nil || l.closeSent || l.next >= len(l.log) && l.closeReq == nil {
 		return
 	}
 	l.sending = true
@@ -373,9 +382,31 @@ func (l *fcLink) run(s fullcallRecordClient, cancel context.CancelFunc) {
 		if err == nil || ctx.Err() != nil {
 			return // the report arrived, or the call was cut
 		}
+		if status.Code(err) == codes.Aborted {
+			// fullcall fenced this stream out: the client resumed the
+			// call elsewhere (another gateway, or a new connection that
+			// fullcall saw first). Reopening would take it back from
+			// there; this gateway lets it go instead.
+			l.movedAway(err)
+			return
+		}
 		s = nil
 		l.c.log.Warn("fullcall stream failed; reopening", "err", err)
 	}
+}
+
+// movedAway ends the call here without a report: it lives on where it
+// was resumed.
+func (l *fcLink) movedAway(err error) {
+	l.mu.Lock()
+	l.log, l.next, l.bytes = nil, 0, 0
+	l.mu.Unlock()
+	l.c.log.Info("the call was resumed elsewhere; this gateway lets it go", "err", err)
+	select {
+	case l.lost <- fmt.Errorf("the call was resumed elsewhere: %w", err):
+	default:
+	}
+	l.c.Abort(fullcallv1.EndReason_END_REASON_DISCONNECTED, errors.New("the call was resumed elsewhere"))
 }
 
 func (l *fcLink) giveUp(err error) {

@@ -48,6 +48,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
@@ -122,6 +124,9 @@ type Observer interface {
 type Options struct {
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
+	// TracerProvider traces each call: a span from Start to End (a child
+	// of the WebSocket's request span), parent of its backend streams.
+	TracerProvider trace.TracerProvider
 	// Realtime and Fullcall are the backend connection pools.
 	Realtime *rpc.Pool
 	Fullcall *rpc.Pool
@@ -149,6 +154,11 @@ type Options struct {
 	OpenTimeout time.Duration
 	// Pacing is the policy for clients sending faster than real time.
 	Pacing Pacing
+	// ResumeGrace is how long a call whose connection dropped without a
+	// hang-up stays open for its client to resume it (Call.Park); then it
+	// ends with END_REASON_DISCONNECTED (default 30 s; negative: calls
+	// end at once).
+	ResumeGrace time.Duration
 	// Observer, when set, sees every call's start, scores, alerts and end.
 	Observer Observer
 }
@@ -178,6 +188,9 @@ func (o *Options) defaults() {
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = 5 * time.Second
 	}
+	if o.ResumeGrace == 0 {
+		o.ResumeGrace = 30 * time.Second
+	}
 	if o.Pacing.Policy == "" {
 		o.Pacing.Policy = PaceThrottle
 	}
@@ -201,9 +214,10 @@ func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
 
 // Manager starts calls and keeps count of them per tenant.
 type Manager struct {
-	o   Options
-	log *slog.Logger
-	m   *metrics
+	o      Options
+	log    *slog.Logger
+	m      *metrics
+	tracer trace.Tracer
 
 	// heard holds, per realtime instance address, when (Unix
 	// nanoseconds) any call last received anything from it: a call's
@@ -212,12 +226,15 @@ type Manager struct {
 	// answering others, keeps its calls.
 	heard sync.Map // string -> *atomic.Int64
 
-	mu       sync.Mutex
-	perTen   map[string]int
-	live     map[string]*Call // tenant/call id -> call
-	draining bool
-	idle     chan struct{} // closed and replaced when the last call ends
-	total    atomic.Int64
+	mu     sync.Mutex
+	perTen map[string]int
+	known  map[string]bool // tenants whose series exist at zero
+	// parkedPer counts, per tenant, the live calls parked for a resume.
+	parkedPer map[string]int
+	live      map[string]*Call // tenant/call id -> call
+	draining  bool
+	idle      chan struct{} // closed and replaced when the last call ends
+	total     atomic.Int64
 }
 
 // NewManager returns a Manager.
@@ -237,7 +254,10 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Pacing.MaxLead < 0 || o.Pacing.MaxWait < 0 {
 		return nil, errors.New("session: pacing MaxLead and MaxWait must not be negative")
 	}
-	mgr := &Manager{o: o, log: o.Logger, perTen: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
+	if o.TracerProvider == nil {
+		o.TracerProvider = nooptrace.NewTracerProvider()
+	}
+	mgr := &Manager{o: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/calmline/calmline/gateway/session"), perTen: map[string]int{}, parkedPer: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
 	m, err := newMetrics(o.MeterProvider, mgr)
 	if err != nil {
 		return nil, err
@@ -248,10 +268,19 @@ func NewManager(o Options) (*Manager, error) {
 
 // Admit reports whether the tenant could start a call now; adapters use it
 // to refuse before the WebSocket upgrade. Start checks again.
+//
+// A call parked for a resume (Call.Park) does not count here: the
+// connection may be the one resuming it. Start counts it.
 func (m *Manager) Admit(t *tenant.Tenant) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.admitLocked(t)
+	if m.draining {
+		return ErrDraining
+	}
+	if t.MaxConcurrentCalls > 0 && m.perTen[t.ID]-m.parkedPer[t.ID] >= t.MaxConcurrentCalls {
+		return fmt.Errorf("%w (%d)", ErrOverQuota, t.MaxConcurrentCalls)
+	}
+	return nil
 }
 
 func (m *Manager) admitLocked(t *tenant.Tenant) error {
@@ -276,14 +305,49 @@ func (m *Manager) EventDropped(tenantID string) {
 	m.m.evDropped.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", tenantID)))
 }
 
+// KnowTenants makes the per-tenant series of these tenants exist at zero
+// (live calls, calls, refusals, traffic…) before their first call, and
+// keeps calmline_gateway_calls_active at zero between their calls. Call it
+// again when the tenants change; tenants are never forgotten.
+func (m *Manager) KnowTenants(ids []string) {
+	m.mu.Lock()
+	if m.known == nil {
+		m.known = map[string]bool{}
+	}
+	var added []string
+	for _, id := range ids {
+		if !m.known[id] {
+			m.known[id] = true
+			added = append(added, id)
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range added {
+		m.m.zeroTenant(id)
+	}
+}
+
 // Live returns the number of live calls.
 func (m *Manager) Live() int { return int(m.total.Load()) }
+
+// LiveCalls returns the number of the tenant's live calls.
+func (m *Manager) LiveCalls(tenantID string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.perTen[tenantID]
+}
 
 // Drain refuses new calls from now on and waits until every live call has
 // ended or ctx ends; it returns the number of calls still live.
 func (m *Manager) Drain(ctx context.Context) int {
 	m.mu.Lock()
 	m.draining = true
+	// A parked call cannot be resumed on a draining gateway: it ends now.
+	for _, c := range m.live {
+		if c.parked {
+			c.Abort(fullcallv1.EndReason_END_REASON_DISCONNECTED, errors.New("gateway draining"))
+		}
+	}
 	m.mu.Unlock()
 	for {
 		m.mu.Lock()
@@ -376,7 +440,10 @@ func (m *Manager) unacked() int64 {
 func (m *Manager) perTenant() map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string]int, len(m.perTen))
+	out := make(map[string]int, len(m.perTen)+len(m.known))
+	for k := range m.known {
+		out[k] = 0
+	}
 	for k, v := range m.perTen {
 		out[k] = v
 	}

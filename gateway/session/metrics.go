@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/calmline/calmline/lib/telemetry"
 )
 
 // Attributes of the per-call traffic histogram.
@@ -14,9 +16,27 @@ var (
 	dirBackendOut = metric.WithAttributes(attribute.String("direction", "backend_out"))
 )
 
+// The histograms' help texts and buckets (also declared to telemetry, so
+// that their series exist before the first observation).
+const (
+	helpScoreDelay  = "Time from the audio that completes a second reaching the gateway to its score reaching the gateway."
+	helpRTT         = "Backend round trip: fullcall, a chunk sent to its acknowledgement; realtime, the audio completing a second sent to its score."
+	helpCallSeconds = "Length of ended calls."
+	helpCallRate    = "Average traffic of each ended call, by direction: client_in (audio from the client), client_out (events to the client), backend_out (audio payload to the backends)."
+)
+
+var (
+	scoreDelayBuckets  = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+	rttBuckets         = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+	callSecondsBuckets = []float64{1, 10, 30, 60, 120, 300, 600, 1800, 3600}
+	callRateBuckets    = []float64{100, 1000, 4000, 8000, 16000, 17000, 32000, 34000, 64000, 68000, 128000}
+)
+
 type metrics struct {
+	mp          metric.MeterProvider
 	calls       metric.Int64Counter
 	resumed     metric.Int64Counter
+	parked      metric.Int64Counter
 	refused     metric.Int64Counter
 	bytesIn     metric.Int64Counter
 	bytesOut    metric.Int64Counter
@@ -56,7 +76,8 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		return h
 	}
 	m.calls = counter("calmline.gateway.calls", "{call}", "Calls started, by tenant and protocol.")
-	m.resumed = counter("calmline.gateway.calls.resumed", "{call}", "Calls a client resumed after their stream ended without a hang-up (a gateway died), by tenant.")
+	m.parked = counter("calmline.gateway.calls.parked", "{call}", "Calls whose connection dropped without a hang-up and that waited for a resume, by tenant.")
+	m.resumed = counter("calmline.gateway.calls.resumed", "{call}", "Calls a client resumed after their stream ended without a hang-up (a broken connection, or a gateway that died), by tenant.")
 	m.refused = counter("calmline.gateway.calls.refused", "{call}", "Calls and connections refused, by tenant and reason.")
 	m.bytesIn = counter("calmline.gateway.audio.in", "By", "Audio bytes received from clients, by tenant.")
 	m.bytesOut = counter("calmline.gateway.events.out", "By", "Bytes of events sent back to clients, by tenant.")
@@ -72,21 +93,17 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		m.throttled, err = meter.Float64Counter("calmline.gateway.audio.throttled", metric.WithUnit("s"),
 			metric.WithDescription("Time clients were held back for sending faster than real time, by tenant."))
 	}
-	m.scoreDelay = histogram("calmline.gateway.score.delay", "s",
-		"Time from the audio that completes a second reaching the gateway to its score reaching the gateway.",
-		0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-	m.rtt = histogram("calmline.gateway.backend.rtt", "s",
-		"Backend round trip: fullcall, a chunk sent to its acknowledgement; realtime, the audio completing a second sent to its score.",
-		0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-	m.callSeconds = histogram("calmline.gateway.call.duration", "s", "Length of ended calls.",
-		1, 10, 30, 60, 120, 300, 600, 1800, 3600)
-	m.callRate = histogram("calmline.gateway.call.traffic", "By/s",
-		"Average traffic of each ended call, by direction: client_in (audio from the client), client_out (events to the client), backend_out (audio payload to the backends).",
-		100, 1000, 4000, 8000, 16000, 17000, 32000, 34000, 64000, 68000, 128000)
+	m.mp = mp
+	m.scoreDelay = histogram("calmline.gateway.score.delay", "s", helpScoreDelay, scoreDelayBuckets...)
+	m.rtt = histogram("calmline.gateway.backend.rtt", "s", helpRTT, rttBuckets...)
+	m.callSeconds = histogram("calmline.gateway.call.duration", "s", helpCallSeconds, callSecondsBuckets...)
+	m.callRate = histogram("calmline.gateway.call.traffic", "By/s", helpCallRate, callRateBuckets...)
 	if err == nil {
 		_, err = meter.Int64ObservableGauge("calmline.gateway.calls.active", metric.WithUnit("{call}"),
 			metric.WithDescription("Live calls, by tenant."),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				// Every known tenant is observed, at zero between calls:
+				// the series must not vanish (the HPA reads it).
 				for t, n := range mgr.perTenant() {
 					o.Observe(int64(n), metric.WithAttributes(attribute.String("tenant", t)))
 				}
@@ -101,5 +118,54 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 				return nil
 			}))
 	}
+	if err == nil {
+		m.zeroFixed()
+	}
 	return m, err
+}
+
+// Protocols are the values of the calls counter's protocol label.
+var Protocols = []string{"native", "audiohook", "twilio", "asterisk"}
+
+// admissionRefusals are the refusal reasons every protocol counts for a
+// tenant; others (bad input, a protocol's own) appear when first counted.
+var admissionRefusals = []string{"quota", "draining", "duplicate_call", "backend_unavailable", "forbidden"}
+
+// zeroFixed makes the series whose label values are known in advance
+// exist at zero from the start, so that rate() and alerts see their first
+// increase (Prometheus's "avoid missing metrics").
+func (m *metrics) zeroFixed() {
+	ctx := context.Background()
+	for _, a := range []metric.AddOption{pathRealtime, pathFullcall} {
+		m.backendOut.Add(ctx, 0, a)
+		m.reconnects.Add(ctx, 0, a)
+	}
+	for _, a := range []metric.AddOption{dropOverflow, dropReplayFull, dropNoFullcall} {
+		m.dropped.Add(ctx, 0, a)
+	}
+	m.replayed.Add(ctx, 0)
+	m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", "unauthenticated")))
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_score_delay_seconds", helpScoreDelay, scoreDelayBuckets)
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_backend_rtt_seconds", helpRTT, rttBuckets,
+		map[string]string{"backend": "realtime"}, map[string]string{"backend": "fullcall"})
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_call_traffic_bytes_per_second", helpCallRate, callRateBuckets,
+		map[string]string{"direction": "client_in"}, map[string]string{"direction": "client_out"}, map[string]string{"direction": "backend_out"})
+}
+
+// zeroTenant makes a tenant's series exist at zero.
+func (m *metrics) zeroTenant(id string) {
+	ctx := context.Background()
+	ten := attribute.String("tenant", id)
+	a := metric.WithAttributes(ten)
+	for _, c := range []metric.Int64Counter{m.resumed, m.parked, m.bytesIn, m.bytesOut, m.rtStalls, m.incomplete, m.evDropped, m.tooFast} {
+		c.Add(ctx, 0, a)
+	}
+	m.throttled.Add(ctx, 0, a)
+	for _, p := range Protocols {
+		m.calls.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("protocol", p)))
+	}
+	for _, r := range admissionRefusals {
+		m.refused.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("reason", r)))
+	}
+	telemetry.DeclareHistogram(m.mp, "calmline_gateway_call_duration_seconds", helpCallSeconds, callSecondsBuckets, map[string]string{"tenant": id})
 }

@@ -351,8 +351,8 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.
 		case *realtimev1.AnalyzeResponse_Score:
 			l.lastEnd.Store(m.Score.EndSample)
 			l.observeDelay(m.Score.EndSample)
-			if l.c.events != nil {
-				l.c.events.Score(m.Score)
+			if ev := l.c.eventsNow(); ev != nil {
+				ev.Score(m.Score)
 			}
 			if obs := l.c.m.o.Observer; obs != nil {
 				obs.CallScore(l.c, m.Score)
@@ -364,8 +364,8 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.
 			}
 			l.c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Event{Event: &fullcallv1.CallEvent{
 				Event: &fullcallv1.CallEvent_Alert{Alert: a}}}})
-			if l.c.events != nil {
-				l.c.events.Alert(a)
+			if ev := l.c.eventsNow(); ev != nil {
+				ev.Alert(a)
 			}
 			if obs := l.c.m.o.Observer; obs != nil {
 				obs.CallAlert(l.c, a)

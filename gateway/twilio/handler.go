@@ -24,12 +24,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -81,6 +83,16 @@ type Options struct {
 	JoinLag time.Duration
 	// MaxHole bounds a jump of a track's timestamps (default 1 h).
 	MaxHole time.Duration
+	// TrackWait is how much media one declared track may send before the
+	// call starts without a declared track that sent none (default
+	// 1 s): only tracks that carry audio become channels.
+	TrackWait time.Duration
+	// JitterTolerance is how far a track's media timestamps may run ahead
+	// of the audio received on it before the difference counts as lost
+	// audio (default 60 ms). Senders stamp media with their wall clock,
+	// which jitters by milliseconds and now and then by tens of them:
+	// within the tolerance a packet follows the one before it.
+	JitterTolerance time.Duration
 }
 
 // Handler serves Twilio-style media streams.
@@ -107,6 +119,12 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	if o.MaxHole == 0 {
 		o.MaxHole = time.Hour
 	}
+	if o.TrackWait == 0 {
+		o.TrackWait = time.Second
+	}
+	if o.JitterTolerance == 0 {
+		o.JitterTolerance = 60 * time.Millisecond
+	}
 	return &Handler{o: o, m: m, tenants: tenants, log: log.With("protocol", "twilio"),
 		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024,
 			// Streams authenticate with a key the page cannot know.
@@ -123,17 +141,28 @@ func refuse(w http.ResponseWriter, status int, code, msg string) {
 	w.Write(append(b, '\n'))
 }
 
-// keyFromHeaders returns an API key sent in a header: Bearer, X-API-Key,
-// or the password of Basic authentication (Exotel's wss://KEY:TOKEN@host
-// puts the token there).
-func keyFromHeaders(r *http.Request) string {
-	if k := tenant.KeyFromRequest(r); k != "" {
-		return k
+// keyFromRequest returns an API key sent before the upgrade: in a header
+// (Bearer, X-API-Key, or the password of Basic authentication — Exotel's
+// wss://KEY:TOKEN@host puts the token there), or as the api_key query
+// parameter for senders that can set no header. The query parameter is
+// removed from the request's URL, so that nothing after this logs it.
+func keyFromRequest(r *http.Request) string {
+	k := tenant.KeyFromRequest(r)
+	if k == "" {
+		if _, pw, ok := r.BasicAuth(); ok {
+			k = pw
+		}
 	}
-	if _, pw, ok := r.BasicAuth(); ok {
-		return pw
+	q := r.URL.Query()
+	if q.Has(KeyParameter) {
+		if k == "" {
+			k = strings.TrimSpace(q.Get(KeyParameter))
+		}
+		q.Del(KeyParameter)
+		r.URL.RawQuery = q.Encode()
+		r.RequestURI = r.URL.RequestURI()
 	}
-	return ""
+	return k
 }
 
 // ServeHTTP accepts a stream. With a key in a header the tenant is checked
@@ -165,7 +194,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var t *tenant.Tenant
-	if key := keyFromHeaders(r); key != "" {
+	if key := keyFromRequest(r); key != "" {
 		t2, k, ok := h.tenants.AuthenticateKey(key)
 		if !ok {
 			h.m.Refused(r.Context(), "", "unauthenticated")
@@ -208,11 +237,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	c := &conn{h: h, env: env, tenant: t, tracks: tracks, pendingAuth: t == nil, log: h.log.With("envelope", env.Name, "remote", r.RemoteAddr)}
+	c := &conn{h: h, env: env, tenant: t, ticket: admission.FromContext(r.Context()), tracks: tracks, pendingAuth: t == nil, log: h.log.With("envelope", env.Name, "remote", r.RemoteAddr)}
 	c.lastMedia.Store(time.Now().UnixNano())
-	co := h.o.Conn
-	co.OnTick = c.tick
-	c.ws = wsconn.New(ws, co)
+	c.ws = wsconn.New(ws, h.o.Conn)
 	c.run()
 }
 
@@ -223,6 +250,7 @@ type conn struct {
 	tenant      *tenant.Tenant
 	tracks      []string // from the URL, overriding the start's
 	pendingAuth bool
+	ticket      *admission.Ticket // released once the call is live
 	ws          *wsconn.Conn
 	log         *slog.Logger
 
@@ -235,18 +263,27 @@ type conn struct {
 	seq      seqCheck
 	stopped  bool
 	payload  []byte // media payloads are decoded here (the joiner copies them)
+	// declared are the tracks the start names (inbound before outbound);
+	// with two, the call waits (holding) for their media, held in held,
+	// to start with only those that carry audio (startMsg is the start).
+	declared    []string
+	startMsg    *Start
+	holding     bool
+	held        []*Media
+	heldSamples map[string]uint64
+	lateTrack   bool // media came on a declared track left out of the call
 
 	lastMedia atomic.Int64
 }
 
-func (c *conn) tick() {
-	if time.Since(time.Unix(0, c.lastMedia.Load())) > c.h.o.IdleTimeout {
-		what := "media"
-		if !c.callLive.Load() {
-			what = "start"
-		}
-		c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
+// closeIdle closes a stream that sent no start, or no media, for the idle
+// timeout.
+func (c *conn) closeIdle() {
+	what := "media"
+	if !c.callLive.Load() {
+		what = "start"
 	}
+	c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
 }
 
 func (c *conn) tenantID() string {
@@ -257,6 +294,8 @@ func (c *conn) tenantID() string {
 }
 
 func (c *conn) run() {
+	idle := wsconn.StartIdle(c.h.o.IdleTimeout, &c.lastMedia, c.closeIdle)
+	defer idle.Stop()
 	defer c.ws.Finish()
 	defer func() {
 		if c.pendingAuth {
@@ -265,6 +304,14 @@ func (c *conn) run() {
 		// A stream that ends without stop (the socket closed, or bad
 		// input) still ends its call, with what arrived.
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
+		if idle.Fired() {
+			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
+		}
+		if c.holding && len(c.held) > 0 {
+			// The stream ended before every declared track spoke: its
+			// audio still makes a call.
+			c.openHeld()
+		}
 		if c.call != nil {
 			if r, err := c.call.AbortReason(); err != nil {
 				reason = r
@@ -275,9 +322,9 @@ func (c *conn) run() {
 	for {
 		typ, data, err := c.ws.Read()
 		if err != nil {
-			var tooBig *wsconn.TooBigError
-			if errors.As(err, &tooBig) {
-				c.h.m.Refused(context.Background(), c.tenantID(), "close_1009")
+			if code, bad := wsconn.ClientError(err); bad {
+				c.log.Info("closing stream on bad input", "code", code, "reason", err.Error())
+				c.h.m.Refused(context.Background(), c.tenantID(), fmt.Sprintf("close_%d", code))
 				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
 			}
 			return
@@ -324,8 +371,13 @@ func (c *conn) handle(m *Message) {
 	case "media":
 		c.media(m.Media)
 	case "stop":
+		if c.holding {
+			c.openHeld()
+		}
 		if c.call == nil {
-			c.fail(CloseOutOfOrder, "stop before start")
+			if !c.ws.Closing() {
+				c.fail(CloseOutOfOrder, "stop before start")
+			}
 			return
 		}
 		c.endCall(fullcallv1.EndReason_END_REASON_HANGUP)
@@ -334,7 +386,7 @@ func (c *conn) handle(m *Message) {
 	case "mark", "dtmf":
 		// Marks acknowledge audio the server played (calmline plays
 		// none); DTMF digits may be card numbers: neither is kept.
-		if c.call == nil {
+		if c.call == nil && !c.holding {
 			c.fail(CloseOutOfOrder, m.Event+" before start")
 		}
 	case "error":
@@ -344,17 +396,26 @@ func (c *conn) handle(m *Message) {
 	}
 }
 
+// refuse closes a connection whose call could not start, after the
+// upgrade, and says so in the log (a sender that reconnects on every
+// refusal is otherwise invisible).
+func (c *conn) refuse(code int, reason, tenantID string) {
+	c.log.Info("stream refused after the upgrade", "code", code, "reason", reason, "tenant", tenantID)
+	c.ws.Close(code, reason)
+}
+
 // fail closes the connection for a client error; a live call ends, its
 // report stored.
 func (c *conn) fail(code int, reason string) {
 	c.log.Info("closing stream on bad input", "code", code, "reason", reason)
 	c.h.m.Refused(context.Background(), c.tenantID(), fmt.Sprintf("close_%d", code))
+	c.holding, c.held = false, nil
 	c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
 	c.ws.Close(code, reason)
 }
 
 func (c *conn) start(s *Start) {
-	if c.call != nil || c.stopped {
+	if c.call != nil || c.stopped || c.holding {
 		c.fail(CloseOutOfOrder, "start sent twice")
 		return
 	}
@@ -363,13 +424,13 @@ func (c *conn) start(s *Start) {
 		t, k, ok := c.h.tenants.AuthenticateKey(key)
 		if !ok {
 			c.h.m.Refused(context.Background(), "", "unauthenticated")
-			msg := "unauthenticated: missing or unknown API key (send it in a header or the " + KeyParameter + " custom parameter)"
-			c.ws.Close(CloseUnauthenticated, msg)
+			msg := "unauthenticated: missing or unknown API key (send it in a header, ?" + KeyParameter + "= or the " + KeyParameter + " custom parameter)"
+			c.refuse(CloseUnauthenticated, msg, "")
 			return
 		}
 		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
 			c.h.m.Refused(context.Background(), t.ID, "forbidden")
-			c.ws.Close(CloseForbidden, feedOnly(k.Role))
+			c.refuse(CloseForbidden, feedOnly(k.Role), t.ID)
 			return
 		}
 		c.tenant = t
@@ -390,28 +451,48 @@ func (c *conn) start(s *Start) {
 	if len(tracks) == 0 {
 		tracks = c.env.DefaultTracks
 	}
-	c.lanes = map[string]int{}
-	var roles []callv1.ChannelRole
-	for _, name := range []string{"inbound", "outbound"} {
-		for _, t := range tracks {
-			if strings.TrimSuffix(t, "_track") == name {
-				c.lanes[name] = len(roles)
-				role := callv1.ChannelRole_CHANNEL_ROLE_CALLER
-				if name == "outbound" {
-					role = callv1.ChannelRole_CHANNEL_ROLE_AGENT
-				}
-				roles = append(roles, role)
-				break
-			}
-		}
-	}
 	for _, t := range tracks {
 		if n := strings.TrimSuffix(t, "_track"); n != "inbound" && n != "outbound" {
 			c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: unknown track %q (want inbound and/or outbound)", t))
 			return
 		}
 	}
+	c.declared = nil
+	for _, name := range []string{"inbound", "outbound"} {
+		for _, t := range tracks {
+			if strings.TrimSuffix(t, "_track") == name {
+				c.declared = append(c.declared, name)
+				break
+			}
+		}
+	}
 	c.rate, c.width = s.SampleRate, s.Codec.BytesPerSample()
+	c.startMsg = s
+	if len(c.declared) > 1 {
+		// Only the tracks that carry audio become channels: the call
+		// starts once every declared track has sent media, or one has
+		// sent TrackWait of it without the other.
+		c.holding = true
+		c.lastMedia.Store(time.Now().UnixNano())
+		return
+	}
+	c.open(c.declared)
+}
+
+// open starts the call with the given tracks as its channels.
+func (c *conn) open(tracks []string) {
+	s := c.startMsg
+	c.holding = false
+	c.lanes = map[string]int{}
+	var roles []callv1.ChannelRole
+	for _, name := range tracks {
+		c.lanes[name] = len(roles)
+		role := callv1.ChannelRole_CHANNEL_ROLE_CALLER
+		if name == "outbound" {
+			role = callv1.ChannelRole_CHANNEL_ROLE_AGENT
+		}
+		roles = append(roles, role)
+	}
 	j, err := stereo.New(stereo.Options{
 		Channels:  len(roles),
 		Silence:   silence(s.Codec),
@@ -448,23 +529,24 @@ func (c *conn) start(s *Start) {
 	switch {
 	case err == nil:
 	case errors.Is(err, session.ErrOverQuota):
-		c.ws.Close(CloseOverQuota, err.Error())
+		c.refuse(CloseOverQuota, err.Error(), c.tenant.ID)
 		return
 	case errors.Is(err, session.ErrDraining):
-		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect")
+		c.refuse(websocket.CloseGoingAway, "gateway draining; reconnect", c.tenant.ID)
 		return
 	case errors.Is(err, session.ErrCallLive):
-		c.ws.Close(CloseCallLive, fmt.Sprintf("call %q is already live", s.CallID))
+		c.refuse(CloseCallLive, fmt.Sprintf("call %q is already live", s.CallID), c.tenant.ID)
 		return
 	case errors.Is(err, session.ErrBadStart):
 		c.fail(CloseBadMessage, "start: "+err.Error())
 		return
 	default:
-		c.ws.Close(websocket.CloseTryAgainLater, "analysis backends unavailable; try again")
+		c.refuse(websocket.CloseTryAgainLater, "analysis backends unavailable; try again", c.tenant.ID)
 		return
 	}
 	c.call = call
 	c.callLive.Store(true)
+	c.ticket.Started()
 	c.lastMedia.Store(time.Now().UnixNano())
 	c.ws.Watch(call.Done(), func() {
 		r, err := call.AbortReason()
@@ -481,6 +563,10 @@ func (c *conn) closeForAbort(r session.EndReason, err error) {
 }
 
 func (c *conn) media(m *Media) {
+	if c.holding {
+		c.hold(m)
+		return
+	}
 	if c.call == nil {
 		if c.stopped {
 			return
@@ -496,6 +582,16 @@ func (c *conn) media(m *Media) {
 	}
 	lane, ok := c.lanes[track]
 	if !ok {
+		if slices.Contains(c.declared, track) {
+			// Declared, but silent when the call started: not one of its
+			// channels.
+			if !c.lateTrack {
+				c.lateTrack = true
+				c.log.Info("media on a declared track that sent none before the call started; ignored", "track", track)
+			}
+			c.lastMedia.Store(time.Now().UnixNano())
+			return
+		}
 		c.fail(CloseUnsupportedMedia, fmt.Sprintf("media on track %q, which the start did not declare", m.Track))
 		return
 	}
@@ -503,16 +599,7 @@ func (c *conn) media(m *Media) {
 		c.fail(CloseBadMessage, fmt.Sprintf("media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width))
 		return
 	}
-	known := c.joiner.Known(lane)
-	pos := known
-	if m.HasTimestamp {
-		pos = m.Timestamp * uint64(c.rate) / 1000
-		// Millisecond timestamps of 20 ms packets may jitter by a
-		// millisecond or two: within that, the packet follows on.
-		if slack := uint64(2 * c.rate / 1000); pos != known && pos+slack >= known && pos <= known+slack {
-			pos = known
-		}
-	}
+	pos := c.place(lane, m)
 	c.lastMedia.Store(time.Now().UnixNano())
 	if err := c.joiner.Write(c.call, lane, pos, m.Payload); err != nil {
 		if errors.Is(err, stereo.ErrHole) {
@@ -526,6 +613,80 @@ func (c *conn) media(m *Media) {
 		}
 		c.fail(CloseBadMessage, err.Error())
 	}
+}
+
+// hold keeps a stream's media until it is known which declared tracks
+// carry audio, then starts the call with those and plays the media held.
+func (c *conn) hold(m *Media) {
+	track := strings.TrimSuffix(m.Track, "_track")
+	if !slices.Contains(c.declared, track) {
+		c.fail(CloseUnsupportedMedia, fmt.Sprintf("media on track %q, which the start did not declare", m.Track))
+		return
+	}
+	if len(m.Payload)%c.width != 0 {
+		c.fail(CloseBadMessage, fmt.Sprintf("media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width))
+		return
+	}
+	c.lastMedia.Store(time.Now().UnixNano())
+	held := *m
+	held.Payload = append([]byte(nil), m.Payload...)
+	c.held = append(c.held, &held)
+	if c.heldSamples == nil {
+		c.heldSamples = map[string]uint64{}
+	}
+	c.heldSamples[track] += uint64(len(m.Payload) / c.width)
+	wait := uint64(c.h.o.TrackWait * time.Duration(c.rate) / time.Second)
+	if len(c.heldSamples) == len(c.declared) || c.heldSamples[track] >= wait {
+		c.openHeld()
+	}
+}
+
+// openHeld starts a held call with the declared tracks that sent media
+// (all of them when none did) and plays what was held.
+func (c *conn) openHeld() {
+	var tracks []string
+	for _, t := range c.declared {
+		if c.heldSamples[t] > 0 {
+			tracks = append(tracks, t)
+		}
+	}
+	if len(tracks) == 0 {
+		tracks = c.declared
+	}
+	c.open(tracks)
+	held := c.held
+	c.held, c.heldSamples = nil, nil
+	for _, m := range held {
+		if c.call == nil || c.ws.Closing() {
+			return
+		}
+		c.media(m)
+	}
+}
+
+// place returns where a track's media goes on the call's timeline. Media
+// arrives in order (the sequence numbers say so), so each packet follows
+// the one before it on its track; the timestamps serve only as a clock to
+// notice real loss: when a packet's timestamp runs ahead of the audio its
+// track has received by more than the jitter tolerance, the difference —
+// the real amount — is a hole. A timestamp behind the track's audio (a
+// late stamp) never drops the packet's samples. Senders that may reorder
+// (Telnyx) are placed by timestamp within their reorder window, with the
+// same tolerance around the track's end.
+func (c *conn) place(lane int, m *Media) uint64 {
+	known := c.joiner.Known(lane)
+	if !m.HasTimestamp {
+		return known
+	}
+	ts := m.Timestamp * uint64(c.rate) / 1000
+	tol := uint64(c.h.o.JitterTolerance * time.Duration(c.rate) / time.Second)
+	switch {
+	case ts > known+tol:
+		return ts // audio was lost: a hole of the real amount
+	case c.env.Reorder > 0 && ts+tol < known:
+		return ts // a reordered packet, to its place in the held-back window
+	}
+	return known
 }
 
 // endCall flushes what the tracks hold and ends the call once.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -234,17 +235,19 @@ func TestTracksAreAlignedByTimestampNotArrival(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.Start("MZ1", "call-align", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
-	// The outbound track arrives a quarter second late, then a packet of
-	// the inbound track goes missing (its place becomes silence), and
-	// both tracks skip 100 ms (a gap, not audio).
+	// The outbound track arrives a quarter second late, both tracks skip
+	// 100 ms (a gap, not audio), then four packets of the inbound track go
+	// missing (80 ms, more than the 60 ms jitter tolerance: their place
+	// becomes silence).
 	for i := range 25 {
 		conn.Media("MZ1", "inbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{byte('a' + i%20)}, 160))
 	}
 	for i := range 25 {
 		conn.Media("MZ1", "outbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{byte('A' + i%20)}, 160))
 	}
-	for i := 30; i < 35; i++ {
-		if i != 31 {
+	lost := func(i int) bool { return i >= 31 && i <= 34 }
+	for i := 30; i < 40; i++ {
+		if !lost(i) {
 			conn.Media("MZ1", "inbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{'x'}, 160))
 		}
 		conn.Media("MZ1", "outbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{'X'}, 160))
@@ -257,9 +260,9 @@ func TestTracksAreAlignedByTimestampNotArrival(t *testing.T) {
 	for i := range 25 {
 		want = append(want, bytes.Repeat([]byte{byte('a' + i%20), byte('A' + i%20)}, 160)...)
 	}
-	for i := 30; i < 35; i++ {
+	for i := 30; i < 40; i++ {
 		in := byte('x')
-		if i == 31 {
+		if lost(i) {
 			in = 0xff
 		}
 		want = append(want, bytes.Repeat([]byte{in, 'X'}, 160)...)
@@ -267,8 +270,8 @@ func TestTracksAreAlignedByTimestampNotArrival(t *testing.T) {
 	if got := f.received("call-align"); !bytes.Equal(got, want) {
 		t.Errorf("joined audio differs from the tracks aligned by timestamp (%d bytes, want %d)", len(got), len(want))
 	}
-	if rep := f.fc.Report("call-align"); rep == nil || rep.DurationS != 0.7 {
-		t.Errorf("report %+v; want 0.7 s (0.5 s, a 0.1 s gap, 0.1 s)", rep)
+	if rep := f.fc.Report("call-align"); rep == nil || rep.DurationS != 0.8 {
+		t.Errorf("report %+v; want 0.8 s (0.5 s, a 0.1 s gap, 0.2 s)", rep)
 	}
 }
 
@@ -624,5 +627,184 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 	}
 	if n := f.counted(t, "close_4420"); n != 1 {
 		t.Errorf("%d refusals counted as close_4420; want 1", n)
+	}
+}
+
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	f := start(t, Options{})
+	ws := f.dial(t, "", nil)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"u8","customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+	ws.WriteMessage(websocket.TextMessage, []byte("{\"event\":\"mark\",\"sequenceNumber\":\"2\",\"mark\":{\"name\":\"\xc3\x28\"}}"))
+	if ce := closeOf(t, ws); ce.Code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("closed with %d %q; want 1007", ce.Code, ce.Text)
+	}
+	f.ended(t)
+	if f.counted(t, "close_1007") != 1 {
+		t.Error("close_1007 not counted")
+	}
+}
+
+// Ids follow lib/field on every protocol: a call id that is not printable
+// ASCII is refused, never cleaned into another call's id.
+func TestInvalidCallIDsAreRefused(t *testing.T) {
+	f := start(t, Options{})
+	for _, sid := range []string{"CA\u00e9", "CA 1", strings.Repeat("x", 129)} {
+		ws := f.dial(t, "", nil)
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"`+sid+`","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+		if ce := closeOf(t, ws); ce.Code != CloseBadMessage || !strings.Contains(ce.Text, "call_id") {
+			t.Errorf("callSid %q: closed with %d %q; want 4400 naming call_id", sid, ce.Code, ce.Text)
+		}
+	}
+}
+
+// A stream whose media stops ends at the idle timeout (not at the next
+// ping) and is stored as an idle timeout.
+func TestAnIdleCallEndsOnTimeAsIdle(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	f := start(t, Options{IdleTimeout: idle}) // pings every 10 s
+	ws := f.dial(t, "", nil)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"quiet","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"media","sequenceNumber":"2","media":{"track":"inbound","timestamp":"0","payload":"`+b64(0xff, 160)+`"}}`))
+	last := time.Now()
+	ce := closeOf(t, ws)
+	if waited := time.Since(last); ce.Code != CloseIdle || waited < idle || waited > 5*time.Second {
+		t.Errorf("closed with %d after %v; want %d after the %v idle timeout", ce.Code, waited, CloseIdle, idle)
+	}
+	f.ended(t)
+	if r := f.fc.Report("quiet"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT {
+		t.Errorf("report %v; want END_REASON_IDLE_TIMEOUT", r)
+	}
+}
+
+// jittered returns the timestamp (ms) a sender stamping packet i of 20 ms
+// with its wall clock might send: ±3 ms of jitter, and in 1 % of packets
+// an outlier up to 20 ms late.
+func jittered(rng *rand.Rand, i int) uint64 {
+	ts := int64(i*20) + rng.Int64N(7) - 3
+	if rng.IntN(100) == 0 {
+		ts += 2 + rng.Int64N(19)
+	}
+	return uint64(max(ts, 0))
+}
+
+// Media stamped with a jittering wall clock loses nothing: every sample
+// received is in the report, and no gap is made of the jitter. A real
+// loss of 200 ms is still one gap of 200 ms.
+func TestTimestampJitterLosesNoAudio(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceOff})
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	conn, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Start("MZj", "jitter", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	rng := rand.New(rand.NewPCG(1, 2))
+	const packets = 500 // 10 s a track
+	seq := uint64(0)
+	send := func(i int, ts uint64) {
+		for _, track := range []string{"inbound", "outbound"} {
+			seq++
+			conn.Media("MZj", track, seq, ts, bytes.Repeat([]byte{byte(i)}, 160))
+		}
+	}
+	for i := range packets {
+		send(i, jittered(rng, i))
+	}
+	// 200 ms (10 packets) lost on both tracks, then 50 more packets.
+	for i := packets + 10; i < packets+60; i++ {
+		ts := jittered(rng, i)
+		if i == packets+10 {
+			ts = uint64(i * 20) // the first stamp after the loss says exactly where it resumes
+		}
+		send(i, ts)
+	}
+	conn.Send("stop", nil)
+	if code, _, _ := conn.WaitClose(10 * time.Second); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d", code)
+	}
+	rep := f.fc.Report("jitter")
+	if want := uint64((packets + 50) * 160 * 2); rep == nil || rep.AudioBytes != want {
+		t.Fatalf("report %+v; want every one of the %d bytes sent", rep, want)
+	}
+	gaps := f.fc.CallGaps("jitter")
+	if len(gaps) != 1 || gaps[0].Samples != 1600 || gaps[0].StartSample != packets*160 {
+		t.Fatalf("gaps %v; want one of 1600 samples (200 ms) at %d", gaps, packets*160)
+	}
+	if rep.DurationS != 11.2 {
+		t.Errorf("duration %v; want 11.2 s (10 s, 0.2 s lost, 1 s)", rep.DurationS)
+	}
+}
+
+// Pacing still applies to jittered media: a sender far ahead of real time
+// is held back (throttle), not let through.
+func TestJitteredMediaIsStillPaced(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceThrottle, MaxLead: 100 * time.Millisecond})
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	conn, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	began := time.Now()
+	conn.Start("MZp", "paced", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 30 { // 0.6 s, sent at once
+		conn.Media("MZp", "inbound", uint64(i+1), jittered(rng, i), make([]byte, 160))
+	}
+	conn.Send("stop", nil)
+	if code, _, _ := conn.WaitClose(10 * time.Second); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d", code)
+	}
+	if held := time.Since(began); held < 400*time.Millisecond {
+		t.Errorf("0.6 s of media with a 0.1 s lead went through in %v; want it held to real time", held)
+	}
+	if rep := f.fc.Report("paced"); rep == nil || rep.AudioBytes != 30*160 {
+		t.Errorf("report %+v; want all 4800 bytes", rep)
+	}
+}
+
+// A stream that declares both tracks but carries only the inbound one is
+// a caller-only call, not a call with a silent agent; media the silent
+// track sends once the call has started is not made a channel.
+func TestOnlyTracksThatCarryAudioAreChannels(t *testing.T) {
+	f := start(t, Options{TrackWait: 200 * time.Millisecond}, session.Pacing{Policy: session.PaceOff})
+	cl := &Client{URL: f.url, APIKey: f.keys["acme"]}
+	conn, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Start("MZi", "inbound-only", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 50 {
+		conn.Media("MZi", "inbound", uint64(i+1), uint64(i*20), bytes.Repeat([]byte{'c'}, 160))
+	}
+	conn.Media("MZi", "outbound", 51, 1000, bytes.Repeat([]byte{'a'}, 160))
+	conn.Send("stop", nil)
+	if code, _, _ := conn.WaitClose(10 * time.Second); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d", code)
+	}
+	rep := f.fc.Report("inbound-only")
+	if rep == nil || fmt.Sprint(rep.Format.Channels) != "[CHANNEL_ROLE_CALLER]" || rep.AudioBytes != 50*160 {
+		t.Fatalf("report %+v; want a caller-only call of 8000 bytes", rep)
+	}
+	if got := f.received("inbound-only"); !bytes.Equal(got, bytes.Repeat([]byte{'c'}, 8000)) {
+		t.Errorf("fullcall received %d bytes; want the caller's 8000 alone", len(got))
+	}
+	// Both tracks: a stereo call, as before.
+	conn2, err := cl.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	conn2.Start("MZb", "both", []string{"inbound", "outbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	for i := range 10 {
+		conn2.Media("MZb", "inbound", uint64(2*i+1), uint64(i*20), make([]byte, 160))
+		conn2.Media("MZb", "outbound", uint64(2*i+2), uint64(i*20), make([]byte, 160))
+	}
+	conn2.Send("stop", nil)
+	conn2.WaitClose(10 * time.Second)
+	if rep := f.fc.Report("both"); rep == nil || len(rep.Format.Channels) != 2 {
+		t.Errorf("report %+v; want a stereo call", rep)
 	}
 }

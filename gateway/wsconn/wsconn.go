@@ -8,6 +8,7 @@ package wsconn
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -72,6 +73,28 @@ type TooBigError struct{ Limit int }
 
 func (e *TooBigError) Error() string {
 	return fmt.Sprintf("message exceeds %d bytes", e.Limit)
+}
+
+// InvalidTextError is returned by Read for a text message that is not
+// valid UTF-8 (RFC 6455 §8.1); the connection is then being closed with
+// 1007.
+type InvalidTextError struct{}
+
+func (*InvalidTextError) Error() string { return "text message is not valid UTF-8" }
+
+// ClientError reports whether err, returned by Read, is the client's fault
+// (a message over the read limit, a text message that is not UTF-8), and
+// the close code the connection is being closed with.
+func ClientError(err error) (code int, ok bool) {
+	var tooBig *TooBigError
+	var text *InvalidTextError
+	switch {
+	case errors.As(err, &tooBig):
+		return websocket.CloseMessageTooBig, true
+	case errors.As(err, &text):
+		return websocket.CloseInvalidFramePayloadData, true
+	}
+	return 0, false
 }
 
 type outMsg struct {
@@ -185,6 +208,11 @@ func (c *Conn) Read() (int, []byte, error) {
 		c.Close(websocket.CloseMessageTooBig, err.Error())
 		return 0, nil, err
 	}
+	if typ == websocket.TextMessage && !utf8.Valid(c.buf.Bytes()) {
+		err := &InvalidTextError{}
+		c.Close(websocket.CloseInvalidFramePayloadData, err.Error())
+		return 0, nil, err
+	}
 	return typ, c.buf.Bytes(), nil
 }
 
@@ -278,6 +306,11 @@ func (c *Conn) Watch(ch <-chan struct{}, f func()) {
 	c.mu.Unlock()
 	c.signal()
 }
+
+// Drop closes the connection at once, without a close frame, as a broken
+// network would: the reader's Read fails. The gateway uses it to hand a
+// call over to a new connection of the same client.
+func (c *Conn) Drop() { c.ws.NetConn().Close() }
 
 // Done is closed when the connection is finished.
 func (c *Conn) Done() <-chan struct{} { return c.writerDone }

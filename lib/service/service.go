@@ -7,18 +7,23 @@ package service
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -58,6 +63,10 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 	// Metrics serves /metrics; none when nil.
 	Metrics http.Handler
+	// AdminToken, when set, serves the Go profiler's /debug/pprof/* to
+	// callers that send it as a bearer token (401 otherwise). Without it
+	// there is no /debug/pprof at all.
+	AdminToken string
 	// MaxRecvMsgSize bounds one gRPC message (default 4 MiB).
 	MaxRecvMsgSize int
 	// UnaryInterceptors run, in order, around every unary gRPC call.
@@ -190,8 +199,38 @@ func NewHost(o Options) *Host {
 	if o.Metrics != nil {
 		h.Mux.Handle("GET /metrics", o.Metrics)
 	}
+	if o.AdminToken != "" {
+		admin := func(f http.HandlerFunc) http.Handler { return RequireBearer(o.AdminToken, "calmline-admin", f) }
+		h.Mux.Handle("/debug/pprof/", admin(pprof.Index)) // the named profiles: heap, goroutine, allocs, block, mutex…
+		h.Mux.Handle("/debug/pprof/cmdline", admin(pprof.Cmdline))
+		h.Mux.Handle("/debug/pprof/profile", admin(pprof.Profile))
+		h.Mux.Handle("/debug/pprof/symbol", admin(pprof.Symbol))
+		h.Mux.Handle("/debug/pprof/trace", admin(pprof.Trace))
+	}
+	var handler http.Handler = h.Mux
+	if o.TracerProvider != nil {
+		// Every REST and SSE request is a span; the scrapes, probes and
+		// profiles are not, nor WebSocket upgrades (/ws/…): the call
+		// core starts each call's trace with its own root span, whatever
+		// the protocol, so that a call is one trace. The HTTP metrics
+		// are left out: docs/metrics.md lists what each port exposes.
+		handler = otelhttp.NewHandler(h.Mux, o.Name,
+			otelhttp.WithTracerProvider(o.TracerProvider),
+			otelhttp.WithPropagators(propagatorOrDefault(o.Propagator)),
+			otelhttp.WithMeterProvider(noopmetric.NewMeterProvider()),
+			otelhttp.WithFilter(func(r *http.Request) bool {
+				switch p := r.URL.Path; {
+				case p == "/metrics", p == "/healthz", p == "/readyz", strings.HasPrefix(p, "/debug/pprof"), strings.HasPrefix(p, "/ws/"):
+					return false
+				}
+				return true
+			}),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+				return r.Method + " " + r.URL.Path
+			}))
+	}
 	h.http = &http.Server{
-		Handler:           h.Mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
@@ -383,3 +422,25 @@ func (h *Host) Addr() net.Addr {
 
 // Stopping is closed when a stop begins.
 func (h *Host) Stopping() <-chan struct{} { return h.stopping }
+
+// RequireBearer serves next only to requests carrying token as
+// "Authorization: Bearer TOKEN" (compared in constant time); others get
+// 401 with a WWW-Authenticate challenge for realm.
+func RequireBearer(token, realm string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+			WriteError(w, http.StatusUnauthorized, "unauthenticated", "missing or wrong admin token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func propagatorOrDefault(p propagation.TextMapPropagator) propagation.TextMapPropagator {
+	if p == nil {
+		return propagation.TraceContext{}
+	}
+	return p
+}

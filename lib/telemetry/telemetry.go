@@ -59,6 +59,13 @@ type Telemetry struct {
 
 	registry *prometheus.Registry
 	shutdown []func(context.Context) error
+	// spans is the OTLP exporter, shared by the services' tracer
+	// providers; nil when traces are off.
+	spans sdktrace.SpanExporter
+	// discard marks telemetry that exports nothing (Discard).
+	discard bool
+	// decl holds the histogram series declared through MeterProvider.
+	decl *declarations
 }
 
 // New sets up telemetry. Call Shutdown when the process ends to flush
@@ -80,9 +87,11 @@ func New(ctx context.Context, o Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
+	decl := &declarations{}
 	t := &Telemetry{
 		Logger:        logger,
-		MeterProvider: mp,
+		MeterProvider: declaringProvider{mp, decl},
+		decl:          decl,
 		Propagator:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		registry:      reg,
 		shutdown:      []func(context.Context) error{mp.Shutdown},
@@ -100,12 +109,63 @@ func New(ctx context.Context, o Options) (*Telemetry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("otlp trace exporter: %w", err)
 		}
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(callIDs{}), sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.TracerProvider = tp
+		t.spans = exp
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 	}
 	return t, nil
 }
+
+// Service returns the telemetry of one service in a process that runs
+// several: the same logger, but its own Prometheus registry (so that the
+// service's port exposes its own series and nothing else — a Prometheus
+// scraping every port counts each series once) and meter and tracer
+// providers whose resource says service.name=name. Spans go to the same
+// OTLP exporter. With process set, the registry also carries the process's
+// own series (go_*, process_*); give it to exactly one service of the
+// process. The parent's Shutdown also stops what Service made.
+func (t *Telemetry) Service(name string, process bool) (*Telemetry, error) {
+	c := &Telemetry{
+		Logger:     t.Logger,
+		Propagator: t.Propagator,
+		registry:   prometheus.NewRegistry(),
+		discard:    t.discard,
+	}
+	if t.discard {
+		c.MeterProvider, c.TracerProvider = sdkmetric.NewMeterProvider(), noop.NewTracerProvider()
+		return c, nil
+	}
+	res := resource.NewSchemaless(semconv.ServiceName(name))
+	if process {
+		c.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	exporter, err := otelprom.New(otelprom.WithRegisterer(c.registry), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
+	c.decl = &declarations{}
+	c.MeterProvider = declaringProvider{mp, c.decl}
+	stop := []func(context.Context) error{mp.Shutdown}
+	if t.spans == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	} else {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(callIDs{}), sdktrace.WithBatcher(sharedExporter{t.spans}), sdktrace.WithResource(res))
+		c.TracerProvider = tp
+		stop = append(stop, tp.Shutdown)
+	}
+	// The services stop (flushing their spans) before the parent's
+	// exporter does.
+	t.shutdown = append(stop, t.shutdown...)
+	return c, nil
+}
+
+// sharedExporter lets several tracer providers use one exporter: their
+// shutdown flushes their own spans but leaves the exporter to its owner.
+type sharedExporter struct{ sdktrace.SpanExporter }
+
+func (sharedExporter) Shutdown(context.Context) error { return nil }
 
 // Discard returns telemetry that logs nothing and exports nothing, for
 // tests.
@@ -116,6 +176,7 @@ func Discard() *Telemetry {
 		TracerProvider: noop.NewTracerProvider(),
 		Propagator:     propagation.TraceContext{},
 		registry:       prometheus.NewRegistry(),
+		discard:        true,
 	}
 }
 
@@ -129,7 +190,11 @@ func (t *Telemetry) SetGlobal() {
 
 // MetricsHandler serves the Prometheus scrape endpoint.
 func (t *Telemetry) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	var g prometheus.Gatherer = t.registry
+	if t.decl != nil {
+		g = zeroGatherer{g: t.registry, decl: t.decl}
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true})
 }
 
 // Shutdown flushes and stops the exporters.

@@ -1,12 +1,24 @@
 package voice
 
-// The inner products below are the hot loops of the analysis. Go does not
-// vectorise, so they are unrolled by hand: several independent sums let
-// the multiplications overlap, and the multi-lag forms load each sample of
-// the fixed window once for several lags.
+// The inner products below are the hot loops of the analysis. dot, dot3
+// and dot4 (the names the analysis calls) are defined per architecture:
+// on amd64 with AVX2 and FMA they run the assembly in kernels_amd64.s,
+// elsewhere — other architectures, the purego build tag, a CPU without
+// those features, or inputs too short to gain — the pure-Go versions here.
+//
+// Go does not vectorise, so the pure-Go versions are unrolled by hand:
+// several independent sums let the multiplications overlap, and the
+// multi-lag forms load each sample of the fixed window once for several
+// lags.
+//
+// The two versions add in different orders (the assembly in eight or
+// sixteen lanes, with fused multiply-adds), so their results differ by
+// float32 rounding only: each lies within n·2⁻²⁴·Σ|aᵢbᵢ| of the exact
+// inner product (n = len(a)), so they are within twice that of each other.
+// kernels_test.go checks that bound on random and edge-case inputs.
 
-// dot returns the inner product of a and b[:len(a)].
-func dot(a, b []float32) float32 {
+// dotGo returns the inner product of a and b[:len(a)].
+func dotGo(a, b []float32) float32 {
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
 	i := 0
@@ -22,9 +34,9 @@ func dot(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// dot3 returns the inner products of a with b, b[1:] and b[2:]; b must hold
-// len(a)+2 samples.
-func dot3(a, b []float32) (r0, r1, r2 float32) {
+// dot3Go returns the inner products of a with b, b[1:] and b[2:]; b must
+// hold len(a)+2 samples.
+func dot3Go(a, b []float32) (r0, r1, r2 float32) {
 	b = b[:len(a)+2]
 	y0, y1 := b[0], b[1]
 	for i, x := range a {
@@ -37,9 +49,9 @@ func dot3(a, b []float32) (r0, r1, r2 float32) {
 	return r0, r1, r2
 }
 
-// dot4 returns the inner products of a with b, b[1:], b[2:] and b[3:]; b
-// must hold len(a)+3 samples.
-func dot4(a, b []float32) (r0, r1, r2, r3 float32) {
+// dot4Go returns the inner products of a with b, b[1:], b[2:] and b[3:];
+// b must hold len(a)+3 samples.
+func dot4Go(a, b []float32) (r0, r1, r2, r3 float32) {
 	b = b[:len(a)+3]
 	y0, y1, y2 := b[0], b[1], b[2]
 	for i, x := range a {

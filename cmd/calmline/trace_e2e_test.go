@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
+
+	"github.com/calmline/calmline/lib/tenant"
+)
+
+// otlpSpan is a span the test's OTLP receiver got.
+type otlpSpan struct {
+	service, name     string
+	trace, id, parent string
+	attrs             map[string]string
+	linkedTraces      []string
+}
+
+// otlpReceiver is an OTLP/gRPC trace collector: it keeps every span.
+type otlpReceiver struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []otlpSpan
+}
+
+func attrMap(kvs []*commonpb.KeyValue) map[string]string {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		m[kv.Key] = kv.Value.GetStringValue()
+	}
+	return m
+}
+
+func (r *otlpReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		service := attrMap(rs.Resource.GetAttributes())["service.name"]
+		for _, ss := range rs.ScopeSpans {
+			for _, sp := range ss.Spans {
+				s := otlpSpan{service: service, name: sp.Name, trace: hex.EncodeToString(sp.TraceId), id: hex.EncodeToString(sp.SpanId),
+					parent: hex.EncodeToString(sp.ParentSpanId), attrs: attrMap(sp.Attributes)}
+				for _, l := range sp.Links {
+					s.linkedTraces = append(s.linkedTraces, hex.EncodeToString(l.TraceId))
+				}
+				r.spans = append(r.spans, s)
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+func startOTLP(t *testing.T) (*otlpReceiver, string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &otlpReceiver{}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, r)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return r, lis.Addr().String()
+}
+
+// TestOneTracePerCall streams a call whose agent turns angry through the
+// real calmline serve, exporting to an in-process OTLP receiver, and checks
+// the call's one trace: the call's span (the WebSocket session) is its
+// root; its gRPC streams into realtime and fullcall, realtime's alert and
+// its asynchronous post into escalation all descend from it; every span of
+// it names the call; each service reports its own service.name.
+func TestOneTracePerCall(t *testing.T) {
+	t.Parallel() // its own calmline serve on free ports: it waits alongside the others
+	rcv, otlpAddr := startOTLP(t)
+	dir := t.TempDir()
+	key := tenant.NewKey()
+	// The agent in the recording turns angry: this rule fires on it.
+	tenants := fmt.Sprintf(`tenants:
+  - id: acme
+    api_keys: [{id: acme-1, sha256: %s}]
+    agent_scoring: "on"
+    alert_rule: {id: agent-anger, score: agent_stress, threshold: 70, hold_seconds: 2, clear_below: 10, cooldown_seconds: 600}
+`, tenant.HashKey(key))
+	if err := os.WriteFile(filepath.Join(dir, "tenants.yaml"), []byte(tenants), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServe(t, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"),
+		"--otlp-endpoint", otlpAddr, "--otlp-insecure")
+	const callID = "traced-1"
+	streamWAV(t, srv.addrs["gateway"], key, callID, "testdata/call_agent_turns_angry.wav")
+	srv.stop(t) // flushes the exporters
+
+	rcv.mu.Lock()
+	spans := append([]otlpSpan(nil), rcv.spans...)
+	rcv.mu.Unlock()
+	var call *otlpSpan
+	for i, s := range spans {
+		if s.service == "calmline-gateway" && s.name == "call" && s.attrs["calmline.call_id"] == callID {
+			call = &spans[i]
+		}
+	}
+	if call == nil {
+		t.Fatalf("no span \"call\" from calmline-gateway for %s among %d spans", callID, len(spans))
+	}
+	byID := map[string]otlpSpan{}
+	var tree []otlpSpan
+	for _, s := range spans {
+		if s.trace == call.trace {
+			byID[s.id] = s
+			tree = append(tree, s)
+		}
+	}
+	// The root: the call's span (the WebSocket session, whatever the
+	// protocol).
+	var root *otlpSpan
+	for i, s := range tree {
+		if s.parent == "" {
+			if root != nil {
+				t.Errorf("two roots in the call's trace: %q and %q", root.name, s.name)
+			}
+			root = &tree[i]
+		}
+	}
+	if root == nil || root.id != call.id || call.attrs["calmline.protocol"] != "native" {
+		t.Fatalf("root %+v; want the gateway's call span, protocol native", root)
+	}
+	// Every span descends from the root and names the call.
+	for _, s := range tree {
+		for p, hops := s, 0; p.parent != ""; hops++ {
+			next, ok := byID[p.parent]
+			if !ok || hops > 20 {
+				t.Errorf("%s %q: its parent chain breaks at %q", s.service, s.name, p.name)
+				break
+			}
+			p = next
+		}
+		if s.attrs["calmline.call_id"] != callID {
+			t.Errorf("%s %q has calmline.call_id %q; want %q", s.service, s.name, s.attrs["calmline.call_id"], callID)
+		}
+	}
+	want := []struct{ service, name string }{
+		{"calmline-gateway", "calmline.realtime.v1.RealtimeService/Analyze"},
+		{"calmline-gateway", "calmline.fullcall.v1.IngestService/Record"},
+		{"calmline-realtime", "calmline.realtime.v1.RealtimeService/Analyze"},
+		{"calmline-fullcall", "calmline.fullcall.v1.IngestService/Record"},
+		{"calmline-realtime", "alert"},
+		{"calmline-realtime", "post alerts"},
+		{"calmline-escalation", "calmline.escalation.v1.AlertService/PostAlerts"},
+	}
+	for _, w := range want {
+		found := false
+		for _, s := range tree {
+			found = found || s.service == w.service && s.name == w.name
+		}
+		if !found {
+			var got []string
+			for _, s := range tree {
+				got = append(got, s.service+" "+s.name)
+			}
+			t.Errorf("no %s span %q in the call's trace; it has %q", w.service, w.name, got)
+		}
+	}
+}
