@@ -161,6 +161,7 @@ func Conditions() []Condition {
 	// combinations.
 	add("check", "check", "noise pink 12 dB, seed 7", "noise=pink:12,seed=7")
 	add("check", "check", "noise babble 13 dB, seed 9", "noise=babble:13,seed=9")
+	add("check", "check", "noise babble 17 dB, seed 23", "noise=babble:17,seed=23")
 	add("check", "check", "bleed -16 dB at 55 ms", "bleed=-16:55")
 	add("check", "check", "bleed -22 dB at 0 ms", "bleed=-22:0")
 	add("check", "check", "agent 9 dB quieter + pink 18 dB", "gain=0:-9,noise=pink:18,seed=5")

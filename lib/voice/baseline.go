@@ -95,8 +95,20 @@ func (b *baselineBuilder) initCaller(m *Model) {
 }
 
 // add offers a second of the speaker's speech.
-func (b *baselineBuilder) add(w *Window, other *otherParty) {
+//
+// speechLikeNoise says the channel's noise fluctuates like speech (babble:
+// featureState.speechLikeNoise); then a second whose speech is less than
+// SNRZero dB above the noise (where the noise-biased terms already count
+// for nothing) is too close to the background to say what this speaker's
+// voice is — the babble's voiced moments would set the reference. A steady
+// noise is never periodic, so its voiced frames are the speaker's and
+// every second counts (selecting seconds by SNR would select the
+// speaker's louder ones).
+func (b *baselineBuilder) add(w *Window, other *otherParty, speechLikeNoise bool) {
 	if b.frozen || w.mVoiced < b.m.Baseline.MinVoicedFrames {
+		return
+	}
+	if z := b.m.AgentStress.SNRZero; speechLikeNoise && z > 0 && w.SNR() < z {
 		return
 	}
 	for i, f := range relFeatures {

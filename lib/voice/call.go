@@ -464,14 +464,14 @@ func (c *Call) scoreSecond() {
 		}
 		switch k.role {
 		case RoleAgent:
-			k.base.add(&k.window, &other)
+			k.base.add(&k.window, &other, k.an.feat.speechLikeNoise())
 			if c.cfg.DisableAgentStress {
 				sec.AgentStress = Score{Reason: ReasonDisabled, Model: c.m.ID()}
 			} else {
 				sec.AgentStress = c.m.score(&c.m.AgentStress, &w, &k.base.cur.Reference, &other)
 			}
 		case RoleCaller:
-			k.base.add(&k.window, &other)
+			k.base.add(&k.window, &other, k.an.feat.speechLikeNoise())
 			ref := &c.m.Population
 			if c.m.CallerPressure.Reference == "caller" {
 				ref = &k.base.cur.Reference

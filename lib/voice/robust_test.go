@@ -181,3 +181,96 @@ func avg(x []float64) float64 {
 	}
 	return s / float64(len(x))
 }
+
+// TestBabbleIsNotTheSpeakersVoice: babble (other people's speech) is
+// voiced now and then and its level fluctuates several dB around its
+// mean, so its peaks stand well above a minimum-tracked floor. With the
+// noise reference raised by the noise's spread (featureState.spread),
+// far fewer of the babble's frames pass the model's SNR gate while the
+// party is silent (a minimum-tracked floor alone: 90 % of them), and the
+// party's own speech still does. Half of the babble's voiced frames still
+// pass: the spread removes the bulk, not all (docs/voice-analysis.md §7b).
+func TestBabbleIsNotTheSpeakersVoice(t *testing.T) {
+	var talkers []int16
+	for i, f0 := range []float64{110, 210, 135, 190, 100, 240} {
+		talkers = append(talkers, voicetest.Voice{F0: f0, Range: 4, Rate: 4.5, Level: -20, Dur: 8, Seed: uint64(10 + i)}.Generate()...)
+	}
+	agent := pad(voicetest.Voice{F0: 120, Range: 3, Rate: 4, Level: -20, Dur: 6, Seed: 3}.Generate(), 14*SampleRate)
+	x, err := impair.Apply([][]int16{make([]int16, len(agent)), agent}, impair.Spec{NoiseKind: impair.NoiseBabble, NoiseSNRDB: 15, Seed: 4, BabbleSource: talkers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var speech, speechPass, silent, silentPass int
+	a := NewAnalyzer(func(f *Frame) {
+		if !f.Voiced {
+			return
+		}
+		pass := f.SNR >= modelMinSNR
+		switch {
+		case f.Time >= 1 && f.Time < 6:
+			speech++
+			if pass {
+				speechPass++
+			}
+		case f.Time >= 7:
+			silent++
+			if pass {
+				silentPass++
+			}
+		}
+	}, nil)
+	a.Push(x[1])
+	a.Flush()
+	t.Logf("voiced frames passing the SNR gate: speech %d of %d, babble alone %d of %d", speechPass, speech, silentPass, silent)
+	if speech == 0 || float64(speechPass) < 0.7*float64(speech) {
+		t.Errorf("speech in babble: %d of %d voiced frames pass the SNR gate; want ≥ 70 %%", speechPass, speech)
+	}
+	if silent == 0 || float64(silentPass) > 0.6*float64(silent) {
+		t.Errorf("babble alone: %d of %d voiced frames pass the SNR gate; want ≤ 60 %%", silentPass, silent)
+	}
+}
+
+// TestBabbleSetsNoBaseline: a baseline is the speaker's own voice. On a
+// line whose noise fluctuates like speech (babble), seconds whose speech is
+// barely above the noise are left out of it, so babble alone yields little
+// baseline, while the speaker's speech over the same babble does; a steady
+// noise keeps every second (its voiced frames are the speaker's).
+func TestBabbleSetsNoBaseline(t *testing.T) {
+	var talkers []int16
+	for i, f0 := range []float64{110, 210, 135, 190, 100, 240} {
+		talkers = append(talkers, voicetest.Voice{F0: f0, Range: 4, Rate: 4.5, Level: -20, Dur: 8, Seed: uint64(10 + i)}.Generate()...)
+	}
+	speaker := voicetest.Voice{F0: 120, Range: 3, Rate: 4, Level: -20, Dur: 10, Seed: 3}.Generate()
+	withBabble := func(x []int16, snr float64) []int16 {
+		t.Helper()
+		y, err := impair.Apply([][]int16{x}, impair.Spec{NoiseKind: impair.NoiseBabble, NoiseSNRDB: snr, Seed: 4, BabbleSource: talkers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return y[0]
+	}
+	// Babble alone: the speaker's speech sets the noise level (SNR 15 dB)
+	// and is then removed, leaving the babble.
+	noisy := withBabble(speaker, 15)
+	alone := make([]int16, len(noisy))
+	for i := range noisy {
+		alone[i] = noisy[i] - speaker[i]
+	}
+	// Without the gate babble alone gives 3.1 s; with it what remains
+	// comes from the first seconds, before the noise's spread is known.
+	if b := BaselineFromRecording(nil, alone); b.Source == "recording" && b.VoicedS > 1.5 {
+		t.Errorf("babble alone set a baseline from %.2f s of voiced 'speech'; want ≤ 1.5 s", b.VoicedS)
+	}
+	if b := BaselineFromRecording(nil, noisy); b.Source != "recording" || b.VoicedS < 1 {
+		t.Errorf("speech over babble 15 dB: baseline %q from %.2f s, want the recording's, ≥ 1 s", b.Source, b.VoicedS)
+	}
+	pink, err := impair.Apply([][]int16{speaker}, impair.Spec{NoiseKind: impair.NoisePink, NoiseSNRDB: 10, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clean, steady := BaselineFromRecording(nil, speaker), BaselineFromRecording(nil, pink[0])
+	if steady.VoicedS < 0.5*clean.VoicedS {
+		t.Errorf("speech over pink noise 10 dB: baseline from %.2f s, clean %.2f s; a steady noise must not drop the quieter seconds", steady.VoicedS, clean.VoicedS)
+	}
+	t.Logf("baseline voiced seconds: clean %.2f, pink 10 dB %.2f", clean.VoicedS, steady.VoicedS)
+}

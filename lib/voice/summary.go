@@ -98,7 +98,8 @@ func BaselineFromRecording(m *Model, samples []int16) Baseline {
 	b.init(m, nil, 0)
 	b.priorWeight = 0
 	other := otherParty{loudness: nanValue()}
-	a := NewAnalyzer(nil, func(w *Window) { b.add(w, &other) })
+	var a *Analyzer
+	a = NewAnalyzer(nil, func(w *Window) { b.add(w, &other, a.feat.speechLikeNoise()) })
 	a.Push(samples)
 	a.Flush()
 	b.update()
