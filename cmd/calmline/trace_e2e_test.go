@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -35,6 +37,10 @@ type otlpReceiver struct {
 func attrMap(kvs []*commonpb.KeyValue) map[string]string {
 	m := map[string]string{}
 	for _, kv := range kvs {
+		if v, ok := kv.Value.GetValue().(*commonpb.AnyValue_IntValue); ok {
+			m[kv.Key] = fmt.Sprint(v.IntValue)
+			continue
+		}
 		m[kv.Key] = kv.Value.GetStringValue()
 	}
 	return m
@@ -77,20 +83,26 @@ func startOTLP(t *testing.T) (*otlpReceiver, string) {
 // real calmline serve, exporting to an in-process OTLP receiver, and checks
 // the call's one trace: the call's span (the WebSocket session) is its
 // root; its gRPC streams into realtime and fullcall, realtime's alert and
-// its asynchronous post into escalation all descend from it; every span of
-// it names the call; each service reports its own service.name.
+// its asynchronous post into escalation, escalation's ladder step and the
+// step's webhook attempt all descend from it; every span of it names the
+// call; each service reports its own service.name.
 func TestOneTracePerCall(t *testing.T) {
 	t.Parallel() // its own calmline serve on free ports: it waits alongside the others
 	rcv, otlpAddr := startOTLP(t)
 	dir := t.TempDir()
 	key := tenant.NewKey()
-	// The agent in the recording turns angry: this rule fires on it.
+	oncall := newEndpoint(t, nil, "", 0)
+	// The agent in the recording turns angry: this rule fires on it, and
+	// the ladder notifies the on-call team.
 	tenants := fmt.Sprintf(`tenants:
   - id: acme
     api_keys: [{id: acme-1, sha256: %s}]
     agent_scoring: "on"
     alert_rule: {id: agent-anger, score: agent_stress, threshold: 70, hold_seconds: 2, clear_below: 10, cooldown_seconds: 600}
-`, tenant.HashKey(key))
+    escalation:
+      endpoints: [{name: on-call, url: '%s/hooks/calmline'}]
+      ladder: [{name: notify-on-call, action: notify, endpoint: on-call}]
+`, tenant.HashKey(key), oncall.srv.URL)
 	if err := os.WriteFile(filepath.Join(dir, "tenants.yaml"), []byte(tenants), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +110,8 @@ func TestOneTracePerCall(t *testing.T) {
 		"--otlp-endpoint", otlpAddr, "--otlp-insecure")
 	const callID = "traced-1"
 	streamWAV(t, srv.addrs["gateway"], key, callID, "testdata/call_agent_turns_angry.wav")
-	srv.stop(t) // flushes the exporters
+	oncall.collect(t, 1, 30*time.Second) // the ladder's notification
+	srv.stop(t)                          // flushes the exporters
 
 	rcv.mu.Lock()
 	spans := append([]otlpSpan(nil), rcv.spans...)
@@ -156,6 +169,8 @@ func TestOneTracePerCall(t *testing.T) {
 		{"calmline-realtime", "alert"},
 		{"calmline-realtime", "post alerts"},
 		{"calmline-escalation", "calmline.escalation.v1.AlertService/PostAlerts"},
+		{"calmline-escalation", "escalation step"},
+		{"calmline-escalation", "webhook attempt"},
 	}
 	for _, w := range want {
 		found := false
@@ -168,6 +183,40 @@ func TestOneTracePerCall(t *testing.T) {
 				got = append(got, s.service+" "+s.name)
 			}
 			t.Errorf("no %s span %q in the call's trace; it has %q", w.service, w.name, got)
+		}
+	}
+	// The ladder's step is a child of the PostAlerts that opened the
+	// escalation, and the webhook attempt a child of the step, naming the
+	// endpoint (never its URL), the attempt and the answer.
+	var steps, attempts []otlpSpan
+	for _, s := range tree {
+		switch s.name {
+		case "escalation step":
+			steps = append(steps, s)
+		case "webhook attempt":
+			attempts = append(attempts, s)
+		}
+	}
+	if len(steps) != 1 || len(attempts) != 1 {
+		t.Fatalf("%d step and %d attempt spans; want one each (one escalation, one notification)", len(steps), len(attempts))
+	}
+	if p := byID[steps[0].parent]; p.name != "calmline.escalation.v1.AlertService/PostAlerts" || p.service != "calmline-escalation" {
+		t.Errorf("the step's parent is %s %q; want escalation's PostAlerts", p.service, p.name)
+	}
+	if st := steps[0].attrs; st["calmline.escalation.step"] != "notify-on-call" || st["calmline.escalation.endpoint"] != "on-call" {
+		t.Errorf("step span attributes %v", st)
+	}
+	a := attempts[0]
+	if a.parent != steps[0].id {
+		t.Errorf("the webhook attempt's parent is %q; want the step", byID[a.parent].name)
+	}
+	if a.attrs["calmline.escalation.endpoint"] != "on-call" || a.attrs["calmline.delivery.attempt"] != "1" ||
+		a.attrs["http.response.status_code"] != "200" || a.attrs["calmline.delivery.outcome"] != "succeeded" {
+		t.Errorf("webhook attempt span attributes %v", a.attrs)
+	}
+	for k, v := range a.attrs {
+		if strings.Contains(v, "127.0.0.1") {
+			t.Errorf("the attempt's %s holds the endpoint's URL: %q", k, v)
 		}
 	}
 }
