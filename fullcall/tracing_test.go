@@ -119,4 +119,3 @@ func attr(s sdktrace.ReadOnlySpan, key string) string {
 	}
 	return ""
 }
-
