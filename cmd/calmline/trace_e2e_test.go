@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,5 +221,75 @@ func TestOneTracePerCall(t *testing.T) {
 		if strings.Contains(v, "127.0.0.1") {
 			t.Errorf("the attempt's %s holds the endpoint's URL: %q", k, v)
 		}
+	}
+}
+
+// TestOneTracePerUpload posts a recording to calmline serve's REST API,
+// exporting to an in-process OTLP receiver: the upload is the root of its
+// call's trace ("recording", from calmline-fullcall, linked to the HTTP
+// request), with the analysis and the report's write as its children,
+// every span naming the call.
+func TestOneTracePerUpload(t *testing.T) {
+	t.Parallel()
+	rcv, otlpAddr := startOTLP(t)
+	dir := t.TempDir()
+	key := tenant.NewKey()
+	tenants := fmt.Sprintf("tenants:\n  - id: acme\n    api_keys: [{id: acme-1, sha256: %s}]\n", tenant.HashKey(key))
+	if err := os.WriteFile(filepath.Join(dir, "tenants.yaml"), []byte(tenants), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServe(t, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"),
+		"--otlp-endpoint", otlpAddr, "--otlp-insecure")
+	wav, err := os.ReadFile("testdata/call_agent_turns_angry.wav")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callID = "uploaded-1"
+	req, _ := http.NewRequest("POST", "http://"+srv.addrs["fullcall"]+"/api/v1/recordings?call_id="+callID, bytes.NewReader(wav))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	srv.stop(t) // flushes the exporters
+
+	rcv.mu.Lock()
+	spans := append([]otlpSpan(nil), rcv.spans...)
+	rcv.mu.Unlock()
+	var root *otlpSpan
+	for i, s := range spans {
+		if s.service == "calmline-fullcall" && s.name == "recording" && s.attrs["calmline.call_id"] == callID {
+			root = &spans[i]
+		}
+	}
+	if root == nil {
+		t.Fatalf("no span \"recording\" from calmline-fullcall for %s among %d spans", callID, len(spans))
+	}
+	if root.parent != "" {
+		t.Errorf("the upload's span has a parent; want the root of its trace")
+	}
+	if len(root.linkedTraces) != 1 {
+		t.Errorf("the upload's span links %d traces; want the HTTP request's", len(root.linkedTraces))
+	}
+	children := map[string]int{}
+	for _, s := range spans {
+		if s.trace != root.trace || s.id == root.id {
+			continue
+		}
+		if s.parent != root.id {
+			t.Errorf("%s %q is not a child of the upload's span", s.service, s.name)
+		}
+		if s.attrs["calmline.call_id"] != callID {
+			t.Errorf("%s %q has calmline.call_id %q; want %q", s.service, s.name, s.attrs["calmline.call_id"], callID)
+		}
+		children[s.name]++
+	}
+	if children["analysis"] != 1 || children["report write"] != 1 {
+		t.Errorf("the upload's children %v; want one analysis and one report write", children)
 	}
 }
