@@ -13,6 +13,7 @@ import (
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
 // TestRecordingsAreTheRootsOfTheirTraces: an upload analysed at once, an
@@ -44,6 +45,16 @@ func TestRecordingsAreTheRootsOfTheirTraces(t *testing.T) {
 			t.Fatalf("asynchronous upload: %d %s", code, body)
 		}
 		f.waitJob(t, hdr.Get("Location"), f.keys["acme"], func(j jobJSON) bool { return j.Callback == "CALLBACK_STATE_DELIVERED" })
+		// The gRPC equivalents.
+		rc := fullcallv1.NewRecordingServiceClient(f.cc)
+		if _, err := rc.AnalyzeRecording(f.key("acme"), &fullcallv1.AnalyzeRecordingRequest{Recording: &fullcallv1.Recording{Wav: stereoWAV(3), CallId: "grpc-now-1"}}); err != nil {
+			t.Fatalf("AnalyzeRecording: %v", err)
+		}
+		sub, err := rc.SubmitRecording(f.key("acme"), &fullcallv1.SubmitRecordingRequest{Recording: &fullcallv1.Recording{Wav: stereoWAV(3), CallId: "grpc-job-1"}})
+		if err != nil {
+			t.Fatalf("SubmitRecording: %v", err)
+		}
+		f.waitJob(t, "/api/v1/jobs/"+sub.Job.Id, f.keys["acme"], func(j jobJSON) bool { return j.State == "JOB_STATE_DONE" })
 		drop(t, spool, "acme", "spooled-1.wav", stereoWAV(3))
 		waitFiles(t, filepath.Join(spool, "acme", "done"), "spooled-1.wav")
 		f.stop(t) // every span has ended
@@ -100,6 +111,21 @@ func TestRecordingsAreTheRootsOfTheirTraces(t *testing.T) {
 		under(cb, up)
 		if got := attr(cb, "calmline.callback.outcome"); got != "delivered" {
 			t.Errorf("callback span outcome %q; want delivered", got)
+		}
+
+		for _, id := range []string{"grpc-now-1", "grpc-job-1"} {
+			r := find(spanRecording, id)
+			root(r)
+			if len(r.Links()) != 1 {
+				t.Errorf("%s: the recording span links %d spans; want the gRPC request's", id, len(r.Links()))
+			}
+			parent := r
+			if id == "grpc-job-1" {
+				parent = find(spanJob, id)
+				under(parent, r)
+			}
+			under(find(spanAnalysis, id), parent)
+			under(find(spanWrite, id), parent)
 		}
 
 		file := find(spanSpoolFile, "spooled-1")
