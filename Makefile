@@ -6,7 +6,7 @@ TOOLS   := $(BIN)/tools
 CORPUS  ?= ../shared/corpus
 # Every Go module of the workspace; each also builds and tests on its own
 # (GOWORK=off), as a consumer of one module would see it.
-MODULES := proto lib gateway realtime fullcall escalation cmd
+MODULES := proto lib gateway realtime fullcall escalation cmd console
 # Flags for `make test`'s go test runs.
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
@@ -24,7 +24,7 @@ build: ## Build bin/calmline and the per-service binaries.
 	cd escalation && $(GO) build -o $(BIN)/calmline-escalation ./cmd/calmline-escalation
 
 run: build ## Build and start every service in one process on the embedded defaults.
-	$(BIN)/calmline serve --demo-webhook-receiver 127.0.0.1:8099
+	$(BIN)/calmline serve --demo-webhook-receiver 127.0.0.1:8099 --console-addr 127.0.0.1:8088
 
 test: lint check-generate test-go validate-deploy ## The whole suite: lint, generated code up to date, every module's tests, the Kubernetes manifests.
 
@@ -158,6 +158,10 @@ bench-load-protocols: build ## The same load over native, AudioHook, Twilio and 
 	scripts/bench-load-protocols.sh $(LEVELS)
 
 .PHONY: bench-gateway bench-load bench-gateway-mem bench-load-protocols
+
+bench-console: ## The console's wall in headless Chromium with live loadgen calls: scripting ms per update, fps (CALLS=200).
+	cd console && CALMLINE_REQUIRE_CHROMIUM=1 CALMLINE_BENCH_CALLS=$(or $(CALLS),200) GOWORK=off $(GO) test -run '^$$' -bench Wall -benchtime 1x -timeout 15m ./browsertest/
+.PHONY: bench-console
 
 # deploy/validate is its own module (k8s.io/api stays out of calmline's
 # modules and out of go.work): vet, staticcheck and tests, then the real

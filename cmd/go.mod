@@ -3,6 +3,7 @@ module github.com/calmline/calmline/cmd
 go 1.26.0
 
 require (
+	github.com/calmline/calmline/console v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/escalation v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/fullcall v0.0.0-00010101000000-000000000000
 	github.com/calmline/calmline/gateway v0.0.0-00010101000000-000000000000
@@ -64,6 +65,7 @@ require (
 )
 
 replace (
+	github.com/calmline/calmline/console => ../console
 	github.com/calmline/calmline/escalation => ../escalation
 	github.com/calmline/calmline/fullcall => ../fullcall
 	github.com/calmline/calmline/gateway => ../gateway

@@ -63,11 +63,19 @@ type aggregate struct {
 	audio     []store.Segment
 }
 
-// point is one second of scores; NaN-free: ok flags say what is set.
+// point is one second of scores; NaN-free: ok flags say what is set. The
+// talk shares are in hundredths of the second; talkOK is false for points
+// decoded from segments stored before they were kept.
 type point struct {
 	agent, caller     float32
 	agentOK, callerOK bool
+	talkOK            bool
+	callerTalk        uint8
+	agentTalk         uint8
+	overlap           uint8
 }
+
+func pct(share float64) uint8 { return uint8(math.Round(min(max(share, 0), 1) * 100)) }
 
 func newAggregate(call *callv1.Call) (*aggregate, error) {
 	an, f, err := analysis.New(call)
@@ -205,6 +213,7 @@ func (a *aggregate) take(secs []analysis.Second) {
 		a.appendPoint(point{
 			agent: float32(s.AgentStress.Value), agentOK: s.AgentStress.OK,
 			caller: float32(s.CallerPressure.Value), callerOK: s.CallerPressure.OK,
+			talkOK: true, callerTalk: pct(s.CallerTalk), agentTalk: pct(s.AgentTalk), overlap: pct(s.Overlap),
 		})
 	}
 }
@@ -300,12 +309,23 @@ func restoreAggregate(cp *store.Checkpoint, segs []store.Segment) (*aggregate, e
 	return a, nil
 }
 
-// pointBytes is the size of an encoded timeline point: flags, then each
-// score as a float32.
-const pointBytes = 9
+// A timeline segment is the encoded points of up to segmentSeconds
+// seconds. Version 1 (pointBytes each): flags, then each score as a
+// float32. Version 2 starts with the byte segmentV2 (never a version-1
+// flags byte, which is at most 3) and has point2Bytes each: the version-1
+// point (its flags with bit 4 set when the talk shares are known), then the
+// caller's talk, the agent's talk and the overlap in hundredths of the
+// second. Segments of either version decode, so that
+// calls checkpointed by an older instance resume on a newer one.
+const (
+	pointBytes  = 9
+	point2Bytes = 12
+	segmentV2   = 0x82
+)
 
 func encodePoints(pts []point) []byte {
-	b := make([]byte, 0, len(pts)*pointBytes)
+	b := make([]byte, 0, 1+len(pts)*point2Bytes)
+	b = append(b, segmentV2)
 	for _, p := range pts {
 		var flags byte
 		if p.agentOK {
@@ -314,27 +334,51 @@ func encodePoints(pts []point) []byte {
 		if p.callerOK {
 			flags |= 2
 		}
+		if p.talkOK {
+			flags |= 4
+		}
 		b = append(b, flags)
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(p.agent))
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(p.caller))
+		b = append(b, p.callerTalk, p.agentTalk, p.overlap)
 	}
 	return b
 }
 
 func decodePoints(b []byte) ([]point, error) {
-	if len(b)%pointBytes != 0 {
+	size, v2 := pointBytes, len(b) > 0 && b[0] == segmentV2
+	if v2 {
+		b, size = b[1:], point2Bytes
+	}
+	if len(b)%size != 0 {
 		return nil, fmt.Errorf("timeline segment of %d bytes", len(b))
 	}
-	pts := make([]point, len(b)/pointBytes)
+	pts := make([]point, len(b)/size)
 	for i := range pts {
-		e := b[i*pointBytes:]
+		e := b[i*size:]
 		pts[i] = point{
 			agentOK: e[0]&1 != 0, callerOK: e[0]&2 != 0,
 			agent:  math.Float32frombits(binary.LittleEndian.Uint32(e[1:])),
 			caller: math.Float32frombits(binary.LittleEndian.Uint32(e[5:])),
 		}
+		if v2 {
+			if e[9] > 100 || e[10] > 100 || e[11] > 100 {
+				return nil, fmt.Errorf("timeline segment: talk share over 100 at point %d", i)
+			}
+			pts[i].talkOK, pts[i].callerTalk, pts[i].agentTalk, pts[i].overlap = e[0]&4 != 0, e[9], e[10], e[11]
+		}
 	}
 	return pts, nil
+}
+
+// talkTimeline sets each second's talk shares on the report's timeline.
+func talkTimeline(tl []*fullcallv1.TimelinePoint, all []point) {
+	for i, p := range all {
+		if i < len(tl) && p.talkOK {
+			c, a, o := float64(p.callerTalk)/100, float64(p.agentTalk)/100, float64(p.overlap)/100
+			tl[i].CallerTalk, tl[i].AgentTalk, tl[i].Overlap = &c, &a, &o
+		}
+	}
 }
 
 // report finishes the analysis and builds the report. The timeline ends at
@@ -454,6 +498,8 @@ func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1
 			s.Mean = analysis.RoundScore(s.Mean / float64(s.ScoredSeconds))
 		}
 	}
+
+	talkTimeline(r.Timeline, all)
 	return r, nil
 }
 

@@ -272,6 +272,21 @@ func TestRecordWritesTheReport(t *testing.T) {
 	if scored == 0 {
 		t.Error("no scored second in the timeline: the rounding check checked nothing")
 	}
+	// Each second's talk shares add up to the channels' talk and overlap
+	// (the last second is 0.02 s long).
+	var talk [3]float64
+	for i, p := range rep.Timeline {
+		if p.CallerTalk == nil || p.AgentTalk == nil || p.Overlap == nil {
+			t.Fatalf("second %d has no talk shares: %v", i, p)
+		}
+		w := min(1, rep.DurationS-float64(i))
+		talk[0], talk[1], talk[2] = talk[0]+*p.CallerTalk*w, talk[1]+*p.AgentTalk*w, talk[2]+*p.Overlap*w
+	}
+	for i, want := range []float64{rep.Channels[0].TalkS, rep.Channels[1].TalkS, rep.Overlap.OverlapS} {
+		if math.Abs(talk[i]-want) > 0.06 {
+			t.Errorf("talk shares of the timeline add up to %.2f s; the report's total is %.2f s", talk[i], want)
+		}
+	}
 	if rep.TenantId != "acme" || rep.AgentId != "agent-1" || rep.Source != fullcallv1.Source_SOURCE_STREAM {
 		t.Errorf("identity %s/%s/%v", rep.TenantId, rep.AgentId, rep.Source)
 	}

@@ -12,7 +12,7 @@ source scripts/cluster-lib.sh
 [ -d "$CLUSTER_DIR" ] || exit 0
 scripts/nginx.sh stop "$CLUSTER_DIR/nginx"
 # Reverse start order; the processes of one kind stop in parallel.
-for kind in gateway realtime fullcall escalation; do
+for kind in console gateway realtime fullcall escalation; do
 	for p in $(procs | cut -d= -f1 | grep "^$kind"); do
 		stop_proc "$p" &
 	done
@@ -22,7 +22,7 @@ if [ -d "$CLUSTER_DIR/pg" ]; then
 	scripts/postgres.sh stop "$CLUSTER_DIR/pg" >/dev/null 2>&1 || true
 fi
 rm -f "$CLUSTER_DIR/cluster.env"
-for a in $NGINX_ADDR $GATEWAYS $REALTIMES $FULLCALLS $ESCALATION; do
+for a in $NGINX_ADDR $GATEWAYS $REALTIMES $FULLCALLS $ESCALATION $CONSOLE; do
 	port_free "$a" || echo "cluster: $a is still in use" >&2
 done
 echo "cluster: down (logs in $CLUSTER_DIR)"

@@ -23,6 +23,7 @@ procs() {
 	for a in $REALTIMES; do echo "realtime-$i=realtime@$a"; i=$((i + 1)); done
 	i=1
 	for a in $GATEWAYS; do echo "gateway-$i=gateway@$a"; i=$((i + 1)); done
+	echo "console=console@$CONSOLE"
 }
 
 # proc_spec NAME: prints SERVICE ADDR of a process.
@@ -46,6 +47,7 @@ start_proc() {
 	realtime) args+=(--escalation "$ESCALATION") ;;
 	fullcall) args+=(--escalation "$ESCALATION" --fullcall-database "$dsn") ;;
 	escalation) args+=(--escalation-database "$dsn") ;;
+	console) args+=(--console-gateways "$(csv "$GATEWAYS")" --console-fullcall "${FULLCALLS%% *}" --console-escalation "$ESCALATION") ;;
 	esac
 	# shellcheck disable=SC2046
 	args+=($(flags "$svc"))

@@ -29,7 +29,7 @@ scripts/nginx.sh install
 scripts/postgres.sh install
 # Leftovers of a cluster that half-stopped.
 scripts/cluster-down.sh >/dev/null 2>&1 || true
-for a in $NGINX_ADDR $GATEWAYS $REALTIMES $FULLCALLS $ESCALATION; do
+for a in $NGINX_ADDR $GATEWAYS $REALTIMES $FULLCALLS $ESCALATION $CONSOLE; do
 	port_free "$a" || die "$a is in use"
 done
 rm -rf "$CLUSTER_DIR"
@@ -103,9 +103,11 @@ cat >"$CLUSTER_DIR/cluster.env" <<ENV
 EDGE=$NGINX_ADDR
 CA_FILE=$CLUSTER_DIR/tls/ca.crt
 API_KEY_FILE=$CLUSTER_DIR/api.key
+CONSOLE=$CONSOLE
 DSN=$(cat "$CLUSTER_DIR/pg.dsn")
 ENV
 echo "cluster: up in $CLUSTER_DIR"
 echo "cluster: calls to wss://$NGINX_ADDR/ws/native (CA $CLUSTER_DIR/tls/ca.crt, API key in $CLUSTER_DIR/api.key)"
 echo "cluster: reports at https://$NGINX_ADDR/api/v1/reports, escalations at https://$NGINX_ADDR/api/v1/escalations"
+echo "cluster: supervisor console at http://$CONSOLE/ (both gateways' calls on its wall)"
 echo "cluster: pids: $(for n in $(procs | cut -d= -f1); do printf '%s=%s ' "$n" "$(cat "$CLUSTER_DIR/$n.pid")"; done)nginx=$(cat "$CLUSTER_DIR/nginx/nginx.pid")"

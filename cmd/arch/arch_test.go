@@ -26,7 +26,7 @@ func list(t *testing.T) []pkg {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	var all []pkg
-	for _, m := range []string{"proto", "lib", "gateway", "realtime", "fullcall", "escalation", "cmd"} {
+	for _, m := range []string{"proto", "lib", "gateway", "realtime", "fullcall", "escalation", "cmd", "console"} {
 		cmd := exec.Command("go", "list", "-json", "./...")
 		cmd.Dir = filepath.Join(root, m)
 		cmd.Env = append(cmd.Environ(), "GOWORK=off")
@@ -100,6 +100,24 @@ func TestAnalysisIsPure(t *testing.T) {
 }
 
 // Every package says what it provides.
+// The console reads the services through their public APIs (the live
+// feed, REST) with the signed-in key, so that every rule the services
+// apply to a key applies to the console too: it must not link their code.
+func TestConsoleUsesOnlyPublicAPIs(t *testing.T) {
+	for _, p := range list(t) {
+		if !strings.HasPrefix(p.ImportPath, mod+"console") {
+			continue
+		}
+		for _, d := range p.Deps {
+			for _, banned := range []string{"gateway", "realtime", "fullcall", "escalation", "lib/voice", "lib/analysis", "lib/sqldb"} {
+				if d == mod+banned || strings.HasPrefix(d, mod+banned+"/") {
+					t.Errorf("%s depends on %s", p.ImportPath, d)
+				}
+			}
+		}
+	}
+}
+
 func TestEveryPackageHasADocComment(t *testing.T) {
 	for _, p := range list(t) {
 		if len(p.GoFiles) == 0 || strings.HasPrefix(p.ImportPath, mod+"proto/calmline/") {

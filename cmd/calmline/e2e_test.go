@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -139,7 +140,7 @@ func startServe(t *testing.T, args ...string) *running {
 				name, addr, _ := strings.Cut(rest, " addr=")
 				addrs[name] = addr
 				if len(addrs) == 4 {
-					r.addrs = addrs // read only after ready is closed
+					r.addrs = maps.Clone(addrs) // read only after ready is closed; a console's line may follow
 					close(ready)
 				}
 			}

@@ -119,11 +119,16 @@ func TestMetricsDocumented(t *testing.T) {
 	t.Parallel() // its own calmline serve on free ports: it waits alongside the others
 	dir := t.TempDir()
 	writeTenants(t, dir, "acme", "globex")
-	srv := startServe(t, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"))
+	srv := startServe(t, "--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"), "--console-addr", "127.0.0.1:0")
+	_, consoleAddr, _ := strings.Cut(srv.waitLine(t, "calmline: ready service=console "), " addr=")
 	doc := readMetricsDoc(t)
 	seenOn := map[string][]string{}
-	for _, svc := range []string{"gateway", "realtime", "fullcall", "escalation"} {
-		fams := scrape(t, srv.addrs[svc])
+	for _, svc := range []string{"gateway", "realtime", "fullcall", "escalation", "console"} {
+		addr := srv.addrs[svc]
+		if svc == "console" {
+			addr = consoleAddr
+		}
+		fams := scrape(t, addr)
 		documented := map[string]documentedMetric{}
 		for _, d := range doc {
 			if d.service == svc || d.service == "Every port" {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/calmline/calmline/cmd/stack"
+	"github.com/calmline/calmline/console"
 	"github.com/calmline/calmline/escalation"
 	"github.com/calmline/calmline/fullcall"
 	"github.com/calmline/calmline/gateway"
@@ -29,7 +30,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var df daemon.Flags
 	df.Register(fs, false)
-	services := fs.String("services", "all", "comma-separated services to run here: gateway, realtime, fullcall, escalation")
+	services := fs.String("services", "all", "comma-separated services to run here: gateway, realtime, fullcall, escalation (and console, with --console-addr)")
 	dataDir := fs.String("data-dir", "data", "data directory (SQLite files, the demo tenants file)")
 	tenantsFile := fs.String("tenants", "", "tenants file (default DATA-DIR/tenants.yaml, created with a demo tenant when missing)")
 	listen := map[string]*string{}
@@ -56,6 +57,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&fco.CheckpointEvery, "fullcall-checkpoint-every", fco.CheckpointEvery, "audio between durable checkpoints of a live call")
 	var gf gateway.Flags
 	gf.Register(fs)
+	co := console.DefaultOptions()
+	consoleAddr := fs.String("console-addr", "", "listen address of the supervisor console (off when empty; make run uses 127.0.0.1:8088)")
+	consoleGateways := fs.String("console-gateways", "", "console: the gateways whose live feeds make the wall: HOST:PORT,... or dns:///NAME:PORT (default: the local gateway)")
+	fs.StringVar(&co.Fullcall, "console-fullcall", "", "console: fullcall's REST address, HOST:PORT or URL (default: the local or --fullcall one)")
+	fs.StringVar(&co.Escalation, "console-escalation", "", "console: escalation's REST address, HOST:PORT or URL (default: the local or --escalation one)")
+	fs.DurationVar(&co.SessionTTL, "console-session-ttl", co.SessionTTL, "console: how long a sign-in lasts")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the process to this file until it stops (for go tool pprof)")
 	demoHook := fs.String("demo-webhook-receiver", "", "also run a demo webhook receiver on this address (port 0 picks one) that verifies and prints the demo tenant's escalations; \"make run\" uses "+strings.TrimSuffix(strings.TrimPrefix(tenant.DemoWebhookURL, "http://"), demoReceiverPath))
 	if err := fs.Parse(args); err != nil {
@@ -72,9 +79,20 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	default:
 		fco.SpoolDir = *spoolDir
 	}
-	svcs, err := stack.ParseServices(*services)
+	svcs, withConsole, err := stack.ParseServices(*services)
 	if err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
+		return 2
+	}
+	var cop *console.Options
+	switch {
+	case *consoleAddr != "":
+		if *consoleGateways != "" {
+			co.Gateways = strings.Split(*consoleGateways, ",")
+		}
+		cop = &co
+	case withConsole:
+		fmt.Fprintln(stderr, "calmline serve: --services lists console: give it --console-addr")
 		return 2
 	}
 	stopProfile, err := startCPUProfile(*cpuProfile)
@@ -83,14 +101,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer stopProfile()
-	if err := runServe(df, svcs, *dataDir, *tenantsFile, *demoHook, listen, remote, &gwo, &eo, &fco, stdout); err != nil {
+	listen[stack.Console] = consoleAddr
+	if err := runServe(df, svcs, *dataDir, *tenantsFile, *demoHook, listen, remote, &gwo, &eo, &fco, cop, stdout); err != nil {
 		fmt.Fprintln(stderr, "calmline serve:", err)
 		return 1
 	}
 	return 0
 }
 
-func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, stdout io.Writer) error {
+func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook string, listen, remote map[string]*string, gwo *gateway.Options, eo *escalation.Options, fco *fullcall.Options, cop *console.Options, stdout io.Writer) error {
 	var demoKey string
 	// The demo tenant's escalations go to the demo webhook receiver,
 	// signed with a secret kept in the data directory.
@@ -127,7 +146,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook str
 			fmt.Fprintf(stdout, "calmline: created %s with a demo tenant\n", tenantsFile)
 		}
 	}
-	needTenants := slices.ContainsFunc(svcs, func(s string) bool { return s != stack.Realtime })
+	needTenants := cop != nil || slices.ContainsFunc(svcs, func(s string) bool { return s != stack.Realtime })
 	if needTenants {
 		df.TenantsFile = tenantsFile
 	}
@@ -149,6 +168,7 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook str
 		Gateway:    gwo,
 		Escalation: eo,
 		Fullcall:   fco,
+		Console:    cop,
 		TLS:        tlsConf.Server,
 		BackendTLS: tlsConf.Client,
 		AdminToken: gwo.AdminToken,
@@ -177,6 +197,9 @@ func runServe(df daemon.Flags, svcs []string, dataDir, tenantsFile, demoHook str
 	}
 	if a := st.Addr(stack.Escalation); a != nil {
 		fmt.Fprintf(stdout, "calmline: escalations at %s://%s/api/v1/escalations\n", web, a)
+	}
+	if a := st.Addr(stack.Console); a != nil {
+		fmt.Fprintf(stdout, "calmline: supervisor console at %s://%s/ (sign in with an API key)\n", web, a)
 	}
 	if demoKey != "" {
 		fmt.Fprintf(stdout, "calmline: demo tenant %q, API key %s (send it as \"Authorization: Bearer KEY\")\n", tenant.DemoTenantID, demoKey)

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calmline/calmline/console"
 	"github.com/calmline/calmline/escalation"
 	"github.com/calmline/calmline/fullcall"
 	"github.com/calmline/calmline/gateway"
@@ -34,6 +35,10 @@ const (
 	Fullcall   = "fullcall"
 	Escalation = "escalation"
 )
+
+// Console is the supervisor console: not one of All, it runs when
+// Options.Console is set (calmline serve --console-addr).
+const Console = "console"
 
 // All lists every service in start order: a service starts after those it
 // calls, and stops before them.
@@ -77,24 +82,34 @@ type Options struct {
 	Realtime   *realtime.Options
 	Fullcall   *fullcall.Options
 	Escalation *escalation.Options
+	// Console, when set, runs the supervisor console on Listen[Console];
+	// its gateways, fullcall and escalation default to the local (or
+	// Remote) ones. It starts last and stops first.
+	Console *console.Options
 }
 
-// ParseServices checks a comma-separated list of services.
-func ParseServices(s string) ([]string, error) {
+// ParseServices checks a comma-separated list of services. "console" may
+// be listed too; it is left out of the list (the console runs when
+// Options.Console is set) and reported by withConsole.
+func ParseServices(s string) (svcs []string, withConsole bool, err error) {
 	if s == "" || s == "all" {
-		return All, nil
+		return All, false, nil
 	}
-	var out []string
+	out := []string{}
 	for _, name := range strings.Split(s, ",") {
 		name = strings.TrimSpace(name)
+		if name == Console {
+			withConsole = true
+			continue
+		}
 		if !slices.Contains(All, name) {
-			return nil, fmt.Errorf("unknown service %q (want %s)", name, strings.Join(All, ", "))
+			return nil, false, fmt.Errorf("unknown service %q (want %s, console)", name, strings.Join(All, ", "))
 		}
 		if !slices.Contains(out, name) {
 			out = append(out, name)
 		}
 	}
-	return out, nil
+	return out, withConsole, nil
 }
 
 type server interface {
@@ -115,8 +130,8 @@ type Stack struct {
 // New opens every local service's listener (so that each knows the others'
 // addresses) and builds the services.
 func New(ctx context.Context, o Options) (*Stack, error) {
-	if len(o.Services) == 0 {
-		o.Services = All
+	if o.Services == nil {
+		o.Services = All // an empty, non-nil list runs only the console
 	}
 	if o.Telemetry == nil {
 		o.Telemetry = telemetry.Discard()
@@ -263,17 +278,71 @@ func New(ctx context.Context, o Options) (*Stack, error) {
 			err = fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	if err == nil && o.Console != nil {
+		err = s.newConsole(target)
+	}
 	if err != nil {
 		s.closeListeners()
 		return nil, err
 	}
 	// The listeners are open: connections wait in the backlog until Serve.
-	for _, name := range All {
+	for _, name := range append(All[:len(All):len(All)], Console) {
 		if l, ok := s.lis[name]; ok {
 			daemon.Announce(o.Announce, name, l.Addr())
 		}
 	}
 	return s, nil
+}
+
+// newConsole builds the console on its own listener, reading the local
+// services unless its options name others.
+func (s *Stack) newConsole(target func(string) (string, error)) error {
+	co := *s.o.Console
+	// The console reports as itself on its own port; it carries the
+	// process's own series only when it runs alone (--services=console).
+	alone := !slices.ContainsFunc(All, func(n string) bool { _, ok := s.servers[n]; return ok })
+	tel, err := s.o.Telemetry.Service("calmline-console", alone)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	co.Logger, co.MeterProvider, co.Metrics = tel.Logger, tel.MeterProvider, tel.MetricsHandler()
+	co.Tenants = s.o.Tenants
+	co.TLS = s.o.TLS
+	co.BackendTLS = s.o.BackendTLS
+	if len(co.Gateways) == 0 {
+		a, ok := s.addrs[Gateway]
+		if !ok {
+			return errors.New("console: no gateway runs here: name the gateways (--console-gateways)")
+		}
+		co.Gateways = []string{a.String()}
+	}
+	if co.Fullcall == "" {
+		if co.Fullcall, err = target(Fullcall); err != nil {
+			return fmt.Errorf("console: %w (--console-fullcall)", err)
+		}
+		co.Fullcall, _, _ = strings.Cut(co.Fullcall, ",")
+	}
+	if co.Escalation == "" {
+		if co.Escalation, err = target(Escalation); err != nil {
+			return fmt.Errorf("console: %w (--console-escalation)", err)
+		}
+		co.Escalation, _, _ = strings.Cut(co.Escalation, ",")
+	}
+	addr := s.o.Listen[Console]
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	lis, err := daemon.Listen(addr)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	srv, err := console.New(co)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	s.lis[Console], s.addrs[Console], s.servers[Console] = lis, lis.Addr(), srv
+	return nil
 }
 
 func memoryKeyring() (*identity.Keyring, error) {
@@ -306,7 +375,7 @@ func (s *Stack) Serve(ctx context.Context) error {
 	defer cancelRun()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(s.servers))
-	for _, name := range All {
+	for _, name := range append(All[:len(All):len(All)], Console) {
 		srv, ok := s.servers[name]
 		if !ok {
 			continue
@@ -327,6 +396,13 @@ func (s *Stack) Serve(ctx context.Context) error {
 	}
 	var errs []error
 	errs = append(errs, err)
+	if srv, ok := s.servers[Console]; ok {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, fmt.Errorf("console: shutdown: %w", err))
+		}
+		cancel()
+	}
 	for i := len(All) - 1; i >= 0; i-- {
 		srv, ok := s.servers[All[i]]
 		if !ok {

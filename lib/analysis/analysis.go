@@ -31,6 +31,10 @@ type Second struct {
 	EndSample      uint64
 	AgentStress    Score
 	CallerPressure Score
+	// CallerTalk and AgentTalk are the shares (0–1) of the second in which
+	// each party talked (voice activity); Overlap the share in which both
+	// did. Zero for a party the call does not carry.
+	CallerTalk, AgentTalk, Overlap float64
 }
 
 // ChannelStats are one channel's measures over the call.
@@ -143,7 +147,22 @@ func (a *Analyzer) push(chans [][]int16) {
 // second converts a voice second to the wire's terms.
 func (a *Analyzer) second(s *voice.Second) Second {
 	end := uint64(math.Round(s.End*float64(a.format.SampleRate))) + a.resumed.baseSamples()
-	return Second{Index: int(s.Index) + a.resumed.baseSecond(), EndSample: min(end, a.Timeline()), AgentStress: score(s.AgentStress), CallerPressure: score(s.CallerPressure)}
+	out := Second{Index: int(s.Index) + a.resumed.baseSecond(), EndSample: min(end, a.Timeline()), AgentStress: score(s.AgentStress), CallerPressure: score(s.CallerPressure)}
+	if frames := math.Round((s.End - s.Start) * voice.FrameRate); frames > 0 {
+		for _, c := range s.Channels[:s.NumChannels] {
+			share := min(float64(c.Speech)/frames, 1)
+			switch c.Role {
+			case voice.RoleCaller:
+				out.CallerTalk = share
+			case voice.RoleAgent:
+				out.AgentTalk = share
+			}
+		}
+		if s.NumChannels == 2 {
+			out.Overlap = min(float64(s.Channels[0].Overlap)/frames, 1)
+		}
+	}
+	return out
 }
 
 func score(s voice.Score) Score {

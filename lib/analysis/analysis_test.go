@@ -91,6 +91,48 @@ func TestGapsAndPolicy(t *testing.T) {
 	}
 }
 
+// TestSecondsCarryTalkAndOverlap: each second says how much of it each
+// party talked and how much both did, and the seconds add up to the
+// call's talk and overlap totals (what the report shows).
+func TestSecondsCarryTalkAndOverlap(t *testing.T) {
+	an, _, err := New(call(callv1.Codec_CODEC_L16, 8000, callv1.AgentScoring_AGENT_SCORING_ON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := voicetest.Voice{F0: 200, Range: 3, Rate: 5, Level: -16, Dur: 6, Seed: 1}.Generate()
+	agent := make([]int16, len(caller))
+	copy(agent[len(agent)/3:], voicetest.Voice{F0: 120, Range: 3, Rate: 5, Level: -16, Dur: 2, Seed: 2}.Generate())
+	an.Write(audio.Encode(nil, audio.Interleave(nil, caller, agent), audio.CodecL16))
+	secs := append(an.Seconds(), an.Flush()...)
+	if len(secs) != 6 {
+		t.Fatalf("%d seconds; want 6", len(secs))
+	}
+	var callerS, agentS, overlapS float64
+	for i, s := range secs {
+		for name, v := range map[string]float64{"caller": s.CallerTalk, "agent": s.AgentTalk, "overlap": s.Overlap} {
+			if v < 0 || v > 1 || math.IsNaN(v) {
+				t.Errorf("second %d: %s %v outside [0, 1]", i, name, v)
+			}
+		}
+		if s.Overlap > min(s.AgentTalk, s.CallerTalk)+1e-9 {
+			t.Errorf("second %d: overlap %.2f exceeds a party's talk (%.2f, %.2f)", i, s.Overlap, s.CallerTalk, s.AgentTalk)
+		}
+		callerS, agentS, overlapS = callerS+s.CallerTalk, agentS+s.AgentTalk, overlapS+s.Overlap
+	}
+	st := an.Stats()
+	for _, c := range []struct {
+		name       string
+		sum, total float64
+	}{{"caller", callerS, st.Channels[0].TalkSeconds}, {"agent", agentS, st.Channels[1].TalkSeconds}, {"overlap", overlapS, st.OverlapSeconds}} {
+		if math.Abs(c.sum-c.total) > 0.02 {
+			t.Errorf("%s: the seconds add up to %.2f s; the call's total is %.2f s", c.name, c.sum, c.total)
+		}
+	}
+	if callerS < 3 || agentS < 1 || agentS > 3 || overlapS < 0.5 {
+		t.Errorf("caller %.2f s, agent %.2f s, overlap %.2f s of talk; want the caller throughout, the agent for about 2 s over it", callerS, agentS, overlapS)
+	}
+}
+
 func TestRoundScore(t *testing.T) {
 	for _, tc := range []struct{ in, want float64 }{
 		{70.04999, 70}, {70.05, 70.1}, {0.04, 0}, {99.96, 100}, {float64(float32(70.3)), 70.3}, {55.55555555, 55.6},

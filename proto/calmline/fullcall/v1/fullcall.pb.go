@@ -1326,8 +1326,14 @@ type TimelinePoint struct {
 	Second         uint32                 `protobuf:"varint,1,opt,name=second,proto3" json:"second,omitempty"`
 	AgentStress    *float64               `protobuf:"fixed64,2,opt,name=agent_stress,json=agentStress,proto3,oneof" json:"agent_stress,omitempty"`
 	CallerPressure *float64               `protobuf:"fixed64,3,opt,name=caller_pressure,json=callerPressure,proto3,oneof" json:"caller_pressure,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The share of the second (0–1) in which the caller talked, the agent
+	// talked, and both did (voice activity; a gap counts as neither). Absent
+	// in reports stored before they were kept.
+	CallerTalk    *float64 `protobuf:"fixed64,4,opt,name=caller_talk,json=callerTalk,proto3,oneof" json:"caller_talk,omitempty"`
+	AgentTalk     *float64 `protobuf:"fixed64,5,opt,name=agent_talk,json=agentTalk,proto3,oneof" json:"agent_talk,omitempty"`
+	Overlap       *float64 `protobuf:"fixed64,6,opt,name=overlap,proto3,oneof" json:"overlap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TimelinePoint) Reset() {
@@ -1377,6 +1383,27 @@ func (x *TimelinePoint) GetAgentStress() float64 {
 func (x *TimelinePoint) GetCallerPressure() float64 {
 	if x != nil && x.CallerPressure != nil {
 		return *x.CallerPressure
+	}
+	return 0
+}
+
+func (x *TimelinePoint) GetCallerTalk() float64 {
+	if x != nil && x.CallerTalk != nil {
+		return *x.CallerTalk
+	}
+	return 0
+}
+
+func (x *TimelinePoint) GetAgentTalk() float64 {
+	if x != nil && x.AgentTalk != nil {
+		return *x.AgentTalk
+	}
+	return 0
+}
+
+func (x *TimelinePoint) GetOverlap() float64 {
+	if x != nil && x.Overlap != nil {
+		return *x.Overlap
 	}
 	return 0
 }
@@ -2610,13 +2637,22 @@ const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\x10shimmer_apq3_pct\x18\x0e \x01(\x01R\x0eshimmerApq3Pct\x12\x1e\n" +
 	"\vhnr_mean_db\x18\x0f \x01(\x01R\thnrMeanDb\x12*\n" +
 	"\x11intensity_mean_db\x18\x10 \x01(\x01R\x0fintensityMeanDb\x120\n" +
-	"\x15speech_rate_syl_per_s\x18\x11 \x01(\x01R\x11speechRateSylPerS\"\xa2\x01\n" +
+	"\x15speech_rate_syl_per_s\x18\x11 \x01(\x01R\x11speechRateSylPerS\"\xb6\x02\n" +
 	"\rTimelinePoint\x12\x16\n" +
 	"\x06second\x18\x01 \x01(\rR\x06second\x12&\n" +
 	"\fagent_stress\x18\x02 \x01(\x01H\x00R\vagentStress\x88\x01\x01\x12,\n" +
-	"\x0fcaller_pressure\x18\x03 \x01(\x01H\x01R\x0ecallerPressure\x88\x01\x01B\x0f\n" +
+	"\x0fcaller_pressure\x18\x03 \x01(\x01H\x01R\x0ecallerPressure\x88\x01\x01\x12$\n" +
+	"\vcaller_talk\x18\x04 \x01(\x01H\x02R\n" +
+	"callerTalk\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"agent_talk\x18\x05 \x01(\x01H\x03R\tagentTalk\x88\x01\x01\x12\x1d\n" +
+	"\aoverlap\x18\x06 \x01(\x01H\x04R\aoverlap\x88\x01\x01B\x0f\n" +
 	"\r_agent_stressB\x12\n" +
-	"\x10_caller_pressure\"\x99\x02\n" +
+	"\x10_caller_pressureB\x0e\n" +
+	"\f_caller_talkB\r\n" +
+	"\v_agent_talkB\n" +
+	"\n" +
+	"\b_overlap\"\x99\x02\n" +
 	"\fScoreSummary\x12\x16\n" +
 	"\x06scored\x18\x01 \x01(\bR\x06scored\x12\x12\n" +
 	"\x04peak\x18\x02 \x01(\x01R\x04peak\x12\x1f\n" +
