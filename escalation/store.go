@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/field"
@@ -100,6 +101,9 @@ type txn struct {
 	now time.Time
 	// work is set when the transaction made deliveries due.
 	work bool
+	// spans end once the transaction commits: a rolled-back step was
+	// never started, and its span is never exported.
+	spans []trace.Span
 }
 
 // inTx runs f in a transaction and commits it; f's error rolls it back.
@@ -119,6 +123,9 @@ func (s *store) inTx(ctx context.Context, f func(*txn) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, sp := range t.spans {
+		sp.End()
 	}
 	if t.work {
 		s.onWork()

@@ -2,6 +2,7 @@ package escalation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -183,4 +184,50 @@ func TestTraceContextStoredAndRestored(t *testing.T) {
 	if h := traceHeader(ctx); h.Get("traceparent") == "" || h.Get("baggage") != "" {
 		t.Errorf("outgoing headers %v; want traceparent and no baggage", h)
 	}
+}
+
+// TestRolledBackStepHasNoSpan: a step started in a transaction that rolls
+// back never happened, and no span says it did.
+func TestRolledBackStepHasNoSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	rcv := newReceiver(t, nil)
+	st := startStack(t, fmt.Sprintf(`    escalation:
+      endpoints: [{name: on-call, url: '%s'}]
+      ladder: [{name: notify, action: notify, endpoint: on-call}]
+`, rcv.srv.URL), func(o *Options) { o.TracerProvider = tp })
+	id := st.post(t, firing("c1", 1))[0]
+	rcv.collect(t, 1, 5*time.Second)
+	committed := len(spansNamed(rec, spanStep))
+	if committed != 1 {
+		t.Fatalf("%d step spans after one escalation; want 1", committed)
+	}
+	rollback := errors.New("roll back")
+	err := st.s.store.inTx(context.Background(), func(tx *txn) error {
+		e, err := tx.getEsc("acme", id)
+		if err != nil {
+			return err
+		}
+		if err := tx.startStep(e, stepRow{EscalationID: id, Idx: 7, Name: "again", Action: "notify", Endpoint: "on-call"}); err != nil {
+			return err
+		}
+		return rollback
+	})
+	if !errors.Is(err, rollback) {
+		t.Fatalf("inTx = %v; want the rollback", err)
+	}
+	if n := len(spansNamed(rec, spanStep)); n != committed {
+		t.Errorf("%d step spans after a rolled-back step; want %d", n, committed)
+	}
+}
+
+func spansNamed(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
 }
