@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -96,6 +97,19 @@ func hideScores(ctx context.Context, t *tenant.Tenant, rep *fullcallv1.Report) {
 	for _, p := range rep.Timeline {
 		p.AgentStress = nil
 	}
+	// An alert on agent_stress (stored while the tenant's mode was "on")
+	// would carry the score's value.
+	rep.Alerts = slices.DeleteFunc(rep.Alerts, func(a *callv1.AlertEvent) bool {
+		return a.GetScore() == callv1.ScoreKind_SCORE_KIND_AGENT_STRESS
+	})
+}
+
+// peakFilter sets how q's min_peak applies for the request's key: on
+// both peaks for keys that see agent-side scores, on caller_pressure
+// alone for the others (privacy mode "private" or "off"), so that the
+// filter cannot reveal an agent_stress peak they may not see.
+func peakFilter(ctx context.Context, t *tenant.Tenant, q *store.Query) {
+	q.CallerPeakOnly = !mustKey(ctx).SeesAgentScores(t)
 }
 
 // agentScope narrows a query about agent to what the key may see: an
@@ -227,6 +241,7 @@ func (s *Server) ListReports(ctx context.Context, req *fullcallv1.ListReportsReq
 	if q.AgentID, ok = agentScope(ctx, tenant.ActionReadReports, q.AgentID); !ok {
 		return nil, status.Error(codes.PermissionDenied, errOtherAgent)
 	}
+	peakFilter(ctx, t, &q)
 	rs, next, err := s.store.ListReports(ctx, t.ID, q)
 	if errors.Is(err, store.ErrBadPageToken) {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -278,6 +293,7 @@ func (s *Server) httpListReports(w http.ResponseWriter, r *http.Request) {
 		service.WriteError(w, http.StatusForbidden, "forbidden", errOtherAgent)
 		return
 	}
+	peakFilter(r.Context(), t, &q)
 	rs, next, err := s.store.ListReports(r.Context(), t.ID, q)
 	for _, rep := range rs {
 		visible(r.Context(), t, rep)

@@ -147,6 +147,11 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := o.Logger.With("service", "gateway")
+	// The gateway signs with the keyring but verifies nothing: it reports
+	// the secret file's failed reloads itself.
+	if err := o.Identity.ReportReloadErrors(log, o.MeterProvider); err != nil {
+		return nil, err
+	}
 	ro := rpc.Options{TLS: o.BackendTLS, Identity: identity.Credentials(o.Identity, identity.Gateway), Balancing: o.Balancing, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider, Propagator: o.Propagator}
 	rt, err := rpc.NewPool(o.RealtimeAddr, o.PoolSize, ro)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -64,8 +65,12 @@ func secretValue(t *testing.T, prefix string) string {
 // TestNoSecretInAnyLogLine runs a whole stack with a handler that keeps
 // every log record, drives its logging paths — failing webhooks whose URL
 // carries ?token=, a job callback whose connection breaks, refused keys,
-// forged internal calls with tokens, a genuine alert and upload — and
-// fails if any secret value appears in any record.
+// forged internal calls with tokens, a genuine alert and upload, API keys
+// in the query string of /ws/twilio and /ws/asterisk (refused, accepted,
+// closed on bad input), Basic authentication from a browser's Origin, the
+// admin token (right and wrong, header and query) on every service's
+// /debug/pprof and the gateway's /admin/drain — and fails if any secret
+// value appears in any record.
 func TestNoSecretInAnyLogLine(t *testing.T) {
 	dir := t.TempDir()
 	var mu sync.Mutex
@@ -78,6 +83,8 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 	hookToken := secretValue(t, "tok_")
 	cbToken := secretValue(t, "cbt_")
 	bearer := secretValue(t, "bearer_")
+	adminTok := secretValue(t, "adm_")
+	wrongAdmin := secretValue(t, "adm_")
 	whsec := make([]byte, 32)
 	rand.Read(whsec)
 	signing := "whsec_" + base64.StdEncoding.EncodeToString(whsec)
@@ -126,7 +133,7 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := stack.New(ctx, stack.Options{DataDir: dir, Tenants: reg, Telemetry: tel})
+	st, err := stack.New(ctx, stack.Options{DataDir: dir, Tenants: reg, Telemetry: tel, AdminToken: adminTok})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +177,75 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(ah); err == nil {
 		resp.Body.Close()
 	}
+	// Keys in the query string of the paths that accept them (Twilio and
+	// Asterisk cannot set headers): refused, accepted then dropped without
+	// a start; and in Basic authentication from a browser's Origin
+	// (refused: a browser sends Basic credentials by itself).
+	upgrade := func(method, url, origin, bearer string) int {
+		req, _ := http.NewRequest(method, url, nil)
+		for k, v := range map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} {
+			req.Header.Set(k, v)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		switch {
+		case strings.HasPrefix(bearer, "basic:"):
+			req.SetBasicAuth("pbx", strings.TrimPrefix(bearer, "basic:"))
+		case bearer != "":
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, strings.SplitN(url, "?", 2)[0], err)
+		}
+		resp.Body.Close() // a 101's body is the connection: this drops it
+		return resp.StatusCode
+	}
+	gw := "http://" + st.Addr(stack.Gateway).String()
+	for _, path := range []string{"/ws/twilio?api_key=", "/ws/asterisk?call_id=q1&role=caller&api_key="} {
+		if code := upgrade("GET", gw+path+wrongKey, "", ""); code != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong key: %d; want 401", path, code)
+		}
+		if code := upgrade("GET", gw+path+apiKey, "", ""); code != http.StatusSwitchingProtocols {
+			t.Errorf("%s with the key: %d; want 101", path, code)
+		}
+		if code := upgrade("GET", gw+strings.TrimSuffix(path, "api_key="), "https://evil.example", "basic:"+apiKey); code != http.StatusForbidden {
+			t.Errorf("%s with the key in Basic authentication from a browser's Origin: %d; want 403", path, code)
+		}
+	}
+	// A key in the query, then bad input after the upgrade: the gateway
+	// logs the connection it closes.
+	for _, path := range []string{"/ws/twilio?api_key=", "/ws/asterisk?call_id=q2&role=caller&api_key="} {
+		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(gw, "http")+path+apiKey, nil)
+		if err != nil {
+			t.Fatalf("%s with the key: %v", path, err)
+		}
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"no-such-event"}`))
+		ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				if !websocket.IsCloseError(err, websocket.CloseNormalClosure) && strings.Contains(err.Error(), "timeout") {
+					t.Errorf("%s: the gateway did not close on bad input: %v", path, err)
+				}
+				break
+			}
+		}
+		ws.Close()
+	}
+	// The admin token: wrong and right, in the header and in the query.
+	for _, svc := range []string{stack.Gateway, stack.Fullcall, stack.Realtime, stack.Escalation} {
+		base := "http://" + st.Addr(svc).String()
+		if code := upgrade("GET", base+"/debug/pprof/?token="+wrongAdmin, "", wrongAdmin); code != http.StatusUnauthorized {
+			t.Errorf("%s /debug/pprof/ with a wrong admin token: %d; want 401", svc, code)
+		}
+		if code := upgrade("GET", base+"/debug/pprof/cmdline?token="+adminTok, "", adminTok); code != http.StatusOK {
+			t.Errorf("%s /debug/pprof/cmdline with the admin token: %d; want 200", svc, code)
+		}
+	}
+	if code := upgrade("POST", gw+"/admin/drain?token="+wrongAdmin, "", wrongAdmin); code != http.StatusUnauthorized {
+		t.Errorf("/admin/drain with a wrong admin token: %d; want 401", code)
+	}
 	cc, err := grpc.NewClient(st.Addr(stack.Escalation).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +282,11 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 			t.Fatalf("the %s was not attempted within 30 s", c.name)
 		}
 	}
-	// Stopping logs too; then every record is in.
+	// A drain with the right admin token (it logs), then stopping logs
+	// too; then every record is in.
+	if code := upgrade("POST", gw+"/admin/drain?token="+adminTok, "", adminTok); code != http.StatusAccepted {
+		t.Errorf("/admin/drain with the admin token: %d; want 202", code)
+	}
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
@@ -218,6 +298,7 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 		"bearer token": bearer, "signing secret": signing[len("whsec_"):], "client secret": clientSecret,
 		"service secret": strings.TrimSpace(strings.Split(string(serviceSecret), "\n")[1]),
 		"realtime token": realtimeTok[3:], "gateway token": gatewayTok[3:],
+		"admin token": adminTok, "wrong admin token": wrongAdmin,
 	}
 	leaks := 0
 	for _, l := range lines {
@@ -230,7 +311,7 @@ func TestNoSecretInAnyLogLine(t *testing.T) {
 	}
 	// Not vacuous: the failure paths did log.
 	joined := strings.Join(lines, "\n")
-	for _, want := range []string{"internal call refused", "callback"} {
+	for _, want := range []string{"internal call refused", "callback", "drain requested", "protocol=twilio", "protocol=asterisk"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("no log record mentions %q; the paths under test did not log:\n%s", want, joined)
 		}

@@ -230,6 +230,10 @@ type Query struct {
 	StartedAfter  time.Time
 	StartedBefore time.Time
 	MinPeak       float64
+	// CallerPeakOnly applies MinPeak to the caller_pressure peak alone,
+	// for keys that may not see agent-side scores (privacy mode): a filter
+	// on both peaks would tell them an agent's agent_stress was high.
+	CallerPeakOnly bool
 	// Escalated filters on whether the call raised alerts, when non-nil.
 	Escalated *bool
 	PageSize  int
@@ -262,7 +266,11 @@ func (s *Store) ListReports(ctx context.Context, tenantID string, q Query) ([]*f
 		args = append(args, q.StartedBefore.UnixMilli())
 	}
 	if q.MinPeak > 0 {
-		where = append(where, "peak >= ?")
+		col := "peak"
+		if q.CallerPeakOnly {
+			col = "caller_peak"
+		}
+		where = append(where, col+" >= ?")
 		args = append(args, q.MinPeak)
 	}
 	if q.Escalated != nil {

@@ -1,17 +1,22 @@
 package identity
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // MinSecretBytes is the shortest secret accepted.
@@ -36,7 +41,13 @@ type Keyring struct {
 	secrets [][]byte
 	mtime   time.Time
 	checked time.Time
-	err     error
+	// failed identifies the file state whose re-read failed (its mtime,
+	// or the error reaching it), so that one bad edit is tried, logged
+	// and counted once, not every reloadEvery.
+	failed string
+	// log and reloadErrors report failed re-reads (ReportReloadErrors).
+	log          *slog.Logger
+	reloadErrors metric.Int64Counter
 }
 
 const reloadEvery = 2 * time.Second
@@ -183,7 +194,38 @@ func (k *Keyring) reloadLocked() error {
 	return nil
 }
 
-// refresh re-reads the file when it changed, at most every reloadEvery.
+// ReportReloadErrors makes the keyring log each failed re-read of its file
+// once, at ERROR, and count it in calmline.identity.secret_reload_errors;
+// the keyring keeps the secrets it had. The message says what is wrong
+// with the file (its path, mode, the secret's number and length), never
+// its content. The first call wins: the services of one process share a
+// keyring. A keyring without a file has nothing to report.
+func (k *Keyring) ReportReloadErrors(log *slog.Logger, mp metric.MeterProvider) error {
+	if k == nil || k.path == "" {
+		return nil
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	c, err := mp.Meter("github.com/calmline/calmline/lib/identity").Int64Counter("calmline.identity.secret_reload_errors",
+		metric.WithDescription("Failed re-reads of the service-identity secret file (the previous secrets stay in use)."))
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.log == nil {
+		k.log, k.reloadErrors = log, c
+	}
+	return nil
+}
+
+// refreshLocked re-reads the file when it changed, at most every
+// reloadEvery. A failed re-read keeps the secrets and is reported once
+// per state of the file.
 func (k *Keyring) refreshLocked() {
 	if k.path == "" {
 		return
@@ -194,10 +236,35 @@ func (k *Keyring) refreshLocked() {
 	}
 	k.checked = now
 	st, err := os.Stat(k.path)
-	if err != nil || st.ModTime().Equal(k.mtime) {
+	var state string
+	switch {
+	case err != nil:
+		state = "stat: " + err.Error()
+	case st.ModTime().Equal(k.mtime):
+		return
+	default:
+		state = st.ModTime().String()
+	}
+	if state == k.failed {
 		return
 	}
-	k.err = k.reloadLocked()
+	if err == nil {
+		err = k.reloadLocked()
+	} else {
+		err = fmt.Errorf("service identity: %w", err)
+	}
+	if err == nil {
+		if k.failed != "" && k.log != nil {
+			k.log.Info("service identity: secret file reloaded", "path", k.path)
+		}
+		k.failed = ""
+		return
+	}
+	k.failed = state
+	if k.log != nil {
+		k.log.Error("service identity: the secret file could not be reloaded; the previous secrets stay in use", "path", k.path, "err", err)
+		k.reloadErrors.Add(context.Background(), 1)
+	}
 }
 
 func (k *Keyring) current() ([]byte, error) {

@@ -86,6 +86,9 @@ func NewVerifier(o VerifierOptions) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := o.Keyring.ReportReloadErrors(o.Logger, o.MeterProvider); err != nil {
+		return nil, err
+	}
 	return &Verifier{o: o, refused: c}, nil
 }
 
