@@ -201,10 +201,11 @@ func (t *txn) open(a *escalationv1.Alert, ten *tenant.Tenant) (string, error) {
 		clearedAt = t.nowMs()
 	}
 	_, err := t.exec(`INSERT INTO escalations (id, tenant_id, call_id, agent_id, alert_id, current_alert, rule_id, state, score, episode,
-	alert_second, value, threshold, opened_at, received_at, cleared, cleared_at, labels)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	alert_second, value, threshold, opened_at, received_at, cleared, cleared_at, labels, trace_context)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, a.TenantId, a.CallId, a.AgentId, ev.AlertId, ev.AlertId, ev.RuleId, escOpen, int(ev.Score), int(ev.Episode),
-		int(ev.Second), ev.Value, ev.Threshold, at.UnixMilli(), t.nowMs(), boolInt(!firing), clearedAt, labelsJSON(a.Labels))
+		int(ev.Second), ev.Value, ev.Threshold, at.UnixMilli(), t.nowMs(), boolInt(!firing), clearedAt, labelsJSON(a.Labels),
+		t.st.trace.inject(t.ctx))
 	if err != nil {
 		return "", fmt.Errorf("open escalation for %s: %w", ev.AlertId, err)
 	}

@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/webhook"
 )
@@ -228,6 +231,18 @@ func (d *dispatcher) attempt(ctx context.Context, dl *delivery) outcome {
 	ten := d.st.tenant(dl.TenantID)
 	ep, ok := ten.Escalation.Endpoint(dl.Endpoint)
 	started := d.st.now()
+	// The attempt is a span of the call's trace, under its ladder step
+	// (or the escalation, for an event), as stored with the delivery:
+	// after a restart too.
+	ctx, span := d.st.trace.tracer.Start(d.st.trace.extract(ctx, dl.TraceContext), spanAttempt,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String(telemetry.CallIDKey, dl.CallID), attribute.String(attrEscalationID, dl.EscalationID),
+			attribute.String(attrDeliveryID, dl.ID), attribute.String(attrEndpoint, dl.Endpoint), attribute.String(attrEventType, dl.EventType),
+			attribute.Int(attrAttempt, dl.Attempts+1)))
+	defer span.End()
+	if dl.StepName != "" {
+		span.SetAttributes(attribute.String(attrStep, dl.StepName))
+	}
 	if dl.Attempts == 0 {
 		d.m.firstAttemptDelay.Record(ctx, started.Sub(time.UnixMilli(dl.CreatedAt)).Seconds(),
 			metric.WithAttributes(attribute.String("type", dl.EventType)))
@@ -242,6 +257,7 @@ func (d *dispatcher) attempt(ctx context.Context, dl *delivery) outcome {
 		// someone will fix: retry on the schedule.
 		o.errText = err.Error()
 	} else {
+		req.Header = traceHeader(ctx)
 		sendCtx := ctx
 		if ep.AllowLinkLocal {
 			sendCtx = webhook.AllowLinkLocal(ctx)
@@ -278,6 +294,13 @@ func (d *dispatcher) attempt(ctx context.Context, dl *delivery) outcome {
 		}
 	}
 	d.m.attempts.Add(ctx, 1, metric.WithAttributes(attribute.String("type", dl.EventType), attribute.String("result", result)))
+	span.SetAttributes(attribute.String(attrOutcome, result))
+	if o.status != 0 {
+		span.SetAttributes(attribute.Int(attrStatus, o.status))
+	}
+	if !o.ok && !o.release {
+		span.SetStatus(codes.Error, o.errText)
+	}
 	return o
 }
 

@@ -150,6 +150,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("escalation: %w", err)
 	}
 	st.maxBacklog = o.MaxBacklog
+	st.trace = newTracing(o.TracerProvider, o.Propagator)
 	m, err := newMetrics(o.MeterProvider)
 	if err != nil {
 		st.db.Close()

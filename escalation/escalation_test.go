@@ -67,6 +67,7 @@ func TestOnPostgres(t *testing.T) {
 		{"outbox survives restart", TestOutboxSurvivesRestart},
 		{"care rules", TestCareRulesRecommendOncePerWindow},
 		{"silences", TestSilencesMuteMatchingEscalations},
+		{"trace continues across the outbox", TestOutboxContinuesTheCallsTrace},
 	} {
 		t.Run(c.name, c.f)
 	}

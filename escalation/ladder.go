@@ -6,6 +6,10 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/calmline/calmline/lib/telemetry"
 	"github.com/calmline/calmline/lib/tenant"
 )
 
@@ -110,9 +114,19 @@ func (t *txn) startStep(e *escRow, st stepRow) error {
 		params = ep.Params
 	}
 	body, typ := stepPayload(e, st, params, ref, t.now)
+	// The step is a span of the call's trace, under the request that
+	// opened the escalation; its delivery's attempts are its children.
+	// It ends as the step starts (once the transaction commits): the
+	// attempts measure the rest.
+	_, span := t.st.trace.tracer.Start(t.st.trace.extract(t.ctx, e.TraceContext), spanStep, trace.WithTimestamp(t.now),
+		trace.WithAttributes(attribute.String(telemetry.CallIDKey, e.CallID), attribute.String(attrEscalationID, e.ID),
+			attribute.String(attrStep, st.Name), attribute.String(attrAction, st.Action), attribute.String(attrEndpoint, st.Endpoint),
+			attribute.String(attrDeliveryID, did), attribute.String(attrEventType, typ)))
+	stepCtx := t.st.trace.inject(trace.ContextWithSpan(t.st.trace.extract(t.ctx, e.TraceContext), span))
+	t.spans = append(t.spans, span)
 	if err := t.enqueue(delivery{ID: did, TenantID: e.TenantID, EscalationID: e.ID, CallID: e.CallID, AgentID: e.AgentID,
 		Endpoint: st.Endpoint, OrderKey: orderKey(e.TenantID, "call", e.CallID, st.Endpoint), EventType: typ,
-		StepIdx: st.Idx, StepName: st.Name, Payload: body}); err != nil {
+		StepIdx: st.Idx, StepName: st.Name, Payload: body, TraceContext: stepCtx}); err != nil {
 		return err
 	}
 	if _, err := t.exec(`UPDATE escalation_steps SET state = ?, delivery_id = ? WHERE escalation_id = ? AND idx = ?`,

@@ -39,6 +39,9 @@ type delivery struct {
 	FirstAttemptAt int64
 	WindowStart    int64
 	DoneAt         int64
+	// TraceContext is the stored context the attempts' spans are
+	// children of (tracing.go); enqueue defaults it to the transaction's.
+	TraceContext string
 }
 
 // deliveryID derives a delivery's id from what it is, so that recreating
@@ -62,11 +65,14 @@ func (t *txn) enqueue(d delivery) error {
 	if d.StepName == "" {
 		d.StepIdx = -1
 	}
+	if d.TraceContext == "" {
+		d.TraceContext = t.st.trace.inject(t.ctx)
+	}
 	_, err := t.exec(`INSERT INTO deliveries (id, tenant_id, escalation_id, call_id, agent_id, endpoint, order_key, event_type,
-	step_idx, step_name, payload, state, created_at, next_attempt_at, window_start)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+	step_idx, step_name, payload, state, created_at, next_attempt_at, window_start, trace_context)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 		d.ID, d.TenantID, d.EscalationID, d.CallID, d.AgentID, d.Endpoint, d.OrderKey, d.EventType, d.StepIdx, d.StepName,
-		d.Payload, dlvPending, t.nowMs(), t.nowMs(), t.nowMs())
+		d.Payload, dlvPending, t.nowMs(), t.nowMs(), t.nowMs(), d.TraceContext)
 	if err != nil {
 		return fmt.Errorf("enqueue delivery: %w", err)
 	}
@@ -75,13 +81,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING
 }
 
 const dlvColumns = `seq, id, tenant_id, escalation_id, call_id, agent_id, endpoint, order_key, event_type, step_idx, step_name,
-	payload, state, attempts, last_status, last_error, created_at, next_attempt_at, first_attempt_at, window_start, done_at`
+	payload, state, attempts, last_status, last_error, created_at, next_attempt_at, first_attempt_at, window_start, done_at, trace_context`
 
 func scanDelivery(r scanner) (*delivery, error) {
 	var d delivery
 	err := r.Scan(&d.Seq, &d.ID, &d.TenantID, &d.EscalationID, &d.CallID, &d.AgentID, &d.Endpoint, &d.OrderKey, &d.EventType,
 		&d.StepIdx, &d.StepName, &d.Payload, &d.State, &d.Attempts, &d.LastStatus, &d.LastError, &d.CreatedAt,
-		&d.NextAttemptAt, &d.FirstAttemptAt, &d.WindowStart, &d.DoneAt)
+		&d.NextAttemptAt, &d.FirstAttemptAt, &d.WindowStart, &d.DoneAt, &d.TraceContext)
 	return &d, err
 }
 

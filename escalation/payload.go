@@ -141,6 +141,7 @@ func (t *txn) emitEscalationEvent(e *escRow, typ string, ref auditRef, x eventEx
 			ID:       deliveryID("event", e.TenantID, e.ID, typ, ep.Name, fmt.Sprint(ref.Seq)),
 			TenantID: e.TenantID, EscalationID: e.ID, CallID: e.CallID, AgentID: e.AgentID, Endpoint: ep.Name,
 			OrderKey: orderKey(e.TenantID, "call", e.CallID, ep.Name), EventType: typ, Payload: body,
+			TraceContext: e.TraceContext, // the call's trace, whoever caused the event
 		}); err != nil {
 			return err
 		}

@@ -79,6 +79,13 @@ CREATE INDEX silences_by_tenant ON silences (tenant_id, ends_at);
 ALTER TABLE escalations ADD COLUMN silence_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE escalations ADD COLUMN labels TEXT NOT NULL DEFAULT ''; -- JSON object, '' for none
 `},
+	// 4: the trace context (W3C traceparent, tracestate and baggage, as a
+	// JSON object; '' for none) of the request that opened an escalation,
+	// and the one a delivery's attempts continue (tracing.go).
+	{Version: 4, SQL: `
+ALTER TABLE escalations ADD COLUMN trace_context TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN trace_context TEXT NOT NULL DEFAULT '';
+`},
 }
 
 const migration2Common = `

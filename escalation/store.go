@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/lib/field"
@@ -71,6 +72,8 @@ type store struct {
 	backlog    map[string]backlogMark
 	// stmts holds prepared statements by query text.
 	stmts sync.Map
+	// trace starts the outbox's spans and stores their contexts.
+	trace tracing
 	// writeMu serialises this process's write transactions on SQLite,
 	// which takes one writer at a time anyway: waiting here is a queue,
 	// while waiting in SQLite's busy handler is a sleep in growing steps
@@ -87,7 +90,7 @@ func openStore(ctx context.Context, dsn string, tenants *tenant.Registry, now fu
 		db.Close()
 		return nil, err
 	}
-	return &store{db: db, tenants: tenants, now: now, onWork: func() {}}, nil
+	return &store{db: db, tenants: tenants, now: now, onWork: func() {}, trace: newTracing(nil, nil)}, nil
 }
 
 // txn is one transaction with its clock reading.
@@ -98,6 +101,9 @@ type txn struct {
 	now time.Time
 	// work is set when the transaction made deliveries due.
 	work bool
+	// spans end once the transaction commits: a rolled-back step was
+	// never started, and its span is never exported.
+	spans []trace.Span
 }
 
 // inTx runs f in a transaction and commits it; f's error rolls it back.
@@ -117,6 +123,9 @@ func (s *store) inTx(ctx context.Context, f func(*txn) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, sp := range t.spans {
+		sp.End()
 	}
 	if t.work {
 		s.onWork()
@@ -238,11 +247,12 @@ type escRow struct {
 	Cleared, CallEnded                                           bool
 	AckBy, ResolvedBy, Resolution, SilenceID                     string
 	Labels                                                       map[string]string
+	TraceContext                                                 string // tracing.go
 }
 
 const escColumns = `id, tenant_id, call_id, agent_id, alert_id, current_alert, rule_id, state, score, episode, alert_second,
 	inhibited, value, threshold, opened_at, received_at, cleared_at, acknowledged_at, resolved_at, cleared, call_ended,
-	acknowledged_by, resolved_by, resolution, silence_id, labels`
+	acknowledged_by, resolved_by, resolution, silence_id, labels, trace_context`
 
 type scanner interface{ Scan(...any) error }
 
@@ -252,7 +262,7 @@ func scanEsc(r scanner) (*escRow, error) {
 	var labels string
 	err := r.Scan(&e.ID, &e.TenantID, &e.CallID, &e.AgentID, &e.AlertID, &e.CurrentAlert, &e.RuleID, &e.State, &e.Score,
 		&e.Episode, &e.Second, &e.Inhibited, &e.Value, &e.Threshold, &e.OpenedAt, &e.ReceivedAt, &e.ClearedAt, &e.AckAt,
-		&e.ResolvedAt, &cleared, &ended, &e.AckBy, &e.ResolvedBy, &e.Resolution, &e.SilenceID, &labels)
+		&e.ResolvedAt, &cleared, &ended, &e.AckBy, &e.ResolvedBy, &e.Resolution, &e.SilenceID, &labels, &e.TraceContext)
 	if err == nil && labels != "" {
 		if jerr := json.Unmarshal([]byte(labels), &e.Labels); jerr != nil {
 			return nil, fmt.Errorf("escalation %s: labels: %w", e.ID, jerr)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -412,13 +414,26 @@ func (s *Server) AnalyzeRecording(ctx context.Context, req *fullcallv1.AnalyzeRe
 
 // analyzeNow analyses an uploaded recording synchronously and stores its
 // report.
-func (s *Server) analyzeNow(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording) (*fullcallv1.Report, error) {
+func (s *Server) analyzeNow(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording) (_ *fullcallv1.Report, err error) {
+	if rec.GetCallId() == "" {
+		rec.CallId = "rec-" + randomID() // chosen here, as prepare would, so that the trace names it
+	}
+	ctx, span := s.tr.root(ctx, spanRecording, spanCallID(rec))
+	defer func() {
+		if err != nil {
+			span.SetStatus(otelcodes.Error, err.Error())
+		}
+		span.End()
+	}()
 	r, keep, err := s.analyse(ctx, t, rec, fullcallv1.Source_SOURCE_UPLOAD)
 	if err != nil {
 		s.m.uploads.Add(ctx, 1, metric.WithAttributes(reasonAttr.String(errorCode(err))))
 		return nil, err
 	}
-	if err := s.store.PutReportAudio(ctx, r, keep); err != nil {
+	wctx, end := s.tr.child(ctx, spanWrite)
+	err = s.store.PutReportAudio(wctx, r, keep)
+	end(err)
+	if err != nil {
 		s.m.storeErrors.Add(ctx, 1)
 		return nil, fmt.Errorf("%w: %v", errStore, err)
 	}
@@ -430,7 +445,9 @@ func (s *Server) analyzeNow(ctx context.Context, t *tenant.Tenant, rec *fullcall
 // analyse runs the whole-call analysis over a recording (the same code as
 // live calls) and returns its report, not yet stored, and the audio to
 // store with it when the tenant's policy keeps audio.
-func (s *Server) analyse(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording, source fullcallv1.Source) (*fullcallv1.Report, []byte, error) {
+func (s *Server) analyse(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording, source fullcallv1.Source) (_ *fullcallv1.Report, _ []byte, err error) {
+	ctx, end := s.tr.child(ctx, spanAnalysis)
+	defer func() { end(err) }()
 	wav, call, err := prepare(t, rec)
 	if err != nil {
 		return nil, nil, err
@@ -637,6 +654,10 @@ func (s *Server) submit(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.R
 	}
 	j := &store.Job{ID: store.NewJobID(), TenantID: t.ID, Source: store.SourceUpload, Recording: rec, Payload: rec.Wav, CallbackURL: normalCallback(t, callback)}
 	j.Ref = j.ID
+	// The upload is the root of its call's trace; the job continues it.
+	rctx, span := s.tr.root(ctx, spanRecording, spanCallID(rec), attribute.String("calmline.job_id", j.ID))
+	defer span.End()
+	j.TraceContext = s.tr.inject(rctx)
 	if _, err := s.store.EnqueueJob(ctx, j); err != nil {
 		s.m.storeErrors.Add(ctx, 1)
 		return nil, fmt.Errorf("%w: %v", errStore, err)
@@ -713,4 +734,13 @@ func (s *Server) httpGetJob(w http.ResponseWriter, r *http.Request) {
 		hideScores(r.Context(), t, j.GetReport())
 		service.WriteJSON(w, http.StatusOK, j)
 	}
+}
+
+// spanCallID is a recording's call id for its spans: "" when the client's
+// id is not one (the request is refused for it).
+func spanCallID(rec *fullcallv1.Recording) string {
+	if field.OptionalID("call_id", rec.GetCallId()) != nil {
+		return ""
+	}
+	return rec.GetCallId()
 }

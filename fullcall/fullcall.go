@@ -208,6 +208,7 @@ type Server struct {
 	host  *service.Host
 	store *store.Store
 	m     *metrics
+	tr    tracing // spans of uploads, spool files and jobs (tracing.go)
 	calls atomic.Int64
 
 	care  *carePoster
@@ -266,6 +267,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	s := &Server{
 		o: o, id: "fc-" + randomID(), log: o.Logger.With("service", "fullcall"), store: st, m: m,
+		tr:   newTracing(o.TracerProvider, o.Propagator),
 		wake: make(chan struct{}, max(o.Workers, 1)), cbWake: make(chan struct{}, 1), draining: make(chan struct{}),
 	}
 	s.bgCtx, s.stopBg = context.WithCancel(context.Background())
@@ -290,6 +292,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		if err != nil {
 			return fail(fmt.Errorf("fullcall: %w", err))
 		}
+		sp.tr = s.tr
 		s.sources[sp.name()] = sp
 	}
 	verifier, err := identity.NewVerifier(identity.VerifierOptions{Keyring: o.Identity, Logger: s.log, MeterProvider: o.MeterProvider})

@@ -13,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/calmline/calmline/fullcall/store"
 	"github.com/calmline/calmline/lib/redact"
@@ -66,7 +69,11 @@ func (s *Server) hook(point string, j *store.Job) {
 func (s *Server) runJob(ctx context.Context, j *store.Job) {
 	log := s.log.With("job_id", j.ID, "tenant", j.TenantID, "source", j.Source, "attempt", j.Attempts)
 	s.hook("claimed", j)
-	jctx, cancel := context.WithCancel(ctx)
+	// The job's work continues the trace of its upload or spool file.
+	jctx, span := s.tr.tracer.Start(s.tr.extract(ctx, j.TraceContext), spanJob, trace.WithAttributes(
+		attribute.String("calmline.job_id", j.ID), attribute.String("calmline.job.source", j.Source), attribute.Int("calmline.job.attempt", j.Attempts)))
+	defer span.End()
+	jctx, cancel := context.WithCancel(jctx)
 	defer cancel()
 	var renewer sync.WaitGroup
 	renewDone := make(chan struct{})
@@ -104,7 +111,7 @@ func (s *Server) runJob(ctx context.Context, j *store.Job) {
 		return // the lease was lost
 	}
 	s.hook("analysed", j)
-	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(jctx), 30*time.Second)
 	defer wcancel()
 	if err != nil {
 		code := errorCode(err)
@@ -112,7 +119,9 @@ func (s *Server) runJob(ctx context.Context, j *store.Job) {
 		err = s.store.FailJob(wctx, j, code, err.Error())
 		s.m.jobs.Add(ctx, 1, metric.WithAttributes(sourceAttr.String(j.Source), outcomeAttr.String(code)))
 	} else {
-		err = s.store.CompleteJob(wctx, j, r, keep)
+		cctx, end := s.tr.child(wctx, spanWrite)
+		err = s.store.CompleteJob(cctx, j, r, keep)
+		end(err)
 		if err == nil {
 			s.m.reports.Add(ctx, 1, metric.WithAttributes(sourceAttr.String(r.Source.String())))
 			s.m.jobs.Add(ctx, 1, metric.WithAttributes(sourceAttr.String(j.Source), outcomeAttr.String("done")))
@@ -225,7 +234,15 @@ const (
 // deliver makes one attempt at a job's callback and records the outcome.
 func (s *Server) deliver(ctx context.Context, j *store.Job) {
 	log := s.log.With("job_id", j.ID, "tenant", j.TenantID, "attempt", j.CallbackAttempts)
+	// The callback is a child of the job's root span (its upload's).
+	ctx, span := s.tr.tracer.Start(s.tr.extract(ctx, j.TraceContext), spanCallback, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("calmline.job_id", j.ID), attribute.Int("calmline.callback.attempt", j.CallbackAttempts)))
+	defer span.End()
 	result := func(outcome string, delivered bool, retryAt time.Time, msg string) {
+		span.SetAttributes(attribute.String("calmline.callback.outcome", outcome))
+		if !delivered {
+			span.SetStatus(otelcodes.Error, msg)
+		}
 		s.m.callbacks.Add(ctx, 1, metric.WithAttributes(outcomeAttr.String(outcome)))
 		if err := s.store.CallbackResult(context.WithoutCancel(ctx), j, delivered, retryAt, msg); err != nil {
 			log.Warn("recording the callback's outcome failed; it will be attempted again", "err", err)

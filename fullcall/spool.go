@@ -14,10 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calmline/calmline/fullcall/store"
+	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/wire"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -44,6 +46,7 @@ import (
 // The job queue is the seam for other sources: object storage would list
 // and read objects the same way.
 type spoolDir struct {
+	tr      tracing // the root span of each file queued
 	dir     string
 	id      string
 	tenants *tenant.Registry
@@ -75,7 +78,7 @@ func newSpoolDir(dir, name string, tenants *tenant.Registry, st *store.Store, lo
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	return &spoolDir{dir: dir, id: name, tenants: tenants, store: st, log: log.With("spool", name), m: m, settleAge: settle, maxSize: maxSize, every: every, maxPending: maxPending}, nil
+	return &spoolDir{tr: newTracing(nil, nil), dir: dir, id: name, tenants: tenants, store: st, log: log.With("spool", name), m: m, settleAge: settle, maxSize: maxSize, every: every, maxPending: maxPending}, nil
 }
 
 func (d *spoolDir) name() string            { return d.id }
@@ -307,7 +310,18 @@ func (d *spoolDir) enqueue(ctx context.Context, f spooled) (bool, error) {
 	if rec.CallId == "" {
 		rec.CallId = spoolCallID(f.ref)
 	}
-	return d.store.EnqueueJob(ctx, j)
+	// The file is the root of its call's trace; the job continues it.
+	callID := rec.CallId
+	if field.OptionalID("call_id", callID) != nil {
+		callID = "" // refused when the job runs; not put on a span
+	}
+	sctx, span := d.tr.root(ctx, spanSpoolFile, callID, attribute.String("calmline.spool", d.id), attribute.String("calmline.job_id", j.ID))
+	j.TraceContext = d.tr.inject(sctx)
+	ok, err := d.store.EnqueueJob(ctx, j)
+	if ok {
+		span.End() // a file queued already (by another instance) has its trace already
+	}
+	return ok, err
 }
 
 // badSidecarLabel carries a sidecar's problem to the job, which fails with

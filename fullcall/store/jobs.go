@@ -43,6 +43,9 @@ type Job struct {
 	// Settled is set once the source has moved the recording aside.
 	Settled              bool
 	CreatedAt, UpdatedAt time.Time
+	// TraceContext is the stored context of the span the job's work
+	// continues (fullcall's tracing.go); opaque here.
+	TraceContext string
 	// token is the claim this value holds; completing the job is fenced
 	// on it.
 	token string
@@ -69,7 +72,7 @@ func randomHex(n int) string {
 }
 
 const jobColumns = `id, tenant_id, source, ref, state, attempts, lease_token, request, payload, call_id, error_code, error, settled,
-	callback_url, callback_state, callback_attempts, callback_error, created_at, updated_at`
+	callback_url, callback_state, callback_attempts, callback_error, created_at, updated_at, trace_context`
 
 func scanJob(row interface{ Scan(...any) error }) (*Job, error) {
 	j := &Job{Recording: &fullcallv1.Recording{}}
@@ -77,7 +80,7 @@ func scanJob(row interface{ Scan(...any) error }) (*Job, error) {
 	var created, updated int64
 	var req []byte
 	if err := row.Scan(&j.ID, &j.TenantID, &j.Source, &j.Ref, &state, &j.Attempts, &j.token, &req, &j.Payload, &j.CallID,
-		&j.ErrorCode, &j.Error, &settled, &j.CallbackURL, &cbState, &j.CallbackAttempts, &j.CallbackError, &created, &updated); err != nil {
+		&j.ErrorCode, &j.Error, &settled, &j.CallbackURL, &cbState, &j.CallbackAttempts, &j.CallbackError, &created, &updated, &j.TraceContext); err != nil {
 		return nil, err
 	}
 	if err := proto.Unmarshal(req, j.Recording); err != nil {
@@ -103,10 +106,10 @@ func (s *Store) EnqueueJob(ctx context.Context, j *Job) (bool, error) {
 	}
 	now := s.Now().UnixMilli()
 	res, err := s.exec(ctx, `
-INSERT INTO jobs (id, tenant_id, source, ref, state, request, payload, call_id, callback_url, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO jobs (id, tenant_id, source, ref, state, request, payload, call_id, callback_url, created_at, updated_at, trace_context)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (source, ref) DO NOTHING`,
-		j.ID, j.TenantID, j.Source, j.Ref, int(fullcallv1.JobState_JOB_STATE_QUEUED), req, j.Payload, rec.CallId, j.CallbackURL, now, now)
+		j.ID, j.TenantID, j.Source, j.Ref, int(fullcallv1.JobState_JOB_STATE_QUEUED), req, j.Payload, rec.CallId, j.CallbackURL, now, now, j.TraceContext)
 	if err != nil {
 		return false, fmt.Errorf("enqueue job: %w", err)
 	}

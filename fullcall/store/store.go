@@ -50,6 +50,9 @@ CREATE INDEX reports_by_start ON reports (tenant_id, started_at, call_id);
 CREATE INDEX reports_by_agent ON reports (tenant_id, agent_id, started_at);
 `},
 	{Version: 2, SQL: migration2},
+	// 3: the trace context a job continues (the root span of its upload or
+	// spool file, as a JSON object of W3C fields; '' for none).
+	{Version: 3, SQL: `ALTER TABLE jobs ADD COLUMN trace_context TEXT NOT NULL DEFAULT '';`},
 }
 
 // Store is fullcall's store.
