@@ -415,6 +415,9 @@ func (s *Server) AnalyzeRecording(ctx context.Context, req *fullcallv1.AnalyzeRe
 // analyzeNow analyses an uploaded recording synchronously and stores its
 // report.
 func (s *Server) analyzeNow(ctx context.Context, t *tenant.Tenant, rec *fullcallv1.Recording) (_ *fullcallv1.Report, err error) {
+	if rec == nil {
+		rec = &fullcallv1.Recording{} // a request without one: refused below as no WAV, not a panic
+	}
 	if rec.GetCallId() == "" {
 		rec.CallId = "rec-" + randomID() // chosen here, as prepare would, so that the trace names it
 	}

@@ -109,6 +109,14 @@ func TestStrictInput(t *testing.T) {
 			_, err := recordings.AnalyzeRecording(gctx, &fullcallv1.AnalyzeRecordingRequest{Recording: &fullcallv1.Recording{CallId: long, Wav: tone()}})
 			return err
 		},
+		"AnalyzeRecording without a recording": func() error {
+			_, err := recordings.AnalyzeRecording(gctx, &fullcallv1.AnalyzeRecordingRequest{})
+			return err
+		},
+		"SubmitRecording without a recording": func() error {
+			_, err := recordings.SubmitRecording(gctx, &fullcallv1.SubmitRecordingRequest{})
+			return err
+		},
 		"SubmitRecording control char in agent_id": func() error {
 			_, err := recordings.SubmitRecording(gctx, &fullcallv1.SubmitRecordingRequest{Recording: &fullcallv1.Recording{AgentId: "a\x01", Wav: tone()}})
 			return err

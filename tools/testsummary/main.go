@@ -91,10 +91,14 @@ func summarise(r io.Reader, w io.Writer) (failed bool, skipped []skip, err error
 			// The package's own lines: ok/FAIL/"no test files", panics
 			// and timeouts outside any test, coverage.
 			if o := e.Output; o != "PASS\n" && !strings.HasPrefix(o, "=== ") {
+				if strings.HasPrefix(o, "FAIL") {
+					unfinished(w, out, e.Package)
+				}
 				io.WriteString(w, o)
 			}
 		case e.Test == "" && e.Action == "fail":
 			failed = true
+			unfinished(w, out, e.Package)
 		case e.Action == "output":
 			out[key(e)] = append(out[key(e)], e.Output)
 		case e.Action == "fail":
@@ -115,6 +119,26 @@ func summarise(r io.Reader, w io.Writer) (failed bool, skipped []skip, err error
 		}
 	}
 	return failed, skipped, sc.Err()
+}
+
+// unfinished prints the output of pkg's tests that never ended: a test
+// binary that panicked or timed out dies inside a test, and test2json sends
+// no "fail" for that test, only for the package — its output (the panic and
+// its stack) is what the reader needs most. Tests in name order.
+func unfinished(w io.Writer, out map[string][]string, pkg string) {
+	var keys []string
+	for k := range out {
+		if strings.HasPrefix(k, pkg+"\x00") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, o := range out[k] {
+			io.WriteString(w, o)
+		}
+		delete(out, k)
+	}
 }
 
 // reason is what a skipped test logged, without go test's framing lines.

@@ -94,3 +94,30 @@ func TestPassingRunIsNotAFailureAndNoSkipsSaysNone(t *testing.T) {
 		t.Errorf("report without skips: %q", rep.String())
 	}
 }
+
+// A test binary that panics dies inside the test: test2json sends no "fail"
+// for the test, only for the package. The panic and the test's output must
+// still be printed, before the package's FAIL line.
+func TestAPanicInsideATestIsPrinted(t *testing.T) {
+	const panicked = `{"Action":"start","Package":"m/s"}
+{"Action":"run","Package":"m/s","Test":"TestWalk"}
+{"Action":"output","Package":"m/s","Test":"TestWalk","Output":"=== RUN   TestWalk\n"}
+{"Action":"output","Package":"m/s","Test":"TestWalk","Output":"panic: runtime error: invalid memory address or nil pointer dereference\n"}
+{"Action":"output","Package":"m/s","Test":"TestWalk","Output":"\tm/s/api.go:419 +0xd0\n"}
+{"Action":"output","Package":"m/s","Output":"FAIL\tm/s\t1.666s\n"}
+{"Action":"fail","Package":"m/s","Elapsed":1.666}
+`
+	var out bytes.Buffer
+	failed, _, err := summarise(strings.NewReader(panicked), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !failed {
+		t.Error("a panicking package: failed = false")
+	}
+	got := out.String()
+	p, f := strings.Index(got, "panic: runtime error"), strings.Index(got, "FAIL\tm/s")
+	if p < 0 || !strings.Contains(got, "m/s/api.go:419") || f < 0 || p > f {
+		t.Errorf("want the panic and its stack before the package's FAIL line, got:\n%s", got)
+	}
+}
