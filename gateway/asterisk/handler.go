@@ -143,20 +143,14 @@ func keyFromRequest(r *http.Request) string {
 	} else {
 		k = tenant.KeyFromRequest(r)
 	}
-	q := r.URL.Query()
-	if q.Has(KeyParameter) {
-		if k == "" {
-			k = strings.TrimSpace(q.Get(KeyParameter))
-		}
-		q.Del(KeyParameter)
-		r.URL.RawQuery = q.Encode()
-		r.RequestURI = r.URL.RequestURI()
+	if qk := wsconn.TakeQueryKey(r); k == "" {
+		k = qk
 	}
 	return k
 }
 
 // KeyParameter is the query parameter that may carry the API key.
-const KeyParameter = "api_key"
+const KeyParameter = wsconn.KeyParameter
 
 // ServeHTTP authenticates a leg, checks its parameters and the tenant's
 // quota (for a call's first leg), upgrades it and runs it.

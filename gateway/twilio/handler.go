@@ -64,7 +64,7 @@ func feedOnly(role string) string {
 // KeyParameter is the custom parameter that carries the API key when the
 // sender cannot set a header; AgentParameter the agent's id.
 const (
-	KeyParameter   = "api_key"
+	KeyParameter   = wsconn.KeyParameter
 	AgentParameter = "agent_id"
 )
 
@@ -153,14 +153,8 @@ func keyFromRequest(r *http.Request) string {
 			k = pw
 		}
 	}
-	q := r.URL.Query()
-	if q.Has(KeyParameter) {
-		if k == "" {
-			k = strings.TrimSpace(q.Get(KeyParameter))
-		}
-		q.Del(KeyParameter)
-		r.URL.RawQuery = q.Encode()
-		r.RequestURI = r.URL.RequestURI()
+	if qk := wsconn.TakeQueryKey(r); k == "" {
+		k = qk
 	}
 	return k
 }
