@@ -123,6 +123,10 @@ type CallConfig struct {
 	// OnFrame, if set, receives every frame of every channel (valid only
 	// during the call), e.g. to keep per-frame voice activity.
 	OnFrame func(ch int, f *Frame)
+	// OnSums, if set, receives each second's increments of the Summary's
+	// totals as the second is scored, before its Second is queued (valid
+	// only during the call; see SecondSums).
+	OnSums func(s *SecondSums)
 }
 
 const (
@@ -220,6 +224,7 @@ type Call struct {
 	dropped int
 	forced  int
 	flushed bool
+	sums    sumsState // for CallConfig.OnSums (sums.go)
 }
 
 // NewCall returns a Call for the configuration.
@@ -337,6 +342,9 @@ func (c *Call) frame(idx int, f *Frame) {
 	} else {
 		k.speech[bit/64] &^= 1 << (bit % 64)
 	}
+	if c.cfg.OnSums != nil {
+		c.sums.sumsFrame(idx, f)
+	}
 	if c.cfg.OnFrame != nil {
 		c.cfg.OnFrame(idx, f)
 	}
@@ -409,6 +417,7 @@ func (c *Call) scoreSecond() {
 			k.pHead = (k.pHead + 1) % maxLead
 			k.pN--
 		}
+		c.sums.raw[i] = k.window
 		frames = max(frames, k.window.Frames)
 		sec.Channels[i] = SecondChannel{Role: k.role, Speech: k.window.Speech, Voiced: k.window.Voiced,
 			F0: math.NaN(), Intensity: k.window.VoicedIntensityDB()}
@@ -482,6 +491,7 @@ func (c *Call) scoreSecond() {
 		k.vdB += k.window.vdB
 		k.nVoiced += k.window.Voiced
 	}
+	c.emitSums(&sec)
 	c.emit(&sec)
 }
 
