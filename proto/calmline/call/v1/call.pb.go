@@ -1037,6 +1037,449 @@ func (x *ScoreUpdate) GetModel() *ModelInfo {
 	return nil
 }
 
+// SecondAnalysis is what the voice analysis measured in one second of a
+// call, as sums that add up over seconds: a whole-call report is built from
+// a call's SecondAnalysis messages without its audio (realtime sends one
+// beside each score update; fullcall merges them). Counts add up exactly;
+// the F0 distribution travels as a histogram.
+type SecondAnalysis struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the second on the call's timeline; it covers
+	// [second × rate, end_sample) samples per channel.
+	Second    uint32 `protobuf:"varint,1,opt,name=second,proto3" json:"second,omitempty"`
+	EndSample uint64 `protobuf:"varint,2,opt,name=end_sample,json=endSample,proto3" json:"end_sample,omitempty"`
+	// Samples (per channel, input rate) of the second that the analysis had
+	// as audio; the rest were gaps (audio dropped or never sent), which it
+	// analysed as silence.
+	AudioSamples uint64 `protobuf:"varint,3,opt,name=audio_samples,json=audioSamples,proto3" json:"audio_samples,omitempty"`
+	// The model that analysed the second.
+	Model *ModelInfo `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// The second's scores, absent when they abstain, and the shares (0–1) of
+	// the second in which the caller, the agent and both talked: the
+	// report's timeline point.
+	AgentStress    *float64 `protobuf:"fixed64,5,opt,name=agent_stress,json=agentStress,proto3,oneof" json:"agent_stress,omitempty"`
+	CallerPressure *float64 `protobuf:"fixed64,6,opt,name=caller_pressure,json=callerPressure,proto3,oneof" json:"caller_pressure,omitempty"`
+	CallerTalk     float64  `protobuf:"fixed64,7,opt,name=caller_talk,json=callerTalk,proto3" json:"caller_talk,omitempty"`
+	AgentTalk      float64  `protobuf:"fixed64,8,opt,name=agent_talk,json=agentTalk,proto3" json:"agent_talk,omitempty"`
+	Overlap        float64  `protobuf:"fixed64,9,opt,name=overlap,proto3" json:"overlap,omitempty"`
+	// One per channel of the call, in the call's channel order.
+	Channels      []*ChannelAnalysis `protobuf:"bytes,10,rep,name=channels,proto3" json:"channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecondAnalysis) Reset() {
+	*x = SecondAnalysis{}
+	mi := &file_calmline_call_v1_call_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecondAnalysis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecondAnalysis) ProtoMessage() {}
+
+func (x *SecondAnalysis) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_call_v1_call_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecondAnalysis.ProtoReflect.Descriptor instead.
+func (*SecondAnalysis) Descriptor() ([]byte, []int) {
+	return file_calmline_call_v1_call_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SecondAnalysis) GetSecond() uint32 {
+	if x != nil {
+		return x.Second
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetEndSample() uint64 {
+	if x != nil {
+		return x.EndSample
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetAudioSamples() uint64 {
+	if x != nil {
+		return x.AudioSamples
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetModel() *ModelInfo {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
+func (x *SecondAnalysis) GetAgentStress() float64 {
+	if x != nil && x.AgentStress != nil {
+		return *x.AgentStress
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetCallerPressure() float64 {
+	if x != nil && x.CallerPressure != nil {
+		return *x.CallerPressure
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetCallerTalk() float64 {
+	if x != nil {
+		return x.CallerTalk
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetAgentTalk() float64 {
+	if x != nil {
+		return x.AgentTalk
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetOverlap() float64 {
+	if x != nil {
+		return x.Overlap
+	}
+	return 0
+}
+
+func (x *SecondAnalysis) GetChannels() []*ChannelAnalysis {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+// ChannelAnalysis is one channel's sums over one second (10 ms frames).
+type ChannelAnalysis struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Frames uint32                 `protobuf:"varint,1,opt,name=frames,proto3" json:"frames,omitempty"`
+	// Frames with voice activity, with voicing, and syllable nuclei.
+	SpeechFrames   uint32 `protobuf:"varint,2,opt,name=speech_frames,json=speechFrames,proto3" json:"speech_frames,omitempty"`
+	VoicedFrames   uint32 `protobuf:"varint,3,opt,name=voiced_frames,json=voicedFrames,proto3" json:"voiced_frames,omitempty"`
+	SyllableNuclei uint32 `protobuf:"varint,4,opt,name=syllable_nuclei,json=syllableNuclei,proto3" json:"syllable_nuclei,omitempty"`
+	// Σ mean square (full scale 1) over the frames: the energy mean of the
+	// intensity.
+	PowerSum float64 `protobuf:"fixed64,5,opt,name=power_sum,json=powerSum,proto3" json:"power_sum,omitempty"`
+	// Σ harmonics-to-noise ratio (dB) over hnr_frames frames.
+	HnrSumDb  float64 `protobuf:"fixed64,6,opt,name=hnr_sum_db,json=hnrSumDb,proto3" json:"hnr_sum_db,omitempty"`
+	HnrFrames uint32  `protobuf:"varint,7,opt,name=hnr_frames,json=hnrFrames,proto3" json:"hnr_frames,omitempty"`
+	// Σ F0 and Σ F0² (Hz) over the voiced frames.
+	F0SumHz   float64 `protobuf:"fixed64,8,opt,name=f0_sum_hz,json=f0SumHz,proto3" json:"f0_sum_hz,omitempty"`
+	F0SumSqHz float64 `protobuf:"fixed64,9,opt,name=f0_sum_sq_hz,json=f0SumSqHz,proto3" json:"f0_sum_sq_hz,omitempty"`
+	// The voiced frames' F0 histogram: f0_counts[i] frames in bin f0_bins[i],
+	// bins of a tenth of a semitone from 50 Hz (480 bins, to 800 Hz; the last
+	// takes everything above).
+	F0Bins   []uint32 `protobuf:"varint,10,rep,packed,name=f0_bins,json=f0Bins,proto3" json:"f0_bins,omitempty"`
+	F0Counts []uint32 `protobuf:"varint,11,rep,packed,name=f0_counts,json=f0Counts,proto3" json:"f0_counts,omitempty"`
+	// Jitter and shimmer sums of the second's glottal pulses.
+	Perturbation *PerturbationSums `protobuf:"bytes,12,opt,name=perturbation,proto3" json:"perturbation,omitempty"`
+	// Frames in which this channel talked while the other did too, and
+	// interruptions of the other party completed in the second.
+	OverlapFrames uint32 `protobuf:"varint,13,opt,name=overlap_frames,json=overlapFrames,proto3" json:"overlap_frames,omitempty"`
+	Interruptions uint32 `protobuf:"varint,14,opt,name=interruptions,proto3" json:"interruptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelAnalysis) Reset() {
+	*x = ChannelAnalysis{}
+	mi := &file_calmline_call_v1_call_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelAnalysis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelAnalysis) ProtoMessage() {}
+
+func (x *ChannelAnalysis) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_call_v1_call_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelAnalysis.ProtoReflect.Descriptor instead.
+func (*ChannelAnalysis) Descriptor() ([]byte, []int) {
+	return file_calmline_call_v1_call_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ChannelAnalysis) GetFrames() uint32 {
+	if x != nil {
+		return x.Frames
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetSpeechFrames() uint32 {
+	if x != nil {
+		return x.SpeechFrames
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetVoicedFrames() uint32 {
+	if x != nil {
+		return x.VoicedFrames
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetSyllableNuclei() uint32 {
+	if x != nil {
+		return x.SyllableNuclei
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetPowerSum() float64 {
+	if x != nil {
+		return x.PowerSum
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetHnrSumDb() float64 {
+	if x != nil {
+		return x.HnrSumDb
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetHnrFrames() uint32 {
+	if x != nil {
+		return x.HnrFrames
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetF0SumHz() float64 {
+	if x != nil {
+		return x.F0SumHz
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetF0SumSqHz() float64 {
+	if x != nil {
+		return x.F0SumSqHz
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetF0Bins() []uint32 {
+	if x != nil {
+		return x.F0Bins
+	}
+	return nil
+}
+
+func (x *ChannelAnalysis) GetF0Counts() []uint32 {
+	if x != nil {
+		return x.F0Counts
+	}
+	return nil
+}
+
+func (x *ChannelAnalysis) GetPerturbation() *PerturbationSums {
+	if x != nil {
+		return x.Perturbation
+	}
+	return nil
+}
+
+func (x *ChannelAnalysis) GetOverlapFrames() uint32 {
+	if x != nil {
+		return x.OverlapFrames
+	}
+	return 0
+}
+
+func (x *ChannelAnalysis) GetInterruptions() uint32 {
+	if x != nil {
+		return x.Interruptions
+	}
+	return 0
+}
+
+// PerturbationSums are the jitter and shimmer accumulators of a stretch of
+// glottal pulses (Praat's voice-report definitions): sums and counts of
+// period differences, periods, amplitude differences and amplitudes.
+type PerturbationSums struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JitterSum  float64                `protobuf:"fixed64,1,opt,name=jitter_sum,json=jitterSum,proto3" json:"jitter_sum,omitempty"`
+	JitterN    uint32                 `protobuf:"varint,2,opt,name=jitter_n,json=jitterN,proto3" json:"jitter_n,omitempty"`
+	RapSum     float64                `protobuf:"fixed64,3,opt,name=rap_sum,json=rapSum,proto3" json:"rap_sum,omitempty"`
+	RapN       uint32                 `protobuf:"varint,4,opt,name=rap_n,json=rapN,proto3" json:"rap_n,omitempty"`
+	PeriodSum  float64                `protobuf:"fixed64,5,opt,name=period_sum,json=periodSum,proto3" json:"period_sum,omitempty"`
+	PeriodN    uint32                 `protobuf:"varint,6,opt,name=period_n,json=periodN,proto3" json:"period_n,omitempty"`
+	ShimmerSum float64                `protobuf:"fixed64,7,opt,name=shimmer_sum,json=shimmerSum,proto3" json:"shimmer_sum,omitempty"`
+	ShimmerN   uint32                 `protobuf:"varint,8,opt,name=shimmer_n,json=shimmerN,proto3" json:"shimmer_n,omitempty"`
+	Apq3Sum    float64                `protobuf:"fixed64,9,opt,name=apq3_sum,json=apq3Sum,proto3" json:"apq3_sum,omitempty"`
+	Apq3N      uint32                 `protobuf:"varint,10,opt,name=apq3_n,json=apq3N,proto3" json:"apq3_n,omitempty"`
+	// Σ amplitudes but the last, the number of amplitudes, and the last.
+	AmpSum        float64 `protobuf:"fixed64,11,opt,name=amp_sum,json=ampSum,proto3" json:"amp_sum,omitempty"`
+	AmpN          uint32  `protobuf:"varint,12,opt,name=amp_n,json=ampN,proto3" json:"amp_n,omitempty"`
+	LastAmp       float64 `protobuf:"fixed64,13,opt,name=last_amp,json=lastAmp,proto3" json:"last_amp,omitempty"`
+	Pulses        uint32  `protobuf:"varint,14,opt,name=pulses,proto3" json:"pulses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PerturbationSums) Reset() {
+	*x = PerturbationSums{}
+	mi := &file_calmline_call_v1_call_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PerturbationSums) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PerturbationSums) ProtoMessage() {}
+
+func (x *PerturbationSums) ProtoReflect() protoreflect.Message {
+	mi := &file_calmline_call_v1_call_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PerturbationSums.ProtoReflect.Descriptor instead.
+func (*PerturbationSums) Descriptor() ([]byte, []int) {
+	return file_calmline_call_v1_call_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PerturbationSums) GetJitterSum() float64 {
+	if x != nil {
+		return x.JitterSum
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetJitterN() uint32 {
+	if x != nil {
+		return x.JitterN
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetRapSum() float64 {
+	if x != nil {
+		return x.RapSum
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetRapN() uint32 {
+	if x != nil {
+		return x.RapN
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetPeriodSum() float64 {
+	if x != nil {
+		return x.PeriodSum
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetPeriodN() uint32 {
+	if x != nil {
+		return x.PeriodN
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetShimmerSum() float64 {
+	if x != nil {
+		return x.ShimmerSum
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetShimmerN() uint32 {
+	if x != nil {
+		return x.ShimmerN
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetApq3Sum() float64 {
+	if x != nil {
+		return x.Apq3Sum
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetApq3N() uint32 {
+	if x != nil {
+		return x.Apq3N
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetAmpSum() float64 {
+	if x != nil {
+		return x.AmpSum
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetAmpN() uint32 {
+	if x != nil {
+		return x.AmpN
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetLastAmp() float64 {
+	if x != nil {
+		return x.LastAmp
+	}
+	return 0
+}
+
+func (x *PerturbationSums) GetPulses() uint32 {
+	if x != nil {
+		return x.Pulses
+	}
+	return 0
+}
+
 // AlertEvent is a change of an alert episode, as realtime sees it.
 type AlertEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1059,7 +1502,7 @@ type AlertEvent struct {
 
 func (x *AlertEvent) Reset() {
 	*x = AlertEvent{}
-	mi := &file_calmline_call_v1_call_proto_msgTypes[8]
+	mi := &file_calmline_call_v1_call_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1514,7 @@ func (x *AlertEvent) String() string {
 func (*AlertEvent) ProtoMessage() {}
 
 func (x *AlertEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_calmline_call_v1_call_proto_msgTypes[8]
+	mi := &file_calmline_call_v1_call_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1527,7 @@ func (x *AlertEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertEvent.ProtoReflect.Descriptor instead.
 func (*AlertEvent) Descriptor() ([]byte, []int) {
-	return file_calmline_call_v1_call_proto_rawDescGZIP(), []int{8}
+	return file_calmline_call_v1_call_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AlertEvent) GetAlertId() string {
@@ -1222,7 +1665,61 @@ const file_calmline_call_v1_call_proto_rawDesc = "" +
 	"\x17caller_pressure_abstain\x18\a \x01(\tR\x15callerPressureAbstain\x121\n" +
 	"\x05model\x18\b \x01(\v2\x1b.calmline.call.v1.ModelInfoR\x05modelB\x0f\n" +
 	"\r_agent_stressB\x12\n" +
-	"\x10_caller_pressure\"\xb9\x02\n" +
+	"\x10_caller_pressure\"\xb3\x03\n" +
+	"\x0eSecondAnalysis\x12\x16\n" +
+	"\x06second\x18\x01 \x01(\rR\x06second\x12\x1d\n" +
+	"\n" +
+	"end_sample\x18\x02 \x01(\x04R\tendSample\x12#\n" +
+	"\raudio_samples\x18\x03 \x01(\x04R\faudioSamples\x121\n" +
+	"\x05model\x18\x04 \x01(\v2\x1b.calmline.call.v1.ModelInfoR\x05model\x12&\n" +
+	"\fagent_stress\x18\x05 \x01(\x01H\x00R\vagentStress\x88\x01\x01\x12,\n" +
+	"\x0fcaller_pressure\x18\x06 \x01(\x01H\x01R\x0ecallerPressure\x88\x01\x01\x12\x1f\n" +
+	"\vcaller_talk\x18\a \x01(\x01R\n" +
+	"callerTalk\x12\x1d\n" +
+	"\n" +
+	"agent_talk\x18\b \x01(\x01R\tagentTalk\x12\x18\n" +
+	"\aoverlap\x18\t \x01(\x01R\aoverlap\x12=\n" +
+	"\bchannels\x18\n" +
+	" \x03(\v2!.calmline.call.v1.ChannelAnalysisR\bchannelsB\x0f\n" +
+	"\r_agent_stressB\x12\n" +
+	"\x10_caller_pressure\"\xfe\x03\n" +
+	"\x0fChannelAnalysis\x12\x16\n" +
+	"\x06frames\x18\x01 \x01(\rR\x06frames\x12#\n" +
+	"\rspeech_frames\x18\x02 \x01(\rR\fspeechFrames\x12#\n" +
+	"\rvoiced_frames\x18\x03 \x01(\rR\fvoicedFrames\x12'\n" +
+	"\x0fsyllable_nuclei\x18\x04 \x01(\rR\x0esyllableNuclei\x12\x1b\n" +
+	"\tpower_sum\x18\x05 \x01(\x01R\bpowerSum\x12\x1c\n" +
+	"\n" +
+	"hnr_sum_db\x18\x06 \x01(\x01R\bhnrSumDb\x12\x1d\n" +
+	"\n" +
+	"hnr_frames\x18\a \x01(\rR\thnrFrames\x12\x1a\n" +
+	"\tf0_sum_hz\x18\b \x01(\x01R\af0SumHz\x12\x1f\n" +
+	"\ff0_sum_sq_hz\x18\t \x01(\x01R\tf0SumSqHz\x12\x17\n" +
+	"\af0_bins\x18\n" +
+	" \x03(\rR\x06f0Bins\x12\x1b\n" +
+	"\tf0_counts\x18\v \x03(\rR\bf0Counts\x12F\n" +
+	"\fperturbation\x18\f \x01(\v2\".calmline.call.v1.PerturbationSumsR\fperturbation\x12%\n" +
+	"\x0eoverlap_frames\x18\r \x01(\rR\roverlapFrames\x12$\n" +
+	"\rinterruptions\x18\x0e \x01(\rR\rinterruptions\"\x85\x03\n" +
+	"\x10PerturbationSums\x12\x1d\n" +
+	"\n" +
+	"jitter_sum\x18\x01 \x01(\x01R\tjitterSum\x12\x19\n" +
+	"\bjitter_n\x18\x02 \x01(\rR\ajitterN\x12\x17\n" +
+	"\arap_sum\x18\x03 \x01(\x01R\x06rapSum\x12\x13\n" +
+	"\x05rap_n\x18\x04 \x01(\rR\x04rapN\x12\x1d\n" +
+	"\n" +
+	"period_sum\x18\x05 \x01(\x01R\tperiodSum\x12\x19\n" +
+	"\bperiod_n\x18\x06 \x01(\rR\aperiodN\x12\x1f\n" +
+	"\vshimmer_sum\x18\a \x01(\x01R\n" +
+	"shimmerSum\x12\x1b\n" +
+	"\tshimmer_n\x18\b \x01(\rR\bshimmerN\x12\x19\n" +
+	"\bapq3_sum\x18\t \x01(\x01R\aapq3Sum\x12\x15\n" +
+	"\x06apq3_n\x18\n" +
+	" \x01(\rR\x05apq3N\x12\x17\n" +
+	"\aamp_sum\x18\v \x01(\x01R\x06ampSum\x12\x13\n" +
+	"\x05amp_n\x18\f \x01(\rR\x04ampN\x12\x19\n" +
+	"\blast_amp\x18\r \x01(\x01R\alastAmp\x12\x16\n" +
+	"\x06pulses\x18\x0e \x01(\rR\x06pulses\"\xb9\x02\n" +
 	"\n" +
 	"AlertEvent\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\tR\aalertId\x12\x17\n" +
@@ -1281,7 +1778,7 @@ func file_calmline_call_v1_call_proto_rawDescGZIP() []byte {
 }
 
 var file_calmline_call_v1_call_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_calmline_call_v1_call_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_calmline_call_v1_call_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_calmline_call_v1_call_proto_goTypes = []any{
 	(Codec)(0),                    // 0: calmline.call.v1.Codec
 	(ChannelRole)(0),              // 1: calmline.call.v1.ChannelRole
@@ -1297,33 +1794,39 @@ var file_calmline_call_v1_call_proto_goTypes = []any{
 	(*Gap)(nil),                   // 11: calmline.call.v1.Gap
 	(*ModelInfo)(nil),             // 12: calmline.call.v1.ModelInfo
 	(*ScoreUpdate)(nil),           // 13: calmline.call.v1.ScoreUpdate
-	(*AlertEvent)(nil),            // 14: calmline.call.v1.AlertEvent
-	nil,                           // 15: calmline.call.v1.AlertRule.MatchLabelsEntry
-	nil,                           // 16: calmline.call.v1.Call.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*SecondAnalysis)(nil),        // 14: calmline.call.v1.SecondAnalysis
+	(*ChannelAnalysis)(nil),       // 15: calmline.call.v1.ChannelAnalysis
+	(*PerturbationSums)(nil),      // 16: calmline.call.v1.PerturbationSums
+	(*AlertEvent)(nil),            // 17: calmline.call.v1.AlertEvent
+	nil,                           // 18: calmline.call.v1.AlertRule.MatchLabelsEntry
+	nil,                           // 19: calmline.call.v1.Call.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_calmline_call_v1_call_proto_depIdxs = []int32{
 	0,  // 0: calmline.call.v1.MediaFormat.codec:type_name -> calmline.call.v1.Codec
 	1,  // 1: calmline.call.v1.MediaFormat.channels:type_name -> calmline.call.v1.ChannelRole
 	2,  // 2: calmline.call.v1.AlertRule.score:type_name -> calmline.call.v1.ScoreKind
-	15, // 3: calmline.call.v1.AlertRule.match_labels:type_name -> calmline.call.v1.AlertRule.MatchLabelsEntry
+	18, // 3: calmline.call.v1.AlertRule.match_labels:type_name -> calmline.call.v1.AlertRule.MatchLabelsEntry
 	7,  // 4: calmline.call.v1.CallPolicy.alert_rule:type_name -> calmline.call.v1.AlertRule
 	3,  // 5: calmline.call.v1.CallPolicy.agent_scoring:type_name -> calmline.call.v1.AgentScoring
 	7,  // 6: calmline.call.v1.CallPolicy.alert_rules:type_name -> calmline.call.v1.AlertRule
-	17, // 7: calmline.call.v1.Call.started_at:type_name -> google.protobuf.Timestamp
+	20, // 7: calmline.call.v1.Call.started_at:type_name -> google.protobuf.Timestamp
 	6,  // 8: calmline.call.v1.Call.format:type_name -> calmline.call.v1.MediaFormat
-	16, // 9: calmline.call.v1.Call.labels:type_name -> calmline.call.v1.Call.LabelsEntry
+	19, // 9: calmline.call.v1.Call.labels:type_name -> calmline.call.v1.Call.LabelsEntry
 	8,  // 10: calmline.call.v1.Call.policy:type_name -> calmline.call.v1.CallPolicy
 	4,  // 11: calmline.call.v1.Gap.reason:type_name -> calmline.call.v1.GapReason
 	12, // 12: calmline.call.v1.ScoreUpdate.model:type_name -> calmline.call.v1.ModelInfo
-	5,  // 13: calmline.call.v1.AlertEvent.state:type_name -> calmline.call.v1.AlertState
-	2,  // 14: calmline.call.v1.AlertEvent.score:type_name -> calmline.call.v1.ScoreKind
-	17, // 15: calmline.call.v1.AlertEvent.at:type_name -> google.protobuf.Timestamp
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 13: calmline.call.v1.SecondAnalysis.model:type_name -> calmline.call.v1.ModelInfo
+	15, // 14: calmline.call.v1.SecondAnalysis.channels:type_name -> calmline.call.v1.ChannelAnalysis
+	16, // 15: calmline.call.v1.ChannelAnalysis.perturbation:type_name -> calmline.call.v1.PerturbationSums
+	5,  // 16: calmline.call.v1.AlertEvent.state:type_name -> calmline.call.v1.AlertState
+	2,  // 17: calmline.call.v1.AlertEvent.score:type_name -> calmline.call.v1.ScoreKind
+	20, // 18: calmline.call.v1.AlertEvent.at:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_calmline_call_v1_call_proto_init() }
@@ -1332,13 +1835,14 @@ func file_calmline_call_v1_call_proto_init() {
 		return
 	}
 	file_calmline_call_v1_call_proto_msgTypes[7].OneofWrappers = []any{}
+	file_calmline_call_v1_call_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_calmline_call_v1_call_proto_rawDesc), len(file_calmline_call_v1_call_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

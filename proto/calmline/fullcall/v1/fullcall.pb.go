@@ -270,6 +270,7 @@ type RecordRequest struct {
 	//	*RecordRequest_Gap
 	//	*RecordRequest_Event
 	//	*RecordRequest_Close
+	//	*RecordRequest_Analysis
 	Msg           isRecordRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -357,6 +358,15 @@ func (x *RecordRequest) GetClose() *CloseCall {
 	return nil
 }
 
+func (x *RecordRequest) GetAnalysis() *v1.SecondAnalysis {
+	if x != nil {
+		if x, ok := x.Msg.(*RecordRequest_Analysis); ok {
+			return x.Analysis
+		}
+	}
+	return nil
+}
+
 type isRecordRequest_Msg interface {
 	isRecordRequest_Msg()
 }
@@ -381,6 +391,12 @@ type RecordRequest_Close struct {
 	Close *CloseCall `protobuf:"bytes,5,opt,name=close,proto3,oneof"`
 }
 
+type RecordRequest_Analysis struct {
+	// realtime's analysis of a second, forwarded by the gateway: fullcall
+	// builds the report from it instead of analysing that second's audio.
+	Analysis *v1.SecondAnalysis `protobuf:"bytes,6,opt,name=analysis,proto3,oneof"`
+}
+
 func (*RecordRequest_Open) isRecordRequest_Msg() {}
 
 func (*RecordRequest_Chunk) isRecordRequest_Msg() {}
@@ -391,15 +407,21 @@ func (*RecordRequest_Event) isRecordRequest_Msg() {}
 
 func (*RecordRequest_Close) isRecordRequest_Msg() {}
 
+func (*RecordRequest_Analysis) isRecordRequest_Msg() {}
+
 // OpenCall starts or resumes recording a call.
 type OpenCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Call  *v1.Call               `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
 	// True when the gateway reopens a call after the stream broke; fullcall
 	// then continues from the call's checkpoint.
-	Resume        bool `protobuf:"varint,2,opt,name=resume,proto3" json:"resume,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Resume bool `protobuf:"varint,2,opt,name=resume,proto3" json:"resume,omitempty"`
+	// True when the gateway forwards realtime's per-second analysis on this
+	// stream: fullcall then waits a bounded time for it before analysing a
+	// second's audio itself. Otherwise fullcall analyses all the audio.
+	RealtimeAnalysis bool `protobuf:"varint,3,opt,name=realtime_analysis,json=realtimeAnalysis,proto3" json:"realtime_analysis,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *OpenCall) Reset() {
@@ -442,6 +464,13 @@ func (x *OpenCall) GetCall() *v1.Call {
 func (x *OpenCall) GetResume() bool {
 	if x != nil {
 		return x.Resume
+	}
+	return false
+}
+
+func (x *OpenCall) GetRealtimeAnalysis() bool {
+	if x != nil {
+		return x.RealtimeAnalysis
 	}
 	return false
 }
@@ -2538,17 +2567,19 @@ var File_calmline_fullcall_v1_fullcall_proto protoreflect.FileDescriptor
 
 const file_calmline_fullcall_v1_fullcall_proto_rawDesc = "" +
 	"\n" +
-	"#calmline/fullcall/v1/fullcall.proto\x12\x14calmline.fullcall.v1\x1a\x1bcalmline/call/v1/call.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n" +
+	"#calmline/fullcall/v1/fullcall.proto\x12\x14calmline.fullcall.v1\x1a\x1bcalmline/call/v1/call.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x02\n" +
 	"\rRecordRequest\x124\n" +
 	"\x04open\x18\x01 \x01(\v2\x1e.calmline.fullcall.v1.OpenCallH\x00R\x04open\x124\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x1c.calmline.call.v1.AudioChunkH\x00R\x05chunk\x12)\n" +
 	"\x03gap\x18\x03 \x01(\v2\x15.calmline.call.v1.GapH\x00R\x03gap\x127\n" +
 	"\x05event\x18\x04 \x01(\v2\x1f.calmline.fullcall.v1.CallEventH\x00R\x05event\x127\n" +
-	"\x05close\x18\x05 \x01(\v2\x1f.calmline.fullcall.v1.CloseCallH\x00R\x05closeB\x05\n" +
-	"\x03msg\"N\n" +
+	"\x05close\x18\x05 \x01(\v2\x1f.calmline.fullcall.v1.CloseCallH\x00R\x05close\x12>\n" +
+	"\banalysis\x18\x06 \x01(\v2 .calmline.call.v1.SecondAnalysisH\x00R\banalysisB\x05\n" +
+	"\x03msg\"{\n" +
 	"\bOpenCall\x12*\n" +
 	"\x04call\x18\x01 \x01(\v2\x16.calmline.call.v1.CallR\x04call\x12\x16\n" +
-	"\x06resume\x18\x02 \x01(\bR\x06resume\"\x8d\x01\n" +
+	"\x06resume\x18\x02 \x01(\bR\x06resume\x12+\n" +
+	"\x11realtime_analysis\x18\x03 \x01(\bR\x10realtimeAnalysis\"\x8d\x01\n" +
 	"\tCallEvent\x124\n" +
 	"\x05alert\x18\x01 \x01(\v2\x1c.calmline.call.v1.AlertEventH\x00R\x05alert\x12A\n" +
 	"\x10live_scoring_gap\x18\x02 \x01(\v2\x15.calmline.call.v1.GapH\x00R\x0eliveScoringGapB\a\n" +
@@ -2827,12 +2858,13 @@ var file_calmline_fullcall_v1_fullcall_proto_goTypes = []any{
 	nil,                              // 33: calmline.fullcall.v1.Recording.LabelsEntry
 	(*v1.AudioChunk)(nil),            // 34: calmline.call.v1.AudioChunk
 	(*v1.Gap)(nil),                   // 35: calmline.call.v1.Gap
-	(*v1.Call)(nil),                  // 36: calmline.call.v1.Call
-	(*v1.AlertEvent)(nil),            // 37: calmline.call.v1.AlertEvent
-	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
-	(*v1.MediaFormat)(nil),           // 39: calmline.call.v1.MediaFormat
-	(*v1.ModelInfo)(nil),             // 40: calmline.call.v1.ModelInfo
-	(v1.ChannelRole)(0),              // 41: calmline.call.v1.ChannelRole
+	(*v1.SecondAnalysis)(nil),        // 36: calmline.call.v1.SecondAnalysis
+	(*v1.Call)(nil),                  // 37: calmline.call.v1.Call
+	(*v1.AlertEvent)(nil),            // 38: calmline.call.v1.AlertEvent
+	(*timestamppb.Timestamp)(nil),    // 39: google.protobuf.Timestamp
+	(*v1.MediaFormat)(nil),           // 40: calmline.call.v1.MediaFormat
+	(*v1.ModelInfo)(nil),             // 41: calmline.call.v1.ModelInfo
+	(v1.ChannelRole)(0),              // 42: calmline.call.v1.ChannelRole
 }
 var file_calmline_fullcall_v1_fullcall_proto_depIdxs = []int32{
 	5,  // 0: calmline.fullcall.v1.RecordRequest.open:type_name -> calmline.fullcall.v1.OpenCall
@@ -2840,73 +2872,74 @@ var file_calmline_fullcall_v1_fullcall_proto_depIdxs = []int32{
 	35, // 2: calmline.fullcall.v1.RecordRequest.gap:type_name -> calmline.call.v1.Gap
 	6,  // 3: calmline.fullcall.v1.RecordRequest.event:type_name -> calmline.fullcall.v1.CallEvent
 	7,  // 4: calmline.fullcall.v1.RecordRequest.close:type_name -> calmline.fullcall.v1.CloseCall
-	36, // 5: calmline.fullcall.v1.OpenCall.call:type_name -> calmline.call.v1.Call
-	37, // 6: calmline.fullcall.v1.CallEvent.alert:type_name -> calmline.call.v1.AlertEvent
-	35, // 7: calmline.fullcall.v1.CallEvent.live_scoring_gap:type_name -> calmline.call.v1.Gap
-	0,  // 8: calmline.fullcall.v1.CloseCall.reason:type_name -> calmline.fullcall.v1.EndReason
-	9,  // 9: calmline.fullcall.v1.RecordResponse.opened:type_name -> calmline.fullcall.v1.OpenedCall
-	10, // 10: calmline.fullcall.v1.RecordResponse.ack:type_name -> calmline.fullcall.v1.Ack
-	11, // 11: calmline.fullcall.v1.RecordResponse.finished:type_name -> calmline.fullcall.v1.FinishedCall
-	12, // 12: calmline.fullcall.v1.FinishedCall.report:type_name -> calmline.fullcall.v1.Report
-	38, // 13: calmline.fullcall.v1.Report.started_at:type_name -> google.protobuf.Timestamp
-	38, // 14: calmline.fullcall.v1.Report.ended_at:type_name -> google.protobuf.Timestamp
-	1,  // 15: calmline.fullcall.v1.Report.source:type_name -> calmline.fullcall.v1.Source
-	39, // 16: calmline.fullcall.v1.Report.format:type_name -> calmline.call.v1.MediaFormat
-	40, // 17: calmline.fullcall.v1.Report.model:type_name -> calmline.call.v1.ModelInfo
-	13, // 18: calmline.fullcall.v1.Report.channels:type_name -> calmline.fullcall.v1.ChannelSummary
-	14, // 19: calmline.fullcall.v1.Report.timeline:type_name -> calmline.fullcall.v1.TimelinePoint
-	15, // 20: calmline.fullcall.v1.Report.agent_stress:type_name -> calmline.fullcall.v1.ScoreSummary
-	15, // 21: calmline.fullcall.v1.Report.caller_pressure:type_name -> calmline.fullcall.v1.ScoreSummary
-	16, // 22: calmline.fullcall.v1.Report.overlap:type_name -> calmline.fullcall.v1.Overlap
-	37, // 23: calmline.fullcall.v1.Report.alerts:type_name -> calmline.call.v1.AlertEvent
-	35, // 24: calmline.fullcall.v1.Report.gaps:type_name -> calmline.call.v1.Gap
-	0,  // 25: calmline.fullcall.v1.Report.end_reason:type_name -> calmline.fullcall.v1.EndReason
-	38, // 26: calmline.fullcall.v1.Report.audio_expires_at:type_name -> google.protobuf.Timestamp
-	38, // 27: calmline.fullcall.v1.Report.created_at:type_name -> google.protobuf.Timestamp
-	32, // 28: calmline.fullcall.v1.Report.labels:type_name -> calmline.fullcall.v1.Report.LabelsEntry
-	35, // 29: calmline.fullcall.v1.Report.live_scoring_gaps:type_name -> calmline.call.v1.Gap
-	41, // 30: calmline.fullcall.v1.ChannelSummary.role:type_name -> calmline.call.v1.ChannelRole
-	12, // 31: calmline.fullcall.v1.GetReportResponse.report:type_name -> calmline.fullcall.v1.Report
-	38, // 32: calmline.fullcall.v1.ListReportsRequest.started_after:type_name -> google.protobuf.Timestamp
-	38, // 33: calmline.fullcall.v1.ListReportsRequest.started_before:type_name -> google.protobuf.Timestamp
-	12, // 34: calmline.fullcall.v1.ListReportsResponse.reports:type_name -> calmline.fullcall.v1.Report
-	38, // 35: calmline.fullcall.v1.GetAgentSummaryRequest.from:type_name -> google.protobuf.Timestamp
-	38, // 36: calmline.fullcall.v1.GetAgentSummaryRequest.to:type_name -> google.protobuf.Timestamp
-	23, // 37: calmline.fullcall.v1.GetAgentSummaryResponse.summary:type_name -> calmline.fullcall.v1.AgentSummary
-	38, // 38: calmline.fullcall.v1.AgentSummary.from:type_name -> google.protobuf.Timestamp
-	38, // 39: calmline.fullcall.v1.AgentSummary.to:type_name -> google.protobuf.Timestamp
-	41, // 40: calmline.fullcall.v1.Recording.roles:type_name -> calmline.call.v1.ChannelRole
-	38, // 41: calmline.fullcall.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
-	33, // 42: calmline.fullcall.v1.Recording.labels:type_name -> calmline.fullcall.v1.Recording.LabelsEntry
-	24, // 43: calmline.fullcall.v1.AnalyzeRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
-	12, // 44: calmline.fullcall.v1.AnalyzeRecordingResponse.report:type_name -> calmline.fullcall.v1.Report
-	24, // 45: calmline.fullcall.v1.SubmitRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
-	31, // 46: calmline.fullcall.v1.SubmitRecordingResponse.job:type_name -> calmline.fullcall.v1.Job
-	31, // 47: calmline.fullcall.v1.GetJobResponse.job:type_name -> calmline.fullcall.v1.Job
-	2,  // 48: calmline.fullcall.v1.Job.state:type_name -> calmline.fullcall.v1.JobState
-	38, // 49: calmline.fullcall.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	38, // 50: calmline.fullcall.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	12, // 51: calmline.fullcall.v1.Job.report:type_name -> calmline.fullcall.v1.Report
-	3,  // 52: calmline.fullcall.v1.Job.callback:type_name -> calmline.fullcall.v1.CallbackState
-	4,  // 53: calmline.fullcall.v1.IngestService.Record:input_type -> calmline.fullcall.v1.RecordRequest
-	17, // 54: calmline.fullcall.v1.ReportService.GetReport:input_type -> calmline.fullcall.v1.GetReportRequest
-	19, // 55: calmline.fullcall.v1.ReportService.ListReports:input_type -> calmline.fullcall.v1.ListReportsRequest
-	21, // 56: calmline.fullcall.v1.ReportService.GetAgentSummary:input_type -> calmline.fullcall.v1.GetAgentSummaryRequest
-	25, // 57: calmline.fullcall.v1.RecordingService.AnalyzeRecording:input_type -> calmline.fullcall.v1.AnalyzeRecordingRequest
-	27, // 58: calmline.fullcall.v1.RecordingService.SubmitRecording:input_type -> calmline.fullcall.v1.SubmitRecordingRequest
-	29, // 59: calmline.fullcall.v1.RecordingService.GetJob:input_type -> calmline.fullcall.v1.GetJobRequest
-	8,  // 60: calmline.fullcall.v1.IngestService.Record:output_type -> calmline.fullcall.v1.RecordResponse
-	18, // 61: calmline.fullcall.v1.ReportService.GetReport:output_type -> calmline.fullcall.v1.GetReportResponse
-	20, // 62: calmline.fullcall.v1.ReportService.ListReports:output_type -> calmline.fullcall.v1.ListReportsResponse
-	22, // 63: calmline.fullcall.v1.ReportService.GetAgentSummary:output_type -> calmline.fullcall.v1.GetAgentSummaryResponse
-	26, // 64: calmline.fullcall.v1.RecordingService.AnalyzeRecording:output_type -> calmline.fullcall.v1.AnalyzeRecordingResponse
-	28, // 65: calmline.fullcall.v1.RecordingService.SubmitRecording:output_type -> calmline.fullcall.v1.SubmitRecordingResponse
-	30, // 66: calmline.fullcall.v1.RecordingService.GetJob:output_type -> calmline.fullcall.v1.GetJobResponse
-	60, // [60:67] is the sub-list for method output_type
-	53, // [53:60] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	36, // 5: calmline.fullcall.v1.RecordRequest.analysis:type_name -> calmline.call.v1.SecondAnalysis
+	37, // 6: calmline.fullcall.v1.OpenCall.call:type_name -> calmline.call.v1.Call
+	38, // 7: calmline.fullcall.v1.CallEvent.alert:type_name -> calmline.call.v1.AlertEvent
+	35, // 8: calmline.fullcall.v1.CallEvent.live_scoring_gap:type_name -> calmline.call.v1.Gap
+	0,  // 9: calmline.fullcall.v1.CloseCall.reason:type_name -> calmline.fullcall.v1.EndReason
+	9,  // 10: calmline.fullcall.v1.RecordResponse.opened:type_name -> calmline.fullcall.v1.OpenedCall
+	10, // 11: calmline.fullcall.v1.RecordResponse.ack:type_name -> calmline.fullcall.v1.Ack
+	11, // 12: calmline.fullcall.v1.RecordResponse.finished:type_name -> calmline.fullcall.v1.FinishedCall
+	12, // 13: calmline.fullcall.v1.FinishedCall.report:type_name -> calmline.fullcall.v1.Report
+	39, // 14: calmline.fullcall.v1.Report.started_at:type_name -> google.protobuf.Timestamp
+	39, // 15: calmline.fullcall.v1.Report.ended_at:type_name -> google.protobuf.Timestamp
+	1,  // 16: calmline.fullcall.v1.Report.source:type_name -> calmline.fullcall.v1.Source
+	40, // 17: calmline.fullcall.v1.Report.format:type_name -> calmline.call.v1.MediaFormat
+	41, // 18: calmline.fullcall.v1.Report.model:type_name -> calmline.call.v1.ModelInfo
+	13, // 19: calmline.fullcall.v1.Report.channels:type_name -> calmline.fullcall.v1.ChannelSummary
+	14, // 20: calmline.fullcall.v1.Report.timeline:type_name -> calmline.fullcall.v1.TimelinePoint
+	15, // 21: calmline.fullcall.v1.Report.agent_stress:type_name -> calmline.fullcall.v1.ScoreSummary
+	15, // 22: calmline.fullcall.v1.Report.caller_pressure:type_name -> calmline.fullcall.v1.ScoreSummary
+	16, // 23: calmline.fullcall.v1.Report.overlap:type_name -> calmline.fullcall.v1.Overlap
+	38, // 24: calmline.fullcall.v1.Report.alerts:type_name -> calmline.call.v1.AlertEvent
+	35, // 25: calmline.fullcall.v1.Report.gaps:type_name -> calmline.call.v1.Gap
+	0,  // 26: calmline.fullcall.v1.Report.end_reason:type_name -> calmline.fullcall.v1.EndReason
+	39, // 27: calmline.fullcall.v1.Report.audio_expires_at:type_name -> google.protobuf.Timestamp
+	39, // 28: calmline.fullcall.v1.Report.created_at:type_name -> google.protobuf.Timestamp
+	32, // 29: calmline.fullcall.v1.Report.labels:type_name -> calmline.fullcall.v1.Report.LabelsEntry
+	35, // 30: calmline.fullcall.v1.Report.live_scoring_gaps:type_name -> calmline.call.v1.Gap
+	42, // 31: calmline.fullcall.v1.ChannelSummary.role:type_name -> calmline.call.v1.ChannelRole
+	12, // 32: calmline.fullcall.v1.GetReportResponse.report:type_name -> calmline.fullcall.v1.Report
+	39, // 33: calmline.fullcall.v1.ListReportsRequest.started_after:type_name -> google.protobuf.Timestamp
+	39, // 34: calmline.fullcall.v1.ListReportsRequest.started_before:type_name -> google.protobuf.Timestamp
+	12, // 35: calmline.fullcall.v1.ListReportsResponse.reports:type_name -> calmline.fullcall.v1.Report
+	39, // 36: calmline.fullcall.v1.GetAgentSummaryRequest.from:type_name -> google.protobuf.Timestamp
+	39, // 37: calmline.fullcall.v1.GetAgentSummaryRequest.to:type_name -> google.protobuf.Timestamp
+	23, // 38: calmline.fullcall.v1.GetAgentSummaryResponse.summary:type_name -> calmline.fullcall.v1.AgentSummary
+	39, // 39: calmline.fullcall.v1.AgentSummary.from:type_name -> google.protobuf.Timestamp
+	39, // 40: calmline.fullcall.v1.AgentSummary.to:type_name -> google.protobuf.Timestamp
+	42, // 41: calmline.fullcall.v1.Recording.roles:type_name -> calmline.call.v1.ChannelRole
+	39, // 42: calmline.fullcall.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
+	33, // 43: calmline.fullcall.v1.Recording.labels:type_name -> calmline.fullcall.v1.Recording.LabelsEntry
+	24, // 44: calmline.fullcall.v1.AnalyzeRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
+	12, // 45: calmline.fullcall.v1.AnalyzeRecordingResponse.report:type_name -> calmline.fullcall.v1.Report
+	24, // 46: calmline.fullcall.v1.SubmitRecordingRequest.recording:type_name -> calmline.fullcall.v1.Recording
+	31, // 47: calmline.fullcall.v1.SubmitRecordingResponse.job:type_name -> calmline.fullcall.v1.Job
+	31, // 48: calmline.fullcall.v1.GetJobResponse.job:type_name -> calmline.fullcall.v1.Job
+	2,  // 49: calmline.fullcall.v1.Job.state:type_name -> calmline.fullcall.v1.JobState
+	39, // 50: calmline.fullcall.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	39, // 51: calmline.fullcall.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 52: calmline.fullcall.v1.Job.report:type_name -> calmline.fullcall.v1.Report
+	3,  // 53: calmline.fullcall.v1.Job.callback:type_name -> calmline.fullcall.v1.CallbackState
+	4,  // 54: calmline.fullcall.v1.IngestService.Record:input_type -> calmline.fullcall.v1.RecordRequest
+	17, // 55: calmline.fullcall.v1.ReportService.GetReport:input_type -> calmline.fullcall.v1.GetReportRequest
+	19, // 56: calmline.fullcall.v1.ReportService.ListReports:input_type -> calmline.fullcall.v1.ListReportsRequest
+	21, // 57: calmline.fullcall.v1.ReportService.GetAgentSummary:input_type -> calmline.fullcall.v1.GetAgentSummaryRequest
+	25, // 58: calmline.fullcall.v1.RecordingService.AnalyzeRecording:input_type -> calmline.fullcall.v1.AnalyzeRecordingRequest
+	27, // 59: calmline.fullcall.v1.RecordingService.SubmitRecording:input_type -> calmline.fullcall.v1.SubmitRecordingRequest
+	29, // 60: calmline.fullcall.v1.RecordingService.GetJob:input_type -> calmline.fullcall.v1.GetJobRequest
+	8,  // 61: calmline.fullcall.v1.IngestService.Record:output_type -> calmline.fullcall.v1.RecordResponse
+	18, // 62: calmline.fullcall.v1.ReportService.GetReport:output_type -> calmline.fullcall.v1.GetReportResponse
+	20, // 63: calmline.fullcall.v1.ReportService.ListReports:output_type -> calmline.fullcall.v1.ListReportsResponse
+	22, // 64: calmline.fullcall.v1.ReportService.GetAgentSummary:output_type -> calmline.fullcall.v1.GetAgentSummaryResponse
+	26, // 65: calmline.fullcall.v1.RecordingService.AnalyzeRecording:output_type -> calmline.fullcall.v1.AnalyzeRecordingResponse
+	28, // 66: calmline.fullcall.v1.RecordingService.SubmitRecording:output_type -> calmline.fullcall.v1.SubmitRecordingResponse
+	30, // 67: calmline.fullcall.v1.RecordingService.GetJob:output_type -> calmline.fullcall.v1.GetJobResponse
+	61, // [61:68] is the sub-list for method output_type
+	54, // [54:61] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_calmline_fullcall_v1_fullcall_proto_init() }
@@ -2920,6 +2953,7 @@ func file_calmline_fullcall_v1_fullcall_proto_init() {
 		(*RecordRequest_Gap)(nil),
 		(*RecordRequest_Event)(nil),
 		(*RecordRequest_Close)(nil),
+		(*RecordRequest_Analysis)(nil),
 	}
 	file_calmline_fullcall_v1_fullcall_proto_msgTypes[2].OneofWrappers = []any{
 		(*CallEvent_Alert)(nil),

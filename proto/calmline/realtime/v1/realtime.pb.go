@@ -249,7 +249,11 @@ type AnalyzeResponse struct {
 	//
 	//	*AnalyzeResponse_Score
 	//	*AnalyzeResponse_Alert
-	Msg           isAnalyzeResponse_Msg `protobuf_oneof:"msg"`
+	Msg isAnalyzeResponse_Msg `protobuf_oneof:"msg"`
+	// Beside a score update: the second's analysis, for fullcall's report
+	// (the gateway forwards it on the call's Record stream), so that the
+	// call's audio is analysed once.
+	Analysis      *v1.SecondAnalysis `protobuf:"bytes,3,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +313,13 @@ func (x *AnalyzeResponse) GetAlert() *v1.AlertEvent {
 	return nil
 }
 
+func (x *AnalyzeResponse) GetAnalysis() *v1.SecondAnalysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
 type isAnalyzeResponse_Msg interface {
 	isAnalyzeResponse_Msg()
 }
@@ -340,10 +351,11 @@ const file_calmline_realtime_v1_realtime_proto_rawDesc = "" +
 	"\x04call\x18\x01 \x01(\v2\x16.calmline.call.v1.CallR\x04call\x12#\n" +
 	"\rresume_sample\x18\x02 \x01(\x04R\fresumeSample\x12%\n" +
 	"\x0ealert_episodes\x18\x03 \x01(\rR\ralertEpisodes\"\v\n" +
-	"\tCloseCall\"\x85\x01\n" +
+	"\tCloseCall\"\xc3\x01\n" +
 	"\x0fAnalyzeResponse\x125\n" +
 	"\x05score\x18\x01 \x01(\v2\x1d.calmline.call.v1.ScoreUpdateH\x00R\x05score\x124\n" +
-	"\x05alert\x18\x02 \x01(\v2\x1c.calmline.call.v1.AlertEventH\x00R\x05alertB\x05\n" +
+	"\x05alert\x18\x02 \x01(\v2\x1c.calmline.call.v1.AlertEventH\x00R\x05alert\x12<\n" +
+	"\banalysis\x18\x03 \x01(\v2 .calmline.call.v1.SecondAnalysisR\banalysisB\x05\n" +
 	"\x03msg2m\n" +
 	"\x0fRealtimeService\x12Z\n" +
 	"\aAnalyze\x12$.calmline.realtime.v1.AnalyzeRequest\x1a%.calmline.realtime.v1.AnalyzeResponse(\x010\x01BDZBgithub.com/calmline/calmline/proto/calmline/realtime/v1;realtimev1b\x06proto3"
@@ -362,15 +374,16 @@ func file_calmline_realtime_v1_realtime_proto_rawDescGZIP() []byte {
 
 var file_calmline_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_calmline_realtime_v1_realtime_proto_goTypes = []any{
-	(*AnalyzeRequest)(nil),  // 0: calmline.realtime.v1.AnalyzeRequest
-	(*OpenCall)(nil),        // 1: calmline.realtime.v1.OpenCall
-	(*CloseCall)(nil),       // 2: calmline.realtime.v1.CloseCall
-	(*AnalyzeResponse)(nil), // 3: calmline.realtime.v1.AnalyzeResponse
-	(*v1.AudioChunk)(nil),   // 4: calmline.call.v1.AudioChunk
-	(*v1.Gap)(nil),          // 5: calmline.call.v1.Gap
-	(*v1.Call)(nil),         // 6: calmline.call.v1.Call
-	(*v1.ScoreUpdate)(nil),  // 7: calmline.call.v1.ScoreUpdate
-	(*v1.AlertEvent)(nil),   // 8: calmline.call.v1.AlertEvent
+	(*AnalyzeRequest)(nil),    // 0: calmline.realtime.v1.AnalyzeRequest
+	(*OpenCall)(nil),          // 1: calmline.realtime.v1.OpenCall
+	(*CloseCall)(nil),         // 2: calmline.realtime.v1.CloseCall
+	(*AnalyzeResponse)(nil),   // 3: calmline.realtime.v1.AnalyzeResponse
+	(*v1.AudioChunk)(nil),     // 4: calmline.call.v1.AudioChunk
+	(*v1.Gap)(nil),            // 5: calmline.call.v1.Gap
+	(*v1.Call)(nil),           // 6: calmline.call.v1.Call
+	(*v1.ScoreUpdate)(nil),    // 7: calmline.call.v1.ScoreUpdate
+	(*v1.AlertEvent)(nil),     // 8: calmline.call.v1.AlertEvent
+	(*v1.SecondAnalysis)(nil), // 9: calmline.call.v1.SecondAnalysis
 }
 var file_calmline_realtime_v1_realtime_proto_depIdxs = []int32{
 	1, // 0: calmline.realtime.v1.AnalyzeRequest.open:type_name -> calmline.realtime.v1.OpenCall
@@ -380,13 +393,14 @@ var file_calmline_realtime_v1_realtime_proto_depIdxs = []int32{
 	6, // 4: calmline.realtime.v1.OpenCall.call:type_name -> calmline.call.v1.Call
 	7, // 5: calmline.realtime.v1.AnalyzeResponse.score:type_name -> calmline.call.v1.ScoreUpdate
 	8, // 6: calmline.realtime.v1.AnalyzeResponse.alert:type_name -> calmline.call.v1.AlertEvent
-	0, // 7: calmline.realtime.v1.RealtimeService.Analyze:input_type -> calmline.realtime.v1.AnalyzeRequest
-	3, // 8: calmline.realtime.v1.RealtimeService.Analyze:output_type -> calmline.realtime.v1.AnalyzeResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9, // 7: calmline.realtime.v1.AnalyzeResponse.analysis:type_name -> calmline.call.v1.SecondAnalysis
+	0, // 8: calmline.realtime.v1.RealtimeService.Analyze:input_type -> calmline.realtime.v1.AnalyzeRequest
+	3, // 9: calmline.realtime.v1.RealtimeService.Analyze:output_type -> calmline.realtime.v1.AnalyzeResponse
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_calmline_realtime_v1_realtime_proto_init() }
