@@ -35,6 +35,14 @@ type Second struct {
 	// each party talked (voice activity); Overlap the share in which both
 	// did. Zero for a party the call does not carry.
 	CallerTalk, AgentTalk, Overlap float64
+	// StartSample is where the second starts on the timeline (Index
+	// seconds); AudioSamples how many samples of [StartSample, EndSample)
+	// were audio rather than gaps.
+	StartSample, AudioSamples uint64
+	// Sums are the second's increments of the call's measures
+	// (NumChannels 0 if the voice analysis had none for it).
+	// SecondAnalysis turns them into the wire form.
+	Sums voice.SecondSums
 }
 
 // ChannelStats are one channel's measures over the call.
@@ -75,6 +83,11 @@ type Analyzer struct {
 	silence []byte // one encoded block of silence, for gaps
 	out     []Second
 	sec     voice.Second
+	// sums holds the voice analysis's per-second sums until their seconds
+	// are taken; gaps the timeline stretches [start, end) that were gaps,
+	// from the oldest second not yet made on.
+	sums []voice.SecondSums
+	gaps []span
 	// resumed is set on an analyser that continues a call from a
 	// checkpoint (checkpoint.go): its timeline and seconds start there,
 	// and its Stats include what came before.
@@ -109,11 +122,13 @@ func newAnalyzer(call *callv1.Call, agentBaseline *voice.Baseline) (*Analyzer, a
 	if err != nil {
 		return nil, audio.Format{}, err
 	}
-	vc, err := voice.NewCall(voice.CallConfig{Roles: roles, AgentBaseline: agentBaseline, DisableAgentStress: !wire.AgentScoringEnabled(call.GetPolicy())})
+	a := &Analyzer{format: f, conv: conv, roles: roles, out: make([]Second, 0, 8), sums: make([]voice.SecondSums, 0, 2)}
+	vc, err := voice.NewCall(voice.CallConfig{Roles: roles, AgentBaseline: agentBaseline, DisableAgentStress: !wire.AgentScoringEnabled(call.GetPolicy()),
+		OnSums: func(s *voice.SecondSums) { a.sums = append(a.sums, *s) }})
 	if err != nil {
 		return nil, audio.Format{}, err
 	}
-	a := &Analyzer{format: f, conv: conv, call: vc, roles: roles, out: make([]Second, 0, 8)}
+	a.call = vc
 	// A tenth of a second of encoded silence feeds gaps.
 	one := audio.Encode(nil, make([]int16, f.Channels), f.Codec)
 	for range f.SampleRate / 10 {
@@ -139,8 +154,30 @@ func (a *Analyzer) push(chans [][]int16) {
 	for ch, s := range chans {
 		a.call.Push(ch, s)
 	}
+	a.drain()
+}
+
+// drain takes the voice analysis's finished seconds, each with its sums.
+func (a *Analyzer) drain() {
+	n := len(a.out)
 	for a.call.NextSecond(&a.sec) {
 		a.out = append(a.out, a.second(&a.sec))
+	}
+	// Pair the new seconds with their sums by index (a second the voice
+	// analysis dropped leaves its sums unpaired).
+	j := 0
+	for i := n; i < len(a.out); i++ {
+		o := &a.out[i]
+		for j < len(a.sums) && a.sums[j].Index+int64(a.resumed.baseSecond()) < int64(o.Index) {
+			j++
+		}
+		if j < len(a.sums) && a.sums[j].Index+int64(a.resumed.baseSecond()) == int64(o.Index) {
+			o.Sums = a.sums[j]
+		}
+	}
+	// The sums of seconds handed on are no longer needed.
+	if j > 0 && len(a.out) > n {
+		a.sums = append(a.sums[:0], a.sums[j:]...)
 	}
 }
 
@@ -148,6 +185,8 @@ func (a *Analyzer) push(chans [][]int16) {
 func (a *Analyzer) second(s *voice.Second) Second {
 	end := uint64(math.Round(s.End*float64(a.format.SampleRate))) + a.resumed.baseSamples()
 	out := Second{Index: int(s.Index) + a.resumed.baseSecond(), EndSample: min(end, a.Timeline()), AgentStress: score(s.AgentStress), CallerPressure: score(s.CallerPressure)}
+	out.StartSample = uint64(out.Index) * uint64(a.format.SampleRate)
+	out.AudioSamples = a.audioIn(out.StartSample, out.EndSample)
 	if frames := math.Round((s.End - s.Start) * voice.FrameRate); frames > 0 {
 		for _, c := range s.Channels[:s.NumChannels] {
 			share := min(float64(c.Speech)/frames, 1)
@@ -184,6 +223,15 @@ func RoundScore(v float64) float64 { return math.Round(v*10) / 10 }
 // carry no audio. The analysis sees silence there: no score is made from a
 // gap, and its time counts as neither talk nor silence in Stats.
 func (a *Analyzer) Gap(samples uint64) {
+	if samples == 0 {
+		return
+	}
+	pos := a.Timeline()
+	if n := len(a.gaps); n > 0 && a.gaps[n-1].end == pos {
+		a.gaps[n-1].end += samples
+	} else {
+		a.gaps = append(a.gaps, span{pos, pos + samples})
+	}
 	a.gap += samples
 	per := uint64(len(a.silence) / a.format.FrameBytes())
 	for samples > 0 {
@@ -198,7 +246,31 @@ func (a *Analyzer) Gap(samples uint64) {
 func (a *Analyzer) Seconds() []Second {
 	out := a.out
 	a.out = a.out[:0]
+	a.sums = a.sums[:0]
 	return out
+}
+
+// span is a stretch [start, end) of the timeline.
+type span struct{ start, end uint64 }
+
+// audioIn returns how many samples of [start, end) were audio, not gaps,
+// and forgets the gaps before start (seconds are made in order).
+func (a *Analyzer) audioIn(start, end uint64) uint64 {
+	drop := 0
+	for drop < len(a.gaps) && a.gaps[drop].end <= start {
+		drop++
+	}
+	if drop > 0 {
+		a.gaps = append(a.gaps[:0], a.gaps[drop:]...)
+	}
+	n := end - min(start, end)
+	for _, g := range a.gaps {
+		if g.start >= end {
+			break
+		}
+		n -= min(g.end, end) - max(g.start, start)
+	}
+	return n
 }
 
 // Flush ends the call: the rest of the audio is analysed and the seconds
@@ -206,9 +278,7 @@ func (a *Analyzer) Seconds() []Second {
 func (a *Analyzer) Flush() []Second {
 	a.push(a.conv.Flush())
 	a.call.Flush()
-	for a.call.NextSecond(&a.sec) {
-		a.out = append(a.out, a.second(&a.sec))
-	}
+	a.drain()
 	return a.Seconds()
 }
 

@@ -65,6 +65,51 @@ type State struct {
 	Stats Stats
 	// Baselines are the speakers' baselines, in channel order.
 	Baselines []voice.Baseline
+	// Sums, when set, are the call's measures over [0, Timeline) as
+	// per-second sums (fullcall's live calls, see Sums): exact where
+	// Stats, kept for readers that predate Sums, merge approximately.
+	Sums *Sums
+}
+
+// EncodeState returns a State as Snapshot encodes it.
+func EncodeState(st *State) ([]byte, error) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(st); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// ModelID names the model as a State records it.
+func ModelID() string { return modelID() }
+
+// NewAt returns an analyser for a call whose analysis starts at timeline
+// position pos (samples per channel at the input rate): its seconds are
+// numbered from the second that holds pos, and the part of that second
+// before pos is a gap. agentBaseline, if not nil, is the agent's baseline to
+// start from. Its Stats cover only what it analyses.
+func NewAt(call *callv1.Call, pos uint64, agentBaseline *voice.Baseline) (*Analyzer, audio.Format, error) {
+	a, f, err := newAnalyzer(call, agentBaseline)
+	if err != nil {
+		return nil, audio.Format{}, err
+	}
+	if pos > 0 {
+		rate := uint64(f.SampleRate)
+		sec := pos / rate
+		a.resumed = &resumed{samples: sec * rate, second: int(sec)}
+		a.Gap(pos - sec*rate)
+	}
+	return a, f, nil
+}
+
+// Baseline returns the current baseline of channel ch's speaker.
+func (a *Analyzer) Baseline(ch int) voice.Baseline { return a.call.Baseline(ch) }
+
+// PopulationBaseline is the model's default baseline, for a State that has
+// no measured one.
+func PopulationBaseline() voice.Baseline {
+	m := voice.DefaultModel()
+	return voice.Baseline{Model: m.ID(), Source: "population", Reference: m.Population}
 }
 
 // ErrModelChanged is returned by Resume for a state another model (or
@@ -83,11 +128,7 @@ func (a *Analyzer) Snapshot() ([]byte, error) {
 	for ch := range a.roles {
 		st.Baselines = append(st.Baselines, a.call.Baseline(ch))
 	}
-	var b bytes.Buffer
-	if err := gob.NewEncoder(&b).Encode(&st); err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return b.Bytes(), nil
+	return EncodeState(&st)
 }
 
 // DecodeState reads a Snapshot.
