@@ -51,7 +51,10 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		return status.Error(codes.InvalidArgument, "open: tenant_id and call_id are required")
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("calmline.call_id", call.CallId))
-	an, format, err := analysis.New(call)
+	// A call that continues from another instance starts its analysis at
+	// the resume point: the timeline before it is a gap for this instance,
+	// not audio to analyse as silence.
+	an, format, err := analysis.NewAt(call, open.ResumeSample, nil)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "open: %v", err)
 	}
@@ -71,12 +74,6 @@ func (s *Server) Analyze(stream realtimev1.RealtimeService_AnalyzeServer) error 
 		resume:     open.ResumeSample,
 		frameBytes: uint64(format.FrameBytes()),
 		log:        s.log.With("tenant", call.TenantId, "call_id", call.CallId),
-	}
-	if c.resume > 0 {
-		// The call continues from another instance: the timeline before
-		// the resume point is a gap for this instance's analysis.
-		an.Gap(c.resume)
-		an.Seconds()
 	}
 	for _, r := range callRules(call) {
 		// Episode numbers continue from the highest any rule reached on
@@ -203,7 +200,9 @@ func (c *liveCall) emit(ctx context.Context, secs []analysis.Second) error {
 		}
 		c.s.m.seconds.Add(ctx, 1)
 		u := analysis.ScoreUpdate(c.call.CallId, sec)
-		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
+		// The second's analysis goes beside its score, for fullcall's
+		// report (through the gateway): the audio is analysed once.
+		if err := c.stream.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}, Analysis: analysis.SecondAnalysis(sec)}); err != nil {
 			return err
 		}
 		for _, ru := range c.rules {
