@@ -147,6 +147,7 @@ func TestAnalyzeScoresEverySecondAndRaisesOneAlert(t *testing.T) {
 
 	var scores []*callv1.ScoreUpdate
 	var alerts []*callv1.AlertEvent
+	var analyses []*callv1.SecondAnalysis
 	for {
 		r, err := stream.Recv()
 		if err == io.EOF {
@@ -157,6 +158,9 @@ func TestAnalyzeScoresEverySecondAndRaisesOneAlert(t *testing.T) {
 		}
 		if s := r.GetScore(); s != nil {
 			scores = append(scores, s)
+			analyses = append(analyses, r.Analysis)
+		} else if r.Analysis != nil {
+			t.Errorf("an analysis without a score: %v", r)
 		}
 		if a := r.GetAlert(); a != nil {
 			alerts = append(alerts, a)
@@ -174,6 +178,13 @@ func TestAnalyzeScoresEverySecondAndRaisesOneAlert(t *testing.T) {
 		}
 		if s.AgentStress != nil || s.AgentStressAbstain == "" {
 			t.Errorf("score %d: agent_stress scored, or abstained without a reason, while the agent was silent: %v", i, s)
+		}
+		// Beside each score, the second's analysis for fullcall's report:
+		// the same second, the same scores, every sample audio.
+		a := analyses[i]
+		if err := analysis.CheckSecond(a, 2, 8000); err != nil || a.Second != s.Second || a.EndSample != s.EndSample || a.AudioSamples != 8000 ||
+			a.GetCallerPressure() != s.GetCallerPressure() || (a.AgentStress == nil) != (s.AgentStress == nil) || a.Channels[0].VoicedFrames == 0 {
+			t.Errorf("second %d's analysis %v (%v); want one matching its score %v", i, a, err, s)
 		}
 	}
 	if calm, loud := scores[2].GetCallerPressure(), scores[6].GetCallerPressure(); loud < 70 || calm >= 70 {
@@ -215,6 +226,9 @@ func TestAnalyzeResumeSkipsSecondsBeforeTheResumePoint(t *testing.T) {
 		}
 		if s := r.GetScore(); s != nil {
 			seconds = append(seconds, s.Second)
+			if a := r.Analysis; a.GetSecond() != s.Second || a.AudioSamples != 8000 {
+				t.Errorf("second %d's analysis: %v; want that second, all audio", s.Second, a)
+			}
 		}
 	}
 	if len(seconds) != 2 || seconds[0] != 3 || seconds[1] != 4 {
