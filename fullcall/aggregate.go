@@ -41,7 +41,11 @@ const segmentSeconds = 60
 type aggregate struct {
 	call   *callv1.Call
 	format audio.Format
-	an     *analysis.Analyzer
+	// an analyses all the call's audio; cov, instead, builds a live call's
+	// measures from realtime's per-second analysis where it has it
+	// (coverage.go). Exactly one is set.
+	an  *analysis.Analyzer
+	cov *coverage
 
 	// timeline holds the seconds from segStart on; earlier seconds are in
 	// stored segments.
@@ -85,6 +89,62 @@ func newAggregate(call *callv1.Call) (*aggregate, error) {
 	return &aggregate{call: call, format: f, an: an, alertSeen: map[string]bool{}, keepAudio: call.GetPolicy().GetStoreAudio()}, nil
 }
 
+// newLiveAggregate returns the aggregate of a live call whose gateway
+// forwards realtime's per-second analysis: it holds up to wait of audio
+// for it before analysing the audio itself.
+func newLiveAggregate(call *callv1.Call, wait time.Duration) (*aggregate, error) {
+	an, f, err := analysis.New(call)
+	if err != nil {
+		return nil, err
+	}
+	a := &aggregate{call: call, format: f, alertSeen: map[string]bool{}, keepAudio: call.GetPolicy().GetStoreAudio()}
+	a.cov = newCoverage(call, an.Roles(), f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)))
+	return a, nil
+}
+
+// position is the timeline position received.
+func (a *aggregate) position() uint64 {
+	if a.cov != nil {
+		return a.cov.recv
+	}
+	return a.an.Timeline()
+}
+
+// durable is the timeline position a checkpoint now would cover.
+func (a *aggregate) durable() uint64 {
+	if a.cov != nil {
+		return a.cov.covered
+	}
+	return a.an.Timeline()
+}
+
+// checkpointDue reports whether a checkpoint is due, the last one having
+// covered the timeline up to at.
+func (a *aggregate) checkpointDue(at, every uint64) bool {
+	since := a.durable() - min(at, a.durable())
+	if a.cov != nil {
+		return since >= every
+	}
+	// As soon as the analysis has made every second the audio completes
+	// (at most a second later).
+	return since >= every && (a.complete() || since >= every+uint64(a.format.SampleRate))
+}
+
+// analysis adds realtime's analysis of a second (a live call's coverage
+// takes it; an aggregate analysing all the audio has no use for it).
+func (a *aggregate) analysis(sa *callv1.SecondAnalysis) {
+	if a.cov != nil {
+		a.covResult(sa)
+	}
+}
+
+// chunkDone records that chunk seq was added.
+func (a *aggregate) chunkDone(seq uint64) {
+	if a.cov != nil {
+		a.covChunk(seq)
+	}
+}
+
 // addAudio adds interleaved audio starting at a timeline position. Audio
 // that starts after the current position leaves an unexplained hole,
 // recorded as a client-loss gap; audio that overlaps what was analysed is
@@ -94,10 +154,10 @@ func (a *aggregate) addAudio(start uint64, data []byte) error {
 	if uint64(len(data))%fb != 0 {
 		return fmt.Errorf("%d bytes is not a whole number of %d-byte sample frames", len(data), fb)
 	}
-	pos := a.an.Timeline()
+	pos := a.position()
 	if start > pos {
 		a.gap(&callv1.Gap{StartSample: pos, Samples: start - pos, Reason: callv1.GapReason_GAP_REASON_CLIENT_LOSS})
-		pos = a.an.Timeline()
+		pos = a.position()
 	} else if start < pos {
 		skip := (pos - start) * fb
 		if skip >= uint64(len(data)) {
@@ -113,6 +173,10 @@ func (a *aggregate) addAudio(start uint64, data []byte) error {
 		} else {
 			a.audio = append(a.audio, store.Segment{First: pos, Data: append([]byte(nil), data...)})
 		}
+	}
+	if a.cov != nil {
+		a.covAudio(data)
+		return nil
 	}
 	a.an.Write(data)
 	a.take(a.an.Seconds())
@@ -139,14 +203,18 @@ func (a *aggregate) addRecording(ctx context.Context, data []byte) error {
 // replay (the gateway resends what followed the last checkpoint) and is
 // ignored.
 func (a *aggregate) gap(g *callv1.Gap) {
-	pos := a.an.Timeline()
+	pos := a.position()
 	end := g.StartSample + g.Samples
-	if end <= pos && a.listed(g) {
-		return
-	}
 	if end > pos {
-		a.an.Gap(end - pos)
-		a.take(a.an.Seconds())
+		if a.cov != nil {
+			a.covGap(end - pos)
+		} else {
+			a.an.Gap(end - pos)
+			a.take(a.an.Seconds())
+		}
+	}
+	if a.listed(g) {
+		return
 	}
 	if n := len(a.gaps); n > 0 && a.gaps[n-1].Reason == g.Reason && a.gaps[n-1].StartSample+a.gaps[n-1].Samples == g.StartSample {
 		a.gaps[n-1].Samples += g.Samples // contiguous: one gap
@@ -241,8 +309,20 @@ func (a *aggregate) seconds() uint64 { return a.segStart + uint64(len(a.timeline
 // in progress) and the audio since the last checkpoint; commit, called once
 // the checkpoint is stored, lets go of what is now in the store.
 func (a *aggregate) checkpoint(cp *store.Checkpoint, seq uint64) (timeline, audio []store.Segment, commit func(), err error) {
-	st, err := a.an.Snapshot()
-	if err != nil {
+	chunks, bytes := a.chunks, a.bytes
+	var st []byte
+	var later []store.Segment
+	audio = a.audio
+	if a.cov != nil {
+		// The checkpoint covers the seconds taken; the audio still waiting
+		// for realtime's analysis is replayed to a resume.
+		var m chunkMark
+		if st, m, err = a.covState(); err != nil {
+			return nil, nil, nil, err
+		}
+		seq, chunks, bytes = m.seq, m.chunks, m.bytes
+		audio, later = a.covAudioBefore(a.audio)
+	} else if st, err = a.an.Snapshot(); err != nil {
 		return nil, nil, nil, err
 	}
 	cp.Seq = seq
@@ -253,35 +333,51 @@ func (a *aggregate) checkpoint(cp *store.Checkpoint, seq uint64) (timeline, audi
 		Gaps:            a.gaps,
 		Alerts:          a.alerts,
 		LiveScoringGaps: a.liveGaps,
-		Chunks:          a.chunks,
-		AudioBytes:      a.bytes,
+		Chunks:          chunks,
+		AudioBytes:      bytes,
 		Incomplete:      a.truncatedTL,
 	}
 	for i := 0; i < len(a.timeline); i += segmentSeconds {
 		pts := a.timeline[i:min(i+segmentSeconds, len(a.timeline))]
 		timeline = append(timeline, store.Segment{First: a.segStart + uint64(i), Data: encodePoints(pts)})
 	}
-	audio = a.audio
 	commit = func() {
 		if done := len(a.timeline) / segmentSeconds * segmentSeconds; done > 0 {
 			a.timeline = append(a.timeline[:0], a.timeline[done:]...)
 			a.segStart += uint64(done)
 		}
-		a.audio = nil
+		a.audio = later
 	}
 	return timeline, audio, commit, nil
 }
 
 // restoreAggregate rebuilds a live call's aggregate from its checkpoint and
 // the timeline segments stored with it.
-func restoreAggregate(cp *store.Checkpoint, segs []store.Segment) (*aggregate, error) {
-	an, f, err := analysis.Resume(cp.Call, cp.Analyzer)
+func restoreAggregate(cp *store.Checkpoint, segs []store.Segment, wait time.Duration) (*aggregate, error) {
+	var an *analysis.Analyzer
+	var cov *coverage
+	var f audio.Format
+	st, err := analysis.DecodeState(cp.Analyzer)
 	if err != nil {
+		return nil, err
+	}
+	if st.Sums != nil {
+		// A live call built from realtime's analysis continues so.
+		if st.Model != analysis.ModelID() {
+			return nil, fmt.Errorf("resume: %w (%s; this is %s)", analysis.ErrModelChanged, st.Model, analysis.ModelID())
+		}
+		probe, pf, err := analysis.New(cp.Call)
+		if err != nil {
+			return nil, err
+		}
+		f = pf
+		cov = restoreCoverage(st, probe.Roles(), f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)), cp.Seq, cp.Partial.GetChunks(), cp.Partial.GetAudioBytes())
+	} else if an, f, err = analysis.Resume(cp.Call, cp.Analyzer); err != nil {
 		return nil, err
 	}
 	p := cp.Partial
 	a := &aggregate{
-		call: cp.Call, format: f, an: an, alertSeen: map[string]bool{},
+		call: cp.Call, format: f, an: an, cov: cov, alertSeen: map[string]bool{},
 		gaps: p.Gaps, liveGaps: p.LiveScoringGaps, alerts: p.Alerts,
 		chunks: p.Chunks, bytes: p.AudioBytes, truncatedTL: p.Incomplete,
 		keepAudio: cp.Call.GetPolicy().GetStoreAudio(),
@@ -385,10 +481,18 @@ func talkTimeline(tl []*fullcallv1.TimelinePoint, all []point) {
 // end (samples per channel) when it is past what the audio covered; stored
 // holds the timeline segments before segStart.
 func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1.EndReason, incomplete bool, source fullcallv1.Source) (*fullcallv1.Report, error) {
-	if pos := a.an.Timeline(); end > pos {
-		a.an.Gap(end - pos)
+	if pos := a.position(); end > pos {
+		if a.cov != nil {
+			a.covGap(end - pos)
+		} else {
+			a.an.Gap(end - pos)
+		}
 	}
-	a.take(a.an.Flush())
+	if a.cov != nil {
+		a.covFinish()
+	} else {
+		a.take(a.an.Flush())
+	}
 	var all []point
 	for _, s := range stored {
 		if s.First >= a.segStart {
@@ -409,7 +513,7 @@ func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1
 	all = append(all, a.timeline...)
 
 	rate := float64(a.format.SampleRate)
-	dur := float64(a.an.Timeline()) / rate
+	dur := float64(a.position()) / rate
 	started := a.call.GetStartedAt().AsTime()
 	if a.call.GetStartedAt() == nil {
 		started = time.Now().Add(-time.Duration(dur * float64(time.Second)))
@@ -447,7 +551,12 @@ func (a *aggregate) report(stored []store.Segment, end uint64, reason fullcallv1
 			r.AudioExpiresAt = timestamppb.New(r.EndedAt.AsTime().Add(time.Duration(days) * 24 * time.Hour))
 		}
 	}
-	st := a.an.Stats()
+	var st analysis.Stats
+	if a.cov != nil {
+		st = a.cov.sums.Stats(a.cov.roles, a.format.SampleRate)
+	} else {
+		st = a.an.Stats()
+	}
 	for i, c := range st.Channels {
 		v := c.Voice
 		r.Channels = append(r.Channels, &fullcallv1.ChannelSummary{

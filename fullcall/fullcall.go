@@ -84,6 +84,12 @@ type Options struct {
 	// durable checkpoints (and acknowledgements). The gateway keeps what is
 	// not acknowledged (30 s by default), so this must stay well below it.
 	CheckpointEvery time.Duration
+	// RealtimeWait is how much of a live call's audio fullcall holds, not
+	// analysed, waiting for realtime's analysis of it (when the gateway
+	// forwards it: OpenCall.realtime_analysis); past it fullcall analyses
+	// the oldest audio itself. At least a second; realtime's results
+	// normally follow their audio within a second.
+	RealtimeWait time.Duration
 	// OrphanAfter is how long a live call's checkpoint may go untouched
 	// (no instance holds it, no gateway resumed it) before an instance
 	// stores what arrived as an incomplete report.
@@ -140,6 +146,7 @@ func DefaultOptions() Options {
 		MaxUploadBytes:   32 << 20,
 		MaxJobBytes:      256 << 20,
 		CheckpointEvery:  2 * time.Second,
+		RealtimeWait:     3 * time.Second,
 		OrphanAfter:      2 * time.Minute,
 		MaxCalls:         5000,
 		ShutdownGrace:    10 * time.Second,
@@ -168,6 +175,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("fullcall: MaxJobBytes %d must be at least MaxUploadBytes %d", o.MaxJobBytes, o.MaxUploadBytes)
 	case o.CheckpointEvery <= 0 || o.CheckpointEvery > 20*time.Second:
 		return fmt.Errorf("fullcall: CheckpointEvery %v must be in (0, 20s]: the gateway keeps 30 s of unacknowledged audio", o.CheckpointEvery)
+	case o.RealtimeWait < time.Second || o.RealtimeWait > 20*time.Second:
+		return fmt.Errorf("fullcall: RealtimeWait %v must be in [1s, 20s]: the gateway keeps 30 s of unacknowledged audio", o.RealtimeWait)
 	case o.OrphanAfter < time.Second:
 		return fmt.Errorf("fullcall: OrphanAfter %v must be at least 1s", o.OrphanAfter)
 	case o.MaxCalls <= 0:
@@ -467,7 +476,7 @@ func (s *Server) sweepOrphans(ctx context.Context) {
 			log.Warn("reading an orphaned call failed", "err", err)
 			continue
 		}
-		agg, err := restoreAggregate(cp, segs)
+		agg, err := restoreAggregate(cp, segs, s.o.RealtimeWait)
 		if err != nil {
 			// Cannot be restored (another model's checkpoint): store what
 			// is known without the analysis of the tail.
@@ -526,7 +535,15 @@ type metrics struct {
 	careDropped    metric.Int64Counter
 	careRetries    metric.Int64Counter
 	deletions      metric.Int64Counter
+	// secondsAnalysed counts live calls' seconds by where their analysis
+	// came from.
+	secondsAnalysed metric.Int64Counter
 }
+
+var (
+	fromRealtime = metric.WithAttributes(sourceAttr.String("realtime"))
+	fromFullcall = metric.WithAttributes(sourceAttr.String("fullcall"))
+)
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	if mp == nil {
@@ -568,6 +585,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.careDropped = counter("calmline.fullcall.care.dropped", "Calls not queued for the care record because the queue was full (they stay pending in the store and are sent later).")
 	m.careRetries = counter("calmline.fullcall.care.retries", "Failed attempts to record a call with escalation's care service.")
 	m.deletions = counter("calmline.fullcall.retention.deletions", "Reports and recordings deleted by retention, by kind.")
+	m.secondsAnalysed = counter("calmline.fullcall.seconds.analysed", "Seconds of live calls' reports, by where their analysis came from: realtime (its per-second analysis, forwarded by the gateway) or fullcall (analysed here: realtime's was missing, late or for other audio).")
 	m.finalise = histogram("calmline.fullcall.finalise.duration", helpFinalise)
 	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", helpCheckpoint)
 	if err == nil {
@@ -594,6 +612,7 @@ func (m *metrics) zero() {
 	zero(m.calls, outcomeAttr, "started", "resumed", "resumed_finished", "resume_unknown", "resume_failed")
 	zero(m.uploads, reasonAttr, "ok", "queued", "queue_full")
 	zero(m.reports, sourceAttr, "stream", "upload")
+	zero(m.secondsAnalysed, sourceAttr, "realtime", "fullcall")
 	zero(m.spoolFiles, eventAttr, "queued", "done", "failed", "duplicate", "deferred")
 	zero(m.callbacks, outcomeAttr, "delivered", "retry", "failed")
 	zero(m.deletions, kindAttr, store.KindReport, store.KindAudio)

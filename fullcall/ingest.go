@@ -65,14 +65,14 @@ func (s *Server) Record(stream fullcallv1.IngestService_RecordServer) error {
 	if open.Resume {
 		err = lc.resume(ctx, call)
 	} else {
-		err = lc.start(ctx, call)
+		err = lc.start(ctx, call, open.RealtimeAnalysis)
 	}
 	if err != nil {
 		return err
 	}
 	opened := &fullcallv1.OpenedCall{AckedSeq: lc.acked, Finished: lc.finished}
 	if lc.agg != nil {
-		opened.TimelineSample = lc.agg.an.Timeline()
+		opened.TimelineSample = lc.agg.position()
 		for _, a := range lc.agg.alerts {
 			opened.AlertEpisodes = max(opened.AlertEpisodes, a.Episode)
 		}
@@ -101,19 +101,40 @@ type liveCall struct {
 	// they are counted at each checkpoint and when the stream ends, not
 	// per chunk, since each update costs.
 	chunks, bytes int64
+	// seconds are the timeline seconds already counted by source.
+	seconds uint64
 }
 
-// count adds the audio received since the last count to the metrics.
+// count adds the audio received and the seconds analysed since the last
+// count to the metrics.
 func (lc *liveCall) count(ctx context.Context) {
 	if lc.chunks > 0 {
 		lc.s.m.chunks.Add(ctx, lc.chunks)
 		lc.s.m.audioBytes.Add(ctx, lc.bytes)
 		lc.chunks, lc.bytes = 0, 0
 	}
+	if a := lc.agg; a != nil {
+		if c := a.cov; c != nil {
+			if c.fromRealtime > 0 {
+				lc.s.m.secondsAnalysed.Add(ctx, c.fromRealtime, fromRealtime)
+			}
+			if c.fromSelf > 0 {
+				lc.s.m.secondsAnalysed.Add(ctx, c.fromSelf, fromFullcall)
+			}
+			c.fromRealtime, c.fromSelf = 0, 0
+		} else if n := a.seconds(); n > lc.seconds {
+			lc.s.m.secondsAnalysed.Add(ctx, int64(n-lc.seconds), fromFullcall)
+			lc.seconds = n
+		}
+	}
 }
 
-func (lc *liveCall) start(ctx context.Context, call *callv1.Call) error {
-	agg, err := newAggregate(call)
+func (lc *liveCall) start(ctx context.Context, call *callv1.Call, realtimeAnalysis bool) error {
+	newAgg := newAggregate
+	if realtimeAnalysis {
+		newAgg = func(call *callv1.Call) (*aggregate, error) { return newLiveAggregate(call, lc.s.o.RealtimeWait) }
+	}
+	agg, err := newAgg(call)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "open: %v", err)
 	}
@@ -151,7 +172,7 @@ func (lc *liveCall) resume(ctx context.Context, call *callv1.Call) error {
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "resuming call %s: %v", call.CallId, err)
 	}
-	lc.agg, err = restoreAggregate(cp, segs)
+	lc.agg, err = restoreAggregate(cp, segs, s.o.RealtimeWait)
 	if err != nil {
 		// Another model version made the checkpoint (a deploy in
 		// progress), or it is damaged: the call cannot go on exactly.
@@ -159,7 +180,8 @@ func (lc *liveCall) resume(ctx context.Context, call *callv1.Call) error {
 		lc.log.Error("cannot resume the call from its checkpoint", "err", err)
 		return status.Errorf(codes.FailedPrecondition, "call %s: cannot resume from its checkpoint: %v", call.CallId, err)
 	}
-	lc.cpAt = lc.agg.an.Timeline()
+	lc.cpAt = lc.agg.durable()
+	lc.seconds = lc.agg.seconds()
 	s.m.calls.Add(ctx, 1, metric.WithAttributes(outcomeAttr.String("resumed")))
 	lc.log.Info("call resumed from its checkpoint", "seq", cp.Seq, "epoch", cp.Epoch, "timeline_s", float64(lc.cpAt)/float64(lc.agg.format.SampleRate))
 	return nil
@@ -189,6 +211,7 @@ func (lc *liveCall) run(ctx context.Context) error {
 			// gateway to resume it elsewhere.
 			if !lc.finished {
 				lc.cp.Owner = "" // released: no heartbeat keeps it from the sweep
+				lc.agg.settle()
 				if err := lc.checkpoint(context.WithoutCancel(ctx), false); err != nil {
 					return err
 				}
@@ -240,10 +263,16 @@ func (lc *liveCall) handle(ctx context.Context, req *fullcallv1.RecordRequest, e
 		lc.chunks++
 		lc.bytes += int64(len(c.Data))
 		lc.lastSeq = c.Seq
-		// Checkpoint every CheckpointEvery of audio, as soon as the
-		// analysis has made every second the audio completes (at most a
-		// second later).
-		if since := lc.agg.an.Timeline() - lc.cpAt; since >= every && (lc.agg.complete() || since >= every+uint64(lc.rate())) {
+		lc.agg.chunkDone(c.Seq)
+		// Checkpoint every CheckpointEvery of audio analysed.
+		if lc.agg.checkpointDue(lc.cpAt, every) {
+			if err := lc.checkpoint(ctx, true); err != nil {
+				return err
+			}
+		}
+	case *fullcallv1.RecordRequest_Analysis:
+		lc.agg.analysis(m.Analysis)
+		if lc.agg.checkpointDue(lc.cpAt, every) {
 			if err := lc.checkpoint(ctx, true); err != nil {
 				return err
 			}
@@ -275,13 +304,16 @@ func (lc *liveCall) checkpoint(ctx context.Context, ack bool) error {
 		return lc.storeFailed(ctx, "checkpoint", err)
 	}
 	commit()
-	lc.cpAt = lc.agg.an.Timeline()
+	lc.cpAt = lc.agg.durable()
 	s.m.checkpoints.Add(ctx, 1)
 	lc.count(ctx)
 	s.m.checkpointTime.Record(ctx, time.Since(start).Seconds())
-	if ack && lc.lastSeq > lc.acked {
-		lc.acked = lc.lastSeq
-		return lc.stream.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Ack{Ack: &fullcallv1.Ack{Seq: lc.lastSeq}}})
+	// The checkpoint holds the chunks up to lc.cp.Seq: the last one, or
+	// (a call built from realtime's analysis) the last one that the seconds
+	// taken cover.
+	if ack && lc.cp.Seq > lc.acked {
+		lc.acked = lc.cp.Seq
+		return lc.stream.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Ack{Ack: &fullcallv1.Ack{Seq: lc.acked}}})
 	}
 	return nil
 }
@@ -317,6 +349,7 @@ func (lc *liveCall) broken(ctx context.Context, err error) error {
 		return err
 	}
 	lc.cp.Owner = ""
+	lc.agg.settle()
 	if cerr := lc.checkpoint(context.WithoutCancel(ctx), false); cerr != nil {
 		lc.log.Warn("call stream broke; the last checkpoint stands", "err", err, "checkpoint_err", cerr, "acked_seq", lc.acked)
 		return err
@@ -339,7 +372,11 @@ func (lc *liveCall) close(ctx context.Context, cl *fullcallv1.CloseCall) error {
 		return lc.storeFailed(ctx, "finish", err)
 	}
 	s.m.finalise.Record(ctx, time.Since(start).Seconds())
-	lc.log.Debug("call finished", "duration_s", r.DurationS, "chunks", r.Chunks)
+	if c := lc.agg.cov; c != nil {
+		lc.log.Debug("call finished", "duration_s", r.DurationS, "chunks", r.Chunks, "realtime_results_not_taken", c.notTaken)
+	} else {
+		lc.log.Debug("call finished", "duration_s", r.DurationS, "chunks", r.Chunks)
+	}
 	if err := lc.stream.Send(&fullcallv1.RecordResponse{Msg: &fullcallv1.RecordResponse_Finished{Finished: &fullcallv1.FinishedCall{Report: r}}}); err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ import (
 
 // recClient drives one Record stream the way a gateway does.
 type recClient struct {
-	t      *testing.T
+	t      testing.TB
 	stream fullcallv1.IngestService_RecordClient
 	cancel context.CancelFunc
 	resp   chan *fullcallv1.RecordResponse
@@ -30,6 +30,12 @@ type recClient struct {
 }
 
 func openRecord(t *testing.T, cc *grpc.ClientConn, call *callv1.Call, resume bool) (*recClient, *fullcallv1.OpenedCall, error) {
+	t.Helper()
+	return openStream(t, cc, &fullcallv1.OpenCall{Call: call, Resume: resume})
+}
+
+// openStream opens a Record stream with open.
+func openStream(t testing.TB, cc *grpc.ClientConn, open *fullcallv1.OpenCall) (*recClient, *fullcallv1.OpenedCall, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	stream, err := fullcallv1.NewIngestServiceClient(cc).Record(ctx)
@@ -50,7 +56,7 @@ func openRecord(t *testing.T, cc *grpc.ClientConn, call *callv1.Call, resume boo
 			c.resp <- r
 		}
 	}()
-	c.send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Open{Open: &fullcallv1.OpenCall{Call: call, Resume: resume}}})
+	c.send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Open{Open: open}})
 	r, ok := <-c.resp
 	if !ok {
 		return nil, nil, <-c.err
