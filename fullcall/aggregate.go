@@ -93,12 +93,12 @@ func newAggregate(call *callv1.Call) (*aggregate, error) {
 // forwards realtime's per-second analysis: it holds up to wait of audio
 // for it before analysing the audio itself.
 func newLiveAggregate(call *callv1.Call, wait time.Duration) (*aggregate, error) {
-	an, f, err := analysis.New(call)
+	roles, f, err := analysis.Roles(call)
 	if err != nil {
 		return nil, err
 	}
 	a := &aggregate{call: call, format: f, alertSeen: map[string]bool{}, keepAudio: call.GetPolicy().GetStoreAudio()}
-	a.cov = newCoverage(call, an.Roles(), f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)))
+	a.cov = newCoverage(call, roles, f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)))
 	return a, nil
 }
 
@@ -366,12 +366,12 @@ func restoreAggregate(cp *store.Checkpoint, segs []store.Segment, wait time.Dura
 		if st.Model != analysis.ModelID() {
 			return nil, fmt.Errorf("resume: %w (%s; this is %s)", analysis.ErrModelChanged, st.Model, analysis.ModelID())
 		}
-		probe, pf, err := analysis.New(cp.Call)
+		roles, pf, err := analysis.Roles(cp.Call)
 		if err != nil {
 			return nil, err
 		}
 		f = pf
-		cov = restoreCoverage(st, probe.Roles(), f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)), cp.Seq, cp.Partial.GetChunks(), cp.Partial.GetAudioBytes())
+		cov = restoreCoverage(st, roles, f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)), cp.Seq, cp.Partial.GetChunks(), cp.Partial.GetAudioBytes())
 	} else if an, f, err = analysis.Resume(cp.Call, cp.Analyzer); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 	"github.com/calmline/calmline/lib/voice/voicetest"
+	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -482,9 +483,11 @@ func BenchmarkLiveCall(b *testing.B) {
 	l := newLive(b, call, data, nil, nil, nil)
 	n := 0
 	for _, realtime := range []bool{false, true} {
-		name := "analyse-all"
+		// before: fullcall analyses all the audio; after: it takes
+		// realtime's analyses.
+		name := "analysis=fullcall"
 		if realtime {
-			name = "from-realtime"
+			name = "analysis=realtime"
 		}
 		b.Run(name, func(b *testing.B) {
 			throughput(b, 60, func() {
@@ -500,6 +503,54 @@ func BenchmarkLiveCall(b *testing.B) {
 				}
 				run.play(rc, 1, run.chunks)
 				if _, err := rc.finish(uint64(run.chunks), run.end()); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkLiveAggregate is the same call's cost inside fullcall alone: the
+// aggregate's work (analysis or taking realtime's analyses, the report),
+// without gRPC, the store or a client.
+func BenchmarkLiveAggregate(b *testing.B) {
+	data := conversation(60)
+	tt := newTenants(b, nil)
+	call := &callv1.Call{TenantId: "acme", CallId: "bench", Policy: wire.Policy(tt.ts[0]),
+		Format: &callv1.MediaFormat{Codec: callv1.Codec_CODEC_PCMU, SampleRateHz: 8000,
+			Channels: []callv1.ChannelRole{callv1.ChannelRole_CHANNEL_ROLE_CALLER, callv1.ChannelRole_CHANNEL_ROLE_AGENT}}}
+	l := newLive(b, call, data, nil, nil, nil)
+	for _, realtime := range []bool{false, true} {
+		name := "analysis=fullcall"
+		if realtime {
+			name = "analysis=realtime"
+		}
+		b.Run(name, func(b *testing.B) {
+			throughput(b, 60, func() {
+				a, err := newAggregate(call)
+				if realtime {
+					a, err = newLiveAggregate(call, 3*time.Second)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				for seq := 1; seq <= l.chunks; seq++ {
+					if err := a.addAudio(uint64(seq-1)*chunkSamples, data[(seq-1)*chunkBytes:seq*chunkBytes]); err != nil {
+						b.Fatal(err)
+					}
+					a.chunkDone(uint64(seq))
+					if realtime {
+						for _, sa := range l.after[seq] {
+							a.analysis(sa)
+						}
+					}
+				}
+				if realtime {
+					for _, sa := range l.atClose {
+						a.analysis(sa)
+					}
+				}
+				if _, err := a.report(nil, l.end(), fullcallv1.EndReason_END_REASON_HANGUP, false, fullcallv1.Source_SOURCE_STREAM); err != nil {
 					b.Fatal(err)
 				}
 			})

@@ -100,23 +100,9 @@ func New(call *callv1.Call) (*Analyzer, audio.Format, error) { return newAnalyze
 // newAnalyzer returns an analyser for a call; agentBaseline, when set, is
 // the agent's baseline to start from.
 func newAnalyzer(call *callv1.Call, agentBaseline *voice.Baseline) (*Analyzer, audio.Format, error) {
-	f, err := wire.Format(call.GetFormat())
+	roles, f, err := Roles(call)
 	if err != nil {
 		return nil, audio.Format{}, err
-	}
-	roles := make([]voice.Role, len(call.Format.Channels))
-	for i, r := range call.Format.Channels {
-		switch r {
-		case callv1.ChannelRole_CHANNEL_ROLE_CALLER:
-			roles[i] = voice.RoleCaller
-		case callv1.ChannelRole_CHANNEL_ROLE_AGENT:
-			roles[i] = voice.RoleAgent
-		default:
-			return nil, audio.Format{}, fmt.Errorf("channel %d: role %v", i, r)
-		}
-	}
-	if len(roles) != f.Channels {
-		return nil, audio.Format{}, fmt.Errorf("%d roles for %d channels", len(roles), f.Channels)
 	}
 	conv, err := audio.NewConverter(f)
 	if err != nil {
@@ -135,6 +121,33 @@ func newAnalyzer(call *callv1.Call, agentBaseline *voice.Baseline) (*Analyzer, a
 		a.silence = append(a.silence, one...)
 	}
 	return a, f, nil
+}
+
+// Roles returns the roles of a call's channels, in channel order, and its
+// audio format, or why the call cannot be analysed.
+func Roles(call *callv1.Call) ([]voice.Role, audio.Format, error) {
+	f, err := wire.Format(call.GetFormat())
+	if err != nil {
+		return nil, audio.Format{}, err
+	}
+	roles := make([]voice.Role, len(call.Format.Channels))
+	for i, r := range call.Format.Channels {
+		switch r {
+		case callv1.ChannelRole_CHANNEL_ROLE_CALLER:
+			roles[i] = voice.RoleCaller
+		case callv1.ChannelRole_CHANNEL_ROLE_AGENT:
+			roles[i] = voice.RoleAgent
+		default:
+			return nil, audio.Format{}, fmt.Errorf("channel %d: role %v", i, r)
+		}
+	}
+	if len(roles) != f.Channels {
+		return nil, audio.Format{}, fmt.Errorf("%d roles for %d channels", len(roles), f.Channels)
+	}
+	if len(roles) < 1 || len(roles) > 2 || len(roles) == 2 && roles[0] == roles[1] {
+		return nil, audio.Format{}, fmt.Errorf("channels %v: want one, or a caller and an agent", roles)
+	}
+	return roles, f, nil
 }
 
 // Model is the model that produces the scores.
