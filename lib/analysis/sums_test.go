@@ -228,3 +228,30 @@ func TestNewAtNumbersSecondsFromThere(t *testing.T) {
 		t.Errorf("timeline %d; want %d", an.Timeline(), 9*8000)
 	}
 }
+
+func TestAnalyzerWithSumsDoesNotAllocatePerWrite(t *testing.T) {
+	data := talkOver()
+	an, _, err := New(stereoCall())
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := 0
+	step := func() {
+		if off+1600 > len(data) {
+			off = 0
+		}
+		an.Write(data[off : off+1600])
+		off += 1600
+		for _, s := range an.Seconds() {
+			if s.Sums.NumChannels != 2 {
+				t.Fatalf("second %d without sums", s.Index)
+			}
+		}
+	}
+	for range 50 {
+		step()
+	}
+	if n := testing.AllocsPerRun(200, step); n != 0 {
+		t.Errorf("a 100 ms write allocates %v times", n)
+	}
+}
