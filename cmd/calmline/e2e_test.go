@@ -435,6 +435,13 @@ func TestEndToEndNativeCall(t *testing.T) {
 	if len(rep.Timeline) != 9 {
 		t.Errorf("report timeline has %d points; want 9", len(rep.Timeline))
 	}
+	// The report is built from realtime's per-second analyses: fullcall
+	// analyses only what they do not cover (at most the last second, if
+	// realtime's answer to the hang-up came after the gateway's bounded
+	// wait).
+	if fromRT, fromFC := secondsAnalysed(t, fullcall, 9); fromRT+fromFC != 9 || fromRT < 8 {
+		t.Errorf("seconds analysed: %d by realtime, %d by fullcall; want 9, at least 8 by realtime", fromRT, fromFC)
+	}
 	truth := talkTruth(t, "testdata/call_emodb_9s.segments.csv")
 	if len(rep.Channels) != 2 {
 		t.Fatalf("report channels %+v", rep.Channels)

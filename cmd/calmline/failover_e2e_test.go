@@ -60,6 +60,42 @@ func startSubset(t *testing.T, want int, args ...string) *running {
 	return r
 }
 
+var secondsAnalysedRE = regexp.MustCompile(`(?m)^calmline_fullcall_seconds_analysed_total\{[^}]*source="(realtime|fullcall)"[^}]*\} (\d+)`)
+
+// secondsAnalysed reads from a fullcall instance's metrics how many seconds
+// of live calls' reports came from realtime's analysis and how many
+// fullcall analysed itself, once they add up to at least total (they are
+// counted as each call's stream ends).
+func secondsAnalysed(t *testing.T, addr string, total int) (realtime, fullcall int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		realtime, fullcall = 0, 0
+		for _, m := range secondsAnalysedRE.FindAllSubmatch(b, -1) {
+			n, _ := strconv.Atoi(string(m[2]))
+			if string(m[1]) == "realtime" {
+				realtime += n
+			} else {
+				fullcall += n
+			}
+		}
+		if realtime+fullcall >= total {
+			return realtime, fullcall
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("fullcall counted %d seconds from realtime and %d of its own; want %d in all", realtime, fullcall, total)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 var activeCalls = regexp.MustCompile(`(?m)^calmline_realtime_calls_active(?:\{[^}]*\})? (\d+)`)
 
 // liveCalls reads a realtime instance's live calls from its metrics.
@@ -184,12 +220,31 @@ func testRealtimeFailover(t *testing.T, drain bool) {
 		LiveScoringGaps []struct {
 			Reason string `json:"reason"`
 		} `json:"live_scoring_gaps"`
+		Timeline []struct {
+			CallerTalk *float64 `json:"caller_talk"`
+		} `json:"timeline"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Incomplete || rep.AudioBytes != strconv.Itoa(len(rec.Data)) {
 		t.Errorf("report: incomplete %v, %s audio bytes; want complete with %d", rep.Incomplete, rep.AudioBytes, len(rec.Data))
+	}
+	// Every second is in the report, analysed once: by realtime where its
+	// analysis covered the audio fullcall has, by fullcall where it did not
+	// (the seconds around the failover).
+	if len(rep.Timeline) != 9 {
+		t.Errorf("report timeline has %d seconds; want 9", len(rep.Timeline))
+	}
+	for i, p := range rep.Timeline {
+		if p.CallerTalk == nil {
+			t.Errorf("second %d of the report has no analysis: %+v", i, p)
+		}
+	}
+	fromRT, fromFC := secondsAnalysed(t, main.addrs["fullcall"], 9)
+	t.Logf("seconds analysed: %d by realtime, %d by fullcall", fromRT, fromFC)
+	if fromRT+fromFC != 9 || fromRT < 3 || fromFC < 1 {
+		t.Errorf("seconds analysed: %d by realtime, %d by fullcall; want 9 in all, the seconds realtime missed by fullcall", fromRT, fromFC)
 	}
 	if len(rep.LiveScoringGaps) != 1 || rep.LiveScoringGaps[0].Reason != "GAP_REASON_FAILOVER" {
 		t.Errorf("report's live-scoring gaps %+v; want one failover gap", rep.LiveScoringGaps)

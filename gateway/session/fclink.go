@@ -293,7 +293,7 @@ func (l *fcLink) open(ctx context.Context, resume bool) (_ fullcallRecordClient,
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.Send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Open{Open: &fullcallv1.OpenCall{Call: l.c.info, Resume: resume}}}); err != nil {
+	if err := s.Send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Open{Open: &fullcallv1.OpenCall{Call: l.c.info, Resume: resume, RealtimeAnalysis: true}}}); err != nil {
 		return nil, nil, err
 	}
 	type result struct {

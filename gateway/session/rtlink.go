@@ -351,6 +351,11 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.
 		case *realtimev1.AnalyzeResponse_Score:
 			l.lastEnd.Store(m.Score.EndSample)
 			l.observeDelay(m.Score.EndSample)
+			if a := r.Analysis; a != nil {
+				// The second's analysis goes to fullcall, which builds the
+				// report from it instead of analysing the audio again.
+				l.c.fc.push(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Analysis{Analysis: a}})
+			}
 			if ev := l.c.eventsNow(); ev != nil {
 				ev.Score(m.Score)
 			}
