@@ -557,3 +557,40 @@ func BenchmarkLiveAggregate(b *testing.B) {
 		})
 	}
 }
+
+func TestBrokenStreamWithRealtimeAnalysisKeepsWhatArrived(t *testing.T) {
+	// A call built from realtime's analyses whose gateway never comes
+	// back: what waited for realtime is analysed when the stream breaks,
+	// so the sweep's report holds every whole second that arrived.
+	f := start(t, func(o *Options) { o.CheckpointEvery = time.Second; o.OrphanAfter = time.Second })
+	stored := make(chan *fullcallv1.Report, 1)
+	f.s.stored = stored
+	data := conversation(6)
+	call := f.call("acme", "broken-live")
+	l := newLive(t, call, data, nil, nil, markRealtime)
+	c, _, err := openStream(t, f.cc, &fullcallv1.OpenCall{Call: call, RealtimeAnalysis: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.play(c, 1, 45) // 4.5 s; realtime's analyses up to about 4 s
+	c.waitAck(20)
+	c.cancel()
+	var rep *fullcallv1.Report
+	select {
+	case rep = <-stored:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report stored after the stream broke")
+	}
+	if !rep.Incomplete || rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.Chunks != 40 || len(rep.Timeline) != 4 {
+		t.Fatalf("report of a broken stream: incomplete=%v reason=%v chunks=%d seconds=%d; want incomplete, disconnected, the 40 chunks of the 4 whole seconds",
+			rep.Incomplete, rep.EndReason, rep.Chunks, len(rep.Timeline))
+	}
+	for i, p := range rep.Timeline {
+		if p.CallerTalk == nil {
+			t.Errorf("second %d: %v; want it analysed", i, p)
+		}
+	}
+	if rep.Channels[0].TalkS == 0 {
+		t.Errorf("channel summary %v; want the caller's talk", rep.Channels[0])
+	}
+}
