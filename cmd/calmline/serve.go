@@ -55,6 +55,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&fco.SpoolName, "fullcall-spool-name", fco.SpoolName, "the spool's name in the job queue: the same for instances sharing the directory")
 	fs.IntVar(&fco.Workers, "fullcall-workers", fco.Workers, "batch jobs (uploads, spool files) fullcall analyses at once")
 	fs.DurationVar(&fco.CheckpointEvery, "fullcall-checkpoint-every", fco.CheckpointEvery, "audio between durable checkpoints of a live call")
+	fs.DurationVar(&fco.RealtimeWait, "fullcall-realtime-wait", fco.RealtimeWait, "audio of a live call fullcall holds waiting for realtime's analysis of it before analysing it itself (1s to 20s)")
 	var gf gateway.Flags
 	gf.Register(fs)
 	co := console.DefaultOptions()

@@ -22,6 +22,7 @@ func main() {
 	fs.IntVar(&o.MaxCalls, "max-calls", o.MaxCalls, "live calls this instance accepts")
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", o.ShutdownGrace, "how long a stop waits for streams to end")
 	fs.DurationVar(&o.CheckpointEvery, "checkpoint-every", o.CheckpointEvery, "audio between durable checkpoints of a live call")
+	fs.DurationVar(&o.RealtimeWait, "realtime-wait", o.RealtimeWait, "audio of a live call held waiting for realtime's analysis of it before analysing it here (1s to 20s)")
 	fs.DurationVar(&o.OrphanAfter, "orphan-after", o.OrphanAfter, "how long an abandoned call waits for a resume before its report is stored as incomplete")
 	fs.StringVar(&o.EscalationAddr, "escalation", "", "gRPC address of escalation, to record each live call with its care service")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "batch jobs (uploads, spool files) analysed at once")
