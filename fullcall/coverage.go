@@ -165,6 +165,7 @@ func (a *aggregate) covFeed(upTo uint64) {
 		p.start += n
 		c.claimed = p.start
 		if p.samples(c.fb) == 0 {
+			c.pend[0] = piece{} // let go of its audio
 			c.pend = c.pend[1:]
 		}
 	}
@@ -266,6 +267,7 @@ func (a *aggregate) covResult(sa *callv1.SecondAnalysis) {
 		}
 		p.start += n
 		if p.samples(c.fb) == 0 {
+			c.pend[0] = piece{} // let go of its audio
 			c.pend = c.pend[1:]
 		}
 	}
