@@ -202,6 +202,12 @@ func (lc *liveCall) run(ctx context.Context) error {
 		if errors.Is(err, errClosed) {
 			return nil
 		}
+		if err != nil && ctx.Err() != nil && lc.agg != nil && !lc.finished {
+			// The stream ended during a write: release the call as a
+			// broken stream does, or it would stay held (heartbeats)
+			// and never be swept.
+			return lc.broken(ctx, err)
+		}
 		if err != nil {
 			return err
 		}
