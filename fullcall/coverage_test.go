@@ -581,8 +581,11 @@ func TestBrokenStreamWithRealtimeAnalysisKeepsWhatArrived(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no report stored after the stream broke")
 	}
-	if !rep.Incomplete || rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.Chunks != 40 || len(rep.Timeline) != 4 {
-		t.Fatalf("report of a broken stream: incomplete=%v reason=%v chunks=%d seconds=%d; want incomplete, disconnected, the 40 chunks of the 4 whole seconds",
+	// What reached fullcall before the cut (at least the 20 chunks it
+	// acknowledged; the rest of the 45 sent may have been lost with the
+	// stream) is in the report, to its last whole second.
+	if !rep.Incomplete || rep.EndReason != fullcallv1.EndReason_END_REASON_DISCONNECTED || rep.Chunks < 20 || rep.Chunks%10 != 0 || len(rep.Timeline) != int(rep.Chunks/10) {
+		t.Fatalf("report of a broken stream: incomplete=%v reason=%v chunks=%d seconds=%d; want incomplete, disconnected, the chunks of the whole seconds that arrived (20 or more)",
 			rep.Incomplete, rep.EndReason, rep.Chunks, len(rep.Timeline))
 	}
 	for i, p := range rep.Timeline {
