@@ -1,6 +1,8 @@
 package fullcall
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"maps"
 	"math"
@@ -16,6 +18,7 @@ import (
 	"github.com/calmline/calmline/lib/analysis"
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
+	"github.com/calmline/calmline/lib/tenant"
 	"github.com/calmline/calmline/lib/voice/voicetest"
 	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -595,5 +598,44 @@ func TestBrokenStreamWithRealtimeAnalysisKeepsWhatArrived(t *testing.T) {
 	}
 	if rep.Channels[0].TalkS == 0 {
 		t.Errorf("channel summary %v; want the caller's talk", rep.Channels[0])
+	}
+}
+
+func TestStoredAudioIsWholeWithRealtimeAnalysis(t *testing.T) {
+	// A tenant that keeps raw audio: letting go of the audio realtime's
+	// analyses cover does not let go of what is stored, and a takeover in
+	// the middle (the checkpoint stores only the audio before the seconds
+	// it covers, the resume replays the rest) stores every byte once.
+	tt := newTenants(t, func(tn *tenant.Tenant) { tn.Audio.Store = true })
+	dsn := sqldbtest.SQLite(t)
+	fast := func(o *Options) { o.CheckpointEvery = time.Second }
+	a := startWith(t, tt, dsn, fast)
+	b := startWith(t, tt, dsn, fast)
+	data := conversation(8)
+	call := a.call("acme", "kept")
+	l := newLive(t, call, data, nil, nil, nil)
+	onA, _, err := openStream(t, a.cc, &fullcallv1.OpenCall{Call: call, RealtimeAnalysis: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.play(onA, 1, 47)
+	onA.waitAck(30)
+	onA.cancel()
+	onA.ended()
+	onB, opened, err := openStream(t, b.cc, &fullcallv1.OpenCall{Call: call, Resume: true, RealtimeAnalysis: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.play(onB, int(opened.AckedSeq), l.chunks)
+	rep := l.finish(t, onB)
+	if !rep.AudioStored || rep.Incomplete {
+		t.Fatalf("report: audio stored %v, incomplete %v", rep.AudioStored, rep.Incomplete)
+	}
+	var buf bytes.Buffer
+	if err := b.s.store.WriteAudio(context.Background(), &buf, "acme", "kept", chunkBytes/chunkSamples, []byte{0xff, 0xff}, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), data) {
+		t.Errorf("stored audio: %d bytes, equal %v; want the %d bytes sent", buf.Len(), bytes.Equal(buf.Bytes(), data), len(data))
 	}
 }
