@@ -164,11 +164,28 @@ func (a *Analyzer) Write(data []byte) {
 }
 
 func (a *Analyzer) push(chans [][]int16) {
-	for ch, s := range chans {
-		a.call.Push(ch, s)
+	// The channels go in step, pushStep at a time: the voice analysis
+	// pairs the channels' frames for bleed rejection (and their per-second
+	// sums) only while one channel is less than 5 s ahead of the other, so
+	// a long write (the batch paths write 10 s at a time) pushed a channel
+	// at a time would be analysed without it.
+	n := 0
+	for _, s := range chans {
+		n = max(n, len(s))
 	}
-	a.drain()
+	for off := 0; off < n; off += pushStep {
+		for ch, s := range chans {
+			if off < len(s) {
+				a.call.Push(ch, s[off:min(off+pushStep, len(s))])
+			}
+		}
+		a.drain()
+	}
 }
+
+// pushStep is how many samples of each channel push gives the voice
+// analysis at a time: half a second.
+const pushStep = voice.SampleRate / 2
 
 // drain takes the voice analysis's finished seconds, each with its sums.
 func (a *Analyzer) drain() {

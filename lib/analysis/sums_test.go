@@ -255,3 +255,31 @@ func TestAnalyzerWithSumsDoesNotAllocatePerWrite(t *testing.T) {
 		t.Errorf("a 100 ms write allocates %v times", n)
 	}
 }
+
+func TestWritesOfAnySizeGiveTheSameSeconds(t *testing.T) {
+	// The batch paths write 10 s at a time, live calls 100 ms: the same
+	// audio must give the same seconds (on a line with the other party's
+	// echo, bleed rejection included) and the same sums.
+	data := talkOver()
+	run := func(piece int) []Second {
+		an, _, err := New(stereoCall())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []Second
+		for off := 0; off < len(data); off += piece {
+			an.Write(data[off:min(off+piece, len(data))])
+			out = append(out, an.Seconds()...)
+		}
+		return append(out, an.Flush()...)
+	}
+	live, batch := run(1600), run(160000)
+	if len(live) != 20 || len(batch) != len(live) {
+		t.Fatalf("%d seconds written 100 ms at a time, %d 10 s at a time; want 20", len(live), len(batch))
+	}
+	for i := range live {
+		if live[i] != batch[i] {
+			t.Errorf("second %d: %+v written 100 ms at a time; %+v 10 s at a time", i, live[i], batch[i])
+		}
+	}
+}
