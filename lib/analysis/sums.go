@@ -20,8 +20,8 @@ import (
 // the same audio: frame counts (talk, silence, voiced fraction, speech
 // rate, overlap, interruptions) exactly; F0 mean and standard deviation,
 // intensity, HNR and jitter up to the order of floating-point additions;
-// shimmer within 0.1 % (the call's running total counts each amplitude
-// twice, which moves its mean's n−1 denominator); F0 median and
+// shimmer within 0.5 % (the call's running total counts each amplitude
+// twice, which moves its mean's n−1 denominator by about 1/(2n)); F0 median and
 // percentiles from a histogram of tenths of a semitone (0.58 %) instead of
 // hundredths, interpolated within the bin. TestSumsAgreeWithStats measures
 // it.
