@@ -216,7 +216,7 @@ func New(o Options) (*Server, error) {
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
 	}
-	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, audiohook.NewHandler(aho, mgr, o.Tenants, log)))
+	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
 	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, twilio.NewHandler(o.Twilio, mgr, o.Tenants, log)))
 	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
 	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
