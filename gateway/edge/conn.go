@@ -42,6 +42,7 @@ type Conn struct {
 	last    atomic.Int64
 	started atomic.Bool
 	idled   atomic.Bool
+	failed  bool // Fail ran (reader only)
 
 	idleMu   sync.Mutex
 	idleT    *time.Timer
@@ -71,6 +72,10 @@ func (c *Conn) Sessions() *session.Manager { return c.e.m }
 // Call returns the call this connection owns; nil before Start and after
 // End.
 func (c *Conn) Call() *session.Call { return c.call }
+
+// Failed reports whether the connection failed (Fail): what the Codec
+// still holds is not to become a call.
+func (c *Conn) Failed() bool { return c.failed }
 
 // Idled reports whether the connection was closed for a timeout.
 func (c *Conn) Idled() bool { return c.idled.Load() }
@@ -139,14 +144,7 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	c.private = Private(c.tenant)
 	call, err := c.e.m.Start(context.Background(), st, c)
 	if err != nil {
-		e := ErrorOf(err)
-		switch {
-		case errors.Is(err, session.ErrCallLive):
-			e.Reason = fmt.Sprintf("call %q is already live", st.CallID)
-		case errors.Is(err, session.ErrBadStart):
-			e.Reason = "start: " + err.Error()
-		}
-		return nil, e
+		return nil, StartError(err, st.CallID)
 	}
 	c.call = call
 	c.Attach(call)
@@ -154,6 +152,19 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	// network dropped silently. Drop this one; the call parks and moves.
 	call.OnTakeover(c.ws.Drop)
 	return call, nil
+}
+
+// StartError maps an error of session.Manager.Start to the Error the
+// connection closes with, naming the call id of a duplicate.
+func StartError(err error, callID string) *Error {
+	e := ErrorOf(err)
+	switch {
+	case errors.Is(err, session.ErrCallLive):
+		e.Reason = fmt.Sprintf("call %q is already live", callID)
+	case errors.Is(err, session.ErrBadStart):
+		e.Reason = "start: " + err.Error()
+	}
+	return e
 }
 
 // Attach makes call this connection's live call without handing it its
@@ -239,6 +250,7 @@ func (c *Conn) End(reason session.EndReason) *fullcallv1.Report {
 // (unless the call core refused a start and counted it), the call ends as
 // an error, and the Codec closes with the code of the one table.
 func (c *Conn) Fail(err error) {
+	c.failed = true
 	e := ErrorOf(err)
 	if e.Refused {
 		c.log.Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason, "tenant", c.tenantID())

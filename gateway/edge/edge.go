@@ -380,6 +380,39 @@ func (e *Edge) Close(ctx context.Context) error {
 	}
 }
 
+// Single serves one protocol on an edge of its own: a protocol package's
+// tests, or a server with one protocol. Close drains it.
+type Single struct {
+	*Edge
+	h http.Handler
+}
+
+// NewSingle returns an edge serving the protocol that protocol builds for
+// it.
+func NewSingle(o Options, protocol func(*Edge) *Protocol) *Single {
+	e := New(o)
+	return &Single{Edge: e, h: e.Handler(protocol(e))}
+}
+
+func (s *Single) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHTTP(w, r) }
+
+// KeyOf returns the API key a request carries before the upgrade: a Bearer
+// or X-API-Key header, else the password of Basic authentication, else
+// the api_key query parameter, which is taken out of the request's URL
+// whatever carried the key, so that nothing after this logs it.
+func KeyOf(r *http.Request) string {
+	k := tenant.KeyFromRequest(r)
+	if k == "" {
+		if _, pw, ok := r.BasicAuth(); ok {
+			k = pw
+		}
+	}
+	if qk := wsconn.TakeQueryKey(r); k == "" {
+		k = qk
+	}
+	return k
+}
+
 // Conns returns the number of open connections.
 func (e *Edge) Conns() int {
 	e.mu.Lock()

@@ -358,3 +358,44 @@ func TestScoresAreRenderedUnderThePrivacyMode(t *testing.T) {
 		closeOf(t, ws)
 	}
 }
+
+func TestKeyOfTakesTheQueryKeyOutOfTheURL(t *testing.T) {
+	for _, c := range []struct {
+		name, url string
+		header    http.Header
+		basic     string
+		want      string
+	}{
+		{"bearer", "/ws/x?api_key=clk_query&call_id=c", http.Header{"Authorization": {"Bearer clk_header"}}, "", "clk_header"},
+		{"x-api-key", "/ws/x", http.Header{"X-Api-Key": {"clk_header"}}, "", "clk_header"},
+		{"basic", "/ws/x?api_key=clk_query", nil, "clk_basic", "clk_basic"},
+		{"query", "/ws/x?call_id=c&api_key=+clk_query+", nil, "", "clk_query"},
+		{"none", "/ws/x?call_id=c", nil, "", ""},
+	} {
+		r := httptest.NewRequest(http.MethodGet, c.url, nil)
+		for k, v := range c.header {
+			r.Header[k] = v
+		}
+		if c.basic != "" {
+			r.SetBasicAuth("asterisk", c.basic)
+		}
+		if got := edge.KeyOf(r); got != c.want {
+			t.Errorf("%s: KeyOf = %q; want %q", c.name, got, c.want)
+		}
+		if strings.Contains(r.URL.String(), "api_key") || strings.Contains(r.RequestURI, "api_key") {
+			t.Errorf("%s: the key is still in the URL: %s %s", c.name, r.URL, r.RequestURI)
+		}
+		if strings.Contains(c.url, "call_id=c") && r.URL.Query().Get("call_id") != "c" {
+			t.Errorf("%s: other parameters lost: %s", c.name, r.URL)
+		}
+	}
+}
+
+func TestStartErrorsNameTheCall(t *testing.T) {
+	if e := edge.StartError(session.ErrCallLive, "c-1"); e.Code != edge.CloseCallLive || e.Reason != `call "c-1" is already live` || !e.Refused {
+		t.Errorf("duplicate: %+v", e)
+	}
+	if e := edge.StartError(fmt.Errorf("%w: call_id is required", session.ErrBadStart), ""); e.Code != edge.CloseBadMessage || !strings.HasPrefix(e.Reason, "start: ") || e.Refused {
+		t.Errorf("bad start: %+v", e)
+	}
+}

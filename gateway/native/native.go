@@ -15,7 +15,6 @@
 package native
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -83,23 +82,11 @@ func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 	}
 }
 
-// Handler serves the native protocol on an edge of its own.
-type Handler struct {
-	e *edge.Edge
-	h http.Handler
-}
-
 // NewHandler returns the protocol's handler on an edge of its own; the
 // gateway serves every protocol on one edge (NewProtocol).
-func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *Handler {
-	e := edge.New(edge.Options{Sessions: m, Tenants: tenants, Logger: log})
-	return &Handler{e: e, h: e.Handler(NewProtocol(o, e))}
+func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *edge.Single {
+	return edge.NewSingle(edge.Options{Sessions: m, Tenants: tenants, Logger: log}, func(e *edge.Edge) *edge.Protocol { return NewProtocol(o, e) })
 }
-
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.h.ServeHTTP(w, r) }
-
-// Close drains the handler's edge (edge.Edge.Close).
-func (h *Handler) Close(ctx context.Context) error { return h.e.Close(ctx) }
 
 // conn is the codec of one connection.
 type conn struct {
