@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -22,7 +23,7 @@ import (
 // TestADrainEndsEveryConnectionAlike drains a gateway (as SIGTERM does)
 // with, on native and on AudioHook, a live call and a connection that has
 // not started one: each ends with its protocol's going away (native: close
-// 1001; AudioHook: disconnect, then 1001 when the client does not close),
+// 1001; AudioHook: disconnect, which the client answers with close),
 // each live call's report is stored as ended by the drain, and no
 // connection outlives Shutdown.
 func TestADrainEndsEveryConnectionAlike(t *testing.T) {
@@ -36,7 +37,6 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 	o.Tenants, o.RealtimeAddr, o.FullcallAddr = reg, b.Realtime.Addr, b.Fullcall.Addr
 	o.DrainTimeout = 100 * time.Millisecond // live calls do not finish: the drain ends them
 	o.Session.Pacing.Policy = session.PaceOff
-	o.AudioHook.DisconnectWait = 200 * time.Millisecond
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -91,18 +91,25 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 			t.Errorf("AudioHook call's disconnect %+v; want reason error, draining", d)
 		}
 	}
+	// The session that never opened gets the same disconnect and, when
+	// its client closes as the protocol asks, closed.
 	var disconnect *audiohook.DisconnectParameters
-	code := closeCode(t, ahWaiting, func(data []byte) {
+	var types []string
+	closeCode(t, ahWaiting, func(data []byte) {
 		var m struct {
 			Type       string
+			Seq        uint64
 			Parameters audiohook.DisconnectParameters
 		}
-		if json.Unmarshal(data, &m) == nil && m.Type == audiohook.TypeDisconnect {
+		json.Unmarshal(data, &m)
+		types = append(types, m.Type)
+		if m.Type == audiohook.TypeDisconnect {
 			disconnect = &m.Parameters
+			ahWaiting.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"version":"2","id":%q,"type":"close","seq":1,"serverseq":%d,"position":"PT0S","parameters":{"reason":"disconnect"}}`, ahSession, m.Seq))
 		}
 	})
-	if disconnect == nil || !strings.Contains(disconnect.Info, "draining") || code != websocket.CloseGoingAway {
-		t.Errorf("AudioHook session without a call: disconnect %+v, close %d; want the drain's disconnect, then 1001", disconnect, code)
+	if disconnect == nil || disconnect.Reason != audiohook.DisconnectError || !strings.Contains(disconnect.Info, "draining") || strings.Join(types, ",") != "disconnect,closed" {
+		t.Errorf("AudioHook session without a call: %v, disconnect %+v; want the drain's disconnect, then closed", types, disconnect)
 	}
 
 	if err := <-stopped; err != nil {
@@ -121,13 +128,15 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 	}
 }
 
+const ahSession = "0f0e0d0c-0b0a-4908-8706-050403020100"
+
 // dialAudioHookUnopened opens a signed AudioHook connection that sends no
 // open message.
 func dialAudioHookUnopened(t *testing.T, addr, key string, secret []byte, org string) *websocket.Conn {
 	t.Helper()
 	h := http.Header{}
 	h.Set(audiohook.HeaderOrganizationID, org)
-	h.Set(audiohook.HeaderSessionID, "0f0e0d0c-0b0a-4908-8706-050403020100")
+	h.Set(audiohook.HeaderSessionID, ahSession)
 	h.Set(audiohook.HeaderCorrelationID, "1f0e0d0c-0b0a-4908-8706-050403020100")
 	h.Set(audiohook.HeaderAPIKey, key)
 	audiohook.Sign(h, "/ws/audiohook", addr, key, secret, "ZHJhaW4tdGVzdC1ub25jZS0x", time.Now(), 30*time.Second)
