@@ -171,7 +171,9 @@ func StartError(err error, callID string) *Error {
 // end: its traffic counts here, the connection leaves the admission count
 // of connections without a call, and when the gateway ends the call the
 // connection closes the Codec's way. Start does it for the call it starts;
-// a protocol whose call spans connections (Asterisk's legs) attaches each.
+// a protocol whose call spans connections (Asterisk's legs) attaches each,
+// and may do so from another connection's reader: Attach is safe from any
+// goroutine.
 func (c *Conn) Attach(call *session.Call) {
 	c.live.Store(call)
 	c.ticket.Started()
