@@ -139,6 +139,12 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	if c.e.isClosed() {
 		return nil, ErrorOf(session.ErrDraining)
 	}
+	if c.e.admit != nil && !st.Resume {
+		// A resume continues a call already admitted.
+		if e := c.e.admit(context.Background(), c.tenant.ID); e != nil {
+			return nil, &Error{Code: CloseOverQuota, Reason: e.Code + ": " + e.Msg, Refused: true, Err: e}
+		}
+	}
 	st.Tenant, st.Protocol = c.tenant, c.p.Name
 	// Decided before the call starts, since scores may follow at once.
 	c.private = Private(c.tenant)
