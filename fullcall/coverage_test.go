@@ -53,21 +53,43 @@ type live struct {
 	chunks  int
 	after   map[int][]*callv1.SecondAnalysis
 	atClose []*callv1.SecondAnalysis
+	// pause, if set, follows chunk pauseAfter: the client paused the call
+	// (a gap both realtime and fullcall are told of).
+	pause      *callv1.Gap
+	pauseAfter int
 }
 
 const lag = 2
+
+// start is chunk seq's position on the timeline.
+func (l live) start(seq int) uint64 {
+	st := uint64(seq-1) * chunkSamples
+	if l.pause != nil && seq > l.pauseAfter {
+		st += l.pause.Samples
+	}
+	return st
+}
+
+// withPause returns newLive's call with a pause of samples after chunk
+// after.
+func withPause(after int, samples uint64) live {
+	return live{pauseAfter: after, pause: &callv1.Gap{StartSample: uint64(after) * chunkSamples, Samples: samples, Reason: callv1.GapReason_GAP_REASON_PAUSED}}
+}
 
 // newLive runs realtime's analysis over data as realtime would: chunks for
 // which lost is true never reach it (its queue dropped them), and the
 // analyses of the seconds for which drop is true are not sent (realtime was
 // down); edit, if set, changes each analysis sent.
-func newLive(t testing.TB, call *callv1.Call, data []byte, lost func(seq int) bool, drop func(second uint32) bool, edit func(*callv1.SecondAnalysis)) live {
+func newLive(t testing.TB, call *callv1.Call, data []byte, lost func(seq int) bool, drop func(second uint32) bool, edit func(*callv1.SecondAnalysis), opts ...live) live {
 	t.Helper()
 	an, _, err := analysis.New(call)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := live{data: data, chunks: len(data) / chunkBytes, after: map[int][]*callv1.SecondAnalysis{}}
+	for _, o := range opts {
+		l.pause, l.pauseAfter = o.pause, o.pauseAfter
+	}
 	keep := func(secs []analysis.Second) []*callv1.SecondAnalysis {
 		var out []*callv1.SecondAnalysis
 		for _, s := range secs {
@@ -83,10 +105,13 @@ func newLive(t testing.TB, call *callv1.Call, data []byte, lost func(seq int) bo
 		return out
 	}
 	for seq := 1; seq <= l.chunks; seq++ {
+		if seq-1 == l.pauseAfter && l.pause != nil {
+			an.Gap(l.pause.Samples) // realtime is told of the pause too
+		}
 		if lost != nil && lost(seq) {
 			continue
 		}
-		if start := uint64(seq-1) * chunkSamples; start > an.Timeline() {
+		if start := l.start(seq); start > an.Timeline() {
 			an.Gap(start - an.Timeline())
 		}
 		an.Write(data[(seq-1)*chunkBytes : seq*chunkBytes])
@@ -99,12 +124,15 @@ func newLive(t testing.TB, call *callv1.Call, data []byte, lost func(seq int) bo
 	return l
 }
 
-func (l live) end() uint64 { return uint64(l.chunks) * chunkSamples }
+func (l live) end() uint64 { return l.start(l.chunks) + chunkSamples }
 
 // play sends chunks from..to with the analyses that follow them.
 func (l live) play(c *recClient, from, to int) {
 	for seq := from; seq <= to; seq++ {
-		c.chunk(uint64(seq), uint64(seq-1)*chunkSamples, l.data[(seq-1)*chunkBytes:seq*chunkBytes])
+		c.chunk(uint64(seq), l.start(seq), l.data[(seq-1)*chunkBytes:seq*chunkBytes])
+		if seq == l.pauseAfter && l.pause != nil {
+			c.gap(l.pause)
+		}
 		for _, sa := range l.after[seq] {
 			c.send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Analysis{Analysis: sa}})
 		}
@@ -126,13 +154,16 @@ func (l live) finish(t *testing.T, c *recClient) *fullcallv1.Report {
 
 // wholeReport streams data to fullcall without realtime's analysis:
 // fullcall analyses all of it, as before.
-func wholeReport(t *testing.T, cc *grpc.ClientConn, call *callv1.Call, data []byte) *fullcallv1.Report {
+func wholeReport(t *testing.T, cc *grpc.ClientConn, call *callv1.Call, data []byte, opts ...live) *fullcallv1.Report {
 	t.Helper()
 	c, _, err := openRecord(t, cc, call, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := live{data: data, chunks: len(data) / chunkBytes}
+	for _, o := range opts {
+		l.pause, l.pauseAfter = o.pause, o.pauseAfter
+	}
 	l.play(c, 1, l.chunks)
 	return l.finish(t, c)
 }
@@ -658,4 +689,35 @@ func TestStoredAudioIsWholeWithRealtimeAnalysis(t *testing.T) {
 	if !bytes.Equal(buf.Bytes(), data) {
 		t.Errorf("stored audio: %d bytes, equal %v; want the %d bytes sent", buf.Len(), bytes.Equal(buf.Bytes(), data), len(data))
 	}
+}
+
+func TestPausedCallFromRealtimeAnalysis(t *testing.T) {
+	// The client pauses for 1.5 s after 3.7 s: realtime and fullcall are
+	// both told, realtime analyses the pause as silence, and its analyses
+	// of the seconds around it say how much of them was audio — as much as
+	// fullcall has — so they are taken.
+	f := start(t)
+	data := conversation(8)
+	pause := withPause(37, 12000)
+	want := wholeReport(t, f.cc, f.call("acme", "whole"), data, pause)
+	call := f.call("acme", "paused")
+	got := liveReport(t, f.cc, call, newLive(t, call, data, nil, nil, markRealtime, pause))
+	sameReport(t, got, want)
+	if len(got.Gaps) != 1 || got.Gaps[0].Reason != callv1.GapReason_GAP_REASON_PAUSED || got.Gaps[0].Samples != 12000 {
+		t.Errorf("gaps %v; want the pause, once", got.Gaps)
+	}
+	for i, rt := range realtimeSeconds(got) {
+		if !rt {
+			t.Errorf("second %d: %v; want realtime's analysis", i, got.Timeline[i])
+		}
+	}
+	// Unmarked, the analyses give what fullcall's own analysis gives.
+	call = f.call("acme", "paused-2")
+	got = liveReport(t, f.cc, call, newLive(t, call, data, nil, nil, nil, pause))
+	for i := range want.Timeline {
+		if !proto.Equal(got.Timeline[i], want.Timeline[i]) {
+			t.Errorf("second %d: %v; want %v", i, got.Timeline[i], want.Timeline[i])
+		}
+	}
+	sameMeasures(t, got, want, false)
 }
