@@ -283,3 +283,25 @@ func TestWritesOfAnySizeGiveTheSameSeconds(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSecondAnalysis is realtime's extra cost per second of a stereo
+// call: the analysis message beside the score, and its encoding.
+func BenchmarkSecondAnalysis(b *testing.B) {
+	an, _, _ := New(stereoCall())
+	data := talkOver()
+	var all []Second
+	for off := 0; off < len(data); off += 16000 {
+		an.Write(data[off:min(off+16000, len(data))])
+		all = append(all, an.Seconds()...)
+	}
+	if len(all) == 0 {
+		b.Fatal("no seconds")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := proto.Marshal(SecondAnalysis(all[i%len(all)])); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
