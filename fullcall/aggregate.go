@@ -98,7 +98,7 @@ func newLiveAggregate(call *callv1.Call, wait time.Duration) (*aggregate, error)
 		return nil, err
 	}
 	a := &aggregate{call: call, format: f, alertSeen: map[string]bool{}, keepAudio: call.GetPolicy().GetStoreAudio()}
-	a.cov = newCoverage(call, roles, f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)))
+	a.cov = newCoverage(roles, f.SampleRate, f.FrameBytes(), uint64(wait.Seconds()*float64(f.SampleRate)))
 	return a, nil
 }
 

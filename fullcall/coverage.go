@@ -82,7 +82,7 @@ type chunkMark struct {
 	chunks, bytes uint64
 }
 
-func newCoverage(call *callv1.Call, roles []voice.Role, rate, fb int, wait uint64) *coverage {
+func newCoverage(roles []voice.Role, rate, fb int, wait uint64) *coverage {
 	return &coverage{roles: roles, rate: uint64(rate), fb: uint64(fb), wait: max(wait, uint64(rate)), sums: analysis.NewSums(len(roles))}
 }
 
