@@ -117,7 +117,9 @@ func (r *Realtime) Analyze(s realtimev1.RealtimeService_AnalyzeServer) error {
 		if agent != nil {
 			u.AgentStress, u.AgentStressAbstain = agent, ""
 		}
-		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}}); err != nil {
+		// Beside the score, the second's analysis (its sums left empty).
+		a := &callv1.SecondAnalysis{Second: sec, EndSample: end, AudioSamples: rate, CallerPressure: &v, Model: Model}
+		if err := s.Send(&realtimev1.AnalyzeResponse{Msg: &realtimev1.AnalyzeResponse_Score{Score: u}, Analysis: a}); err != nil {
 			return err
 		}
 		if alert != nil {
@@ -198,6 +200,13 @@ type Fullcall struct {
 	Events map[string][]*fullcallv1.CallEvent
 	// Gaps records the gaps received per call.
 	Gaps map[string][]*callv1.Gap
+	// Analyses records, per call, the seconds of the per-second analyses
+	// received, each with the timeline position the chunks received had
+	// reached when it came.
+	Analyses map[string][]AnalysisAt
+	// RealtimeAnalysis records, per call, what the last open said of
+	// realtime's analyses.
+	RealtimeAnalysis map[string]bool
 	// Reports holds the last report per call.
 	Reports map[string]*fullcallv1.Report
 	// OnChunk, when set, runs for every chunk before it is acknowledged;
@@ -216,6 +225,22 @@ type Fullcall struct {
 	Durable *Checkpoints
 
 	bytes map[string]uint64
+	pos   map[string]uint64
+}
+
+// AnalysisAt is a per-second analysis fullcall received, and how far the
+// call's chunks had come then.
+type AnalysisAt struct {
+	Second    uint32
+	EndSample uint64
+	Received  uint64
+}
+
+// CallAnalyses returns the per-second analyses received for a call.
+func (f *Fullcall) CallAnalyses(callID string) []AnalysisAt {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]AnalysisAt(nil), f.Analyses[callID]...)
 }
 
 // Checkpoints stands in for the durable checkpoint store real fullcall
@@ -283,6 +308,7 @@ func (c *Checkpoints) Held(callID string) (chunks int, bytes uint64, duplicates 
 // StartFullcall starts a fake fullcall service.
 func StartFullcall(t testing.TB) *Fullcall {
 	f := &Fullcall{Received: map[string][]uint64{}, Events: map[string][]*fullcallv1.CallEvent{}, Gaps: map[string][]*callv1.Gap{},
+		Analyses: map[string][]AnalysisAt{}, RealtimeAnalysis: map[string]bool{}, pos: map[string]uint64{},
 		Reports: map[string]*fullcallv1.Report{}, bytes: map[string]uint64{}}
 	f.Backend = serve(t, func(s *grpc.Server) { fullcallv1.RegisterIngestServiceServer(s, f) })
 	return f
@@ -303,7 +329,12 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 	call := open.Call
 	f.mu.Lock()
 	refuse, ackedAt, durable := f.Refuse, f.AckedAtOpen, f.Durable
+	f.RealtimeAnalysis[call.CallId] = open.RealtimeAnalysis
 	f.mu.Unlock()
+	frame := uint64(len(call.GetFormat().GetChannels()))
+	if call.GetFormat().GetCodec() == callv1.Codec_CODEC_L16 {
+		frame *= 2
+	}
 	if refuse != nil {
 		if err := refuse(open); err != nil {
 			return err
@@ -339,6 +370,9 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 			f.mu.Lock()
 			f.Received[call.CallId] = append(f.Received[call.CallId], m.Chunk.Seq)
 			f.bytes[call.CallId] += uint64(len(m.Chunk.Data))
+			if frame > 0 {
+				f.pos[call.CallId] = m.Chunk.StartSample + uint64(len(m.Chunk.Data))/frame
+			}
 			hook := f.OnChunk
 			f.mu.Unlock()
 			if hook != nil {
@@ -359,6 +393,10 @@ func (f *Fullcall) Record(s fullcallv1.IngestService_RecordServer) error {
 		case *fullcallv1.RecordRequest_Gap:
 			f.mu.Lock()
 			f.Gaps[call.CallId] = append(f.Gaps[call.CallId], m.Gap)
+			f.mu.Unlock()
+		case *fullcallv1.RecordRequest_Analysis:
+			f.mu.Lock()
+			f.Analyses[call.CallId] = append(f.Analyses[call.CallId], AnalysisAt{Second: m.Analysis.Second, EndSample: m.Analysis.EndSample, Received: f.pos[call.CallId]})
 			f.mu.Unlock()
 		case *fullcallv1.RecordRequest_Close:
 			f.mu.Lock()

@@ -429,3 +429,34 @@ func TestDrainAndEndAll(t *testing.T) {
 		t.Errorf("report after drain: %v, %v", r, err)
 	}
 }
+
+func TestRealtimeAnalysesGoToFullcallAfterTheirAudio(t *testing.T) {
+	// realtime's per-second analyses ride the fullcall stream, each after
+	// the audio it covers (fullcall takes a second's analysis only when it
+	// holds that second's audio), and the open says they come.
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{})
+	ev := newEvents()
+	c, err := m.Start(context.Background(), stereo("analysed"), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 4, func(int) { <-ev.got }) // each second's score before the next second
+	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Fatal(err)
+	}
+	fc.Configure(func() {
+		if !fc.RealtimeAnalysis["analysed"] {
+			t.Error("the fullcall stream's open does not say realtime's analyses come")
+		}
+	})
+	got := fc.CallAnalyses("analysed")
+	if len(got) != 4 {
+		t.Fatalf("fullcall received analyses %+v; want seconds 0 to 3", got)
+	}
+	for i, a := range got {
+		if a.Second != uint32(i) || a.EndSample != uint64(i+1)*8000 || a.Received < a.EndSample {
+			t.Errorf("analysis %d: %+v; want second %d, after its audio", i, a, i)
+		}
+	}
+}
