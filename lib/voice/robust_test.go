@@ -274,3 +274,56 @@ func TestBabbleSetsNoBaseline(t *testing.T) {
 	}
 	t.Logf("baseline voiced seconds: clean %.2f, pink 10 dB %.2f", clean.VoicedS, steady.VoicedS)
 }
+
+// TestVoicedRunsKeptInSteadyNoise: in a steady noise set against a
+// speaker's loud stretch, their quieter speech loses the weaker voiced
+// frames of each run (onsets, offsets, unstressed vowels) to the model's
+// SNR gate, and whole seconds abstain. A steady noise is not periodic, so
+// a voiced run that once cleared the gate is the speaker's down to
+// modelKeepSNR; the noise alone still gives no model frame.
+func TestVoicedRunsKeptInSteadyNoise(t *testing.T) {
+	loud := voicetest.Voice{F0: 200, Range: 5, Rate: 5, Level: -12, Effort: 0.9, Dur: 5, Seed: 21}.Generate()
+	quiet := voicetest.Voice{F0: 190, Range: 3, Rate: 4, Level: -19, Effort: 0.3, Dur: 10, Seed: 22}.Generate()
+	speaker := voicetest.Concat(loud, quiet, voicetest.Silence(4))
+	for _, kind := range []string{impair.NoisePink, impair.NoiseHum} {
+		x, err := impair.Apply([][]int16{speaker}, impair.Spec{NoiseKind: kind, NoiseSNRDB: 15, Seed: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var voiced, model, noiseModel int
+		secs := map[int64]int{}
+		var a *Analyzer
+		a = NewAnalyzer(func(f *Frame) {
+			switch {
+			case f.Time >= 5.5 && f.Time < 15:
+				if f.Voiced {
+					voiced++
+				}
+				if a.feat.mc.voiced {
+					model++
+					secs[f.Index/FrameRate]++
+				}
+			case f.Time >= 16 && a.feat.mc.voiced:
+				noiseModel++
+			}
+		}, nil)
+		a.Push(x[0])
+		a.Flush()
+		abstain := 0
+		for s := int64(6); s < 15; s++ {
+			if secs[s] < DefaultModel().Abstain.MinVoicedFrames {
+				abstain++
+			}
+		}
+		t.Logf("%s 15 dB: quiet speech %d of %d voiced frames are model frames; %d of 9 seconds would abstain; noise alone %d model frames", kind, model, voiced, abstain, noiseModel)
+		if voiced == 0 || float64(model) < 0.75*float64(voiced) {
+			t.Errorf("%s noise: quiet speech keeps %d of %d voiced frames for the model; want ≥ 75 %%", kind, model, voiced)
+		}
+		if abstain > 0 {
+			t.Errorf("%s noise: %d of 9 seconds of quiet speech have too few model frames", kind, abstain)
+		}
+		if noiseModel > 0 {
+			t.Errorf("%s noise alone: %d model frames; want none", kind, noiseModel)
+		}
+	}
+}
