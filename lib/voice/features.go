@@ -170,6 +170,8 @@ func (s *featureState) endSecond(a *Analyzer) {
 	if s.cur.Frames == 0 {
 		return
 	}
+	s.cur.noiseDB = float64(s.floorDB + max(noiseBias, s.spread))
+	s.cur.noiseKnown = s.spreadN >= spreadKnown
 	s.total.Add(&s.cur)
 	if a.onSecond != nil {
 		a.onSecond(&s.cur)
@@ -263,8 +265,8 @@ const (
 
 // modelFrame is one frame's contribution to a window's model sums.
 type modelFrame struct {
-	voiced                bool
-	st, in, bal, hnr, snr float32
+	voiced                     bool
+	st, in, bal, hnr, snr, raw float32
 }
 
 func (m *modelFrame) add(w *Window) {
@@ -279,6 +281,7 @@ func (m *modelFrame) add(w *Window) {
 	w.mbal += float64(m.bal)
 	w.mhnr += float64(m.hnr)
 	w.msnr += float64(m.snr)
+	w.mraw += float64(m.raw)
 }
 
 func (m *modelFrame) sub(w *Window) {
@@ -293,6 +296,7 @@ func (m *modelFrame) sub(w *Window) {
 	w.mbal -= float64(m.bal)
 	w.mhnr -= float64(m.hnr)
 	w.msnr -= float64(m.snr)
+	w.mraw -= float64(m.raw)
 }
 
 // noise tracks the noise floors of the two bands and sets the frame's SNR
@@ -350,6 +354,7 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 		bal:    min(max(fastDB(hiC/loC), -40), 40),
 		hnr:    hnr(r),
 		snr:    snr,
+		raw:    f.Intensity,
 	}
 }
 
