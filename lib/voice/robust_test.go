@@ -366,3 +366,55 @@ func TestBabbleBeforeTheAgentSpeaksSetsNoBaseline(t *testing.T) {
 		t.Errorf("agent baseline over babble: F0 %.2f st (%s), %.2f st from the agent's own; want within 2 st", b.F0Level, b.Source, d)
 	}
 }
+
+// TestBackgroundVoicesLeaveTheSpeakersSeconds: on a babble line, a second
+// in which the party speaks briefly also holds the babble's voiced moments
+// that clear the SNR gate; they lie far below the party's own speech in
+// that second and are not the party's (Call.rejectBackground).
+func TestBackgroundVoicesLeaveTheSpeakersSeconds(t *testing.T) {
+	var talkers []int16
+	for i, f0 := range []float64{110, 210, 135, 190, 100, 240} {
+		talkers = append(talkers, voicetest.Voice{F0: f0, Range: 4, Rate: 4.5, Level: -20, Dur: 8, Seed: uint64(50 + i)}.Generate()...)
+	}
+	// The agent says a short word (0.35 s) at the start of every second
+	// from 4 s on; babble 20 dB below the agent's speech throughout.
+	var agent []int16
+	word := voicetest.Voice{F0: 120, Range: 2, Rate: 3, Level: -12, Dur: 0.35, Seed: 52}.Generate()
+	agent = append(agent, voicetest.Silence(4)...)
+	for range 8 {
+		agent = append(agent, word...)
+		agent = append(agent, voicetest.Silence(0.65)...)
+	}
+	x, err := impair.Apply([][]int16{agent}, impair.Spec{NoiseKind: impair.NoiseBabble, NoiseSNRDB: 20, Seed: 7, BabbleSource: talkers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCall(CallConfig{Roles: []Role{RoleAgent}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Second
+	var model, voicedWord []int
+	for i := 0; i < len(x[0]); i += 800 {
+		c.Push(0, x[0][i:min(i+800, len(x[0]))])
+		for c.NextSecond(&s) {
+			if s.Start >= 5 && s.End <= 11 {
+				model = append(model, c.ch[0].window.mVoiced)
+			}
+		}
+	}
+	// The word alone: its model frames on a clean line.
+	a := NewAnalyzer(nil, nil)
+	a.Push(voicetest.Concat(voicetest.Silence(1), word, voicetest.Silence(1)))
+	a.Flush()
+	voicedWord = append(voicedWord, a.Total().mVoiced)
+	t.Logf("model frames per second of a %d-frame word over babble: %v", voicedWord[0], model)
+	if len(model) == 0 {
+		t.Fatal("no seconds")
+	}
+	for i, n := range model {
+		if n > voicedWord[0]+3 {
+			t.Errorf("second %d: %d model frames; the word has %d: the babble's voiced moments count as the agent's", 5+i, n, voicedWord[0])
+		}
+	}
+}
