@@ -337,7 +337,7 @@ func TestVoicedRunsKeptInSteadyNoise(t *testing.T) {
 // noise's spread is measured, and those seconds passed for the agent's
 // first stretch of speech. Decided again once the noise is known, they
 // leave the agent's baseline, which is then the agent's own voice (8.9 st
-// above it when those seconds counted; 1.7 st now: the babble's voiced
+// above it when those seconds counted; 1.6 st now: the babble's voiced
 // frames inside the agent's own seconds still lift it, docs §8).
 func TestBabbleBeforeTheAgentSpeaksSetsNoBaseline(t *testing.T) {
 	var talkers []int16
