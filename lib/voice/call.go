@@ -194,9 +194,19 @@ const (
 	couplingQuantile = 0.3
 	couplingNearPeak = 10  // dB
 	couplingStep     = 2   // dB
-	couplingStart    = -50 // dB
 	couplingMin      = -80 // dB
 	couplingMax      = -10 // dB
+	// The coupling starts at couplingStart: until it has measured the
+	// line, a frame more than 20 dB (-(couplingStart+bleedMargin)) under
+	// the other party's is taken for its echo (the first words' echo used
+	// to pass, with the estimate starting at -50 dB). It is measured only on
+	// frames where the other party's level holds within couplingSteady dB
+	// over the bleedLag window, so that the echo of any delay in it is
+	// there: at a word's onset the window's loudest frame is the source
+	// but its echo has not arrived yet, and such frames held the estimate
+	// about 15 dB under a -20 dB echo on the dev calls.
+	couplingStart  = -30 // dB
+	couplingSteady = 6   // dB
 )
 
 // otherParty describes the other channel for features relative to it.
@@ -518,10 +528,10 @@ func (c *Call) rejectBleed(from, to int64) {
 // bleedFrame updates k's coupling estimate from frame f and reports
 // whether the frame is o's bleed.
 func (c *Call) bleedFrame(k, o *channel, f int64, r *frameRec) bool {
-	omax, osnr := float32(SilenceDB), float32(0)
+	omax, osnr, omin := float32(SilenceDB), float32(0), float32(200)
 	for d := int64(0); d < bleedLag && d <= f; d++ {
 		q := &o.recs[(f-d)%recRing]
-		omax, osnr = max(omax, q.in), max(osnr, q.snr)
+		omax, osnr, omin = max(omax, q.in), max(osnr, q.snr), min(omin, q.in)
 	}
 	if osnr < bleedActiveSNR {
 		return false
@@ -529,7 +539,7 @@ func (c *Call) bleedFrame(k, o *channel, f int64, r *frameRec) bool {
 	// An echo is always quieter than its source: frames louder than
 	// couplingMax relative to the other are this party's own (or the other
 	// channel holds this party's echo) and say nothing about the coupling.
-	if rel := max(r.in-omax, couplingMin); omax >= o.level-couplingNearPeak && rel < couplingMax {
+	if rel := max(r.in-omax, couplingMin); omax >= o.level-couplingNearPeak && omin >= omax-couplingSteady && rel < couplingMax {
 		if rel < k.coupling {
 			k.coupling = max(k.coupling-couplingStep*(1-couplingQuantile), couplingMin)
 		} else {

@@ -418,3 +418,45 @@ func TestBackgroundVoicesLeaveTheSpeakersSeconds(t *testing.T) {
 		}
 	}
 }
+
+// TestEchoCouplingMeasuredWhereTheSourceIsSteady: the echo's coupling
+// starts at couplingStart, so the first words' echo is rejected while the
+// estimate converges, and is measured on frames where the other party's
+// level holds over the whole 0–60 ms window (a word's onset — the source
+// already loud, its echo not yet arrived — pulled the estimate under the
+// echo: -32.6 dB here before, -26.4 dB now, for an echo at -20 dB). A caller's speech with an echo at -20 dB on the
+// agent's line: the echo must count neither as the agent's speech nor as
+// the agent talking under the caller (overlap).
+func TestEchoCouplingMeasuredWhereTheSourceIsSteady(t *testing.T) {
+	caller := voicetest.Concat(
+		voicetest.Voice{F0: 210, Range: 5, Rate: 5, Level: -12, Effort: 0.8, Dur: 5, Seed: 60}.Generate(),
+		voicetest.Voice{F0: 200, Range: 3, Rate: 4, Level: -22, Effort: 0.3, Dur: 7, Seed: 61}.Generate())
+	x, err := impair.Apply([][]int16{caller, make([]int16, len(caller))}, impair.Spec{BleedDB: -20, BleedDelayMS: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var overlap, scored int
+	var per []int
+	for _, s := range scores(t, x) {
+		per = append(per, s.Channels[0].Overlap)
+		overlap += s.Channels[0].Overlap
+		if s.AgentStress.OK {
+			scored++
+		}
+	}
+	c, err := NewCall(CallConfig{Roles: []Role{RoleCaller, RoleAgent}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Push(0, x[0])
+	c.Push(1, x[1])
+	c.Flush()
+	t.Logf("caller speech over its echo: %d frames of overlap %v, %d agent seconds scored, coupling %.1f dB", overlap, per, scored, c.ch[1].coupling)
+	// With the estimate starting at -50 dB and measured on every loud
+	// frame: 65 frames of overlap, 26 of them in the first second, and an
+	// agent second scored from the echo. What remains is the loud words'
+	// peaks (the echo path's reflection), 4-13 frames a second.
+	if per[0] > 10 || overlap > 45 || scored > 0 {
+		t.Errorf("the caller's echo on the agent's line: %d frames of overlap (%d in the first second), %d agent seconds scored; want ≤ 45, ≤ 10 and none", overlap, per[0], scored)
+	}
+}
