@@ -58,8 +58,24 @@ type coverage struct {
 
 	// Seconds taken from realtime's results and analysed here, and results
 	// not taken, not yet added to the metrics.
-	fromRealtime, fromSelf, notTaken int64
+	fromRealtime, fromSelf int64
+	// notTaken counts realtime's analyses not taken, by reason (see
+	// notTakenReasons), not yet added to the metrics.
+	notTaken [3]int64
 }
+
+// Why realtime's analysis of a second was not taken: fullcall had that
+// second already (it analysed it itself, or the analysis is a replay); it
+// was of other audio than fullcall holds (chunks realtime's queue dropped,
+// the second a realtime instance took the call over in, audio fullcall
+// does not have yet); or it was malformed or of another model.
+const (
+	notTakenLate = iota
+	notTakenOtherAudio
+	notTakenInvalid
+)
+
+var notTakenReasons = [...]string{"late", "other_audio", "invalid"}
 
 // piece is a stretch of the timeline waiting: audio, or a gap of gap
 // samples when data is nil.
@@ -224,17 +240,17 @@ func (a *aggregate) covResult(sa *callv1.SecondAnalysis) {
 	c := a.cov
 	start := uint64(sa.Second) * c.rate
 	if start < c.claimed || start < c.covered || uint64(sa.Second) < a.seconds() {
-		c.notTaken++ // fullcall has analysed it, or a replay
+		c.notTaken[notTakenLate]++ // fullcall has analysed it, or a replay
 		return
 	}
 	if err := analysis.CheckSecond(sa, len(c.roles), int(c.rate)); err != nil {
-		c.notTaken++
+		c.notTaken[notTakenInvalid]++
 		return
 	}
 	if sa.EndSample > c.recv || c.audioIn(start, sa.EndSample) != sa.AudioSamples {
 		// realtime analysed other audio than fullcall holds (it dropped
 		// chunks, or started this second on another instance).
-		c.notTaken++
+		c.notTaken[notTakenOtherAudio]++
 		return
 	}
 	// Seconds before it that no result covered are analysed here first.
@@ -243,7 +259,7 @@ func (a *aggregate) covResult(sa *callv1.SecondAnalysis) {
 	}
 	a.covFlush()
 	if c.covered != start {
-		c.notTaken++
+		c.notTaken[notTakenOtherAudio]++
 		return
 	}
 	for a.seconds() < uint64(sa.Second) && !a.truncatedTL {

@@ -538,6 +538,8 @@ type metrics struct {
 	// secondsAnalysed counts live calls' seconds by where their analysis
 	// came from.
 	secondsAnalysed metric.Int64Counter
+	// analysesNotTaken counts realtime's per-second analyses not taken.
+	analysesNotTaken metric.Int64Counter
 }
 
 var (
@@ -586,6 +588,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.careRetries = counter("calmline.fullcall.care.retries", "Failed attempts to record a call with escalation's care service.")
 	m.deletions = counter("calmline.fullcall.retention.deletions", "Reports and recordings deleted by retention, by kind.")
 	m.secondsAnalysed = counter("calmline.fullcall.seconds.analysed", "Seconds of live calls' reports, by where their analysis came from: realtime (its per-second analysis, forwarded by the gateway) or fullcall (analysed here: realtime's was missing, late or for other audio).")
+	m.analysesNotTaken = counter("calmline.fullcall.realtime.analyses.ignored", "realtime's per-second analyses fullcall did not take, by reason: late (fullcall had the second already), other_audio (realtime analysed other audio: dropped chunks, a takeover), invalid.")
 	m.finalise = histogram("calmline.fullcall.finalise.duration", helpFinalise)
 	m.checkpointTime = histogram("calmline.fullcall.checkpoint.duration", helpCheckpoint)
 	if err == nil {
@@ -613,6 +616,7 @@ func (m *metrics) zero() {
 	zero(m.uploads, reasonAttr, "ok", "queued", "queue_full")
 	zero(m.reports, sourceAttr, "stream", "upload")
 	zero(m.secondsAnalysed, sourceAttr, "realtime", "fullcall")
+	zero(m.analysesNotTaken, reasonAttr, notTakenReasons[:]...)
 	zero(m.spoolFiles, eventAttr, "queued", "done", "failed", "duplicate", "deferred")
 	zero(m.callbacks, outcomeAttr, "delivered", "retry", "failed")
 	zero(m.deletions, kindAttr, store.KindReport, store.KindAudio)

@@ -122,6 +122,12 @@ func (lc *liveCall) count(ctx context.Context) {
 				lc.s.m.secondsAnalysed.Add(ctx, c.fromSelf, fromFullcall)
 			}
 			c.fromRealtime, c.fromSelf = 0, 0
+			for i, n := range c.notTaken {
+				if n > 0 {
+					lc.s.m.analysesNotTaken.Add(ctx, n, metric.WithAttributes(reasonAttr.String(notTakenReasons[i])))
+					c.notTaken[i] = 0
+				}
+			}
 		} else if n := a.seconds(); n > lc.seconds {
 			lc.s.m.secondsAnalysed.Add(ctx, int64(n-lc.seconds), fromFullcall)
 			lc.seconds = n
@@ -379,7 +385,7 @@ func (lc *liveCall) close(ctx context.Context, cl *fullcallv1.CloseCall) error {
 	}
 	s.m.finalise.Record(ctx, time.Since(start).Seconds())
 	if c := lc.agg.cov; c != nil {
-		lc.log.Debug("call finished", "duration_s", r.DurationS, "chunks", r.Chunks, "realtime_results_not_taken", c.notTaken)
+		lc.log.Debug("call finished", "duration_s", r.DurationS, "chunks", r.Chunks, "realtime_seconds", c.fromRealtime)
 	} else {
 		lc.log.Debug("call finished", "duration_s", r.DurationS, "chunks", r.Chunks)
 	}
