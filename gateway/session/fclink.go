@@ -80,6 +80,11 @@ type fcEntry struct {
 	seq   uint64
 	chunk bool
 	bytes int
+	// out is set once the entry was handed to a stream: it no longer
+	// takes more audio (fullcall may hold it under its seq). owned is set
+	// when the chunk's data was allocated by a merge (mergeChunk).
+	out   bool
+	owned bool
 }
 
 func newFCLink(c *Call) *fcLink {
@@ -109,11 +114,22 @@ func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
 		l.c.m.m.dropped.Add(l.c.ctx, int64(n), dropNoFullcall)
 		return
 	}
+	l.bytes += n
+	l.c.m.unacked.Add(int64(n))
+	if k := len(l.log); k > 0 && l.next < k {
+		// The sender has not taken the last entry yet: a chunk that
+		// continues it joins it, under its seq.
+		if e := &l.log[k-1]; e.chunk && !e.out {
+			last := e.req.Msg.(*fullcallv1.RecordRequest_Chunk)
+			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, max(l.c.format.BytesPerSecond(), l.c.chunkBytes)); ok {
+				last.Chunk, e.owned, e.bytes = merged, true, e.bytes+n
+				return
+			}
+		}
+	}
 	l.lastSeq++
 	fc := &callv1.AudioChunk{Seq: l.lastSeq, StartSample: ch.StartSample, Data: ch.Data}
 	l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: fc}}, seq: l.lastSeq, chunk: true, bytes: n})
-	l.bytes += n
-	l.c.m.unacked.Add(int64(n))
 	l.kickLocked()
 }
 
@@ -250,6 +266,7 @@ func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRe
 	now := int64(l.c.since(l.c.clock))
 	for ; l.next < len(l.log); l.next++ {
 		e := &l.log[l.next]
+		e.out = true
 		batch = append(batch, e.req)
 		if e.chunk {
 			l.sentAt[e.seq%uint64(len(l.sentAt))] = sentSeq{e.seq, now}
@@ -264,6 +281,7 @@ func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRe
 func (l *fcLink) sent(r *fullcallv1.RecordRequest) {
 	if ch := r.GetChunk(); ch != nil {
 		l.c.fcOut.Add(int64(len(ch.Data)))
+		l.c.fcChunks.Add(1)
 	}
 }
 
