@@ -20,11 +20,19 @@ func mergeChunk(last, next *callv1.AudioChunk, owned bool, frameBytes, limit int
 	if last.StartSample+uint64(len(last.Data)/frameBytes) != next.StartSample || len(last.Data)+len(next.Data) > limit {
 		return nil, false
 	}
-	if owned {
+	need := len(last.Data) + len(next.Data)
+	if owned && need <= cap(last.Data) {
 		last.Data = append(last.Data, next.Data...)
 		return last, true
 	}
-	data := make([]byte, len(last.Data), min(limit, 2*(len(last.Data)+len(next.Data))))
+	// Room for twice as much, never past limit: append's own growth
+	// would go past it.
+	data := make([]byte, len(last.Data), min(limit, 2*need))
 	copy(data, last.Data)
-	return &callv1.AudioChunk{Seq: last.Seq, StartSample: last.StartSample, Data: append(data, next.Data...)}, true
+	data = append(data, next.Data...)
+	if owned {
+		last.Data = data
+		return last, true
+	}
+	return &callv1.AudioChunk{Seq: last.Seq, StartSample: last.StartSample, Data: data}, true
 }
