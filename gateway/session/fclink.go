@@ -37,7 +37,8 @@ var (
 // incomplete.
 type fcLink struct {
 	link[*fullcallv1.RecordRequest, *fullcallv1.RecordResponse]
-	maxBytes int
+	maxBytes  int
+	holdBytes int // Options.FullcallBatch's worth of audio; 0: no hold
 
 	// Guarded by mu.
 	log      []fcEntry // unacknowledged, in order
@@ -90,11 +91,12 @@ type fcEntry struct {
 func newFCLink(c *Call) *fcLink {
 	b := int(c.m.o.ReplayBuffer.Seconds() * float64(c.format.BytesPerSecond()))
 	l := &fcLink{
-		maxBytes: max(b, c.chunkBytes),
-		progress: c.m.now(),
-		room:     make(chan struct{}),
-		report:   make(chan *fullcallv1.Report, 1),
-		lost:     make(chan error, 1),
+		maxBytes:  max(b, c.chunkBytes),
+		holdBytes: int(min(c.m.o.FullcallBatch, time.Second).Seconds() * float64(c.format.BytesPerSecond())),
+		progress:  c.m.now(),
+		room:      make(chan struct{}),
+		report:    make(chan *fullcallv1.Report, 1),
+		lost:      make(chan error, 1),
 	}
 	l.c, l.out = c, l
 	return l
@@ -121,8 +123,9 @@ func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
 		// continues it joins it, under its seq.
 		if e := &l.log[k-1]; e.chunk && !e.out {
 			last := e.req.Msg.(*fullcallv1.RecordRequest_Chunk)
-			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, max(l.c.format.BytesPerSecond(), l.c.chunkBytes)); ok {
+			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, l.batchBytes()); ok {
 				last.Chunk, e.owned, e.bytes = merged, true, e.bytes+n
+				l.kickLocked() // it may have grown past the hold
 				return
 			}
 		}
@@ -255,7 +258,28 @@ func (l *fcLink) close(end uint64, reason EndReason) {
 // stream starts with closeSent false and replays all) or once the link
 // has let the call go.
 func (l *fcLink) readyLocked() bool {
-	return !l.closeSent && !l.gone && (l.next < len(l.log) || l.closeReq != nil)
+	return !l.closeSent && !l.gone && (l.next < len(l.log) && !l.holdLocked(l.next) || l.closeReq != nil)
+}
+
+// batchBytes is the most audio one chunk to fullcall carries: a second.
+func (l *fcLink) batchBytes() int { return max(l.c.format.BytesPerSecond(), l.c.chunkBytes) }
+
+// holdLocked reports whether the log's entry i waits for more audio before
+// it goes out (Options.FullcallBatch): it is the last entry, a chunk that
+// has not gone out, with less than holdBytes of audio, the call is not
+// closing, and the log is less than half full. fullcall's report needs
+// the audio, not its promptness (it acknowledges only at its checkpoints,
+// every 2 s of audio by default, so the log keeps the audio that long
+// whatever the chunks), while each message costs a gRPC write here and a
+// read, a decode and a write there. Anything that follows the chunk in the
+// log (a gap, an event, the close) sends it at once, so the order is kept
+// and nothing waits at the call's end; no timer is involved.
+func (l *fcLink) holdLocked(i int) bool {
+	if l.holdBytes == 0 || i != len(l.log)-1 || l.closeReq != nil || 2*l.bytes >= l.maxBytes {
+		return false
+	}
+	e := &l.log[i]
+	return e.chunk && !e.out && e.bytes < l.holdBytes
 }
 
 func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRequest, bool) {
@@ -264,7 +288,7 @@ func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRe
 	}
 	var batch []*fullcallv1.RecordRequest
 	now := int64(l.c.since(l.c.clock))
-	for ; l.next < len(l.log); l.next++ {
+	for ; l.next < len(l.log) && !l.holdLocked(l.next); l.next++ {
 		e := &l.log[l.next]
 		e.out = true
 		batch = append(batch, e.req)
