@@ -731,6 +731,17 @@ func TestTimestampJitterLosesNoAudio(t *testing.T) {
 	if len(gaps) != 1 || gaps[0].Samples != 1600 || gaps[0].StartSample != packets*160 {
 		t.Fatalf("gaps %v; want one of 1600 samples (200 ms) at %d", gaps, packets*160)
 	}
+	// Not one sample moved either: the call's audio is the packets in
+	// order, both tracks side by side.
+	var want []byte
+	for i := range packets + 60 {
+		if i < packets || i >= packets+10 {
+			want = append(want, bytes.Repeat([]byte{byte(i)}, 320)...)
+		}
+	}
+	if got := f.received("jitter"); !bytes.Equal(got, want) {
+		t.Errorf("fullcall received %d bytes that differ from the %d sent in order", len(got), len(want))
+	}
 	if rep.DurationS != 11.2 {
 		t.Errorf("duration %v; want 11.2 s (10 s, 0.2 s lost, 1 s)", rep.DurationS)
 	}
@@ -761,6 +772,29 @@ func TestJitteredMediaIsStillPaced(t *testing.T) {
 	}
 	if rep := f.fc.Report("paced"); rep == nil || rep.AudioBytes != 30*160 {
 		t.Errorf("report %+v; want all 4800 bytes", rep)
+	}
+}
+
+// Jitter does not hide a sender far ahead of real time either: under the
+// refuse policy it is closed with 4420, as without jitter.
+func TestJitteredMediaTooFastIsClosedWith4420(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceRefuse, MaxLead: 100 * time.Millisecond})
+	conn, err := (&Client{URL: f.url, APIKey: f.keys["acme"]}).Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Start("MZjf", "jitter-fast", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 25 { // 0.5 s at once
+		if conn.Media("MZjf", "inbound", uint64(i+1), jittered(rng, i), make([]byte, 160)) != nil {
+			break
+		}
+	}
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
+		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, CloseTooFast)
+	}
+	if n := f.counted(t, "close_4420"); n != 1 {
+		t.Errorf("%d refusals counted as close_4420; want 1", n)
 	}
 }
 
