@@ -28,6 +28,7 @@ import (
 	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/asterisk"
 	"github.com/calmline/calmline/gateway/audiohook"
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/feed"
 	"github.com/calmline/calmline/gateway/native"
 	"github.com/calmline/calmline/gateway/session"
@@ -128,7 +129,8 @@ type Server struct {
 	feed     *feed.Hub
 	// admission guards every WebSocket path before its handler.
 	admission *admission.Guard
-	native    *native.Handler
+	// edge owns the WebSocket connections of the protocols on it.
+	edge *edge.Edge
 
 	drainOnce sync.Once
 	drainWG   sync.WaitGroup
@@ -208,13 +210,13 @@ func New(o Options) (*Server, error) {
 	// of Basic authentication, which a browser sends by itself: their
 	// paths check the Origin.
 	anyKey := admission.Route{Key: keyOfBasicOrHeader, CheckOrigin: true}
-	s.native = native.NewHandler(o.Native, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey, s.native))
+	s.edge = edge.New(edge.Options{Sessions: mgr, Tenants: o.Tenants, Logger: log})
+	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey, s.edge.Handler(native.NewProtocol(o.Native, s.edge))))
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
 	}
-	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, audiohook.NewHandler(aho, mgr, o.Tenants, log)))
+	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
 	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, twilio.NewHandler(o.Twilio, mgr, o.Tenants, log)))
 	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
 	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
@@ -271,9 +273,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.drain(ctx)
 		s.drainWG.Wait()   // a drain started by POST /admin/drain
 		s.asterisk.Close() // legs still waiting for their call's other leg
-		// No call is live: close connections that never started one.
-		if err := s.native.Close(ctx); err != nil {
-			s.log.Warn("native connections still open at shutdown", "err", err)
+		// No call is live: close what is left and wait for it.
+		if err := s.edge.Close(ctx); err != nil {
+			s.log.Warn("connections still open at shutdown", "err", err)
 		}
 		s.feed.Close()
 		s.shutdownErr = s.host.Shutdown(ctx)
@@ -292,6 +294,9 @@ func (s *Server) drain(ctx context.Context) {
 	start := time.Now()
 	s.log.Info("drain started; new calls are refused", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, s.o.DrainTimeout)
+	// Connections without a call could not start one now: they go away
+	// at once, so that their PBXs reconnect elsewhere.
+	s.edge.Drain()
 	done := make(chan struct{})
 	progress := make(chan struct{})
 	go func() {
@@ -314,6 +319,11 @@ func (s *Server) drain(ctx context.Context) {
 	if live > 0 {
 		s.log.Info("drain timeout; closing live calls with 1001", "calls", live)
 		s.sessions.EndAll(ctx, fullcallv1.EndReason_END_REASON_DRAIN)
+	}
+	// Every call has ended: what is left of the connections closes with
+	// its protocol's going away, and the drain waits for it.
+	if err := s.edge.Close(ctx); err != nil {
+		s.log.Info("connections still open after the drain", "err", err)
 	}
 	s.log.Info("drain finished", "closed_at_timeout", live, "live_calls", s.sessions.Live(), "elapsed", time.Since(start).Round(time.Millisecond))
 }

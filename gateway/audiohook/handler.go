@@ -11,6 +11,11 @@
 // Protocol Specification); docs/protocols.md says how calmline maps it.
 // The package also holds a Client that speaks the protocol as Genesys
 // Cloud does, for tests and load generation.
+//
+// The connection's life (admission, upgrade, idle, close codes, drain) is
+// gateway/edge's; this package keeps what is AudioHook's own: the request
+// signatures, the sequence numbers, the open/close transactions,
+// pause/resume and disconnect.
 package audiohook
 
 import (
@@ -22,7 +27,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -30,7 +34,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
-	"github.com/calmline/calmline/gateway/admission"
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
@@ -97,96 +101,75 @@ func (o *Options) defaults() {
 	}
 }
 
-// Handler serves AudioHook connections.
-type Handler struct {
-	o        Options
-	m        *session.Manager
-	tenants  *tenant.Registry
-	log      *slog.Logger
-	upgrader websocket.Upgrader
-	probes   metric.Int64Counter
-}
-
-// NewHandler returns the adapter.
-func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *Handler {
+// NewProtocol returns the protocol for an edge's handler: the request's
+// headers, API key and signature are checked before the upgrade.
+func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 	o.defaults()
-	h := &Handler{
-		o: o, m: m, tenants: tenants, log: log.With("protocol", Protocol),
-		upgrader: websocket.Upgrader{
-			ReadBufferSize:  1024,
-			WriteBufferSize: 1024,
-			WriteBufferPool: &writePool,
-			// Requests are authenticated by their signed headers, which a
-			// browser cannot set: the origin need not be checked.
-			CheckOrigin: func(*http.Request) bool { return true },
-		},
-	}
-	h.probes, _ = o.MeterProvider.Meter("github.com/calmline/calmline/gateway/audiohook").Int64Counter(
+	probes, _ := o.MeterProvider.Meter("github.com/calmline/calmline/gateway/audiohook").Int64Counter(
 		"calmline.gateway.audiohook.probes", metric.WithUnit("{session}"),
 		metric.WithDescription("AudioHook connection probes answered (sessions with the null conversation id; not calls), by tenant."))
-	if tenants != nil && h.probes != nil {
+	if tenants := e.Tenants(); tenants != nil && probes != nil {
 		// Every tenant's series exists from the start (docs/metrics.md).
 		zero := func() {
 			for _, t := range tenants.Tenants() {
-				h.probes.Add(context.Background(), 0, metric.WithAttributes(attribute.String("tenant", t.ID)))
+				probes.Add(context.Background(), 0, metric.WithAttributes(attribute.String("tenant", t.ID)))
 			}
 		}
 		zero()
 		tenants.OnReload(zero)
 	}
-	return h
-}
-
-var writePool sync.Pool
-
-// refuse answers before the upgrade with a JSON error.
-func refuse(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "5")
+	p := &protocol{o: o, e: e, probes: probes}
+	return &edge.Protocol{
+		Name:   Protocol,
+		Accept: p.accept,
+		Conn:   o.Conn,
+		Start:  edge.Timeout{After: o.OpenTimeout, Missing: "open message", Count: "audiohook_no_open"},
+		Idle:   edge.Timeout{After: o.IdleTimeout, Missing: "audio or message", Count: "audiohook_idle"},
+		Counts: map[int]string{edge.CloseTooBig: "audiohook_message_too_big", edge.CloseInvalidText: "audiohook_invalid_utf8"},
 	}
-	w.WriteHeader(status)
-	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-	w.Write(append(b, '\n'))
 }
 
-// ServeHTTP checks the connection request (headers, API key, signature,
-// quota), upgrades it and runs the session.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+// NewHandler returns the protocol's handler on an edge of its own; the
+// gateway serves every protocol on one edge (NewProtocol).
+func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *edge.Single {
+	return edge.NewSingle(edge.Options{Sessions: m, Tenants: tenants, Logger: log}, func(e *edge.Edge) *edge.Protocol { return NewProtocol(o, e) })
+}
+
+type protocol struct {
+	o      Options
+	e      *edge.Edge
+	probes metric.Int64Counter
+}
+
+// accept checks the connection request: API key, headers, organization,
+// signature.
+func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	apiKey := strings.TrimSpace(r.Header.Get(HeaderAPIKey))
-	t, key, ok := h.tenants.AuthenticateKey(apiKey)
-	if !ok {
-		h.m.Refused(ctx, "", "audiohook_unauthenticated")
-		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (X-API-KEY)")
-		return
+	t, key, ref := p.e.Authenticate(apiKey)
+	if ref != nil {
+		if ref.Status == http.StatusUnauthorized {
+			ref.Msg, ref.Count, ref.Challenge = "missing or unknown API key (X-API-KEY)", "audiohook_unauthenticated", ""
+		}
+		return nil, ref
 	}
-	if !tenant.Allows(key.Role, tenant.ActionStreamCalls) {
-		// As on the native endpoint: care-team and agent keys read the
-		// live feed only.
-		h.m.Refused(ctx, t.ID, "forbidden")
-		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", key.Role))
-		return
+	refuse := func(status int, code, count, msg string) (*edge.Accepted, error) {
+		return nil, &edge.Refusal{Status: status, Code: code, Count: "audiohook_" + count, Tenant: t.ID, Msg: msg}
 	}
 	hdr := map[string]string{}
 	for _, name := range []string{HeaderOrganizationID, HeaderSessionID, HeaderCorrelationID} {
 		v := strings.TrimSpace(r.Header.Get(name))
 		if !IsUUID(v) {
-			h.m.Refused(ctx, t.ID, "audiohook_bad_request")
-			refuse(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("missing or invalid %s header (want a UUID)", name))
-			return
+			return refuse(http.StatusBadRequest, "bad_request", "bad_request", fmt.Sprintf("missing or invalid %s header (want a UUID)", name))
 		}
 		hdr[name] = strings.ToLower(v)
 	}
 	if !t.AudioHook.AllowsOrganization(hdr[HeaderOrganizationID]) {
-		h.m.Refused(ctx, t.ID, "audiohook_organization")
-		refuse(w, http.StatusForbidden, "forbidden", "this Genesys Cloud organization may not stream for the tenant")
-		return
+		return refuse(http.StatusForbidden, "forbidden", "organization", "this Genesys Cloud organization may not stream for the tenant")
 	}
 	var err error
 	switch {
 	case len(key.ClientSecret) > 0:
-		err = h.o.Verifier.Verify(r, apiKey, key.ClientSecret)
+		err = p.o.Verifier.Verify(r, apiKey, key.ClientSecret)
 	default:
 		if _, serr := parseSignatures(r.Header); !errors.Is(serr, ErrUnsigned) || !t.AudioHook.AllowUnsigned {
 			err = &SignatureError{Code: "no_client_secret", Msg: "the API key has no client secret configured, so its signature cannot be verified (set client_secret_file or client_secret_env)"}
@@ -197,57 +180,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		if errors.Is(err, ErrNonceCacheFull) {
-			h.m.Refused(ctx, t.ID, "audiohook_replay_cache_full")
-			refuse(w, http.StatusServiceUnavailable, "busy", err.Error())
-			return
+			return refuse(http.StatusServiceUnavailable, "busy", "replay_cache_full", err.Error())
 		}
 		code := "signature_invalid"
 		var se *SignatureError
 		if errors.As(err, &se) {
 			code = se.Code
 		}
-		h.m.Refused(ctx, t.ID, "audiohook_"+code)
-		h.log.Info("connection refused: bad signature", "tenant", t.ID, "reason", code, "remote", r.RemoteAddr)
-		refuse(w, http.StatusUnauthorized, code, err.Error())
-		return
+		p.e.Log().Info("connection refused: bad signature", "protocol", Protocol, "tenant", t.ID, "reason", code, "remote", r.RemoteAddr)
+		return refuse(http.StatusUnauthorized, code, code, err.Error())
 	}
-	if err := h.m.Admit(t); err != nil {
-		if errors.Is(err, session.ErrDraining) {
-			h.m.Refused(ctx, t.ID, "draining")
-			refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is draining; reconnect to another")
-			return
-		}
-		h.m.Refused(ctx, t.ID, "quota")
-		refuse(w, http.StatusTooManyRequests, "over_quota", err.Error())
-		return
-	}
-	ws, err := h.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader has answered
-	}
-	c := &conn{
-		h:           h,
-		tenant:      t,
-		ticket:      admission.FromContext(r.Context()),
-		sessionID:   hdr[HeaderSessionID],
-		orgID:       hdr[HeaderOrganizationID],
-		correlation: hdr[HeaderCorrelationID],
-		connected:   time.Now(),
-		private:     t.AgentScoring == tenant.AgentScoringPrivate,
-	}
-	c.log = h.log.With("tenant", t.ID, "audiohook_session", c.sessionID, "remote", r.RemoteAddr)
-	c.lastSeen.Store(time.Now().UnixNano())
-	co := h.o.Conn
-	co.OnTick = c.tick
-	co.OnWrite = func(n int) {
-		// Events, pongs and the protocol's replies count as the call's
-		// traffic out, as native's messages do.
-		if call := c.callLive.Load(); call != nil {
-			call.Sent(n)
-		}
-	}
-	c.ws = wsconn.New(ws, co)
-	c.run()
+	c := &conn{p: p, sessionID: hdr[HeaderSessionID], orgID: hdr[HeaderOrganizationID], correlation: hdr[HeaderCorrelationID]}
+	return &edge.Accepted{Tenant: t, Codec: c, Log: []any{"audiohook_session", c.sessionID}}, nil
 }
 
 // state is where a session stands.
@@ -262,32 +206,20 @@ const (
 	stateClosed                     // closed sent
 )
 
-// conn is one AudioHook session, driven by its reader goroutine.
+// conn is the codec of one AudioHook session: its sequence numbers, its
+// state and the session's identifiers.
 type conn struct {
-	h           *Handler
-	tenant      *tenant.Tenant
-	idled       atomic.Bool       // disconnected for the idle timeout
-	ticket      *admission.Ticket // released once the call is live
-	ws          *wsconn.Conn
-	log         *slog.Logger
+	p           *protocol
 	sessionID   string
 	orgID       string
 	correlation string
-	connected   time.Time
-	private     bool
-
-	// callLive is the call, for the writer goroutine's traffic count.
-	callLive atomic.Pointer[session.Call]
 
 	// Owned by the reader goroutine.
-	call  *session.Call
 	probe bool
 	frame int // bytes per sample frame of the accepted format
 
-	lastSeen atomic.Int64 // unix nanoseconds of the last message or audio
-
 	// mu guards the sequence numbers and the state, which the writer
-	// (ticks, aborts) and the backends (events) read.
+	// (aborts), the idle timer and the backends (events) read.
 	mu        sync.Mutex
 	state     state
 	seq       uint64 // last server message sequence number
@@ -297,20 +229,20 @@ type conn struct {
 }
 
 // send writes a server message with the next sequence number.
-func (c *conn) send(typ string, params any) {
+func (c *conn) send(ec *edge.Conn, typ string, params any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sendLocked(typ, params)
+	c.sendLocked(ec, typ, params)
 }
 
-func (c *conn) sendLocked(typ string, params any) {
+func (c *conn) sendLocked(ec *edge.Conn, typ string, params any) {
 	c.seq++
 	b, err := json.Marshal(ServerMessage{Version: Version, ID: c.sessionID, Type: typ, Seq: c.seq, ClientSeq: c.clientSeq, Parameters: params})
 	if err != nil {
-		c.log.Error("encoding a message failed", "type", typ, "err", err)
+		ec.Log().Error("encoding a message failed", "type", typ, "err", err)
 		return
 	}
-	c.ws.SendText(b, false)
+	ec.Send(b, false)
 }
 
 func (c *conn) setState(s state) {
@@ -329,152 +261,118 @@ func (c *conn) getState() state {
 // unauthorized or completed), then waits for its close under a bound
 // before closing the WebSocket with wsCode. Safe from any goroutine;
 // only the first disconnect counts.
-func (c *conn) disconnect(reason, info string, wsCode int) {
+func (c *conn) disconnect(ec *edge.Conn, reason, info string, wsCode int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state >= stateDisconnecting {
 		return
 	}
 	c.state = stateDisconnecting
-	c.sendLocked(TypeDisconnect, DisconnectParameters{Reason: reason, Info: info})
+	c.sendLocked(ec, TypeDisconnect, DisconnectParameters{Reason: reason, Info: info})
 	if len(info) > 120 {
 		info = info[:120]
 	}
-	c.timer = time.AfterFunc(c.h.o.DisconnectWait, func() { c.ws.Close(wsCode, info) })
+	c.timer = time.AfterFunc(c.p.o.DisconnectWait, func() { ec.Close(wsCode, info) })
 }
 
-// fail ends the session for a client error: the call ends now (its report
-// stored), then disconnect with reason error, as the protocol prescribes.
-func (c *conn) fail(reason, info string) {
-	c.log.Info("disconnecting on bad input", "reason", reason, "info", info)
-	c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_"+reason)
-	c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-	c.disconnect(DisconnectError, "Client Error: "+info, websocket.ClosePolicyViolation)
+// Close implements edge.Codec: the protocol's way to end a session is a
+// disconnect (reason error, with the cause in info), then the WebSocket's
+// close should the client not close in time: 1001 for the drain, 4420
+// for audio too fast, 1008 for other client errors.
+func (c *conn) Close(ec *edge.Conn, code int, reason string) {
+	switch code {
+	case edge.CloseGoingAway:
+		c.disconnect(ec, DisconnectError, "The gateway is draining (deploy or scale-in); the session ends", code)
+	case edge.CloseInternal:
+		c.disconnect(ec, DisconnectError, "Server error: "+reason, code)
+	case edge.CloseIdle:
+		c.disconnect(ec, DisconnectError, reason, edge.ClosePolicy)
+	case edge.CloseTooFast, edge.CloseTooBig, edge.CloseInvalidText:
+		c.disconnect(ec, DisconnectError, "Client Error: "+reason, code)
+	default:
+		c.disconnect(ec, DisconnectError, "Client Error: "+reason, edge.ClosePolicy)
+	}
 }
 
-// tick runs on the writer goroutine at every WebSocket ping.
-func (c *conn) tick() {
+// Finish implements edge.Finisher: a session that ends without a close
+// transaction (connection lost, idle, disconnected) still ends its call.
+func (c *conn) Finish(ec *edge.Conn, reason session.EndReason) {
 	c.mu.Lock()
-	st := c.state
-	c.mu.Unlock()
-	idle := time.Since(time.Unix(0, c.lastSeen.Load()))
-	switch {
-	case st == statePreparing && time.Since(c.connected) > c.h.o.OpenTimeout:
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_no_open")
-		c.disconnect(DisconnectError, fmt.Sprintf("no open message within %s", c.h.o.OpenTimeout), websocket.ClosePolicyViolation)
-	case (st == stateActive || st == statePaused) && idle > c.h.o.IdleTimeout:
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_idle")
-		c.idled.Store(true)
-		c.disconnect(DisconnectError, fmt.Sprintf("no audio or message for %s", c.h.o.IdleTimeout), websocket.ClosePolicyViolation)
+	if c.timer != nil {
+		c.timer.Stop()
 	}
+	c.mu.Unlock()
+	ec.End(reason)
 }
 
-func (c *conn) run() {
-	defer c.ws.Finish()
-	defer func() {
-		c.mu.Lock()
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		c.mu.Unlock()
-		// A session that ends without a close transaction (connection
-		// lost, idle, disconnected) still ends its call.
-		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
-		if c.idled.Load() {
-			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
-		}
-		if c.call != nil {
-			if r, err := c.call.AbortReason(); err != nil {
-				reason = r
-			}
-		}
-		c.endCall(reason)
-	}()
-	for {
-		typ, data, err := c.ws.Read()
-		if err != nil {
-			var tooBig *wsconn.TooBigError
-			if errors.As(err, &tooBig) {
-				// The connection is already closing with 1009; the
-				// disconnect goes out first when the writer has not
-				// written the close frame yet.
-				c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_message_too_big")
-				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-				c.disconnect(DisconnectError, "Client Error: "+tooBig.Error(), websocket.CloseMessageTooBig)
-			}
-			var badText *wsconn.InvalidTextError
-			if errors.As(err, &badText) {
-				// As for 1009: the disconnect goes out before the close
-				// when the writer has not written it yet.
-				c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_invalid_utf8")
-				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-				c.disconnect(DisconnectError, "Client Error: text message is not valid UTF-8", websocket.CloseInvalidFramePayloadData)
-			}
-			return
-		}
-		if c.ws.Closing() {
-			continue // draining the peer's last frames until its close
-		}
-		c.lastSeen.Store(time.Now().UnixNano())
-		if typ == websocket.BinaryMessage {
-			c.audio(data)
-			continue
-		}
-		c.text(data)
+// fail is a client error: the call ends now (its report stored), then
+// disconnect with reason error, as the protocol prescribes.
+func fail(reason, info string) error {
+	return &edge.Error{Code: edge.CloseBadMessage, Reason: info, Count: "audiohook_" + reason}
+}
+
+// Frame implements edge.Codec.
+func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
+	if c.getState() != statePreparing {
+		ec.Touch() // the open timeout counts from the connection
 	}
+	if typ == websocket.BinaryMessage {
+		return c.audio(ec, data)
+	}
+	return c.text(ec, data)
 }
 
 // audio handles a binary frame.
-func (c *conn) audio(data []byte) {
+func (c *conn) audio(ec *edge.Conn, data []byte) error {
 	switch c.getState() {
 	case statePreparing:
-		c.fail("audio_before_open", "Received audio before the session was opened")
-		return
+		return fail("audio_before_open", "Received audio before the session was opened")
 	case statePaused:
-		c.fail("audio_while_paused", "Received audio while the stream is paused")
-		return
+		return fail("audio_while_paused", "Received audio while the stream is paused")
 	case stateActive:
 	case stateDisconnecting:
 		// The gateway asked the client to end (a drain): its call goes on
 		// until the client's close, frames in flight included. After an
 		// error the call has ended and frames go nowhere.
-		if c.call == nil {
-			return
+		if ec.Call() == nil {
+			return nil
 		}
 	default:
-		return
+		return nil
 	}
 	if len(data) == 0 {
-		return
+		return nil
 	}
 	if len(data)%c.frame != 0 {
-		c.fail("bad_frame", fmt.Sprintf("Binary frame of %d bytes is not a whole number of %d-byte sample frames", len(data), c.frame))
-		return
+		return fail("bad_frame", fmt.Sprintf("Binary frame of %d bytes is not a whole number of %d-byte sample frames", len(data), c.frame))
 	}
-	if c.call == nil {
-		return // a probe's audio goes nowhere
+	if ec.Call() == nil {
+		return nil // a probe's audio goes nowhere
 	}
-	if err := c.call.Audio(data); err != nil && !errors.Is(err, session.ErrEnded) {
-		c.log.Info("audio refused", "err", err)
-		reason, wsCode := "audiohook_audio_refused", websocket.ClosePolicyViolation
-		if errors.Is(err, session.ErrTooFast) {
-			// The pacing refusal: native closes with 4420; AudioHook's
-			// way is disconnect (reason error) with the cause in info,
-			// and 4420 should the client not close in time.
-			reason, wsCode = "audiohook_too_fast", CloseTooFast
-		}
-		c.h.m.Refused(context.Background(), c.tenant.ID, reason)
-		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-		c.disconnect(DisconnectError, "Client Error: "+err.Error(), wsCode)
+	if err := ec.Audio(data); err != nil {
+		// The pacing refusal: native closes with 4420; AudioHook's way is
+		// disconnect (reason error) with the cause in info, and 4420
+		// should the client not close in time.
+		return refused(err, "audiohook_audio_refused", "audiohook_too_fast")
 	}
+	return nil
+}
+
+// refused is the call core refusing audio or a gap: counted under its
+// reason (tooFast for the pacing), closed with 4420 for the pacing.
+func refused(err error, reason, tooFast string) error {
+	e := &edge.Error{Code: edge.CloseBadMessage, Reason: edge.ErrorOf(err).Reason, Count: reason, Err: err}
+	if errors.Is(err, session.ErrTooFast) {
+		e.Code, e.Count = edge.CloseTooFast, tooFast
+	}
+	return e
 }
 
 // text handles a text frame: a protocol message.
-func (c *conn) text(data []byte) {
+func (c *conn) text(ec *edge.Conn, data []byte) error {
 	m, err := ParseClientMessage(data)
 	if err != nil {
-		c.failProto(err)
-		return
+		return protoFail(err)
 	}
 	c.mu.Lock()
 	st := c.state
@@ -484,9 +382,9 @@ func (c *conn) text(data []byte) {
 		c.clientSeq = max(c.clientSeq, m.Seq)
 		c.mu.Unlock()
 		if m.Type == TypeClose && st == stateDisconnecting {
-			c.close(m)
+			return c.close(ec, m)
 		}
-		return
+		return nil
 	}
 	var seqErr string
 	switch {
@@ -504,111 +402,100 @@ func (c *conn) text(data []byte) {
 	}
 	c.mu.Unlock()
 	if seqErr != "" {
-		c.fail("sequence", seqErr)
-		return
+		return fail("sequence", seqErr)
 	}
 
 	switch m.Type {
 	case TypeOpen:
-		c.open(m)
+		return c.open(ec, m)
 	case TypeClose:
-		c.close(m)
+		return c.close(ec, m)
 	case TypePing:
 		if _, err := m.DecodePing(); err != nil {
-			c.failProto(err)
-			return
+			return protoFail(err)
 		}
-		c.send(TypePong, struct{}{})
+		c.send(ec, TypePong, struct{}{})
 	case TypeError:
 		p, err := m.DecodeError()
 		if err != nil {
-			c.failProto(err)
-			return
+			return protoFail(err)
 		}
 		// The client reports a problem; it ends the session itself if
 		// it must.
-		c.log.Warn("client reported an error", "code", p.Code, "message", p.Message)
+		ec.Log().Warn("client reported an error", "code", p.Code, "message", p.Message)
 	case TypeUpdate, TypePaused, TypeResumed, TypeDiscarded:
 		if st == statePreparing {
-			c.fail("out_of_order", fmt.Sprintf("Received %q before the session was opened", m.Type))
-			return
+			return fail("out_of_order", fmt.Sprintf("Received %q before the session was opened", m.Type))
 		}
-		c.streamEvent(m, st)
+		return c.streamEvent(ec, m, st)
 	default:
-		c.fail("unknown_type", fmt.Sprintf("Invalid Message: %q is not a supported client message", m.Type))
+		return fail("unknown_type", fmt.Sprintf("Invalid Message: %q is not a supported client message", m.Type))
 	}
+	return nil
 }
 
-func (c *conn) failProto(err error) {
+func protoFail(err error) error {
 	var pe *ProtocolError
 	reason := "bad_message"
 	if errors.As(err, &pe) && strings.Contains(pe.Msg, "not valid JSON") {
 		reason = "malformed_json"
 	}
-	c.fail(reason, err.Error())
+	return fail(reason, err.Error())
 }
 
 // streamEvent handles update, paused, resumed and discarded.
-func (c *conn) streamEvent(m *ClientMessage, st state) {
+func (c *conn) streamEvent(ec *edge.Conn, m *ClientMessage, st state) error {
 	switch m.Type {
 	case TypeUpdate:
 		lang, err := m.DecodeUpdate()
 		if err != nil {
-			c.failProto(err)
-			return
+			return protoFail(err)
 		}
-		c.log.Info("session updated", "language", lang)
-		c.send(TypeUpdated, struct{}{})
+		ec.Log().Info("session updated", "language", lang)
+		c.send(ec, TypeUpdated, struct{}{})
 	case TypePaused:
 		if err := m.DecodeEmpty(); err != nil {
-			c.failProto(err)
-			return
+			return protoFail(err)
 		}
 		// A repeated paused is how a client confirms it is still paused.
 		c.setState(statePaused)
 	case TypeResumed, TypeDiscarded:
 		span, err := m.DecodeSpan()
 		if err != nil {
-			c.failProto(err)
-			return
+			return protoFail(err)
 		}
 		reason, detail := callv1.GapReason_GAP_REASON_DISCARDED, "audiohook: audio discarded by the client"
 		if m.Type == TypeResumed {
 			if st != statePaused {
-				c.log.Info("resumed while not paused")
+				ec.Log().Info("resumed while not paused")
 			}
 			c.setState(stateActive)
 			reason, detail = callv1.GapReason_GAP_REASON_PAUSED, "audiohook: stream paused"
 		}
-		c.gapTo(span.End(), reason, detail)
+		return c.gapTo(ec, span.End(), reason, detail)
 	}
+	return nil
 }
 
 // gapTo advances the call's timeline to the stream position pos over a
 // stretch without audio.
-func (c *conn) gapTo(pos time.Duration, reason callv1.GapReason, detail string) {
-	if c.call == nil {
-		return
+func (c *conn) gapTo(ec *edge.Conn, pos time.Duration, reason callv1.GapReason, detail string) error {
+	call := ec.Call()
+	if call == nil {
+		return nil
 	}
-	rate := c.call.Format().SampleRate
-	end, tl := Samples(pos, rate), c.call.Timeline()
+	rate := call.Format().SampleRate
+	end, tl := Samples(pos, rate), call.Timeline()
 	if end <= tl {
-		return
+		return nil
 	}
-	if n := end - tl; n > Samples(c.h.o.MaxGap, rate) {
-		c.fail("gap_too_long", fmt.Sprintf("A span of %.0f s without audio exceeds the %s limit", float64(n)/float64(rate), c.h.o.MaxGap))
-		return
+	if n := end - tl; n > Samples(c.p.o.MaxGap, rate) {
+		return fail("gap_too_long", fmt.Sprintf("A span of %.0f s without audio exceeds the %s limit", float64(n)/float64(rate), c.p.o.MaxGap))
 	}
-	if err := c.call.Gap(end-tl, reason, detail); err != nil && !errors.Is(err, session.ErrEnded) {
-		c.log.Info("gap refused", "err", err)
-		wsCode := websocket.ClosePolicyViolation
-		if errors.Is(err, session.ErrTooFast) {
-			wsCode = CloseTooFast // as for audio too fast
-		}
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_gap_refused")
-		c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-		c.disconnect(DisconnectError, "Client Error: "+err.Error(), wsCode)
+	if err := ec.Gap(end-tl, reason, detail); err != nil {
+		return refused(err, "audiohook_gap_refused", "audiohook_gap_refused")
 	}
+	return nil
 }
 
 // SelectMedia chooses the media format to accept among those offered:
@@ -636,26 +523,24 @@ func SelectMedia(offered []MediaParameter) (MediaParameter, []callv1.ChannelRole
 }
 
 // open handles the open transaction.
-func (c *conn) open(m *ClientMessage) {
+func (c *conn) open(ec *edge.Conn, m *ClientMessage) error {
 	if c.getState() != statePreparing {
-		c.fail("out_of_order", "Received open twice")
-		return
+		return fail("out_of_order", "Received open twice")
 	}
 	p, err := m.DecodeOpen()
 	if err != nil {
-		c.failProto(err)
-		return
+		return protoFail(err)
 	}
 	if !strings.EqualFold(p.OrganizationID, c.orgID) {
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_organization")
-		c.disconnect(DisconnectUnauthorized, `Mismatch between "organizationId" open parameter and "audiohook-organization-id" header field`, websocket.ClosePolicyViolation)
-		return
+		ec.Refused("audiohook_organization")
+		c.disconnect(ec, DisconnectUnauthorized, `Mismatch between "organizationId" open parameter and "audiohook-organization-id" header field`, edge.ClosePolicy)
+		return nil
 	}
 	media, roles, ok := SelectMedia(p.Media)
 	if !ok {
-		c.h.m.Refused(context.Background(), c.tenant.ID, "audiohook_unsupported_media")
-		c.disconnect(DisconnectError, "No offered media format is supported: calmline takes PCMU at 8000 Hz, stereo (external, internal) or mono", websocket.ClosePolicyViolation)
-		return
+		ec.Refused("audiohook_unsupported_media")
+		c.disconnect(ec, DisconnectError, "No offered media format is supported: calmline takes PCMU at 8000 Hz, stereo (external, internal) or mono", edge.ClosePolicy)
+		return nil
 	}
 	c.frame = len(roles)
 	opened := OpenedParameters{Media: []MediaParameter{media}}
@@ -665,19 +550,20 @@ func (c *conn) open(m *ClientMessage) {
 	}
 	if strings.EqualFold(p.ConversationID, NullUUID) {
 		c.probe = true
-		c.h.probes.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", c.tenant.ID)))
-		c.log.Info("connection probe answered")
-		c.send(TypeOpened, opened)
+		c.p.probes.Add(context.Background(), 1, metric.WithAttributes(attribute.String("tenant", ec.Tenant().ID)))
+		ec.Log().Info("connection probe answered")
+		c.send(ec, TypeOpened, opened)
 		c.setState(stateActive)
-		return
+		ec.SetStarted()
+		ec.Touch()
+		return nil
 	}
 	// The call's labels: customConfig's string entries (queue, skill,
 	// agent group ... as the Genesys integration sets them), then the
 	// session's own, which a customConfig entry cannot override.
 	labels, err := customLabels(p.CustomConfig)
 	if err != nil {
-		c.fail("bad_message", err.Error())
-		return
+		return fail("bad_message", err.Error())
 	}
 	for k, v := range map[string]string{
 		"audiohook_session_id":      c.sessionID,
@@ -692,15 +578,13 @@ func (c *conn) open(m *ClientMessage) {
 	if p.Language != "" {
 		labels["language"] = p.Language
 	}
-	call, err := c.h.m.Start(context.Background(), session.Start{
-		Tenant:   c.tenant,
-		CallID:   strings.ToLower(p.ConversationID),
-		AgentID:  agentID(p.CustomConfig),
-		Format:   audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: len(roles)},
-		Roles:    roles,
-		Protocol: Protocol,
-		Labels:   labels,
-	}, c)
+	_, err = ec.Start(session.Start{
+		CallID:  strings.ToLower(p.ConversationID),
+		AgentID: agentID(p.CustomConfig),
+		Format:  audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: len(roles)},
+		Roles:   roles,
+		Labels:  labels,
+	})
 	if err != nil {
 		info := "Analysis backends unavailable; try again"
 		switch {
@@ -711,31 +595,17 @@ func (c *conn) open(m *ClientMessage) {
 		case errors.Is(err, session.ErrCallLive):
 			info = "The conversation already has a live AudioHook session on this gateway"
 		case errors.Is(err, session.ErrBadStart):
-			info = "Invalid session: " + err.Error()
+			info = "Invalid session: " + errors.Unwrap(err).Error()
 		}
-		c.log.Info("session refused after the upgrade", "reason", info)
-		c.disconnect(DisconnectError, info, websocket.CloseTryAgainLater)
-		return
+		ec.Log().Info("session refused after the upgrade", "reason", info)
+		c.disconnect(ec, DisconnectError, info, edge.CloseTryAgainLater)
+		return nil
 	}
-	c.call = call
-	c.callLive.Store(call)
-	c.ticket.Started()
-	c.send(TypeOpened, opened)
+	c.send(ec, TypeOpened, opened)
 	c.setState(stateActive)
-	// The writer watches for the call being aborted (drain, lost
-	// backend) even while the reader waits for the next frame.
-	c.ws.Watch(call.Done(), func() {
-		r, aerr := call.AbortReason()
-		if r == fullcallv1.EndReason_END_REASON_DRAIN {
-			c.disconnect(DisconnectError, "The gateway is draining (deploy or scale-in); the session ends", websocket.CloseGoingAway)
-			return
-		}
-		c.disconnect(DisconnectError, "Server error: the call was ended by the gateway: "+aerr.Error(), websocket.CloseInternalServerErr)
-	})
+	return nil
 }
 
-// agentID reads the agent's id from the open's customConfig ("agentId"
-// or "agent_id"), where an integrator can pass it.
 // customLabels returns the call labels an open message's customConfig
 // carries in its "labels" object ({"labels": {"queue": "vip"}}); other
 // customConfig entries are not labels. session.Start checks the values.
@@ -753,6 +623,8 @@ func customLabels(cfg json.RawMessage) (map[string]string, error) {
 	return labels, nil
 }
 
+// agentID reads the agent's id from the open's customConfig ("agentId"
+// or "agent_id"), where an integrator can pass it.
 func agentID(cfg json.RawMessage) string {
 	var m map[string]any
 	if json.Unmarshal(cfg, &m) != nil {
@@ -768,11 +640,10 @@ func agentID(cfg json.RawMessage) string {
 
 // close handles the close transaction: the call's last audio reaches the
 // backends and its report is stored before closed goes out.
-func (c *conn) close(m *ClientMessage) {
+func (c *conn) close(ec *edge.Conn, m *ClientMessage) error {
 	p, err := m.DecodeClose()
 	if err != nil {
-		c.failProto(err)
-		return
+		return protoFail(err)
 	}
 	prev := c.getState()
 	c.setState(stateClosing)
@@ -783,45 +654,36 @@ func (c *conn) close(m *ClientMessage) {
 	case "disconnect", "reconnect":
 		reason = fullcallv1.EndReason_END_REASON_DISCONNECTED
 	}
-	if c.idled.Load() {
+	if ec.Idled() {
 		reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
 	}
-	if c.call != nil {
-		if r, aerr := c.call.AbortReason(); aerr != nil {
+	if call := ec.Call(); call != nil {
+		if r, aerr := call.AbortReason(); aerr != nil {
 			reason = r
 		}
 		if prev == statePaused {
 			// Paused until the end: the pause lasts to the close's position.
-			c.gapTo(m.Position, callv1.GapReason_GAP_REASON_PAUSED, "audiohook: stream paused")
+			if err := c.gapTo(ec, m.Position, callv1.GapReason_GAP_REASON_PAUSED, "audiohook: stream paused"); err != nil {
+				ec.Fail(err)
+			}
 		}
 	}
-	c.endCall(reason)
+	ec.End(reason)
 	c.mu.Lock()
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.sendLocked(TypeClosed, struct{}{})
+	c.sendLocked(ec, TypeClosed, struct{}{})
 	c.state = stateClosed
 	c.mu.Unlock()
-	c.ws.Close(websocket.CloseNormalClosure, "session closed")
-}
-
-// endCall ends the call once.
-func (c *conn) endCall(reason session.EndReason) {
-	call := c.call
-	if call == nil {
-		return
-	}
-	c.call = nil
-	if _, err := call.End(context.Background(), reason); err != nil && !errors.Is(err, session.ErrEnded) {
-		c.log.Warn("call ended without a report", "err", err)
-	}
+	ec.Close(edge.CloseNormal, "session closed")
+	return nil
 }
 
 // sendEvent sends an event unless the session is not open or the client
 // is too far behind.
-func (c *conn) sendEvent(e EventEntity) {
-	if c.h.o.NoEvents {
+func (c *conn) sendEvent(ec *edge.Conn, e EventEntity) {
+	if c.p.o.NoEvents {
 		return
 	}
 	c.mu.Lock()
@@ -829,47 +691,27 @@ func (c *conn) sendEvent(e EventEntity) {
 	if c.state != stateActive && c.state != statePaused && c.state != stateClosing {
 		return
 	}
-	if c.seq-c.acked >= uint64(c.h.o.MaxUnackedEvents) {
-		c.h.m.EventDropped(c.tenant.ID)
+	if c.seq-c.acked >= uint64(c.p.o.MaxUnackedEvents) {
+		ec.Sessions().EventDropped(ec.Tenant().ID)
 		return
 	}
-	c.sendLocked(TypeEvent, EventParameters{Entities: []EventEntity{e}})
+	c.sendLocked(ec, TypeEvent, EventParameters{Entities: []EventEntity{e}})
 }
 
-// Score implements session.Events.
-func (c *conn) Score(u *callv1.ScoreUpdate) {
-	d := ScoreData{
-		Second:         u.Second,
-		Position:       FormatDuration(time.Duration(u.EndSample) * time.Second / 8000),
-		CallerPressure: u.CallerPressure,
-		AgentStress:    u.AgentStress,
-		Model:          ModelData{Name: u.Model.GetName(), Version: u.Model.GetVersion()},
-	}
-	abstain := map[string]string{}
-	if u.CallerPressureAbstain != "" {
-		abstain["callerPressure"] = u.CallerPressureAbstain
-	}
-	if u.AgentStressAbstain != "" {
-		abstain["agentStress"] = u.AgentStressAbstain
-	}
-	if c.private {
-		// Private mode: agent-side scores reach only the agent and the
-		// care team, never the contact-center platform.
-		d.AgentStress = nil
-		abstain["agentStress"] = "private: shown only to the agent and the care team"
-	}
-	if len(abstain) > 0 {
-		d.Abstain = abstain
-	}
-	c.sendEvent(EventEntity{Type: EntityScore, Data: d})
+// Score implements edge.Renderer.
+func (c *conn) Score(ec *edge.Conn, s edge.Score) {
+	c.sendEvent(ec, EventEntity{Type: EntityScore, Data: ScoreData{
+		Second:         s.Second,
+		Position:       FormatDuration(time.Duration(s.EndSample) * time.Second / 8000),
+		CallerPressure: s.CallerPressure,
+		AgentStress:    s.AgentStress,
+		Abstain:        s.Abstain("callerPressure", "agentStress"),
+		Model:          ModelData{Name: s.ModelName, Version: s.ModelVersion},
+	}})
 }
 
-// Alert implements session.Events.
-func (c *conn) Alert(a *callv1.AlertEvent) {
-	state := "firing"
-	if a.State == callv1.AlertState_ALERT_STATE_CLEARED {
-		state = "cleared"
-	}
-	c.sendEvent(EventEntity{Type: EntityAlert, Data: AlertData{AlertID: a.AlertId, RuleID: a.RuleId, Episode: a.Episode, State: state,
+// Alert implements edge.Renderer.
+func (c *conn) Alert(ec *edge.Conn, a *callv1.AlertEvent) {
+	c.sendEvent(ec, EventEntity{Type: EntityAlert, Data: AlertData{AlertID: a.AlertId, RuleID: a.RuleId, Episode: a.Episode, State: edge.AlertState(a),
 		Score: wire.ScoreName(a.Score), Value: a.Value, Threshold: a.Threshold, Second: a.Second}})
 }

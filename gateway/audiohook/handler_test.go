@@ -19,7 +19,6 @@ import (
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -41,18 +40,11 @@ type fixture struct {
 
 func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fp, err := rpc.NewPool(fc.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := gatewaytest.StartBackends(t)
+	rt, fc := b.Realtime, b.Fullcall
 	mt := gatewaytest.NewMetrics(t)
 	mp := mt.Provider
-	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mp}
+	so := session.Options{Realtime: b.RealtimePool, Fullcall: b.FullcallPool, MeterProvider: mp}
 	if len(pacing) > 0 {
 		so.Pacing = pacing[0]
 	}
@@ -97,14 +89,14 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 		t.Fatal(err)
 	}
 	o.MeterProvider = mp
-	srv := httptest.NewServer(NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler)))
+	h := NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
+		h.Close(ctx)
 		srv.Close()
-		rp.Close()
-		fp.Close()
 	})
 	f.url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/api/v1/audiohook/ws"
 	return f

@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/lib/service"
 	"github.com/calmline/calmline/lib/tenant"
@@ -252,36 +253,25 @@ func (h *Hub) CallStarted(c *session.Call) {
 	h.publishLocked(info.TenantId, tf, ev)
 }
 
-// CallScore implements session.Observer.
+// CallScore implements session.Observer. What a general key sees of a
+// private tenant's score is gateway/edge's one rendering of the privacy
+// mode, as for the PBXs.
 func (h *Hub) CallScore(c *session.Call, u *callv1.ScoreUpdate) {
 	info := c.Info()
 	if !h.subscribed(info.TenantId) {
 		return
 	}
-	m := scoreMsg{Type: "score", CallID: info.CallId, AgentID: info.AgentId, Second: u.Second, EndSample: u.EndSample,
-		CallerPressure: u.CallerPressure, AgentStress: u.AgentStress,
-		Model: modelMsg{Name: u.Model.GetName(), Version: u.Model.GetVersion()}}
-	abstain := map[string]string{}
-	if u.CallerPressureAbstain != "" {
-		abstain["caller_pressure"] = u.CallerPressureAbstain
-	}
-	if u.AgentStressAbstain != "" {
-		abstain["agent_stress"] = u.AgentStressAbstain
-	}
-	if len(abstain) > 0 {
-		m.Abstain = abstain
+	view := func(private bool) []byte {
+		s := edge.ViewScore(u, private)
+		return marshal(scoreMsg{Type: "score", CallID: info.CallId, AgentID: info.AgentId, Second: s.Second, EndSample: s.EndSample,
+			CallerPressure: s.CallerPressure, AgentStress: s.AgentStress, Abstain: s.Abstain("caller_pressure", "agent_stress"),
+			Model: modelMsg{Name: s.ModelName, Version: s.ModelVersion}})
 	}
 	ev := &event{typ: "score", callID: info.CallId, agentID: info.AgentId, score: true}
-	ev.full = marshal(m)
+	ev.full = view(false)
 	ev.general = ev.full
-	if private(c) {
-		g := m
-		g.AgentStress = nil
-		g.Abstain = map[string]string{"agent_stress": "private: shown only to the agent and the care team"}
-		if u.CallerPressureAbstain != "" {
-			g.Abstain["caller_pressure"] = u.CallerPressureAbstain
-		}
-		ev.general = marshal(g)
+	if edge.Private(c.Tenant()) {
+		ev.general = view(true)
 	}
 	h.publish(info.TenantId, ev)
 }
@@ -292,14 +282,10 @@ func (h *Hub) CallAlert(c *session.Call, a *callv1.AlertEvent) {
 	if !h.subscribed(info.TenantId) {
 		return
 	}
-	state := "firing"
-	if a.State == callv1.AlertState_ALERT_STATE_CLEARED {
-		state = "cleared"
-	}
 	b := marshal(alertMsg{Type: "alert", CallID: info.CallId, AgentID: info.AgentId, AlertID: a.AlertId, RuleID: a.RuleId,
-		Episode: a.Episode, State: state, Score: wire.ScoreName(a.Score), Value: a.Value, Threshold: a.Threshold, Second: a.Second})
+		Episode: a.Episode, State: edge.AlertState(a), Score: wire.ScoreName(a.Score), Value: a.Value, Threshold: a.Threshold, Second: a.Second})
 	ev := &event{typ: "alert", callID: info.CallId, agentID: info.AgentId, general: b, full: b}
-	if private(c) && a.Score == callv1.ScoreKind_SCORE_KIND_AGENT_STRESS {
+	if !edge.AlertVisible(a, edge.Private(c.Tenant())) {
 		ev.general = nil // an alert on the agent's stress tells of it
 	}
 	h.publish(info.TenantId, ev)
@@ -324,8 +310,6 @@ func (h *Hub) CallEnded(c *session.Call, reason session.EndReason, r *fullcallv1
 		h.forget(info.TenantId, tf)
 	}
 }
-
-func private(c *session.Call) bool { return c.Tenant().AgentScoring == tenant.AgentScoringPrivate }
 
 func marshal(v any) []byte {
 	b, err := json.Marshal(v)

@@ -18,7 +18,6 @@ import (
 	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
-	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -35,27 +34,12 @@ type fixture struct {
 
 func start(t *testing.T, o Options) *fixture {
 	t.Helper()
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
+	b := gatewaytest.StartBackends(t)
+	mgr, err := session.NewManager(session.Options{Realtime: b.RealtimePool, Fullcall: b.FullcallPool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp, err := rpc.NewPool(fc.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := session.NewManager(session.Options{Realtime: rp, Fullcall: fp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string]string{"acme": tenant.NewKey(), "tiny": tenant.NewKey()}
-	reg, err := tenant.NewRegistry([]*tenant.Tenant{
-		{ID: "acme", MaxConcurrentCalls: 10, APIKeys: []tenant.APIKey{{ID: "a", SHA256: tenant.HashKey(keys["acme"])}}},
-		{ID: "tiny", MaxConcurrentCalls: 1, APIKeys: []tenant.APIKey{{ID: "t", SHA256: tenant.HashKey(keys["tiny"])}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, keys := gatewaytest.Tenants(t, &tenant.Tenant{ID: "acme", MaxConcurrentCalls: 10}, &tenant.Tenant{ID: "tiny", MaxConcurrentCalls: 1})
 	h := NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
@@ -64,10 +48,8 @@ func start(t *testing.T, o Options) *fixture {
 		mgr.Drain(ctx)
 		h.Close(ctx)
 		srv.Close()
-		rp.Close()
-		fp.Close()
 	})
-	return &fixture{url: "ws" + strings.TrimPrefix(srv.URL, "http"), keys: keys, mgr: mgr, rt: rt, fc: fc}
+	return &fixture{url: "ws" + strings.TrimPrefix(srv.URL, "http"), keys: keys, mgr: mgr, rt: b.Realtime, fc: b.Fullcall}
 }
 
 func (f *fixture) dial(t *testing.T, key string) *websocket.Conn {
