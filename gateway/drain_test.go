@@ -156,8 +156,9 @@ type drainPeer struct {
 	mu     sync.Mutex
 	code   int
 	reason string
-	// disconnect is the AudioHook disconnect that arrived before the
-	// close, if any.
+	// audiohook marks an AudioHook client; disconnect is the disconnect
+	// that arrived before the close, if any.
+	audiohook  bool
 	disconnect *audiohook.DisconnectParameters
 	serverSeq  uint64 // AudioHook: the last server message's seq
 }
@@ -249,27 +250,13 @@ func (g *drainGateway) audiohookPeer(t *testing.T, name, callID string) *drainPe
 	audiohook.Sign(h, "/ws/audiohook", g.addr, g.key, g.secret, drainUUID(), time.Now(), 30*time.Second)
 	ws := g.dial(t, "/ws/audiohook", h)
 	p := newDrainPeer(name, callID, ws)
-	if callID == "" {
-		p.read()
-		return p
-	}
+	p.audiohook = true
 	msg := func(typ string, seq, serverSeq uint64, position string, params string) []byte {
 		return fmt.Appendf(nil, `{"version":"2","id":%q,"type":%q,"seq":%d,"serverseq":%d,"position":%q,"parameters":%s}`,
 			sessionID, typ, seq, serverSeq, position, params)
 	}
-	ws.WriteMessage(websocket.TextMessage, msg("open", 1, 0, "PT0S", `{"organizationId":"d7934305-0972-4844-938e-9060eef73d05","conversationId":"`+callID+
-		`","participant":{"id":"883efee8-3d6c-4537-b500-6d7ca4b92fa0","ani":"","aniName":"","dnis":""},"media":[{"type":"audio","format":"PCMU","channels":["external","internal"],"rate":8000}]}`))
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, data, err := ws.ReadMessage()
-	m, _, perr := audiohook.ParseServerMessage(data)
-	if err != nil || perr != nil || m.Type != audiohook.TypeOpened {
-		t.Fatalf("audiohook open: %s %v %v", data, err, perr)
-	}
-	ws.SetReadDeadline(time.Time{})
-	p.serverSeq = m.Seq
-	for i := range drainFrames {
-		ws.WriteMessage(websocket.BinaryMessage, drainFrame(i, 320))
-	}
+	// The client's close: after open and a second of audio, or first.
+	closeSeq, closePos := uint64(2), "PT1S"
 	p.onText = func(p *drainPeer, data []byte) {
 		m, raw, err := audiohook.ParseServerMessage(data)
 		if err != nil {
@@ -285,8 +272,26 @@ func (g *drainGateway) audiohookPeer(t *testing.T, name, callID string) *drainPe
 		seq := p.serverSeq
 		p.mu.Unlock()
 		if first {
-			p.ws.WriteMessage(websocket.TextMessage, msg("close", 2, seq, "PT1S", `{"reason":"disconnect"}`))
+			p.ws.WriteMessage(websocket.TextMessage, msg("close", closeSeq, seq, closePos, `{"reason":"disconnect"}`))
 		}
+	}
+	if callID == "" {
+		closeSeq, closePos = 1, "PT0S"
+		p.read()
+		return p
+	}
+	ws.WriteMessage(websocket.TextMessage, msg("open", 1, 0, "PT0S", `{"organizationId":"d7934305-0972-4844-938e-9060eef73d05","conversationId":"`+callID+
+		`","participant":{"id":"883efee8-3d6c-4537-b500-6d7ca4b92fa0","ani":"","aniName":"","dnis":""},"media":[{"type":"audio","format":"PCMU","channels":["external","internal"],"rate":8000}]}`))
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, data, err := ws.ReadMessage()
+	m, _, perr := audiohook.ParseServerMessage(data)
+	if err != nil || perr != nil || m.Type != audiohook.TypeOpened {
+		t.Fatalf("audiohook open: %s %v %v", data, err, perr)
+	}
+	ws.SetReadDeadline(time.Time{})
+	p.serverSeq = m.Seq
+	for i := range drainFrames {
+		ws.WriteMessage(websocket.BinaryMessage, drainFrame(i, 320))
 	}
 	p.read()
 	return p
@@ -354,10 +359,34 @@ func drainUUID() string {
 // notYet names the connections the gateway does not close at shutdown
 // before the protocols move onto gateway/edge: their sub-tests skip.
 var notYet = map[string]bool{
-	"audiohook without open":                true,
 	"twilio without start":                  true,
 	"asterisk leg waiting for its pair":     true,
 	"asterisk connection that sent nothing": true,
+}
+
+// wentAway checks that the peer's connection ended with its protocol's
+// going-away: close 1001, or for AudioHook a disconnect saying the gateway
+// drains, then the close transaction (1000) or, if the client did not
+// answer, 1001.
+func (p *drainPeer) wentAway(t *testing.T, code int, reason string) {
+	t.Helper()
+	if !p.audiohook {
+		if code != websocket.CloseGoingAway {
+			t.Errorf("closed with %d %q; want 1001 (going away)", code, reason)
+		}
+		return
+	}
+	p.mu.Lock()
+	d := p.disconnect
+	p.mu.Unlock()
+	if d == nil {
+		t.Errorf("closed with %d %q and no disconnect; want disconnect first", code, reason)
+	} else if !strings.Contains(strings.ToLower(d.Info), "drain") {
+		t.Errorf("disconnect %+v; want it to say the gateway drains", d)
+	}
+	if code != websocket.CloseNormalClosure && code != websocket.CloseGoingAway {
+		t.Errorf("closed with %d %q; want 1000 after closed, or 1001", code, reason)
+	}
 }
 
 func testDrainEveryProtocol(t *testing.T, how string) {
@@ -454,24 +483,7 @@ func testDrainEveryProtocol(t *testing.T, how string) {
 			if !s.ok {
 				t.Fatal("still open when the shutdown returned")
 			}
-			if p == ah {
-				// AudioHook's going-away is disconnect; the session then
-				// ends with the close transaction (1000) or, if the
-				// client does not answer, 1001.
-				p.mu.Lock()
-				d := p.disconnect
-				p.mu.Unlock()
-				if d == nil {
-					t.Errorf("closed with %d %q and no disconnect; want disconnect first", s.code, s.reason)
-				} else if !strings.Contains(strings.ToLower(d.Info), "drain") {
-					t.Errorf("disconnect %+v; want it to say the gateway drains", d)
-				}
-				if s.code != websocket.CloseNormalClosure && s.code != websocket.CloseGoingAway {
-					t.Errorf("closed with %d %q; want 1000 after closed, or 1001", s.code, s.reason)
-				}
-			} else if s.code != websocket.CloseGoingAway {
-				t.Errorf("closed with %d %q; want 1001 (going away)", s.code, s.reason)
-			}
+			p.wentAway(t, s.code, s.reason)
 			r := g.fc.Report(p.callID)
 			switch {
 			case r == nil:
@@ -499,9 +511,7 @@ func testDrainEveryProtocol(t *testing.T, how string) {
 			if !s.ok {
 				t.Fatal("still open when the shutdown returned")
 			}
-			if s.code != websocket.CloseGoingAway {
-				t.Errorf("closed with %d %q; want 1001 (going away)", s.code, s.reason)
-			}
+			p.wentAway(t, s.code, s.reason)
 		})
 	}
 	t.Run("no connection left", func(t *testing.T) {
