@@ -359,7 +359,6 @@ func drainUUID() string {
 // notYet names the connections the gateway does not close at shutdown
 // before the protocols move onto gateway/edge: their sub-tests skip.
 var notYet = map[string]bool{
-	"twilio without start":                  true,
 	"asterisk leg waiting for its pair":     true,
 	"asterisk connection that sent nothing": true,
 }

@@ -217,7 +217,7 @@ func New(o Options) (*Server, error) {
 		aho.MeterProvider = o.MeterProvider
 	}
 	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
-	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, twilio.NewHandler(o.Twilio, mgr, o.Tenants, log)))
+	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, s.edge.Handler(twilio.NewProtocol(o.Twilio, s.edge))))
 	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
 	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
 	s.host.Mux.Handle("GET /api/v1/live", hub)

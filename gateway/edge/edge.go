@@ -165,6 +165,14 @@ type Flusher interface {
 	Flush(c *Conn, call *session.Call)
 }
 
+// Discarder is a Codec that holds something for its connection from Accept
+// on (a Twilio-style stream counted as waiting for its start): Discard runs
+// when the connection is not served after all (refused after Accept, or
+// the upgrade failed). A connection served ends through Finish or End.
+type Discarder interface {
+	Discard()
+}
+
 // Refusal answers a request before the upgrade, in the gateway's one JSON
 // error format ({"error":{"code","message"}}), with Retry-After for 429
 // and 503.
@@ -268,6 +276,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, ref)
 		return
 	}
+	served := false
+	defer func() {
+		if d, ok := acc.Codec.(Discarder); ok && !served {
+			d.Discard()
+		}
+	}()
 	t := acc.Tenant
 	tenantID := ""
 	if t != nil {
@@ -319,6 +333,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.conns[c] = struct{}{}
 	e.wg.Add(1)
 	e.mu.Unlock()
+	served = true
 	go func() {
 		defer e.wg.Done()
 		c.run()

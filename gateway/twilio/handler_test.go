@@ -87,11 +87,13 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 			return nil
 		}
 	})
-	srv := httptest.NewServer(NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler)))
+	h := NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
+		h.Close(ctx)
 		srv.Close()
 		rp.Close()
 		fp.Close()
@@ -840,5 +842,25 @@ func TestOnlyTracksThatCarryAudioAreChannels(t *testing.T) {
 	conn2.WaitClose(10 * time.Second)
 	if rep := f.fc.Report("both"); rep == nil || len(rep.Format.Channels) != 2 {
 		t.Errorf("report %+v; want a stereo call", rep)
+	}
+}
+
+// A request that is not upgraded after all (not a WebSocket handshake)
+// holds no place among the connections waiting for their start.
+func TestRequestsNotUpgradedHoldNoPlace(t *testing.T) {
+	f := start(t, Options{MaxUnauthenticated: 1})
+	for range 3 {
+		resp, err := http.Get("http" + strings.TrimPrefix(f.url, "ws"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("plain GET: %d; want 400 from the upgrader", resp.StatusCode)
+		}
+	}
+	f.dial(t, "", nil) // the one place is free
+	if _, resp, err := websocket.DefaultDialer.Dial(f.url, nil); err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("second connection waiting for its start: %v; want 503", resp)
 	}
 }
