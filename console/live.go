@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/calmline/calmline/lib/backoff"
 )
 
 // The wall's data path. Every signed-in key has one view: the merged live
@@ -309,7 +311,7 @@ func (v *view) setGateway(name string, up bool, errText string, epoch int) {
 // backoff, until ctx ends.
 func (v *view) upstream(ctx context.Context, t target) {
 	o := v.h.s.o
-	backoff := o.ReconnectMin
+	retry := backoff.New(backoff.Policy{Initial: o.ReconnectMin, Max: o.ReconnectMax}, nil)
 	epoch := 0
 	for ctx.Err() == nil {
 		epoch++
@@ -320,14 +322,11 @@ func (v *view) upstream(ctx context.Context, t target) {
 		v.h.s.metrics.upstreamErrors.Add(1)
 		v.h.s.log.Debug("console: gateway feed ended", "gateway", t.name, "err", err)
 		v.setGateway(t.name, false, errText(err), 0)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, o.ReconnectMax)
 		if err == nil {
-			backoff = o.ReconnectMin
+			retry.Reset() // the feed was followed until it ended cleanly
+		}
+		if retry.Wait(ctx) != nil {
+			return
 		}
 	}
 }

@@ -3,10 +3,10 @@ package fullcall
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/calmline/calmline/fullcall/store"
+	"github.com/calmline/calmline/lib/backoff"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -96,7 +96,7 @@ func (p *carePoster) post(ctx context.Context, r *fullcallv1.Report) {
 		ExposureSeconds:    uint32(exposure),
 		Escalated:          len(r.Alerts) > 0,
 	}
-	backoff := 200 * time.Millisecond
+	retry := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: 30 * time.Second}, nil)
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := p.client.RecordCall(actx, req)
@@ -114,12 +114,8 @@ func (p *carePoster) post(ctx context.Context, r *fullcallv1.Report) {
 		p.m.careRetries.Add(ctx, 1)
 		p.log.Warn("recording the call with escalation's care service failed; retrying",
 			"tenant", r.TenantId, "call_id", r.CallId, "attempt", attempt, "err", err)
-		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
+		if retry.Wait(ctx) != nil {
 			return
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }

@@ -35,6 +35,12 @@ type Flags struct {
 	// ResumeGrace is how long a native call whose connection broke waits
 	// for its client to resume it.
 	ResumeGrace time.Duration
+	// Headroom (see session.Options.MaxCalls, FullcallFailover and
+	// admission.Capacity).
+	MaxCalls         int
+	AdmitRealtimeLag time.Duration
+	AdmitFullcallMiB int
+	FullcallFailover time.Duration
 }
 
 // Register adds the flags to fs.
@@ -51,6 +57,10 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.IntVar(&f.TenantMargin, "tenant-connection-margin", ad.TenantMargin, "connections without a call a tenant may hold beyond its free call quota (429 beyond)")
 	fs.StringVar(&f.TrustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of proxies in front of the gateway (nginx, a load balancer): handshakes from them count against the client address in X-Forwarded-For")
 	fs.StringVar(&f.AllowedOrigins, "allowed-origins", "", "comma-separated browser origins (https://host[:port]) allowed to stream with Basic authentication on /ws/twilio and /ws/asterisk; requests without an Origin header are not browsers' and always allowed")
+	fs.IntVar(&f.MaxCalls, "max-calls", 0, "ceiling of live calls on this gateway: past it new connections get 503 capacity_calls before the upgrade (and starts 4429); 0: none")
+	fs.DurationVar(&f.AdmitRealtimeLag, "admit-realtime-lag", time.Second, "refuse new calls (503 capacity_realtime_lag) while realtime's scores trail their audio by more than this on average, until back under half of it for 2 s; 0: not judged")
+	fs.IntVar(&f.AdmitFullcallMiB, "admit-fullcall-backlog", 64, "refuse new calls (503 capacity_fullcall_backlog) while the audio fullcall has not acknowledged, all calls together, exceeds this many MiB, until back under half of it for 2 s; 0: not judged")
+	fs.DurationVar(&f.FullcallFailover, "fullcall-failover", 30*time.Second, "how long fullcall may acknowledge nothing while a call's replay log is full (its client held back meanwhile) before the call's fullcall audio is given up and the call ends (fullcall_lost)")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 
@@ -67,6 +77,12 @@ func (f *Flags) Apply(o *Options) error {
 		return fmt.Errorf("--balancing %q: want %s or %s", f.Balancing, rpc.RoundRobin, rpc.LeastLoaded)
 	}
 	o.Balancing = f.Balancing
+	if f.MaxCalls < 0 || f.AdmitRealtimeLag < 0 || f.AdmitFullcallMiB < 0 || f.FullcallFailover <= 0 {
+		return fmt.Errorf("--max-calls, --admit-realtime-lag and --admit-fullcall-backlog must not be negative, --fullcall-failover must be positive")
+	}
+	o.Session.MaxCalls, o.Session.FullcallFailover = f.MaxCalls, f.FullcallFailover
+	o.Admission.Capacity.MaxRealtimeLag = f.AdmitRealtimeLag
+	o.Admission.Capacity.MaxFullcallBacklog = int64(f.AdmitFullcallMiB) << 20
 	if f.HandshakeBurst < 1 || f.MaxPending < 1 || f.TenantMargin < 0 {
 		return fmt.Errorf("--handshake-burst and --max-pending-connections must be positive, --tenant-connection-margin not negative")
 	}

@@ -210,7 +210,7 @@ func New(o Options) (*Server, error) {
 	// of Basic authentication, which a browser sends by itself: their
 	// paths check the Origin.
 	anyKey := admission.Route{Key: keyOfBasicOrHeader, CheckOrigin: true}
-	s.edge = edge.New(edge.Options{Sessions: mgr, Tenants: o.Tenants, Logger: log})
+	s.edge = edge.New(edge.Options{Sessions: mgr, Tenants: o.Tenants, Logger: log, Admission: s.admission})
 	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey, s.edge.Handler(native.NewProtocol(o.Native, s.edge))))
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {

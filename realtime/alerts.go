@@ -3,7 +3,6 @@ package realtime
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/calmline/calmline/lib/backoff"
 	"github.com/calmline/calmline/lib/telemetry"
 	escalationv1 "github.com/calmline/calmline/proto/calmline/escalation/v1"
 )
@@ -157,11 +157,12 @@ func (p *poster) post(ctx context.Context, alerts []*escalationv1.Alert) []*esca
 			defer span.End()
 		}
 	}
-	backoff := 100 * time.Millisecond
 	maxBackoff := p.maxBackoff
 	if maxBackoff <= 0 {
 		maxBackoff = 10 * time.Second
 	}
+	// Jitter keeps many realtime instances from retrying in step.
+	retry := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: maxBackoff}, nil)
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := p.client.PostAlerts(actx, &escalationv1.PostAlertsRequest{Alerts: alerts})
@@ -191,14 +192,6 @@ func (p *poster) post(ctx context.Context, alerts []*escalationv1.Alert) []*esca
 		p.retries.Add(ctx, 1)
 		p.log.Warn("posting alerts to escalation failed; retrying",
 			"alerts", len(alerts), "first_alert_id", alerts[0].GetEvent().GetAlertId(), "attempt", attempt, "err", err)
-		// Jitter keeps many realtime instances from retrying in step.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
-		backoff = min(2*backoff, maxBackoff)
+		retry.Wait(ctx) // a cancelled ctx returns the alerts above
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/backoff"
 )
 
 // FrameDuration is the pacing of audio frames, as PBXs send them.
@@ -516,7 +517,7 @@ func (r *run) reconnect(c *call, lostAt time.Time) {
 	old := c.conn
 	c.mu.Unlock()
 	old.Close()
-	backoff := 50 * time.Millisecond
+	retry := backoff.New(backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second}, nil)
 	var lastErr error
 	for attempt := 0; time.Since(lostAt) < r.o.ReconnectWindow && r.ctx.Err() == nil; attempt++ {
 		// The audio goes on from now: what fell due while the connection
@@ -578,13 +579,7 @@ func (r *run) reconnect(c *call, lostAt time.Time) {
 		if errors.As(err, &ref) && ref.CloseCode != 0 && !lostConnection(ref.CloseCode) {
 			break // the gateway will not resume this call
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-r.ctx.Done():
-			t.Stop()
-		}
-		backoff = min(2*backoff, time.Second)
+		retry.Wait(r.ctx)
 	}
 	r.o.Logger.Warn("call not resumed", "call_id", c.id, "err", lastErr)
 	r.mu.Lock()

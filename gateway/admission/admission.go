@@ -13,6 +13,17 @@
 // Guard sees the hijacked net.Conn close) or the adapter calls
 // Ticket.Started once the connection's call is live: from then on the call
 // counts against the tenant's quota instead.
+//
+// The Guard also judges the gateway's headroom (Capacity) from the call
+// core's load (session.Manager.Load): live calls and the connections about
+// to start one against the ceiling, realtime's lag behind the audio, and
+// fullcall's unacknowledged audio. Without headroom a new connection is
+// refused before the upgrade with 503, Retry-After and the reason
+// (capacity_calls, capacity_realtime_lag, capacity_fullcall_backlog), so
+// that the PBX or the load balancer tries another gateway; calls already
+// admitted are not touched. AdmitCall makes the same judgement for a
+// protocol that learns only at its start message that a connection is a
+// call (answered with 4429 and the reason).
 package admission
 
 import (
@@ -32,6 +43,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/lib/tenant"
 )
 
@@ -66,8 +78,38 @@ type Options struct {
 	// allowed on paths that take Basic authentication. A request without
 	// an Origin header is not a browser's and is allowed.
 	AllowedOrigins []string
+	// Capacity is the headroom policy.
+	Capacity Capacity
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// Capacity is the headroom policy: when the gateway stops admitting new
+// calls for want of headroom, and when it starts again. The ceiling of
+// live calls is the call core's (session.Options.MaxCalls, --max-calls);
+// the other two signals trip above their limit and clear only once they
+// have stayed at or under half of it for Hold, so that admission does not
+// flap around a limit.
+type Capacity struct {
+	// MaxRealtimeLag refuses new calls while realtime's scores come, on
+	// average over the last seconds, later than this after their audio
+	// (0 or negative: not judged).
+	MaxRealtimeLag time.Duration
+	// MaxFullcallBacklog refuses new calls while the audio fullcall has
+	// not acknowledged, all calls together, exceeds this many bytes (0 or
+	// negative: not judged).
+	MaxFullcallBacklog int64
+	// Hold is how long a tripped signal must stay at or under half its
+	// limit before calls are admitted again (default 2 s).
+	Hold time.Duration
+	// RetryAfter is what refused clients are told to wait (default 5 s).
+	RetryAfter time.Duration
+}
+
+// Load is what a Guard's Calls may also provide: the call core's load,
+// for the headroom judgement. session.Manager provides it.
+type Load interface {
+	Load() session.Load
 }
 
 // DefaultOptions returns the defaults.
@@ -99,6 +141,12 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Capacity.Hold <= 0 {
+		o.Capacity.Hold = 2 * time.Second
+	}
+	if o.Capacity.RetryAfter <= 0 {
+		o.Capacity.RetryAfter = 5 * time.Second
 	}
 }
 
@@ -132,6 +180,8 @@ type Guard struct {
 	lru     *list.List               // front: most recently seen
 	pending map[string]int           // tenant id -> connections without a call
 	total   int                      // connections without a call
+	// lag and backlog are the tripping signals' states.
+	lag, backlog hysteresis
 }
 
 type bucket struct {
@@ -157,6 +207,10 @@ const (
 	ReasonTenantConns = "too_many_connections"
 	ReasonPending     = "too_many_pending"
 	ReasonOrigin      = "origin_not_allowed"
+	// Capacity refusals: the gateway has no headroom for another call.
+	ReasonCapacityCalls   = session.ReasonCapacityCalls
+	ReasonCapacityLag     = "capacity_realtime_lag"
+	ReasonCapacityBacklog = "capacity_fullcall_backlog"
 )
 
 // Error is a refusal: the status, code and message of the answer, and how
@@ -293,6 +347,9 @@ func (g *Guard) admit(r *http.Request, rt Route) (*Ticket, *Error) {
 		}
 		tk.tenant = t.ID
 	}
+	if e := g.headroomLocked(g.total); e != nil {
+		return nil, e
+	}
 	if g.total >= g.o.MaxPending {
 		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "busy", Reason: ReasonPending,
 			Msg: fmt.Sprintf("too many connections waiting to start a call (%d); retry", g.total), RetryAfter: 5 * time.Second}
@@ -412,4 +469,77 @@ type closeWatcher struct {
 func (c *closeWatcher) Close() error {
 	c.t.release()
 	return c.Conn.Close()
+}
+
+// hysteresis is one headroom signal's state: tripped above its limit,
+// cleared once at or under half the limit for the policy's Hold.
+type hysteresis struct {
+	tripped bool
+	under   time.Time // since when the value has been at or under the low mark
+}
+
+// update moves the state with the value v seen at now and reports whether
+// the signal is tripped.
+func (h *hysteresis) update(now time.Time, v, limit float64, hold time.Duration) bool {
+	if limit <= 0 {
+		h.tripped = false
+		return false
+	}
+	switch {
+	case v > limit:
+		h.tripped, h.under = true, time.Time{}
+	case !h.tripped:
+	case v > limit/2:
+		h.under = time.Time{}
+	case h.under.IsZero():
+		h.under = now
+		h.tripped = hold > 0
+	case now.Sub(h.under) >= hold:
+		h.tripped = false
+	}
+	return h.tripped
+}
+
+// headroomLocked judges whether the gateway can take another call, with
+// starting more connections about to start one (negative: leave the
+// ceiling out): nil, or the refusal. The tripping signals move only when
+// judged, on each new connection.
+func (g *Guard) headroomLocked(starting int) *Error {
+	lr, ok := g.calls.(Load)
+	if !ok {
+		return nil
+	}
+	l := lr.Load()
+	c := g.o.Capacity
+	now := g.o.Now()
+	lag := g.lag.update(now, l.RealtimeLag.Seconds(), c.MaxRealtimeLag.Seconds(), c.Hold)
+	backlog := g.backlog.update(now, float64(l.FullcallUnacked), float64(c.MaxFullcallBacklog), c.Hold)
+	refuse := func(reason, msg string) *Error {
+		return &Error{Status: http.StatusServiceUnavailable, Code: reason, Reason: reason, Msg: msg, RetryAfter: c.RetryAfter}
+	}
+	switch {
+	case starting >= 0 && l.MaxCalls > 0 && l.Calls+starting >= l.MaxCalls:
+		return refuse(ReasonCapacityCalls, fmt.Sprintf("the gateway holds %d calls and %d connections about to start one (ceiling %d); try another gateway or retry", l.Calls, starting, l.MaxCalls))
+	case lag:
+		return refuse(ReasonCapacityLag, fmt.Sprintf("realtime scores trail the audio by %v (limit %v); try another gateway or retry", l.RealtimeLag.Round(time.Millisecond), c.MaxRealtimeLag))
+	case backlog:
+		return refuse(ReasonCapacityBacklog, fmt.Sprintf("fullcall has %d MiB of audio to acknowledge (limit %d MiB); try another gateway or retry", l.FullcallUnacked>>20, c.MaxFullcallBacklog>>20))
+	}
+	return nil
+}
+
+// AdmitCall judges the headroom for a call a connection already upgraded
+// is about to start, for protocols that learn only then that it is a
+// call: nil, or the refusal (counted), which the protocol answers with its
+// "over quota" close (4429) and the refusal's Code as the reason. The
+// ceiling of live calls is left to the call core's Start, which knows it
+// exactly.
+func (g *Guard) AdmitCall(ctx context.Context, tenantID string) *Error {
+	g.mu.Lock()
+	e := g.headroomLocked(-1)
+	g.mu.Unlock()
+	if e != nil {
+		g.calls.Refused(ctx, tenantID, e.Reason)
+	}
+	return e
 }

@@ -139,6 +139,12 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	if c.e.isClosed() {
 		return nil, ErrorOf(session.ErrDraining)
 	}
+	if c.e.admit != nil && !st.Resume {
+		// A resume continues a call already admitted.
+		if e := c.e.admit(context.Background(), c.tenant.ID); e != nil {
+			return nil, &Error{Code: CloseOverQuota, Reason: e.Code + ": " + e.Msg, Refused: true, Err: e}
+		}
+	}
 	st.Tenant, st.Protocol = c.tenant, c.p.Name
 	// Decided before the call starts, since scores may follow at once.
 	c.private = Private(c.tenant)
@@ -171,7 +177,9 @@ func StartError(err error, callID string) *Error {
 // end: its traffic counts here, the connection leaves the admission count
 // of connections without a call, and when the gateway ends the call the
 // connection closes the Codec's way. Start does it for the call it starts;
-// a protocol whose call spans connections (Asterisk's legs) attaches each.
+// a protocol whose call spans connections (Asterisk's legs) attaches each,
+// and may do so from another connection's reader: Attach is safe from any
+// goroutine.
 func (c *Conn) Attach(call *session.Call) {
 	c.live.Store(call)
 	c.ticket.Started()

@@ -45,10 +45,18 @@ type Options struct {
 	// Tenants authenticates API keys.
 	Tenants *tenant.Registry
 	Logger  *slog.Logger
+	// Admission, when set, judges the gateway's headroom again as a call
+	// starts on a connection admitted earlier (gateway/admission's
+	// Guard.AdmitCall): without headroom the start is refused with 4429
+	// and the refusal's code as the reason.
+	Admission interface {
+		AdmitCall(ctx context.Context, tenantID string) *admission.Error
+	}
 }
 
 // Edge owns the connections of every protocol it serves.
 type Edge struct {
+	admit   func(ctx context.Context, tenantID string) *admission.Error
 	m       *session.Manager
 	tenants *tenant.Registry
 	log     *slog.Logger
@@ -64,7 +72,11 @@ func New(o Options) *Edge {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Edge{m: o.Sessions, tenants: o.Tenants, log: o.Logger, conns: map[*Conn]struct{}{}}
+	e := &Edge{m: o.Sessions, tenants: o.Tenants, log: o.Logger, conns: map[*Conn]struct{}{}}
+	if o.Admission != nil {
+		e.admit = o.Admission.AdmitCall
+	}
+	return e
 }
 
 // Sessions returns the call core.

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/calmline/calmline/gateway/admission"
 	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/gateway/session"
@@ -67,7 +69,12 @@ type fixture struct {
 	mt   *gatewaytest.Metrics
 }
 
-func start(t *testing.T, p *edge.Protocol) *fixture {
+// admitter is a fake headroom judge.
+type admitter func(ctx context.Context, tenantID string) *admission.Error
+
+func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error { return a(ctx, tenantID) }
+
+func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 	t.Helper()
 	f := &fixture{b: gatewaytest.StartBackends(t), mt: gatewaytest.NewMetrics(t)}
 	mgr, err := session.NewManager(session.Options{Realtime: f.b.RealtimePool, Fullcall: f.b.FullcallPool, MeterProvider: f.mt.Provider,
@@ -82,7 +89,11 @@ func start(t *testing.T, p *edge.Protocol) *fixture {
 		&tenant.Tenant{ID: "tiny", MaxConcurrentCalls: 1},
 		&tenant.Tenant{ID: "private", MaxConcurrentCalls: 10, AgentScoring: tenant.AgentScoringPrivate})
 	f.keys["care"] = care
-	f.e = edge.New(edge.Options{Sessions: mgr, Tenants: reg})
+	o := edge.Options{Sessions: mgr, Tenants: reg}
+	if len(adm) > 0 {
+		o.Admission = adm[0]
+	}
+	f.e = edge.New(o)
 	if p.Name == "" {
 		p.Name = "toy"
 	}
@@ -397,5 +408,30 @@ func TestStartErrorsNameTheCall(t *testing.T) {
 	}
 	if e := edge.StartError(fmt.Errorf("%w: call_id is required", session.ErrBadStart), ""); e.Code != edge.CloseBadMessage || !strings.HasPrefix(e.Reason, "start: ") || e.Refused {
 		t.Errorf("bad start: %+v", e)
+	}
+}
+
+func TestAStartWithoutHeadroomIsRefusedWith4429(t *testing.T) {
+	var full atomic.Bool
+	full.Store(true)
+	f := start(t, &edge.Protocol{}, func(_ context.Context, tenantID string) *admission.Error {
+		if !full.Load() {
+			return nil
+		}
+		return &admission.Error{Status: http.StatusServiceUnavailable, Code: "capacity_realtime_lag", Msg: "realtime is 1.5 s behind"}
+	})
+	ws := f.dial(t, f.keys["acme"])
+	ws.WriteMessage(websocket.TextMessage, []byte("start no-room"))
+	if ce := closeOf(t, ws); ce.Code != edge.CloseOverQuota || !strings.HasPrefix(ce.Text, "capacity_realtime_lag") {
+		t.Errorf("closed with %d %q; want 4429 capacity_realtime_lag", ce.Code, ce.Text)
+	}
+	if r := f.b.Fullcall.Report("no-room"); r != nil {
+		t.Errorf("a refused start left a report: %+v", r)
+	}
+	full.Store(false)
+	ws = f.dial(t, f.keys["acme"])
+	ws.WriteMessage(websocket.TextMessage, []byte("start room"))
+	if got := next(t, ws); got != "started" {
+		t.Errorf("with headroom: %q; want started", got)
 	}
 }

@@ -171,38 +171,114 @@ type Call struct {
 // stream (the call is refused when fullcall is unreachable: nothing would
 // keep its audio) and starts scoring on realtime, which may come later.
 func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error) {
+	if err := st.check(); err != nil {
+		return nil, err
+	}
+	c := m.newCall(st, ev)
+	if st.Resume {
+		// A call whose connection dropped a moment ago may still be
+		// parked here: it goes on as it was.
+		pc, err := m.unpark(st)
+		if err != nil {
+			return nil, m.refuse(ctx, st.Tenant.ID, refusalReason(err, "not_resumable"), err)
+		}
+		if pc != nil {
+			pc.resumeParked(ctx, st, ev)
+			return pc, nil
+		}
+	}
+	if err := m.register(c); err != nil {
+		return nil, m.refuse(ctx, st.Tenant.ID, refusalReason(err, "quota"), err)
+	}
+	// The call's span, the root of its trace (a new trace, whatever
+	// context the adapter passes): everything the call does — its
+	// backend streams, realtime's analysis and alerts, their post into
+	// escalation — descends from it, each span naming the call id.
+	ctx, c.span = m.tracer.Start(telemetry.WithCallID(ctx, st.CallID), "call", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("calmline.call_id", st.CallID), attribute.String("calmline.tenant", st.Tenant.ID),
+			attribute.String("calmline.protocol", st.Protocol), attribute.String("calmline.session_id", c.info.SessionId)))
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	c.rt = newRTLink(c)
+	c.fc = newFCLink(c)
+	stream, streamCancel, err := c.openFullcall(ctx, st)
+	if err != nil {
+		// The one way back: the call is registered and traced, its
+		// fullcall stream (if any) already closed by openFullcall.
+		c.cancel()
+		c.span.End()
+		m.unregister(c)
+		var r *refusal
+		errors.As(err, &r)
+		if r.warn {
+			c.log.Warn("call refused", "reason", r.reason, "err", r.err)
+		}
+		return nil, m.refuse(ctx, st.Tenant.ID, r.reason, r.err)
+	}
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
+	go func() { defer c.wg.Done(); c.rt.run() }()
+	if st.Resume {
+		// Pacing counts from where the client's audio resumes: the
+		// reconnect gap is time that passed, not audio sent ahead.
+		c.paceFrom = max(st.ResumeAt, c.resumedAt)
+		if st.ResumeAt > c.resumedAt {
+			c.Gap(st.ResumeAt-c.resumedAt, callv1.GapReason_GAP_REASON_RECONNECT, "the client reconnected; this audio never reached a gateway that kept it")
+		} else if st.ResumeAt > 0 {
+			// The client resends from before the checkpoint: fullcall
+			// skips what it holds.
+			c.timeline.Store(st.ResumeAt)
+		}
+		m.m.resumed.Add(ctx, 1, c.attrs)
+		c.log.Info("call resumed", "checkpoint_sample", c.resumedAt, "resume_at", st.ResumeAt, "acked_seq", c.seq.Load())
+	}
+	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
+	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
+		"sample_rate", st.Format.SampleRate, "channels", st.Format.Channels)
+	if m.o.Observer != nil {
+		m.o.Observer.CallStarted(c)
+	}
+	return c, nil
+}
+
+// check validates a Start before anything is allocated for it.
+func (st *Start) check() error {
 	if st.Tenant == nil || st.CallID == "" {
-		return nil, fmt.Errorf("%w: tenant and call id are required", ErrBadStart)
+		return fmt.Errorf("%w: tenant and call id are required", ErrBadStart)
 	}
 	// One rule for ids on every protocol (lib/field): an id that is not
 	// printable ASCII is refused, never trimmed or replaced, so that two
 	// different ids cannot become the same call.
 	if err := field.ID("call_id", st.CallID); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+		return fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if err := field.OptionalID("agent_id", st.AgentID); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+		return fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	// Labels choose the tenant's alert rules and silences: the same rule
 	// for every protocol's metadata.
 	if err := field.Labels("labels", st.Labels); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+		return fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if err := st.Format.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadStart, err)
+		return fmt.Errorf("%w: %v", ErrBadStart, err)
 	}
 	if len(st.Roles) != st.Format.Channels {
-		return nil, fmt.Errorf("%w: %d channel roles for %d channels", ErrBadStart, len(st.Roles), st.Format.Channels)
+		return fmt.Errorf("%w: %d channel roles for %d channels", ErrBadStart, len(st.Roles), st.Format.Channels)
 	}
 	seen := map[callv1.ChannelRole]bool{}
 	for _, r := range st.Roles {
 		if r == callv1.ChannelRole_CHANNEL_ROLE_UNSPECIFIED || seen[r] {
-			return nil, fmt.Errorf("%w: channel roles must be distinct caller/agent", ErrBadStart)
+			return fmt.Errorf("%w: channel roles must be distinct caller/agent", ErrBadStart)
 		}
 		seen[r] = true
 	}
+	return nil
+}
+
+// newCall makes the Call a Start describes, not yet registered.
+func (m *Manager) newCall(st Start, ev Events) *Call {
 	if st.StartedAt.IsZero() {
-		st.StartedAt = time.Now()
+		st.StartedAt = m.now()
 	}
 	info := &callv1.Call{
 		TenantId:  st.Tenant.ID,
@@ -231,125 +307,89 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		frameBytes: fb,
 		chunkBytes: perChunk * fb,
 		startedAt:  st.StartedAt,
-		clock:      time.Now(),
+		clock:      m.now(),
 		aborted:    make(chan struct{}),
 		parkedSig:  make(chan struct{}, 1),
 	}
 	c.paceClock = c.clock
 	c.pending = make([]byte, 0, c.chunkBytes)
 	c.setEvents(ev)
-	if st.Resume {
-		// A call whose connection dropped a moment ago may still be
-		// parked here: it goes on as it was.
-		if pc, err := m.unpark(st); pc != nil || err != nil {
-			if err != nil {
-				reason := "not_resumable"
-				switch {
-				case errors.Is(err, ErrCallLive):
-					reason = "duplicate_call"
-				case errors.Is(err, ErrDraining):
-					reason = "draining"
-				}
-				m.Refused(ctx, st.Tenant.ID, reason)
-				return nil, err
-			}
-			pc.resumeParked(ctx, st, ev)
-			return pc, nil
-		}
+	return c
+}
+
+// refusal is why a call could not start once registered: the reason
+// counted, the error Start returns, and whether it deserves a warning.
+type refusal struct {
+	reason string
+	err    error
+	warn   bool
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+// refuse counts a refused start and returns its error.
+func (m *Manager) refuse(ctx context.Context, tenantID, reason string, err error) error {
+	m.Refused(ctx, tenantID, reason)
+	return err
+}
+
+// refusalReason names the counted reason of a refusal by the call core's
+// own checks.
+func refusalReason(err error, otherwise string) string {
+	switch {
+	case errors.Is(err, ErrDraining):
+		return "draining"
+	case errors.Is(err, ErrCallLive):
+		return "duplicate_call"
+	case errors.Is(err, ErrNoHeadroom):
+		return ReasonCapacityCalls
 	}
-	if err := m.register(c); err != nil {
-		reason := "quota"
-		switch {
-		case errors.Is(err, ErrDraining):
-			reason = "draining"
-		case errors.Is(err, ErrCallLive):
-			reason = "duplicate_call"
-		}
-		m.Refused(ctx, st.Tenant.ID, reason)
-		return nil, err
-	}
-	// The call's span, the root of its trace (a new trace, whatever
-	// context the adapter passes): everything the call does — its
-	// backend streams, realtime's analysis and alerts, their post into
-	// escalation — descends from it, each span naming the call id.
-	ctx, c.span = m.tracer.Start(telemetry.WithCallID(ctx, st.CallID), "call", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("calmline.call_id", st.CallID), attribute.String("calmline.tenant", st.Tenant.ID),
-			attribute.String("calmline.protocol", st.Protocol), attribute.String("calmline.session_id", info.SessionId)))
-	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	c.rt = newRTLink(c)
-	c.fc = newFCLink(c)
-	openCtx, cancel := context.WithTimeout(ctx, m.o.OpenTimeout)
+	return otherwise
+}
+
+// openFullcall opens the call's fullcall stream and, for a resume, takes
+// up the call where fullcall's checkpoint ends. On error the stream is
+// closed and the error is a *refusal.
+func (c *Call) openFullcall(ctx context.Context, st Start) (_ fcStream, _ context.CancelFunc, err error) {
+	openCtx, cancel := context.WithTimeout(ctx, c.m.o.OpenTimeout)
 	defer cancel()
-	stream, streamCancel, err := c.fc.open(openCtx, st.Resume)
+	stream, streamCancel, err := c.fc.dial(openCtx, st.Resume)
 	if err != nil {
-		c.cancel()
-		c.span.End()
-		m.unregister(c)
 		if st.Resume && status.Code(err) == codes.FailedPrecondition {
-			m.Refused(ctx, st.Tenant.ID, "not_resumable")
-			c.log.Warn("resume refused", "err", err)
-			return nil, fmt.Errorf("%w: %s", ErrNotResumable, status.Convert(err).Message())
+			return nil, nil, &refusal{"not_resumable", fmt.Errorf("%w: %s", ErrNotResumable, status.Convert(err).Message()), true}
 		}
-		m.Refused(ctx, st.Tenant.ID, "backend_unavailable")
-		c.log.Warn("call refused: fullcall unavailable", "err", err)
-		return nil, fmt.Errorf("%w: fullcall: %v", ErrUnavailable, err)
+		return nil, nil, &refusal{"backend_unavailable", fmt.Errorf("%w: fullcall: %v", ErrUnavailable, err), true}
 	}
-	if st.Resume {
-		op := c.fc.opened
-		if op.GetFinished() {
+	if !st.Resume {
+		return stream, streamCancel, nil
+	}
+	defer func() {
+		if err != nil {
 			streamCancel()
-			c.cancel()
-			c.span.End()
-			m.unregister(c)
-			m.Refused(ctx, st.Tenant.ID, "not_resumable")
-			return nil, fmt.Errorf("%w: call %q has ended and its report is stored", ErrNotResumable, st.CallID)
 		}
-		// Go on from the checkpoint: the next chunk follows the last one
-		// fullcall holds, on the timeline where it ends.
-		c.resumedAt = op.GetTimelineSample()
-		if limit := c.resumedAt + uint64(MaxReconnectGap.Seconds()*float64(st.Format.SampleRate)); st.ResumeAt > limit {
-			// The backends walk a gap frame by frame: a client may not
-			// declare an arbitrary stretch lost.
-			streamCancel()
-			c.cancel()
-			c.span.End()
-			m.unregister(c)
-			m.Refused(ctx, st.Tenant.ID, "not_resumable")
-			return nil, fmt.Errorf("%w: resume_at_sample %d is more than %v past the call's durable end (%d)", ErrBadStart, st.ResumeAt, MaxReconnectGap, c.resumedAt)
-		}
-		c.seq.Store(op.GetAckedSeq())
-		c.fc.lastSeq = op.GetAckedSeq()
-		c.timeline.Store(c.resumedAt)
-		// Live scoring starts where the client's audio resumes, its
-		// alert episodes numbered after those the call already had.
-		c.rt.from = max(st.ResumeAt, c.resumedAt)
-		c.rt.episodes.Store(op.GetAlertEpisodes())
-		c.rt.lastEnd.Store(c.rt.from)
+	}()
+	op := c.fc.opened
+	if op.GetFinished() {
+		return nil, nil, &refusal{"not_resumable", fmt.Errorf("%w: call %q has ended and its report is stored", ErrNotResumable, st.CallID), false}
 	}
-	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
-	go func() { defer c.wg.Done(); c.rt.run() }()
-	if st.Resume {
-		// Pacing counts from where the client's audio resumes: the
-		// reconnect gap is time that passed, not audio sent ahead.
-		c.paceFrom = max(st.ResumeAt, c.resumedAt)
-		if st.ResumeAt > c.resumedAt {
-			c.Gap(st.ResumeAt-c.resumedAt, callv1.GapReason_GAP_REASON_RECONNECT, "the client reconnected; this audio never reached a gateway that kept it")
-		} else if st.ResumeAt > 0 {
-			// The client resends from before the checkpoint: fullcall
-			// skips what it holds.
-			c.timeline.Store(st.ResumeAt)
-		}
-		m.m.resumed.Add(ctx, 1, c.attrs)
-		c.log.Info("call resumed", "checkpoint_sample", c.resumedAt, "resume_at", st.ResumeAt, "acked_seq", c.seq.Load())
+	// Go on from the checkpoint: the next chunk follows the last one
+	// fullcall holds, on the timeline where it ends.
+	c.resumedAt = op.GetTimelineSample()
+	if limit := c.resumedAt + uint64(MaxReconnectGap.Seconds()*float64(st.Format.SampleRate)); st.ResumeAt > limit {
+		// The backends walk a gap frame by frame: a client may not
+		// declare an arbitrary stretch lost.
+		return nil, nil, &refusal{"not_resumable", fmt.Errorf("%w: resume_at_sample %d is more than %v past the call's durable end (%d)", ErrBadStart, st.ResumeAt, MaxReconnectGap, c.resumedAt), false}
 	}
-	m.m.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", st.Tenant.ID), attribute.String("protocol", st.Protocol)))
-	c.log.Info("call started", "protocol", st.Protocol, "codec", st.Format.Codec.String(),
-		"sample_rate", st.Format.SampleRate, "channels", st.Format.Channels)
-	if m.o.Observer != nil {
-		m.o.Observer.CallStarted(c)
-	}
-	return c, nil
+	c.seq.Store(op.GetAckedSeq())
+	c.fc.lastSeq = op.GetAckedSeq()
+	c.timeline.Store(c.resumedAt)
+	// Live scoring starts where the client's audio resumes, its alert
+	// episodes numbered after those the call already had.
+	c.rt.from = max(st.ResumeAt, c.resumedAt)
+	c.rt.episodes.Store(op.GetAlertEpisodes())
+	c.rt.lastEnd.Store(c.rt.from)
+	return stream, streamCancel, nil
 }
 
 func newSessionID() string {
@@ -460,7 +500,7 @@ func (c *Call) chunkDone(end uint64) {
 	// A resumed call's clock started at its resume point.
 	end -= min(end, c.paceFrom)
 	rate := uint64(c.format.SampleRate)
-	now := time.Since(c.paceClock)
+	now := c.since(c.paceClock)
 	due := func(pos uint64) time.Duration {
 		return time.Duration(pos/rate)*time.Second + time.Duration(pos%rate)*time.Second/time.Duration(rate)
 	}
@@ -499,7 +539,7 @@ func (c *Call) pace(samples uint64) error {
 		return nil
 	}
 	pos := float64(int64(c.timeline.Load()+samples)-int64(c.paceFrom)) / float64(c.format.SampleRate)
-	ahead := time.Duration(pos*float64(time.Second)) - time.Since(c.paceClock)
+	ahead := time.Duration(pos*float64(time.Second)) - c.since(c.paceClock)
 	over := ahead - p.MaxLead
 	if over <= 0 {
 		return nil
@@ -509,9 +549,9 @@ func (c *Call) pace(samples uint64) error {
 		return fmt.Errorf("%w: the call's audio runs %.1f s ahead of the clock (limit %v)", ErrTooFast, ahead.Seconds(), p.MaxLead)
 	}
 	c.m.m.throttled.Add(c.ctx, over.Seconds(), c.attrs)
-	t := time.NewTimer(over)
+	t := c.m.clock.NewTimer(over)
 	select {
-	case <-t.C:
+	case <-t.C():
 	case <-c.aborted:
 		t.Stop()
 	}
@@ -521,7 +561,7 @@ func (c *Call) pace(samples uint64) error {
 // countTraffic adds the traffic since the last count to the counters, at
 // most once a second unless final.
 func (c *Call) countTraffic(final bool) {
-	now := time.Since(c.clock)
+	now := c.since(c.clock)
 	if !final && now-c.countedAt < time.Second {
 		return
 	}
@@ -560,8 +600,7 @@ func (c *Call) flush() {
 	c.pending = c.pending[:rest]
 	ch := &callv1.AudioChunk{Seq: c.seq.Add(1), StartSample: c.pendingStart, Data: data}
 	c.pendingStart += uint64(whole / c.frameBytes)
-	now := time.Now()
-	c.rt.push(ch, now)
+	c.rt.push(ch, c.m.now())
 	c.fc.pushChunk(ch)
 }
 
@@ -632,6 +671,7 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 		}
 		c.span.SetAttributes(attribute.String("calmline.end_reason", reason.String()))
 		c.span.End()
+		c.fc.release()
 		c.m.unregister(c)
 		c.countTraffic(true)
 		c.recordTraffic()
@@ -667,7 +707,7 @@ func (c *Call) End(ctx context.Context, reason EndReason) (report *fullcallv1.Re
 // the per-call figures capacity planning starts from.
 func (c *Call) recordTraffic() {
 	ctx := context.Background()
-	secs := time.Since(c.clock).Seconds()
+	secs := c.since(c.clock).Seconds()
 	c.m.m.callSeconds.Record(ctx, secs, c.attrs)
 	if secs <= 0 {
 		return

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/lib/clock/clocktest"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -296,7 +297,9 @@ func TestAHungRealtimeLosesTheCall(t *testing.T) {
 // TestASlowRealtimeKeepsItsCalls leaves one call's audio unanswered on an
 // instance that goes on answering another call: overloaded for one call,
 // not hung. The call stays where it is (moving it would restart its
-// analysis on an instance just as busy).
+// analysis on an instance just as busy). The clock is the test's: each
+// step is a second of audio for both calls and 100 ms of the clock, ten
+// steps, well past the 300 ms stall bound.
 func TestASlowRealtimeKeepsItsCalls(t *testing.T) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	release := make(chan struct{})
@@ -309,30 +312,40 @@ func TestASlowRealtimeKeepsItsCalls(t *testing.T) {
 		}
 	})
 	mt := gatewaytest.NewMetrics(t)
-	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeStall: 200 * time.Millisecond})
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeStall: 300 * time.Millisecond, Clock: clk})
 	slow, err := m.Start(context.Background(), stereo("slow"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	busy, err := m.Start(context.Background(), stereo("busy"), newEvents())
+	busyEv := newEvents()
+	busy, err := m.Start(context.Background(), stereo("busy"), busyEv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Both calls go on for well past the stall bound; the busy one is
-	// answered all along.
-	for start := time.Now(); time.Since(start) < 5*200*time.Millisecond; {
+	bound := time.After(10 * time.Second) // a bound, not a synchronisation
+	for range 10 {
 		feed(t, slow, 1, nil)
 		feed(t, busy, 1, nil)
-		time.Sleep(20 * time.Millisecond) // pace the calls, not a synchronisation
+		// The instance answers the busy call's second before the clock
+		// moves on.
+		select {
+		case <-busyEv.got:
+		case <-bound:
+			t.Fatal("the busy call's score never came")
+		}
+		clk.Advance(100 * time.Millisecond)
+	}
+	// The slow call's audio has gone unanswered for most of the second
+	// the clock moved, far past the stall bound.
+	if n := mt.Value("calmline.gateway.realtime.stalls", "tenant", "acme"); n != 0 {
+		t.Errorf("%v stalls counted on an instance that kept answering; want none", n)
 	}
 	close(release)
 	for _, c := range []*Call{slow, busy} {
 		if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if n := mt.Value("calmline.gateway.realtime.stalls", "tenant", "acme"); n != 0 {
-		t.Errorf("%v stalls counted on an instance that kept answering; want none", n)
 	}
 	if n := len(rt.OpenCalls()); n != 2 {
 		t.Errorf("%d streams opened for two calls; want 2 (none moved)", n)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -19,41 +18,47 @@ import (
 
 var (
 	pathFullcall   = metric.WithAttributes(attribute.String("backend", "fullcall"))
-	dropReplayFull = metric.WithAttributes(attribute.String("path", "fullcall"), attribute.String("reason", "replay_buffer_full"))
 	dropNoFullcall = metric.WithAttributes(attribute.String("path", "fullcall"), attribute.String("reason", "fullcall_lost"))
 )
 
 // fcLink carries a call to fullcall losslessly. Every message waits in the
 // replay log until fullcall acknowledges it; when the stream fails, the
 // call is reopened (on any instance) and everything after the last
-// acknowledged chunk is sent again. The log is bounded: past the bound new
-// audio is not kept, fullcall is told of the gap it leaves, and the call is
-// marked incomplete, never silently truncated. Chunks carry the link's own
-// sequence numbers, contiguous as fullcall requires even when audio is
-// dropped.
+// acknowledged chunk is sent again. The stream's life (open, send, receive,
+// reopen) is the shared link skeleton; what is fullcall's own is here.
 //
-// As for realtime, one goroutine (run) owns the stream, receiving
-// acknowledgements and reopening it after a failure, and a short-lived
-// goroutine (drain) sends what is new whenever there is some.
+// The log is bounded, and no audio is dropped to keep it so: when it is
+// full, the call's writer (the adapter's reader) waits for fullcall's
+// acknowledgements, so the client is paced as one sending faster than real
+// time is, through TCP. Only when fullcall has acknowledged nothing for
+// Options.FullcallFailover while audio waits — gone, not slow — is the
+// call's fullcall audio given up: counted (fullcall_lost), the call ended,
+// and its report left to fullcall's orphan sweep, which stores it as
+// incomplete.
 type fcLink struct {
-	c        *Call
+	link[*fullcallv1.RecordRequest, *fullcallv1.RecordResponse]
 	maxBytes int
 
-	mu         sync.Mutex
-	log        []fcEntry // unacknowledged, in order
-	next       int       // index in log of the next entry to send
-	bytes      int
-	acked      uint64
-	lastSeq    uint64 // of the last chunk in the log
-	incomplete bool
-	closeReq   *fullcallv1.CloseCall
-	stream     fullcallRecordClient // nil between streams
-	cancel     context.CancelFunc   // ends stream
-	sending    bool                 // a drain goroutine runs
-	closeSent  bool                 // close went out on stream
-	// sent remembers when recent chunks went out, to time their
+	// Guarded by mu.
+	log      []fcEntry // unacknowledged, in order
+	next     int       // index in log of the next entry to send
+	bytes    int
+	acked    uint64
+	lastSeq  uint64 // of the last chunk in the log
+	closeReq *fullcallv1.CloseCall
+	// sentAt remembers when recent chunks went out, to time their
 	// acknowledgements (the backend's round trip).
-	sent [16]sentSeq
+	sentAt [16]sentSeq
+	// progress is when (on the manager's clock) fullcall last
+	// acknowledged audio or a stream to it opened: the failover window
+	// counts from it.
+	progress time.Time
+	// room is closed, and replaced, whenever an acknowledgement frees
+	// room in the log.
+	room chan struct{}
+	// gone is set once the link has let the call go: its audio given up,
+	// or the call resumed elsewhere. Nothing is sent after it.
+	gone bool
 
 	// opened is fullcall's answer to the first open.
 	opened *fullcallv1.OpenedCall
@@ -75,66 +80,94 @@ type fcEntry struct {
 	seq   uint64
 	chunk bool
 	bytes int
-	// overflow marks the gap standing for audio dropped because the log
-	// was full.
-	overflow bool
 }
 
 func newFCLink(c *Call) *fcLink {
 	b := int(c.m.o.ReplayBuffer.Seconds() * float64(c.format.BytesPerSecond()))
-	return &fcLink{
-		c:        c,
+	l := &fcLink{
 		maxBytes: max(b, c.chunkBytes),
+		progress: c.m.now(),
+		room:     make(chan struct{}),
 		report:   make(chan *fullcallv1.Report, 1),
 		lost:     make(chan error, 1),
 	}
+	l.c, l.out = c, l
+	return l
 }
 
 // pushChunk appends a chunk to the replay log under the link's next
-// sequence number. When the log is full the chunk is not kept: a gap takes
-// its place and the report will be marked incomplete. Dropping the newest
-// audio, not the oldest, keeps what is already on its way contiguous.
+// sequence number, once there is room for it (waitRoom). Chunks carry the
+// link's own sequence numbers, contiguous as fullcall requires.
 func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
+	n := len(ch.Data)
+	l.waitRoom(n)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if n := len(ch.Data); l.bytes+n > l.maxBytes {
-		l.dropLocked(ch)
-	} else {
-		l.lastSeq++
-		fc := &callv1.AudioChunk{Seq: l.lastSeq, StartSample: ch.StartSample, Data: ch.Data}
-		l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: fc}}, seq: l.lastSeq, chunk: true, bytes: n})
-		l.bytes += n
+	if l.gone {
+		// Given up (the call is ending) or moved: fullcall will not have
+		// this audio.
+		l.c.m.m.dropped.Add(l.c.ctx, int64(n), dropNoFullcall)
+		return
 	}
+	l.lastSeq++
+	fc := &callv1.AudioChunk{Seq: l.lastSeq, StartSample: ch.StartSample, Data: ch.Data}
+	l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: fc}}, seq: l.lastSeq, chunk: true, bytes: n})
+	l.bytes += n
+	l.c.m.unacked.Add(int64(n))
 	l.kickLocked()
 }
 
-// dropLocked leaves a chunk out of a full log, in a gap.
-func (l *fcLink) dropLocked(ch *callv1.AudioChunk) {
-	samples := uint64(len(ch.Data) / l.c.frameBytes)
-	l.c.m.m.dropped.Add(l.c.ctx, int64(len(ch.Data)), dropReplayFull)
-	if !l.incomplete {
-		l.incomplete = true
-		l.c.m.m.incomplete.Add(l.c.ctx, 1, l.c.attrs)
-		l.c.log.Error("fullcall replay buffer full; dropping audio, the report will be incomplete", "buffer_bytes", l.maxBytes)
-	}
-	// Extend the gap this overflow started, unless it has gone out.
-	if k := len(l.log) - 1; k >= 0 && k >= l.next && l.log[k].overflow {
-		if g := l.log[k].req.GetGap(); g.StartSample+g.Samples == ch.StartSample {
-			g.Samples += samples
-			return
+// waitRoom holds the call's writer while the replay log has no room for n
+// more bytes, until fullcall acknowledges enough, the call is aborted (its
+// last chunks then go in over the bound), or fullcall has acknowledged
+// nothing for the failover window, when the call's fullcall audio is given
+// up. The time held is counted as backpressure.
+func (l *fcLink) waitRoom(n int) {
+	m := l.c.m
+	var start time.Time
+	for {
+		l.mu.Lock()
+		if l.gone || l.bytes == 0 || l.bytes+n <= l.maxBytes {
+			l.mu.Unlock()
+			break
+		}
+		room, deadline := l.room, l.progress.Add(m.o.FullcallFailover)
+		l.mu.Unlock()
+		now := m.now()
+		if start.IsZero() {
+			start = now
+			l.c.log.Debug("fullcall replay log full; holding the client", "buffer_bytes", l.maxBytes)
+		}
+		if !now.Before(deadline) {
+			l.giveUp(fmt.Errorf("fullcall acknowledged nothing for %v while the call's replay log was full", m.o.FullcallFailover))
+			break
+		}
+		t := m.clock.NewTimer(deadline.Sub(now))
+		aborted := false
+		select {
+		case <-room:
+		case <-t.C():
+		case <-l.c.aborted:
+			aborted = true
+		case <-l.c.ctx.Done():
+			aborted = true
+		}
+		t.Stop()
+		if aborted {
+			break
 		}
 	}
-	g := &callv1.Gap{StartSample: ch.StartSample, Samples: samples, Reason: callv1.GapReason_GAP_REASON_OVERFLOW,
-		Detail: "the gateway's fullcall replay buffer was full"}
-	l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Gap{Gap: g}}, seq: l.lastSeq, overflow: true})
+	if !start.IsZero() {
+		m.m.backpressure.Add(l.c.ctx, m.now().Sub(start).Seconds(), l.c.attrs)
+	}
 }
 
 // push appends a message other than a chunk to the replay log; it follows
-// the last chunk.
+// the last chunk. Such messages are small and never wait for room.
 func (l *fcLink) push(r *fullcallv1.RecordRequest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closeSent {
+	if l.closeSent || l.gone {
 		// The call's close is out: fullcall is finishing the report and
 		// the stream takes nothing more. A message this late (realtime
 		// answering after its bounded wait) is left out of the report.
@@ -145,37 +178,52 @@ func (l *fcLink) push(r *fullcallv1.RecordRequest) {
 	l.kickLocked()
 }
 
-// pending returns the audio bytes waiting for fullcall's acknowledgement.
-func (l *fcLink) pending() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.bytes
-}
-
 // ack forgets what fullcall has made durable.
 func (l *fcLink) ack(seq uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.progress = l.c.m.now()
 	if seq <= l.acked {
 		return
 	}
 	l.acked = seq
-	if m := l.sent[seq%uint64(len(l.sent))]; m.seq == seq {
-		l.c.m.m.rtt.Record(l.c.ctx, (time.Since(l.c.clock) - time.Duration(m.at)).Seconds(), pathFullcall)
+	if m := l.sentAt[seq%uint64(len(l.sentAt))]; m.seq == seq {
+		l.c.m.m.rtt.Record(l.c.ctx, (l.c.since(l.c.clock) - time.Duration(m.at)).Seconds(), pathFullcall)
 	}
-	i := 0
+	i, freed := 0, 0
 	for ; i < len(l.log); i++ {
 		e := l.log[i]
 		if e.chunk && e.seq > seq || !e.chunk && e.seq >= seq {
 			break
 		}
-		l.bytes -= e.bytes
+		freed += e.bytes
 	}
 	// Clear the acknowledged entries: the backing array would otherwise
 	// keep their audio reachable until append next reallocates it.
 	clear(l.log[:i])
 	l.log = l.log[i:]
 	l.next = max(l.next-i, 0)
+	l.forgetLocked(freed)
+}
+
+// forgetLocked takes n bytes out of the log's count and wakes a writer
+// waiting for room.
+func (l *fcLink) forgetLocked(n int) {
+	if n == 0 {
+		return
+	}
+	l.bytes -= n
+	l.c.m.unacked.Add(-int64(n))
+	close(l.room)
+	l.room = make(chan struct{})
+}
+
+// release forgets whatever the log still holds, when the call ends.
+func (l *fcLink) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log, l.next = nil, 0
+	l.forgetLocked(l.bytes)
 }
 
 func (l *fcLink) close(end uint64, reason EndReason) {
@@ -185,87 +233,43 @@ func (l *fcLink) close(end uint64, reason EndReason) {
 	l.mu.Unlock()
 }
 
-// kickLocked starts a drain goroutine when there is a stream, something to
-// send on it, and no drain running.
-func (l *fcLink) kickLocked() {
-	// Nothing goes out after the close: the stream is closed for sending
-	// (a reopened stream starts with closeSent false and replays all).
-	if l.sending || l.stream == nil || l.closeSent || l.next >= len(l.log) && l.closeReq == nil {
-		return
-	}
-	l.sending = true
-	l.c.wg.Add(1)
-	go l.drain(l.stream, l.cancel)
+// readyLocked, nextLocked, sent and unsentLocked are the link skeleton's
+// outbox: the log's new entries, then, once all is out, the close. Nothing
+// goes out after the close (the stream is closed for sending; a reopened
+// stream starts with closeSent false and replays all) or once the link
+// has let the call go.
+func (l *fcLink) readyLocked() bool {
+	return !l.closeSent && !l.gone && (l.next < len(l.log) || l.closeReq != nil)
 }
 
-// drain sends the log's new entries on s (and, once the call closes and
-// everything is out, the close) until there is nothing more, or s fails.
-func (l *fcLink) drain(s fullcallRecordClient, cancel context.CancelFunc) {
-	defer l.c.wg.Done()
-	for {
-		l.mu.Lock()
-		if l.stream != s {
-			l.sending = false
-			l.kickLocked() // for the stream that replaced s
-			l.mu.Unlock()
-			return
+func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRequest, bool) {
+	if l.gone {
+		return nil, nil, false
+	}
+	var batch []*fullcallv1.RecordRequest
+	now := int64(l.c.since(l.c.clock))
+	for ; l.next < len(l.log); l.next++ {
+		e := &l.log[l.next]
+		batch = append(batch, e.req)
+		if e.chunk {
+			l.sentAt[e.seq%uint64(len(l.sentAt))] = sentSeq{e.seq, now}
 		}
-		var batch []*fullcallv1.RecordRequest
-		now := int64(time.Since(l.c.clock))
-		for ; l.next < len(l.log); l.next++ {
-			e := &l.log[l.next]
-			batch = append(batch, e.req)
-			if e.chunk {
-				l.sent[e.seq%uint64(len(l.sent))] = sentSeq{e.seq, now}
-			}
-		}
-		var closeReq *fullcallv1.CloseCall
-		if len(batch) == 0 && l.closeReq != nil && !l.closeSent {
-			closeReq = l.closeReq
-			closeReq.Incomplete = l.incomplete
-			l.closeSent = true
-		}
-		if len(batch) == 0 && closeReq == nil {
-			l.sending = false
-			l.mu.Unlock()
-			return
-		}
-		l.mu.Unlock()
-		for _, r := range batch {
-			if err := s.Send(r); err != nil {
-				l.failed(s, cancel) // run sees why from Recv and reopens
-				return
-			}
-			if ch := r.GetChunk(); ch != nil {
-				l.c.fcOut.Add(int64(len(ch.Data)))
-			}
-		}
-		if closeReq != nil {
-			if err := s.Send(&fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Close{Close: closeReq}}); err != nil {
-				l.failed(s, cancel)
-				return
-			}
-			s.CloseSend()
-			l.mu.Lock()
-			l.sending = false
-			l.kickLocked() // for a stream that replaced s meanwhile
-			l.mu.Unlock()
-			return
-		}
+	}
+	if len(batch) == 0 && l.closeReq != nil && !l.closeSent {
+		return nil, &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Close{Close: l.closeReq}}, true
+	}
+	return batch, nil, false
+}
+
+func (l *fcLink) sent(r *fullcallv1.RecordRequest) {
+	if ch := r.GetChunk(); ch != nil {
+		l.c.fcOut.Add(int64(len(ch.Data)))
 	}
 }
 
-// failed retires a stream a send failed on.
-func (l *fcLink) failed(s fullcallRecordClient, cancel context.CancelFunc) {
-	l.mu.Lock()
-	if l.stream == s {
-		l.stream = nil
-	}
-	l.sending = false
-	l.kickLocked() // run may have reopened meanwhile, seeing a drain running
-	l.mu.Unlock()
-	cancel()
-}
+// unsentLocked has nothing to do: the log keeps every entry until it is
+// acknowledged, and a reopened stream replays it.
+func (l *fcLink) unsentLocked([]*fullcallv1.RecordRequest) {}
 
 // wait returns the stored report, or why there is none.
 func (l *fcLink) wait(ctx context.Context) (*fullcallv1.Report, error) {
@@ -279,9 +283,11 @@ func (l *fcLink) wait(ctx context.Context) (*fullcallv1.Report, error) {
 	}
 }
 
-// open opens a Record stream and waits for fullcall's answer. The stream
-// lives until cancel, or the call's end.
-func (l *fcLink) open(ctx context.Context, resume bool) (_ fullcallRecordClient, _ context.CancelFunc, err error) {
+type fcStream = backendStream[*fullcallv1.RecordRequest, *fullcallv1.RecordResponse]
+
+// dial opens a Record stream and waits, within ctx, for fullcall's answer.
+// The stream lives until cancel, or the call's end.
+func (l *fcLink) dial(ctx context.Context, resume bool) (_ fcStream, _ context.CancelFunc, err error) {
 	sctx, cancel := context.WithCancel(l.c.ctx)
 	defer func() {
 		if err != nil {
@@ -324,83 +330,111 @@ func (l *fcLink) open(ctx context.Context, resume bool) (_ fullcallRecordClient,
 	}
 }
 
-type fullcallRecordClient = fullcallv1.IngestService_RecordClient
+// run feeds fullcall, from the stream Start opened, until the report is
+// stored or the call is cut.
+func (l *fcLink) run(s fcStream, cancel context.CancelFunc) {
+	l.keep(l, s, cancel)
+}
 
-// run feeds fullcall until the report is stored or the call is cut.
-func (l *fcLink) run(s fullcallRecordClient, cancel context.CancelFunc) {
-	ctx := l.c.ctx
-	backoff := 50 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		if s == nil {
-			var err error
-			openCtx, openCancel := context.WithTimeout(ctx, l.c.m.o.OpenTimeout)
-			s, cancel, err = l.open(openCtx, true)
-			openCancel()
-			if status.Code(err) == codes.FailedPrecondition {
-				l.giveUp(fmt.Errorf("fullcall cannot resume the call: %w", err))
-				return
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				l.c.log.Warn("reopening the fullcall stream failed", "err", err, "attempt", attempt)
-				t := time.NewTimer(backoff)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return
-				}
-				backoff = min(2*backoff, 2*time.Second)
-				continue
-			}
-			l.c.m.m.reconnects.Add(ctx, 1, pathFullcall)
-			l.mu.Lock()
-			replay := 0
-			for _, e := range l.log {
-				if e.chunk {
-					replay++
-				}
-			}
-			l.next = 0
-			l.mu.Unlock()
-			l.c.m.m.replayed.Add(ctx, int64(replay))
-			l.c.log.Info("fullcall stream reopened; replaying", "chunks", replay)
-		}
-		l.mu.Lock()
-		l.stream, l.cancel, l.closeSent = s, cancel, false
-		l.kickLocked()
-		l.mu.Unlock()
-		err := l.recv(s)
-		l.mu.Lock()
-		if l.stream == s {
-			l.stream = nil
-		}
-		l.mu.Unlock()
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return // the report arrived, or the call was cut
-		}
-		if status.Code(err) == codes.Aborted {
-			// fullcall fenced this stream out: the client resumed the
-			// call elsewhere (another gateway, or a new connection that
-			// fullcall saw first). Reopening would take it back from
-			// there; this gateway lets it go instead.
-			l.movedAway(err)
-			return
-		}
-		s = nil
-		l.c.log.Warn("fullcall stream failed; reopening", "err", err)
+// open reopens the call's stream with resume after a failure.
+func (l *fcLink) open(ctx context.Context, _ int) (fcStream, context.CancelFunc, error) {
+	openCtx, openCancel := context.WithTimeout(ctx, l.c.m.o.OpenTimeout)
+	defer openCancel()
+	s, cancel, err := l.dial(openCtx, true)
+	if err != nil {
+		return nil, nil, err
 	}
+	l.mu.Lock()
+	gone := l.gone
+	l.mu.Unlock()
+	if gone {
+		cancel()
+		return nil, nil, errGone
+	}
+	return s, cancel, nil
+}
+
+// errGone stops the link's reopening once it has let the call go.
+var errGone = errors.New("the link has let the call go")
+
+func (l *fcLink) openFailed(err error, attempt int) bool {
+	if errors.Is(err, errGone) {
+		return true
+	}
+	if status.Code(err) == codes.FailedPrecondition {
+		l.giveUp(fmt.Errorf("fullcall cannot resume the call: %w", err))
+		return true
+	}
+	l.mu.Lock()
+	gone := l.gone
+	l.mu.Unlock()
+	if gone {
+		return true
+	}
+	l.c.log.Warn("reopening the fullcall stream failed", "err", err, "attempt", attempt)
+	return false
+}
+
+// reopened replays everything not acknowledged on the new stream.
+func (l *fcLink) reopened(int) {
+	l.c.m.m.reconnects.Add(l.c.ctx, 1, pathFullcall)
+	l.mu.Lock()
+	replay := 0
+	for _, e := range l.log {
+		if e.chunk {
+			replay++
+		}
+	}
+	l.next = 0
+	l.mu.Unlock()
+	l.c.m.m.replayed.Add(l.c.ctx, int64(replay))
+	l.c.log.Info("fullcall stream reopened; replaying", "chunks", replay)
+}
+
+func (l *fcLink) broken(err error, _ bool) bool {
+	if status.Code(err) == codes.Aborted {
+		// fullcall fenced this stream out: the client resumed the call
+		// elsewhere (another gateway, or a new connection that fullcall
+		// saw first). Reopening would take it back from there; this
+		// gateway lets it go instead.
+		l.movedAway(err)
+		return true
+	}
+	l.mu.Lock()
+	gone := l.gone
+	l.mu.Unlock()
+	if gone {
+		return true
+	}
+	l.c.log.Warn("fullcall stream failed; reopening", "err", err)
+	return false
+}
+
+// letGo empties the log and stops the link; it reports false when the
+// link had already let the call go.
+func (l *fcLink) letGo() (dropped int, first bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gone {
+		return 0, false
+	}
+	l.gone = true
+	dropped = l.bytes
+	l.log, l.next = nil, 0
+	l.forgetLocked(l.bytes)
+	if l.stream != nil {
+		l.stream = nil
+		l.cancel() // keep's Recv ends; broken sees gone and stops
+	}
+	return dropped, true
 }
 
 // movedAway ends the call here without a report: it lives on where it
 // was resumed.
 func (l *fcLink) movedAway(err error) {
-	l.mu.Lock()
-	l.log, l.next, l.bytes = nil, 0, 0
-	l.mu.Unlock()
+	if _, first := l.letGo(); !first {
+		return
+	}
 	l.c.log.Info("the call was resumed elsewhere; this gateway lets it go", "err", err)
 	select {
 	case l.lost <- fmt.Errorf("the call was resumed elsewhere: %w", err):
@@ -409,11 +443,12 @@ func (l *fcLink) movedAway(err error) {
 	l.c.Abort(fullcallv1.EndReason_END_REASON_DISCONNECTED, errors.New("the call was resumed elsewhere"))
 }
 
+// giveUp gives up the call's fullcall audio: fullcall is gone for good.
 func (l *fcLink) giveUp(err error) {
-	l.mu.Lock()
-	dropped := l.bytes
-	l.log, l.next, l.bytes = nil, 0, 0
-	l.mu.Unlock()
+	dropped, first := l.letGo()
+	if !first {
+		return
+	}
 	l.c.m.m.dropped.Add(l.c.ctx, int64(dropped), dropNoFullcall)
 	l.c.m.m.incomplete.Add(l.c.ctx, 1, l.c.attrs)
 	l.c.log.Error("fullcall lost the call; its report will miss audio", "err", err)
@@ -426,7 +461,7 @@ func (l *fcLink) giveUp(err error) {
 
 // recv handles acknowledgements and the report; it returns nil once the
 // report is delivered.
-func (l *fcLink) recv(s fullcallRecordClient) error {
+func (l *fcLink) recv(s fcStream) error {
 	for {
 		r, err := s.Recv()
 		if errors.Is(err, io.EOF) {

@@ -11,15 +11,19 @@
 // What an adapter needs to know:
 //
 //   - Manager.Admit checks the tenant's quota (and the drain) before the
-//     protocol's upgrade; Manager.Start checks again and returns ErrOverQuota,
+//     protocol's upgrade; Manager.Start checks again and returns ErrOverQuota
+//     (ErrNoHeadroom, at the gateway's ceiling, matches it too),
 //     ErrDraining, ErrCallLive, ErrBadStart or ErrUnavailable, which the
 //     adapter maps to its protocol's refusals. Manager.Refused counts the
-//     refusals the adapter makes itself.
+//     refusals the adapter makes itself. Manager.Load tells admission
+//     control how loaded the gateway is.
 //   - Call.Audio applies the pacing policy (Options.Pacing): under the
 //     default, throttle, it may block the adapter's reader until the call
 //     is back within 2 s of real time; it returns an error wrapping
 //     ErrTooFast when the policy refuses the client, and the adapter closes
-//     with its "too fast" code.
+//     with its "too fast" code. It also blocks while the call's fullcall
+//     replay log is full (fullcall slow): whole-call audio is never
+//     dropped, the client is held back instead.
 //   - Events (the adapter's) receives the call's scores and alerts; an
 //     Observer on the Manager (the live feed) sees every call's start,
 //     scores, alerts and end whatever its protocol. Neither may block.
@@ -51,6 +55,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/calmline/calmline/lib/clock"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -71,7 +76,21 @@ var (
 	// ErrTooFast is returned by Audio when the client sends audio faster
 	// than real time beyond what the pacing policy allows.
 	ErrTooFast = errors.New("audio arrives faster than real time")
+	// ErrNoHeadroom refuses a new call because the gateway is at its
+	// ceiling of live calls (Options.MaxCalls). It matches ErrOverQuota
+	// too, so that every adapter answers it with its "over quota" refusal
+	// (4429), which tells the client to try again later or elsewhere.
+	ErrNoHeadroom error = noHeadroom{}
 )
+
+type noHeadroom struct{}
+
+func (noHeadroom) Error() string        { return "the gateway is at its ceiling of live calls" }
+func (noHeadroom) Is(target error) bool { return target == ErrOverQuota }
+
+// ReasonCapacityCalls is the refusal reason counted for ErrNoHeadroom
+// (admission counts its own capacity reasons under the same metric).
+const ReasonCapacityCalls = "capacity_calls"
 
 // Pacing policies: what the gateway does with a client whose audio runs
 // ahead of the wall clock (a PBX sends in real time; a client far ahead is
@@ -145,9 +164,25 @@ type Options struct {
 	// any of this gateway's calls for as long, so an overloaded instance
 	// (slow, not hung) keeps its calls.
 	RealtimeStall time.Duration
-	// ReplayBuffer bounds the audio kept for fullcall until acknowledged;
-	// past it the call is marked incomplete (default 30 s).
+	// ReplayBuffer bounds the audio kept for fullcall until acknowledged
+	// (default 30 s). A call whose log is full waits for fullcall's
+	// acknowledgements, holding its client back: fullcall audio is never
+	// dropped to make room.
 	ReplayBuffer time.Duration
+	// FullcallFailover is how long fullcall may acknowledge nothing while
+	// a call's replay log is full before the call's fullcall audio is
+	// given up (fullcall is gone, not slow): the call ends, counted as
+	// fullcall_lost, and fullcall's orphan sweep stores its report as
+	// incomplete (default 30 s).
+	FullcallFailover time.Duration
+	// MaxCalls is the ceiling of live calls on this gateway (parked ones
+	// included); past it Start refuses with ErrNoHeadroom, and admission
+	// refuses new connections before the upgrade. 0: no ceiling.
+	MaxCalls int
+	// Clock is the clock pacing, read pauses, stall detection, the resume
+	// grace, backpressure and the load signals run on (default the system
+	// clock; tests pass a fake one).
+	Clock clock.Clock
 	// FinishTimeout bounds the wait for the report at End (default 10 s).
 	FinishTimeout time.Duration
 	// OpenTimeout bounds opening the backend streams at Start (default 5 s).
@@ -182,6 +217,10 @@ func (o *Options) defaults() {
 	if o.ReplayBuffer == 0 {
 		o.ReplayBuffer = 30 * time.Second
 	}
+	if o.FullcallFailover == 0 {
+		o.FullcallFailover = 30 * time.Second
+	}
+	o.Clock = clock.OrSystem(o.Clock)
 	if o.FinishTimeout == 0 {
 		o.FinishTimeout = 10 * time.Second
 	}
@@ -218,6 +257,12 @@ type Manager struct {
 	log    *slog.Logger
 	m      *metrics
 	tracer trace.Tracer
+	clock  clock.Clock
+
+	// unacked is the audio (bytes) in the calls' replay logs that fullcall
+	// has not acknowledged; lag smooths how late realtime's scores come.
+	unacked atomic.Int64
+	lag     lagMeter
 
 	// heard holds, per realtime instance address, when (Unix
 	// nanoseconds) any call last received anything from it: a call's
@@ -257,7 +302,7 @@ func NewManager(o Options) (*Manager, error) {
 	if o.TracerProvider == nil {
 		o.TracerProvider = nooptrace.NewTracerProvider()
 	}
-	mgr := &Manager{o: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/calmline/calmline/gateway/session"), perTen: map[string]int{}, parkedPer: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
+	mgr := &Manager{o: o, log: o.Logger, clock: o.Clock, tracer: o.TracerProvider.Tracer("github.com/calmline/calmline/gateway/session"), perTen: map[string]int{}, parkedPer: map[string]int{}, live: map[string]*Call{}, idle: make(chan struct{})}
 	m, err := newMetrics(o.MeterProvider, mgr)
 	if err != nil {
 		return nil, err
@@ -286,6 +331,9 @@ func (m *Manager) Admit(t *tenant.Tenant) error {
 func (m *Manager) admitLocked(t *tenant.Tenant) error {
 	if m.draining {
 		return ErrDraining
+	}
+	if m.o.MaxCalls > 0 && len(m.live) >= m.o.MaxCalls {
+		return fmt.Errorf("%w (%d live calls, ceiling %d)", ErrNoHeadroom, len(m.live), m.o.MaxCalls)
 	}
 	if t.MaxConcurrentCalls > 0 && m.perTen[t.ID] >= t.MaxConcurrentCalls {
 		return fmt.Errorf("%w (%d)", ErrOverQuota, t.MaxConcurrentCalls)
@@ -420,20 +468,30 @@ func (m *Manager) unregister(c *Call) {
 	}
 }
 
-// unacked sums the audio waiting in the calls' replay logs for fullcall's
-// acknowledgement, for the metrics.
-func (m *Manager) unacked() int64 {
-	m.mu.Lock()
-	calls := make([]*Call, 0, len(m.live))
-	for _, c := range m.live {
-		calls = append(calls, c)
-	}
-	m.mu.Unlock()
-	var n int64
-	for _, c := range calls {
-		n += int64(c.fc.pending())
-	}
-	return n
+// now reads the Manager's clock; since is the time elapsed on it.
+func (m *Manager) now() time.Time { return m.clock.Now() }
+
+func (c *Call) since(t time.Time) time.Duration { return c.m.now().Sub(t) }
+
+// Load is what a Manager knows of its own load, cheap to read: the
+// signals admission control judges the gateway's headroom by.
+type Load struct {
+	// Calls is the number of live calls (parked ones included), MaxCalls
+	// the configured ceiling (0: none).
+	Calls, MaxCalls int
+	// RealtimeLag is how late realtime's scores come after their audio,
+	// smoothed over the last seconds across calls (a chunk dropped from a
+	// full realtime queue counts as the queue's whole length); 0 when no
+	// score came lately.
+	RealtimeLag time.Duration
+	// FullcallUnacked is the audio (bytes) fullcall has not yet
+	// acknowledged, all calls together.
+	FullcallUnacked int64
+}
+
+// Load returns the Manager's load now.
+func (m *Manager) Load() Load {
+	return Load{Calls: m.Live(), MaxCalls: m.o.MaxCalls, RealtimeLag: m.lag.value(m.now()), FullcallUnacked: m.unacked.Load()}
 }
 
 // perTenant snapshots live calls per tenant for the metrics.

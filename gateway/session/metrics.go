@@ -33,26 +33,29 @@ var (
 )
 
 type metrics struct {
-	mp          metric.MeterProvider
-	calls       metric.Int64Counter
-	resumed     metric.Int64Counter
-	parked      metric.Int64Counter
-	refused     metric.Int64Counter
-	bytesIn     metric.Int64Counter
-	bytesOut    metric.Int64Counter
-	backendOut  metric.Int64Counter
-	dropped     metric.Int64Counter
-	reconnects  metric.Int64Counter
-	rtStalls    metric.Int64Counter
-	replayed    metric.Int64Counter
-	incomplete  metric.Int64Counter
-	evDropped   metric.Int64Counter
-	tooFast     metric.Int64Counter
-	throttled   metric.Float64Counter
-	scoreDelay  metric.Float64Histogram
-	rtt         metric.Float64Histogram
-	callSeconds metric.Float64Histogram
-	callRate    metric.Float64Histogram
+	mp         metric.MeterProvider
+	calls      metric.Int64Counter
+	resumed    metric.Int64Counter
+	parked     metric.Int64Counter
+	refused    metric.Int64Counter
+	bytesIn    metric.Int64Counter
+	bytesOut   metric.Int64Counter
+	backendOut metric.Int64Counter
+	dropped    metric.Int64Counter
+	reconnects metric.Int64Counter
+	rtStalls   metric.Int64Counter
+	replayed   metric.Int64Counter
+	incomplete metric.Int64Counter
+	evDropped  metric.Int64Counter
+	tooFast    metric.Int64Counter
+	throttled  metric.Float64Counter
+	// backpressure is the time clients were held because fullcall had
+	// not acknowledged a full replay log.
+	backpressure metric.Float64Counter
+	scoreDelay   metric.Float64Histogram
+	rtt          metric.Float64Histogram
+	callSeconds  metric.Float64Histogram
+	callRate     metric.Float64Histogram
 }
 
 func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
@@ -93,6 +96,10 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		m.throttled, err = meter.Float64Counter("calmline.gateway.audio.throttled", metric.WithUnit("s"),
 			metric.WithDescription("Time clients were held back for sending faster than real time, by tenant."))
 	}
+	if err == nil {
+		m.backpressure, err = meter.Float64Counter("calmline.gateway.fullcall.backpressure", metric.WithUnit("s"),
+			metric.WithDescription("Time clients were held back because fullcall had not yet acknowledged a call's full replay log (fullcall audio is never dropped), by tenant."))
+	}
 	m.mp = mp
 	m.scoreDelay = histogram("calmline.gateway.score.delay", "s", helpScoreDelay, scoreDelayBuckets...)
 	m.rtt = histogram("calmline.gateway.backend.rtt", "s", helpRTT, rttBuckets...)
@@ -114,7 +121,7 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 		_, err = meter.Int64ObservableGauge("calmline.gateway.fullcall.unacked", metric.WithUnit("By"),
 			metric.WithDescription("Audio held in the calls' replay logs until fullcall acknowledges it."),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-				o.Observe(mgr.unacked())
+				o.Observe(mgr.unacked.Load())
 				return nil
 			}))
 	}
@@ -129,7 +136,8 @@ var Protocols = []string{"native", "audiohook", "twilio", "asterisk"}
 
 // admissionRefusals are the refusal reasons every protocol counts for a
 // tenant; others (bad input, a protocol's own) appear when first counted.
-var admissionRefusals = []string{"quota", "draining", "duplicate_call", "backend_unavailable", "forbidden"}
+var admissionRefusals = []string{"quota", "draining", "duplicate_call", "backend_unavailable", "forbidden",
+	ReasonCapacityCalls, "capacity_realtime_lag", "capacity_fullcall_backlog"}
 
 // zeroFixed makes the series whose label values are known in advance
 // exist at zero from the start, so that rate() and alerts see their first
@@ -140,11 +148,13 @@ func (m *metrics) zeroFixed() {
 		m.backendOut.Add(ctx, 0, a)
 		m.reconnects.Add(ctx, 0, a)
 	}
-	for _, a := range []metric.AddOption{dropOverflow, dropReplayFull, dropNoFullcall} {
+	for _, a := range []metric.AddOption{dropOverflow, dropNoFullcall} {
 		m.dropped.Add(ctx, 0, a)
 	}
 	m.replayed.Add(ctx, 0)
-	m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", "unauthenticated")))
+	for _, r := range []string{"unauthenticated", ReasonCapacityCalls, "capacity_realtime_lag", "capacity_fullcall_backlog"} {
+		m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", r)))
+	}
 	telemetry.DeclareHistogram(m.mp, "calmline_gateway_score_delay_seconds", helpScoreDelay, scoreDelayBuckets)
 	telemetry.DeclareHistogram(m.mp, "calmline_gateway_backend_rtt_seconds", helpRTT, rttBuckets,
 		map[string]string{"backend": "realtime"}, map[string]string{"backend": "fullcall"})
@@ -161,6 +171,7 @@ func (m *metrics) zeroTenant(id string) {
 		c.Add(ctx, 0, a)
 	}
 	m.throttled.Add(ctx, 0, a)
+	m.backpressure.Add(ctx, 0, a)
 	for _, p := range Protocols {
 		m.calls.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("protocol", p)))
 	}

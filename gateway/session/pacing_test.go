@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/lib/clock/clocktest"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -45,36 +46,60 @@ func TestPacing(t *testing.T) {
 
 	t.Run("throttle holds a client far ahead back to real time", func(t *testing.T) {
 		mt := gatewaytest.NewMetrics(t)
-		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider,
+		clk := clocktest.New(time.Unix(1_800_000_000, 0))
+		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk,
 			Pacing: Pacing{Policy: PaceThrottle, MaxLead: 100 * time.Millisecond}})
-		begin := time.Now() // the call's clock starts after this
 		c, err := m.Start(ctx, stereo("fast"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := frames(c, 25); err != nil { // 500 ms of audio as fast as possible
-			t.Fatal(err)
+		done := make(chan error, 1)
+		go func() { _, err := frames(c, 25); done <- err }() // 500 ms of audio as fast as possible
+		// The client is held each time it gets more than the lead ahead
+		// of the clock, until the clock catches up: the test moves the
+		// clock by each hold.
+		var held time.Duration
+		bound := time.After(10 * time.Second) // a bound, not a synchronisation
+	feeding:
+		for {
+			changed := clk.Changed()
+			if ts := clk.Timers(); len(ts) > 0 {
+				if ts[0] > 100*time.Millisecond {
+					t.Fatalf("held for %v at once; want no more than the lead's overshoot", ts[0])
+				}
+				held += ts[0]
+				clk.Advance(ts[0])
+				continue
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				break feeding
+			case <-changed:
+			case <-bound:
+				t.Fatal("the client neither finished nor was held")
+			}
 		}
 		// Accepted no further ahead than the lead: 500 ms of audio takes
-		// at least 400 ms of the clock since the call started.
-		if took := time.Since(begin); took < 400*time.Millisecond {
-			t.Errorf("500 ms of audio accepted in %v with a 100 ms lead; want ≥ 400 ms", took)
+		// 400 ms of the clock since the call started.
+		if held != 400*time.Millisecond {
+			t.Errorf("500 ms of audio held for %v with a 100 ms lead; want 400 ms", held)
 		}
 		r, err := c.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
 		if err != nil || r.AudioBytes != 25*320 {
 			t.Errorf("report after throttling: %v, %v; want all %d bytes", r, err, 25*320)
 		}
-		// How long the client was held depends on how fast it could send
-		// (a loaded machine sends slower and is held less); that it was
-		// held, and counted, does not.
-		if v := mt.Value("calmline.gateway.audio.throttled", "tenant", "acme"); v <= 0 {
-			t.Errorf("throttled time counted %.3f s; want > 0", v)
+		if v := mt.Value("calmline.gateway.audio.throttled", "tenant", "acme"); v < 0.399 || v > 0.401 {
+			t.Errorf("throttled time counted %.3f s; want 0.4", v)
 		}
 	})
 
 	t.Run("refuse ends a client running past the lead", func(t *testing.T) {
 		mt := gatewaytest.NewMetrics(t)
-		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider,
+		// The clock stands still: the client sends all at once.
+		m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clocktest.New(time.Unix(1_800_000_000, 0)),
 			Pacing: Pacing{Policy: PaceRefuse, MaxLead: 100 * time.Millisecond}})
 		c, err := m.Start(ctx, stereo("refused"), nil)
 		if err != nil {
@@ -84,10 +109,9 @@ func TestPacing(t *testing.T) {
 		if !errors.Is(err, ErrTooFast) {
 			t.Fatalf("1 s of audio at once with a 100 ms lead: %v; want ErrTooFast", err)
 		}
-		// The first 100 ms are within the lead; the client is refused
-		// well before it is 200 ms ahead.
-		if sent < 5 || sent >= 10 {
-			t.Errorf("refused after %d frames; want between 5 and 10", sent)
+		// The first 100 ms are within the lead; the next frame is not.
+		if sent != 5 {
+			t.Errorf("refused after %d frames; want 5", sent)
 		}
 		c.End(ctx, fullcallv1.EndReason_END_REASON_ERROR)
 		if v := mt.Value("calmline.gateway.calls.too_fast", "tenant", "acme"); v != 1 {

@@ -67,11 +67,11 @@ func (c *Call) Park() bool {
 	m.m.parked.Add(context.Background(), 1, c.attrs)
 	c.log.Info("connection lost; the call waits for its client to resume it", "grace", grace, "timeline_sample", c.timeline.Load())
 	go func() {
-		t := time.NewTimer(grace)
+		t := m.clock.NewTimer(grace)
 		defer t.Stop()
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-c.aborted:
 			if r, _ := c.AbortReason(); r == fullcallv1.EndReason_END_REASON_ERROR {
 				reason = r
@@ -175,7 +175,7 @@ func (m *Manager) unparkedLocked(c *Call) {
 func (c *Call) resumeParked(ctx context.Context, st Start, ev Events) {
 	at := c.timeline.Load()
 	c.resumedAt = at
-	c.paceClock = time.Now()
+	c.paceClock = c.m.now()
 	c.paceFrom = max(st.ResumeAt, at)
 	c.lagKnown, c.readPause = false, 0
 	c.skip = 0

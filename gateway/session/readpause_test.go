@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
-
 	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/lib/clock/clocktest"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
 // TestReadPause checks when an adapter may leave its socket unread: after
@@ -17,7 +17,8 @@ func TestReadPause(t *testing.T) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	ctx := context.Background()
 	const chunk = 50 * time.Millisecond
-	m := manager(t, rt.Addr, fc.Addr, Options{ChunkDuration: chunk})
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{ChunkDuration: chunk, Clock: clk})
 	c, err := m.Start(ctx, stereo("pause"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func TestReadPause(t *testing.T) {
 	// A client at real-time pace delivers a chunk's audio a chunk's
 	// duration after the call started (or later: the pause is reckoned
 	// from how late it is).
-	time.Sleep(chunk)
+	clk.Advance(chunk)
 	audio(full[:len(full)/2])
 	if d := c.ReadPause(); d != 0 {
 		t.Errorf("after half a chunk: pause %v; want none", d)
@@ -45,6 +46,15 @@ func TestReadPause(t *testing.T) {
 	}
 	if d := c.ReadPause(); d != 0 {
 		t.Errorf("the pause is returned once; the second time %v", d)
+	}
+	// A chunk 4 ms later than real time: the pause is reckoned from the
+	// earliest the client delivered, which rises by at most
+	// readPauseRelax a chunk, so the pause ends in time for the next
+	// chunk whether it comes early again or late.
+	clk.Advance(chunk + 4*time.Millisecond)
+	audio(full)
+	if d, want := c.ReadPause(), chunk-readPauseMargin-4*time.Millisecond+readPauseRelax; d != want {
+		t.Errorf("after a chunk 4 ms late: pause %v; want %v", d, want)
 	}
 	audio(full) // at once: ahead of real time
 	if d := c.ReadPause(); d != 0 {

@@ -28,30 +28,22 @@ var (
 // When the stream fails the call moves to another instance (the pool
 // balances new streams over healthy ones), resuming at the current
 // position; the interruption is reported to fullcall as a live-scoring gap.
-//
-// One goroutine (run) owns the stream: it opens it, receives scores and
-// reopens it after a failure. Sending is done by a short-lived goroutine
-// (drain) started when there is something to send and none runs: a call
-// sends a chunk every 100 ms and is idle in between, so a sender goroutine
-// per call would mostly hold an idle stack.
+// The stream's life (open, send, receive, reopen) is the shared link
+// skeleton; what is realtime's own is here.
 type rtLink struct {
-	c         *Call
+	link[*realtimev1.AnalyzeRequest, *realtimev1.AnalyzeResponse]
 	maxChunks int
 
-	mu        sync.Mutex
-	q         []*realtimev1.AnalyzeRequest
-	chunks    int // chunks in q
-	closing   bool
-	stream    realtimev1.RealtimeService_AnalyzeClient // nil between streams
-	cancel    context.CancelFunc                       // ends stream
-	sending   bool                                     // a drain goroutine runs
-	closeSent bool                                     // close went out on stream
+	// Guarded by mu.
+	q       []*realtimev1.AnalyzeRequest
+	chunks  int // chunks in q
+	closing bool
 
 	// sent remembers when recent chunks were handed over, to measure the
 	// delay of the scores that cover them.
 	sentMu sync.Mutex
-	sent   [32]sentMark
-	sentN  int
+	marks  [32]sentMark
+	marksN int
 
 	episodes atomic.Uint32 // highest alert episode seen
 	// from is where a resumed call's live scoring starts (its first
@@ -79,14 +71,16 @@ type sentMark struct {
 
 func newRTLink(c *Call) *rtLink {
 	n := int(c.m.o.RealtimeQueue / c.m.o.ChunkDuration)
-	return &rtLink{c: c, maxChunks: max(n, 1), done: make(chan struct{})}
+	l := &rtLink{maxChunks: max(n, 1), done: make(chan struct{})}
+	l.c, l.out = c, l
+	return l
 }
 
 // push queues a chunk, dropping the oldest queued chunk when full.
 func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.sentMu.Lock()
-	l.sent[l.sentN%len(l.sent)] = sentMark{end: ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes), at: int64(at.Sub(l.c.clock))}
-	l.sentN++
+	l.marks[l.marksN%len(l.marks)] = sentMark{end: ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes), at: int64(at.Sub(l.c.clock))}
+	l.marksN++
 	l.sentMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -135,6 +129,9 @@ func (l *rtLink) dropOldestLocked() {
 			l.q = l.q[:len(l.q)-1]
 			l.chunks--
 			l.c.m.m.dropped.Add(l.c.ctx, int64(len(old.Data)), dropOverflow)
+			// This audio waited the whole queue and will never be scored:
+			// for admission, realtime is that far behind.
+			l.c.m.lag.observe(l.c.m.now(), l.c.m.o.RealtimeQueue.Seconds())
 			return
 		}
 	}
@@ -154,126 +151,66 @@ func (l *rtLink) close() {
 	l.kickLocked()
 }
 
-// kickLocked starts a drain goroutine when there is a stream, something to
-// send on it, and no drain running.
-func (l *rtLink) kickLocked() {
-	if l.sending || l.stream == nil || len(l.q) == 0 && (!l.closing || l.closeSent) {
-		return
+// readyLocked, nextLocked, sent and unsentLocked are the link
+// skeleton's outbox: the queue goes out whole, then the close.
+func (l *rtLink) readyLocked() bool { return len(l.q) > 0 || l.closing && !l.closeSent }
+
+func (l *rtLink) nextLocked() ([]*realtimev1.AnalyzeRequest, *realtimev1.AnalyzeRequest, bool) {
+	batch := l.q
+	l.q, l.chunks = nil, 0
+	if len(batch) == 0 && l.closing && !l.closeSent {
+		return nil, &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Close{Close: &realtimev1.CloseCall{}}}, true
 	}
-	l.sending = true
-	l.c.wg.Add(1)
-	go l.drain(l.stream, l.cancel)
+	return batch, nil, false
 }
 
-// drain sends the queue on s until it is empty (and, once the call
-// closes, the close), or s fails.
-func (l *rtLink) drain(s realtimev1.RealtimeService_AnalyzeClient, cancel context.CancelFunc) {
-	defer l.c.wg.Done()
-	for {
-		l.mu.Lock()
-		if l.stream != s {
-			l.sending = false
-			l.kickLocked() // for the stream that replaced s
-			l.mu.Unlock()
-			return
-		}
-		batch := l.q
-		l.q, l.chunks = nil, 0
-		sendClose := len(batch) == 0 && l.closing && !l.closeSent
-		if len(batch) == 0 && !sendClose {
-			l.sending = false
-			l.mu.Unlock()
-			return
-		}
-		l.closeSent = l.closeSent || sendClose
-		l.mu.Unlock()
-		for i, r := range batch {
-			if err := s.Send(r); err != nil {
-				// Send fails with io.EOF when the stream broke; run sees
-				// why from Recv and moves the call.
-				l.requeue(batch[i:])
-				l.failed(s, cancel)
-				return
-			}
-			if ch := r.GetChunk(); ch != nil {
-				l.c.rtOut.Add(int64(len(ch.Data)))
-				l.sentEnd.Store(ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes))
-				l.unanswered.CompareAndSwap(0, int64(time.Since(l.c.clock)))
-			}
-		}
-		if sendClose {
-			s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Close{Close: &realtimev1.CloseCall{}}})
-			s.CloseSend()
-			l.mu.Lock()
-			l.sending = false
-			l.kickLocked() // for a stream that replaced s meanwhile
-			l.mu.Unlock()
-			return // realtime sends the last scores and ends the stream
-		}
+func (l *rtLink) sent(r *realtimev1.AnalyzeRequest) {
+	if ch := r.GetChunk(); ch != nil {
+		l.c.rtOut.Add(int64(len(ch.Data)))
+		l.sentEnd.Store(ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes))
+		l.unanswered.CompareAndSwap(0, int64(l.c.since(l.c.clock)))
 	}
 }
 
-// failed retires a stream a send failed on.
-func (l *rtLink) failed(s realtimev1.RealtimeService_AnalyzeClient, cancel context.CancelFunc) {
-	l.mu.Lock()
-	if l.stream == s {
-		l.stream = nil
+// unsentLocked puts unsent requests back at the front of the queue,
+// dropping the oldest audio past the bound.
+func (l *rtLink) unsentLocked(rs []*realtimev1.AnalyzeRequest) {
+	n := 0
+	for _, r := range rs {
+		if r.GetChunk() != nil {
+			n++
+		}
 	}
-	l.sending = false
-	l.kickLocked()
-	l.mu.Unlock()
-	cancel() // run's Recv ends, and run reopens
+	l.q = append(rs[:len(rs):len(rs)], l.q...)
+	l.chunks += n
+	for l.chunks > l.maxChunks {
+		l.dropOldestLocked()
+	}
 }
 
 // run keeps a stream to realtime open for the call's life.
 func (l *rtLink) run() {
 	defer close(l.done)
-	ctx := l.c.ctx
-	backoff := 50 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil {
-			return
-		}
-		if attempt > 0 {
-			l.c.m.m.reconnects.Add(ctx, 1, pathRealtime)
-		}
-		err := l.streamOnce(ctx, attempt > 0)
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		l.mu.Lock()
-		closing := l.closing
-		l.mu.Unlock()
-		if closing {
-			return // the call is ending: no point moving it
-		}
-		l.c.log.Warn("realtime stream failed; moving the call", "err", err, "attempt", attempt+1)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
+	l.keep(l, nil, nil)
 }
 
-// streamOnce opens an Analyze stream and receives on it until realtime
-// ends it after the call's close (nil) or it fails.
-func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
+// open opens an Analyze stream. The first starts where the call starts
+// (or a resumed call's scoring resumes); a later one (the call moving
+// after a failure) where the queue starts, or at the current position,
+// and the stretch since the last score is reported to fullcall as a
+// live-scoring gap.
+func (l *rtLink) open(ctx context.Context, attempt int) (backendStream[*realtimev1.AnalyzeRequest, *realtimev1.AnalyzeResponse], context.CancelFunc, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	client := realtimev1.NewRealtimeServiceClient(l.c.m.o.Realtime.Conn())
 	s, err := client.Analyze(sctx)
 	if err != nil {
-		return err
+		cancel()
+		return nil, nil, err
 	}
 	open := &realtimev1.OpenCall{Call: l.c.info, AlertEpisodes: l.episodes.Load()}
-	if !resume {
+	if attempt == 1 {
 		open.ResumeSample = l.from
 	} else {
-		// Start where the queue starts, or at the current position.
 		l.mu.Lock()
 		pos := l.c.timeline.Load()
 		for _, r := range l.q {
@@ -292,52 +229,57 @@ func (l *rtLink) streamOnce(ctx context.Context, resume bool) error {
 		}
 	}
 	if err := s.Send(&realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Open{Open: open}}); err != nil {
-		return err
+		cancel()
+		return nil, nil, err
 	}
 	var heard *atomic.Int64
 	if p, ok := peer.FromContext(s.Context()); ok && p.Addr != nil {
 		heard = l.c.m.instanceHeard(p.Addr.String())
-		heard.CompareAndSwap(0, time.Now().UnixNano())
+		heard.CompareAndSwap(0, l.c.m.now().UnixNano())
 	}
 	l.mu.Lock()
-	l.stream, l.cancel, l.closeSent, l.heard = s, cancel, false, heard
+	l.heard = heard
 	l.unanswered.Store(0)
-	l.kickLocked()
 	l.mu.Unlock()
-	err = l.recv(s, heard)
-	l.mu.Lock()
-	if l.stream == s {
-		l.stream = nil
-	}
-	closeSent := l.closeSent
-	l.mu.Unlock()
-	if err == nil && !closeSent {
-		err = errors.New("realtime ended the stream before close")
-	}
-	return err
+	return s, cancel, nil
 }
 
-// requeue puts unsent requests back at the front of the queue.
-func (l *rtLink) requeue(rs []*realtimev1.AnalyzeRequest) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, r := range rs {
-		if r.GetChunk() != nil {
-			n++
-		}
-	}
-	l.q = append(rs[:len(rs):len(rs)], l.q...)
-	l.chunks += n
-	for l.chunks > l.maxChunks {
-		l.dropOldestLocked()
+func (l *rtLink) openFailed(err error, attempt int) bool { return l.broken(err, false) }
+
+func (l *rtLink) reopened(attempt int) {
+	if attempt > 1 {
+		l.c.m.m.reconnects.Add(l.c.ctx, 1, pathRealtime)
 	}
 }
 
-func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.Int64) error {
+// broken stops when the call is ending (no point moving it); else the
+// call moves.
+func (l *rtLink) broken(err error, _ bool) bool {
+	l.mu.Lock()
+	closing := l.closing
+	l.mu.Unlock()
+	if closing {
+		return true
+	}
+	l.c.log.Warn("realtime stream failed; moving the call", "err", err)
+	return false
+}
+
+// recv handles scores and alerts until realtime ends the stream after the
+// call's close (nil) or the stream fails.
+func (l *rtLink) recv(s backendStream[*realtimev1.AnalyzeRequest, *realtimev1.AnalyzeResponse]) error {
+	l.mu.Lock()
+	heard := l.heard
+	l.mu.Unlock()
 	for {
 		r, err := s.Recv()
 		if errors.Is(err, io.EOF) {
+			l.mu.Lock()
+			closeSent := l.closeSent
+			l.mu.Unlock()
+			if !closeSent {
+				return errors.New("realtime ended the stream before close")
+			}
 			return nil
 		}
 		if err != nil {
@@ -345,7 +287,7 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.
 		}
 		l.unanswered.Store(0)
 		if heard != nil {
-			heard.Store(time.Now().UnixNano())
+			heard.Store(l.c.m.now().UnixNano())
 		}
 		switch m := r.Msg.(type) {
 		case *realtimev1.AnalyzeResponse_Score:
@@ -379,16 +321,17 @@ func (l *rtLink) recv(s realtimev1.RealtimeService_AnalyzeClient, heard *atomic.
 func (l *rtLink) observeDelay(end uint64) {
 	l.sentMu.Lock()
 	at := int64(-1)
-	for i := range min(l.sentN, len(l.sent)) {
-		m := l.sent[i]
+	for i := range min(l.marksN, len(l.marks)) {
+		m := l.marks[i]
 		if m.end >= end && (at < 0 || m.at < at) {
 			at = m.at
 		}
 	}
 	l.sentMu.Unlock()
 	if at >= 0 {
-		d := (time.Since(l.c.clock) - time.Duration(at)).Seconds()
+		d := (l.c.since(l.c.clock) - time.Duration(at)).Seconds()
 		l.c.m.m.scoreDelay.Record(l.c.ctx, d)
+		l.c.m.lag.observe(l.c.m.now(), d)
 		l.c.m.m.rtt.Record(l.c.ctx, d, pathRealtime)
 	}
 }

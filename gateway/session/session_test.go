@@ -11,6 +11,7 @@ import (
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/clock/clocktest"
 	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -228,12 +229,14 @@ func TestFullcallReplayAfterAStreamFailure(t *testing.T) {
 	}
 }
 
-// TestReplayBufferOverflowMarksIncomplete stalls fullcall for longer than
-// the replay buffer and gRPC's flow-control window hold: the audio that
-// does not fit is left out in a gap, the chunks fullcall gets stay
-// contiguous (it would end the stream on a hole), and the report is
-// marked incomplete.
-func TestReplayBufferOverflowMarksIncomplete(t *testing.T) {
+// TestFullcallBackpressureHoldsTheClient stops fullcall's
+// acknowledgements (a real gRPC server on loopback that holds its first
+// chunk) for longer than the replay buffer and gRPC's flow-control window
+// hold: the call's writer — the adapter's reader, so the client, through
+// TCP — is held instead of any audio being dropped, and once fullcall
+// acknowledges again the report holds every byte. The clock is the
+// test's: fullcall is slow for 30 s of it, inside the failover window.
+func TestFullcallBackpressureHoldsTheClient(t *testing.T) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
 	block := make(chan struct{})
 	fc.Configure(func() {
@@ -244,40 +247,159 @@ func TestReplayBufferOverflowMarksIncomplete(t *testing.T) {
 			return nil
 		}
 	})
-	m := manager(t, rt.Addr, fc.Addr, Options{ReplayBuffer: time.Second})
+	mt := gatewaytest.NewMetrics(t)
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, ReplayBuffer: time.Second, FullcallFailover: time.Minute})
 	c, err := m.Start(context.Background(), stereo("stalled"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan error, 1)
 	// Eight seconds into a one-second buffer, past the 64 KiB (4 s) that
 	// gRPC lets out before fullcall reads.
-	feed(t, c, 8, nil)
+	go func() { _, err := frames(c, 400); done <- err }()
+	// The writer waits for room, until the failover deadline at most.
+	if ts := clk.WaitForTimers(t, 1); ts[0] != time.Minute {
+		t.Errorf("the writer waits with a deadline of %v; want the failover window, 1m", ts[0])
+	}
+	select {
+	case <-done:
+		t.Fatal("all the audio was taken while fullcall acknowledged nothing")
+	default:
+	}
+	if at := c.Timeline(); at > 2*8000 {
+		t.Errorf("the call took %d samples with a 1 s replay log and nothing acknowledged; want at most the log and a chunk", at)
+	}
+	clk.Advance(30 * time.Second) // slow, not gone
 	close(block)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second): // a bound, not a synchronisation
+		t.Fatal("the writer was not let go once fullcall acknowledged again")
+	}
 	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.Incomplete {
-		t.Error("report of a call that overflowed its replay buffer is not marked incomplete")
+	if r.Incomplete || r.AudioBytes != 400*320 || r.Chunks != 80 {
+		t.Errorf("report: incomplete %v, %d bytes in %d chunks; want complete, %d bytes in 80", r.Incomplete, r.AudioBytes, r.Chunks, 400*320)
 	}
 	seqs := fc.Seqs("stalled")
 	for i, s := range seqs {
 		if s != uint64(i+1) {
-			t.Fatalf("fullcall received chunks %v; want 1..n in order", seqs)
+			t.Fatalf("fullcall received chunks %v; want 1..80 in order", seqs)
 		}
 	}
-	var gapped uint64
-	for _, g := range fc.CallGaps("stalled") {
-		if g.Reason != callv1.GapReason_GAP_REASON_OVERFLOW {
-			t.Errorf("gap %v; want an overflow gap", g)
+	if gaps := fc.CallGaps("stalled"); len(gaps) != 0 {
+		t.Errorf("gaps reached fullcall: %v; want none", gaps)
+	}
+	if v := mt.Value("calmline.gateway.audio.dropped", "path", "fullcall", "reason", "fullcall_lost"); v != 0 {
+		t.Errorf("%v fullcall bytes dropped; want 0", v)
+	}
+	if v := mt.Value("calmline.gateway.fullcall.backpressure", "tenant", "acme"); v < 30 {
+		t.Errorf("backpressure counted %.1f s; want the 30 s the client was held", v)
+	}
+	if v := mt.Value("calmline.gateway.calls.incomplete", "tenant", "acme"); v != 0 {
+		t.Errorf("%v calls counted incomplete; want 0", v)
+	}
+}
+
+// TestFullcallGoneGivesUpAfterTheFailoverWindow kills fullcall in the
+// middle of a call: the writer is held while the replay log is full, and
+// only once fullcall has acknowledged nothing for the failover window is
+// the call's fullcall audio given up — counted, and the call ended.
+func TestFullcallGoneGivesUpAfterTheFailoverWindow(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	mt := gatewaytest.NewMetrics(t)
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, ReplayBuffer: time.Second, FullcallFailover: 5 * time.Second})
+	c, err := m.Start(context.Background(), stereo("orphan"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.Kill()
+	done := make(chan error, 1)
+	go func() { _, err := frames(c, 200); done <- err }()
+	// Held: the failover deadline is among the clock's timers (the link's
+	// reopening waits on it too).
+	bound := time.After(10 * time.Second) // a bound, not a synchronisation
+	for held := false; !held; {
+		changed := clk.Changed()
+		for _, d := range clk.Timers() {
+			held = held || d == 5*time.Second
 		}
-		gapped += g.Samples
+		if held {
+			break
+		}
+		select {
+		case <-changed:
+		case <-done:
+			t.Fatal("all the audio was taken with fullcall gone")
+		case <-bound:
+			t.Fatal("the writer was never held")
+		}
 	}
-	if kept := r.AudioBytes / 2; kept+gapped != 8*8000 || gapped == 0 {
-		t.Errorf("%d samples kept and %d in overflow gaps; want all 64000 accounted for, some in gaps", kept, gapped)
+	select {
+	case <-c.Done():
+		t.Fatal("the call was ended before the failover window passed")
+	default:
 	}
-	if r.Chunks != uint64(len(seqs)) {
-		t.Errorf("close says %d chunks, fullcall received %d", r.Chunks, len(seqs))
+	if v := mt.Value("calmline.gateway.audio.dropped", "path", "fullcall", "reason", "fullcall_lost"); v != 0 {
+		t.Fatalf("%v bytes given up inside the failover window; want 0", v)
+	}
+	clk.Advance(5 * time.Second)
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call was not ended after the failover window")
+	}
+	if reason, _ := c.AbortReason(); reason != fullcallv1.EndReason_END_REASON_ERROR {
+		t.Errorf("abort reason %v; want ERROR", reason)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_ERROR); err == nil {
+		t.Error("End stored a report with fullcall gone")
+	}
+	if v := mt.Value("calmline.gateway.audio.dropped", "path", "fullcall", "reason", "fullcall_lost"); v <= 0 {
+		t.Error("the audio given up was not counted")
+	}
+	if v := mt.Value("calmline.gateway.calls.incomplete", "tenant", "acme"); v != 1 {
+		t.Errorf("%v calls counted incomplete; want 1", v)
+	}
+}
+
+// TestMaxCallsIsACeiling refuses the call past the gateway's ceiling with
+// ErrNoHeadroom, which adapters answer as over quota (4429), and counts
+// it by reason.
+func TestMaxCallsIsACeiling(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, MaxCalls: 1})
+	ctx := context.Background()
+	a, err := m.Start(ctx, stereo("a"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Start(ctx, stereo("b"), nil)
+	if !errors.Is(err, ErrNoHeadroom) || !errors.Is(err, ErrOverQuota) {
+		t.Errorf("a call past the ceiling: %v; want ErrNoHeadroom, also ErrOverQuota", err)
+	}
+	if v := mt.Value("calmline.gateway.calls.refused", "tenant", "acme", "reason", ReasonCapacityCalls); v != 1 {
+		t.Errorf("capacity refusals counted: %v; want 1", v)
+	}
+	if l := m.Load(); l.Calls != 1 || l.MaxCalls != 1 {
+		t.Errorf("load %+v; want 1 call of a ceiling of 1", l)
+	}
+	a.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
+	if b, err := m.Start(ctx, stereo("b"), nil); err != nil {
+		t.Errorf("a call once another ended: %v", err)
+	} else {
+		b.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/calmline/calmline/lib/backoff"
 )
 
 // http2Preface starts every HTTP/2 connection made with prior knowledge,
@@ -50,7 +52,8 @@ func newPortMux(root net.Listener, tlsConf *tls.Config, log *slog.Logger) *portM
 
 // serve accepts connections until close is called.
 func (m *portMux) serve() error {
-	var delay time.Duration
+	// Out of file descriptors and the like: back off as net/http does.
+	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: time.Second}, nil)
 	for {
 		c, err := m.root.Accept()
 		if err != nil {
@@ -62,15 +65,12 @@ func (m *portMux) serve() error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: back off as
-				// net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
+				retry.Wait(context.Background())
 				continue
 			}
 			return err
 		}
-		delay = 0
+		retry.Reset()
 		m.mu.Lock()
 		if m.closing {
 			m.mu.Unlock()

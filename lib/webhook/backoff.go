@@ -3,8 +3,9 @@ package webhook
 import (
 	"errors"
 	"fmt"
-	"math"
 	"time"
+
+	"github.com/calmline/calmline/lib/backoff"
 )
 
 // Backoff is a retry schedule: exponential delays with jitter, from Initial
@@ -52,11 +53,7 @@ func (b Backoff) Validate() error {
 // Delay returns the un-jittered delay after the given failed attempt
 // (1-based).
 func (b Backoff) Delay(attempt int) time.Duration {
-	d := float64(b.Initial) * math.Pow(b.Multiplier, float64(max(attempt-1, 0)))
-	if d >= float64(b.MaxInterval) || math.IsInf(d, 0) || math.IsNaN(d) {
-		return b.MaxInterval
-	}
-	return time.Duration(d)
+	return backoff.Policy{Initial: b.Initial, Max: b.MaxInterval, Multiplier: b.Multiplier}.Delay(attempt)
 }
 
 // Next schedules the attempt after a failed one: attempt is how many
@@ -71,7 +68,7 @@ func (b Backoff) Next(attempt int, first, now time.Time, retryAfter time.Duratio
 		return time.Time{}, false
 	}
 	d := b.Delay(attempt)
-	d = d/2 + time.Duration(rnd*float64(d/2))
+	d = backoff.Jitter(d, rnd)
 	d = max(d, retryAfter)
 	next := now.Add(d)
 	if next.Sub(first) > b.GiveUpAfter {
