@@ -356,13 +356,6 @@ func drainUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// notYet names the connections the gateway does not close at shutdown
-// before the protocols move onto gateway/edge: their sub-tests skip.
-var notYet = map[string]bool{
-	"asterisk leg waiting for its pair":     true,
-	"asterisk connection that sent nothing": true,
-}
-
 // wentAway checks that the peer's connection ended with its protocol's
 // going-away: close 1001, or for AudioHook a disconnect saying the gateway
 // drains, then the close transaction (1000) or, if the client did not
@@ -503,9 +496,6 @@ func testDrainEveryProtocol(t *testing.T, how string) {
 	}
 	for _, p := range waiting {
 		t.Run(p.name, func(t *testing.T) {
-			if notYet[p.name] {
-				t.Skip("until gateway/edge: issue 14")
-			}
 			s := atShutdown[p]
 			if !s.ok {
 				t.Fatal("still open when the shutdown returned")
@@ -517,8 +507,8 @@ func testDrainEveryProtocol(t *testing.T, how string) {
 		if n := g.s.Sessions().Live(); n != 0 {
 			t.Errorf("%d calls live after the shutdown", n)
 		}
-		if len(notYet) > 0 {
-			t.Skip("until gateway/edge: issue 14")
+		if n := g.s.edge.Conns(); n != 0 {
+			t.Errorf("the gateway holds %d connections after the shutdown", n)
 		}
 		if tenantN, total := g.s.admission.Pending("acme"); tenantN != 0 || total != 0 {
 			t.Errorf("%d connections without a call still open (%d in total)", tenantN, total)

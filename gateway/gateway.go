@@ -125,7 +125,6 @@ type Server struct {
 	sessions *session.Manager
 	realtime *rpc.Pool
 	fullcall *rpc.Pool
-	asterisk *asterisk.Handler
 	feed     *feed.Hub
 	// admission guards every WebSocket path before its handler.
 	admission *admission.Guard
@@ -218,8 +217,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
 	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, s.edge.Handler(twilio.NewProtocol(o.Twilio, s.edge))))
-	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
+	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.edge.Handler(asterisk.NewProtocol(o.Asterisk, s.edge))))
 	s.host.Mux.Handle("GET /api/v1/live", hub)
 	if o.AdminToken != "" {
 		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
@@ -272,7 +270,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer close(s.shutdownDone)
 		s.drain(ctx)
 		s.drainWG.Wait()   // a drain started by POST /admin/drain
-		s.asterisk.Close() // legs still waiting for their call's other leg
 		// No call is live: close what is left and wait for it.
 		if err := s.edge.Close(ctx); err != nil {
 			s.log.Warn("connections still open at shutdown", "err", err)

@@ -87,7 +87,7 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
-		h.Close()
+		h.Close(ctx)
 		srv.Close()
 		rp.Close()
 		fp.Close()

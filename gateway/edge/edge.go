@@ -64,6 +64,8 @@ type Edge struct {
 	mu     sync.Mutex
 	conns  map[*Conn]struct{}
 	closed bool
+	// closing is closed with closed set: see Closing.
+	closing chan struct{}
 	wg     sync.WaitGroup
 }
 
@@ -72,7 +74,7 @@ func New(o Options) *Edge {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Edge{m: o.Sessions, tenants: o.Tenants, log: o.Logger, conns: map[*Conn]struct{}{}}
+	e := &Edge{m: o.Sessions, tenants: o.Tenants, log: o.Logger, conns: map[*Conn]struct{}{}, closing: make(chan struct{})}
 	if o.Admission != nil {
 		e.admit = o.Admission.AdmitCall
 	}
@@ -377,7 +379,10 @@ func (e *Edge) snapshot() []*Conn {
 // reconnect elsewhere now. Live calls go on.
 func (e *Edge) Drain() {
 	e.mu.Lock()
-	e.closed = true
+	if !e.closed {
+		e.closed = true
+		close(e.closing)
+	}
 	e.mu.Unlock()
 	for _, c := range e.snapshot() {
 		if c.live.Load() == nil {
@@ -385,6 +390,11 @@ func (e *Edge) Drain() {
 		}
 	}
 }
+
+// Closing is closed once the edge drains: no connection comes after it,
+// so a protocol that waits for one (an Asterisk leg for its call's other
+// leg) stops waiting.
+func (e *Edge) Closing() <-chan struct{} { return e.closing }
 
 // Close drains: new connections are refused, every live call is ended
 // with its protocol's "going away" (its report stored as ended by the
