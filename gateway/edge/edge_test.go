@@ -22,6 +22,7 @@ import (
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -59,7 +60,9 @@ func (toy) Score(c *edge.Conn, s edge.Score) {
 	c.Send(fmt.Appendf(nil, "score %d agent=%v %s", s.Second, s.AgentStress != nil, s.AgentStressAbstain), true)
 }
 
-func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {}
+func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {
+	c.Send([]byte("alert "+wire.ScoreName(a.Score)), false)
+}
 
 type fixture struct {
 	e    *edge.Edge
@@ -354,15 +357,35 @@ func TestScoresAreRenderedUnderThePrivacyMode(t *testing.T) {
 	if edge.AlertVisible(agentAlert, true) || !edge.AlertVisible(agentAlert, false) || !edge.AlertVisible(callerAlert, true) {
 		t.Error("an alert on agent_stress must be hidden in private mode only; caller alerts always shown")
 	}
-	// On the wire: a private tenant's connection renders no agent score.
+	// On the wire: a private tenant's connection renders no agent score
+	// and no alert on it.
 	f := start(t, &edge.Protocol{})
-	f.b.Realtime.Configure(func() { f.b.Realtime.AgentStress = &stress })
-	for _, c := range []struct{ tenant, want string }{{"acme", "score 0 agent=true "}, {"private", "score 0 agent=false " + edge.PrivateAbstain}} {
+	f.b.Realtime.Configure(func() {
+		f.b.Realtime.AgentStress = &stress
+		f.b.Realtime.Alert = func(_ string, second uint32) *callv1.AlertEvent {
+			kind := callv1.ScoreKind_SCORE_KIND_AGENT_STRESS
+			if second == 1 {
+				kind = callv1.ScoreKind_SCORE_KIND_CALLER_PRESSURE
+			}
+			return &callv1.AlertEvent{AlertId: fmt.Sprint("a", second), Score: kind, Second: second}
+		}
+	})
+	for _, c := range []struct {
+		tenant string
+		want   []string
+	}{
+		{"acme", []string{"score 0 agent=true ", "alert agent_stress", "score 1 agent=true ", "alert caller_pressure"}},
+		{"private", []string{"score 0 agent=false " + edge.PrivateAbstain, "score 1 agent=false " + edge.PrivateAbstain, "alert caller_pressure"}},
+	} {
 		ws := f.dial(t, f.keys[c.tenant])
 		ws.WriteMessage(websocket.TextMessage, []byte("start scored-"+c.tenant))
 		next(t, ws)
-		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 8000))
-		if got := next(t, ws); got != c.want {
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 16000))
+		var got []string
+		for range c.want {
+			got = append(got, next(t, ws))
+		}
+		if strings.Join(got, "|") != strings.Join(c.want, "|") {
 			t.Errorf("%s: %q; want %q", c.tenant, got, c.want)
 		}
 		ws.WriteMessage(websocket.TextMessage, []byte("stop"))
