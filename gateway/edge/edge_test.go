@@ -45,6 +45,11 @@ func (toy) Frame(c *edge.Conn, typ int, data []byte) error {
 			return err
 		}
 		c.Send([]byte("started"), false)
+	case strings.HasPrefix(s, "auth "):
+		if err := c.Authenticate(strings.TrimPrefix(s, "auth ")); err != nil {
+			return err
+		}
+		c.Send([]byte("authenticated "+c.Tenant().ID), false)
 	case s == "stop":
 		c.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.Close(edge.CloseNormal, "stopped")
@@ -106,7 +111,11 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 			if r.URL.Query().Get("broken") != "" {
 				return nil, errors.New("a broken request")
 			}
-			t, _, ref := f.e.Authenticate(tenant.KeyFromRequest(r))
+			key := tenant.KeyFromRequest(r)
+			if key == "" && r.URL.Query().Get("late") != "" {
+				return &edge.Accepted{Codec: codec}, nil // the key comes in the stream
+			}
+			t, _, ref := f.e.Authenticate(key)
 			if ref != nil {
 				return nil, ref
 			}
@@ -456,5 +465,51 @@ func TestAStartWithoutHeadroomIsRefusedWith4429(t *testing.T) {
 	ws.WriteMessage(websocket.TextMessage, []byte("start room"))
 	if got := next(t, ws); got != "started" {
 		t.Errorf("with headroom: %q; want started", got)
+	}
+}
+
+func TestAKeySentAfterTheUpgradeIsCheckedAtStart(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	late := func() *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial(f.url+"?late=1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	for _, c := range []struct {
+		key, reason string
+		code        int
+	}{{"clk_unknown", "unauthenticated", edge.CloseUnauthenticated}, {f.keys["care"], "forbidden", edge.CloseForbidden}} {
+		before := f.mt.Value("calmline.gateway.calls.refused", "reason", c.reason)
+		ws := late()
+		ws.WriteMessage(websocket.TextMessage, []byte("auth "+c.key))
+		if ce := closeOf(t, ws); ce.Code != c.code || !strings.HasPrefix(ce.Text, c.reason) {
+			t.Errorf("key %s: closed with %d %q; want %d %s", c.reason, ce.Code, ce.Text, c.code, c.reason)
+		}
+		if got := f.mt.Value("calmline.gateway.calls.refused", "reason", c.reason); got != before+1 {
+			t.Errorf("%s counted %v times; want %v", c.reason, got, before+1)
+		}
+	}
+	// A start before the key: no tenant, no call.
+	ws := late()
+	ws.WriteMessage(websocket.TextMessage, []byte("start anonymous"))
+	if ce := closeOf(t, ws); ce.Code != edge.CloseUnauthenticated {
+		t.Errorf("start without a key: %d %q; want 4401", ce.Code, ce.Text)
+	}
+	ws = late()
+	ws.WriteMessage(websocket.TextMessage, []byte("auth "+f.keys["acme"]))
+	if got := next(t, ws); got != "authenticated acme" {
+		t.Fatalf("good key: %q", got)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("start late-key"))
+	if got := next(t, ws); got != "started" {
+		t.Errorf("start after the key: %q", got)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("stop"))
+	closeOf(t, ws)
+	if r := f.b.Fullcall.Report("late-key"); r == nil || r.TenantId != "acme" {
+		t.Errorf("report %+v; want acme's", r)
 	}
 }
