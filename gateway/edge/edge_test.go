@@ -80,7 +80,9 @@ type fixture struct {
 // admitter is a fake headroom judge.
 type admitter func(ctx context.Context, tenantID string) *admission.Error
 
-func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error { return a(ctx, tenantID) }
+func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error {
+	return a(ctx, tenantID)
+}
 
 func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 	t.Helper()
