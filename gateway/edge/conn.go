@@ -27,10 +27,13 @@ type Conn struct {
 	codec  Codec
 	render Renderer
 	ws     *wsconn.Conn
-	log    *slog.Logger
 	ticket *admission.Ticket // released once a call is live
 
-	tenant  *tenant.Tenant
+	// tenant and log change when a protocol authenticates after the
+	// upgrade, while timers and the writer may read them.
+	tenant atomic.Pointer[tenant.Tenant]
+	log    atomic.Pointer[slog.Logger]
+
 	call    *session.Call // the call this connection owns (ends)
 	private bool          // the tenant's agent scoring is private
 
@@ -51,17 +54,17 @@ type Conn struct {
 
 // Tenant returns the connection's tenant (nil before Authenticate on
 // protocols that authenticate after the upgrade).
-func (c *Conn) Tenant() *tenant.Tenant { return c.tenant }
+func (c *Conn) Tenant() *tenant.Tenant { return c.tenant.Load() }
 
 func (c *Conn) tenantID() string {
-	if t := c.tenant; t != nil {
+	if t := c.tenant.Load(); t != nil {
 		return t.ID
 	}
 	return ""
 }
 
 // Log returns the connection's logger.
-func (c *Conn) Log() *slog.Logger { return c.log }
+func (c *Conn) Log() *slog.Logger { return c.log.Load() }
 
 // WS returns the WebSocket, to queue messages and read its state.
 func (c *Conn) WS() *wsconn.Conn { return c.ws }
@@ -97,7 +100,7 @@ func (c *Conn) Send(b []byte, droppable bool) { c.ws.SendText(b, droppable) }
 func (c *Conn) SendJSON(v any, droppable bool) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		c.log.Error("encoding a message failed", "err", err)
+		c.Log().Error("encoding a message failed", "err", err)
 		return
 	}
 	c.ws.SendText(b, droppable)
@@ -121,8 +124,8 @@ func (c *Conn) Authenticate(key string) error {
 		c.e.m.Refused(context.Background(), ref.Tenant, ref.Code)
 		return &Error{Code: code, Reason: ref.Code + ": " + ref.Msg, Refused: true}
 	}
-	c.tenant = t
-	c.log = c.log.With("tenant", t.ID)
+	c.tenant.Store(t)
+	c.log.Store(c.Log().With("tenant", t.ID))
 	return nil
 }
 
@@ -133,7 +136,8 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	if c.call != nil {
 		return nil, Errorf(CloseOutOfOrder, "start sent twice")
 	}
-	if c.tenant == nil {
+	t := c.tenant.Load()
+	if t == nil {
 		return nil, Errorf(CloseUnauthenticated, "unauthenticated: no API key")
 	}
 	if c.e.isClosed() {
@@ -141,13 +145,13 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	}
 	if c.e.admit != nil && !st.Resume {
 		// A resume continues a call already admitted.
-		if e := c.e.admit(context.Background(), c.tenant.ID); e != nil {
+		if e := c.e.admit(context.Background(), t.ID); e != nil {
 			return nil, &Error{Code: CloseOverQuota, Reason: e.Code + ": " + e.Msg, Refused: true, Err: e}
 		}
 	}
-	st.Tenant, st.Protocol = c.tenant, c.p.Name
+	st.Tenant, st.Protocol = t, c.p.Name
 	// Decided before the call starts, since scores may follow at once.
-	c.private = Private(c.tenant)
+	c.private = Private(t)
 	call, err := c.e.m.Start(context.Background(), st, c)
 	if err != nil {
 		return nil, StartError(err, st.CallID)
@@ -249,7 +253,7 @@ func (c *Conn) End(reason session.EndReason) *fullcallv1.Report {
 	}
 	r, err := call.End(context.Background(), reason)
 	if err != nil && !errors.Is(err, session.ErrEnded) {
-		c.log.Warn("call ended without a report", "err", err)
+		c.Log().Warn("call ended without a report", "err", err)
 	}
 	return r
 }
@@ -261,9 +265,9 @@ func (c *Conn) Fail(err error) {
 	c.failed = true
 	e := ErrorOf(err)
 	if e.Refused {
-		c.log.Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason, "tenant", c.tenantID())
+		c.Log().Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason, "tenant", c.tenantID())
 	} else {
-		c.log.Info("closing connection on bad input", "code", e.Code, "reason", e.Reason)
+		c.Log().Info("closing connection on bad input", "code", e.Code, "reason", e.Reason)
 		count := e.Count
 		if count == "" {
 			count = c.p.Counts[e.Code]

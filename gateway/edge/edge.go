@@ -319,7 +319,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := &Conn{e: e, p: h.p, codec: acc.Codec, tenant: t, ticket: admission.FromContext(r.Context())}
+	c := &Conn{e: e, p: h.p, codec: acc.Codec, ticket: admission.FromContext(r.Context())}
+	c.tenant.Store(t)
 	if r, ok := acc.Codec.(Renderer); ok {
 		c.render = r
 	}
@@ -327,7 +328,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if t != nil {
 		attrs = append(attrs, "tenant", t.ID)
 	}
-	c.log = e.log.With(attrs...)
+	c.log.Store(e.log.With(attrs...))
 	c.Touch()
 	co := h.p.Conn
 	co.OnDrop = func() { e.m.EventDropped(c.tenantID()) }

@@ -22,6 +22,7 @@ import (
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -44,6 +45,11 @@ func (toy) Frame(c *edge.Conn, typ int, data []byte) error {
 			return err
 		}
 		c.Send([]byte("started"), false)
+	case strings.HasPrefix(s, "auth "):
+		if err := c.Authenticate(strings.TrimPrefix(s, "auth ")); err != nil {
+			return err
+		}
+		c.Send([]byte("authenticated "+c.Tenant().ID), false)
 	case s == "stop":
 		c.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.Close(edge.CloseNormal, "stopped")
@@ -59,7 +65,9 @@ func (toy) Score(c *edge.Conn, s edge.Score) {
 	c.Send(fmt.Appendf(nil, "score %d agent=%v %s", s.Second, s.AgentStress != nil, s.AgentStressAbstain), true)
 }
 
-func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {}
+func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {
+	c.Send([]byte("alert "+wire.ScoreName(a.Score)), false)
+}
 
 type fixture struct {
 	e    *edge.Edge
@@ -72,7 +80,9 @@ type fixture struct {
 // admitter is a fake headroom judge.
 type admitter func(ctx context.Context, tenantID string) *admission.Error
 
-func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error { return a(ctx, tenantID) }
+func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error {
+	return a(ctx, tenantID)
+}
 
 func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 	t.Helper()
@@ -103,7 +113,11 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 			if r.URL.Query().Get("broken") != "" {
 				return nil, errors.New("a broken request")
 			}
-			t, _, ref := f.e.Authenticate(tenant.KeyFromRequest(r))
+			key := tenant.KeyFromRequest(r)
+			if key == "" && r.URL.Query().Get("late") != "" {
+				return &edge.Accepted{Codec: codec}, nil // the key comes in the stream
+			}
+			t, _, ref := f.e.Authenticate(key)
 			if ref != nil {
 				return nil, ref
 			}
@@ -354,15 +368,35 @@ func TestScoresAreRenderedUnderThePrivacyMode(t *testing.T) {
 	if edge.AlertVisible(agentAlert, true) || !edge.AlertVisible(agentAlert, false) || !edge.AlertVisible(callerAlert, true) {
 		t.Error("an alert on agent_stress must be hidden in private mode only; caller alerts always shown")
 	}
-	// On the wire: a private tenant's connection renders no agent score.
+	// On the wire: a private tenant's connection renders no agent score
+	// and no alert on it.
 	f := start(t, &edge.Protocol{})
-	f.b.Realtime.Configure(func() { f.b.Realtime.AgentStress = &stress })
-	for _, c := range []struct{ tenant, want string }{{"acme", "score 0 agent=true "}, {"private", "score 0 agent=false " + edge.PrivateAbstain}} {
+	f.b.Realtime.Configure(func() {
+		f.b.Realtime.AgentStress = &stress
+		f.b.Realtime.Alert = func(_ string, second uint32) *callv1.AlertEvent {
+			kind := callv1.ScoreKind_SCORE_KIND_AGENT_STRESS
+			if second == 1 {
+				kind = callv1.ScoreKind_SCORE_KIND_CALLER_PRESSURE
+			}
+			return &callv1.AlertEvent{AlertId: fmt.Sprint("a", second), Score: kind, Second: second}
+		}
+	})
+	for _, c := range []struct {
+		tenant string
+		want   []string
+	}{
+		{"acme", []string{"score 0 agent=true ", "alert agent_stress", "score 1 agent=true ", "alert caller_pressure"}},
+		{"private", []string{"score 0 agent=false " + edge.PrivateAbstain, "score 1 agent=false " + edge.PrivateAbstain, "alert caller_pressure"}},
+	} {
 		ws := f.dial(t, f.keys[c.tenant])
 		ws.WriteMessage(websocket.TextMessage, []byte("start scored-"+c.tenant))
 		next(t, ws)
-		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 8000))
-		if got := next(t, ws); got != c.want {
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 16000))
+		var got []string
+		for range c.want {
+			got = append(got, next(t, ws))
+		}
+		if strings.Join(got, "|") != strings.Join(c.want, "|") {
 			t.Errorf("%s: %q; want %q", c.tenant, got, c.want)
 		}
 		ws.WriteMessage(websocket.TextMessage, []byte("stop"))
@@ -433,5 +467,51 @@ func TestAStartWithoutHeadroomIsRefusedWith4429(t *testing.T) {
 	ws.WriteMessage(websocket.TextMessage, []byte("start room"))
 	if got := next(t, ws); got != "started" {
 		t.Errorf("with headroom: %q; want started", got)
+	}
+}
+
+func TestAKeySentAfterTheUpgradeIsCheckedAtStart(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	late := func() *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial(f.url+"?late=1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	for _, c := range []struct {
+		key, reason string
+		code        int
+	}{{"clk_unknown", "unauthenticated", edge.CloseUnauthenticated}, {f.keys["care"], "forbidden", edge.CloseForbidden}} {
+		before := f.mt.Value("calmline.gateway.calls.refused", "reason", c.reason)
+		ws := late()
+		ws.WriteMessage(websocket.TextMessage, []byte("auth "+c.key))
+		if ce := closeOf(t, ws); ce.Code != c.code || !strings.HasPrefix(ce.Text, c.reason) {
+			t.Errorf("key %s: closed with %d %q; want %d %s", c.reason, ce.Code, ce.Text, c.code, c.reason)
+		}
+		if got := f.mt.Value("calmline.gateway.calls.refused", "reason", c.reason); got != before+1 {
+			t.Errorf("%s counted %v times; want %v", c.reason, got, before+1)
+		}
+	}
+	// A start before the key: no tenant, no call.
+	ws := late()
+	ws.WriteMessage(websocket.TextMessage, []byte("start anonymous"))
+	if ce := closeOf(t, ws); ce.Code != edge.CloseUnauthenticated {
+		t.Errorf("start without a key: %d %q; want 4401", ce.Code, ce.Text)
+	}
+	ws = late()
+	ws.WriteMessage(websocket.TextMessage, []byte("auth "+f.keys["acme"]))
+	if got := next(t, ws); got != "authenticated acme" {
+		t.Fatalf("good key: %q", got)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("start late-key"))
+	if got := next(t, ws); got != "started" {
+		t.Errorf("start after the key: %q", got)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("stop"))
+	closeOf(t, ws)
+	if r := f.b.Fullcall.Report("late-key"); r == nil || r.TenantId != "acme" {
+		t.Errorf("report %+v; want acme's", r)
 	}
 }
