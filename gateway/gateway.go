@@ -269,7 +269,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		defer close(s.shutdownDone)
 		s.drain(ctx)
-		s.drainWG.Wait()   // a drain started by POST /admin/drain
+		s.drainWG.Wait() // a drain started by POST /admin/drain
 		// No call is live: close what is left and wait for it.
 		if err := s.edge.Close(ctx); err != nil {
 			s.log.Warn("connections still open at shutdown", "err", err)

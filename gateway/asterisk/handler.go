@@ -388,9 +388,8 @@ func (j *joined) startLocked(by *leg) {
 		return
 	}
 	w := j.codec.BytesPerSample()
-	silenceSample := map[audio.Codec][]byte{audio.CodecPCMU: {0xff}, audio.CodecPCMA: {0xd5}, audio.CodecL16: {0, 0}}[j.codec]
 	o := j.p.o
-	j.joiner, _ = stereo.New(stereo.Options{Channels: len(roles), Silence: silenceSample,
+	j.joiner, _ = stereo.New(stereo.Options{Channels: len(roles), Silence: stereo.Silence(j.codec),
 		MaxLag:    uint64(o.JoinLag * time.Duration(j.rate) / time.Second),
 		MaxHole:   uint64(o.JoinWait*time.Duration(j.rate)/time.Second) + uint64(j.rate),
 		GapDetail: "asterisk: no media on any leg"})

@@ -66,7 +66,7 @@ type Edge struct {
 	closed bool
 	// closing is closed with closed set: see Closing.
 	closing chan struct{}
-	wg     sync.WaitGroup
+	wg      sync.WaitGroup
 }
 
 // New returns an Edge.

@@ -374,7 +374,7 @@ func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	o := c.p.o
 	j, err := stereo.New(stereo.Options{
 		Channels:  len(roles),
-		Silence:   silence(s.Codec),
+		Silence:   stereo.Silence(s.Codec),
 		MaxLag:    uint64(o.JoinLag * time.Duration(c.rate) / time.Second),
 		MaxHole:   uint64(o.MaxHole * time.Duration(c.rate) / time.Second),
 		Delay:     uint64(c.env.Reorder * time.Duration(c.rate) / time.Second),
