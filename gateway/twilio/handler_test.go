@@ -23,7 +23,6 @@ import (
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -46,15 +45,8 @@ type fixture struct {
 
 func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fp, err := rpc.NewPool(fc.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := gatewaytest.StartBackends(t)
+	rt, fc, rp, fp := b.Realtime, b.Fullcall, b.RealtimePool, b.FullcallPool
 	mt := gatewaytest.NewMetrics(t)
 	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mt.Provider}
 	if len(pacing) > 0 {
@@ -95,8 +87,6 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 		mgr.Drain(ctx)
 		h.Close(ctx)
 		srv.Close()
-		rp.Close()
-		fp.Close()
 	})
 	f.url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/twilio"
 	return f
