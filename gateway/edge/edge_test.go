@@ -515,3 +515,63 @@ func TestAKeySentAfterTheUpgradeIsCheckedAtStart(t *testing.T) {
 		t.Errorf("report %+v; want acme's", r)
 	}
 }
+
+// holder is toy with a jitter buffer: its audio waits in held until the
+// call ends (Flush).
+type holder struct {
+	toy
+	held []byte
+}
+
+func (h *holder) Frame(c *edge.Conn, typ int, data []byte) error {
+	if typ == websocket.BinaryMessage && c.Call() != nil {
+		h.held = append(h.held, data...)
+		return nil
+	}
+	return h.toy.Frame(c, typ, data)
+}
+
+func (h *holder) Flush(c *edge.Conn, call *session.Call) {
+	call.Audio(h.held)
+	h.held = nil
+}
+
+func TestHeldAudioReachesTheReportHoweverTheCallEnds(t *testing.T) {
+	var f *fixture
+	f = start(t, &edge.Protocol{Accept: func(r *http.Request) (*edge.Accepted, error) {
+		t, _, ref := f.e.Authenticate(tenant.KeyFromRequest(r))
+		if ref != nil {
+			return nil, ref
+		}
+		return &edge.Accepted{Tenant: t, Codec: &holder{}}, nil
+	}})
+	for _, end := range []string{"stop", "lost", "bad input"} {
+		id := "held-" + strings.ReplaceAll(end, " ", "-")
+		ws := f.dial(t, f.keys["acme"])
+		ws.WriteMessage(websocket.TextMessage, []byte("start "+id))
+		next(t, ws)
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 800))
+		switch end {
+		case "stop":
+			ws.WriteMessage(websocket.TextMessage, []byte("stop"))
+			closeOf(t, ws)
+		case "lost":
+			ws.UnderlyingConn().Close()
+		case "bad input":
+			ws.WriteMessage(websocket.TextMessage, []byte("nonsense"))
+			closeOf(t, ws)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.e.Sessions().Drain(ctx)
+	for id, reason := range map[string]fullcallv1.EndReason{
+		"held-stop":      fullcallv1.EndReason_END_REASON_HANGUP,
+		"held-lost":      fullcallv1.EndReason_END_REASON_DISCONNECTED,
+		"held-bad-input": fullcallv1.EndReason_END_REASON_ERROR,
+	} {
+		if r := f.b.Fullcall.Report(id); r == nil || r.EndReason != reason || r.AudioBytes != 800 {
+			t.Errorf("%s: report %+v; want %v with the 800 bytes held", id, r, reason)
+		}
+	}
+}
