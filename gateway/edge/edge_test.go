@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,6 +72,7 @@ func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {
 }
 
 type fixture struct {
+	logs *logBuffer
 	e    *edge.Edge
 	url  string
 	keys map[string]string
@@ -99,7 +102,8 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 		&tenant.Tenant{ID: "tiny", MaxConcurrentCalls: 1},
 		&tenant.Tenant{ID: "private", MaxConcurrentCalls: 10, AgentScoring: tenant.AgentScoringPrivate})
 	f.keys["care"] = care
-	o := edge.Options{Sessions: mgr, Tenants: reg}
+	f.logs = &logBuffer{}
+	o := edge.Options{Sessions: mgr, Tenants: reg, Logger: slog.New(slog.NewJSONHandler(f.logs, nil))}
 	if len(adm) > 0 {
 		o.Admission = adm[0]
 	}
@@ -572,6 +576,73 @@ func TestHeldAudioReachesTheReportHoweverTheCallEnds(t *testing.T) {
 	} {
 		if r := f.b.Fullcall.Report(id); r == nil || r.EndReason != reason || r.AudioBytes != 800 {
 			t.Errorf("%s: report %+v; want %v with the 800 bytes held", id, r, reason)
+		}
+	}
+}
+
+// logBuffer collects JSON log lines.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	var m map[string]any
+	json.Unmarshal(p, &m)
+	b.mu.Lock()
+	b.lines = append(b.lines, m)
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+// find returns the first line with the message whose attributes include
+// every key and value given.
+func (b *logBuffer) find(msg string, kv ...any) map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+next:
+	for _, l := range b.lines {
+		if l["msg"] != msg {
+			continue
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if fmt.Sprint(l[kv[i].(string)]) != fmt.Sprint(kv[i+1]) {
+				continue next
+			}
+		}
+		return l
+	}
+	return nil
+}
+
+func TestRefusalsAfterTheUpgradeAreLoggedWithTheirTenant(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	// Both connections pass the handshake; only one call fits the quota.
+	first, second := f.dial(t, f.keys["tiny"]), f.dial(t, f.keys["tiny"])
+	first.WriteMessage(websocket.TextMessage, []byte("start fits"))
+	next(t, first)
+	second.WriteMessage(websocket.TextMessage, []byte("start over"))
+	if ce := closeOf(t, second); ce.Code != edge.CloseOverQuota {
+		t.Errorf("over quota at start: %d %q; want 4429", ce.Code, ce.Text)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(f.url+"?late=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.TextMessage, []byte("auth clk_wrong"))
+	closeOf(t, ws)
+	for _, want := range [][]any{
+		{"code", edge.CloseOverQuota, "tenant", "tiny", "protocol", "toy", "level", "INFO"},
+		{"code", edge.CloseUnauthenticated, "protocol", "toy", "level", "INFO"},
+	} {
+		if f.logs.find("call refused after the upgrade", want...) == nil {
+			t.Errorf("no INFO line for the refusal %v; lines: %v", want, f.logs.lines)
+		}
+	}
+	for _, l := range f.logs.lines {
+		if strings.Contains(fmt.Sprint(l), "clk_wrong") {
+			t.Errorf("the key reached the log: %v", l)
 		}
 	}
 }
