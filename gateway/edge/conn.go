@@ -265,7 +265,8 @@ func (c *Conn) Fail(err error) {
 	c.failed = true
 	e := ErrorOf(err)
 	if e.Refused {
-		c.Log().Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason, "tenant", c.tenantID())
+		// The logger names the tenant once it is known.
+		c.Log().Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason)
 	} else {
 		c.Log().Info("closing connection on bad input", "code", e.Code, "reason", e.Reason)
 		count := e.Count

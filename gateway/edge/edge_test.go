@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,6 +72,7 @@ func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {
 }
 
 type fixture struct {
+	logs *logBuffer
 	e    *edge.Edge
 	url  string
 	keys map[string]string
@@ -99,7 +102,8 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 		&tenant.Tenant{ID: "tiny", MaxConcurrentCalls: 1},
 		&tenant.Tenant{ID: "private", MaxConcurrentCalls: 10, AgentScoring: tenant.AgentScoringPrivate})
 	f.keys["care"] = care
-	o := edge.Options{Sessions: mgr, Tenants: reg}
+	f.logs = &logBuffer{}
+	o := edge.Options{Sessions: mgr, Tenants: reg, Logger: slog.New(slog.NewJSONHandler(f.logs, nil))}
 	if len(adm) > 0 {
 		o.Admission = adm[0]
 	}
@@ -513,5 +517,132 @@ func TestAKeySentAfterTheUpgradeIsCheckedAtStart(t *testing.T) {
 	closeOf(t, ws)
 	if r := f.b.Fullcall.Report("late-key"); r == nil || r.TenantId != "acme" {
 		t.Errorf("report %+v; want acme's", r)
+	}
+}
+
+// holder is toy with a jitter buffer: its audio waits in held until the
+// call ends (Flush).
+type holder struct {
+	toy
+	held []byte
+}
+
+func (h *holder) Frame(c *edge.Conn, typ int, data []byte) error {
+	if typ == websocket.BinaryMessage && c.Call() != nil {
+		h.held = append(h.held, data...)
+		return nil
+	}
+	return h.toy.Frame(c, typ, data)
+}
+
+func (h *holder) Flush(c *edge.Conn, call *session.Call) {
+	call.Audio(h.held)
+	h.held = nil
+}
+
+func TestHeldAudioReachesTheReportHoweverTheCallEnds(t *testing.T) {
+	var f *fixture
+	f = start(t, &edge.Protocol{Accept: func(r *http.Request) (*edge.Accepted, error) {
+		t, _, ref := f.e.Authenticate(tenant.KeyFromRequest(r))
+		if ref != nil {
+			return nil, ref
+		}
+		return &edge.Accepted{Tenant: t, Codec: &holder{}}, nil
+	}})
+	for _, end := range []string{"stop", "lost", "bad input"} {
+		id := "held-" + strings.ReplaceAll(end, " ", "-")
+		ws := f.dial(t, f.keys["acme"])
+		ws.WriteMessage(websocket.TextMessage, []byte("start "+id))
+		next(t, ws)
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 800))
+		switch end {
+		case "stop":
+			ws.WriteMessage(websocket.TextMessage, []byte("stop"))
+			closeOf(t, ws)
+		case "lost":
+			ws.UnderlyingConn().Close()
+		case "bad input":
+			ws.WriteMessage(websocket.TextMessage, []byte("nonsense"))
+			closeOf(t, ws)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.e.Sessions().Drain(ctx)
+	for id, reason := range map[string]fullcallv1.EndReason{
+		"held-stop":      fullcallv1.EndReason_END_REASON_HANGUP,
+		"held-lost":      fullcallv1.EndReason_END_REASON_DISCONNECTED,
+		"held-bad-input": fullcallv1.EndReason_END_REASON_ERROR,
+	} {
+		if r := f.b.Fullcall.Report(id); r == nil || r.EndReason != reason || r.AudioBytes != 800 {
+			t.Errorf("%s: report %+v; want %v with the 800 bytes held", id, r, reason)
+		}
+	}
+}
+
+// logBuffer collects JSON log lines.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	var m map[string]any
+	json.Unmarshal(p, &m)
+	b.mu.Lock()
+	b.lines = append(b.lines, m)
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+// find returns the first line with the message whose attributes include
+// every key and value given.
+func (b *logBuffer) find(msg string, kv ...any) map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+next:
+	for _, l := range b.lines {
+		if l["msg"] != msg {
+			continue
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if fmt.Sprint(l[kv[i].(string)]) != fmt.Sprint(kv[i+1]) {
+				continue next
+			}
+		}
+		return l
+	}
+	return nil
+}
+
+func TestRefusalsAfterTheUpgradeAreLoggedWithTheirTenant(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	// Both connections pass the handshake; only one call fits the quota.
+	first, second := f.dial(t, f.keys["tiny"]), f.dial(t, f.keys["tiny"])
+	first.WriteMessage(websocket.TextMessage, []byte("start fits"))
+	next(t, first)
+	second.WriteMessage(websocket.TextMessage, []byte("start over"))
+	if ce := closeOf(t, second); ce.Code != edge.CloseOverQuota {
+		t.Errorf("over quota at start: %d %q; want 4429", ce.Code, ce.Text)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(f.url+"?late=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.TextMessage, []byte("auth clk_wrong"))
+	closeOf(t, ws)
+	for _, want := range [][]any{
+		{"code", edge.CloseOverQuota, "tenant", "tiny", "protocol", "toy", "level", "INFO"},
+		{"code", edge.CloseUnauthenticated, "protocol", "toy", "level", "INFO"},
+	} {
+		if f.logs.find("call refused after the upgrade", want...) == nil {
+			t.Errorf("no INFO line for the refusal %v; lines: %v", want, f.logs.lines)
+		}
+	}
+	for _, l := range f.logs.lines {
+		if strings.Contains(fmt.Sprint(l), "clk_wrong") {
+			t.Errorf("the key reached the log: %v", l)
+		}
 	}
 }
