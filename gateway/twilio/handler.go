@@ -441,12 +441,18 @@ func (c *conn) media(ec *edge.Conn, m *Media) error {
 	}
 	// The joiner writes to the connection, which passes the audio on to
 	// the call (ec.Audio) and says what its errors close with.
-	err := c.joiner.Write(ec, lane, c.place(lane, m), m.Payload)
+	if err := c.joiner.Write(ec, lane, c.place(lane, m), m.Payload); err != nil {
+		return c.writeError(err, m)
+	}
+	ec.Touch()
+	return nil
+}
+
+// writeError says what a failed write of media closes with. (Apart from
+// media, so that the hot path allocates nothing for errors.As.)
+func (c *conn) writeError(err error, m *Media) error {
 	var e *edge.Error
 	switch {
-	case err == nil:
-		ec.Touch()
-		return nil
 	case errors.Is(err, stereo.ErrHole):
 		return edge.Errorf(CloseBadMessage, "media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.p.o.MaxHole)
 	case errors.As(err, &e) && e.Code != edge.CloseTryAgainLater:
