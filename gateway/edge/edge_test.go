@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +52,8 @@ func (toy) Frame(c *edge.Conn, typ int, data []byte) error {
 			return err
 		}
 		c.Send([]byte("authenticated "+c.Tenant().ID), false)
+	case s == "sync": // every frame before it has been handed on
+		c.Send([]byte("synced"), false)
 	case s == "stop":
 		c.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.Close(edge.CloseNormal, "stopped")
@@ -279,6 +281,9 @@ func TestCloseDrainsLiveAndWaitingConnectionsAndWaits(t *testing.T) {
 	live.WriteMessage(websocket.TextMessage, []byte("start draining-call"))
 	next(t, live)
 	live.WriteMessage(websocket.BinaryMessage, make([]byte, 8000)) // 1 s
+	live.WriteMessage(websocket.TextMessage, []byte("sync"))
+	for next(t, live) != "synced" {
+	}
 	// A connection without a call: whether Close finds it registered or
 	// it is upgraded just after, it goes away the same way.
 	waiting := f.dial(t, f.keys["acme"])
