@@ -317,7 +317,14 @@ func (c *Conn) run() {
 			break
 		}
 		if c.ws.Closing() {
-			continue // draining the peer's last frames until its close
+			// The peer's last frames, until its close: what it sent
+			// before it saw ours still belongs to a call not yet ended
+			// (a drain's going away, an idle close) and is kept; after
+			// a failure or a hang-up the call has ended and they go.
+			if c.call != nil {
+				c.codec.Frame(c, typ, data)
+			}
+			continue
 		}
 		if call := c.live.Load(); call != nil {
 			select {

@@ -651,3 +651,30 @@ func TestRefusalsAfterTheUpgradeAreLoggedWithTheirTenant(t *testing.T) {
 		}
 	}
 }
+
+func TestAudioInFlightWhenTheDrainBeginsIsKept(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	ws := f.dial(t, f.keys["acme"])
+	ws.WriteMessage(websocket.TextMessage, []byte("start in-flight"))
+	next(t, ws)
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- f.e.Close(ctx)
+	}()
+	// Sent while the gateway says going away: the client has not read
+	// it yet, so this audio may reach the gateway after its close frame.
+	for range 10 {
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 800))
+	}
+	if ce := closeOf(t, ws); ce.Code != edge.CloseGoingAway {
+		t.Errorf("closed with %d; want 1001", ce.Code)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if r := f.b.Fullcall.Report("in-flight"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_DRAIN || r.AudioBytes != 8000 {
+		t.Errorf("report %+v; want the 8000 bytes sent before the client saw the going away, ended by the drain", r)
+	}
+}
