@@ -141,6 +141,7 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 		return nil, Errorf(CloseUnauthenticated, "unauthenticated: no API key")
 	}
 	if c.e.isClosed() {
+		c.Refused("draining")
 		return nil, ErrorOf(session.ErrDraining)
 	}
 	if c.e.admit != nil && !st.Resume {
