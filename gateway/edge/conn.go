@@ -141,6 +141,7 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 		return nil, Errorf(CloseUnauthenticated, "unauthenticated: no API key")
 	}
 	if c.e.isClosed() {
+		c.Refused("draining")
 		return nil, ErrorOf(session.ErrDraining)
 	}
 	if c.e.admit != nil && !st.Resume {
@@ -317,7 +318,14 @@ func (c *Conn) run() {
 			break
 		}
 		if c.ws.Closing() {
-			continue // draining the peer's last frames until its close
+			// The peer's last frames, until its close: what it sent
+			// before it saw ours still belongs to a call not yet ended
+			// (a drain's going away, an idle close) and is kept; after
+			// a failure or a hang-up the call has ended and they go.
+			if c.call != nil {
+				c.codec.Frame(c, typ, data)
+			}
+			continue
 		}
 		if call := c.live.Load(); call != nil {
 			select {

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +52,8 @@ func (toy) Frame(c *edge.Conn, typ int, data []byte) error {
 			return err
 		}
 		c.Send([]byte("authenticated "+c.Tenant().ID), false)
+	case s == "sync": // every frame before it has been handed on
+		c.Send([]byte("synced"), false)
 	case s == "stop":
 		c.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.Close(edge.CloseNormal, "stopped")
@@ -279,6 +281,9 @@ func TestCloseDrainsLiveAndWaitingConnectionsAndWaits(t *testing.T) {
 	live.WriteMessage(websocket.TextMessage, []byte("start draining-call"))
 	next(t, live)
 	live.WriteMessage(websocket.BinaryMessage, make([]byte, 8000)) // 1 s
+	live.WriteMessage(websocket.TextMessage, []byte("sync"))
+	for next(t, live) != "synced" {
+	}
 	// A connection without a call: whether Close finds it registered or
 	// it is upgraded just after, it goes away the same way.
 	waiting := f.dial(t, f.keys["acme"])
@@ -644,5 +649,32 @@ func TestRefusalsAfterTheUpgradeAreLoggedWithTheirTenant(t *testing.T) {
 		if strings.Contains(fmt.Sprint(l), "clk_wrong") {
 			t.Errorf("the key reached the log: %v", l)
 		}
+	}
+}
+
+func TestAudioInFlightWhenTheDrainBeginsIsKept(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	ws := f.dial(t, f.keys["acme"])
+	ws.WriteMessage(websocket.TextMessage, []byte("start in-flight"))
+	next(t, ws)
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- f.e.Close(ctx)
+	}()
+	// Sent while the gateway says going away: the client has not read
+	// it yet, so this audio may reach the gateway after its close frame.
+	for range 10 {
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 800))
+	}
+	if ce := closeOf(t, ws); ce.Code != edge.CloseGoingAway {
+		t.Errorf("closed with %d; want 1001", ce.Code)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if r := f.b.Fullcall.Report("in-flight"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_DRAIN || r.AudioBytes != 8000 {
+		t.Errorf("report %+v; want the 8000 bytes sent before the client saw the going away, ended by the drain", r)
 	}
 }
