@@ -332,6 +332,10 @@ func (c *Conn) run() {
 			case <-call.Done():
 				c.aborted(call)
 				if c.ws.Closing() {
+					// This frame too came before the peer saw the close.
+					if c.call != nil {
+						c.codec.Frame(c, typ, data)
+					}
 					continue
 				}
 			default:
