@@ -223,6 +223,11 @@ func New(o Options) (*Server, error) {
 		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
 	}
 	s.host.AddReadyCheck(func() error {
+		select {
+		case <-s.edge.Closing():
+			return errors.New("draining")
+		default:
+		}
 		if mgr.Draining() {
 			return errors.New("draining")
 		}
@@ -337,6 +342,9 @@ const drainProgressEvery = 5 * time.Second
 func (s *Server) StartDrain() {
 	s.drainOnce.Do(func() {
 		s.log.Info("drain requested", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
+		// New connections are refused, and readiness fails, before the
+		// request is answered (the drain itself runs on).
+		s.edge.Drain()
 		s.drainWG.Add(1)
 		go func() {
 			defer s.drainWG.Done()
