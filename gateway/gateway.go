@@ -5,7 +5,9 @@
 // no analysis state and never decodes audio.
 //
 // Protocol adapters live in subpackages (native, audiohook, twilio,
-// asterisk) on top of the protocol-independent core in package session.
+// asterisk) on top of the connection core in package edge (one owner of a
+// connection's life, for every protocol) and the call core in package
+// session.
 package gateway
 
 import (

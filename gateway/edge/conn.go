@@ -318,11 +318,11 @@ func (c *Conn) run() {
 			break
 		}
 		if c.ws.Closing() {
-			// The peer's last frames, until its close: what it sent
-			// before it saw ours still belongs to a call not yet ended
-			// (a drain's going away, an idle close) and is kept; after
-			// a failure or a hang-up the call has ended and they go.
-			if c.call != nil {
+			// The peer's last frames, until its close. When the drain
+			// ended the call, what the PBX sent before it saw the going
+			// away still belongs to the call (not ended yet) and is kept;
+			// after anything else (a failure, a hang-up) they go.
+			if c.call != nil && drained(c.call) {
 				c.codec.Frame(c, typ, data)
 			}
 			continue
@@ -359,6 +359,12 @@ func (c *Conn) run() {
 	} else {
 		c.End(reason)
 	}
+}
+
+// drained reports whether the gateway ended call for a drain.
+func drained(call *session.Call) bool {
+	r, err := call.AbortReason()
+	return err != nil && r == fullcallv1.EndReason_END_REASON_DRAIN
 }
 
 // checkIdle runs when the connection may have gone quiet: one timer per
