@@ -295,6 +295,7 @@ type joined struct {
 	joiner  *stereo.Joiner
 	lanes   map[string]int // role -> channel
 	state   int
+	failed  bool // failAll ran
 }
 
 const (
@@ -437,9 +438,15 @@ func (j *joined) audio(l *leg, data []byte) error {
 	return nil
 }
 
-// failAll closes every leg of the call for a client error (counted once).
+// failAll closes every leg of the call for a client error (counted once,
+// however many frames the legs still send).
 func (j *joined) failAll(code int, reason string) {
 	j.mu.Lock()
+	if j.failed {
+		j.mu.Unlock()
+		return
+	}
+	j.failed = true
 	legs := make([]*leg, 0, len(j.legs))
 	for _, l := range j.legs {
 		legs = append(legs, l)

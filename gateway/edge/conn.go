@@ -333,7 +333,7 @@ func (c *Conn) run() {
 				c.aborted(call)
 				if c.ws.Closing() {
 					// This frame too came before the peer saw the close.
-					if c.call != nil {
+					if c.call != nil && drained(c.call) {
 						c.codec.Frame(c, typ, data)
 					}
 					continue
