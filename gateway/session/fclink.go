@@ -53,8 +53,8 @@ type fcLink struct {
 	// acknowledged audio or a stream to it opened: the failover window
 	// counts from it.
 	progress time.Time
-	// room is closed, and replaced, whenever an acknowledgement frees
-	// room in the log.
+	// room, made by a writer about to wait, is closed (and forgotten)
+	// when an acknowledgement frees room in the log.
 	room chan struct{}
 	// gone is set once the link has let the call go: its audio given up,
 	// or the call resumed elsewhere. Nothing is sent after it.
@@ -87,7 +87,6 @@ func newFCLink(c *Call) *fcLink {
 	l := &fcLink{
 		maxBytes: max(b, c.chunkBytes),
 		progress: c.m.now(),
-		room:     make(chan struct{}),
 		report:   make(chan *fullcallv1.Report, 1),
 		lost:     make(chan error, 1),
 	}
@@ -130,6 +129,9 @@ func (l *fcLink) waitRoom(n int) {
 		if l.gone || l.bytes == 0 || l.bytes+n <= l.maxBytes {
 			l.mu.Unlock()
 			break
+		}
+		if l.room == nil {
+			l.room = make(chan struct{})
 		}
 		room, deadline := l.room, l.progress.Add(m.o.FullcallFailover)
 		l.mu.Unlock()
@@ -214,8 +216,10 @@ func (l *fcLink) forgetLocked(n int) {
 	}
 	l.bytes -= n
 	l.c.m.unacked.Add(-int64(n))
-	close(l.room)
-	l.room = make(chan struct{})
+	if l.room != nil {
+		close(l.room)
+		l.room = nil
+	}
 }
 
 // release forgets whatever the log still holds, when the call ends.

@@ -66,8 +66,8 @@ func (c *Call) Park() bool {
 	}
 	m.m.parked.Add(context.Background(), 1, c.attrs)
 	c.log.Info("connection lost; the call waits for its client to resume it", "grace", grace, "timeline_sample", c.timeline.Load())
+	t := m.clock.NewTimer(grace) // the grace counts from now
 	go func() {
-		t := m.clock.NewTimer(grace)
 		defer t.Stop()
 		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
 		select {

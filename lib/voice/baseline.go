@@ -54,10 +54,17 @@ const maxBaselineSeconds = 64
 // stretch of voiced speech and combines their medians (robust to odd
 // seconds) with a prior.
 type baselineBuilder struct {
-	m      *Model
-	vals   [nRel][maxBaselineSeconds]float64
-	n      [nRel]int
-	voiced int // voiced frames collected
+	m *Model
+	// The seconds offered so far (up to maxBaselineSeconds): their
+	// features, model voiced frames and speech level (dB, the mean level
+	// of their model frames). Which of them count is decided again at
+	// every update (see admitted).
+	secs [maxBaselineSeconds]baselineSecond
+	nsec int
+	// voiced is the model voiced frames of the seconds that count.
+	voiced int
+	// frozen: the seconds that count reached the target; they are kept
+	// as they are.
 	frozen bool
 	// target is the voiced frames at which collection stops (0: never).
 	target      int
@@ -68,6 +75,20 @@ type baselineBuilder struct {
 	// caller mode: a low quantile instead of the median, over the first
 	// maxBaselineSeconds of speech, and a prior weight per feature.
 	caller bool
+	// The line's noise as last seen: whether it fluctuates like speech,
+	// and its reference level (dB).
+	speechLike, noiseKnown bool
+	noiseDB                float64
+}
+
+// baselineSecond is one second offered to a baseline.
+type baselineSecond struct {
+	vals   [nRel]float64 // NaN where not measured
+	voiced int
+	level  float64
+	// provisional: offered before the line's noise was measured; decided
+	// again at every update.
+	provisional bool
 }
 
 func (b *baselineBuilder) init(m *Model, stored *Baseline, target int) {
@@ -100,34 +121,73 @@ func (b *baselineBuilder) initCaller(m *Model) {
 // featureState.speechLikeNoise); then a second whose speech is less than
 // SNRZero dB above the noise (where the noise-biased terms already count
 // for nothing) is too close to the background to say what this speaker's
-// voice is — the babble's voiced moments would set the reference. A steady
-// noise is never periodic, so its voiced frames are the speaker's and
-// every second counts (selecting seconds by SNR would select the
-// speaker's louder ones).
+// voice is — the babble's voiced moments would set the reference. That is
+// decided again at every second against the noise as it is known then:
+// the first seconds of a line, before the noise's level and spread are
+// measured, stand far above a floor that has not risen yet, and babble
+// alone would set the baseline there. A steady noise is never periodic,
+// so its voiced frames are the speaker's and every second counts
+// (selecting seconds by SNR would select the speaker's louder ones).
 func (b *baselineBuilder) add(w *Window, other *otherParty, speechLikeNoise bool) {
-	if b.frozen || w.mVoiced < b.m.Baseline.MinVoicedFrames {
+	if b.frozen {
+		return // the admitted seconds stay those of the first stretch
+	}
+	b.speechLike, b.noiseDB = speechLikeNoise, w.noiseDB
+	b.noiseKnown = w.noiseKnown
+	if w.mVoiced < b.m.Baseline.MinVoicedFrames || b.nsec == maxBaselineSeconds {
+		b.update() // the noise is better known: decide again
 		return
 	}
-	if z := b.m.AgentStress.SNRZero; speechLikeNoise && z > 0 && w.SNR() < z {
+	if z := b.m.AgentStress.SNRZero; w.noiseKnown && speechLikeNoise && z > 0 && w.SNR() < z {
+		b.update()
 		return
 	}
+	sec := &b.secs[b.nsec]
+	b.nsec++
 	for i, f := range relFeatures {
-		v := featureValue(f, w, other)
-		if math.IsNaN(v) || b.n[i] == maxBaselineSeconds {
-			continue
-		}
-		b.vals[i][b.n[i]] = v
-		b.n[i]++
+		sec.vals[i] = featureValue(f, w, other)
 	}
-	b.voiced += w.mVoiced
-	if b.target > 0 && b.voiced >= b.target {
-		b.frozen = true
-	}
+	sec.voiced = w.mVoiced
+	sec.level = ratio(w.mraw, w.mVoiced)
+	sec.provisional = !w.noiseKnown
 	b.update()
 }
 
-// update recomputes the current baseline.
+// admitted reports whether second sec counts for the baseline, against
+// the noise as it is known now.
+func (b *baselineBuilder) admitted(sec *baselineSecond) bool {
+	z := b.m.AgentStress.SNRZero
+	return !sec.provisional || !b.speechLike || z <= 0 || sec.level-b.noiseDB >= z
+}
+
+// update recomputes the current baseline from the seconds that count, in
+// the order they came, until they reach the target.
 func (b *baselineBuilder) update() {
+	b.voiced = 0
+	var vals [nRel][maxBaselineSeconds]float64
+	var n [nRel]int
+	end := b.nsec
+	for j := range b.nsec {
+		sec := &b.secs[j]
+		if !b.admitted(sec) {
+			continue
+		}
+		if b.target > 0 && b.voiced >= b.target {
+			end = j
+			break
+		}
+		for i, v := range sec.vals {
+			if !math.IsNaN(v) {
+				vals[i][n[i]] = v
+				n[i]++
+			}
+		}
+		b.voiced += sec.voiced
+	}
+	if b.target > 0 && b.voiced >= b.target && b.noiseKnown {
+		// The first stretch is complete: it stays as it is.
+		b.nsec, b.frozen = end, true
+	}
 	own := float64(b.voiced) / FrameRate
 	b.cur = Baseline{Model: b.m.ID(), VoicedS: own}
 	switch {
@@ -139,15 +199,13 @@ func (b *baselineBuilder) update() {
 	default:
 		b.cur.Source = "call"
 	}
-	var tmp [maxBaselineSeconds]float64
 	for i, f := range relFeatures {
 		p := b.prior.Get(f)
-		if b.n[i] == 0 {
+		if n[i] == 0 {
 			b.cur.set(f, p)
 			continue
 		}
-		s := tmp[:b.n[i]]
-		copy(s, b.vals[i][:b.n[i]])
+		s := vals[i][:n[i]]
 		slices.Sort(s)
 		pw := b.priorWeight
 		if b.priorSource == "population" && b.m.Baseline.AgentPriorWeight != nil {

@@ -25,6 +25,8 @@ type featureState struct {
 	// noise, several dB more for a noise whose level fluctuates
 	// (babble), whose minimum lies far below its typical level.
 	spread float32
+	// spreadN counts the unvoiced frames behind spread, up to spreadKnown.
+	spreadN int
 
 	// The noise's mean power — over the intensity window, and of the 20
 	// ms energies above and below 1 kHz — averaged over the frames near
@@ -38,6 +40,9 @@ type featureState struct {
 	// the continuity check.
 	lastST  float32
 	lastIdx int64
+	// kept says the previous frame was a model frame: a voiced run that
+	// cleared the SNR gate (see modelKeepSNR).
+	kept bool
 
 	// Syllable nuclei (de Jong & Wempe): peaks of a smooth intensity.
 	sylMax    float32 // running maximum of the smooth intensity
@@ -165,6 +170,8 @@ func (s *featureState) endSecond(a *Analyzer) {
 	if s.cur.Frames == 0 {
 		return
 	}
+	s.cur.noiseDB = float64(s.floorDB + max(noiseBias, s.spread))
+	s.cur.noiseKnown = s.spreadN >= spreadKnown
 	s.total.Add(&s.cur)
 	if a.onSecond != nil {
 		a.onSecond(&s.cur)
@@ -199,6 +206,9 @@ func (s *featureState) activity(f *Frame) {
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
 	if !f.Voiced {
 		s.spread += spreadSmooth * (min(in-s.floorDB, spreadMax) - s.spread)
+		if s.spreadN < spreadKnown {
+			s.spreadN++
+		}
 	}
 	f.SNR = in - s.floorDB - max(noiseBias, s.spread)
 	// Voicing counts as activity only above the noise: noise and babble
@@ -219,7 +229,14 @@ func (s *featureState) activity(f *Frame) {
 const (
 	spreadSmooth = 0.005
 	spreadMax    = 12
+	// The spread is known once it rests on spreadKnown unvoiced frames
+	// (its time constant).
+	spreadKnown = 200
 )
+
+// steadyNoise says the channel's noise is known (its spread measured) and
+// steady, not speech-like.
+func (s *featureState) steadyNoise() bool { return s.spreadN >= spreadKnown && !s.speechLikeNoise() }
 
 // speechLikeNoise says the channel's noise level fluctuates like speech
 // (babble): its typical level lies more than speechLikeSpread dB above its
@@ -237,8 +254,9 @@ const speechLikeSpread = 4.5
 // power (the floor, raised by noiseBias dB because a minimum tracker sits
 // in the low tail of the noise's frame powers).
 const (
-	modelMinSNR = 5
-	noiseBias   = 3
+	modelMinSNR  = 5
+	modelKeepSNR = 2
+	noiseBias    = 3
 	// Frames within noiseFrameSNR dB of the floor are noise; the noise
 	// means follow them with a 200 ms time constant.
 	noiseFrameSNR = 4
@@ -247,8 +265,8 @@ const (
 
 // modelFrame is one frame's contribution to a window's model sums.
 type modelFrame struct {
-	voiced                bool
-	st, in, bal, hnr, snr float32
+	voiced                     bool
+	st, in, bal, hnr, snr, raw float32
 }
 
 func (m *modelFrame) add(w *Window) {
@@ -263,6 +281,7 @@ func (m *modelFrame) add(w *Window) {
 	w.mbal += float64(m.bal)
 	w.mhnr += float64(m.hnr)
 	w.msnr += float64(m.snr)
+	w.mraw += float64(m.raw)
 }
 
 func (m *modelFrame) sub(w *Window) {
@@ -277,12 +296,15 @@ func (m *modelFrame) sub(w *Window) {
 	w.mbal -= float64(m.bal)
 	w.mhnr -= float64(m.hnr)
 	w.msnr -= float64(m.snr)
+	w.mraw -= float64(m.raw)
 }
 
 // noise tracks the noise floors of the two bands and sets the frame's SNR
 // and its noise-corrected contribution to the model sums.
 func (s *featureState) noise(pf *pathFrame, f *Frame) {
 	s.mc = modelFrame{}
+	kept := s.kept
+	s.kept = false
 	if f.Intensity <= SilenceDB {
 		return
 	}
@@ -296,7 +318,16 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 		s.noiseLo += noiseSmooth * (lo - s.noiseLo)
 	}
 	snr := f.SNR
-	if !f.Voiced || snr < modelMinSNR {
+	// Hysteresis: a voiced run that cleared the gate keeps its frames
+	// down to modelKeepSNR once the noise is known to be steady (a steady
+	// noise is not periodic: the run's voicing is the speaker's). Over
+	// babble, and before the noise is measured, the gate holds frame by
+	// frame: babble's voiced moments are other voices.
+	gate := float32(modelMinSNR)
+	if kept && s.steadyNoise() {
+		gate = modelKeepSNR
+	}
+	if !f.Voiced || snr < gate {
 		return
 	}
 	// The clean share of the frame's power, overall and per band (at
@@ -315,6 +346,7 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 	if jump {
 		return
 	}
+	s.kept = true
 	s.mc = modelFrame{
 		voiced: true,
 		st:     st,
@@ -322,6 +354,7 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 		bal:    min(max(fastDB(hiC/loC), -40), 40),
 		hnr:    hnr(r),
 		snr:    snr,
+		raw:    f.Intensity,
 	}
 }
 

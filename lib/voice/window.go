@@ -28,7 +28,12 @@ type Window struct {
 	// featureState.noise), and F0 in semitones.
 	mVoiced              int
 	mst, mst2, mdB, mbal float64
-	mhnr, msnr           float64
+	mhnr, msnr, mraw     float64 // mraw: the frames' intensity before the noise correction
+	// noiseDB is the channel's noise reference (dB, the level Frame.SNR
+	// is measured from) at the end of the window.
+	noiseDB float64
+	// noiseKnown says the noise's spread was measured by then.
+	noiseKnown bool
 
 	// Perturbation holds the jitter and shimmer sums of the pulses in the
 	// window.
@@ -61,6 +66,10 @@ func (w *Window) Add(o *Window) {
 	w.mbal += o.mbal
 	w.mhnr += o.mhnr
 	w.msnr += o.msnr
+	w.mraw += o.mraw
+	if o.Frames > 0 {
+		w.noiseDB, w.noiseKnown = o.noiseDB, o.noiseKnown
+	}
 	w.Perturbation.Add(&o.Perturbation)
 }
 

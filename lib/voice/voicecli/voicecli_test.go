@@ -232,15 +232,9 @@ func TestEvalOnTheCorpus(t *testing.T) {
 // knownGaps are the issue-13 targets model 2.0.0 does not meet on the dev
 // corpus, with the figure it reached (a bound the test holds it to).
 var knownGaps = map[string]float64{
-	"noise pink 15 dB: labelled speech seconds abstaining":       0.136,
-	"noise babble 15 dB: both AUCs (worse)":                      0.886,
-	"noise babble 15 dB: calm seconds ≥ 70 (worse score)":        0.192,
-	"noise babble 10 dB: calm seconds ≥ 70 (worse score)":        0.163,
-	"noise hum 15 dB: labelled speech seconds abstaining":        0.121,
-	"bleed -20 dB at 20 ms: calm seconds ≥ 70 (worse score)":     0.091,
-	"agent 12 dB quieter: emotional seconds ≥ 70 (worse score)":  0.583,
-	"caller 12 dB quieter: emotional seconds ≥ 70 (worse score)": 0.583,
-	"loss 3% zeroed: calm seconds ≥ 70 (worse score)":            0.055,
+	"noise pink 15 dB: labelled speech seconds abstaining": 0.117,
+	"noise babble 15 dB: calm seconds ≥ 70 (worse score)":  0.098,
+	"noise babble 10 dB: calm seconds ≥ 70 (worse score)":  0.103,
 }
 
 func TestImpairCommand(t *testing.T) {
