@@ -311,12 +311,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if e.isClosed() || t == nil && e.m.Draining() {
+	// The connection counts from before the upgrade, so that a Close
+	// that begins meanwhile waits for it.
+	e.mu.Lock()
+	if e.closed || t == nil && e.m.Draining() {
+		e.mu.Unlock()
 		h.refuse(w, r, draining(tenantID))
 		return
 	}
+	e.wg.Add(1)
+	e.mu.Unlock()
 	ws, err := h.up.Upgrade(w, r, nil)
 	if err != nil {
+		e.wg.Done()
 		return // the upgrader has answered
 	}
 	c := &Conn{e: e, p: h.p, codec: acc.Codec, ticket: admission.FromContext(r.Context())}
@@ -339,16 +346,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.ws = wsconn.New(ws, co)
 	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		c.ws.Close(CloseGoingAway, "gateway stopping; reconnect")
-		c.ws.Finish()
-		return
-	}
 	e.conns[c] = struct{}{}
-	e.wg.Add(1)
+	missed := e.closed // a drain began during the upgrade and missed it
 	e.mu.Unlock()
 	served = true
+	if missed {
+		c.codec.Close(c, CloseGoingAway, "gateway draining; reconnect")
+	}
 	go func() {
 		defer e.wg.Done()
 		c.run()
