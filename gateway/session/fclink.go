@@ -86,6 +86,10 @@ type fcEntry struct {
 	// when the chunk's data was allocated by a merge (mergeChunk).
 	out   bool
 	owned bool
+	// analysis marks realtime's analysis of a second: it covers audio
+	// already in the log, so it waits behind a held chunk instead of
+	// sending it (holdLocked), and audio may still join that chunk.
+	analysis bool
 }
 
 func newFCLink(c *Call) *fcLink {
@@ -117,10 +121,11 @@ func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
 	}
 	l.bytes += n
 	l.c.m.unacked.Add(int64(n))
-	if k := len(l.log); k > 0 && l.next < k {
-		// The sender has not taken the last entry yet: a chunk that
-		// continues it joins it, under its seq.
-		if e := &l.log[k-1]; e.chunk && !e.out {
+	if k := l.lastAudioLocked(); k >= 0 && l.next <= k {
+		// The sender has not taken the last entry yet (but for analyses
+		// waiting behind it): a chunk that continues it joins it, under
+		// its seq.
+		if e := &l.log[k]; e.chunk && !e.out {
 			last := e.req.Msg.(*fullcallv1.RecordRequest_Chunk)
 			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, l.batchBytes()); ok {
 				last.Chunk, e.owned, e.bytes = merged, true, e.bytes+n
@@ -195,8 +200,18 @@ func (l *fcLink) push(r *fullcallv1.RecordRequest) {
 		l.c.log.Debug("event after the call's close not recorded", "msg", fmt.Sprintf("%T", r.Msg))
 		return
 	}
-	l.log = append(l.log, fcEntry{req: r, seq: l.lastSeq})
+	l.log = append(l.log, fcEntry{req: r, seq: l.lastSeq, analysis: r.GetAnalysis() != nil})
 	l.kickLocked()
+}
+
+// lastAudioLocked returns the index of the log's last entry that is not
+// an analysis waiting to go out, or -1.
+func (l *fcLink) lastAudioLocked() int {
+	k := len(l.log) - 1
+	for k >= 0 && l.log[k].analysis && !l.log[k].out {
+		k--
+	}
+	return k
 }
 
 // ack forgets what fullcall has made durable.
@@ -269,7 +284,8 @@ func (l *fcLink) readyLocked() bool {
 func (l *fcLink) batchBytes() int { return max(l.c.format.BytesPerSecond(), l.c.chunkBytes) }
 
 // holdLocked reports whether the log's entry i waits for more audio before
-// it goes out (Options.FullcallBatch): it is the last entry, a chunk that
+// it goes out (Options.FullcallBatch): it is the last entry (realtime's
+// analyses, which cover audio before it, wait behind it), a chunk that
 // has not gone out, with less than holdBytes of audio, the call is not
 // closing, and the log is less than half full. fullcall's report needs
 // the audio, not its promptness (it acknowledges only at its checkpoints,
@@ -279,7 +295,7 @@ func (l *fcLink) batchBytes() int { return max(l.c.format.BytesPerSecond(), l.c.
 // log (a gap, an event, the close) sends it at once, so the order is kept
 // and nothing waits at the call's end; no timer is involved.
 func (l *fcLink) holdLocked(i int) bool {
-	if l.holdBytes == 0 || i != len(l.log)-1 || l.closeReq != nil || 2*l.bytes >= l.maxBytes {
+	if l.holdBytes == 0 || i != l.lastAudioLocked() || l.closeReq != nil || 2*l.bytes >= l.maxBytes {
 		return false
 	}
 	e := &l.log[i]

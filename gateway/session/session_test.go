@@ -502,9 +502,16 @@ func TestDrainAndEndAll(t *testing.T) {
 func TestRealtimeAnalysesGoToFullcallAfterTheirAudio(t *testing.T) {
 	// realtime's per-second analyses ride the fullcall stream, each after
 	// the audio it covers (fullcall takes a second's analysis only when it
-	// holds that second's audio), and the open says they come.
+	// holds that second's audio), and the open says they come. With
+	// fullcall's audio batched, an analysis waits behind the chunk being
+	// gathered rather than cutting it short.
+	t.Run("each", func(t *testing.T) { testAnalysesToFullcall(t, 0) })
+	t.Run("fullcall-batch", func(t *testing.T) { testAnalysesToFullcall(t, time.Second) })
+}
+
+func testAnalysesToFullcall(t *testing.T, batch time.Duration) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	m := manager(t, rt.Addr, fc.Addr, Options{})
+	m := manager(t, rt.Addr, fc.Addr, Options{FullcallBatch: batch})
 	ev := newEvents()
 	c, err := m.Start(context.Background(), stereo("analysed"), ev)
 	if err != nil {
@@ -527,5 +534,8 @@ func TestRealtimeAnalysesGoToFullcallAfterTheirAudio(t *testing.T) {
 		if a.Second != uint32(i) || a.EndSample != uint64(i+1)*8000 || a.Received < a.EndSample {
 			t.Errorf("analysis %d: %+v; want second %d, after its audio", i, a, i)
 		}
+	}
+	if n := len(fc.Seqs("analysed")); batch > 0 && n != 4 {
+		t.Errorf("fullcall got %d chunks for 4 s batched a second at a time; want 4", n)
 	}
 }
