@@ -27,6 +27,12 @@ type featureState struct {
 	spread float32
 	// spreadN counts the unvoiced frames behind spread, up to spreadKnown.
 	spreadN int
+	// spreadW is the weight the spread's exponential mean has given its
+	// frames so far (1 − (1 − spreadSmooth)^n): spread/spreadW is the
+	// mean without the start's pull towards zero, for the voicing
+	// correction, which must not take a babble line whose spread is still
+	// rising for a steady one.
+	spreadW float32
 
 	// The noise's mean power — over the intensity window, and of the 20
 	// ms energies above and below 1 kHz — averaged over the frames near
@@ -206,6 +212,7 @@ func (s *featureState) activity(f *Frame) {
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
 	if !f.Voiced {
 		s.spread += spreadSmooth * (min(in-s.floorDB, spreadMax) - s.spread)
+		s.spreadW += spreadSmooth * (1 - s.spreadW)
 		if s.spreadN < spreadKnown {
 			s.spreadN++
 		}
@@ -248,15 +255,28 @@ func (s *featureState) speechLikeNoise() bool { return s.spread > speechLikeSpre
 
 const speechLikeSpread = 4.5
 
+// voicingNoise returns the mean power of the channel's noise when the
+// path finder may correct voicing strengths for it: the noise is measured
+// (spreadKnown unvoiced frames) and steady, judged on the spread's mean
+// without the exponential start's bias (a babble line's spread rises
+// from zero for several time constants and would read as steady at first).
+func (s *featureState) voicingNoise() (float32, bool) {
+	if s.spreadN < spreadKnown || s.spread > speechLikeSpread*s.spreadW || !s.noiseInit {
+		return 0, false
+	}
+	return s.noiseP, true
+}
+
 // Noise-floor settings: a frame counts for the model's features when it is
 // voiced and at least modelMinSNR dB above the channel's noise floor; its
 // intensity, spectral balance and HNR are then corrected for the noise
 // power (the floor, raised by noiseBias dB because a minimum tracker sits
 // in the low tail of the noise's frame powers).
 const (
-	modelMinSNR  = 5
-	modelKeepSNR = 2
-	noiseBias    = 3
+	modelMinSNR    = 5
+	modelKeepSNR   = 2
+	modelSteadySNR = 4
+	noiseBias      = 3
 	// Frames within noiseFrameSNR dB of the floor are noise; the noise
 	// means follow them with a 200 ms time constant.
 	noiseFrameSNR = 4
@@ -324,6 +344,12 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 	// babble, and before the noise is measured, the gate holds frame by
 	// frame: babble's voiced moments are other voices.
 	gate := float32(modelMinSNR)
+	if _, steady := s.voicingNoise(); steady {
+		// Voicing is corrected for the steady noise's share (see
+		// Analyzer.candidates): a voiced frame is the speaker's a little
+		// nearer the noise too.
+		gate = modelSteadySNR
+	}
 	if kept && s.steadyNoise() {
 		gate = modelKeepSNR
 	}

@@ -232,9 +232,8 @@ func TestEvalOnTheCorpus(t *testing.T) {
 // knownGaps are the issue-13 targets model 2.0.0 does not meet on the dev
 // corpus, with the figure it reached (a bound the test holds it to).
 var knownGaps = map[string]float64{
-	"noise pink 15 dB: labelled speech seconds abstaining": 0.117,
-	"noise babble 15 dB: calm seconds ≥ 70 (worse score)":  0.098,
-	"noise babble 10 dB: calm seconds ≥ 70 (worse score)":  0.103,
+	"noise babble 15 dB: calm seconds ≥ 70 (worse score)": 0.098,
+	"noise babble 10 dB: calm seconds ≥ 70 (worse score)": 0.103,
 }
 
 func TestImpairCommand(t *testing.T) {
