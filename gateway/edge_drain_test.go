@@ -51,8 +51,20 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
+	// Each live call sends a second of audio and waits for its score: the
+	// gateway has it all before the drain begins.
 	nativeLive := dial(t, addr, key, "native-live")
-	nativeLive.WriteMessage(websocket.BinaryMessage, make([]byte, 1600))
+	nativeLive.WriteMessage(websocket.BinaryMessage, make([]byte, 16000))
+	nativeLive.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var m map[string]any
+		if err := nativeLive.ReadJSON(&m); err != nil {
+			t.Fatalf("native call's score: %v", err)
+		}
+		if m["type"] == "score" {
+			break
+		}
+	}
 	nativeWaiting, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws/native", http.Header{"Authorization": {"Bearer " + key}})
 	if err != nil {
 		t.Fatal(err)
@@ -60,12 +72,29 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 	defer nativeWaiting.Close()
 	ah := &audiohook.Client{URL: "ws://" + addr + "/ws/audiohook", APIKey: key, ClientSecret: secret, OrganizationID: "d7934305-0972-4844-938e-9060eef73d05"}
 	const conv = "8a0b5f4e-2b5c-4a43-9d4e-3c6f2e1d0a9b"
-	ahLive, err := ah.Open(ctx, audiohook.OpenRequest{ConversationID: conv})
+	scored := make(chan struct{}, 1)
+	var ahDisconnect *audiohook.DisconnectParameters // written by the client's reader before Close returns
+	ahLive, err := ah.Open(ctx, audiohook.OpenRequest{ConversationID: conv, OnEvent: func(e audiohook.Event) {
+		switch {
+		case e.Score != nil:
+			select {
+			case scored <- struct{}{}:
+			default:
+			}
+		case e.Disconnect != nil:
+			ahDisconnect = e.Disconnect
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ahLive.SendAudio(make([]byte, 1600)); err != nil {
+	if err := ahLive.SendAudio(make([]byte, 16000)); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-scored:
+	case <-ctx.Done():
+		t.Fatal("no score on the AudioHook call")
 	}
 	ahWaiting := dialAudioHookUnopened(t, addr, key, secret, ah.OrganizationID)
 	defer ahWaiting.Close()
@@ -86,10 +115,8 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 	if err := ahLive.Close(ctx, "disconnect"); err != nil {
 		t.Errorf("AudioHook close after the drain's disconnect: %v", err)
 	}
-	for _, e := range ahLive.Events() {
-		if d := e.Disconnect; d != nil && (d.Reason != audiohook.DisconnectError || !strings.Contains(d.Info, "draining")) {
-			t.Errorf("AudioHook call's disconnect %+v; want reason error, draining", d)
-		}
+	if d := ahDisconnect; d == nil || d.Reason != audiohook.DisconnectError || !strings.Contains(d.Info, "draining") {
+		t.Errorf("AudioHook call's disconnect %+v; want reason error, draining", d)
 	}
 	// The session that never opened gets the same disconnect and, when
 	// its client closes as the protocol asks, closed.
@@ -122,8 +149,8 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 		t.Errorf("%d connections outlived Shutdown", n)
 	}
 	for _, id := range []string{"native-live", conv} {
-		if r := b.Fullcall.Report(id); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_DRAIN || r.AudioBytes != 1600 {
-			t.Errorf("report of %s: %+v; want one ended by the drain with the 1600 bytes sent", id, r)
+		if r := b.Fullcall.Report(id); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_DRAIN || r.AudioBytes != 16000 {
+			t.Errorf("report of %s: %+v; want one ended by the drain with the 16000 bytes sent", id, r)
 		}
 	}
 }

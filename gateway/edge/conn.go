@@ -27,10 +27,13 @@ type Conn struct {
 	codec  Codec
 	render Renderer
 	ws     *wsconn.Conn
-	log    *slog.Logger
 	ticket *admission.Ticket // released once a call is live
 
-	tenant  *tenant.Tenant
+	// tenant and log change when a protocol authenticates after the
+	// upgrade, while timers and the writer may read them.
+	tenant atomic.Pointer[tenant.Tenant]
+	log    atomic.Pointer[slog.Logger]
+
 	call    *session.Call // the call this connection owns (ends)
 	private bool          // the tenant's agent scoring is private
 
@@ -51,17 +54,17 @@ type Conn struct {
 
 // Tenant returns the connection's tenant (nil before Authenticate on
 // protocols that authenticate after the upgrade).
-func (c *Conn) Tenant() *tenant.Tenant { return c.tenant }
+func (c *Conn) Tenant() *tenant.Tenant { return c.tenant.Load() }
 
 func (c *Conn) tenantID() string {
-	if t := c.tenant; t != nil {
+	if t := c.tenant.Load(); t != nil {
 		return t.ID
 	}
 	return ""
 }
 
 // Log returns the connection's logger.
-func (c *Conn) Log() *slog.Logger { return c.log }
+func (c *Conn) Log() *slog.Logger { return c.log.Load() }
 
 // WS returns the WebSocket, to queue messages and read its state.
 func (c *Conn) WS() *wsconn.Conn { return c.ws }
@@ -97,7 +100,7 @@ func (c *Conn) Send(b []byte, droppable bool) { c.ws.SendText(b, droppable) }
 func (c *Conn) SendJSON(v any, droppable bool) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		c.log.Error("encoding a message failed", "err", err)
+		c.Log().Error("encoding a message failed", "err", err)
 		return
 	}
 	c.ws.SendText(b, droppable)
@@ -121,8 +124,8 @@ func (c *Conn) Authenticate(key string) error {
 		c.e.m.Refused(context.Background(), ref.Tenant, ref.Code)
 		return &Error{Code: code, Reason: ref.Code + ": " + ref.Msg, Refused: true}
 	}
-	c.tenant = t
-	c.log = c.log.With("tenant", t.ID)
+	c.tenant.Store(t)
+	c.log.Store(c.Log().With("tenant", t.ID))
 	return nil
 }
 
@@ -133,21 +136,23 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	if c.call != nil {
 		return nil, Errorf(CloseOutOfOrder, "start sent twice")
 	}
-	if c.tenant == nil {
+	t := c.tenant.Load()
+	if t == nil {
 		return nil, Errorf(CloseUnauthenticated, "unauthenticated: no API key")
 	}
 	if c.e.isClosed() {
+		c.Refused("draining")
 		return nil, ErrorOf(session.ErrDraining)
 	}
 	if c.e.admit != nil && !st.Resume {
 		// A resume continues a call already admitted.
-		if e := c.e.admit(context.Background(), c.tenant.ID); e != nil {
+		if e := c.e.admit(context.Background(), t.ID); e != nil {
 			return nil, &Error{Code: CloseOverQuota, Reason: e.Code + ": " + e.Msg, Refused: true, Err: e}
 		}
 	}
-	st.Tenant, st.Protocol = c.tenant, c.p.Name
+	st.Tenant, st.Protocol = t, c.p.Name
 	// Decided before the call starts, since scores may follow at once.
-	c.private = Private(c.tenant)
+	c.private = Private(t)
 	call, err := c.e.m.Start(context.Background(), st, c)
 	if err != nil {
 		return nil, StartError(err, st.CallID)
@@ -249,7 +254,7 @@ func (c *Conn) End(reason session.EndReason) *fullcallv1.Report {
 	}
 	r, err := call.End(context.Background(), reason)
 	if err != nil && !errors.Is(err, session.ErrEnded) {
-		c.log.Warn("call ended without a report", "err", err)
+		c.Log().Warn("call ended without a report", "err", err)
 	}
 	return r
 }
@@ -261,9 +266,10 @@ func (c *Conn) Fail(err error) {
 	c.failed = true
 	e := ErrorOf(err)
 	if e.Refused {
-		c.log.Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason, "tenant", c.tenantID())
+		// The logger names the tenant once it is known.
+		c.Log().Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason)
 	} else {
-		c.log.Info("closing connection on bad input", "code", e.Code, "reason", e.Reason)
+		c.Log().Info("closing connection on bad input", "code", e.Code, "reason", e.Reason)
 		count := e.Count
 		if count == "" {
 			count = c.p.Counts[e.Code]
@@ -312,13 +318,24 @@ func (c *Conn) run() {
 			break
 		}
 		if c.ws.Closing() {
-			continue // draining the peer's last frames until its close
+			// The peer's last frames, until its close. When the drain
+			// ended the call, what the PBX sent before it saw the going
+			// away still belongs to the call (not ended yet) and is kept;
+			// after anything else (a failure, a hang-up) they go.
+			if c.call != nil && drained(c.call) {
+				c.codec.Frame(c, typ, data)
+			}
+			continue
 		}
 		if call := c.live.Load(); call != nil {
 			select {
 			case <-call.Done():
 				c.aborted(call)
 				if c.ws.Closing() {
+					// This frame too came before the peer saw the close.
+					if c.call != nil && drained(c.call) {
+						c.codec.Frame(c, typ, data)
+					}
 					continue
 				}
 			default:
@@ -342,6 +359,12 @@ func (c *Conn) run() {
 	} else {
 		c.End(reason)
 	}
+}
+
+// drained reports whether the gateway ended call for a drain.
+func drained(call *session.Call) bool {
+	r, err := call.AbortReason()
+	return err != nil && r == fullcallv1.EndReason_END_REASON_DRAIN
 }
 
 // checkIdle runs when the connection may have gone quiet: one timer per

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
+	"github.com/calmline/calmline/lib/wire"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -44,6 +47,13 @@ func (toy) Frame(c *edge.Conn, typ int, data []byte) error {
 			return err
 		}
 		c.Send([]byte("started"), false)
+	case strings.HasPrefix(s, "auth "):
+		if err := c.Authenticate(strings.TrimPrefix(s, "auth ")); err != nil {
+			return err
+		}
+		c.Send([]byte("authenticated "+c.Tenant().ID), false)
+	case s == "sync": // every frame before it has been handed on
+		c.Send([]byte("synced"), false)
 	case s == "stop":
 		c.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.Close(edge.CloseNormal, "stopped")
@@ -59,9 +69,12 @@ func (toy) Score(c *edge.Conn, s edge.Score) {
 	c.Send(fmt.Appendf(nil, "score %d agent=%v %s", s.Second, s.AgentStress != nil, s.AgentStressAbstain), true)
 }
 
-func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {}
+func (toy) Alert(c *edge.Conn, a *callv1.AlertEvent) {
+	c.Send([]byte("alert "+wire.ScoreName(a.Score)), false)
+}
 
 type fixture struct {
+	logs *logBuffer
 	e    *edge.Edge
 	url  string
 	keys map[string]string
@@ -72,7 +85,9 @@ type fixture struct {
 // admitter is a fake headroom judge.
 type admitter func(ctx context.Context, tenantID string) *admission.Error
 
-func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error { return a(ctx, tenantID) }
+func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error {
+	return a(ctx, tenantID)
+}
 
 func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 	t.Helper()
@@ -89,7 +104,8 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 		&tenant.Tenant{ID: "tiny", MaxConcurrentCalls: 1},
 		&tenant.Tenant{ID: "private", MaxConcurrentCalls: 10, AgentScoring: tenant.AgentScoringPrivate})
 	f.keys["care"] = care
-	o := edge.Options{Sessions: mgr, Tenants: reg}
+	f.logs = &logBuffer{}
+	o := edge.Options{Sessions: mgr, Tenants: reg, Logger: slog.New(slog.NewJSONHandler(f.logs, nil))}
 	if len(adm) > 0 {
 		o.Admission = adm[0]
 	}
@@ -103,7 +119,11 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 			if r.URL.Query().Get("broken") != "" {
 				return nil, errors.New("a broken request")
 			}
-			t, _, ref := f.e.Authenticate(tenant.KeyFromRequest(r))
+			key := tenant.KeyFromRequest(r)
+			if key == "" && r.URL.Query().Get("late") != "" {
+				return &edge.Accepted{Codec: codec}, nil // the key comes in the stream
+			}
+			t, _, ref := f.e.Authenticate(key)
 			if ref != nil {
 				return nil, ref
 			}
@@ -261,6 +281,9 @@ func TestCloseDrainsLiveAndWaitingConnectionsAndWaits(t *testing.T) {
 	live.WriteMessage(websocket.TextMessage, []byte("start draining-call"))
 	next(t, live)
 	live.WriteMessage(websocket.BinaryMessage, make([]byte, 8000)) // 1 s
+	live.WriteMessage(websocket.TextMessage, []byte("sync"))
+	for next(t, live) != "synced" {
+	}
 	// A connection without a call: whether Close finds it registered or
 	// it is upgraded just after, it goes away the same way.
 	waiting := f.dial(t, f.keys["acme"])
@@ -354,15 +377,35 @@ func TestScoresAreRenderedUnderThePrivacyMode(t *testing.T) {
 	if edge.AlertVisible(agentAlert, true) || !edge.AlertVisible(agentAlert, false) || !edge.AlertVisible(callerAlert, true) {
 		t.Error("an alert on agent_stress must be hidden in private mode only; caller alerts always shown")
 	}
-	// On the wire: a private tenant's connection renders no agent score.
+	// On the wire: a private tenant's connection renders no agent score
+	// and no alert on it.
 	f := start(t, &edge.Protocol{})
-	f.b.Realtime.Configure(func() { f.b.Realtime.AgentStress = &stress })
-	for _, c := range []struct{ tenant, want string }{{"acme", "score 0 agent=true "}, {"private", "score 0 agent=false " + edge.PrivateAbstain}} {
+	f.b.Realtime.Configure(func() {
+		f.b.Realtime.AgentStress = &stress
+		f.b.Realtime.Alert = func(_ string, second uint32) *callv1.AlertEvent {
+			kind := callv1.ScoreKind_SCORE_KIND_AGENT_STRESS
+			if second == 1 {
+				kind = callv1.ScoreKind_SCORE_KIND_CALLER_PRESSURE
+			}
+			return &callv1.AlertEvent{AlertId: fmt.Sprint("a", second), Score: kind, Second: second}
+		}
+	})
+	for _, c := range []struct {
+		tenant string
+		want   []string
+	}{
+		{"acme", []string{"score 0 agent=true ", "alert agent_stress", "score 1 agent=true ", "alert caller_pressure"}},
+		{"private", []string{"score 0 agent=false " + edge.PrivateAbstain, "score 1 agent=false " + edge.PrivateAbstain, "alert caller_pressure"}},
+	} {
 		ws := f.dial(t, f.keys[c.tenant])
 		ws.WriteMessage(websocket.TextMessage, []byte("start scored-"+c.tenant))
 		next(t, ws)
-		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 8000))
-		if got := next(t, ws); got != c.want {
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 16000))
+		var got []string
+		for range c.want {
+			got = append(got, next(t, ws))
+		}
+		if strings.Join(got, "|") != strings.Join(c.want, "|") {
 			t.Errorf("%s: %q; want %q", c.tenant, got, c.want)
 		}
 		ws.WriteMessage(websocket.TextMessage, []byte("stop"))
@@ -433,5 +476,205 @@ func TestAStartWithoutHeadroomIsRefusedWith4429(t *testing.T) {
 	ws.WriteMessage(websocket.TextMessage, []byte("start room"))
 	if got := next(t, ws); got != "started" {
 		t.Errorf("with headroom: %q; want started", got)
+	}
+}
+
+func TestAKeySentAfterTheUpgradeIsCheckedAtStart(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	late := func() *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial(f.url+"?late=1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	for _, c := range []struct {
+		key, reason string
+		code        int
+	}{{"clk_unknown", "unauthenticated", edge.CloseUnauthenticated}, {f.keys["care"], "forbidden", edge.CloseForbidden}} {
+		before := f.mt.Value("calmline.gateway.calls.refused", "reason", c.reason)
+		ws := late()
+		ws.WriteMessage(websocket.TextMessage, []byte("auth "+c.key))
+		if ce := closeOf(t, ws); ce.Code != c.code || !strings.HasPrefix(ce.Text, c.reason) {
+			t.Errorf("key %s: closed with %d %q; want %d %s", c.reason, ce.Code, ce.Text, c.code, c.reason)
+		}
+		if got := f.mt.Value("calmline.gateway.calls.refused", "reason", c.reason); got != before+1 {
+			t.Errorf("%s counted %v times; want %v", c.reason, got, before+1)
+		}
+	}
+	// A start before the key: no tenant, no call.
+	ws := late()
+	ws.WriteMessage(websocket.TextMessage, []byte("start anonymous"))
+	if ce := closeOf(t, ws); ce.Code != edge.CloseUnauthenticated {
+		t.Errorf("start without a key: %d %q; want 4401", ce.Code, ce.Text)
+	}
+	ws = late()
+	ws.WriteMessage(websocket.TextMessage, []byte("auth "+f.keys["acme"]))
+	if got := next(t, ws); got != "authenticated acme" {
+		t.Fatalf("good key: %q", got)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("start late-key"))
+	if got := next(t, ws); got != "started" {
+		t.Errorf("start after the key: %q", got)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("stop"))
+	closeOf(t, ws)
+	if r := f.b.Fullcall.Report("late-key"); r == nil || r.TenantId != "acme" {
+		t.Errorf("report %+v; want acme's", r)
+	}
+}
+
+// holder is toy with a jitter buffer: its audio waits in held until the
+// call ends (Flush).
+type holder struct {
+	toy
+	held []byte
+}
+
+func (h *holder) Frame(c *edge.Conn, typ int, data []byte) error {
+	if typ == websocket.BinaryMessage && c.Call() != nil {
+		h.held = append(h.held, data...)
+		return nil
+	}
+	return h.toy.Frame(c, typ, data)
+}
+
+func (h *holder) Flush(c *edge.Conn, call *session.Call) {
+	call.Audio(h.held)
+	h.held = nil
+}
+
+func TestHeldAudioReachesTheReportHoweverTheCallEnds(t *testing.T) {
+	var f *fixture
+	f = start(t, &edge.Protocol{Accept: func(r *http.Request) (*edge.Accepted, error) {
+		t, _, ref := f.e.Authenticate(tenant.KeyFromRequest(r))
+		if ref != nil {
+			return nil, ref
+		}
+		return &edge.Accepted{Tenant: t, Codec: &holder{}}, nil
+	}})
+	for _, end := range []string{"stop", "lost", "bad input"} {
+		id := "held-" + strings.ReplaceAll(end, " ", "-")
+		ws := f.dial(t, f.keys["acme"])
+		ws.WriteMessage(websocket.TextMessage, []byte("start "+id))
+		next(t, ws)
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 800))
+		switch end {
+		case "stop":
+			ws.WriteMessage(websocket.TextMessage, []byte("stop"))
+			closeOf(t, ws)
+		case "lost":
+			ws.UnderlyingConn().Close()
+		case "bad input":
+			ws.WriteMessage(websocket.TextMessage, []byte("nonsense"))
+			closeOf(t, ws)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.e.Sessions().Drain(ctx)
+	for id, reason := range map[string]fullcallv1.EndReason{
+		"held-stop":      fullcallv1.EndReason_END_REASON_HANGUP,
+		"held-lost":      fullcallv1.EndReason_END_REASON_DISCONNECTED,
+		"held-bad-input": fullcallv1.EndReason_END_REASON_ERROR,
+	} {
+		if r := f.b.Fullcall.Report(id); r == nil || r.EndReason != reason || r.AudioBytes != 800 {
+			t.Errorf("%s: report %+v; want %v with the 800 bytes held", id, r, reason)
+		}
+	}
+}
+
+// logBuffer collects JSON log lines.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	var m map[string]any
+	json.Unmarshal(p, &m)
+	b.mu.Lock()
+	b.lines = append(b.lines, m)
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+// find returns the first line with the message whose attributes include
+// every key and value given.
+func (b *logBuffer) find(msg string, kv ...any) map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+next:
+	for _, l := range b.lines {
+		if l["msg"] != msg {
+			continue
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if fmt.Sprint(l[kv[i].(string)]) != fmt.Sprint(kv[i+1]) {
+				continue next
+			}
+		}
+		return l
+	}
+	return nil
+}
+
+func TestRefusalsAfterTheUpgradeAreLoggedWithTheirTenant(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	// Both connections pass the handshake; only one call fits the quota.
+	first, second := f.dial(t, f.keys["tiny"]), f.dial(t, f.keys["tiny"])
+	first.WriteMessage(websocket.TextMessage, []byte("start fits"))
+	next(t, first)
+	second.WriteMessage(websocket.TextMessage, []byte("start over"))
+	if ce := closeOf(t, second); ce.Code != edge.CloseOverQuota {
+		t.Errorf("over quota at start: %d %q; want 4429", ce.Code, ce.Text)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(f.url+"?late=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.TextMessage, []byte("auth clk_wrong"))
+	closeOf(t, ws)
+	for _, want := range [][]any{
+		{"code", edge.CloseOverQuota, "tenant", "tiny", "protocol", "toy", "level", "INFO"},
+		{"code", edge.CloseUnauthenticated, "protocol", "toy", "level", "INFO"},
+	} {
+		if f.logs.find("call refused after the upgrade", want...) == nil {
+			t.Errorf("no INFO line for the refusal %v; lines: %v", want, f.logs.lines)
+		}
+	}
+	for _, l := range f.logs.lines {
+		if strings.Contains(fmt.Sprint(l), "clk_wrong") {
+			t.Errorf("the key reached the log: %v", l)
+		}
+	}
+}
+
+func TestAudioInFlightWhenTheDrainBeginsIsKept(t *testing.T) {
+	f := start(t, &edge.Protocol{})
+	ws := f.dial(t, f.keys["acme"])
+	ws.WriteMessage(websocket.TextMessage, []byte("start in-flight"))
+	next(t, ws)
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- f.e.Close(ctx)
+	}()
+	// Sent while the gateway says going away: the client has not read
+	// it yet, so this audio may reach the gateway after its close frame.
+	for range 10 {
+		ws.WriteMessage(websocket.BinaryMessage, make([]byte, 800))
+	}
+	if ce := closeOf(t, ws); ce.Code != edge.CloseGoingAway {
+		t.Errorf("closed with %d; want 1001", ce.Code)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if r := f.b.Fullcall.Report("in-flight"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_DRAIN || r.AudioBytes != 8000 {
+		t.Errorf("report %+v; want the 8000 bytes sent before the client saw the going away, ended by the drain", r)
 	}
 }

@@ -1,5 +1,5 @@
-// Package wsconn is the defensive WebSocket connection every gateway
-// protocol adapter uses: a read limit with a clear close reason, a
+// Package wsconn is the defensive WebSocket connection under gateway/edge,
+// for every protocol: a read limit with a clear close reason, a
 // pong-driven read deadline, one writer goroutine with a write timeout and
 // a bounded outbound queue (droppable messages are dropped oldest-first and
 // counted), and a close handshake with a code and reason that waits for the
@@ -38,9 +38,6 @@ type Options struct {
 	Queue int
 	// OnDrop is called when a droppable message is dropped.
 	OnDrop func()
-	// OnTick runs on the writer goroutine at every ping; adapters use it
-	// for idle timeouts.
-	OnTick func()
 	// OnWrite, when set, is told the size of every message written, for
 	// the traffic metrics.
 	OnWrite func(n int)
@@ -367,9 +364,6 @@ func (c *Conn) writer() {
 			c.mu.Unlock()
 			onWatch()
 		case <-ping.C:
-			if c.o.OnTick != nil {
-				c.o.OnTick()
-			}
 			c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.o.WriteTimeout))
 		case <-c.readerDone:
 			// The reader stopped (peer gone or closed): flush nothing more.
