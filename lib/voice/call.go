@@ -477,14 +477,14 @@ func (c *Call) scoreSecond() {
 		}
 		switch k.role {
 		case RoleAgent:
-			k.base.add(&k.window, &other, k.an.feat.speechLikeNoise())
+			k.base.add(&k.window, &other, k.an.feat.speechLikeEarly())
 			if c.cfg.DisableAgentStress {
 				sec.AgentStress = Score{Reason: ReasonDisabled, Model: c.m.ID()}
 			} else {
 				sec.AgentStress = c.m.score(&c.m.AgentStress, &w, &k.base.cur.Reference, &other)
 			}
 		case RoleCaller:
-			k.base.add(&k.window, &other, k.an.feat.speechLikeNoise())
+			k.base.add(&k.window, &other, k.an.feat.speechLikeEarly())
 			ref := &c.m.Population
 			if c.m.CallerPressure.Reference == "caller" {
 				ref = &k.base.cur.Reference

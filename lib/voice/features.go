@@ -33,6 +33,13 @@ type featureState struct {
 	// correction, which must not take a babble line whose spread is still
 	// rising for a steady one.
 	spreadW float32
+	// touched says the floor has reached the line's noise (its fast
+	// start from vadStartBelow under the first frame is over); spreadE,
+	// spreadEW and spreadEN are the spread measured only from then on, for
+	// the baseline's early judgement of the line (spreadEarly).
+	touched           bool
+	spreadE, spreadEW float32
+	spreadEN          int
 
 	// The noise's mean power — over the intensity window, and of the 20
 	// ms energies above and below 1 kHz — averaged over the frames near
@@ -176,7 +183,7 @@ func (s *featureState) endSecond(a *Analyzer) {
 	if s.cur.Frames == 0 {
 		return
 	}
-	s.cur.noiseDB = float64(s.floorDB + max(noiseBias, s.spread))
+	s.cur.noiseDB = float64(s.floorDB + max(noiseBias, s.spreadEarly()))
 	s.cur.noiseKnown = s.spreadN >= spreadKnown
 	s.total.Add(&s.cur)
 	if a.onSecond != nil {
@@ -208,11 +215,19 @@ func (s *featureState) activity(f *Frame) {
 		s.heard++
 		rise = vadFloorRiseFast
 	}
+	if in <= s.floorDB+rise {
+		s.touched = true // the floor has reached the line's noise
+	}
 	s.floorDB = min(s.floorDB+rise, in)
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
 	if !f.Voiced {
 		s.spread += spreadSmooth * (min(in-s.floorDB, spreadMax) - s.spread)
 		s.spreadW += spreadSmooth * (1 - s.spreadW)
+		if s.touched {
+			s.spreadE += spreadSmooth * (min(in-s.floorDB, spreadMax) - s.spreadE)
+			s.spreadEW += spreadSmooth * (1 - s.spreadEW)
+			s.spreadEN++
+		}
 		if s.spreadN < spreadKnown {
 			s.spreadN++
 		}
@@ -254,6 +269,29 @@ func (s *featureState) steadyNoise() bool { return s.spreadN >= spreadKnown && !
 func (s *featureState) speechLikeNoise() bool { return s.spread > speechLikeSpread }
 
 const speechLikeSpread = 4.5
+
+// spreadEarly is the noise's spread for the baseline's judgement of a
+// line's first seconds: once spreadEarlyN unvoiced frames were measured
+// after the floor reached the noise, their mean without the exponential
+// start's bias; the plain spread before. The plain spread rises from zero
+// with a 2 s time constant, so on a babble line it reads "steady" and the
+// noise reference sits low for the first seconds — exactly when babble
+// alone, before the agent speaks, is offered as the agent's baseline and
+// the agent's first calm words then score as far louder and higher than
+// "their normal" (§7a item 17). Frames of the floor's own fast start are
+// left out: in−floor is inflated there on any line.
+func (s *featureState) spreadEarly() float32 {
+	if s.spreadEN >= spreadEarlyN && s.spreadEW > 0 {
+		return s.spreadE / s.spreadEW
+	}
+	return s.spread
+}
+
+// spreadEarlyN is the unvoiced frames (0.5 s) the early spread rests on.
+const spreadEarlyN = 50
+
+// speechLikeEarly is speechLikeNoise judged on spreadEarly.
+func (s *featureState) speechLikeEarly() bool { return s.spreadEarly() > speechLikeSpread }
 
 // voicingNoise returns the mean power of the channel's noise when the
 // path finder may correct voicing strengths for it: the noise is measured

@@ -596,3 +596,42 @@ func TestSteadyNoiseIsJudgedOnTheUnbiasedSpread(t *testing.T) {
 		t.Errorf("steady noise: corrected in %d of 1000 frames; want ≥ 700 (all after spreadKnown)", unbiased)
 	}
 }
+
+// TestBabbleKnownEarlyForTheBaseline: the caller speaks first; the agent's
+// line carries only babble (10 dB under the agent's speech) until the
+// calm agent speaks at 3.5 s. The baseline judges those first seconds on
+// the noise's spread measured since the floor reached the noise, without
+// the exponential start's bias (featureState.spreadEarly): the babble-only
+// seconds leave the agent's reference before the agent's first words are
+// scored against it. Measured: the plain spread put the agent's second 3
+// at 64 (seconds 3–12: mean 17); with the early spread none of them
+// reaches 50 (mean 9).
+func TestBabbleKnownEarlyForTheBaseline(t *testing.T) {
+	var talkers []int16
+	for i, f0 := range []float64{210, 240, 190, 225, 200, 250} {
+		talkers = append(talkers, voicetest.Voice{F0: f0, Range: 4, Rate: 4.5, Level: -20, Dur: 8, Seed: uint64(30 + i)}.Generate()...)
+	}
+	caller := pad(voicetest.Voice{F0: 200, Range: 4, Rate: 4.5, Level: -18, Dur: 3, Seed: 40}.Generate(), 14*SampleRate)
+	agent := voicetest.Concat(voicetest.Silence(3.5), voicetest.Voice{F0: 115, Range: 2, Rate: 4, Level: -20, Dur: 10, Seed: 41}.Generate())
+	agent = pad(agent, len(caller))
+	noisy, err := impair.Apply([][]int16{agent}, impair.Spec{NoiseKind: impair.NoiseBabble, NoiseSNRDB: 10, Seed: 6, BabbleSource: talkers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	var n int
+	for _, s := range scores(t, [][]int16{caller, noisy[0]}) {
+		if s.Index < 3 || s.Index > 12 || !s.AgentStress.OK {
+			continue
+		}
+		sum += s.AgentStress.Value
+		n++
+		if s.AgentStress.Value >= 50 {
+			t.Errorf("calm agent over babble, second %d: agent_stress %.0f; want < 50", s.Index, s.AgentStress.Value)
+		}
+	}
+	t.Logf("calm agent over babble 10 dB, seconds 3–12: %d scored, mean agent_stress %.1f", n, sum/float64(max(n, 1)))
+	if n < 8 {
+		t.Errorf("calm agent over babble: %d of seconds 3–12 scored; want ≥ 8", n)
+	}
+}
