@@ -127,7 +127,6 @@ type Server struct {
 	sessions *session.Manager
 	realtime *rpc.Pool
 	fullcall *rpc.Pool
-	asterisk *asterisk.Handler
 	feed     *feed.Hub
 	// admission guards every WebSocket path before its handler.
 	admission *admission.Guard
@@ -219,14 +218,18 @@ func New(o Options) (*Server, error) {
 		aho.MeterProvider = o.MeterProvider
 	}
 	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
-	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, twilio.NewHandler(o.Twilio, mgr, o.Tenants, log)))
-	s.asterisk = asterisk.NewHandler(o.Asterisk, mgr, o.Tenants, log)
-	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.asterisk))
+	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, s.edge.Handler(twilio.NewProtocol(o.Twilio, s.edge))))
+	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.edge.Handler(asterisk.NewProtocol(o.Asterisk, s.edge))))
 	s.host.Mux.Handle("GET /api/v1/live", hub)
 	if o.AdminToken != "" {
 		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
 	}
 	s.host.AddReadyCheck(func() error {
+		select {
+		case <-s.edge.Closing():
+			return errors.New("draining")
+		default:
+		}
 		if mgr.Draining() {
 			return errors.New("draining")
 		}
@@ -273,8 +276,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		defer close(s.shutdownDone)
 		s.drain(ctx)
-		s.drainWG.Wait()   // a drain started by POST /admin/drain
-		s.asterisk.Close() // legs still waiting for their call's other leg
+		s.drainWG.Wait() // a drain started by POST /admin/drain
 		// No call is live: close what is left and wait for it.
 		if err := s.edge.Close(ctx); err != nil {
 			s.log.Warn("connections still open at shutdown", "err", err)
@@ -342,6 +344,9 @@ const drainProgressEvery = 5 * time.Second
 func (s *Server) StartDrain() {
 	s.drainOnce.Do(func() {
 		s.log.Info("drain requested", "live_calls", s.sessions.Live(), "drain_timeout", s.o.DrainTimeout)
+		// New connections are refused, and readiness fails, before the
+		// request is answered (the drain itself runs on).
+		s.edge.Drain()
 		s.drainWG.Add(1)
 		go func() {
 			defer s.drainWG.Done()

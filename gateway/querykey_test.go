@@ -85,7 +85,7 @@ func TestKeysInTheQueryAreCheckedBeforeTheUpgradeAndNeverLogged(t *testing.T) {
 			t.Errorf("a key reached the log:\n%s", out)
 		}
 	}
-	if !strings.Contains(out, "level=INFO msg=\"stream refused after the upgrade\"") || !strings.Contains(out, "code=4401") {
+	if !strings.Contains(out, "level=INFO msg=\"call refused after the upgrade\"") || !strings.Contains(out, "code=4401") {
 		t.Errorf("the refusal after the upgrade is not logged at INFO with its code:\n%s", out)
 	}
 }

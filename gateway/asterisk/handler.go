@@ -15,20 +15,19 @@ package asterisk
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"log/slog"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/calmline/calmline/gateway/admission"
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -39,19 +38,22 @@ import (
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
+// Protocol is the protocol's name in reports and metrics.
+const Protocol = "asterisk"
+
 // Subprotocol is the WebSocket subprotocol chan_websocket asks for.
 const Subprotocol = "media"
 
-// Close codes, as in the native protocol, besides 1000, 1001 (drain),
-// 1009, 1011 and 1013.
+// Close codes (gateway/edge declares them for every protocol), besides
+// 1000, 1001 (drain), 1009, 1011 and 1013.
 const (
-	CloseBadMessage       = 4400 // malformed or unknown control message, bad frame size
-	CloseIdle             = 4408 // no MEDIA_START, or no media, for the idle timeout
-	CloseOutOfOrder       = 4409 // media before MEDIA_START, MEDIA_START twice
-	CloseCallLive         = 4410 // the call already has this role, or started without this leg
-	CloseUnsupportedMedia = 4415 // unsupported format, or legs in different formats
-	CloseTooFast          = 4420 // media faster than real time, past the gateway's pacing policy
-	CloseOverQuota        = 4429 // the tenant is at its concurrent-call limit
+	CloseBadMessage       = edge.CloseBadMessage       // malformed or unknown control message, bad frame size
+	CloseIdle             = edge.CloseIdle             // no MEDIA_START, or no media, for the idle timeout
+	CloseOutOfOrder       = edge.CloseOutOfOrder       // media before MEDIA_START, MEDIA_START twice
+	CloseCallLive         = edge.CloseCallLive         // the call already has this role, or started without this leg
+	CloseUnsupportedMedia = edge.CloseUnsupportedMedia // unsupported format, or legs in different formats
+	CloseTooFast          = edge.CloseTooFast          // media faster than real time, past the gateway's pacing policy
+	CloseOverQuota        = edge.CloseOverQuota        // the tenant is at its concurrent-call limit
 )
 
 // Roles a leg may have (role= in the URL).
@@ -75,36 +77,17 @@ type Options struct {
 	JoinLag time.Duration
 }
 
-// Handler serves chan_websocket legs.
-type Handler struct {
-	o        Options
-	m        *session.Manager
-	tenants  *tenant.Registry
-	log      *slog.Logger
-	upgrader websocket.Upgrader
+// protocol is what the adapter's legs share: the calls being joined.
+type protocol struct {
+	o Options
+	e *edge.Edge
 
-	mu      sync.Mutex
-	calls   map[string]*joined // tenant id + "\x00" + call id
-	closed  bool
-	quit    chan struct{}  // closed by Close: lone legs stop waiting
-	waiting sync.WaitGroup // lone legs waiting for their call's other leg
+	mu    sync.Mutex
+	calls map[string]*joined // tenant id + "\x00" + call id
 }
 
-// Close ends the waits of legs whose call's other leg has not come, and
-// returns once they have settled their calls. The gateway calls it when
-// it shuts down.
-func (h *Handler) Close() {
-	h.mu.Lock()
-	if !h.closed {
-		h.closed = true
-		close(h.quit)
-	}
-	h.mu.Unlock()
-	h.waiting.Wait()
-}
-
-// NewHandler returns the adapter.
-func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *Handler {
+// NewProtocol returns the protocol for an edge's handler.
+func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 	if o.JoinWait == 0 {
 		o.JoinWait = 2 * time.Second
 	}
@@ -114,60 +97,39 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	if o.JoinLag == 0 {
 		o.JoinLag = 200 * time.Millisecond
 	}
-	return &Handler{o: o, m: m, tenants: tenants, log: log.With("protocol", "asterisk"), calls: map[string]*joined{}, quit: make(chan struct{}),
-		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, Subprotocols: []string{Subprotocol},
-			CheckOrigin: func(*http.Request) bool { return true }}}
+	p := &protocol{o: o, e: e, calls: map[string]*joined{}}
+	return &edge.Protocol{
+		Name:         Protocol,
+		Subprotocols: []string{Subprotocol},
+		Conn:         o.Conn,
+		Start:        edge.Timeout{After: o.IdleTimeout, Missing: "MEDIA_START"},
+		Idle:         edge.Timeout{After: o.IdleTimeout, Missing: "media"},
+		Accept:       p.accept,
+	}
 }
 
-func refuse(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "5")
-	}
-	w.WriteHeader(status)
-	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-	w.Write(append(b, '\n'))
-}
-
-// keyFromRequest reads the API key: the password of Basic authentication
-// (websocket_client.conf's username and password), or a Bearer or
-// X-API-Key header.
-//
-// A sender that can set no header may send it as the api_key query
-// parameter (URLs end up in logs: prefer the password). The parameter is
-// removed from the request's URL, so that nothing after this logs it.
-func keyFromRequest(r *http.Request) string {
-	k := ""
-	if _, pw, ok := r.BasicAuth(); ok {
-		k = pw
-	} else {
-		k = tenant.KeyFromRequest(r)
-	}
-	if qk := wsconn.TakeQueryKey(r); k == "" {
-		k = qk
-	}
-	return k
+// NewHandler returns the protocol's handler on an edge of its own; the
+// gateway serves every protocol on one edge (NewProtocol).
+func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *edge.Single {
+	return edge.NewSingle(edge.Options{Sessions: m, Tenants: tenants, Logger: log}, func(e *edge.Edge) *edge.Protocol { return NewProtocol(o, e) })
 }
 
 // KeyParameter is the query parameter that may carry the API key.
 const KeyParameter = wsconn.KeyParameter
 
-// ServeHTTP authenticates a leg, checks its parameters and the tenant's
-// quota (for a call's first leg), upgrades it and runs it.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, apiKey, ok := h.tenants.AuthenticateKey(keyFromRequest(r))
-	if !ok {
-		h.m.Refused(r.Context(), "", "unauthenticated")
-		w.Header().Set("WWW-Authenticate", `Basic realm="calmline"`)
-		refuse(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown API key (use the password of websocket_client.conf, or a Bearer token)")
-		return
-	}
-	if !tenant.Allows(apiKey.Role, tenant.ActionStreamCalls) {
-		// As on the native endpoint: care-team and agent keys read the
-		// live feed only.
-		h.m.Refused(r.Context(), t.ID, "forbidden")
-		refuse(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a key with role %q reads the live feed only; stream calls with a general key", apiKey.Role))
-		return
+// accept authenticates a leg — by the password of Basic authentication
+// (websocket_client.conf's username and password), a Bearer or X-API-Key
+// header, or, for a sender that can set no header, the api_key query
+// parameter (URLs end up in logs: prefer the password) — and checks its
+// parameters; a call's second leg takes no new slot of the tenant's quota.
+func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
+	t, _, ref := p.e.Authenticate(edge.KeyOf(r))
+	if ref != nil {
+		if ref.Status == http.StatusUnauthorized {
+			ref.Challenge = `Basic realm="calmline"`
+			ref.Msg += " (use the password of websocket_client.conf, or a Bearer token)"
+		}
+		return nil, ref
 	}
 	q := r.URL.Query()
 	callID, role := q.Get("call_id"), strings.ToLower(q.Get("role"))
@@ -195,57 +157,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			labels[name] = vs[0]
 		}
 	}
-	var problem string
+	var problem error
 	if err := field.ID("call_id", callID); err != nil {
-		problem = err.Error()
+		problem = err
 	} else if err := field.OptionalID("agent_id", q.Get("agent_id")); err != nil {
-		problem = err.Error()
+		problem = err
 	} else if err := field.Labels("labels", labels); err != nil {
-		problem = err.Error()
+		problem = err
 	}
 	switch {
-	case problem != "":
+	case problem != nil:
 	case role != RoleCaller && role != RoleAgent:
-		problem = fmt.Sprintf("role %q: want caller or agent", q.Get("role"))
+		problem = fmt.Errorf("role %q: want caller or agent", q.Get("role"))
 	case legs == 0:
-		problem = "legs: want 1 or 2"
+		problem = errors.New("legs: want 1 or 2")
 	}
-	if problem != "" {
-		h.m.Refused(r.Context(), t.ID, "asterisk_bad_request")
-		refuse(w, http.StatusBadRequest, "bad_request", problem)
-		return
+	if problem != nil {
+		return nil, &edge.Refusal{Status: http.StatusBadRequest, Code: "bad_request", Count: "asterisk_bad_request", Tenant: t.ID, Msg: problem.Error()}
 	}
 	key := t.ID + "\x00" + callID
-	h.mu.Lock()
-	_, second := h.calls[key]
-	h.mu.Unlock()
-	if !second {
-		// A call's second leg takes no new slot.
-		if err := h.m.Admit(t); err != nil {
-			if errors.Is(err, session.ErrDraining) {
-				h.m.Refused(r.Context(), t.ID, "draining")
-				refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is draining; reconnect to another")
-				return
-			}
-			h.m.Refused(r.Context(), t.ID, "quota")
-			refuse(w, http.StatusTooManyRequests, "over_quota", err.Error())
-			return
-		}
-	}
-	ws, err := h.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	l := &leg{h: h, tenant: t, ticket: admission.FromContext(r.Context()), key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs, labels: labels,
-		log: h.log.With("tenant", t.ID, "call_id", callID, "role", role, "remote", r.RemoteAddr)}
-	l.lastMedia.Store(time.Now().UnixNano())
-	l.ws = wsconn.New(ws, h.o.Conn)
-	l.run()
+	p.mu.Lock()
+	_, second := p.calls[key]
+	p.mu.Unlock()
+	l := &leg{p: p, tenant: t, key: key, callID: callID, agentID: q.Get("agent_id"), role: role, legs: legs, labels: labels}
+	return &edge.Accepted{Tenant: t, Codec: l, NoAdmit: second, Log: []any{"call_id", callID, "role", role}}, nil
 }
 
-// leg is one WebSocket from Asterisk, driven by its reader goroutine.
+// leg is the codec of one WebSocket from Asterisk.
 type leg struct {
-	h      *Handler
+	p      *protocol
 	tenant *tenant.Tenant
 	key    string
 	// labels are the leg's label.* query parameters.
@@ -254,14 +194,10 @@ type leg struct {
 	agentID string
 	role    string
 	legs    int
-	ticket  *admission.Ticket // released once the call is live
-	ws      *wsconn.Conn
-	log     *slog.Logger
 
-	started   atomic.Bool // MEDIA_START received
-	lastMedia atomic.Int64
-	j         *joined
-	width     int
+	ec    *edge.Conn // set at MEDIA_START
+	j     *joined
+	width int
 
 	// Guarded by j.mu.
 	offset  uint64 // the leg's first sample on the call's timeline
@@ -273,106 +209,79 @@ type leg struct {
 	channel string
 }
 
-// closeIdle closes a leg that sent no MEDIA_START, or no media, for the
-// idle timeout.
-func (l *leg) closeIdle() {
-	what := "media"
-	if !l.started.Load() {
-		what = "MEDIA_START"
+// Close implements edge.Codec: Asterisk reads text as commands, so a
+// close frame says it all.
+func (l *leg) Close(ec *edge.Conn, code int, reason string) { ec.Close(code, reason) }
+
+// Finish implements edge.Finisher: the leg's end is its call's, once the
+// other leg's (if any) has ended too.
+func (l *leg) Finish(ec *edge.Conn, _ session.EndReason) {
+	if l.j == nil {
+		return
 	}
-	l.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, l.h.o.IdleTimeout))
+	l.j.mu.Lock()
+	l.clean = ec.WS().PeerClosed()
+	l.idled = ec.Idled()
+	l.j.mu.Unlock()
+	l.j.legEnded(l)
 }
 
-func (l *leg) fail(code int, reason string) {
-	l.log.Info("closing leg on bad input", "code", code, "reason", reason)
-	l.h.m.Refused(context.Background(), l.tenant.ID, fmt.Sprintf("close_%d", code))
-	l.ws.Close(code, reason)
-}
-
-func (l *leg) run() {
-	idle := wsconn.StartIdle(l.h.o.IdleTimeout, &l.lastMedia, l.closeIdle)
-	defer idle.Stop()
-	defer l.ws.Finish()
-	defer func() {
-		if l.j != nil {
-			l.j.mu.Lock()
-			l.idled = idle.Fired()
-			l.j.mu.Unlock()
-			l.j.legEnded(l)
-		}
-	}()
-	for {
-		typ, data, err := l.ws.Read()
-		if err != nil {
-			if code, bad := wsconn.ClientError(err); bad {
-				l.log.Info("closing leg on bad input", "code", code, "reason", err.Error())
-				l.h.m.Refused(context.Background(), l.tenant.ID, fmt.Sprintf("close_%d", code))
-			}
-			l.clean = wsconn.IsClose(err) || l.ws.PeerClosed()
-			return
-		}
-		if l.ws.Closing() {
-			continue
-		}
-		if typ == websocket.TextMessage {
-			l.control(data)
-			continue
-		}
-		if l.j == nil {
-			l.fail(CloseOutOfOrder, "media before MEDIA_START")
-			continue
-		}
-		if len(data)%l.width != 0 {
-			l.fail(CloseBadMessage, fmt.Sprintf("frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width))
-			continue
-		}
-		l.lastMedia.Store(time.Now().UnixNano())
-		if err := l.j.audio(l, data); err != nil {
-			if errors.Is(err, session.ErrTooFast) {
-				// The call is refused, not the leg: every leg closes.
-				l.j.failAll(CloseTooFast, err.Error())
-				continue
-			}
-			l.fail(CloseBadMessage, err.Error())
-		}
+// Frame implements edge.Codec.
+func (l *leg) Frame(ec *edge.Conn, typ int, data []byte) error {
+	if typ == websocket.TextMessage {
+		return l.control(ec, data)
 	}
+	if l.j == nil {
+		return edge.Errorf(CloseOutOfOrder, "media before MEDIA_START")
+	}
+	if len(data)%l.width != 0 {
+		return edge.Errorf(CloseBadMessage, "frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width)
+	}
+	ec.Touch()
+	if err := l.j.audio(l, data); err != nil {
+		if errors.Is(err, session.ErrTooFast) {
+			// The call is refused, not the leg: every leg closes.
+			l.j.failAll(CloseTooFast, err.Error())
+			return nil
+		}
+		return edge.Errorf(CloseBadMessage, "%s", err)
+	}
+	return nil
 }
 
-func (l *leg) control(data []byte) {
+func (l *leg) control(ec *edge.Conn, data []byte) error {
 	e, err := ParseEvent(data)
 	if err != nil {
-		l.fail(CloseBadMessage, err.Error())
-		return
+		return edge.Errorf(CloseBadMessage, "%s", err)
 	}
 	switch e.Name {
 	case "MEDIA_START":
 		if l.j != nil {
-			l.fail(CloseOutOfOrder, "MEDIA_START sent twice")
-			return
+			return edge.Errorf(CloseOutOfOrder, "MEDIA_START sent twice")
 		}
 		codec, rate, err := e.MediaFormat()
 		if err != nil {
-			l.fail(CloseUnsupportedMedia, "MEDIA_START: "+err.Error())
-			return
+			return edge.Errorf(CloseUnsupportedMedia, "MEDIA_START: %s", err)
 		}
 		l.width = codec.BytesPerSample()
 		l.channel = e.Fields["channel_id"]
-		l.started.Store(true)
-		l.lastMedia.Store(time.Now().UnixNano())
-		l.h.attach(l, codec, rate)
+		l.ec = ec
+		ec.SetStarted()
+		ec.Touch()
+		return l.p.attach(l, codec, rate)
 	case "ERROR":
-		l.log.Warn("Asterisk reported an error", "error", e.Fields["error_text"])
+		ec.Log().Warn("Asterisk reported an error", "error", e.Fields["error_text"])
 	default:
 		// Flow control and status events concern media sent to Asterisk,
 		// and DTMF digits are not kept (they may be card numbers).
 	}
+	return nil
 }
 
 // joined is a call made of one or two legs.
 type joined struct {
-	h      *Handler
+	p      *protocol
 	key    string
-	tenant *tenant.Tenant
 	callID string
 	expect int
 	codec  audio.Codec
@@ -386,6 +295,7 @@ type joined struct {
 	joiner  *stereo.Joiner
 	lanes   map[string]int // role -> channel
 	state   int
+	failed  bool // failAll ran
 }
 
 const (
@@ -396,30 +306,26 @@ const (
 
 // attach adds a leg that sent MEDIA_START to its call, creating the call
 // for its first leg.
-func (h *Handler) attach(l *leg, codec audio.Codec, rate int) {
-	h.mu.Lock()
-	j, ok := h.calls[l.key]
+func (p *protocol) attach(l *leg, codec audio.Codec, rate int) error {
+	p.mu.Lock()
+	j, ok := p.calls[l.key]
 	if !ok {
-		j = &joined{h: h, key: l.key, tenant: l.tenant, callID: l.callID, expect: l.legs, codec: codec, rate: rate, t0: time.Now(),
+		j = &joined{p: p, key: l.key, callID: l.callID, expect: l.legs, codec: codec, rate: rate, t0: time.Now(),
 			legs: map[string]*leg{}, arrived: make(chan struct{})}
-		h.calls[l.key] = j
+		p.calls[l.key] = j
 	}
-	h.mu.Unlock()
+	p.mu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	switch {
 	case j.state == done:
-		l.fail(CloseCallLive, fmt.Sprintf("call %q has ended", l.callID))
-		return
+		return edge.Errorf(CloseCallLive, "call %q has ended", l.callID)
 	case j.legs[l.role] != nil:
-		l.fail(CloseCallLive, fmt.Sprintf("call %q already has a %s leg", l.callID, l.role))
-		return
+		return edge.Errorf(CloseCallLive, "call %q already has a %s leg", l.callID, l.role)
 	case j.state == live:
-		l.fail(CloseCallLive, fmt.Sprintf("call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, h.o.JoinWait))
-		return
+		return edge.Errorf(CloseCallLive, "call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, p.o.JoinWait)
 	case codec != j.codec || rate != j.rate:
-		l.fail(CloseUnsupportedMedia, fmt.Sprintf("the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate))
-		return
+		return edge.Errorf(CloseUnsupportedMedia, "the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate)
 	}
 	l.j = j
 	l.offset = uint64(time.Since(j.t0) * time.Duration(rate) / time.Second)
@@ -431,12 +337,14 @@ func (h *Handler) attach(l *leg, codec audio.Codec, rate int) {
 		close(j.arrived)
 	}
 	if len(j.legs) >= j.expect || len(j.legs) == 2 {
-		j.startLocked()
+		j.startLocked(l)
 	}
+	return nil
 }
 
-// startLocked starts the call with the legs present.
-func (j *joined) startLocked() {
+// startLocked starts the call with the legs present, on the connection of
+// the leg by (whose reader runs this); the other legs attach to it.
+func (j *joined) startLocked(by *leg) {
 	var roles []callv1.ChannelRole
 	j.lanes = map[string]int{}
 	labels := map[string]string{}
@@ -464,44 +372,36 @@ func (j *joined) startLocked() {
 			agentID = l.agentID
 		}
 	}
-	call, err := j.h.m.Start(context.Background(), session.Start{
-		Tenant:   j.tenant,
-		CallID:   j.callID,
-		AgentID:  agentID,
-		Format:   audio.Format{Codec: j.codec, SampleRate: j.rate, Channels: len(roles)},
-		Roles:    roles,
-		Protocol: "asterisk",
-		Labels:   labels,
-	}, events{})
+	call, err := by.ec.Start(session.Start{
+		CallID:  j.callID,
+		AgentID: agentID,
+		Format:  audio.Format{Codec: j.codec, SampleRate: j.rate, Channels: len(roles)},
+		Roles:   roles,
+		Labels:  labels,
+	})
 	if err != nil {
 		j.state = done
-		code, reason := websocket.CloseTryAgainLater, "analysis backends unavailable; try again"
-		switch {
-		case errors.Is(err, session.ErrOverQuota):
-			code, reason = CloseOverQuota, err.Error()
-		case errors.Is(err, session.ErrDraining):
-			code, reason = websocket.CloseGoingAway, "gateway draining; reconnect"
-		case errors.Is(err, session.ErrCallLive):
-			code, reason = CloseCallLive, fmt.Sprintf("call %q is already live", j.callID)
-		case errors.Is(err, session.ErrBadStart):
-			code, reason = CloseBadMessage, err.Error()
-		}
+		e := edge.ErrorOf(err)
 		for _, l := range j.legs {
-			l.log.Info("leg refused after the upgrade", "code", code, "reason", reason)
-			l.ws.Close(code, reason)
+			l.ec.Log().Info("call refused after the upgrade", "code", e.Code, "reason", e.Reason)
+			l.ec.Close(e.Code, e.Reason)
 		}
 		return
 	}
 	w := j.codec.BytesPerSample()
-	silenceSample := map[audio.Codec][]byte{audio.CodecPCMU: {0xff}, audio.CodecPCMA: {0xd5}, audio.CodecL16: {0, 0}}[j.codec]
-	j.joiner, _ = stereo.New(stereo.Options{Channels: len(roles), Silence: silenceSample,
-		MaxLag:    uint64(j.h.o.JoinLag * time.Duration(j.rate) / time.Second),
-		MaxHole:   uint64(j.h.o.JoinWait*time.Duration(j.rate)/time.Second) + uint64(j.rate),
+	o := j.p.o
+	j.joiner, _ = stereo.New(stereo.Options{Channels: len(roles), Silence: stereo.Silence(j.codec),
+		MaxLag:    uint64(o.JoinLag * time.Duration(j.rate) / time.Second),
+		MaxHole:   uint64(o.JoinWait*time.Duration(j.rate)/time.Second) + uint64(j.rate),
 		GapDetail: "asterisk: no media on any leg"})
 	j.call = call
 	j.state = live
 	for role, l := range j.legs {
-		l.ticket.Started()
+		if l != by {
+			// Its traffic and the gateway's end of the call (the drain)
+			// are this leg's too.
+			l.ec.Attach(call)
+		}
 		lane, ok := j.lanes[role]
 		if ok && len(l.pending) > 0 {
 			j.joiner.Write(call, lane, l.offset, l.pending)
@@ -511,14 +411,6 @@ func (j *joined) startLocked() {
 		if l.ended && ok {
 			j.joiner.End(call, lane)
 		}
-		ws := l.ws
-		ws.Watch(call.Done(), func() {
-			if r, err := call.AbortReason(); r == fullcallv1.EndReason_END_REASON_DRAIN {
-				ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect to continue the call")
-			} else {
-				ws.Close(websocket.CloseInternalServerErr, "call ended by the gateway: "+err.Error())
-			}
-		})
 	}
 }
 
@@ -528,13 +420,11 @@ func (j *joined) audio(l *leg, data []byte) error {
 	defer j.mu.Unlock()
 	switch j.state {
 	case waiting:
-		if time.Since(j.t0) < j.h.o.JoinWait {
-			l.pending = append(l.pending, data...)
-			return nil
-		}
-		// The second leg did not come: a call of the legs present.
 		l.pending = append(l.pending, data...)
-		j.startLocked()
+		if time.Since(j.t0) >= j.p.o.JoinWait {
+			// The second leg did not come: a call of the legs present.
+			j.startLocked(l)
+		}
 		return nil
 	case live:
 		lane, ok := j.lanes[l.role]
@@ -548,17 +438,26 @@ func (j *joined) audio(l *leg, data []byte) error {
 	return nil
 }
 
-// failAll closes every leg of the call for a client error (counted once).
+// failAll closes every leg of the call for a client error (counted once,
+// however many frames the legs still send).
 func (j *joined) failAll(code int, reason string) {
 	j.mu.Lock()
+	if j.failed {
+		j.mu.Unlock()
+		return
+	}
+	j.failed = true
 	legs := make([]*leg, 0, len(j.legs))
 	for _, l := range j.legs {
 		legs = append(legs, l)
 	}
 	j.mu.Unlock()
-	j.h.m.Refused(context.Background(), j.tenant.ID, fmt.Sprintf("close_%d", code))
-	for _, l := range legs {
-		l.ws.Close(code, reason)
+	for i, l := range legs {
+		if i == 0 {
+			l.ec.Refused(fmt.Sprintf("close_%d", code))
+		}
+		l.ec.Log().Info("closing the call's legs on bad input", "code", code, "reason", reason)
+		l.ec.Close(code, reason)
 	}
 }
 
@@ -580,26 +479,15 @@ func (j *joined) legEnded(l *leg) {
 		// The only leg ended while the other may still be on its way
 		// (it connected late, or its messages wait behind this leg's):
 		// give it the rest of the join wait before the call is settled
-		// as one leg.
-		h := j.h
-		h.mu.Lock()
-		wait := h.o.JoinWait - time.Since(j.t0)
-		if h.closed {
-			wait = 0
-		}
-		if wait > 0 {
-			h.waiting.Add(1)
-			defer h.waiting.Done()
-		}
-		h.mu.Unlock()
-		if wait > 0 {
+		// as one leg — unless the gateway drains, when no leg comes.
+		if wait := j.p.o.JoinWait - time.Since(j.t0); wait > 0 {
 			arrived := j.arrived
 			j.mu.Unlock()
 			t := time.NewTimer(wait)
 			select {
 			case <-arrived:
 			case <-t.C:
-			case <-h.quit:
+			case <-j.p.e.Closing():
 			}
 			t.Stop()
 			j.mu.Lock()
@@ -617,7 +505,7 @@ func (j *joined) legEnded(l *leg) {
 			audio = audio || len(other.pending) > 0
 		}
 		if audio {
-			j.startLocked()
+			j.startLocked(l)
 		}
 	}
 	call := j.call
@@ -643,18 +531,12 @@ func (j *joined) legEnded(l *leg) {
 	j.mu.Unlock()
 	if call != nil {
 		if _, err := call.End(context.Background(), reason); err != nil && !errors.Is(err, session.ErrEnded) {
-			l.log.Warn("call ended without a report", "err", err)
+			l.ec.Log().Warn("call ended without a report", "err", err)
 		}
 	}
-	j.h.mu.Lock()
-	if j.h.calls[j.key] == j {
-		delete(j.h.calls, j.key)
+	j.p.mu.Lock()
+	if j.p.calls[j.key] == j {
+		delete(j.p.calls, j.key)
 	}
-	j.h.mu.Unlock()
+	j.p.mu.Unlock()
 }
-
-// events drops live events: Asterisk would read text as commands.
-type events struct{}
-
-func (events) Score(*callv1.ScoreUpdate) {}
-func (events) Alert(*callv1.AlertEvent)  {}

@@ -20,7 +20,6 @@ import (
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -43,15 +42,8 @@ type fixture struct {
 
 func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fp, err := rpc.NewPool(fc.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := gatewaytest.StartBackends(t)
+	rt, fc, rp, fp := b.Realtime, b.Fullcall, b.RealtimePool, b.FullcallPool
 	mt := gatewaytest.NewMetrics(t)
 	// Legs here send faster than real time; the gateway's pacing has tests
 	// of its own.
@@ -87,10 +79,8 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
-		h.Close()
+		h.Close(ctx)
 		srv.Close()
-		rp.Close()
-		fp.Close()
 	})
 	f.url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/asterisk"
 	return f

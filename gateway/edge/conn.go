@@ -317,13 +317,6 @@ func (c *Conn) run() {
 			}
 			break
 		}
-		if call := c.live.Load(); call != nil && !c.ws.Closing() {
-			select {
-			case <-call.Done():
-				c.aborted(call) // the writer may not have seen it yet
-			default:
-			}
-		}
 		if c.ws.Closing() {
 			// The peer's last frames, until its close. When the drain
 			// ended the call, what the PBX sent before it saw the going
@@ -333,6 +326,20 @@ func (c *Conn) run() {
 				c.codec.Frame(c, typ, data)
 			}
 			continue
+		}
+		if call := c.live.Load(); call != nil {
+			select {
+			case <-call.Done():
+				c.aborted(call)
+				if c.ws.Closing() {
+					// This frame too came before the peer saw the close.
+					if c.call != nil && drained(c.call) {
+						c.codec.Frame(c, typ, data)
+					}
+					continue
+				}
+			default:
+			}
 		}
 		if err := c.codec.Frame(c, typ, data); err != nil {
 			c.Fail(err)

@@ -64,7 +64,9 @@ type Edge struct {
 	mu     sync.Mutex
 	conns  map[*Conn]struct{}
 	closed bool
-	wg     sync.WaitGroup
+	// closing is closed with closed set: see Closing.
+	closing chan struct{}
+	wg      sync.WaitGroup
 }
 
 // New returns an Edge.
@@ -72,7 +74,7 @@ func New(o Options) *Edge {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Edge{m: o.Sessions, tenants: o.Tenants, log: o.Logger, conns: map[*Conn]struct{}{}}
+	e := &Edge{m: o.Sessions, tenants: o.Tenants, log: o.Logger, conns: map[*Conn]struct{}{}, closing: make(chan struct{})}
 	if o.Admission != nil {
 		e.admit = o.Admission.AdmitCall
 	}
@@ -175,6 +177,14 @@ type Finisher interface {
 // buffer): Flush hands it to the call just before the call ends.
 type Flusher interface {
 	Flush(c *Conn, call *session.Call)
+}
+
+// Discarder is a Codec that holds something for its connection from Accept
+// on (a Twilio-style stream counted as waiting for its start): Discard runs
+// when the connection is not served after all (refused after Accept, or
+// the upgrade failed). A connection served ends through Finish or End.
+type Discarder interface {
+	Discard()
 }
 
 // Refusal answers a request before the upgrade, in the gateway's one JSON
@@ -280,6 +290,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, ref)
 		return
 	}
+	served := false
+	defer func() {
+		if d, ok := acc.Codec.(Discarder); ok && !served {
+			d.Discard()
+		}
+	}()
 	t := acc.Tenant
 	tenantID := ""
 	if t != nil {
@@ -333,6 +349,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.conns[c] = struct{}{}
 	missed := e.closed // a drain began during the upgrade and missed it
 	e.mu.Unlock()
+	served = true
 	if missed {
 		c.codec.Close(c, CloseGoingAway, "gateway draining; reconnect")
 	}
@@ -367,7 +384,10 @@ func (e *Edge) snapshot() []*Conn {
 // reconnect elsewhere now. Live calls go on.
 func (e *Edge) Drain() {
 	e.mu.Lock()
-	e.closed = true
+	if !e.closed {
+		e.closed = true
+		close(e.closing)
+	}
 	e.mu.Unlock()
 	for _, c := range e.snapshot() {
 		if c.live.Load() == nil {
@@ -375,6 +395,11 @@ func (e *Edge) Drain() {
 		}
 	}
 }
+
+// Closing is closed once the edge drains: no connection comes after it,
+// so a protocol that waits for one (an Asterisk leg for its call's other
+// leg) stops waiting.
+func (e *Edge) Closing() <-chan struct{} { return e.closing }
 
 // Close drains: new connections are refused, every live call is ended
 // with its protocol's "going away" (its report stored as ended by the

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/calmline/calmline/lib/audio"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
 
@@ -42,6 +43,18 @@ type Options struct {
 	Delay uint64
 	// GapDetail describes gaps both channels leave (for reports).
 	GapDetail string
+}
+
+// Silence returns one sample of silence in codec c, as Options.Silence
+// wants it.
+func Silence(c audio.Codec) []byte {
+	switch c {
+	case audio.CodecPCMA:
+		return []byte{0xd5}
+	case audio.CodecL16:
+		return []byte{0, 0}
+	}
+	return []byte{0xff}
 }
 
 // ErrHole is returned for a position jump longer than MaxHole.

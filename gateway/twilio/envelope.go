@@ -653,14 +653,3 @@ func ParseEncoding(s string) (audio.Codec, error) {
 	}
 	return audio.CodecUnknown, fmt.Errorf("unsupported encoding %q (want audio/x-mulaw, audio/x-alaw or 16-bit linear PCM)", s)
 }
-
-// silence returns one sample of silence in the codec.
-func silence(c audio.Codec) []byte {
-	switch c {
-	case audio.CodecPCMA:
-		return []byte{0xd5}
-	case audio.CodecL16:
-		return []byte{0, 0}
-	}
-	return []byte{0xff}
-}

@@ -12,14 +12,15 @@
 // server no way to send events back: scores and alerts reach the tenant
 // through calmline's APIs and escalations.
 //
+// The connection's life (authentication before the upgrade, admission,
+// idle, close codes, drain) is gateway/edge's; this package is the
+// protocol's codec: its envelopes, sequence numbers, tracks and timing.
 // docs/protocols.md documents the mapping. The package also holds a
 // Client that streams a recording as these senders do.
 package twilio
 
 import (
-	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +32,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/calmline/calmline/gateway/admission"
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -41,25 +42,24 @@ import (
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
-// Close codes the server uses, besides 1000 (after stop), 1001 (the
-// gateway drains), 1009 (message too big), 1011 (the call was lost) and
-// 1013 (backends unavailable). They match the native protocol's.
+// Close codes the server uses (gateway/edge declares them for every
+// protocol), besides 1000 (after stop), 1001 (the gateway drains), 1009
+// (message too big), 1011 (the call was lost) and 1013 (backends
+// unavailable).
 const (
-	CloseBadMessage       = 4400 // malformed JSON, unknown event, bad field, base64 garbage, bad payload size
-	CloseUnauthenticated  = 4401 // no or unknown API key in the start's custom parameters
-	CloseForbidden        = 4403 // a feed-only key (role care or agent) in the start's custom parameters
-	CloseIdle             = 4408 // no start, or no media, for the idle timeout
-	CloseOutOfOrder       = 4409 // media before start, start twice, sequence numbers out of order or repeated
-	CloseCallLive         = 4410 // the tenant already has a live call with this call id
-	CloseUnsupportedMedia = 4415 // unsupported encoding, sample rate or track
-	CloseTooFast          = 4420 // media faster than real time, past the gateway's pacing policy
-	CloseOverQuota        = 4429 // the tenant is at its concurrent-call limit
+	CloseBadMessage       = edge.CloseBadMessage       // malformed JSON, unknown event, bad field, base64 garbage, bad payload size
+	CloseUnauthenticated  = edge.CloseUnauthenticated  // no or unknown API key in the start's custom parameters
+	CloseForbidden        = edge.CloseForbidden        // a feed-only key (role care or agent) in the start's custom parameters
+	CloseIdle             = edge.CloseIdle             // no start, or no media, for the idle timeout
+	CloseOutOfOrder       = edge.CloseOutOfOrder       // media before start, start twice, sequence numbers out of order or repeated
+	CloseCallLive         = edge.CloseCallLive         // the tenant already has a live call with this call id
+	CloseUnsupportedMedia = edge.CloseUnsupportedMedia // unsupported encoding, sample rate or track
+	CloseTooFast          = edge.CloseTooFast          // media faster than real time, past the gateway's pacing policy
+	CloseOverQuota        = edge.CloseOverQuota        // the tenant is at its concurrent-call limit
 )
 
-// feedOnly is the refusal of a feed-only key.
-func feedOnly(role string) string {
-	return fmt.Sprintf("forbidden: a key with role %q reads the live feed only; stream calls with a general key", role)
-}
+// Protocol is the protocol's name in reports and metrics.
+const Protocol = "twilio"
 
 // KeyParameter is the custom parameter that carries the API key when the
 // sender cannot set a header; AgentParameter the agent's id.
@@ -95,18 +95,7 @@ type Options struct {
 	JitterTolerance time.Duration
 }
 
-// Handler serves Twilio-style media streams.
-type Handler struct {
-	o        Options
-	m        *session.Manager
-	tenants  *tenant.Registry
-	log      *slog.Logger
-	upgrader websocket.Upgrader
-	pending  atomic.Int64
-}
-
-// NewHandler returns the adapter.
-func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *Handler {
+func (o *Options) defaults() {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 30 * time.Second
 	}
@@ -125,138 +114,99 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	if o.JitterTolerance == 0 {
 		o.JitterTolerance = 60 * time.Millisecond
 	}
-	return &Handler{o: o, m: m, tenants: tenants, log: log.With("protocol", "twilio"),
-		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024,
-			// Streams authenticate with a key the page cannot know.
-			CheckOrigin: func(*http.Request) bool { return true }}}
 }
 
-func refuse(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "5")
-	}
-	w.WriteHeader(status)
-	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-	w.Write(append(b, '\n'))
+// protocol is what the adapter's connections share.
+type protocol struct {
+	o Options
+	e *edge.Edge
+	// pending counts the connections upgraded before their start
+	// authenticated them.
+	pending atomic.Int64
 }
 
-// keyFromRequest returns an API key sent before the upgrade: in a header
-// (Bearer, X-API-Key, or the password of Basic authentication — Exotel's
-// wss://KEY:TOKEN@host puts the token there), or as the api_key query
-// parameter for senders that can set no header. The query parameter is
-// removed from the request's URL, so that nothing after this logs it.
-func keyFromRequest(r *http.Request) string {
-	k := tenant.KeyFromRequest(r)
-	if k == "" {
-		if _, pw, ok := r.BasicAuth(); ok {
-			k = pw
-		}
+// NewProtocol returns the protocol for an edge's handler.
+func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
+	o.defaults()
+	p := &protocol{o: o, e: e}
+	return &edge.Protocol{
+		Name:   Protocol,
+		Conn:   o.Conn,
+		Start:  edge.Timeout{After: o.IdleTimeout, Missing: "start"},
+		Idle:   edge.Timeout{After: o.IdleTimeout, Missing: "media"},
+		Accept: p.accept,
 	}
-	if qk := wsconn.TakeQueryKey(r); k == "" {
-		k = qk
-	}
-	return k
 }
 
-// ServeHTTP accepts a stream. With a key in a header the tenant is checked
-// before the upgrade; without, at start.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// NewHandler returns the protocol's handler on an edge of its own; the
+// gateway serves every protocol on one edge (NewProtocol).
+func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *edge.Single {
+	return edge.NewSingle(edge.Options{Sessions: m, Tenants: tenants, Logger: log}, func(e *edge.Edge) *edge.Protocol { return NewProtocol(o, e) })
+}
+
+// accept reads a stream's envelope and tracks from the URL. A key sent
+// before the upgrade — in a header (Bearer, X-API-Key, or the password of
+// Basic authentication: Exotel's wss://KEY:TOKEN@host puts the token
+// there), or as the api_key query parameter for senders that can set no
+// header, taken out of the URL so that nothing logs it — is checked before
+// the upgrade; without one the stream authenticates at start.
+func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	env := Twilio
 	if name := r.URL.Query().Get("envelope"); name != "" {
 		e, ok := Envelopes[strings.ToLower(name)]
 		if !ok {
-			h.m.Refused(r.Context(), "", "twilio_bad_request")
-			refuse(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown envelope %q (want twilio, telnyx, exotel or plivo)", name))
-			return
+			return nil, fmt.Errorf("unknown envelope %q (want twilio, telnyx, exotel or plivo)", name)
 		}
 		env = e
 	}
 	var tracks []string
-	if t := r.URL.Query().Get("tracks"); t != "" {
-		switch t {
-		case "inbound", "inbound_track":
-			tracks = []string{"inbound"}
-		case "outbound", "outbound_track":
-			tracks = []string{"outbound"}
-		case "both", "both_tracks":
-			tracks = []string{"inbound", "outbound"}
-		default:
-			h.m.Refused(r.Context(), "", "twilio_bad_request")
-			refuse(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown tracks %q (want inbound, outbound or both)", t))
-			return
-		}
+	switch t := r.URL.Query().Get("tracks"); t {
+	case "":
+	case "inbound", "inbound_track":
+		tracks = []string{"inbound"}
+	case "outbound", "outbound_track":
+		tracks = []string{"outbound"}
+	case "both", "both_tracks":
+		tracks = []string{"inbound", "outbound"}
+	default:
+		return nil, fmt.Errorf("unknown tracks %q (want inbound, outbound or both)", t)
 	}
-	var t *tenant.Tenant
-	if key := keyFromRequest(r); key != "" {
-		t2, k, ok := h.tenants.AuthenticateKey(key)
-		if !ok {
-			h.m.Refused(r.Context(), "", "unauthenticated")
-			refuse(w, http.StatusUnauthorized, "unauthenticated", "unknown API key")
-			return
-		}
-		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
-			h.m.Refused(r.Context(), t2.ID, "forbidden")
-			refuse(w, http.StatusForbidden, "forbidden", feedOnly(k.Role))
-			return
-		}
-		t = t2
-		if err := h.m.Admit(t); err != nil {
-			if errors.Is(err, session.ErrDraining) {
-				h.m.Refused(r.Context(), t.ID, "draining")
-				refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is draining; reconnect to another")
-				return
+	c := &conn{p: p, env: env, tracks: tracks}
+	acc := &edge.Accepted{Codec: c, Log: []any{"envelope", env.Name}}
+	if key := edge.KeyOf(r); key != "" {
+		t, _, ref := p.e.Authenticate(key)
+		if ref != nil {
+			if ref.Status == http.StatusUnauthorized {
+				ref.Msg = "unknown API key"
 			}
-			h.m.Refused(r.Context(), t.ID, "quota")
-			refuse(w, http.StatusTooManyRequests, "over_quota", err.Error())
-			return
+			return nil, ref
 		}
-	} else {
-		if h.m.Draining() {
-			h.m.Refused(r.Context(), "", "draining")
-			refuse(w, http.StatusServiceUnavailable, "draining", "this gateway is draining; reconnect to another")
-			return
-		}
-		if h.pending.Add(1) > h.o.MaxUnauthenticated {
-			h.pending.Add(-1)
-			h.m.Refused(r.Context(), "", "twilio_too_many_unauthenticated")
-			refuse(w, http.StatusServiceUnavailable, "busy", "too many connections waiting for their start; retry")
-			return
-		}
+		acc.Tenant = t
+		return acc, nil
 	}
-	ws, err := h.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		if t == nil {
-			h.pending.Add(-1)
-		}
-		return
+	if p.pending.Add(1) > p.o.MaxUnauthenticated {
+		p.pending.Add(-1)
+		return nil, &edge.Refusal{Status: http.StatusServiceUnavailable, Code: "busy", Count: "twilio_too_many_unauthenticated",
+			Msg: "too many connections waiting for their start; retry"}
 	}
-	c := &conn{h: h, env: env, tenant: t, ticket: admission.FromContext(r.Context()), tracks: tracks, pendingAuth: t == nil, log: h.log.With("envelope", env.Name, "remote", r.RemoteAddr)}
-	c.lastMedia.Store(time.Now().UnixNano())
-	c.ws = wsconn.New(ws, h.o.Conn)
-	c.run()
+	c.pendingAuth = true
+	return acc, nil
 }
 
-// conn is one stream, driven by its reader goroutine.
+// conn is the codec of one stream.
 type conn struct {
-	h           *Handler
+	p           *protocol
 	env         Envelope
-	tenant      *tenant.Tenant
 	tracks      []string // from the URL, overriding the start's
-	pendingAuth bool
-	ticket      *admission.Ticket // released once the call is live
-	ws          *wsconn.Conn
-	log         *slog.Logger
+	pendingAuth bool     // counted in p.pending until the start authenticates
 
-	call     *session.Call
-	callLive atomic.Bool
-	joiner   *stereo.Joiner
-	lanes    map[string]int // track -> channel
-	rate     int
-	width    int
-	seq      seqCheck
-	stopped  bool
-	payload  []byte // media payloads are decoded here (the joiner copies them)
+	joiner  *stereo.Joiner
+	lanes   map[string]int // track -> channel
+	rate    int
+	width   int
+	seq     seqCheck
+	stopped bool
+	payload []byte // media payloads are decoded here (the joiner copies them)
 	// declared are the tracks the start names (inbound before outbound);
 	// with two, the call waits (holding) for their media, held in held,
 	// to start with only those that carry audio (startMsg is the start).
@@ -266,177 +216,112 @@ type conn struct {
 	held        []*Media
 	heldSamples map[string]uint64
 	lateTrack   bool // media came on a declared track left out of the call
-
-	lastMedia atomic.Int64
 }
 
-// closeIdle closes a stream that sent no start, or no media, for the idle
-// timeout.
-func (c *conn) closeIdle() {
-	what := "media"
-	if !c.callLive.Load() {
-		what = "start"
-	}
-	c.ws.Close(CloseIdle, fmt.Sprintf("no %s for %s", what, c.h.o.IdleTimeout))
-}
-
-func (c *conn) tenantID() string {
-	if c.tenant == nil {
-		return ""
-	}
-	return c.tenant.ID
-}
-
-func (c *conn) run() {
-	idle := wsconn.StartIdle(c.h.o.IdleTimeout, &c.lastMedia, c.closeIdle)
-	defer idle.Stop()
-	defer c.ws.Finish()
-	defer func() {
-		if c.pendingAuth {
-			c.h.pending.Add(-1)
-		}
-		// A stream that ends without stop (the socket closed, or bad
-		// input) still ends its call, with what arrived.
-		reason := fullcallv1.EndReason_END_REASON_DISCONNECTED
-		if idle.Fired() {
-			reason = fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT
-		}
-		if c.holding && len(c.held) > 0 {
-			// The stream ended before every declared track spoke: its
-			// audio still makes a call.
-			c.openHeld()
-		}
-		if c.call != nil {
-			if r, err := c.call.AbortReason(); err != nil {
-				reason = r
-			}
-		}
-		c.endCall(reason)
-	}()
-	for {
-		typ, data, err := c.ws.Read()
-		if err != nil {
-			if code, bad := wsconn.ClientError(err); bad {
-				c.log.Info("closing stream on bad input", "code", code, "reason", err.Error())
-				c.h.m.Refused(context.Background(), c.tenantID(), fmt.Sprintf("close_%d", code))
-				c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-			}
-			return
-		}
-		if c.ws.Closing() {
-			continue
-		}
-		if c.call != nil {
-			select {
-			case <-c.call.Done():
-				r, aerr := c.call.AbortReason()
-				c.closeForAbort(r, aerr)
-				continue
-			default:
-			}
-		}
-		if typ == websocket.BinaryMessage {
-			c.fail(CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
-			continue
-		}
-		m, err := c.env.parse(data, &c.payload)
-		if err != nil {
-			var bm *BadMessage
-			if errors.As(err, &bm) {
-				c.fail(bm.Code, bm.Msg)
-			}
-			continue
-		}
-		if m.HasSeq {
-			if err := c.seq.next(m.Seq, c.env.StrictSequence); err != nil {
-				c.fail(CloseOutOfOrder, err.Error())
-				continue
-			}
-		}
-		c.handle(m)
+// authenticated stops counting the connection as waiting for its start.
+func (c *conn) authenticated() {
+	if c.pendingAuth {
+		c.pendingAuth = false
+		c.p.pending.Add(-1)
 	}
 }
 
-func (c *conn) handle(m *Message) {
+// Discard implements edge.Discarder: a connection accepted but not served.
+func (c *conn) Discard() { c.authenticated() }
+
+// Close implements edge.Codec: the protocol has only the close frame.
+func (c *conn) Close(ec *edge.Conn, code int, reason string) { ec.Close(code, reason) }
+
+// Finish implements edge.Finisher: a stream that ends without stop (the
+// socket closed, bad input, the drain) still ends its call, with what
+// arrived; a stream that ended before every declared track spoke still
+// makes a call of its audio.
+func (c *conn) Finish(ec *edge.Conn, reason session.EndReason) {
+	c.authenticated()
+	if c.holding && len(c.held) > 0 && !ec.Failed() {
+		if err := c.openHeld(ec); err != nil {
+			ec.Log().Info("the stream's held media made no call", "err", err)
+		}
+	}
+	ec.End(reason)
+}
+
+// Flush implements edge.Flusher: the tracks' last audio goes out before
+// the call ends.
+func (c *conn) Flush(ec *edge.Conn, call *session.Call) { c.joiner.Flush(call) }
+
+// Frame implements edge.Codec.
+func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
+	if typ == websocket.BinaryMessage {
+		return edge.Errorf(CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
+	}
+	m, err := c.env.parse(data, &c.payload)
+	if err != nil {
+		var bm *BadMessage
+		if errors.As(err, &bm) {
+			return &edge.Error{Code: bm.Code, Reason: bm.Msg}
+		}
+		return nil
+	}
+	if m.HasSeq {
+		if err := c.seq.next(m.Seq, c.env.StrictSequence); err != nil {
+			return edge.Errorf(CloseOutOfOrder, "%s", err)
+		}
+	}
 	switch m.Event {
 	case "connected":
 	case "start":
-		c.start(m.Start)
+		return c.start(ec, m.Start)
 	case "media":
-		c.media(m.Media)
+		return c.media(ec, m.Media)
 	case "stop":
 		if c.holding {
-			c.openHeld()
-		}
-		if c.call == nil {
-			if !c.ws.Closing() {
-				c.fail(CloseOutOfOrder, "stop before start")
+			if err := c.openHeld(ec); err != nil {
+				return err
 			}
-			return
 		}
-		c.endCall(fullcallv1.EndReason_END_REASON_HANGUP)
+		if ec.Call() == nil {
+			if ec.WS().Closing() {
+				return nil
+			}
+			return edge.Errorf(CloseOutOfOrder, "stop before start")
+		}
+		ec.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.stopped = true
-		c.ws.Close(websocket.CloseNormalClosure, "stream stopped")
+		ec.Close(edge.CloseNormal, "stream stopped")
 	case "mark", "dtmf":
 		// Marks acknowledge audio the server played (calmline plays
 		// none); DTMF digits may be card numbers: neither is kept.
-		if c.call == nil && !c.holding {
-			c.fail(CloseOutOfOrder, m.Event+" before start")
+		if ec.Call() == nil && !c.holding {
+			return edge.Errorf(CloseOutOfOrder, "%s before start", m.Event)
 		}
 	case "error":
-		c.log.Warn("the sender reported an error")
+		ec.Log().Warn("the sender reported an error")
 	default:
-		c.fail(CloseBadMessage, fmt.Sprintf("unknown event %q", m.Event))
+		return edge.Errorf(CloseBadMessage, "unknown event %q", m.Event)
 	}
+	return nil
 }
 
-// refuse closes a connection whose call could not start, after the
-// upgrade, and says so in the log (a sender that reconnects on every
-// refusal is otherwise invisible).
-func (c *conn) refuse(code int, reason, tenantID string) {
-	c.log.Info("stream refused after the upgrade", "code", code, "reason", reason, "tenant", tenantID)
-	c.ws.Close(code, reason)
-}
-
-// fail closes the connection for a client error; a live call ends, its
-// report stored.
-func (c *conn) fail(code int, reason string) {
-	c.log.Info("closing stream on bad input", "code", code, "reason", reason)
-	c.h.m.Refused(context.Background(), c.tenantID(), fmt.Sprintf("close_%d", code))
-	c.holding, c.held = false, nil
-	c.endCall(fullcallv1.EndReason_END_REASON_ERROR)
-	c.ws.Close(code, reason)
-}
-
-func (c *conn) start(s *Start) {
-	if c.call != nil || c.stopped || c.holding {
-		c.fail(CloseOutOfOrder, "start sent twice")
-		return
+func (c *conn) start(ec *edge.Conn, s *Start) error {
+	if ec.Call() != nil || c.stopped || c.holding {
+		return edge.Errorf(CloseOutOfOrder, "start sent twice")
 	}
-	if c.tenant == nil {
-		key := s.Parameters[KeyParameter]
-		t, k, ok := c.h.tenants.AuthenticateKey(key)
-		if !ok {
-			c.h.m.Refused(context.Background(), "", "unauthenticated")
-			msg := "unauthenticated: missing or unknown API key (send it in a header, ?" + KeyParameter + "= or the " + KeyParameter + " custom parameter)"
-			c.refuse(CloseUnauthenticated, msg, "")
-			return
+	if ec.Tenant() == nil {
+		if err := ec.Authenticate(s.Parameters[KeyParameter]); err != nil {
+			var e *edge.Error
+			if errors.As(err, &e) && e.Code == CloseUnauthenticated {
+				e.Reason = "unauthenticated: missing or unknown API key (send it in a header, ?" + KeyParameter + "= or the " + KeyParameter + " custom parameter)"
+			}
+			return err
 		}
-		if !tenant.Allows(k.Role, tenant.ActionStreamCalls) {
-			c.h.m.Refused(context.Background(), t.ID, "forbidden")
-			c.refuse(CloseForbidden, feedOnly(k.Role), t.ID)
-			return
-		}
-		c.tenant = t
-		c.pendingAuth = false
-		c.h.pending.Add(-1)
+		c.authenticated()
 	}
 	if s.CallID == "" {
 		s.CallID = s.StreamID
 	}
 	if s.CallID == "" {
-		c.fail(CloseBadMessage, "start: no call id and no stream id")
-		return
+		return edge.Errorf(CloseBadMessage, "start: no call id and no stream id")
 	}
 	tracks := c.tracks
 	if tracks == nil {
@@ -447,8 +332,7 @@ func (c *conn) start(s *Start) {
 	}
 	for _, t := range tracks {
 		if n := strings.TrimSuffix(t, "_track"); n != "inbound" && n != "outbound" {
-			c.fail(CloseUnsupportedMedia, fmt.Sprintf("start: unknown track %q (want inbound and/or outbound)", t))
-			return
+			return edge.Errorf(CloseUnsupportedMedia, "start: unknown track %q (want inbound and/or outbound)", t)
 		}
 	}
 	c.declared = nil
@@ -467,14 +351,14 @@ func (c *conn) start(s *Start) {
 		// starts once every declared track has sent media, or one has
 		// sent TrackWait of it without the other.
 		c.holding = true
-		c.lastMedia.Store(time.Now().UnixNano())
-		return
+		ec.Touch()
+		return nil
 	}
-	c.open(c.declared)
+	return c.open(ec, c.declared)
 }
 
 // open starts the call with the given tracks as its channels.
-func (c *conn) open(tracks []string) {
+func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	s := c.startMsg
 	c.holding = false
 	c.lanes = map[string]int{}
@@ -487,17 +371,17 @@ func (c *conn) open(tracks []string) {
 		}
 		roles = append(roles, role)
 	}
+	o := c.p.o
 	j, err := stereo.New(stereo.Options{
 		Channels:  len(roles),
-		Silence:   silence(s.Codec),
-		MaxLag:    uint64(c.h.o.JoinLag * time.Duration(c.rate) / time.Second),
-		MaxHole:   uint64(c.h.o.MaxHole * time.Duration(c.rate) / time.Second),
+		Silence:   stereo.Silence(s.Codec),
+		MaxLag:    uint64(o.JoinLag * time.Duration(c.rate) / time.Second),
+		MaxHole:   uint64(o.MaxHole * time.Duration(c.rate) / time.Second),
 		Delay:     uint64(c.env.Reorder * time.Duration(c.rate) / time.Second),
 		GapDetail: c.env.Name + ": no media on any track",
 	})
 	if err != nil {
-		c.fail(CloseUnsupportedMedia, "start: "+err.Error())
-		return
+		return edge.Errorf(CloseUnsupportedMedia, "start: %s", err)
 	}
 	c.joiner = j
 	// The call's labels: the start's custom parameters named label.KEY
@@ -511,62 +395,26 @@ func (c *conn) open(tracks []string) {
 		}
 	}
 	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
-	call, err := c.h.m.Start(context.Background(), session.Start{
-		Tenant:   c.tenant,
-		CallID:   s.CallID,
-		AgentID:  s.Parameters[AgentParameter],
-		Format:   audio.Format{Codec: s.Codec, SampleRate: s.SampleRate, Channels: len(roles)},
-		Roles:    roles,
-		Protocol: "twilio",
-		Labels:   labels,
-	}, events{})
-	switch {
-	case err == nil:
-	case errors.Is(err, session.ErrOverQuota):
-		c.refuse(CloseOverQuota, err.Error(), c.tenant.ID)
-		return
-	case errors.Is(err, session.ErrDraining):
-		c.refuse(websocket.CloseGoingAway, "gateway draining; reconnect", c.tenant.ID)
-		return
-	case errors.Is(err, session.ErrCallLive):
-		c.refuse(CloseCallLive, fmt.Sprintf("call %q is already live", s.CallID), c.tenant.ID)
-		return
-	case errors.Is(err, session.ErrBadStart):
-		c.fail(CloseBadMessage, "start: "+err.Error())
-		return
-	default:
-		c.refuse(websocket.CloseTryAgainLater, "analysis backends unavailable; try again", c.tenant.ID)
-		return
-	}
-	c.call = call
-	c.callLive.Store(true)
-	c.ticket.Started()
-	c.lastMedia.Store(time.Now().UnixNano())
-	c.ws.Watch(call.Done(), func() {
-		r, err := call.AbortReason()
-		c.closeForAbort(r, err)
+	_, err = ec.Start(session.Start{
+		CallID:  s.CallID,
+		AgentID: s.Parameters[AgentParameter],
+		Format:  audio.Format{Codec: s.Codec, SampleRate: s.SampleRate, Channels: len(roles)},
+		Roles:   roles,
+		Labels:  labels,
 	})
+	return err
 }
 
-func (c *conn) closeForAbort(r session.EndReason, err error) {
-	if r == fullcallv1.EndReason_END_REASON_DRAIN {
-		c.ws.Close(websocket.CloseGoingAway, "gateway draining; reconnect to continue the call")
-		return
-	}
-	c.ws.Close(websocket.CloseInternalServerErr, "call ended by the gateway: "+err.Error())
-}
-
-func (c *conn) media(m *Media) {
+func (c *conn) media(ec *edge.Conn, m *Media) error {
 	if c.holding {
-		c.hold(m)
-		return
+		return c.hold(ec, m)
 	}
-	if c.call == nil {
+	call := ec.Call()
+	if call == nil {
 		if c.stopped {
-			return
+			return nil
 		}
-		c.fail(CloseOutOfOrder, "media before start")
-		return
+		return edge.Errorf(CloseOutOfOrder, "media before start")
 	}
 	track := strings.TrimSuffix(m.Track, "_track")
 	if track == "" && len(c.lanes) == 1 {
@@ -581,47 +429,49 @@ func (c *conn) media(m *Media) {
 			// channels.
 			if !c.lateTrack {
 				c.lateTrack = true
-				c.log.Info("media on a declared track that sent none before the call started; ignored", "track", track)
+				ec.Log().Info("media on a declared track that sent none before the call started; ignored", "track", track)
 			}
-			c.lastMedia.Store(time.Now().UnixNano())
-			return
+			ec.Touch()
+			return nil
 		}
-		c.fail(CloseUnsupportedMedia, fmt.Sprintf("media on track %q, which the start did not declare", m.Track))
-		return
+		return edge.Errorf(CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
 	}
 	if len(m.Payload)%c.width != 0 {
-		c.fail(CloseBadMessage, fmt.Sprintf("media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width))
-		return
+		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
-	pos := c.place(lane, m)
-	c.lastMedia.Store(time.Now().UnixNano())
-	if err := c.joiner.Write(c.call, lane, pos, m.Payload); err != nil {
-		if errors.Is(err, stereo.ErrHole) {
-			c.fail(CloseBadMessage, fmt.Sprintf("media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.h.o.MaxHole))
-			return
-		}
-		c.log.Info("audio refused", "err", err)
-		if errors.Is(err, session.ErrTooFast) {
-			c.fail(CloseTooFast, err.Error())
-			return
-		}
-		c.fail(CloseBadMessage, err.Error())
+	// The joiner writes to the connection, which passes the audio on to
+	// the call (ec.Audio) and says what its errors close with.
+	if err := c.joiner.Write(ec, lane, c.place(lane, m), m.Payload); err != nil {
+		return c.writeError(err, m)
 	}
+	ec.Touch()
+	return nil
+}
+
+// writeError says what a failed write of media closes with. (Apart from
+// media, so that the hot path allocates nothing for errors.As.)
+func (c *conn) writeError(err error, m *Media) error {
+	var e *edge.Error
+	switch {
+	case errors.Is(err, stereo.ErrHole):
+		return edge.Errorf(CloseBadMessage, "media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.p.o.MaxHole)
+	case errors.As(err, &e) && e.Code != edge.CloseTryAgainLater:
+		return e
+	}
+	return edge.Errorf(CloseBadMessage, "%s", err)
 }
 
 // hold keeps a stream's media until it is known which declared tracks
 // carry audio, then starts the call with those and plays the media held.
-func (c *conn) hold(m *Media) {
+func (c *conn) hold(ec *edge.Conn, m *Media) error {
 	track := strings.TrimSuffix(m.Track, "_track")
 	if !slices.Contains(c.declared, track) {
-		c.fail(CloseUnsupportedMedia, fmt.Sprintf("media on track %q, which the start did not declare", m.Track))
-		return
+		return edge.Errorf(CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
 	}
 	if len(m.Payload)%c.width != 0 {
-		c.fail(CloseBadMessage, fmt.Sprintf("media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width))
-		return
+		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
-	c.lastMedia.Store(time.Now().UnixNano())
+	ec.Touch()
 	held := *m
 	held.Payload = append([]byte(nil), m.Payload...)
 	c.held = append(c.held, &held)
@@ -629,15 +479,16 @@ func (c *conn) hold(m *Media) {
 		c.heldSamples = map[string]uint64{}
 	}
 	c.heldSamples[track] += uint64(len(m.Payload) / c.width)
-	wait := uint64(c.h.o.TrackWait * time.Duration(c.rate) / time.Second)
+	wait := uint64(c.p.o.TrackWait * time.Duration(c.rate) / time.Second)
 	if len(c.heldSamples) == len(c.declared) || c.heldSamples[track] >= wait {
-		c.openHeld()
+		return c.openHeld(ec)
 	}
+	return nil
 }
 
 // openHeld starts a held call with the declared tracks that sent media
 // (all of them when none did) and plays what was held.
-func (c *conn) openHeld() {
+func (c *conn) openHeld(ec *edge.Conn) error {
 	var tracks []string
 	for _, t := range c.declared {
 		if c.heldSamples[t] > 0 {
@@ -647,15 +498,20 @@ func (c *conn) openHeld() {
 	if len(tracks) == 0 {
 		tracks = c.declared
 	}
-	c.open(tracks)
 	held := c.held
 	c.held, c.heldSamples = nil, nil
-	for _, m := range held {
-		if c.call == nil || c.ws.Closing() {
-			return
-		}
-		c.media(m)
+	if err := c.open(ec, tracks); err != nil {
+		return err
 	}
+	for _, m := range held {
+		if ec.Call() == nil || ec.WS().Closing() {
+			return nil
+		}
+		if err := c.media(ec, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // place returns where a track's media goes on the call's timeline. Media
@@ -673,7 +529,7 @@ func (c *conn) place(lane int, m *Media) uint64 {
 		return known
 	}
 	ts := m.Timestamp * uint64(c.rate) / 1000
-	tol := uint64(c.h.o.JitterTolerance * time.Duration(c.rate) / time.Second)
+	tol := uint64(c.p.o.JitterTolerance * time.Duration(c.rate) / time.Second)
 	switch {
 	case ts > known+tol:
 		return ts // audio was lost: a hole of the real amount
@@ -682,26 +538,6 @@ func (c *conn) place(lane int, m *Media) uint64 {
 	}
 	return known
 }
-
-// endCall flushes what the tracks hold and ends the call once.
-func (c *conn) endCall(reason session.EndReason) {
-	call := c.call
-	if call == nil {
-		return
-	}
-	c.call = nil
-	c.joiner.Flush(call)
-	if _, err := call.End(context.Background(), reason); err != nil && !errors.Is(err, session.ErrEnded) {
-		c.log.Warn("call ended without a report", "err", err)
-	}
-}
-
-// events drops the call's live events: the protocol has no message to
-// carry them back.
-type events struct{}
-
-func (events) Score(*callv1.ScoreUpdate) {}
-func (events) Alert(*callv1.AlertEvent)  {}
 
 // seqCheck enforces a stream's sequence numbers: rising by one (strict),
 // or in any order but never twice (within a window of recent numbers).

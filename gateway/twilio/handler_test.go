@@ -23,7 +23,6 @@ import (
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/rpc"
 	"github.com/calmline/calmline/lib/tenant"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -46,15 +45,8 @@ type fixture struct {
 
 func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 	t.Helper()
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rp, err := rpc.NewPool(rt.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fp, err := rpc.NewPool(fc.Addr, 1, rpc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := gatewaytest.StartBackends(t)
+	rt, fc, rp, fp := b.Realtime, b.Fullcall, b.RealtimePool, b.FullcallPool
 	mt := gatewaytest.NewMetrics(t)
 	so := session.Options{Realtime: rp, Fullcall: fp, MeterProvider: mt.Provider}
 	if len(pacing) > 0 {
@@ -87,14 +79,14 @@ func start(t *testing.T, o Options, pacing ...session.Pacing) *fixture {
 			return nil
 		}
 	})
-	srv := httptest.NewServer(NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler)))
+	h := NewHandler(o, mgr, reg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Drain(ctx)
+		h.Close(ctx)
 		srv.Close()
-		rp.Close()
-		fp.Close()
 	})
 	f.url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/twilio"
 	return f
@@ -731,6 +723,17 @@ func TestTimestampJitterLosesNoAudio(t *testing.T) {
 	if len(gaps) != 1 || gaps[0].Samples != 1600 || gaps[0].StartSample != packets*160 {
 		t.Fatalf("gaps %v; want one of 1600 samples (200 ms) at %d", gaps, packets*160)
 	}
+	// Not one sample moved either: the call's audio is the packets in
+	// order, both tracks side by side.
+	var want []byte
+	for i := range packets + 60 {
+		if i < packets || i >= packets+10 {
+			want = append(want, bytes.Repeat([]byte{byte(i)}, 320)...)
+		}
+	}
+	if got := f.received("jitter"); !bytes.Equal(got, want) {
+		t.Errorf("fullcall received %d bytes that differ from the %d sent in order", len(got), len(want))
+	}
 	if rep.DurationS != 11.2 {
 		t.Errorf("duration %v; want 11.2 s (10 s, 0.2 s lost, 1 s)", rep.DurationS)
 	}
@@ -761,6 +764,29 @@ func TestJitteredMediaIsStillPaced(t *testing.T) {
 	}
 	if rep := f.fc.Report("paced"); rep == nil || rep.AudioBytes != 30*160 {
 		t.Errorf("report %+v; want all 4800 bytes", rep)
+	}
+}
+
+// Jitter does not hide a sender far ahead of real time either: under the
+// refuse policy it is closed with 4420, as without jitter.
+func TestJitteredMediaTooFastIsClosedWith4420(t *testing.T) {
+	f := start(t, Options{}, session.Pacing{Policy: session.PaceRefuse, MaxLead: 100 * time.Millisecond})
+	conn, err := (&Client{URL: f.url, APIKey: f.keys["acme"]}).Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Start("MZjf", "jitter-fast", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["acme"]})
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 25 { // 0.5 s at once
+		if conn.Media("MZjf", "inbound", uint64(i+1), jittered(rng, i), make([]byte, 160)) != nil {
+			break
+		}
+	}
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
+		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, CloseTooFast)
+	}
+	if n := f.counted(t, "close_4420"); n != 1 {
+		t.Errorf("%d refusals counted as close_4420; want 1", n)
 	}
 }
 
@@ -806,5 +832,25 @@ func TestOnlyTracksThatCarryAudioAreChannels(t *testing.T) {
 	conn2.WaitClose(10 * time.Second)
 	if rep := f.fc.Report("both"); rep == nil || len(rep.Format.Channels) != 2 {
 		t.Errorf("report %+v; want a stereo call", rep)
+	}
+}
+
+// A request that is not upgraded after all (not a WebSocket handshake)
+// holds no place among the connections waiting for their start.
+func TestRequestsNotUpgradedHoldNoPlace(t *testing.T) {
+	f := start(t, Options{MaxUnauthenticated: 1})
+	for range 3 {
+		resp, err := http.Get("http" + strings.TrimPrefix(f.url, "ws"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("plain GET: %d; want 400 from the upgrader", resp.StatusCode)
+		}
+	}
+	f.dial(t, "", nil) // the one place is free
+	if _, resp, err := websocket.DefaultDialer.Dial(f.url, nil); err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("second connection waiting for its start: %v; want 503", resp)
 	}
 }

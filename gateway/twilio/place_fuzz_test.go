@@ -29,7 +29,7 @@ func FuzzMediaPlacement(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &conn{h: &Handler{o: Options{JitterTolerance: 60 * time.Millisecond}}, env: Twilio, rate: 8000, width: 1, joiner: j}
+		c := &conn{p: &protocol{o: Options{JitterTolerance: 60 * time.Millisecond}}, env: Twilio, rate: 8000, width: 1, joiner: j}
 		sink := &countSink{}
 		var ts [2]int64
 		var written [2]uint64
