@@ -41,6 +41,8 @@ type Flags struct {
 	AdmitRealtimeLag time.Duration
 	AdmitFullcallMiB int
 	FullcallFailover time.Duration
+	// FullcallBatch is session.Options.FullcallBatch.
+	FullcallBatch time.Duration
 }
 
 // Register adds the flags to fs.
@@ -61,6 +63,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.AdmitRealtimeLag, "admit-realtime-lag", time.Second, "refuse new calls (503 capacity_realtime_lag) while realtime's scores trail their audio by more than this on average, until back under half of it for 2 s; 0: not judged")
 	fs.IntVar(&f.AdmitFullcallMiB, "admit-fullcall-backlog", 64, "refuse new calls (503 capacity_fullcall_backlog) while the audio fullcall has not acknowledged, all calls together, exceeds this many MiB, until back under half of it for 2 s; 0: not judged")
 	fs.DurationVar(&f.FullcallFailover, "fullcall-failover", 30*time.Second, "how long fullcall may acknowledge nothing while a call's replay log is full (its client held back meanwhile) before the call's fullcall audio is given up and the call ends (fullcall_lost)")
+	fs.DurationVar(&f.FullcallBatch, "fullcall-batch", 0, "audio (at most 1s) a call gathers before it goes to fullcall, instead of each 100 ms chunk at once: fewer gRPC messages to fullcall; 0: off")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 
@@ -81,6 +84,10 @@ func (f *Flags) Apply(o *Options) error {
 		return fmt.Errorf("--max-calls, --admit-realtime-lag and --admit-fullcall-backlog must not be negative, --fullcall-failover must be positive")
 	}
 	o.Session.MaxCalls, o.Session.FullcallFailover = f.MaxCalls, f.FullcallFailover
+	if f.FullcallBatch < 0 || f.FullcallBatch > time.Second {
+		return fmt.Errorf("--fullcall-batch %v: want 0 (off) to 1s", f.FullcallBatch)
+	}
+	o.Session.FullcallBatch = f.FullcallBatch
 	o.Admission.Capacity.MaxRealtimeLag = f.AdmitRealtimeLag
 	o.Admission.Capacity.MaxFullcallBacklog = int64(f.AdmitFullcallMiB) << 20
 	if f.HandshakeBurst < 1 || f.MaxPending < 1 || f.TenantMargin < 0 {

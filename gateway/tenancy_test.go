@@ -286,12 +286,14 @@ func TestAdminDrain(t *testing.T) {
 	defer cancel()
 	f.s.Shutdown(ctx)
 	r := f.fc.Report("lingering")
-	if r == nil || r.AudioBytes != 77*320 || r.Chunks != 16 || r.EndReason.String() != "END_REASON_DRAIN" {
-		t.Fatalf("report of the drained call: %v; want %d bytes in 16 chunks, ended by the drain", r, 77*320)
+	// (Chunks queued behind a busy sender go out merged: the count of
+	// chunks is not fixed, their sequence is.)
+	if r == nil || r.AudioBytes != 77*320 || r.Chunks != uint64(len(f.fc.Seqs("lingering"))) || r.EndReason.String() != "END_REASON_DRAIN" {
+		t.Fatalf("report of the drained call: %v; want %d bytes in the %d chunks received, ended by the drain", r, 77*320, len(f.fc.Seqs("lingering")))
 	}
 	for i, s := range f.fc.Seqs("lingering") {
 		if s != uint64(i+1) {
-			t.Fatalf("fullcall's chunks %v; want 1..16 once each", f.fc.Seqs("lingering"))
+			t.Fatalf("fullcall's chunks %v; want 1..%d once each", f.fc.Seqs("lingering"), r.Chunks)
 		}
 	}
 }

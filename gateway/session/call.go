@@ -108,10 +108,10 @@ type Call struct {
 	startedAt    time.Time
 	bytesIn      int64
 	// counted holds what the traffic counters were last given (in, out,
-	// to realtime, to fullcall), and countedAt when (on the call's clock):
-	// they are updated once a second, not per frame or chunk, since each
-	// update costs.
-	counted   [4]int64
+	// to realtime, to fullcall, chunks to realtime, chunks to fullcall),
+	// and countedAt when (on the call's clock): they are updated once a
+	// second, not per frame or chunk, since each update costs.
+	counted   [6]int64
 	countedAt time.Duration
 	// clock is when the call started on this gateway (monotonic), the
 	// reference for pacing and traffic rates; paceFrom is the timeline
@@ -147,6 +147,9 @@ type Call struct {
 	bytesOut atomic.Int64
 	rtOut    atomic.Int64
 	fcOut    atomic.Int64
+	// rtChunks and fcChunks count the chunks (messages) sent to each.
+	rtChunks atomic.Int64
+	fcChunks atomic.Int64
 
 	// timeline is the position (samples per channel) after the last audio
 	// or gap, and seq the last chunk's sequence number; written by the
@@ -566,7 +569,7 @@ func (c *Call) countTraffic(final bool) {
 		return
 	}
 	c.countedAt = now
-	cur := [4]int64{c.bytesIn, c.bytesOut.Load(), c.rtOut.Load(), c.fcOut.Load()}
+	cur := [6]int64{c.bytesIn, c.bytesOut.Load(), c.rtOut.Load(), c.fcOut.Load(), c.rtChunks.Load(), c.fcChunks.Load()}
 	ctx := context.Background()
 	for i, n := range cur {
 		d := n - c.counted[i]
@@ -582,6 +585,10 @@ func (c *Call) countTraffic(final bool) {
 			c.m.m.backendOut.Add(ctx, d, pathRealtime)
 		case 3:
 			c.m.m.backendOut.Add(ctx, d, pathFullcall)
+		case 4:
+			c.m.m.chunksOut.Add(ctx, d, pathRealtime)
+		case 5:
+			c.m.m.chunksOut.Add(ctx, d, pathFullcall)
 		}
 	}
 	c.counted = cur

@@ -37,7 +37,8 @@ var (
 // incomplete.
 type fcLink struct {
 	link[*fullcallv1.RecordRequest, *fullcallv1.RecordResponse]
-	maxBytes int
+	maxBytes  int
+	holdBytes int // Options.FullcallBatch's worth of audio; 0: no hold
 
 	// Guarded by mu.
 	log      []fcEntry // unacknowledged, in order
@@ -80,15 +81,21 @@ type fcEntry struct {
 	seq   uint64
 	chunk bool
 	bytes int
+	// out is set once the entry was handed to a stream: it no longer
+	// takes more audio (fullcall may hold it under its seq). owned is set
+	// when the chunk's data was allocated by a merge (mergeChunk).
+	out   bool
+	owned bool
 }
 
 func newFCLink(c *Call) *fcLink {
 	b := int(c.m.o.ReplayBuffer.Seconds() * float64(c.format.BytesPerSecond()))
 	l := &fcLink{
-		maxBytes: max(b, c.chunkBytes),
-		progress: c.m.now(),
-		report:   make(chan *fullcallv1.Report, 1),
-		lost:     make(chan error, 1),
+		maxBytes:  max(b, c.chunkBytes),
+		holdBytes: int(min(c.m.o.FullcallBatch, time.Second).Seconds() * float64(c.format.BytesPerSecond())),
+		progress:  c.m.now(),
+		report:    make(chan *fullcallv1.Report, 1),
+		lost:      make(chan error, 1),
 	}
 	l.c, l.out = c, l
 	return l
@@ -108,11 +115,23 @@ func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
 		l.c.m.m.dropped.Add(l.c.ctx, int64(n), dropNoFullcall)
 		return
 	}
+	l.bytes += n
+	l.c.m.unacked.Add(int64(n))
+	if k := len(l.log); k > 0 && l.next < k {
+		// The sender has not taken the last entry yet: a chunk that
+		// continues it joins it, under its seq.
+		if e := &l.log[k-1]; e.chunk && !e.out {
+			last := e.req.Msg.(*fullcallv1.RecordRequest_Chunk)
+			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, l.batchBytes()); ok {
+				last.Chunk, e.owned, e.bytes = merged, true, e.bytes+n
+				l.kickLocked() // it may have grown past the hold
+				return
+			}
+		}
+	}
 	l.lastSeq++
 	fc := &callv1.AudioChunk{Seq: l.lastSeq, StartSample: ch.StartSample, Data: ch.Data}
 	l.log = append(l.log, fcEntry{req: &fullcallv1.RecordRequest{Msg: &fullcallv1.RecordRequest_Chunk{Chunk: fc}}, seq: l.lastSeq, chunk: true, bytes: n})
-	l.bytes += n
-	l.c.m.unacked.Add(int64(n))
 	l.kickLocked()
 }
 
@@ -243,7 +262,28 @@ func (l *fcLink) close(end uint64, reason EndReason) {
 // stream starts with closeSent false and replays all) or once the link
 // has let the call go.
 func (l *fcLink) readyLocked() bool {
-	return !l.closeSent && !l.gone && (l.next < len(l.log) || l.closeReq != nil)
+	return !l.closeSent && !l.gone && (l.next < len(l.log) && !l.holdLocked(l.next) || l.closeReq != nil)
+}
+
+// batchBytes is the most audio one chunk to fullcall carries: a second.
+func (l *fcLink) batchBytes() int { return max(l.c.format.BytesPerSecond(), l.c.chunkBytes) }
+
+// holdLocked reports whether the log's entry i waits for more audio before
+// it goes out (Options.FullcallBatch): it is the last entry, a chunk that
+// has not gone out, with less than holdBytes of audio, the call is not
+// closing, and the log is less than half full. fullcall's report needs
+// the audio, not its promptness (it acknowledges only at its checkpoints,
+// every 2 s of audio by default, so the log keeps the audio that long
+// whatever the chunks), while each message costs a gRPC write here and a
+// read, a decode and a write there. Anything that follows the chunk in the
+// log (a gap, an event, the close) sends it at once, so the order is kept
+// and nothing waits at the call's end; no timer is involved.
+func (l *fcLink) holdLocked(i int) bool {
+	if l.holdBytes == 0 || i != len(l.log)-1 || l.closeReq != nil || 2*l.bytes >= l.maxBytes {
+		return false
+	}
+	e := &l.log[i]
+	return e.chunk && !e.out && e.bytes < l.holdBytes
 }
 
 func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRequest, bool) {
@@ -252,8 +292,9 @@ func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRe
 	}
 	var batch []*fullcallv1.RecordRequest
 	now := int64(l.c.since(l.c.clock))
-	for ; l.next < len(l.log); l.next++ {
+	for ; l.next < len(l.log) && !l.holdLocked(l.next); l.next++ {
 		e := &l.log[l.next]
+		e.out = true
 		batch = append(batch, e.req)
 		if e.chunk {
 			l.sentAt[e.seq%uint64(len(l.sentAt))] = sentSeq{e.seq, now}
@@ -268,6 +309,7 @@ func (l *fcLink) nextLocked() ([]*fullcallv1.RecordRequest, *fullcallv1.RecordRe
 func (l *fcLink) sent(r *fullcallv1.RecordRequest) {
 	if ch := r.GetChunk(); ch != nil {
 		l.c.fcOut.Add(int64(len(ch.Data)))
+		l.c.fcChunks.Add(1)
 	}
 }
 

@@ -169,6 +169,15 @@ type Options struct {
 	// acknowledgements, holding its client back: fullcall audio is never
 	// dropped to make room.
 	ReplayBuffer time.Duration
+	// FullcallBatch, when positive, is how much audio (at most 1 s) the
+	// replay log's last chunk gathers before it goes to fullcall, instead
+	// of each chunk going at once: fewer messages (a gRPC write here; a
+	// read, a decode and a write there) for audio that fullcall keeps, not
+	// scores, and acknowledges only at its checkpoints anyway. A gap, an
+	// event or the call's end sends what is gathered at once; no timer.
+	// What the gateway holds unsent is lost with it, as what fullcall has
+	// not checkpointed is (docs/architecture.md). Default 0: off.
+	FullcallBatch time.Duration
 	// FullcallFailover is how long fullcall may acknowledge nothing while
 	// a call's replay log is full before the call's fullcall audio is
 	// given up (fullcall is gone, not slow): the call ends, counted as

@@ -41,6 +41,7 @@ type metrics struct {
 	bytesIn    metric.Int64Counter
 	bytesOut   metric.Int64Counter
 	backendOut metric.Int64Counter
+	chunksOut  metric.Int64Counter
 	dropped    metric.Int64Counter
 	reconnects metric.Int64Counter
 	rtStalls   metric.Int64Counter
@@ -85,6 +86,7 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 	m.bytesIn = counter("calmline.gateway.audio.in", "By", "Audio bytes received from clients, by tenant.")
 	m.bytesOut = counter("calmline.gateway.events.out", "By", "Bytes of events sent back to clients, by tenant.")
 	m.backendOut = counter("calmline.gateway.backend.out", "By", "Audio payload bytes sent to the backends (replays included), by backend.")
+	m.chunksOut = counter("calmline.gateway.backend.chunks", "{chunk}", "Audio chunks (gRPC messages carrying audio) sent to the backends (replays included), by backend: what queued for a call while its sender was busy goes out as one.")
 	m.dropped = counter("calmline.gateway.audio.dropped", "By", "Audio dropped, by path and reason.")
 	m.reconnects = counter("calmline.gateway.backend.reconnects", "{stream}", "Backend streams reopened after a failure, by backend.")
 	m.rtStalls = counter("calmline.gateway.realtime.stalls", "{stream}", "Realtime streams given up because audio went unanswered for --realtime-stall (a hung instance); the call moves to another.")
@@ -146,6 +148,7 @@ func (m *metrics) zeroFixed() {
 	ctx := context.Background()
 	for _, a := range []metric.AddOption{pathRealtime, pathFullcall} {
 		m.backendOut.Add(ctx, 0, a)
+		m.chunksOut.Add(ctx, 0, a)
 		m.reconnects.Add(ctx, 0, a)
 	}
 	for _, a := range []metric.AddOption{dropOverflow, dropNoFullcall} {

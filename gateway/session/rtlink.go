@@ -32,12 +32,15 @@ var (
 // skeleton; what is realtime's own is here.
 type rtLink struct {
 	link[*realtimev1.AnalyzeRequest, *realtimev1.AnalyzeResponse]
-	maxChunks int
+	maxBytes int // of audio in q
 
 	// Guarded by mu.
-	q       []*realtimev1.AnalyzeRequest
-	chunks  int // chunks in q
-	closing bool
+	q     []*realtimev1.AnalyzeRequest
+	bytes int // of audio in q
+	// tailOwned is set when q's last request is a chunk whose data this
+	// link allocated (it merged chunks into it): more may be appended.
+	tailOwned bool
+	closing   bool
 
 	// sent remembers when recent chunks were handed over, to measure the
 	// delay of the scores that cover them.
@@ -71,12 +74,14 @@ type sentMark struct {
 
 func newRTLink(c *Call) *rtLink {
 	n := int(c.m.o.RealtimeQueue / c.m.o.ChunkDuration)
-	l := &rtLink{maxChunks: max(n, 1), done: make(chan struct{})}
+	l := &rtLink{maxBytes: max(n, 1) * c.chunkBytes, done: make(chan struct{})}
 	l.c, l.out = c, l
 	return l
 }
 
-// push queues a chunk, dropping the oldest queued chunk when full.
+// push queues a chunk, dropping the oldest queued audio when full. A chunk
+// that continues the last queued one joins it (see mergeChunk): what
+// waits for the sender goes out in one message.
 func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.sentMu.Lock()
 	l.marks[l.marksN%len(l.marks)] = sentMark{end: ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes), at: int64(at.Sub(l.c.clock))}
@@ -85,13 +90,26 @@ func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.checkStallLocked(at)
-	if l.chunks >= l.maxChunks {
+	for l.bytes > 0 && l.bytes+len(ch.Data) > l.maxBytes {
 		l.dropOldestLocked()
 	}
+	l.bytes += len(ch.Data)
+	if n := len(l.q); n > 0 {
+		if last := l.q[n-1].GetChunk(); last != nil {
+			if merged, ok := mergeChunk(last, ch, l.tailOwned, l.c.frameBytes, l.maxBatch()); ok {
+				l.q[n-1].Msg.(*realtimev1.AnalyzeRequest_Chunk).Chunk = merged
+				l.tailOwned = true
+				return // a sender is already due: the queue was not empty
+			}
+		}
+	}
 	l.q = append(l.q, &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: ch}})
-	l.chunks++
+	l.tailOwned = false
 	l.kickLocked()
 }
+
+// maxBatch is the most audio one merged chunk carries.
+func (l *rtLink) maxBatch() int { return max(l.c.format.BytesPerSecond(), l.c.chunkBytes) }
 
 // checkStallLocked gives up the current stream when realtime has left the
 // audio sent on it unanswered too long: more than RealtimeStall since the
@@ -120,15 +138,28 @@ func (l *rtLink) checkStallLocked(now time.Time) {
 	l.cancel() // run's Recv ends, and run reopens elsewhere
 }
 
-// dropOldestLocked drops the oldest queued chunk, counting it.
+// dropOldestLocked drops the oldest queued chunk's worth of audio, counting
+// it: the front of a merged chunk, or a whole chunk.
 func (l *rtLink) dropOldestLocked() {
 	for i, r := range l.q {
 		if old := r.GetChunk(); old != nil {
-			copy(l.q[i:], l.q[i+1:])
-			l.q[len(l.q)-1] = nil
-			l.q = l.q[:len(l.q)-1]
-			l.chunks--
-			l.c.m.m.dropped.Add(l.c.ctx, int64(len(old.Data)), dropOverflow)
+			n := len(old.Data)
+			if n > l.c.chunkBytes {
+				// The front of merged audio (a new chunk: the one in the
+				// request may be on its way out of a failed stream).
+				n = l.c.chunkBytes
+				l.q[i] = &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Chunk{Chunk: &callv1.AudioChunk{
+					Seq: old.Seq, StartSample: old.StartSample + uint64(n/l.c.frameBytes), Data: old.Data[n:]}}}
+			} else {
+				copy(l.q[i:], l.q[i+1:])
+				l.q[len(l.q)-1] = nil
+				l.q = l.q[:len(l.q)-1]
+				if i == len(l.q) {
+					l.tailOwned = false
+				}
+			}
+			l.bytes -= n
+			l.c.m.m.dropped.Add(l.c.ctx, int64(n), dropOverflow)
 			// This audio waited the whole queue and will never be scored:
 			// for admission, realtime is that far behind.
 			l.c.m.lag.observe(l.c.m.now(), l.c.m.o.RealtimeQueue.Seconds())
@@ -157,7 +188,7 @@ func (l *rtLink) readyLocked() bool { return len(l.q) > 0 || l.closing && !l.clo
 
 func (l *rtLink) nextLocked() ([]*realtimev1.AnalyzeRequest, *realtimev1.AnalyzeRequest, bool) {
 	batch := l.q
-	l.q, l.chunks = nil, 0
+	l.q, l.bytes, l.tailOwned = nil, 0, false
 	if len(batch) == 0 && l.closing && !l.closeSent {
 		return nil, &realtimev1.AnalyzeRequest{Msg: &realtimev1.AnalyzeRequest_Close{Close: &realtimev1.CloseCall{}}}, true
 	}
@@ -167,6 +198,7 @@ func (l *rtLink) nextLocked() ([]*realtimev1.AnalyzeRequest, *realtimev1.Analyze
 func (l *rtLink) sent(r *realtimev1.AnalyzeRequest) {
 	if ch := r.GetChunk(); ch != nil {
 		l.c.rtOut.Add(int64(len(ch.Data)))
+		l.c.rtChunks.Add(1)
 		l.sentEnd.Store(ch.StartSample + uint64(len(ch.Data)/l.c.frameBytes))
 		l.unanswered.CompareAndSwap(0, int64(l.c.since(l.c.clock)))
 	}
@@ -177,13 +209,16 @@ func (l *rtLink) sent(r *realtimev1.AnalyzeRequest) {
 func (l *rtLink) unsentLocked(rs []*realtimev1.AnalyzeRequest) {
 	n := 0
 	for _, r := range rs {
-		if r.GetChunk() != nil {
-			n++
+		if ch := r.GetChunk(); ch != nil {
+			n += len(ch.Data)
 		}
 	}
+	if len(l.q) == 0 {
+		l.tailOwned = false
+	}
 	l.q = append(rs[:len(rs):len(rs)], l.q...)
-	l.chunks += n
-	for l.chunks > l.maxChunks {
+	l.bytes += n
+	for l.bytes > l.maxBytes {
 		l.dropOldestLocked()
 	}
 }

@@ -189,17 +189,27 @@ func TestRealtimeFailoverMovesTheCall(t *testing.T) {
 
 func TestFullcallReplayAfterAStreamFailure(t *testing.T) {
 	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	var once sync.Once
+	var mu sync.Mutex
+	var failAt uint64 // the chunk the first stream failed on
+	tl := newTimelineOf(t)
 	fc.Configure(func() {
 		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
-			var err error
-			if ch.Seq == 17 {
-				once.Do(func() { err = errors.New("instance lost") })
+			tl.add(ch)
+			mu.Lock()
+			defer mu.Unlock()
+			// The stream fails on the first chunk past 1.5 s of audio.
+			if failAt == 0 && ch.StartSample+uint64(len(ch.Data)/2) > 12000 {
+				failAt = ch.Seq
+				return errors.New("instance lost")
 			}
-			return err
+			return nil
 		}
-		// The replacement's checkpoint holds chunks up to 16.
-		fc.AckedAtOpen = func(string) uint64 { return 16 }
+		// The replacement's checkpoint holds the chunks before it.
+		fc.AckedAtOpen = func(string) uint64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return failAt - 1
+		}
 	})
 	m := manager(t, rt.Addr, fc.Addr, Options{})
 	c, err := m.Start(context.Background(), stereo("replayed"), nil)
@@ -211,21 +221,77 @@ func TestFullcallReplayAfterAStreamFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Incomplete || r.Chunks != 40 {
-		t.Errorf("report: incomplete %v, %d chunks; want complete with 40", r.Incomplete, r.Chunks)
+	if r.Incomplete || r.Chunks == 0 {
+		t.Errorf("report: incomplete %v, %d chunks; want complete", r.Incomplete, r.Chunks)
 	}
-	// Every chunk from 17 on was sent again after the reopen; none before.
+	// The chunks cover the call's 4 s, each chunk the same stretch every
+	// time it was sent.
+	tl.check(r.Chunks, 4*8000)
+	// Every chunk from the failed one on was sent again after the reopen;
+	// none before.
 	seen := map[uint64]int{}
 	for _, s := range fc.Seqs("replayed") {
 		seen[s]++
 	}
-	for s := uint64(1); s <= 40; s++ {
+	if failAt == 0 {
+		t.Fatal("the stream never failed")
+	}
+	for s := uint64(1); s <= r.Chunks; s++ {
 		if seen[s] == 0 {
 			t.Errorf("chunk %d never reached fullcall", s)
 		}
-		if s < 17 && seen[s] != 1 {
+		if s < failAt && seen[s] != 1 {
 			t.Errorf("chunk %d, acknowledged before the failure, was sent %d times", s, seen[s])
 		}
+	}
+	if seen[failAt] != 2 {
+		t.Errorf("chunk %d, the failed one, was sent %d times; want 2", failAt, seen[failAt])
+	}
+}
+
+// timelineOf records the chunks a fake backend receives, by sequence
+// number, to check that they tile the call's timeline: contiguous from 0,
+// a chunk sent again exactly the stretch it was the first time (merging
+// never changes a chunk once it went out).
+type timelineOf struct {
+	t      *testing.T
+	mu     sync.Mutex
+	chunks map[uint64][2]uint64 // seq → start, samples
+}
+
+func newTimelineOf(t *testing.T) *timelineOf {
+	return &timelineOf{t: t, chunks: map[uint64][2]uint64{}}
+}
+
+func (tl *timelineOf) add(ch *callv1.AudioChunk) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	got := [2]uint64{ch.StartSample, uint64(len(ch.Data) / 2)}
+	if prev, ok := tl.chunks[ch.Seq]; ok && prev != got {
+		tl.t.Errorf("chunk %d sent as samples %v, then again as %v", ch.Seq, prev, got)
+	}
+	tl.chunks[ch.Seq] = got
+}
+
+// check asserts that chunks 1..n tile samples [0, end).
+func (tl *timelineOf) check(n uint64, end uint64) {
+	tl.t.Helper()
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if uint64(len(tl.chunks)) != n {
+		tl.t.Errorf("%d distinct chunks received; want %d", len(tl.chunks), n)
+	}
+	at := uint64(0)
+	for s := uint64(1); s <= n; s++ {
+		ch, ok := tl.chunks[s]
+		if !ok || ch[0] != at {
+			tl.t.Errorf("chunk %d covers samples %v; want it to start at %d", s, ch, at)
+			return
+		}
+		at += ch[1]
+	}
+	if at != end {
+		tl.t.Errorf("the chunks end at sample %d; want %d", at, end)
 	}
 }
 
@@ -284,14 +350,17 @@ func TestFullcallBackpressureHoldsTheClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Incomplete || r.AudioBytes != 400*320 || r.Chunks != 80 {
-		t.Errorf("report: incomplete %v, %d bytes in %d chunks; want complete, %d bytes in 80", r.Incomplete, r.AudioBytes, r.Chunks, 400*320)
+	if r.Incomplete || r.AudioBytes != 400*320 {
+		t.Errorf("report: incomplete %v, %d bytes; want complete, %d bytes", r.Incomplete, r.AudioBytes, 400*320)
 	}
 	seqs := fc.Seqs("stalled")
 	for i, s := range seqs {
 		if s != uint64(i+1) {
-			t.Fatalf("fullcall received chunks %v; want 1..80 in order", seqs)
+			t.Fatalf("fullcall received chunks %v; want 1..%d in order", seqs, r.Chunks)
 		}
+	}
+	if uint64(len(seqs)) != r.Chunks {
+		t.Errorf("fullcall received %d chunks; the close says %d", len(seqs), r.Chunks)
 	}
 	if gaps := fc.CallGaps("stalled"); len(gaps) != 0 {
 		t.Errorf("gaps reached fullcall: %v; want none", gaps)

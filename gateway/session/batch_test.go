@@ -1,0 +1,199 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/calmline/calmline/gateway/gatewaytest"
+	"github.com/calmline/calmline/lib/clock/clocktest"
+	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
+	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
+)
+
+func TestMergeChunk(t *testing.T) {
+	a := &callv1.AudioChunk{Seq: 3, StartSample: 100, Data: []byte{1, 2, 3, 4}}
+	b := &callv1.AudioChunk{Seq: 4, StartSample: 102, Data: []byte{5, 6}}
+	// Two-byte frames: a covers samples 100..101, b 102.
+	m, ok := mergeChunk(a, b, false, 2, 6)
+	if !ok {
+		t.Fatal("contiguous chunks within the limit were not merged")
+	}
+	if m == a || m.Seq != 3 || m.StartSample != 100 || !bytes.Equal(m.Data, []byte{1, 2, 3, 4, 5, 6}) {
+		t.Errorf("merged %v; want a new chunk 3 at 100 holding both", m)
+	}
+	// Data not owned (shared by both links) is never written.
+	m.Data[0] = 9
+	if !bytes.Equal(a.Data, []byte{1, 2, 3, 4}) || !bytes.Equal(b.Data, []byte{5, 6}) {
+		t.Errorf("the merged chunks changed: %v %v", a, b)
+	}
+	m.Data[0] = 1
+	c := &callv1.AudioChunk{Seq: 5, StartSample: 103, Data: []byte{7, 8}}
+	if _, ok := mergeChunk(m, c, true, 2, 6); ok {
+		t.Error("merged past the limit")
+	}
+	gap := &callv1.AudioChunk{Seq: 5, StartSample: 104, Data: []byte{7, 8}}
+	if _, ok := mergeChunk(a, gap, false, 2, 100); ok {
+		t.Error("merged chunks that are not contiguous")
+	}
+	// Owned data grows in place.
+	m2, ok := mergeChunk(m, c, true, 2, 100)
+	if !ok || m2 != m || m2.StartSample != 100 || !bytes.Equal(m2.Data, []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Errorf("merged %v, %v; want chunk 3 holding all four frames", m2, ok)
+	}
+}
+
+// TestIdleLinksSendEachChunkAtOnce feeds a call one chunk at a time, each
+// once the previous one reached realtime, on a clock that never moves:
+// every chunk goes out as it completes, alone — batching waits for nothing
+// (no timer: this clock would never fire it). With FullcallBatch, fullcall
+// gets the call's audio a second at a time instead, and the rest with the
+// close.
+func TestIdleLinksSendEachChunkAtOnce(t *testing.T) {
+	t.Run("each", func(t *testing.T) { testIdleLinks(t, 0) })
+	t.Run("fullcall-batch", func(t *testing.T) { testIdleLinks(t, time.Second) })
+}
+
+func testIdleLinks(t *testing.T, batch time.Duration) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	rtGot, fcGot := make(chan *callv1.AudioChunk, 16), make(chan *callv1.AudioChunk, 16)
+	rt.Configure(func() {
+		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error { rtGot <- ch; return nil }
+	})
+	fc.Configure(func() {
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error { fcGot <- ch; return nil }
+	})
+	mt := gatewaytest.NewMetrics(t)
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, FullcallBatch: batch})
+	c, err := m.Start(context.Background(), stereo("idle"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, 320)
+	receive := func(name string, got chan *callv1.AudioChunk, seq, start, samples uint64) {
+		t.Helper()
+		select {
+		case ch := <-got:
+			if ch.Seq != seq || ch.StartSample != start || len(ch.Data) != int(samples)*2 {
+				t.Errorf("%s got chunk %d, samples %d+%d; want chunk %d, %d+%d", name, ch.Seq, ch.StartSample, len(ch.Data)/2, seq, start, samples)
+			}
+		case <-time.After(10 * time.Second): // a bound, not a synchronisation
+			t.Fatalf("chunk %d never reached %s", seq, name)
+		}
+	}
+	for i := range 15 {
+		for range 5 { // 100 ms: one chunk
+			if err := c.Audio(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receive("realtime", rtGot, uint64(i+1), uint64(i*800), 800)
+		if batch == 0 {
+			receive("fullcall", fcGot, uint64(i+1), uint64(i*800), 800)
+		}
+	}
+	fcChunks := 15.0
+	if batch > 0 {
+		// The first second went to fullcall as one chunk once it was
+		// whole; the rest goes with the close.
+		receive("fullcall", fcGot, 1, 0, 8000)
+		fcChunks = 2
+	}
+	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Fatal(err)
+	}
+	if batch > 0 {
+		receive("fullcall", fcGot, 2, 8000, 4000)
+	}
+	if seqs := fc.Seqs("idle"); float64(len(seqs)) != fcChunks {
+		t.Errorf("fullcall got chunks %v; want %v", seqs, fcChunks)
+	}
+	for b, want := range map[string]float64{"realtime": 15, "fullcall": fcChunks} {
+		if v := mt.Value("calmline.gateway.backend.chunks", "backend", b); v != want {
+			t.Errorf("chunks to %s counted: %v; want %v", b, v, want)
+		}
+	}
+}
+
+// TestBusyLinksMergeWhatQueued stalls realtime and fullcall on the call's
+// first chunk while 8 s of audio come in: past gRPC's flow-control window
+// (64 KiB, 4 s) each link's sender is held in Send, and the audio queued
+// meanwhile goes out merged, at most a second per chunk, once the backends
+// read again. The chunks still tile the timeline, nothing is dropped
+// (realtime's queue holds 10 s here) and the report holds every byte.
+func TestBusyLinksMergeWhatQueued(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	rtBlock, fcBlock := make(chan struct{}), make(chan struct{})
+	tl := newTimelineOf(t)
+	var mu sync.Mutex
+	var rtEnd uint64 // where the audio realtime received so far ends
+	var rtChunks int
+	rt.Configure(func() {
+		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			mu.Lock()
+			if ch.StartSample != rtEnd || len(ch.Data) > 16000 {
+				t.Errorf("realtime got samples %d+%d after %d; want contiguous chunks of at most a second", ch.StartSample, len(ch.Data)/2, rtEnd)
+			}
+			rtEnd = ch.StartSample + uint64(len(ch.Data)/2)
+			rtChunks++
+			first := rtChunks == 1
+			mu.Unlock()
+			if first {
+				<-rtBlock
+			}
+			return nil
+		}
+	})
+	fc.Configure(func() {
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error {
+			tl.add(ch)
+			if ch.Seq == 1 {
+				<-fcBlock
+			}
+			return nil
+		}
+	})
+	mt := gatewaytest.NewMetrics(t)
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, RealtimeStall: -1, RealtimeQueue: 10 * time.Second})
+	c, err := m.Start(context.Background(), stereo("busy"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, c, 8, nil)
+	close(rtBlock)
+	close(fcBlock)
+	r, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Incomplete || r.AudioBytes != 8*16000 {
+		t.Errorf("report: incomplete %v, %d bytes; want complete, %d", r.Incomplete, r.AudioBytes, 8*16000)
+	}
+	tl.check(r.Chunks, 8*8000)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("8 s of 100 ms chunks went to realtime in %d chunks, to fullcall in %d", rtChunks, r.Chunks)
+	if rtEnd != 8*8000 {
+		t.Errorf("realtime's audio ends at sample %d; want all 8 s", rtEnd)
+	}
+	// The 4 s past the window went out in at most 4 + 1 chunks (a second
+	// each, the first of them possibly partial), not 40.
+	if rtChunks > 40+5 {
+		t.Errorf("8 s went to realtime in %d chunks; want what queued behind the window merged", rtChunks)
+	}
+	if r.Chunks > 40+5 {
+		t.Errorf("8 s went to fullcall in %d chunks; want what queued behind the window merged", r.Chunks)
+	}
+	if v := mt.Value("calmline.gateway.backend.chunks", "backend", "fullcall"); v != float64(r.Chunks) {
+		t.Errorf("chunks to fullcall counted: %v; want %d", v, r.Chunks)
+	}
+	if v := mt.Value("calmline.gateway.backend.chunks", "backend", "realtime"); v != float64(rtChunks) {
+		t.Errorf("chunks to realtime counted: %v; want %d", v, rtChunks)
+	}
+	if v := mt.Value("calmline.gateway.audio.dropped", "path", "realtime", "reason", "queue_full"); v != 0 {
+		t.Errorf("%v bytes dropped on the realtime path; want none", v)
+	}
+}
