@@ -39,6 +39,11 @@ import (
 //     records them as abstained). Checkpoints are taken right after a
 //     second completes, so this is normally the one second that holds the
 //     checkpoint.
+//   - The first second after the checkpoint may differ by a few frames of
+//     speech (the new analyser's first frames lack the audio before it,
+//     and the voice-activity hangover starts over); with the line states
+//     restored the seconds after it are judged as an uninterrupted
+//     analysis would (voice's TestResumeWithLineStateContinues).
 //   - The caller's baseline is measured again from the caller's next
 //     voiced speech (voice.Call takes only a stored agent baseline), so
 //     caller_pressure after a takeover may differ from an uninterrupted
