@@ -55,6 +55,10 @@ type coverage struct {
 	// marks are the chunks not yet covered; acked is the last one covered.
 	marks []chunkMark
 	acked chunkMark
+	// chunkStart is where the audio of the chunk being added starts
+	// (chunkAudio: it had some).
+	chunkStart uint64
+	chunkAudio bool
 
 	// Seconds taken from realtime's results and analysed here, and results
 	// not taken, not yet added to the metrics.
@@ -92,10 +96,11 @@ func (p *piece) samples(fb uint64) uint64 {
 	return uint64(len(p.data)) / fb
 }
 
-// chunkMark is where a chunk ended on the timeline and the counts after it.
+// chunkMark is where a chunk started and ended on the timeline and the
+// counts after it.
 type chunkMark struct {
-	seq, end      uint64
-	chunks, bytes uint64
+	seq, start, end uint64
+	chunks, bytes   uint64
 }
 
 func newCoverage(roles []voice.Role, rate, fb int, wait uint64) *coverage {
@@ -105,6 +110,7 @@ func newCoverage(roles []voice.Role, rate, fb int, wait uint64) *coverage {
 // covAudio adds audio at the end of the timeline received.
 func (a *aggregate) covAudio(data []byte) {
 	c := a.cov
+	c.chunkStart, c.chunkAudio = c.recv, true
 	c.pend = append(c.pend, piece{start: c.recv, data: data})
 	c.recv += uint64(len(data)) / c.fb
 	a.covSpill()
@@ -125,7 +131,11 @@ func (a *aggregate) covGap(samples uint64) {
 // covChunk records that chunk seq ended at the timeline received.
 func (a *aggregate) covChunk(seq uint64) {
 	c := a.cov
-	c.marks = append(c.marks, chunkMark{seq: seq, end: c.recv, chunks: a.chunks, bytes: a.bytes})
+	start := c.recv // nothing of it was new
+	if c.chunkAudio {
+		start, c.chunkAudio = c.chunkStart, false
+	}
+	c.marks = append(c.marks, chunkMark{seq: seq, start: start, end: c.recv, chunks: a.chunks, bytes: a.bytes})
 	a.covAcked()
 }
 
@@ -334,7 +344,15 @@ func (a *aggregate) covState() ([]byte, chunkMark, error) {
 		st.Baselines = append(st.Baselines, b)
 	}
 	b, err := analysis.EncodeState(&st)
-	return b, c.acked, err
+	// The checkpoint counts the audio up to where it covers: the chunk it
+	// ends in is counted (replayed, or a new gateway's next chunk) but its
+	// bytes before that point are counted here, since a replay of it is
+	// trimmed to what follows.
+	m := c.acked
+	if len(c.marks) > 0 && c.marks[0].start < c.covered && c.marks[0].end > c.covered {
+		m.bytes += (c.covered - max(c.marks[0].start, m.end)) * c.fb
+	}
+	return b, m, err
 }
 
 // covAudioBefore splits the audio kept for storage at the covered
