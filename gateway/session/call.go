@@ -62,6 +62,12 @@ type Start struct {
 	Labels map[string]string
 	// StartedAt defaults to now.
 	StartedAt time.Time
+	// AudioAge, for a protocol that starts the call on audio it already
+	// received (a Twilio-style stream waiting for its tracks), is how
+	// long ago that audio began: pacing and read pauses count from then,
+	// not from the start, which would take a client at real-time pace
+	// for one running ahead.
+	AudioAge time.Duration
 	// Resume continues a call whose stream ended without a hang-up —
 	// typically the gateway carrying it died and the client reconnected,
 	// here or through a load balancer to another gateway. fullcall resumes
@@ -314,7 +320,7 @@ func (m *Manager) newCall(st Start, ev Events) *Call {
 		aborted:    make(chan struct{}),
 		parkedSig:  make(chan struct{}, 1),
 	}
-	c.paceClock = c.clock
+	c.paceClock = c.clock.Add(-max(st.AudioAge, 0))
 	c.pending = make([]byte, 0, c.chunkBytes)
 	c.setEvents(ev)
 	return c
