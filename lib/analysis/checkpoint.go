@@ -21,9 +21,14 @@ import (
 // Today a checkpoint is a warm restart. It keeps where the analysis is
 // (the timeline position), what it has measured so far (Stats: talk,
 // silence, overlap, interruptions and the voice report of each channel),
-// and the speakers' baselines. Resume starts a new analysis at that
-// position, with the agent's baseline given back (voice.CallConfig's
-// AgentBaseline) and the earlier measures merged into its Stats. The
+// the speakers' baselines, and what each channel learned about its line
+// (voice.LineState: noise floor and spread, noise power, bleed coupling,
+// running levels). Resume starts a new analysis at that position, with
+// the agent's baseline and the line states given back (voice.CallConfig's
+// AgentBaseline and LineStates) and the earlier measures merged into its
+// Stats. A state from before line states were kept still resumes; its
+// channels learn their lines again, and for some seconds judge speech,
+// overlap and bleed differently from an uninterrupted analysis. The
 // tolerance this costs, against an analysis that never stopped:
 //
 //   - Everything before the checkpoint is kept as it was: the scores of the
@@ -34,6 +39,11 @@ import (
 //     records them as abstained). Checkpoints are taken right after a
 //     second completes, so this is normally the one second that holds the
 //     checkpoint.
+//   - The first second after the checkpoint may differ by a few frames of
+//     speech (the new analyser's first frames lack the audio before it,
+//     and the voice-activity hangover starts over); with the line states
+//     restored the seconds after it are judged as an uninterrupted
+//     analysis would (voice's TestResumeWithLineStateContinues).
 //   - The caller's baseline is measured again from the caller's next
 //     voiced speech (voice.Call takes only a stored agent baseline), so
 //     caller_pressure after a takeover may differ from an uninterrupted
@@ -65,6 +75,11 @@ type State struct {
 	Stats Stats
 	// Baselines are the speakers' baselines, in channel order.
 	Baselines []voice.Baseline
+	// Lines are what each channel learned about its line (noise floor,
+	// noise spread and power, bleed coupling, running levels), in channel
+	// order; empty in a state from before they were kept, which resumes
+	// learning the line again.
+	Lines []voice.LineState
 }
 
 // ErrModelChanged is returned by Resume for a state another model (or
@@ -82,6 +97,7 @@ func (a *Analyzer) Snapshot() ([]byte, error) {
 	st := State{Model: modelID(), Timeline: a.Timeline(), Stats: a.Stats()}
 	for ch := range a.roles {
 		st.Baselines = append(st.Baselines, a.call.Baseline(ch))
+		st.Lines = append(st.Lines, a.call.LineState(ch))
 	}
 	var b bytes.Buffer
 	if err := gob.NewEncoder(&b).Encode(&st); err != nil {
@@ -120,9 +136,20 @@ func Resume(call *callv1.Call, state []byte) (*Analyzer, audio.Format, error) {
 			agent = &b
 		}
 	}
+	if len(st.Lines) != 0 && len(st.Lines) != len(st.Baselines) {
+		return nil, audio.Format{}, fmt.Errorf("resume: the state has %d line states for %d channels", len(st.Lines), len(st.Baselines))
+	}
 	a, f, err := newAnalyzer(call, agent)
 	if err != nil {
 		return nil, audio.Format{}, err
+	}
+	if len(st.Lines) != 0 {
+		// The same call, starting from the line as the analysis left it.
+		cfg := a.call.Config()
+		cfg.LineStates = st.Lines
+		if a.call, err = voice.NewCall(cfg); err != nil {
+			return nil, audio.Format{}, fmt.Errorf("resume: %w", err)
+		}
 	}
 	for i, r := range a.roles {
 		if st.Stats.Channels[i].Role != r {

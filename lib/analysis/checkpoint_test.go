@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/calmline/calmline/lib/audio"
+	"github.com/calmline/calmline/lib/voice"
 	"github.com/calmline/calmline/lib/voice/voicetest"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
@@ -155,4 +156,83 @@ func FuzzResume(f *testing.F) {
 		a.Flush()
 		a.Stats()
 	})
+}
+
+// A checkpoint from before line states were kept (a State without Lines)
+// still resumes: the new analysis learns the lines again.
+func TestResumeStateWithoutLineStates(t *testing.T) {
+	data := dialogue()
+	c := call(callv1.Codec_CODEC_PCMU, 8000, callv1.AgentScoring_AGENT_SCORING_ON)
+	first, _, _ := New(c)
+	cut := 4*16000 + 3200
+	first.Write(data[:cut])
+	first.Seconds()
+	state, err := first.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := DecodeState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Lines) != 2 || st.Lines[0].Heard == 0 || st.Lines[1].Heard == 0 {
+		t.Fatalf("the checkpoint's line states: %+v; want both channels' lines heard", st.Lines)
+	}
+	t.Logf("a checkpoint of %d bytes", len(state))
+	// The state as it was encoded before it had Lines.
+	type oldState struct {
+		Model     string
+		Timeline  uint64
+		Stats     Stats
+		Baselines []voice.Baseline
+	}
+	var old bytes.Buffer
+	if err := gob.NewEncoder(&old).Encode(&oldState{st.Model, st.Timeline, st.Stats, st.Baselines}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the same without line states: %d bytes", old.Len())
+	dec, err := DecodeState(old.Bytes())
+	if err != nil || len(dec.Lines) != 0 {
+		t.Fatalf("an old state decodes as %v, %d line states", err, len(dec.Lines))
+	}
+	second, _, err := Resume(c, old.Bytes())
+	if err != nil {
+		t.Fatalf("an old state: %v", err)
+	}
+	second.Write(data[cut:])
+	got := append([]Second(nil), second.Seconds()...)
+	got = append(got, second.Flush()...)
+	if len(got) != 4 || got[0].Index != 4 || got[3].Index != 7 {
+		t.Errorf("an old state resumed with %d seconds; want seconds 4 to 7", len(got))
+	}
+	if s := second.Stats(); s.Channels[0].TalkSeconds < st.Stats.Channels[0].TalkSeconds {
+		t.Errorf("the caller's talk went down from %.2f s to %.2f s", st.Stats.Channels[0].TalkSeconds, s.Channels[0].TalkSeconds)
+	}
+}
+
+// A state whose line states are damaged or for another number of
+// channels is refused with the reason.
+func TestResumeRefusesBadLineStates(t *testing.T) {
+	c := call(callv1.Codec_CODEC_PCMU, 8000, callv1.AgentScoring_AGENT_SCORING_ON)
+	an, _, _ := New(c)
+	an.Write(dialogue()[:32000])
+	state, _ := an.Snapshot()
+	for name, mod := range map[string]func(st *State){
+		"one line for two channels": func(st *State) { st.Lines = st.Lines[:1] },
+		"NaN coupling":              func(st *State) { st.Lines[1].CouplingDB = float32(math.NaN()) },
+		"negative noise power":      func(st *State) { st.Lines[0].NoisePower = -1 },
+	} {
+		st, err := DecodeState(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod(st)
+		var b bytes.Buffer
+		gob.NewEncoder(&b).Encode(st)
+		if _, _, err := Resume(c, b.Bytes()); err == nil {
+			t.Errorf("%s: resumed", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
 }

@@ -117,6 +117,11 @@ type CallConfig struct {
 	// any; the agent's first stretch of speech in this call is blended
 	// with it.
 	AgentBaseline *Baseline
+	// LineStates, if set, holds one LineState per channel (Call.LineState
+	// of the analysis this one takes over from a checkpoint): the
+	// channels start from what was learned about the line instead of
+	// learning it again.
+	LineStates []LineState
 	// DisableAgentStress withholds agent_stress (reason "disabled"), for
 	// tenants whose privacy mode forbids inferring employees' emotions.
 	DisableAgentStress bool
@@ -240,6 +245,14 @@ func NewCall(cfg CallConfig) (*Call, error) {
 	if len(cfg.Roles) == 2 && cfg.Roles[0] == cfg.Roles[1] {
 		return nil, errors.New("new call: both channels have the same role")
 	}
+	if len(cfg.LineStates) != 0 && len(cfg.LineStates) != len(cfg.Roles) {
+		return nil, fmt.Errorf("new call: %d line states for %d channels", len(cfg.LineStates), len(cfg.Roles))
+	}
+	for i := range cfg.LineStates {
+		if err := cfg.LineStates[i].check(); err != nil {
+			return nil, fmt.Errorf("new call: channel %d line state: %w", i, err)
+		}
+	}
 	m := cfg.Model
 	if m == nil {
 		m = DefaultModel()
@@ -261,6 +274,9 @@ func NewCall(cfg CallConfig) (*Call, error) {
 		} else {
 			k.base.init(m, stored, m.Baseline.TargetVoicedFrames)
 		}
+		if len(cfg.LineStates) != 0 {
+			k.restore(&cfg.LineStates[i])
+		}
 		c.ch = append(c.ch, k)
 	}
 	return c, nil
@@ -268,6 +284,10 @@ func NewCall(cfg CallConfig) (*Call, error) {
 
 // Model returns the model scoring the call.
 func (c *Call) Model() *Model { return c.m }
+
+// Config returns the configuration the call was built with (e.g. to build
+// the call that takes it over, with LineStates).
+func (c *Call) Config() CallConfig { return c.cfg }
 
 // Push analyses more 8 kHz samples of channel ch.
 func (c *Call) Push(ch int, samples []int16) { c.ch[ch].an.Push(samples) }
@@ -477,14 +497,14 @@ func (c *Call) scoreSecond() {
 		}
 		switch k.role {
 		case RoleAgent:
-			k.base.add(&k.window, &other, k.an.feat.speechLikeNoise())
+			k.base.add(&k.window, &other, k.an.feat.speechLikeEarly())
 			if c.cfg.DisableAgentStress {
 				sec.AgentStress = Score{Reason: ReasonDisabled, Model: c.m.ID()}
 			} else {
 				sec.AgentStress = c.m.score(&c.m.AgentStress, &w, &k.base.cur.Reference, &other)
 			}
 		case RoleCaller:
-			k.base.add(&k.window, &other, k.an.feat.speechLikeNoise())
+			k.base.add(&k.window, &other, k.an.feat.speechLikeEarly())
 			ref := &c.m.Population
 			if c.m.CallerPressure.Reference == "caller" {
 				ref = &k.base.cur.Reference

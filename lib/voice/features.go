@@ -27,6 +27,19 @@ type featureState struct {
 	spread float32
 	// spreadN counts the unvoiced frames behind spread, up to spreadKnown.
 	spreadN int
+	// spreadW is the weight the spread's exponential mean has given its
+	// frames so far (1 − (1 − spreadSmooth)^n): spread/spreadW is the
+	// mean without the start's pull towards zero, for the voicing
+	// correction, which must not take a babble line whose spread is still
+	// rising for a steady one.
+	spreadW float32
+	// touched says the floor has reached the line's noise (its fast
+	// start from vadStartBelow under the first frame is over); spreadE,
+	// spreadEW and spreadEN are the spread measured only from then on, for
+	// the baseline's early judgement of the line (spreadEarly).
+	touched           bool
+	spreadE, spreadEW float32
+	spreadEN          int
 
 	// The noise's mean power — over the intensity window, and of the 20
 	// ms energies above and below 1 kHz — averaged over the frames near
@@ -170,7 +183,7 @@ func (s *featureState) endSecond(a *Analyzer) {
 	if s.cur.Frames == 0 {
 		return
 	}
-	s.cur.noiseDB = float64(s.floorDB + max(noiseBias, s.spread))
+	s.cur.noiseDB = float64(s.floorDB + max(noiseBias, s.spreadEarly()))
 	s.cur.noiseKnown = s.spreadN >= spreadKnown
 	s.total.Add(&s.cur)
 	if a.onSecond != nil {
@@ -202,10 +215,19 @@ func (s *featureState) activity(f *Frame) {
 		s.heard++
 		rise = vadFloorRiseFast
 	}
+	if in <= s.floorDB+rise {
+		s.touched = true // the floor has reached the line's noise
+	}
 	s.floorDB = min(s.floorDB+rise, in)
 	s.peakDB = max(s.peakDB-vadPeakDecay, in)
 	if !f.Voiced {
 		s.spread += spreadSmooth * (min(in-s.floorDB, spreadMax) - s.spread)
+		s.spreadW += spreadSmooth * (1 - s.spreadW)
+		if s.touched {
+			s.spreadE += spreadSmooth * (min(in-s.floorDB, spreadMax) - s.spreadE)
+			s.spreadEW += spreadSmooth * (1 - s.spreadEW)
+			s.spreadEN++
+		}
 		if s.spreadN < spreadKnown {
 			s.spreadN++
 		}
@@ -248,15 +270,51 @@ func (s *featureState) speechLikeNoise() bool { return s.spread > speechLikeSpre
 
 const speechLikeSpread = 4.5
 
+// spreadEarly is the noise's spread for the baseline's judgement of a
+// line's first seconds: once spreadEarlyN unvoiced frames were measured
+// after the floor reached the noise, their mean without the exponential
+// start's bias; the plain spread before. The plain spread rises from zero
+// with a 2 s time constant, so on a babble line it reads "steady" and the
+// noise reference sits low for the first seconds — exactly when babble
+// alone, before the agent speaks, is offered as the agent's baseline and
+// the agent's first calm words then score as far louder and higher than
+// "their normal" (§7a item 17). Frames of the floor's own fast start are
+// left out: in−floor is inflated there on any line.
+func (s *featureState) spreadEarly() float32 {
+	if s.spreadEN >= spreadEarlyN && s.spreadEW > 0 {
+		return s.spreadE / s.spreadEW
+	}
+	return s.spread
+}
+
+// spreadEarlyN is the unvoiced frames (0.5 s) the early spread rests on.
+const spreadEarlyN = 50
+
+// speechLikeEarly is speechLikeNoise judged on spreadEarly.
+func (s *featureState) speechLikeEarly() bool { return s.spreadEarly() > speechLikeSpread }
+
+// voicingNoise returns the mean power of the channel's noise when the
+// path finder may correct voicing strengths for it: the noise is measured
+// (spreadKnown unvoiced frames) and steady, judged on the spread's mean
+// without the exponential start's bias (a babble line's spread rises
+// from zero for several time constants and would read as steady at first).
+func (s *featureState) voicingNoise() (float32, bool) {
+	if s.spreadN < spreadKnown || s.spread > speechLikeSpread*s.spreadW || !s.noiseInit {
+		return 0, false
+	}
+	return s.noiseP, true
+}
+
 // Noise-floor settings: a frame counts for the model's features when it is
 // voiced and at least modelMinSNR dB above the channel's noise floor; its
 // intensity, spectral balance and HNR are then corrected for the noise
 // power (the floor, raised by noiseBias dB because a minimum tracker sits
 // in the low tail of the noise's frame powers).
 const (
-	modelMinSNR  = 5
-	modelKeepSNR = 2
-	noiseBias    = 3
+	modelMinSNR    = 5
+	modelKeepSNR   = 2
+	modelSteadySNR = 4
+	noiseBias      = 3
 	// Frames within noiseFrameSNR dB of the floor are noise; the noise
 	// means follow them with a 200 ms time constant.
 	noiseFrameSNR = 4
@@ -324,6 +382,12 @@ func (s *featureState) noise(pf *pathFrame, f *Frame) {
 	// babble, and before the noise is measured, the gate holds frame by
 	// frame: babble's voiced moments are other voices.
 	gate := float32(modelMinSNR)
+	if _, steady := s.voicingNoise(); steady {
+		// Voicing is corrected for the steady noise's share (see
+		// Analyzer.candidates): a voiced frame is the speaker's a little
+		// nearer the noise too.
+		gate = modelSteadySNR
+	}
 	if kept && s.steadyNoise() {
 		gate = modelKeepSNR
 	}
