@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -206,20 +205,24 @@ func New(o Options) (*Server, error) {
 		TLS:            o.TLS,
 	})
 	s.admission = admission.New(o.Admission, mgr, o.Tenants)
-	headerKey := admission.Route{Key: tenant.KeyFromRequest}
+	headerKey := func(protocol string) admission.Route {
+		return admission.Route{Protocol: protocol, Key: tenant.KeyFromRequest}
+	}
 	// Twilio-style senders and Asterisk may send the key as the password
 	// of Basic authentication, which a browser sends by itself: their
 	// paths check the Origin.
-	anyKey := admission.Route{Key: keyOfBasicOrHeader, CheckOrigin: true}
+	anyKey := func(protocol string) admission.Route {
+		return admission.Route{Protocol: protocol, Key: edge.PeekKey, CheckOrigin: true}
+	}
 	s.edge = edge.New(edge.Options{Sessions: mgr, Tenants: o.Tenants, Logger: log, Admission: s.admission})
-	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey, s.edge.Handler(native.NewProtocol(o.Native, s.edge))))
+	s.host.Mux.Handle("GET /ws/native", s.admission.Wrap(headerKey(native.Protocol), s.edge.Handler(native.NewProtocol(o.Native, s.edge))))
 	aho := o.AudioHook
 	if aho.MeterProvider == nil {
 		aho.MeterProvider = o.MeterProvider
 	}
-	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey, s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
-	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey, s.edge.Handler(twilio.NewProtocol(o.Twilio, s.edge))))
-	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey, s.edge.Handler(asterisk.NewProtocol(o.Asterisk, s.edge))))
+	s.host.Mux.Handle("GET /ws/audiohook", s.admission.Wrap(headerKey(audiohook.Protocol), s.edge.Handler(audiohook.NewProtocol(aho, s.edge))))
+	s.host.Mux.Handle("GET /ws/twilio", s.admission.Wrap(anyKey(twilio.Protocol), s.edge.Handler(twilio.NewProtocol(o.Twilio, s.edge))))
+	s.host.Mux.Handle("GET /ws/asterisk", s.admission.Wrap(anyKey(asterisk.Protocol), s.edge.Handler(asterisk.NewProtocol(o.Asterisk, s.edge))))
 	s.host.Mux.Handle("GET /api/v1/live", hub)
 	if o.AdminToken != "" {
 		s.host.Mux.HandleFunc("POST /admin/drain", s.serveDrain)
@@ -371,20 +374,6 @@ func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 		"live_calls":      s.sessions.Live(),
 		"drain_timeout_s": s.o.DrainTimeout.Seconds(),
 	})
-}
-
-// keyOfBasicOrHeader returns the API key of a Twilio-style or Asterisk
-// request: a Bearer or X-API-Key header, or the password of Basic
-// authentication, or the api_key query parameter.
-func keyOfBasicOrHeader(r *http.Request) string {
-	if k := tenant.KeyFromRequest(r); k != "" {
-		return k
-	}
-	if _, pw, ok := r.BasicAuth(); ok {
-		return pw
-	}
-	// The handler takes it out of the URL; the Guard only reads it.
-	return strings.TrimSpace(r.URL.Query().Get("api_key"))
 }
 
 // Addr returns the listening address once Serve runs.

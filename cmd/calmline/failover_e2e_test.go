@@ -260,7 +260,7 @@ func testRealtimeFailover(t *testing.T, drain bool) {
 	resp.Body.Close()
 	for _, name := range []string{
 		`calmline_gateway_calls_total{`,
-		`calmline_gateway_calls_refused_total{reason="unauthenticated"`,
+		`calmline_gateway_calls_refused_total{protocol="native",reason="unauthenticated"`,
 		`calmline_gateway_audio_in_bytes_total{`,
 		`calmline_gateway_events_out_bytes_total{`,
 		`calmline_gateway_backend_out_bytes_total{backend="realtime"`,

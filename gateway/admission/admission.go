@@ -154,11 +154,13 @@ func (o *Options) defaults() {
 // and a place to count refusals.
 type Calls interface {
 	LiveCalls(tenantID string) int
-	Refused(ctx context.Context, tenantID, reason string)
+	Refused(ctx context.Context, tenantID, protocol, reason string)
 }
 
 // Route describes a protocol's path for the Guard.
 type Route struct {
+	// Protocol names the path's protocol in the refusals counted.
+	Protocol string
 	// Key returns the API key the request carries, if any (the Guard
 	// counts the connection against that key's tenant; the protocol's
 	// handler still authenticates it).
@@ -403,7 +405,7 @@ func (g *Guard) Wrap(rt Route, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tk, err := g.admit(r, rt)
 		if err != nil {
-			g.calls.Refused(r.Context(), tenantOf(g, r, rt), err.Reason)
+			g.calls.Refused(r.Context(), tenantOf(g, r, rt), rt.Protocol, err.Reason)
 			WriteError(w, err)
 			return
 		}
@@ -534,12 +536,12 @@ func (g *Guard) headroomLocked(starting int) *Error {
 // "over quota" close (4429) and the refusal's Code as the reason. The
 // ceiling of live calls is left to the call core's Start, which knows it
 // exactly.
-func (g *Guard) AdmitCall(ctx context.Context, tenantID string) *Error {
+func (g *Guard) AdmitCall(ctx context.Context, tenantID, protocol string) *Error {
 	g.mu.Lock()
 	e := g.headroomLocked(-1)
 	g.mu.Unlock()
 	if e != nil {
-		g.calls.Refused(ctx, tenantID, e.Reason)
+		g.calls.Refused(ctx, tenantID, protocol, e.Reason)
 	}
 	return e
 }

@@ -20,7 +20,7 @@ type fakeCalls struct {
 }
 
 func (f *fakeCalls) LiveCalls(id string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.live[id] }
-func (f *fakeCalls) Refused(_ context.Context, _, reason string) {
+func (f *fakeCalls) Refused(_ context.Context, _, _, reason string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refused[reason]++

@@ -87,7 +87,7 @@ func TestHeadroomPolicy(t *testing.T) {
 		t.Errorf("2 MiB unacknowledged over a 1 MiB budget: %v; want capacity_fullcall_backlog", err)
 	}
 	// A start on a connection already upgraded is judged too, counted.
-	if err := g.AdmitCall(context.Background(), "acme"); err == nil || err.Reason != ReasonCapacityBacklog {
+	if err := g.AdmitCall(context.Background(), "acme", "native"); err == nil || err.Reason != ReasonCapacityBacklog {
 		t.Errorf("AdmitCall with the backlog tripped: %v; want capacity_fullcall_backlog", err)
 	}
 	if n := fc.refused[ReasonCapacityBacklog]; n != 1 {
@@ -95,9 +95,9 @@ func TestHeadroomPolicy(t *testing.T) {
 	}
 	// AdmitCall leaves the ceiling to the call core (it knows it exactly).
 	calls.set(func(l *session.Load) { l.FullcallUnacked, l.Calls = 0, 10 })
-	g.AdmitCall(context.Background(), "acme") // the backlog is back under half: its hold starts
+	g.AdmitCall(context.Background(), "acme", "native") // the backlog is back under half: its hold starts
 	c.t = c.t.Add(2 * time.Second)
-	if err := g.AdmitCall(context.Background(), "acme"); err != nil {
+	if err := g.AdmitCall(context.Background(), "acme", "native"); err != nil {
 		t.Errorf("AdmitCall at the ceiling: %v; want nil (Start refuses it)", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/calmline/calmline/gateway/stereo"
+	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
 
@@ -39,14 +39,7 @@ type Leg struct {
 }
 
 // DialError is a leg the server refused before the upgrade.
-type DialError struct {
-	Status int
-	Body   string
-}
-
-func (e *DialError) Error() string {
-	return fmt.Sprintf("asterisk: server refused the leg: %d %s", e.Status, e.Body)
-}
+type DialError = wsclient.RefusedError
 
 // DialLeg opens one leg of a call. legs is 1 or 2 (0 leaves it out of
 // the URL, which means 2).
@@ -74,14 +67,9 @@ func (c *Client) DialLeg(ctx context.Context, callID, role string, legs int, age
 	}
 	dd := *d
 	dd.Subprotocols = []string{Subprotocol}
-	ws, resp, err := dd.DialContext(ctx, u.String(), h)
+	ws, err := wsclient.Dial(ctx, &dd, "asterisk", u.String(), h)
 	if err != nil {
-		if resp != nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			return nil, &DialError{Status: resp.StatusCode, Body: string(b)}
-		}
-		return nil, fmt.Errorf("asterisk: dial: %w", err)
+		return nil, err
 	}
 	if ws.Subprotocol() != Subprotocol {
 		ws.Close()
@@ -118,7 +106,7 @@ func (l *Leg) Send(frame []byte) error {
 // Hangup closes the leg as Asterisk does at hang-up and waits for the
 // server's close.
 func (l *Leg) Hangup(timeout time.Duration) error {
-	l.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	wsclient.SendClose(l.ws, time.Second)
 	code, _, err := l.WaitClose(timeout)
 	if err == nil && code != websocket.CloseNormalClosure {
 		err = fmt.Errorf("asterisk: leg closed with %d", code)
@@ -130,7 +118,7 @@ func (l *Leg) Hangup(timeout time.Duration) error {
 // waiting for the server's: a load generator's legs end on their readers
 // (WaitClose).
 func (l *Leg) SendClose() error {
-	return l.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second))
+	return wsclient.SendClose(l.ws, 10*time.Second)
 }
 
 // Kill drops the connection without a close frame.
@@ -139,17 +127,7 @@ func (l *Leg) Kill() { l.ws.NetConn().Close() }
 // WaitClose reads until the server closes the leg and returns its close
 // frame.
 func (l *Leg) WaitClose(timeout time.Duration) (int, string, error) {
-	defer l.ws.Close()
-	l.ws.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		if _, _, err := l.ws.ReadMessage(); err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return ce.Code, ce.Text, nil
-			}
-			return 0, "", err
-		}
-	}
+	return wsclient.WaitClose(l.ws, timeout)
 }
 
 // StreamOptions tunes Stream.
@@ -232,21 +210,13 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	}
 	res := &Result{}
 	step := int(o.Packet*time.Duration(rate)/time.Second) * codec.BytesPerSample()
-	var tick *time.Ticker
-	if o.RealTime {
-		tick = time.NewTicker(o.Packet)
-		defer tick.Stop()
-	}
-	nextSecond := time.Second
+	pace := wsclient.NewPacer(o.RealTime, o.Packet)
+	defer pace.Stop()
 	n := len(chans[0])
 	for off := 0; off < n; off += step {
-		if tick != nil {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				kill()
-				return res, ctx.Err()
-			}
+		if err := pace.Wait(ctx); err != nil {
+			kill()
+			return res, err
 		}
 		for i, l := range legs {
 			ch := 0
@@ -259,10 +229,8 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			}
 		}
 		pos := time.Duration(min(off+step, n)/codec.BytesPerSample()) * time.Second / time.Duration(rate)
-		for pos >= nextSecond {
-			res.SecondSent = append(res.SecondSent, time.Now())
-			nextSecond += time.Second
-		}
+		pace.Sent(pos)
+		res.SecondSent = pace.SecondSent
 		if o.OnPacket != nil {
 			o.OnPacket(pos)
 		}

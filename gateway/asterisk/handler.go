@@ -238,13 +238,17 @@ func (l *leg) Frame(ec *edge.Conn, typ int, data []byte) error {
 		return edge.Errorf(CloseBadMessage, "frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width)
 	}
 	ec.Touch()
-	if err := l.j.audio(l, data); err != nil {
+	pause, err := l.j.audio(l, data)
+	if err != nil {
 		if errors.Is(err, session.ErrTooFast) {
 			// The call is refused, not the leg: every leg closes.
 			l.j.failAll(CloseTooFast, err.Error())
 			return nil
 		}
 		return edge.Errorf(CloseBadMessage, "%s", err)
+	}
+	if pause > 0 {
+		ec.WS().PauseRead(pause)
 	}
 	return nil
 }
@@ -296,6 +300,13 @@ type joined struct {
 	lanes   map[string]int // role -> channel
 	state   int
 	failed  bool // failAll ran
+	// pauseUntil is when the legs' read pause ends: a leg's write that
+	// completes one of the call's chunks sets it (session.Call.ReadPause),
+	// and each leg leaves its connection unread until then after its
+	// next frame, so that both legs' frames are read a few at a time.
+	// (Their audio goes to the call through the joiner, not Conn.Audio,
+	// where the edge pauses other protocols.)
+	pauseUntil time.Time
 }
 
 const (
@@ -414,8 +425,9 @@ func (j *joined) startLocked(by *leg) {
 	}
 }
 
-// audio handles a leg's frame.
-func (j *joined) audio(l *leg, data []byte) error {
+// audio handles a leg's frame and returns how long the leg may leave its
+// connection unread.
+func (j *joined) audio(l *leg, data []byte) (time.Duration, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	switch j.state {
@@ -425,17 +437,24 @@ func (j *joined) audio(l *leg, data []byte) error {
 			// The second leg did not come: a call of the legs present.
 			j.startLocked(l)
 		}
-		return nil
+		return 0, nil
 	case live:
 		lane, ok := j.lanes[l.role]
 		if !ok {
-			return nil
+			return 0, nil
 		}
 		pos := l.offset + l.written
 		l.written += uint64(len(data) / l.width)
-		return j.joiner.Write(j.call, lane, pos, data)
+		if err := j.joiner.Write(j.call, lane, pos, data); err != nil {
+			return 0, err
+		}
+		now := time.Now()
+		if d := j.call.ReadPause(); d > 0 {
+			j.pauseUntil = now.Add(d)
+		}
+		return j.pauseUntil.Sub(now), nil
 	}
-	return nil
+	return 0, nil
 }
 
 // failAll closes every leg of the call for a client error (counted once,

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/calmline/calmline/gateway/stereo"
+	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
 
@@ -119,16 +119,9 @@ func newUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// DialError is a connection the server refused before the upgrade.
-type DialError struct {
-	Status int
-	Code   string // the JSON error's code
-	Body   string
-}
-
-func (e *DialError) Error() string {
-	return fmt.Sprintf("audiohook: server refused the connection: %d %s", e.Status, e.Body)
-}
+// DialError is a connection the server refused before the upgrade; its
+// Code is the JSON error's code.
+type DialError = wsclient.RefusedError
 
 // Open connects and runs the open transaction. On success the session is
 // open and its Selected media says what to send.
@@ -166,22 +159,9 @@ func (c *Client) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 		rand.Read(nonce[:])
 		Sign(h, u.RequestURI(), u.Host, c.APIKey, c.ClientSecret, base64.StdEncoding.EncodeToString(nonce[:]), time.Now(), 30*time.Second)
 	}
-	d := c.Dialer
-	if d == nil {
-		d = websocket.DefaultDialer
-	}
-	ws, resp, err := d.DialContext(ctx, c.URL, h)
+	ws, err := wsclient.Dial(ctx, c.Dialer, "audiohook", c.URL, h)
 	if err != nil {
-		if resp != nil {
-			var body struct {
-				Error struct{ Code, Message string }
-			}
-			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			json.Unmarshal(raw, &body)
-			return nil, &DialError{Status: resp.StatusCode, Code: body.Error.Code, Body: string(raw)}
-		}
-		return nil, fmt.Errorf("audiohook: dial: %w", err)
+		return nil, err
 	}
 	s := &Session{ws: ws, id: req.SessionID, pingSent: map[uint64]time.Time{}, closed: make(chan struct{}),
 		discon: make(chan struct{}), readerEnd: make(chan struct{}), onEvent: req.OnEvent, onEnd: req.OnEnd}
@@ -529,7 +509,7 @@ func (s *Session) Close(ctx context.Context, reason string) error {
 		err = werr
 	}
 	s.wmu.Lock()
-	s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	wsclient.SendClose(s.ws, time.Second)
 	s.wmu.Unlock()
 	select {
 	case <-s.readerEnd:
@@ -668,20 +648,13 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if frameDur <= 0 {
 		frameDur = 20 * time.Millisecond
 	}
-	var tick *time.Ticker
-	if o.RealTime {
-		tick = time.NewTicker(frameDur)
-		defer tick.Stop()
-	}
-	nextPing, nextSecond := o.PingInterval, time.Second
+	pace := wsclient.NewPacer(o.RealTime, frameDur)
+	defer pace.Stop()
+	nextPing := o.PingInterval
 	for _, f := range frames {
-		if tick != nil {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				s.Kill()
-				return res, ctx.Err()
-			}
+		if err := pace.Wait(ctx); err != nil {
+			s.Kill()
+			return res, err
 		}
 		select {
 		case <-s.Disconnected():
@@ -693,10 +666,8 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			return res, fmt.Errorf("audiohook: send audio: %w", err)
 		}
 		pos := s.Position()
-		for pos >= nextSecond {
-			res.SecondSent = append(res.SecondSent, time.Now())
-			nextSecond += time.Second
-		}
+		pace.Sent(pos)
+		res.SecondSent = pace.SecondSent
 		if o.PingInterval > 0 && pos >= nextPing {
 			s.Ping()
 			nextPing += o.PingInterval

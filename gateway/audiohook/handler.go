@@ -125,7 +125,12 @@ func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 		Conn:   o.Conn,
 		Start:  edge.Timeout{After: o.OpenTimeout, Missing: "open message", Count: "audiohook_no_open"},
 		Idle:   edge.Timeout{After: o.IdleTimeout, Missing: "audio or message", Count: "audiohook_idle"},
-		Counts: map[int]string{edge.CloseTooBig: "audiohook_message_too_big", edge.CloseInvalidText: "audiohook_invalid_utf8"},
+		// Between chunks of a call at real-time pace the connection is
+		// left unread for less than a chunk (100 ms): a ping, a close or
+		// the client's answer to a disconnect waits at most that, far
+		// inside Genesys Cloud's timeouts (seconds); audio loses nothing.
+		ReadPause: true,
+		Counts:    map[int]string{edge.CloseTooBig: "audiohook_message_too_big", edge.CloseInvalidText: "audiohook_invalid_utf8"},
 	}
 }
 

@@ -106,9 +106,10 @@ func (c *Conn) SendJSON(v any, droppable bool) {
 	c.ws.SendText(b, droppable)
 }
 
-// Refused counts a refusal under the tenant (when known).
+// Refused counts a refusal under the tenant (when known) and the
+// connection's protocol.
 func (c *Conn) Refused(reason string) {
-	c.e.m.Refused(context.Background(), c.tenantID(), reason)
+	c.e.m.Refused(context.Background(), c.tenantID(), c.p.Name, reason)
 }
 
 // Authenticate authenticates the connection after the upgrade, for
@@ -121,7 +122,7 @@ func (c *Conn) Authenticate(key string) error {
 		if ref.Status != 401 {
 			code = CloseForbidden
 		}
-		c.e.m.Refused(context.Background(), ref.Tenant, ref.Code)
+		c.e.m.Refused(context.Background(), ref.Tenant, c.p.Name, ref.Code)
 		return &Error{Code: code, Reason: ref.Code + ": " + ref.Msg, Refused: true}
 	}
 	c.tenant.Store(t)
@@ -146,7 +147,7 @@ func (c *Conn) Start(st session.Start) (*session.Call, error) {
 	}
 	if c.e.admit != nil && !st.Resume {
 		// A resume continues a call already admitted.
-		if e := c.e.admit(context.Background(), t.ID); e != nil {
+		if e := c.e.admit(context.Background(), t.ID, c.p.Name); e != nil {
 			return nil, &Error{Code: CloseOverQuota, Reason: e.Code + ": " + e.Msg, Refused: true, Err: e}
 		}
 	}

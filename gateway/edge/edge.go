@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,13 +51,13 @@ type Options struct {
 	// Guard.AdmitCall): without headroom the start is refused with 4429
 	// and the refusal's code as the reason.
 	Admission interface {
-		AdmitCall(ctx context.Context, tenantID string) *admission.Error
+		AdmitCall(ctx context.Context, tenantID, protocol string) *admission.Error
 	}
 }
 
 // Edge owns the connections of every protocol it serves.
 type Edge struct {
-	admit   func(ctx context.Context, tenantID string) *admission.Error
+	admit   func(ctx context.Context, tenantID, protocol string) *admission.Error
 	m       *session.Manager
 	tenants *tenant.Registry
 	log     *slog.Logger
@@ -262,7 +263,7 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, ref *Refusal) {
 	if count == "" {
 		count = ref.Code
 	}
-	h.e.m.Refused(r.Context(), ref.Tenant, count)
+	h.e.m.Refused(r.Context(), ref.Tenant, h.p.Name, count)
 	if ref.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", ref.Challenge)
 	}
@@ -443,14 +444,23 @@ func (s *Single) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHT
 // the api_key query parameter, which is taken out of the request's URL
 // whatever carried the key, so that nothing after this logs it.
 func KeyOf(r *http.Request) string {
+	k := PeekKey(r)
+	wsconn.TakeQueryKey(r)
+	return k
+}
+
+// PeekKey returns the key KeyOf returns but leaves the URL as it is: for
+// gateway/admission, which reads the key before the protocol's handler
+// takes it.
+func PeekKey(r *http.Request) string {
 	k := tenant.KeyFromRequest(r)
 	if k == "" {
 		if _, pw, ok := r.BasicAuth(); ok {
 			k = pw
 		}
 	}
-	if qk := wsconn.TakeQueryKey(r); k == "" {
-		k = qk
+	if k == "" {
+		k = strings.TrimSpace(r.URL.Query().Get(wsconn.KeyParameter))
 	}
 	return k
 }

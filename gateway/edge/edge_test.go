@@ -85,7 +85,7 @@ type fixture struct {
 // admitter is a fake headroom judge.
 type admitter func(ctx context.Context, tenantID string) *admission.Error
 
-func (a admitter) AdmitCall(ctx context.Context, tenantID string) *admission.Error {
+func (a admitter) AdmitCall(ctx context.Context, tenantID, _ string) *admission.Error {
 	return a(ctx, tenantID)
 }
 

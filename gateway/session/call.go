@@ -62,6 +62,12 @@ type Start struct {
 	Labels map[string]string
 	// StartedAt defaults to now.
 	StartedAt time.Time
+	// AudioAge, for a protocol that starts the call on audio it already
+	// received (a Twilio-style stream waiting for its tracks), is how
+	// long ago that audio began: pacing and read pauses count from then,
+	// not from the start, which would take a client at real-time pace
+	// for one running ahead.
+	AudioAge time.Duration
 	// Resume continues a call whose stream ended without a hang-up —
 	// typically the gateway carrying it died and the client reconnected,
 	// here or through a load balancer to another gateway. fullcall resumes
@@ -183,7 +189,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		// parked here: it goes on as it was.
 		pc, err := m.unpark(st)
 		if err != nil {
-			return nil, m.refuse(ctx, st.Tenant.ID, refusalReason(err, "not_resumable"), err)
+			return nil, m.refuse(ctx, st, refusalReason(err, "not_resumable"), err)
 		}
 		if pc != nil {
 			pc.resumeParked(ctx, st, ev)
@@ -191,7 +197,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		}
 	}
 	if err := m.register(c); err != nil {
-		return nil, m.refuse(ctx, st.Tenant.ID, refusalReason(err, "quota"), err)
+		return nil, m.refuse(ctx, st, refusalReason(err, "quota"), err)
 	}
 	// The call's span, the root of its trace (a new trace, whatever
 	// context the adapter passes): everything the call does — its
@@ -215,7 +221,7 @@ func (m *Manager) Start(ctx context.Context, st Start, ev Events) (*Call, error)
 		if r.warn {
 			c.log.Warn("call refused", "reason", r.reason, "err", r.err)
 		}
-		return nil, m.refuse(ctx, st.Tenant.ID, r.reason, r.err)
+		return nil, m.refuse(ctx, st, r.reason, r.err)
 	}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.fc.run(stream, streamCancel) }()
@@ -314,7 +320,7 @@ func (m *Manager) newCall(st Start, ev Events) *Call {
 		aborted:    make(chan struct{}),
 		parkedSig:  make(chan struct{}, 1),
 	}
-	c.paceClock = c.clock
+	c.paceClock = c.clock.Add(-max(st.AudioAge, 0))
 	c.pending = make([]byte, 0, c.chunkBytes)
 	c.setEvents(ev)
 	return c
@@ -332,8 +338,8 @@ func (r *refusal) Error() string { return r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
 // refuse counts a refused start and returns its error.
-func (m *Manager) refuse(ctx context.Context, tenantID, reason string, err error) error {
-	m.Refused(ctx, tenantID, reason)
+func (m *Manager) refuse(ctx context.Context, st Start, reason string, err error) error {
+	m.Refused(ctx, st.Tenant.ID, st.Protocol, reason)
 	return err
 }
 

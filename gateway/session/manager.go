@@ -351,9 +351,11 @@ func (m *Manager) admitLocked(t *tenant.Tenant) error {
 }
 
 // Refused counts a refusal an adapter made on its own (bad input before a
-// call could start), by reason.
-func (m *Manager) Refused(ctx context.Context, tenantID, reason string) {
-	m.m.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenantID), attribute.String("reason", reason)))
+// call could start), by the protocol it came on (one of Protocols) and
+// reason.
+func (m *Manager) Refused(ctx context.Context, tenantID, protocol, reason string) {
+	m.m.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenantID),
+		attribute.String("protocol", protocol), attribute.String("reason", reason)))
 }
 
 // EventDropped counts an event dropped because the tenant's client read too

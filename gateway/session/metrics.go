@@ -82,7 +82,7 @@ func newMetrics(mp metric.MeterProvider, mgr *Manager) (*metrics, error) {
 	m.calls = counter("calmline.gateway.calls", "{call}", "Calls started, by tenant and protocol.")
 	m.parked = counter("calmline.gateway.calls.parked", "{call}", "Calls whose connection dropped without a hang-up and that waited for a resume, by tenant.")
 	m.resumed = counter("calmline.gateway.calls.resumed", "{call}", "Calls a client resumed after their stream ended without a hang-up (a broken connection, or a gateway that died), by tenant.")
-	m.refused = counter("calmline.gateway.calls.refused", "{call}", "Calls and connections refused, by tenant and reason.")
+	m.refused = counter("calmline.gateway.calls.refused", "{call}", "Calls and connections refused, by tenant, protocol and reason.")
 	m.bytesIn = counter("calmline.gateway.audio.in", "By", "Audio bytes received from clients, by tenant.")
 	m.bytesOut = counter("calmline.gateway.events.out", "By", "Bytes of events sent back to clients, by tenant.")
 	m.backendOut = counter("calmline.gateway.backend.out", "By", "Audio payload bytes sent to the backends (replays included), by backend.")
@@ -155,8 +155,10 @@ func (m *metrics) zeroFixed() {
 		m.dropped.Add(ctx, 0, a)
 	}
 	m.replayed.Add(ctx, 0)
-	for _, r := range []string{"unauthenticated", ReasonCapacityCalls, "capacity_realtime_lag", "capacity_fullcall_backlog"} {
-		m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("reason", r)))
+	for _, p := range Protocols {
+		for _, r := range []string{"unauthenticated", ReasonCapacityCalls, "capacity_realtime_lag", "capacity_fullcall_backlog"} {
+			m.refused.Add(ctx, 0, metric.WithAttributes(attribute.String("tenant", ""), attribute.String("protocol", p), attribute.String("reason", r)))
+		}
 	}
 	telemetry.DeclareHistogram(m.mp, "calmline_gateway_score_delay_seconds", helpScoreDelay, scoreDelayBuckets)
 	telemetry.DeclareHistogram(m.mp, "calmline_gateway_backend_rtt_seconds", helpRTT, rttBuckets,
@@ -176,10 +178,11 @@ func (m *metrics) zeroTenant(id string) {
 	m.throttled.Add(ctx, 0, a)
 	m.backpressure.Add(ctx, 0, a)
 	for _, p := range Protocols {
-		m.calls.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("protocol", p)))
-	}
-	for _, r := range admissionRefusals {
-		m.refused.Add(ctx, 0, metric.WithAttributes(ten, attribute.String("reason", r)))
+		proto := attribute.String("protocol", p)
+		m.calls.Add(ctx, 0, metric.WithAttributes(ten, proto))
+		for _, r := range admissionRefusals {
+			m.refused.Add(ctx, 0, metric.WithAttributes(ten, proto, attribute.String("reason", r)))
+		}
 	}
 	telemetry.DeclareHistogram(m.mp, "calmline_gateway_call_duration_seconds", helpCallSeconds, callSecondsBuckets, map[string]string{"tenant": id})
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -59,5 +60,38 @@ func TestReadPause(t *testing.T) {
 	audio(full) // at once: ahead of real time
 	if d := c.ReadPause(); d != 0 {
 		t.Errorf("after a chunk ahead of real time: pause %v; want none", d)
+	}
+}
+
+// A call started on audio the adapter already held (a Twilio-style stream
+// waiting for its tracks) counts its clock from when that audio began
+// (Start.AudioAge): the held chunk, delivered at once, is at real-time
+// pace, not ahead of it, so read pauses begin with the first chunk.
+func TestReadPauseCountsFromTheAudiosAge(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	ctx := context.Background()
+	const chunk = 50 * time.Millisecond
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{ChunkDuration: chunk, Clock: clk})
+	for _, tc := range []struct {
+		age  time.Duration
+		want time.Duration
+	}{
+		{0, 0}, // a chunk at once after the start: ahead of real time
+		{chunk, chunk - readPauseMargin},
+	} {
+		st := stereo(fmt.Sprintf("age-%v", tc.age))
+		st.AudioAge = tc.age
+		c, err := m.Start(ctx, st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Audio(make([]byte, c.ChunkBytes())); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.ReadPause(); d != tc.want {
+			t.Errorf("audio age %v: pause %v after the held chunk; want %v", tc.age, d, tc.want)
+		}
+		c.End(ctx, fullcallv1.EndReason_END_REASON_HANGUP)
 	}
 }

@@ -3,9 +3,7 @@ package twilio
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/calmline/calmline/gateway/stereo"
+	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
 
@@ -78,14 +77,7 @@ type Result struct {
 }
 
 // DialError is a stream the server refused before the upgrade.
-type DialError struct {
-	Status int
-	Body   string
-}
-
-func (e *DialError) Error() string {
-	return fmt.Sprintf("twilio: server refused the stream: %d %s", e.Status, e.Body)
-}
+type DialError = wsclient.RefusedError
 
 // Conn is an open stream to the gateway, for tests that write messages by
 // hand.
@@ -116,18 +108,9 @@ func (c *Client) Dial(ctx context.Context) (*Conn, error) {
 	if c.KeyInHeader {
 		h.Set("Authorization", "Bearer "+c.APIKey)
 	}
-	d := c.Dialer
-	if d == nil {
-		d = websocket.DefaultDialer
-	}
-	ws, resp, err := d.DialContext(ctx, u, h)
+	ws, err := wsclient.Dial(ctx, c.Dialer, "twilio", u, h)
 	if err != nil {
-		if resp != nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			return nil, &DialError{Status: resp.StatusCode, Body: string(b)}
-		}
-		return nil, fmt.Errorf("twilio: dial: %w", err)
+		return nil, err
 	}
 	return &Conn{ws: ws, env: env}, nil
 }
@@ -202,7 +185,7 @@ func (c *Conn) Media(streamID, track string, chunk uint64, timestampMS uint64, p
 
 // Close sends a close frame.
 func (c *Conn) Close() error {
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	wsclient.SendClose(c.ws, time.Second)
 	return c.ws.Close()
 }
 
@@ -211,18 +194,7 @@ func (c *Conn) Kill() { c.ws.NetConn().Close() }
 
 // WaitClose reads until the server closes and returns its close frame.
 func (c *Conn) WaitClose(timeout time.Duration) (int, string, error) {
-	c.ws.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		if _, _, err := c.ws.ReadMessage(); err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				c.ws.Close()
-				return ce.Code, ce.Text, nil
-			}
-			c.ws.Close()
-			return 0, "", err
-		}
-	}
+	return wsclient.WaitClose(c.ws, timeout)
 }
 
 // Stream plays a recording as one call.
@@ -278,11 +250,8 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if err := conn.Start(streamID, o.CallID, o.Tracks, o.Encoding, rate, params); err != nil {
 		return fail(err)
 	}
-	var tick *time.Ticker
-	if o.RealTime {
-		tick = time.NewTicker(o.Packet)
-		defer tick.Stop()
-	}
+	pace := wsclient.NewPacer(o.RealTime, o.Packet)
+	defer pace.Stop()
 	type pkt struct {
 		track string
 		chunk uint64
@@ -290,15 +259,10 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		data  []byte
 	}
 	var held []pkt
-	nextSecond := time.Second
 	n := len(chans[0])
 	for i, off := 0, 0; off < n; i, off = i+1, off+step {
-		if tick != nil {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				return fail(ctx.Err())
-			}
+		if err := pace.Wait(ctx); err != nil {
+			return fail(err)
 		}
 		ts := uint64(time.Duration(i) * o.Packet / time.Millisecond)
 		for _, tr := range o.Tracks {
@@ -324,10 +288,8 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			held = held[:0]
 		}
 		pos := time.Duration(min(off+step, n)/codec.BytesPerSample()) * time.Second / time.Duration(rate)
-		for pos >= nextSecond {
-			res.SecondSent = append(res.SecondSent, time.Now())
-			nextSecond += time.Second
-		}
+		pace.Sent(pos)
+		res.SecondSent = pace.SecondSent
 		if o.OnPacket != nil {
 			o.OnPacket(pos)
 		}

@@ -130,11 +130,15 @@ func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 	o.defaults()
 	p := &protocol{o: o, e: e}
 	return &edge.Protocol{
-		Name:   Protocol,
-		Conn:   o.Conn,
-		Start:  edge.Timeout{After: o.IdleTimeout, Missing: "start"},
-		Idle:   edge.Timeout{After: o.IdleTimeout, Missing: "media"},
-		Accept: p.accept,
+		Name:  Protocol,
+		Conn:  o.Conn,
+		Start: edge.Timeout{After: o.IdleTimeout, Missing: "start"},
+		Idle:  edge.Timeout{After: o.IdleTimeout, Missing: "media"},
+		// Both tracks travel on the one connection, so a read pause
+		// between chunks delays them alike (well inside JoinLag); marks
+		// and DTMF are not acted on, and a stop waits less than a chunk.
+		ReadPause: true,
+		Accept:    p.accept,
 	}
 }
 
@@ -215,7 +219,10 @@ type conn struct {
 	holding     bool
 	held        []*Media
 	heldSamples map[string]uint64
-	lateTrack   bool // media came on a declared track left out of the call
+	// heldFrom is when the held media's audio began (the first's
+	// arrival less its duration).
+	heldFrom  time.Time
+	lateTrack bool // media came on a declared track left out of the call
 }
 
 // authenticated stops counting the connection as waiting for its start.
@@ -395,13 +402,17 @@ func (c *conn) open(ec *edge.Conn, tracks []string) error {
 		}
 	}
 	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
-	_, err = ec.Start(session.Start{
+	st := session.Start{
 		CallID:  s.CallID,
 		AgentID: s.Parameters[AgentParameter],
 		Format:  audio.Format{Codec: s.Codec, SampleRate: s.SampleRate, Channels: len(roles)},
 		Roles:   roles,
 		Labels:  labels,
-	})
+	}
+	if !c.heldFrom.IsZero() {
+		st.AudioAge = time.Since(c.heldFrom)
+	}
+	_, err = ec.Start(st)
 	return err
 }
 
@@ -472,6 +483,9 @@ func (c *conn) hold(ec *edge.Conn, m *Media) error {
 		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
 	ec.Touch()
+	if c.held == nil {
+		c.heldFrom = time.Now().Add(-time.Duration(len(m.Payload)/c.width) * time.Second / time.Duration(c.rate))
+	}
 	held := *m
 	held.Payload = append([]byte(nil), m.Payload...)
 	c.held = append(c.held, &held)
