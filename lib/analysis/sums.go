@@ -343,22 +343,7 @@ func (c *ChannelSums) voice() voice.ChannelStats {
 // quantile returns the q-quantile of the F0 histogram, interpolating
 // within a bin as the voice analysis does.
 func (c *ChannelSums) quantile(q float64) float64 {
-	if c.F0N == 0 {
-		return math.NaN()
-	}
-	target := q * float64(c.F0N)
-	var cum float64
-	for i, n := range c.F0Hist {
-		if n == 0 {
-			continue
-		}
-		if cum+float64(n) >= target {
-			frac := (target - cum) / float64(n)
-			return voice.F0BinHz((float64(i)+frac)*f0Coarse, voice.F0BinsPerSemitone)
-		}
-		cum += float64(n)
-	}
-	return voice.F0BinHz(float64(voice.F0Bins), voice.F0BinsPerSemitone)
+	return voice.F0Quantile(c.F0Hist, c.F0N, q, f0Coarse)
 }
 
 // Roles returns the roles of the call's channels, in channel order.

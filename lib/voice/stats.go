@@ -42,22 +42,28 @@ func (h *f0Hist) sd() float64 {
 }
 
 // quantile returns the q-quantile, interpolating within a bin.
-func (h *f0Hist) quantile(q float64) float64 {
-	if h.n == 0 {
+func (h *f0Hist) quantile(q float64) float64 { return F0Quantile(h.bins[:], uint64(h.n), q, 1) }
+
+// F0Quantile returns the q-quantile of an F0 histogram holding n values,
+// interpolating within a bin; NaN when it is empty. Bin i spans binWidth
+// of the voice analysis's own bins (F0BinsPerSemitone a semitone from
+// F0HistLowHz): 1 for the analysis's histogram, more for a coarser copy
+// of it (lib/analysis's per-second sums).
+func F0Quantile(bins []uint32, n uint64, q, binWidth float64) float64 {
+	if n == 0 {
 		return math.NaN()
 	}
-	target := q * float64(h.n)
+	target := q * float64(n)
 	var cum float64
-	for i, c := range h.bins {
+	for i, c := range bins {
 		if c == 0 {
 			continue
 		}
 		if cum+float64(c) >= target {
 			frac := (target - cum) / float64(c)
-			st := (float64(i) + frac) / f0BinPerST
-			return f0HistLow * math.Exp2(st/12)
+			return F0BinHz((float64(i)+frac)*binWidth, f0BinPerST)
 		}
 		cum += float64(c)
 	}
-	return f0HistLow * math.Exp2(float64(f0Bins)/f0BinPerST/12)
+	return F0BinHz(float64(len(bins))*binWidth, f0BinPerST)
 }
