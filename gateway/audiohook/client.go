@@ -648,36 +648,35 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if frameDur <= 0 {
 		frameDur = 20 * time.Millisecond
 	}
-	pace := wsclient.NewPacer(o.RealTime, frameDur)
-	defer pace.Stop()
 	nextPing := o.PingInterval
-	for _, f := range frames {
-		if err := pace.Wait(ctx); err != nil {
-			s.Kill()
-			return res, err
-		}
+	res.SecondSent, err = wsclient.Play(ctx, o.RealTime, frameDur, len(frames), o.OnFrame, func(i int) (time.Duration, error) {
 		select {
 		case <-s.Disconnected():
-			return c.finish(ctx, s, res, o, "disconnect")
+			return 0, errDisconnected
 		default:
 		}
-		if err := s.SendAudio(f); err != nil {
-			s.Kill()
-			return res, fmt.Errorf("audiohook: send audio: %w", err)
+		if err := s.SendAudio(frames[i]); err != nil {
+			return 0, fmt.Errorf("audiohook: send audio: %w", err)
 		}
 		pos := s.Position()
-		pace.Sent(pos)
-		res.SecondSent = pace.SecondSent
 		if o.PingInterval > 0 && pos >= nextPing {
 			s.Ping()
 			nextPing += o.PingInterval
 		}
-		if o.OnFrame != nil {
-			o.OnFrame(pos)
-		}
+		return pos, nil
+	})
+	switch {
+	case errors.Is(err, errDisconnected):
+		return c.finish(ctx, s, res, o, "disconnect")
+	case err != nil:
+		s.Kill()
+		return res, err
 	}
 	return c.finish(ctx, s, res, o, "end")
 }
+
+// errDisconnected stops a stream the server disconnected.
+var errDisconnected = errors.New("audiohook: disconnected")
 
 func (c *Client) finish(ctx context.Context, s *Session, res *Result, o StreamOptions, reason string) (*Result, error) {
 	cctx, cancel := context.WithTimeout(ctx, o.CloseTimeout)

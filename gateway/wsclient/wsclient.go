@@ -121,3 +121,56 @@ func (p *Pacer) Stop() {
 		p.tick.Stop()
 	}
 }
+
+// Play sends a stream of packets paced as a Pacer: send sends packet i
+// and returns the stream position reached, which onPacket (when set) is
+// given. It returns when each whole second of audio had been sent, and
+// the first error of send or of the pacing (ctx ended).
+func Play(ctx context.Context, realTime bool, packet time.Duration, packets int, onPacket func(time.Duration), send func(i int) (time.Duration, error)) ([]time.Time, error) {
+	p := NewPacer(realTime, packet)
+	defer p.Stop()
+	for i := range packets {
+		if err := p.Wait(ctx); err != nil {
+			return p.SecondSent, err
+		}
+		pos, err := send(i)
+		if err != nil {
+			return p.SecondSent, err
+		}
+		p.Sent(pos)
+		if onPacket != nil {
+			onPacket(pos)
+		}
+	}
+	return p.SecondSent, nil
+}
+
+// PlayBytes plays channels of n bytes each (samples of width bytes at
+// rate Hz) as Play, in packets of the duration packet: send sends bytes
+// [off, end) of each channel as packet i.
+func PlayBytes(ctx context.Context, realTime bool, packet time.Duration, rate, width, n int, onPacket func(time.Duration), send func(i, off, end int) error) ([]time.Time, error) {
+	step := int(packet*time.Duration(rate)/time.Second) * width
+	return Play(ctx, realTime, packet, (n+step-1)/step, onPacket, func(i int) (time.Duration, error) {
+		off := i * step
+		end := min(off+step, n)
+		return time.Duration(end/width) * time.Second / time.Duration(rate), send(i, off, end)
+	})
+}
+
+// Conn is a client's WebSocket: writes with a deadline, the wait for the
+// server's close, and a drop without a close frame.
+type Conn struct{ WS *websocket.Conn }
+
+// Write writes a message as it is.
+func (c Conn) Write(typ int, b []byte) error {
+	c.WS.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return c.WS.WriteMessage(typ, b)
+}
+
+// Kill drops the connection without a close frame, as a crashed client
+// would.
+func (c Conn) Kill() { c.WS.NetConn().Close() }
+
+// WaitClose reads until the server closes the connection and returns its
+// close frame (see WaitClose).
+func (c Conn) WaitClose(timeout time.Duration) (int, string, error) { return WaitClose(c.WS, timeout) }
