@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/twilio"
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -63,10 +64,10 @@ func twilioTracks(roles []string) ([]string, error) {
 // twilioRefusals are the close codes with which the gateway refuses a
 // stream at its start.
 var twilioRefusals = map[int]bool{
-	twilio.CloseUnauthenticated:  true,
-	twilio.CloseForbidden:        true,
-	twilio.CloseOverQuota:        true,
-	twilio.CloseCallLive:         true,
+	edge.CloseUnauthenticated:    true,
+	edge.CloseForbidden:          true,
+	edge.CloseOverQuota:          true,
+	edge.CloseCallLive:           true,
 	websocket.CloseTryAgainLater: true,
 }
 

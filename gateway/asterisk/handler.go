@@ -44,18 +44,6 @@ const Protocol = "asterisk"
 // Subprotocol is the WebSocket subprotocol chan_websocket asks for.
 const Subprotocol = "media"
 
-// Close codes (gateway/edge declares them for every protocol), besides
-// 1000, 1001 (drain), 1009, 1011 and 1013.
-const (
-	CloseBadMessage       = edge.CloseBadMessage       // malformed or unknown control message, bad frame size
-	CloseIdle             = edge.CloseIdle             // no MEDIA_START, or no media, for the idle timeout
-	CloseOutOfOrder       = edge.CloseOutOfOrder       // media before MEDIA_START, MEDIA_START twice
-	CloseCallLive         = edge.CloseCallLive         // the call already has this role, or started without this leg
-	CloseUnsupportedMedia = edge.CloseUnsupportedMedia // unsupported format, or legs in different formats
-	CloseTooFast          = edge.CloseTooFast          // media faster than real time, past the gateway's pacing policy
-	CloseOverQuota        = edge.CloseOverQuota        // the tenant is at its concurrent-call limit
-)
-
 // Roles a leg may have (role= in the URL).
 const (
 	RoleCaller = "caller"
@@ -232,20 +220,20 @@ func (l *leg) Frame(ec *edge.Conn, typ int, data []byte) error {
 		return l.control(ec, data)
 	}
 	if l.j == nil {
-		return edge.Errorf(CloseOutOfOrder, "media before MEDIA_START")
+		return edge.Errorf(edge.CloseOutOfOrder, "media before MEDIA_START")
 	}
 	if len(data)%l.width != 0 {
-		return edge.Errorf(CloseBadMessage, "frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width)
+		return edge.Errorf(edge.CloseBadMessage, "frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width)
 	}
 	ec.Touch()
 	pause, err := l.j.audio(l, data)
 	if err != nil {
 		if errors.Is(err, session.ErrTooFast) {
 			// The call is refused, not the leg: every leg closes.
-			l.j.failAll(CloseTooFast, err.Error())
+			l.j.failAll(edge.CloseTooFast, err.Error())
 			return nil
 		}
-		return edge.Errorf(CloseBadMessage, "%s", err)
+		return edge.Errorf(edge.CloseBadMessage, "%s", err)
 	}
 	if pause > 0 {
 		ec.WS().PauseRead(pause)
@@ -256,16 +244,16 @@ func (l *leg) Frame(ec *edge.Conn, typ int, data []byte) error {
 func (l *leg) control(ec *edge.Conn, data []byte) error {
 	e, err := ParseEvent(data)
 	if err != nil {
-		return edge.Errorf(CloseBadMessage, "%s", err)
+		return edge.Errorf(edge.CloseBadMessage, "%s", err)
 	}
 	switch e.Name {
 	case "MEDIA_START":
 		if l.j != nil {
-			return edge.Errorf(CloseOutOfOrder, "MEDIA_START sent twice")
+			return edge.Errorf(edge.CloseOutOfOrder, "MEDIA_START sent twice")
 		}
 		codec, rate, err := e.MediaFormat()
 		if err != nil {
-			return edge.Errorf(CloseUnsupportedMedia, "MEDIA_START: %s", err)
+			return edge.Errorf(edge.CloseUnsupportedMedia, "MEDIA_START: %s", err)
 		}
 		l.width = codec.BytesPerSample()
 		l.channel = e.Fields["channel_id"]
@@ -330,13 +318,13 @@ func (p *protocol) attach(l *leg, codec audio.Codec, rate int) error {
 	defer j.mu.Unlock()
 	switch {
 	case j.state == done:
-		return edge.Errorf(CloseCallLive, "call %q has ended", l.callID)
+		return edge.Errorf(edge.CloseCallLive, "call %q has ended", l.callID)
 	case j.legs[l.role] != nil:
-		return edge.Errorf(CloseCallLive, "call %q already has a %s leg", l.callID, l.role)
+		return edge.Errorf(edge.CloseCallLive, "call %q already has a %s leg", l.callID, l.role)
 	case j.state == live:
-		return edge.Errorf(CloseCallLive, "call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, p.o.JoinWait)
+		return edge.Errorf(edge.CloseCallLive, "call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, p.o.JoinWait)
 	case codec != j.codec || rate != j.rate:
-		return edge.Errorf(CloseUnsupportedMedia, "the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate)
 	}
 	l.j = j
 	l.offset = uint64(time.Since(j.t0) * time.Duration(rate) / time.Second)

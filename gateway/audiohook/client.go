@@ -211,7 +211,7 @@ func (c *Client) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 			var p DisconnectParameters
 			json.Unmarshal(raw, &p)
 			s.write(TypeClose, CloseParameters{Reason: "disconnect"})
-			s.abandon()
+			wsclient.WaitClose(ws, 2*time.Second) // the server's closed, briefly
 			return nil, &DisconnectedError{Reason: p.Reason, Info: p.Info}
 		default:
 			ws.Close()
@@ -225,18 +225,6 @@ type DisconnectedError struct{ Reason, Info string }
 
 func (e *DisconnectedError) Error() string {
 	return fmt.Sprintf("audiohook: server disconnected (%s): %s", e.Reason, e.Info)
-}
-
-// abandon closes a session that never opened: it waits briefly for the
-// server's closed, then closes the connection.
-func (s *Session) abandon() {
-	s.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
-	for {
-		if _, _, err := s.ws.ReadMessage(); err != nil {
-			break
-		}
-	}
-	s.ws.Close()
 }
 
 // check validates a server message's numbering and shape.

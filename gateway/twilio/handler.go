@@ -42,22 +42,6 @@ import (
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
-// Close codes the server uses (gateway/edge declares them for every
-// protocol), besides 1000 (after stop), 1001 (the gateway drains), 1009
-// (message too big), 1011 (the call was lost) and 1013 (backends
-// unavailable).
-const (
-	CloseBadMessage       = edge.CloseBadMessage       // malformed JSON, unknown event, bad field, base64 garbage, bad payload size
-	CloseUnauthenticated  = edge.CloseUnauthenticated  // no or unknown API key in the start's custom parameters
-	CloseForbidden        = edge.CloseForbidden        // a feed-only key (role care or agent) in the start's custom parameters
-	CloseIdle             = edge.CloseIdle             // no start, or no media, for the idle timeout
-	CloseOutOfOrder       = edge.CloseOutOfOrder       // media before start, start twice, sequence numbers out of order or repeated
-	CloseCallLive         = edge.CloseCallLive         // the tenant already has a live call with this call id
-	CloseUnsupportedMedia = edge.CloseUnsupportedMedia // unsupported encoding, sample rate or track
-	CloseTooFast          = edge.CloseTooFast          // media faster than real time, past the gateway's pacing policy
-	CloseOverQuota        = edge.CloseOverQuota        // the tenant is at its concurrent-call limit
-)
-
 // Protocol is the protocol's name in reports and metrics.
 const Protocol = "twilio"
 
@@ -260,7 +244,7 @@ func (c *conn) Flush(ec *edge.Conn, call *session.Call) { c.joiner.Flush(call) }
 // Frame implements edge.Codec.
 func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 	if typ == websocket.BinaryMessage {
-		return edge.Errorf(CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
+		return edge.Errorf(edge.CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
 	}
 	m, err := c.env.parse(data, &c.payload)
 	if err != nil {
@@ -272,7 +256,7 @@ func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 	}
 	if m.HasSeq {
 		if err := c.seq.next(m.Seq, c.env.StrictSequence); err != nil {
-			return edge.Errorf(CloseOutOfOrder, "%s", err)
+			return edge.Errorf(edge.CloseOutOfOrder, "%s", err)
 		}
 	}
 	switch m.Event {
@@ -291,7 +275,7 @@ func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 			if ec.WS().Closing() {
 				return nil
 			}
-			return edge.Errorf(CloseOutOfOrder, "stop before start")
+			return edge.Errorf(edge.CloseOutOfOrder, "stop before start")
 		}
 		ec.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.stopped = true
@@ -300,24 +284,24 @@ func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 		// Marks acknowledge audio the server played (calmline plays
 		// none); DTMF digits may be card numbers: neither is kept.
 		if ec.Call() == nil && !c.holding {
-			return edge.Errorf(CloseOutOfOrder, "%s before start", m.Event)
+			return edge.Errorf(edge.CloseOutOfOrder, "%s before start", m.Event)
 		}
 	case "error":
 		ec.Log().Warn("the sender reported an error")
 	default:
-		return edge.Errorf(CloseBadMessage, "unknown event %q", m.Event)
+		return edge.Errorf(edge.CloseBadMessage, "unknown event %q", m.Event)
 	}
 	return nil
 }
 
 func (c *conn) start(ec *edge.Conn, s *Start) error {
 	if ec.Call() != nil || c.stopped || c.holding {
-		return edge.Errorf(CloseOutOfOrder, "start sent twice")
+		return edge.Errorf(edge.CloseOutOfOrder, "start sent twice")
 	}
 	if ec.Tenant() == nil {
 		if err := ec.Authenticate(s.Parameters[KeyParameter]); err != nil {
 			var e *edge.Error
-			if errors.As(err, &e) && e.Code == CloseUnauthenticated {
+			if errors.As(err, &e) && e.Code == edge.CloseUnauthenticated {
 				e.Reason = "unauthenticated: missing or unknown API key (send it in a header, ?" + KeyParameter + "= or the " + KeyParameter + " custom parameter)"
 			}
 			return err
@@ -328,7 +312,7 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 		s.CallID = s.StreamID
 	}
 	if s.CallID == "" {
-		return edge.Errorf(CloseBadMessage, "start: no call id and no stream id")
+		return edge.Errorf(edge.CloseBadMessage, "start: no call id and no stream id")
 	}
 	tracks := c.tracks
 	if tracks == nil {
@@ -339,7 +323,7 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 	}
 	for _, t := range tracks {
 		if n := strings.TrimSuffix(t, "_track"); n != "inbound" && n != "outbound" {
-			return edge.Errorf(CloseUnsupportedMedia, "start: unknown track %q (want inbound and/or outbound)", t)
+			return edge.Errorf(edge.CloseUnsupportedMedia, "start: unknown track %q (want inbound and/or outbound)", t)
 		}
 	}
 	c.declared = nil
@@ -388,7 +372,7 @@ func (c *conn) open(ec *edge.Conn, tracks []string) error {
 		GapDetail: c.env.Name + ": no media on any track",
 	})
 	if err != nil {
-		return edge.Errorf(CloseUnsupportedMedia, "start: %s", err)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "start: %s", err)
 	}
 	c.joiner = j
 	// The call's labels: the start's custom parameters named label.KEY
@@ -425,7 +409,7 @@ func (c *conn) media(ec *edge.Conn, m *Media) error {
 		if c.stopped {
 			return nil
 		}
-		return edge.Errorf(CloseOutOfOrder, "media before start")
+		return edge.Errorf(edge.CloseOutOfOrder, "media before start")
 	}
 	track := strings.TrimSuffix(m.Track, "_track")
 	if track == "" && len(c.lanes) == 1 {
@@ -445,10 +429,10 @@ func (c *conn) media(ec *edge.Conn, m *Media) error {
 			ec.Touch()
 			return nil
 		}
-		return edge.Errorf(CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
 	}
 	if len(m.Payload)%c.width != 0 {
-		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
+		return edge.Errorf(edge.CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
 	// The joiner writes to the connection, which passes the audio on to
 	// the call (ec.Audio) and says what its errors close with.
@@ -465,11 +449,11 @@ func (c *conn) writeError(err error, m *Media) error {
 	var e *edge.Error
 	switch {
 	case errors.Is(err, stereo.ErrHole):
-		return edge.Errorf(CloseBadMessage, "media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.p.o.MaxHole)
+		return edge.Errorf(edge.CloseBadMessage, "media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.p.o.MaxHole)
 	case errors.As(err, &e) && e.Code != edge.CloseTryAgainLater:
 		return e
 	}
-	return edge.Errorf(CloseBadMessage, "%s", err)
+	return edge.Errorf(edge.CloseBadMessage, "%s", err)
 }
 
 // hold keeps a stream's media until it is known which declared tracks
@@ -477,10 +461,10 @@ func (c *conn) writeError(err error, m *Media) error {
 func (c *conn) hold(ec *edge.Conn, m *Media) error {
 	track := strings.TrimSuffix(m.Track, "_track")
 	if !slices.Contains(c.declared, track) {
-		return edge.Errorf(CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
 	}
 	if len(m.Payload)%c.width != 0 {
-		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
+		return edge.Errorf(edge.CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
 	ec.Touch()
 	if c.held == nil {
