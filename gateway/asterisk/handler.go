@@ -139,12 +139,7 @@ func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	}
 	// Call labels (queue, skill, agent group ...) come as
 	// label.KEY=VALUE query parameters, checked before the upgrade.
-	labels := map[string]string{}
-	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok && len(vs) > 0 {
-			labels[name] = vs[0]
-		}
-	}
+	labels := edge.Labels(q)
 	var problem error
 	if err := field.ID("call_id", callID); err != nil {
 		problem = err
@@ -171,8 +166,10 @@ func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	return &edge.Accepted{Tenant: t, Codec: l, NoAdmit: second, Log: []any{"call_id", callID, "role", role}}, nil
 }
 
-// leg is the codec of one WebSocket from Asterisk.
+// leg is the codec of one WebSocket from Asterisk, which reads text as
+// commands: a close frame says it all.
 type leg struct {
+	edge.CloseFrame
 	p      *protocol
 	tenant *tenant.Tenant
 	key    string
@@ -196,10 +193,6 @@ type leg struct {
 	idled   bool // closed for the idle timeout
 	channel string
 }
-
-// Close implements edge.Codec: Asterisk reads text as commands, so a
-// close frame says it all.
-func (l *leg) Close(ec *edge.Conn, code int, reason string) { ec.Close(code, reason) }
 
 // Finish implements edge.Finisher: the leg's end is its call's, once the
 // other leg's (if any) has ended too.
@@ -344,8 +337,7 @@ func (p *protocol) attach(l *leg, codec audio.Codec, rate int) error {
 // startLocked starts the call with the legs present, on the connection of
 // the leg by (whose reader runs this); the other legs attach to it.
 func (j *joined) startLocked(by *leg) {
-	var roles []callv1.ChannelRole
-	j.lanes = map[string]int{}
+	var present []string
 	labels := map[string]string{}
 	agentID := ""
 	for _, role := range []string{RoleCaller, RoleAgent} {
@@ -353,12 +345,7 @@ func (j *joined) startLocked(by *leg) {
 		if l == nil || l.ended && len(l.pending) == 0 && len(j.legs) > 1 {
 			continue
 		}
-		j.lanes[role] = len(roles)
-		r := callv1.ChannelRole_CHANNEL_ROLE_CALLER
-		if role == RoleAgent {
-			r = callv1.ChannelRole_CHANNEL_ROLE_AGENT
-		}
-		roles = append(roles, r)
+		present = append(present, role)
 		for k, v := range l.labels {
 			if _, set := labels[k]; !set { // the caller leg's label wins
 				labels[k] = v
@@ -371,6 +358,8 @@ func (j *joined) startLocked(by *leg) {
 			agentID = l.agentID
 		}
 	}
+	var roles []callv1.ChannelRole
+	j.lanes, roles = edge.Channels(present, RoleAgent)
 	call, err := by.ec.Start(session.Start{
 		CallID:  j.callID,
 		AgentID: agentID,

@@ -509,17 +509,13 @@ func (c *conn) gapTo(ec *edge.Conn, pos time.Duration, reason callv1.GapReason, 
 // else mono with the agent (internal). It returns the roles of the
 // channels in frame order.
 func SelectMedia(offered []MediaParameter) (MediaParameter, []callv1.ChannelRole, bool) {
-	role := map[string]callv1.ChannelRole{"external": callv1.ChannelRole_CHANNEL_ROLE_CALLER, "internal": callv1.ChannelRole_CHANNEL_ROLE_AGENT}
 	usable := func(m MediaParameter) bool {
 		return m.Type == "audio" && m.Format == "PCMU" && m.Rate == 8000
 	}
 	for _, want := range [][]string{{"external", "internal"}, {"internal", "external"}, {"external"}, {"internal"}} {
 		for _, m := range offered {
 			if usable(m) && len(m.Channels) == len(want) && m.Channels[0] == want[0] && (len(want) == 1 || m.Channels[1] == want[1]) {
-				roles := make([]callv1.ChannelRole, len(want))
-				for i, ch := range want {
-					roles[i] = role[ch]
-				}
+				_, roles := edge.Channels(want, "internal")
 				return m, roles, true
 			}
 		}

@@ -181,8 +181,10 @@ func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	return acc, nil
 }
 
-// conn is the codec of one stream.
+// conn is the codec of one stream; the protocol has only the close frame
+// to end it with.
 type conn struct {
+	edge.CloseFrame
 	p           *protocol
 	env         Envelope
 	tracks      []string // from the URL, overriding the start's
@@ -219,9 +221,6 @@ func (c *conn) authenticated() {
 
 // Discard implements edge.Discarder: a connection accepted but not served.
 func (c *conn) Discard() { c.authenticated() }
-
-// Close implements edge.Codec: the protocol has only the close frame.
-func (c *conn) Close(ec *edge.Conn, code int, reason string) { ec.Close(code, reason) }
 
 // Finish implements edge.Finisher: a stream that ends without stop (the
 // socket closed, bad input, the drain) still ends its call, with what
@@ -352,16 +351,8 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	s := c.startMsg
 	c.holding = false
-	c.lanes = map[string]int{}
 	var roles []callv1.ChannelRole
-	for _, name := range tracks {
-		c.lanes[name] = len(roles)
-		role := callv1.ChannelRole_CHANNEL_ROLE_CALLER
-		if name == "outbound" {
-			role = callv1.ChannelRole_CHANNEL_ROLE_AGENT
-		}
-		roles = append(roles, role)
-	}
+	c.lanes, roles = edge.Channels(tracks, "outbound")
 	o := c.p.o
 	j, err := stereo.New(stereo.Options{
 		Channels:  len(roles),
@@ -379,12 +370,7 @@ func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	// (queue, skill, agent group ...), then the stream's own, which a
 	// parameter cannot override. Other parameters (the API key, the agent
 	// id, whatever else the integration passes) are not labels.
-	labels := map[string]string{}
-	for k, v := range s.Parameters {
-		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok {
-			labels[name] = v
-		}
-	}
+	labels := edge.Labels(s.Parameters)
 	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
 	st := session.Start{
 		CallID:  s.CallID,
