@@ -283,12 +283,8 @@ func (s *Session) read() {
 			s.readErr = err
 			s.mu.Unlock()
 			if s.onEnd != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					s.onEnd(ce.Code, ce.Text, nil)
-				} else {
-					s.onEnd(0, "", err)
-				}
+				code, text, err := wsclient.CloseOf(err)
+				s.onEnd(code, text, err)
 			}
 			return
 		}
@@ -414,22 +410,20 @@ func (s *Session) Ping() error { return s.write(TypePing, struct{}{}) }
 func (s *Session) Paused() error { return s.write(TypePaused, struct{}{}) }
 
 // Resumed tells the server the stream resumes after d of paused time.
-func (s *Session) Resumed(d time.Duration) error {
-	s.wmu.Lock()
-	start := s.position
-	s.position += d
-	s.wmu.Unlock()
-	return s.write(TypeResumed, map[string]string{"start": FormatDuration(start), "discarded": FormatDuration(d)})
-}
+func (s *Session) Resumed(d time.Duration) error { return s.span(TypeResumed, d) }
 
 // Discarded tells the server that d of audio from the current position
 // was dropped, and advances the position over it.
-func (s *Session) Discarded(d time.Duration) error {
+func (s *Session) Discarded(d time.Duration) error { return s.span(TypeDiscarded, d) }
+
+// span sends a message of a span of d without audio from the current
+// position, and advances the position over it.
+func (s *Session) span(typ string, d time.Duration) error {
 	s.wmu.Lock()
 	start := s.position
 	s.position += d
 	s.wmu.Unlock()
-	return s.write(TypeDiscarded, map[string]string{"start": FormatDuration(start), "discarded": FormatDuration(d)})
+	return s.write(typ, map[string]string{"start": FormatDuration(start), "discarded": FormatDuration(d)})
 }
 
 // Update sends an update with a new language.
@@ -531,17 +525,14 @@ func (s *Session) Kill() {
 func (s *Session) CloseCode() (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ce *websocket.CloseError
-	if errors.As(s.readErr, &ce) {
-		return ce.Code, ce.Text
-	}
-	return 0, ""
+	code, text, _ := wsclient.CloseOf(s.readErr)
+	return code, text
 }
 
-// Frames converts a recording to the selected media's frames of frameDur
-// (20 ms by default): PCMU, the channels in the selected order (external
-// is the recording's first channel, the caller; internal its second).
-func (s *Session) Frames(rec *audio.Recording, frameDur time.Duration) ([][]byte, error) {
+// selectedAudio converts a recording to the selected media: PCMU, the
+// channels interleaved in the selected order (external is the
+// recording's first channel, the caller; internal its second).
+func (s *Session) selectedAudio(rec *audio.Recording) ([]byte, error) {
 	if rec.Format.SampleRate != 8000 {
 		return nil, fmt.Errorf("audiohook: the recording is %d Hz; AudioHook carries 8000 Hz", rec.Format.SampleRate)
 	}
@@ -563,16 +554,7 @@ func (s *Session) Frames(rec *audio.Recording, frameDur time.Duration) ([][]byte
 	if len(sel) == 0 {
 		return nil, errors.New("audiohook: the server selected no media")
 	}
-	data := stereo.Interleave(sel, 1)
-	if frameDur <= 0 {
-		frameDur = 20 * time.Millisecond
-	}
-	step := int(frameDur*8000/time.Second) * len(sel)
-	var out [][]byte
-	for off := 0; off < len(data); off += step {
-		out = append(out, data[off:min(off+step, len(data))])
-	}
-	return out, nil
+	return stereo.Interleave(sel, 1), nil
 }
 
 // StreamOptions tunes Stream.
@@ -621,7 +603,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		return nil, err
 	}
 	res := &Result{Session: s, Selected: s.Selected()}
-	frames, err := s.Frames(rec, o.Frame)
+	data, err := s.selectedAudio(rec)
 	if err != nil {
 		s.Close(ctx, "error")
 		return res, err
@@ -637,21 +619,21 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		frameDur = 20 * time.Millisecond
 	}
 	nextPing := o.PingInterval
-	res.SecondSent, err = wsclient.Play(ctx, o.RealTime, frameDur, len(frames), o.OnFrame, func(i int) (time.Duration, error) {
+	channels := len(s.selected.Channels)
+	res.SecondSent, err = wsclient.PlayBytes(ctx, o.RealTime, frameDur, 8000, channels, len(data), o.OnFrame, func(_, off, end int) error {
 		select {
 		case <-s.Disconnected():
-			return 0, errDisconnected
+			return errDisconnected
 		default:
 		}
-		if err := s.SendAudio(frames[i]); err != nil {
-			return 0, fmt.Errorf("audiohook: send audio: %w", err)
+		if err := s.SendAudio(data[off:end]); err != nil {
+			return fmt.Errorf("audiohook: send audio: %w", err)
 		}
-		pos := s.Position()
-		if o.PingInterval > 0 && pos >= nextPing {
+		if pos := s.Position(); o.PingInterval > 0 && pos >= nextPing {
 			s.Ping()
 			nextPing += o.PingInterval
 		}
-		return pos, nil
+		return nil
 	})
 	switch {
 	case errors.Is(err, errDisconnected):

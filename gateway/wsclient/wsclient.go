@@ -66,13 +66,19 @@ func WaitClose(ws *websocket.Conn, timeout time.Duration) (int, string, error) {
 	ws.SetReadDeadline(time.Now().Add(timeout))
 	for {
 		if _, _, err := ws.ReadMessage(); err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return ce.Code, ce.Text, nil
-			}
-			return 0, "", err
+			return CloseOf(err)
 		}
 	}
+}
+
+// CloseOf returns the close frame a read error carries, or the error
+// when it carries none.
+func CloseOf(err error) (int, string, error) {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Text, nil
+	}
+	return 0, "", err
 }
 
 // Pacer steps a stream's packets: at the wall clock when real time was
