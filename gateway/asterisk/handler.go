@@ -58,7 +58,7 @@ type Options struct {
 	// Audio is held meanwhile.
 	JoinWait time.Duration
 	// IdleTimeout closes a leg that sends no MEDIA_START, or no media,
-	// for this long (default 30 s).
+	// for this long (default 30 s: edge.Timeout's).
 	IdleTimeout time.Duration
 	// JoinLag is how far one leg may lag the other before its missing
 	// audio counts as silence (default 200 ms).
@@ -78,9 +78,6 @@ type protocol struct {
 func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 	if o.JoinWait == 0 {
 		o.JoinWait = 2 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
 	}
 	if o.JoinLag == 0 {
 		o.JoinLag = 200 * time.Millisecond

@@ -56,7 +56,7 @@ const (
 type Options struct {
 	Conn wsconn.Options
 	// IdleTimeout closes a connection that sends no start, or no media,
-	// for this long (default 30 s).
+	// for this long (default 30 s: edge.Timeout's).
 	IdleTimeout time.Duration
 	// MaxUnauthenticated bounds the connections upgraded before their
 	// start authenticated them; past it new ones are refused with 503
@@ -80,9 +80,6 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
-	}
 	if o.MaxUnauthenticated == 0 {
 		o.MaxUnauthenticated = 1000
 	}
