@@ -1,6 +1,7 @@
 package asterisk
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -152,9 +153,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			o.Roles = []string{RoleCaller, RoleAgent}
 		}
 	}
-	if o.Format == "" {
-		o.Format = "ulaw"
-	}
+	o.Format = cmp.Or(o.Format, "ulaw")
 	if o.Packet <= 0 {
 		o.Packet = 20 * time.Millisecond
 	}

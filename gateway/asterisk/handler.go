@@ -14,6 +14,7 @@
 package asterisk
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,12 +77,8 @@ type protocol struct {
 
 // NewProtocol returns the protocol for an edge's handler.
 func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
-	if o.JoinWait == 0 {
-		o.JoinWait = 2 * time.Second
-	}
-	if o.JoinLag == 0 {
-		o.JoinLag = 200 * time.Millisecond
-	}
+	o.JoinWait = cmp.Or(o.JoinWait, 2*time.Second)
+	o.JoinLag = cmp.Or(o.JoinLag, 200*time.Millisecond)
 	p := &protocol{o: o, e: e, calls: map[string]*joined{}}
 	return &edge.Protocol{
 		Name:         Protocol,

@@ -1,6 +1,7 @@
 package audiohook
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -126,22 +127,13 @@ type DialError = wsclient.RefusedError
 // Open connects and runs the open transaction. On success the session is
 // open and its Selected media says what to send.
 func (c *Client) Open(ctx context.Context, req OpenRequest) (*Session, error) {
-	if req.SessionID == "" {
-		req.SessionID = newUUID()
-	}
-	if req.ConversationID == "" {
-		req.ConversationID = newUUID()
-	}
+	req.SessionID = cmp.Or(req.SessionID, newUUID())
+	req.ConversationID = cmp.Or(req.ConversationID, newUUID())
 	if req.Media == nil {
 		req.Media = DefaultMedia
 	}
-	if req.Timeout == 0 {
-		req.Timeout = 5 * time.Second
-	}
-	org := c.OrganizationID
-	if org == "" {
-		org = newUUID()
-	}
+	req.Timeout = cmp.Or(req.Timeout, 5*time.Second)
+	org := cmp.Or(c.OrganizationID, newUUID())
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("audiohook: %w", err)
@@ -608,12 +600,8 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		s.Close(ctx, "error")
 		return res, err
 	}
-	if o.PingInterval == 0 {
-		o.PingInterval = 5 * time.Second
-	}
-	if o.CloseTimeout == 0 {
-		o.CloseTimeout = 10 * time.Second
-	}
+	o.PingInterval = cmp.Or(o.PingInterval, 5*time.Second)
+	o.CloseTimeout = cmp.Or(o.CloseTimeout, 10*time.Second)
 	frameDur := o.Frame
 	if frameDur <= 0 {
 		frameDur = 20 * time.Millisecond

@@ -19,6 +19,7 @@
 package audiohook
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,27 +79,13 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Verifier == nil {
-		o.Verifier = &Verifier{}
-	}
-	if o.OpenTimeout == 0 {
-		o.OpenTimeout = 10 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 60 * time.Second
-	}
-	if o.DisconnectWait == 0 {
-		o.DisconnectWait = 5 * time.Second
-	}
-	if o.MaxGap == 0 {
-		o.MaxGap = time.Hour
-	}
-	if o.MaxUnackedEvents == 0 {
-		o.MaxUnackedEvents = 32
-	}
-	if o.MeterProvider == nil {
-		o.MeterProvider = noop.NewMeterProvider()
-	}
+	o.Verifier = cmp.Or(o.Verifier, &Verifier{})
+	o.OpenTimeout = cmp.Or(o.OpenTimeout, 10*time.Second)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, 60*time.Second)
+	o.DisconnectWait = cmp.Or(o.DisconnectWait, 5*time.Second)
+	o.MaxGap = cmp.Or(o.MaxGap, time.Hour)
+	o.MaxUnackedEvents = cmp.Or(o.MaxUnackedEvents, 32)
+	o.MeterProvider = cmp.Or[metric.MeterProvider](o.MeterProvider, noop.NewMeterProvider())
 }
 
 // NewProtocol returns the protocol for an edge's handler: the request's

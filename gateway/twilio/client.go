@@ -1,6 +1,7 @@
 package twilio
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -200,9 +201,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			o.Tracks = []string{"inbound", "outbound"}
 		}
 	}
-	if o.Encoding == "" {
-		o.Encoding = env.DefaultEncoding
-	}
+	o.Encoding = cmp.Or(o.Encoding, env.DefaultEncoding)
 	codec, err := ParseEncoding(o.Encoding)
 	if err != nil {
 		conn.Close()

@@ -20,6 +20,7 @@
 package twilio
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -80,21 +81,11 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.MaxUnauthenticated == 0 {
-		o.MaxUnauthenticated = 1000
-	}
-	if o.JoinLag == 0 {
-		o.JoinLag = 400 * time.Millisecond
-	}
-	if o.MaxHole == 0 {
-		o.MaxHole = time.Hour
-	}
-	if o.TrackWait == 0 {
-		o.TrackWait = time.Second
-	}
-	if o.JitterTolerance == 0 {
-		o.JitterTolerance = 60 * time.Millisecond
-	}
+	o.MaxUnauthenticated = cmp.Or(o.MaxUnauthenticated, 1000)
+	o.JoinLag = cmp.Or(o.JoinLag, 400*time.Millisecond)
+	o.MaxHole = cmp.Or(o.MaxHole, time.Hour)
+	o.TrackWait = cmp.Or(o.TrackWait, time.Second)
+	o.JitterTolerance = cmp.Or(o.JitterTolerance, 60*time.Millisecond)
 }
 
 // protocol is what the adapter's connections share.
