@@ -169,7 +169,7 @@ func (c *twilioConn) Audio(frame []byte) error {
 		m = base64.StdEncoding.AppendEncode(m, c.buf[t][:per])
 		m = append(m, `"}}`...)
 		c.msg = m
-		if err := c.conn.WriteRaw(websocket.TextMessage, m); err != nil {
+		if err := c.conn.Write(websocket.TextMessage, m); err != nil {
 			return err
 		}
 	}
@@ -184,7 +184,7 @@ func (c *twilioConn) Stop() error {
 	if err != nil {
 		return err
 	}
-	return c.conn.WriteRaw(websocket.TextMessage, b)
+	return c.conn.Write(websocket.TextMessage, b)
 }
 
 func (c *twilioConn) Close() error {

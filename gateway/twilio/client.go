@@ -81,7 +81,7 @@ type Result struct {
 type DialError = wsclient.RefusedError
 
 // Conn is an open stream to the gateway, for tests that write messages by
-// hand (Write and WriteRaw write a frame as it is, Kill drops the
+// hand (Write writes a frame as it is, Kill drops the
 // connection without a close frame, WaitClose returns the server's).
 type Conn struct {
 	wsclient.Conn
@@ -141,11 +141,8 @@ func (c *Conn) Send(event string, fields map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return c.WriteRaw(websocket.TextMessage, b)
+	return c.Write(websocket.TextMessage, b)
 }
-
-// WriteRaw is Write.
-func (c *Conn) WriteRaw(typ int, b []byte) error { return c.Write(typ, b) }
 
 // Start sends the start event.
 func (c *Conn) Start(streamID, callID string, tracks []string, encoding string, rate int, params map[string]string) error {
@@ -284,7 +281,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		conn.mu.Lock()
 		b, _ := json.Marshal(map[string]any{"event": "stop", env.Sequence: "", env.StreamID: streamID})
 		conn.mu.Unlock()
-		err = conn.WriteRaw(websocket.TextMessage, b)
+		err = conn.Write(websocket.TextMessage, b)
 	} else {
 		err = conn.Send("stop", stop)
 	}

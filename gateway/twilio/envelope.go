@@ -642,16 +642,17 @@ func number(raw json.RawMessage) (n uint64, has bool, err error) {
 	return n, true, nil
 }
 
-// ParseEncoding maps the encodings the dialects name to a codec.
+// ParseEncoding maps the encodings the dialects name to a codec: lib/audio's
+// names and aliases (audio/x-mulaw, pcmu, g711_alaw, linear16 ...), and the
+// other names of 16-bit linear PCM, little-endian, as Exotel and Plivo
+// send it.
 func ParseEncoding(s string) (audio.Codec, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "audio/x-mulaw", "pcmu", "mulaw", "ulaw", "g711_ulaw":
-		return audio.CodecPCMU, nil
-	case "audio/x-alaw", "pcma", "alaw", "g711_alaw":
-		return audio.CodecPCMA, nil
-	case "audio/x-l16", "l16", "raw/slin", "slin", "base64", "pcm", "linear16":
-		// 16-bit linear PCM, little-endian, as Exotel and Plivo send it.
+	case "audio/x-l16", "raw/slin", "base64", "pcm":
 		return audio.CodecL16, nil
+	}
+	if c, err := audio.ParseCodec(s); err == nil {
+		return c, nil
 	}
 	return audio.CodecUnknown, fmt.Errorf("unsupported encoding %q (want audio/x-mulaw, audio/x-alaw or 16-bit linear PCM)", s)
 }
