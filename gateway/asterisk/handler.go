@@ -96,9 +96,6 @@ func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *sl
 	return edge.NewSingle(edge.Options{Sessions: m, Tenants: tenants, Logger: log}, func(e *edge.Edge) *edge.Protocol { return NewProtocol(o, e) })
 }
 
-// KeyParameter is the query parameter that may carry the API key.
-const KeyParameter = wsconn.KeyParameter
-
 // accept authenticates a leg — by the password of Basic authentication
 // (websocket_client.conf's username and password), a Bearer or X-API-Key
 // header, or, for a sender that can set no header, the api_key query

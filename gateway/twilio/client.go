@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,10 +100,8 @@ func (c *Client) Dial(ctx context.Context) (*Conn, error) {
 	u := c.URL
 	if env.Name != Twilio.Name {
 		sep := "?"
-		for i := range len(u) {
-			if u[i] == '?' {
-				sep = "&"
-			}
+		if strings.Contains(u, "?") {
+			sep = "&"
 		}
 		u += sep + "envelope=" + env.Name
 	}
