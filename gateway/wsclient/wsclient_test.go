@@ -78,3 +78,65 @@ func TestPacerSeconds(t *testing.T) {
 		t.Fatalf("Wait on a cancelled context = %v; want context.Canceled", err)
 	}
 }
+
+func TestPlayBytes(t *testing.T) {
+	// 2.5 s of 16-bit audio at 8 kHz in 20 ms packets: 320 bytes each,
+	// the last one short.
+	const rate, width = 8000, 2
+	n := rate*width*5/2 + 100
+	var next int
+	var positions []time.Duration
+	sent, err := PlayBytes(context.Background(), false, 20*time.Millisecond, rate, width, n,
+		func(pos time.Duration) { positions = append(positions, pos) },
+		func(i, off, end int) error {
+			if off != next || end <= off || end-off > 320 || i != off/320 {
+				t.Fatalf("packet %d is [%d, %d); want it to start at %d with at most 320 bytes", i, off, end, next)
+			}
+			next = end
+			return nil
+		})
+	if err != nil || next != n {
+		t.Fatalf("PlayBytes = %v after %d of %d bytes", err, next, n)
+	}
+	if len(positions) != (n+319)/320 || positions[len(positions)-1] != time.Duration(n/width)*time.Second/rate {
+		t.Fatalf("%d positions ending at %v; want %d ending at the stream's end", len(positions), positions[len(positions)-1], (n+319)/320)
+	}
+	if len(sent) != 2 {
+		t.Fatalf("%d whole seconds noted after 2.5 s; want 2", len(sent))
+	}
+	// A send error stops the stream and comes back; nothing is noted for
+	// the packet that failed.
+	boom := errors.New("boom")
+	positions = nil
+	_, err = PlayBytes(context.Background(), false, 20*time.Millisecond, rate, width, n,
+		func(pos time.Duration) { positions = append(positions, pos) },
+		func(i, _, _ int) error {
+			if i == 3 {
+				return boom
+			}
+			return nil
+		})
+	if !errors.Is(err, boom) || len(positions) != 3 {
+		t.Fatalf("err %v after %d packets; want boom after 3", err, len(positions))
+	}
+	// In real time a cancelled context ends the stream before any send.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = Play(ctx, true, time.Hour, 10, nil, func(int) (time.Duration, error) {
+		t.Fatal("a packet was sent after the context ended")
+		return 0, nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Play on a cancelled context = %v; want context.Canceled", err)
+	}
+}
+
+func TestCloseOf(t *testing.T) {
+	if code, text, err := CloseOf(&websocket.CloseError{Code: 4420, Text: "too fast"}); code != 4420 || text != "too fast" || err != nil {
+		t.Errorf("CloseOf(close error) = %d %q %v; want 4420 \"too fast\" nil", code, text, err)
+	}
+	other := errors.New("connection reset")
+	if code, _, err := CloseOf(other); code != 0 || err != other {
+		t.Errorf("CloseOf(other) = %d %v; want 0 and the error", code, err)
+	}
+}
