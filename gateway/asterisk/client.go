@@ -12,7 +12,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -167,7 +166,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if rate != rec.Format.SampleRate {
 		return nil, fmt.Errorf("asterisk: the recording is %d Hz; %s is %d Hz", rec.Format.SampleRate, o.Format, rate)
 	}
-	chans, err := stereo.Split(rec, codec)
+	chans, err := wsclient.Tracks(rec, codec, o.Roles, RoleAgent, false)
 	if err != nil {
 		return nil, err
 	}
@@ -197,11 +196,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	n := len(chans[0])
 	res.SecondSent, err = wsclient.PlayBytes(ctx, o.RealTime, o.Packet, rate, codec.BytesPerSample(), n, o.OnPacket, func(_, off, end int) error {
 		for i, l := range legs {
-			ch := 0
-			if o.Roles[i] == RoleAgent && len(chans) > 1 {
-				ch = 1
-			}
-			if err := l.Send(chans[ch][off:end]); err != nil {
+			if err := l.Send(chans[i][off:end]); err != nil {
 				return fmt.Errorf("asterisk: %s leg: %w", o.Roles[i], err)
 			}
 		}

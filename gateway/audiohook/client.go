@@ -528,23 +528,12 @@ func (s *Session) selectedAudio(rec *audio.Recording) ([]byte, error) {
 	if rec.Format.SampleRate != 8000 {
 		return nil, fmt.Errorf("audiohook: the recording is %d Hz; AudioHook carries 8000 Hz", rec.Format.SampleRate)
 	}
-	chans, err := stereo.Split(rec, audio.CodecPCMU)
-	if err != nil {
-		return nil, err
-	}
-	var sel [][]byte
-	for _, name := range s.selected.Channels {
-		i := 0
-		if name == "internal" {
-			i = 1
-		}
-		if i >= len(chans) {
-			return nil, fmt.Errorf("audiohook: the recording has no %s channel", name)
-		}
-		sel = append(sel, chans[i])
-	}
-	if len(sel) == 0 {
+	if len(s.selected.Channels) == 0 {
 		return nil, errors.New("audiohook: the server selected no media")
+	}
+	sel, err := wsclient.Tracks(rec, audio.CodecPCMU, s.selected.Channels, "internal", true)
+	if err != nil {
+		return nil, fmt.Errorf("audiohook: %w", err)
 	}
 	return stereo.Interleave(sel, 1), nil
 }

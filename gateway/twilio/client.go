@@ -13,7 +13,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -203,7 +202,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		conn.Close()
 		return nil, err
 	}
-	chans, err := stereo.Split(rec, codec)
+	chans, err := wsclient.Tracks(rec, codec, o.Tracks, "outbound", false)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -244,12 +243,8 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	n := len(chans[0])
 	res.SecondSent, err = wsclient.PlayBytes(ctx, o.RealTime, o.Packet, rate, codec.BytesPerSample(), n, o.OnPacket, func(i, off, end int) error {
 		ts := uint64(time.Duration(i) * o.Packet / time.Millisecond)
-		for _, tr := range o.Tracks {
-			ch := 0
-			if tr == "outbound" && len(chans) > 1 {
-				ch = 1
-			}
-			p := pkt{tr, uint64(i + 1), ts, chans[ch][off:end]}
+		for k, tr := range o.Tracks {
+			p := pkt{tr, uint64(i + 1), ts, chans[k][off:end]}
 			if o.Reorder && i%2 == 0 {
 				held = append(held, p)
 				continue

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/calmline/calmline/gateway/stereo"
+	"github.com/calmline/calmline/lib/audio"
 )
 
 // RefusedError is a connection the server refused before the upgrade.
@@ -161,6 +164,35 @@ func PlayBytes(ctx context.Context, realTime bool, packet time.Duration, rate, w
 		end := min(off+step, n)
 		return time.Duration(end/width) * time.Second / time.Duration(rate), send(i, off, end)
 	})
+}
+
+// Tracks splits a recording into what each of a stream's tracks sends, in
+// codec: the track named agent sends the recording's second channel, any
+// other its first. A mono recording's one channel serves every track,
+// unless strict, when a track without its channel is an error.
+func Tracks(rec *audio.Recording, codec audio.Codec, tracks []string, agent string, strict bool) ([][]byte, error) {
+	if len(tracks) == 0 {
+		return nil, errors.New("no tracks to send")
+	}
+	chans, err := stereo.Split(rec, codec)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(tracks))
+	for i, name := range tracks {
+		ch := 0
+		if name == agent {
+			ch = 1
+		}
+		if ch >= len(chans) {
+			if strict {
+				return nil, fmt.Errorf("the recording has no %s channel", name)
+			}
+			ch = 0
+		}
+		out[i] = chans[ch]
+	}
+	return out, nil
 }
 
 // Conn is a client's WebSocket: writes with a deadline, the wait for the

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/calmline/calmline/lib/audio"
 )
 
 func TestDialRefusal(t *testing.T) {
@@ -138,5 +140,25 @@ func TestCloseOf(t *testing.T) {
 	other := errors.New("connection reset")
 	if code, _, err := CloseOf(other); code != 0 || err != other {
 		t.Errorf("CloseOf(other) = %d %v; want 0 and the error", code, err)
+	}
+}
+
+func TestTracks(t *testing.T) {
+	// A stereo PCMU recording: the caller's bytes are 'c', the agent's 'a'.
+	stereo := &audio.Recording{Format: audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: 2}, Data: []byte("cacaca")}
+	got, err := Tracks(stereo, audio.CodecPCMU, []string{"outbound", "inbound"}, "outbound", true)
+	if err != nil || len(got) != 2 || string(got[0]) != "aaa" || string(got[1]) != "ccc" {
+		t.Fatalf("Tracks(stereo) = %q %v; want the agent's then the caller's channel", got, err)
+	}
+	mono := &audio.Recording{Format: audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: 1}, Data: []byte("ccc")}
+	got, err = Tracks(mono, audio.CodecPCMU, []string{"caller", "agent"}, "agent", false)
+	if err != nil || len(got) != 2 || string(got[0]) != "ccc" || string(got[1]) != "ccc" {
+		t.Fatalf("Tracks(mono) = %q %v; want the one channel for both tracks", got, err)
+	}
+	if _, err := Tracks(mono, audio.CodecPCMU, []string{"external", "internal"}, "internal", true); err == nil || !strings.Contains(err.Error(), "no internal channel") {
+		t.Fatalf("strict Tracks(mono) with an agent track = %v; want an error naming the missing channel", err)
+	}
+	if _, err := Tracks(stereo, audio.CodecPCMU, nil, "agent", false); err == nil {
+		t.Fatal("Tracks without tracks made a stream")
 	}
 }
