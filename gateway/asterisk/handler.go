@@ -35,7 +35,6 @@ import (
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
-	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
@@ -349,15 +348,9 @@ func (j *joined) startLocked(by *leg) {
 			agentID = l.agentID
 		}
 	}
-	var roles []callv1.ChannelRole
-	j.lanes, roles = edge.Channels(present, RoleAgent)
-	call, err := by.ec.Start(session.Start{
-		CallID:  j.callID,
-		AgentID: agentID,
-		Format:  audio.Format{Codec: j.codec, SampleRate: j.rate, Channels: len(roles)},
-		Roles:   roles,
-		Labels:  labels,
-	})
+	st, lanes := edge.StartOf(j.callID, agentID, j.codec, j.rate, present, RoleAgent, labels)
+	j.lanes = lanes
+	call, err := by.ec.Start(st)
 	if err != nil {
 		j.state = done
 		e := edge.ErrorOf(err)
@@ -369,7 +362,7 @@ func (j *joined) startLocked(by *leg) {
 	}
 	w := j.codec.BytesPerSample()
 	o := j.p.o
-	j.joiner, _ = stereo.New(stereo.Options{Channels: len(roles), Silence: stereo.Silence(j.codec),
+	j.joiner, _ = stereo.New(stereo.Options{Channels: len(lanes), Silence: stereo.Silence(j.codec),
 		MaxLag:    uint64(o.JoinLag * time.Duration(j.rate) / time.Second),
 		MaxHole:   uint64(o.JoinWait*time.Duration(j.rate)/time.Second) + uint64(j.rate),
 		GapDetail: "asterisk: no media on any leg"})

@@ -566,14 +566,8 @@ func (c *conn) open(ec *edge.Conn, m *ClientMessage) error {
 	if p.Language != "" {
 		labels["language"] = p.Language
 	}
-	_, err = ec.Start(session.Start{
-		CallID:  strings.ToLower(p.ConversationID),
-		AgentID: agentID(p.CustomConfig),
-		Format:  audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: len(roles)},
-		Roles:   roles,
-		Labels:  labels,
-	})
-	if err != nil {
+	st, _ := edge.StartOf(strings.ToLower(p.ConversationID), agentID(p.CustomConfig), audio.CodecPCMU, 8000, media.Channels, "internal", labels)
+	if _, err = ec.Start(st); err != nil {
 		info := "Analysis backends unavailable; try again"
 		switch {
 		case errors.Is(err, session.ErrOverQuota):

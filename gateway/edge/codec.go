@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/calmline/calmline/gateway/session"
+	"github.com/calmline/calmline/lib/audio"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
 
@@ -29,6 +30,14 @@ func Channels(names []string, agent string) (map[string]int, []callv1.ChannelRol
 		}
 	}
 	return lanes, roles
+}
+
+// StartOf returns the start of a call whose channels are the named tracks,
+// in frame order (roles as Channels gives them), and each track's channel.
+func StartOf(callID, agentID string, codec audio.Codec, rate int, tracks []string, agent string, labels map[string]string) (session.Start, map[string]int) {
+	lanes, roles := Channels(tracks, agent)
+	return session.Start{CallID: callID, AgentID: agentID, Roles: roles, Labels: labels,
+		Format: audio.Format{Codec: codec, SampleRate: rate, Channels: len(roles)}}, lanes
 }
 
 // Labels returns the call labels among a start's parameters (a

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/calmline/calmline/lib/audio"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 )
 
@@ -39,5 +40,19 @@ func TestLabels(t *testing.T) {
 	}
 	if got := Labels(url.Values{"label.empty": nil}); len(got) != 0 {
 		t.Errorf("a parameter without a value made labels %v", got)
+	}
+}
+
+func TestStartOf(t *testing.T) {
+	labels := map[string]string{"queue": "vip"}
+	st, lanes := StartOf("c1", "a1", audio.CodecL16, 16000, []string{"caller", "agent"}, "agent", labels)
+	want := audio.Format{Codec: audio.CodecL16, SampleRate: 16000, Channels: 2}
+	if st.CallID != "c1" || st.AgentID != "a1" || st.Format != want || !maps.Equal(st.Labels, labels) ||
+		!slices.Equal(st.Roles, []callv1.ChannelRole{callv1.ChannelRole_CHANNEL_ROLE_CALLER, callv1.ChannelRole_CHANNEL_ROLE_AGENT}) ||
+		!maps.Equal(lanes, map[string]int{"caller": 0, "agent": 1}) {
+		t.Fatalf("StartOf = %+v %v", st, lanes)
+	}
+	if st, _ := StartOf("c2", "", audio.CodecPCMU, 8000, []string{"agent"}, "agent", nil); st.Format.Channels != 1 || st.Roles[0] != callv1.ChannelRole_CHANNEL_ROLE_AGENT {
+		t.Fatalf("an agent-only call starts as %+v; want one agent channel", st)
 	}
 }

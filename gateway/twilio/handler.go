@@ -37,9 +37,7 @@ import (
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
-	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
-	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
@@ -339,11 +337,16 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	s := c.startMsg
 	c.holding = false
-	var roles []callv1.ChannelRole
-	c.lanes, roles = edge.Channels(tracks, "outbound")
+	// The call's labels: the start's custom parameters named label.KEY
+	// (queue, skill, agent group ...), then the stream's own, which a
+	// parameter cannot override. Other parameters (the API key, the agent
+	// id, whatever else the integration passes) are not labels.
+	labels := edge.Labels(s.Parameters)
+	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
+	st, lanes := edge.StartOf(s.CallID, s.Parameters[AgentParameter], s.Codec, s.SampleRate, tracks, "outbound", labels)
 	o := c.p.o
 	j, err := stereo.New(stereo.Options{
-		Channels:  len(roles),
+		Channels:  len(lanes),
 		Silence:   stereo.Silence(s.Codec),
 		MaxLag:    uint64(o.JoinLag * time.Duration(c.rate) / time.Second),
 		MaxHole:   uint64(o.MaxHole * time.Duration(c.rate) / time.Second),
@@ -353,20 +356,7 @@ func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	if err != nil {
 		return edge.Errorf(edge.CloseUnsupportedMedia, "start: %s", err)
 	}
-	c.joiner = j
-	// The call's labels: the start's custom parameters named label.KEY
-	// (queue, skill, agent group ...), then the stream's own, which a
-	// parameter cannot override. Other parameters (the API key, the agent
-	// id, whatever else the integration passes) are not labels.
-	labels := edge.Labels(s.Parameters)
-	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
-	st := session.Start{
-		CallID:  s.CallID,
-		AgentID: s.Parameters[AgentParameter],
-		Format:  audio.Format{Codec: s.Codec, SampleRate: s.SampleRate, Channels: len(roles)},
-		Roles:   roles,
-		Labels:  labels,
-	}
+	c.joiner, c.lanes = j, lanes
 	if !c.heldFrom.IsZero() {
 		st.AudioAge = time.Since(c.heldFrom)
 	}
