@@ -159,6 +159,9 @@ func Play(ctx context.Context, realTime bool, packet time.Duration, packets int,
 // [off, end) of each channel as packet i.
 func PlayBytes(ctx context.Context, realTime bool, packet time.Duration, rate, width, n int, onPacket func(time.Duration), send func(i, off, end int) error) ([]time.Time, error) {
 	step := int(packet*time.Duration(rate)/time.Second) * width
+	if step <= 0 {
+		return nil, fmt.Errorf("a packet of %s holds no whole sample at %d Hz", packet, rate)
+	}
 	return Play(ctx, realTime, packet, (n+step-1)/step, onPacket, func(i int) (time.Duration, error) {
 		off := i * step
 		end := min(off+step, n)

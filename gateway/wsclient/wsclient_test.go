@@ -121,6 +121,10 @@ func TestPlayBytes(t *testing.T) {
 	if !errors.Is(err, boom) || len(positions) != 3 {
 		t.Fatalf("err %v after %d packets; want boom after 3", err, len(positions))
 	}
+	// A packet shorter than a sample is refused, not looped on.
+	if _, err := PlayBytes(context.Background(), false, 100*time.Microsecond, rate, width, n, nil, func(int, int, int) error { return nil }); err == nil {
+		t.Fatal("a 100 µs packet at 8 kHz was played")
+	}
 	// In real time a cancelled context ends the stream before any send.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
