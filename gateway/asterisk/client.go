@@ -102,10 +102,7 @@ func (l *Leg) Send(frame []byte) error { return l.Write(websocket.BinaryMessage,
 // server's close.
 func (l *Leg) Hangup(timeout time.Duration) error {
 	wsclient.SendClose(l.WS, time.Second)
-	code, _, err := l.WaitClose(timeout)
-	if err == nil && code != websocket.CloseNormalClosure {
-		err = fmt.Errorf("asterisk: leg closed with %d", code)
-	}
+	_, _, err := l.WaitNormalClose("asterisk: leg", timeout)
 	return err
 }
 

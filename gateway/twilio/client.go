@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -282,10 +281,6 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if err != nil {
 		return fail(err)
 	}
-	code, text, err := conn.WaitClose(o.CloseTimeout)
-	res.CloseCode, res.CloseText = code, text
-	if err == nil && code != websocket.CloseNormalClosure {
-		err = fmt.Errorf("twilio: stream closed with %d %s", code, text)
-	}
+	res.CloseCode, res.CloseText, err = conn.WaitNormalClose("twilio: stream", o.CloseTimeout)
 	return res, err
 }

@@ -215,3 +215,13 @@ func (c Conn) Kill() { c.WS.NetConn().Close() }
 // WaitClose reads until the server closes the connection and returns its
 // close frame (see WaitClose).
 func (c Conn) WaitClose(timeout time.Duration) (int, string, error) { return WaitClose(c.WS, timeout) }
+
+// WaitNormalClose is WaitClose for a stream that ended well: a close
+// frame other than 1000 is an error, "what closed with CODE TEXT".
+func (c Conn) WaitNormalClose(what string, timeout time.Duration) (int, string, error) {
+	code, text, err := c.WaitClose(timeout)
+	if err == nil && code != websocket.CloseNormalClosure {
+		err = fmt.Errorf("%s closed with %d %s", what, code, text)
+	}
+	return code, text, err
+}

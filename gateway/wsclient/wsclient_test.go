@@ -60,6 +60,35 @@ func TestDialAndWaitClose(t *testing.T) {
 	}
 }
 
+func TestWaitNormalClose(t *testing.T) {
+	up := websocket.Upgrader{}
+	var code int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, "bye"), time.Now().Add(time.Second))
+		ws.ReadMessage()
+	}))
+	defer srv.Close()
+	for _, c := range []struct {
+		code    int
+		wantErr string
+	}{{websocket.CloseNormalClosure, ""}, {4420, "twilio: stream closed with 4420 bye"}} {
+		code = c.code
+		ws, err := Dial(context.Background(), nil, "twilio", "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, text, err := Conn{WS: ws}.WaitNormalClose("twilio: stream", 5*time.Second)
+		if got != c.code || text != "bye" || (c.wantErr == "") != (err == nil) || err != nil && err.Error() != c.wantErr {
+			t.Errorf("close %d: WaitNormalClose = %d %q %v; want the close and error %q", c.code, got, text, err, c.wantErr)
+		}
+	}
+}
+
 func TestPacerSeconds(t *testing.T) {
 	p := NewPacer(false, 20*time.Millisecond)
 	defer p.Stop()
