@@ -64,13 +64,15 @@ type Inputs struct {
 	OneMachine     Input `json:"one_machine_calls"`
 	AlertsPerInst  Input `json:"escalation_alerts_per_second_per_instance"`
 	// BackendsCPU is realtime, fullcall and escalation in one process
-	// beside a gateway in another; FullcallCPU is fullcall's live path
-	// taking realtime's per-second analyses (analyse-once).
-	BackendsCPU Input `json:"backends_cpu_core_per_call"`
-	FullcallCPU Input `json:"fullcall_cpu_core_per_call"`
+	// beside a gateway in another; FullcallShare is fullcall's share of
+	// it with each service in its own process, taking realtime's
+	// per-second analyses (analyse-once).
+	BackendsCPU   Input `json:"backends_cpu_core_per_call"`
+	FullcallShare Input `json:"fullcall_share_of_backends_cpu"`
 	// Per call, derived from the measured figures (TestDerivedInputs
 	// checks the arithmetic).
 	RealtimeCPU Input `json:"realtime_cpu_core_per_call"`
+	FullcallCPU Input `json:"fullcall_cpu_core_per_call"`
 	RealtimeRSS Input `json:"realtime_rss_kib_per_call"`
 	FullcallRSS Input `json:"fullcall_rss_kib_per_call"`
 	// What a fullcall call costs while fullcall analyses all of its audio
@@ -119,6 +121,9 @@ func Parse(data []byte) (*Inputs, error) {
 			errs = append(errs, fmt.Errorf("capacity inputs: %s: %w", key, err))
 		}
 	})
+	if v := in.FullcallShare.Value; v >= 1 {
+		errs = append(errs, fmt.Errorf("capacity inputs: fullcall_share_of_backends_cpu: %v must be under 1 (realtime's share is the rest)", v))
+	}
 	return &in, errors.Join(errs...)
 }
 

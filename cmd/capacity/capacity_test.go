@@ -44,8 +44,9 @@ func TestDerivedInputs(t *testing.T) {
 		key       string
 		got, want float64
 	}{
-		// realtime = the backends' process minus fullcall's live path.
-		{"realtime_cpu_core_per_call", in.RealtimeCPU.Value, in.BackendsCPU.Value - in.FullcallCPU.Value},
+		// The backends' process split by fullcall's measured share.
+		{"fullcall_cpu_core_per_call", in.FullcallCPU.Value, in.BackendsCPU.Value * in.FullcallShare.Value},
+		{"realtime_cpu_core_per_call", in.RealtimeCPU.Value, in.BackendsCPU.Value * (1 - in.FullcallShare.Value)},
 		// fullcall analysing everything = its live path + both channels.
 		{"fullcall_alone_cpu_core_per_call", in.FullcallAloneCPU.Value, in.FullcallCPU.Value + 2/in.VoiceSpeed.Value},
 		{"fullcall_alone_rss_kib_per_call", in.FullcallAloneRSS.Value, 2 * in.FullcallLive.Value},
@@ -102,6 +103,8 @@ func TestParseRefuses(t *testing.T) {
 			m["tcp_mss_bytes"]["source"].(map[string]any)["kind"] = "guess"
 		}, `source kind "guess"`},
 		{"zero", func(m map[string]map[string]any) { m["call_seconds"]["value"] = 0 }, "call_seconds: value 0 must be positive"},
+		{"a share over 1", func(m map[string]map[string]any) { m["fullcall_share_of_backends_cpu"]["value"] = 1.2 },
+			"fullcall_share_of_backends_cpu: 1.2 must be under 1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var m map[string]map[string]any
