@@ -17,15 +17,16 @@ DIR=$(mktemp -d /tmp/calmline-split.XXXXXX)
 key=$(new_key)
 write_tenants "$DIR/tenants.yaml" "$key"
 common=(--data-dir "$DIR/data" --tenants "$DIR/tenants.yaml" --log-level warn)
+pids=()
+trap 'for p in "${pids[@]}"; do stop_pid "$p"; done' EXIT
 start_serve esc 1 --services=escalation "${common[@]}" --escalation-addr 127.0.0.1:0
-esc=$SERVE_PID
+esc=$SERVE_PID; pids+=("$SERVE_PID")
 start_serve rt 1 --services=realtime --escalation "$ADDR_escalation" "${common[@]}" --realtime-addr 127.0.0.1:0
-rt=$SERVE_PID
+rt=$SERVE_PID; pids+=("$SERVE_PID")
 start_serve fc 1 --services=fullcall --escalation "$ADDR_escalation" "${common[@]}" --fullcall-addr 127.0.0.1:0
-fc=$SERVE_PID
+fc=$SERVE_PID; pids+=("$SERVE_PID")
 start_serve gw 1 --services=gateway --realtime "$ADDR_realtime" --fullcall "$ADDR_fullcall" "${common[@]}" --gateway-addr 127.0.0.1:0
-gw=$SERVE_PID
-trap 'for p in $gw $fc $rt $esc; do stop_pid $p; done' EXIT
+gw=$SERVE_PID; pids+=("$SERVE_PID")
 sleep 2
 declare -A r0 c0 r1 c1
 for p in esc rt fc gw; do r0[$p]=$(rss_kib "${!p}"); done
