@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/lib/audio"
 
 	"github.com/calmline/calmline/gateway/twilio"
@@ -75,8 +76,8 @@ func TestKeysInTheQueryAreCheckedBeforeTheUpgradeAndNeverLogged(t *testing.T) {
 	ws, _, _ := f.dialWS(t, "/ws/twilio", nil)
 	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"CAbad","customParameters":{"api_key":"`+wrongInStart+`"}},"streamSid":"s"}`))
 	ws.SetReadDeadline(deadline())
-	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, twilio.CloseUnauthenticated) {
-		t.Errorf("a wrong key in the start: %v; want close %d", err, twilio.CloseUnauthenticated)
+	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, edge.CloseUnauthenticated) {
+		t.Errorf("a wrong key in the start: %v; want close %d", err, edge.CloseUnauthenticated)
 	}
 	f.s.Shutdown(ctx)
 	out := logs.String()

@@ -16,6 +16,7 @@
 #
 # usage: scripts/bench-load.sh [N...]        (default: 250 500 750 1000 1250)
 # env:   DURATION=2m RAMP=100 P99_MAX_MS=250 HANGUP_MAX_MS=2000
+#        SERVE_FLAGS="--fullcall-batch 1s" (more flags for the stack's calmline serve)
 #        WAV=cmd/calmline/testdata/call_emodb_9s.wav SOURCES=127.0.0.2-127.0.0.9
 #        OUT=bench-out/load-DATE  KEEP_GOING=0 (stop at the first failing level)
 #        CPU_PROFILE=1 (write the stack's CPU profile to OUT/N/serve.cpu.pprof)
@@ -61,7 +62,8 @@ for N in "${LEVELS[@]}"; do
 		offer=$(awk -v n="$N" -v f="$OVERLOAD" 'BEGIN { printf "%d", n * f + 0.5 }')
 		prof+=(--max-calls "$N")
 	fi
-	start_serve stack 4 "${prof[@]}" --data-dir "$DIR/data" --tenants "$DIR/tenants.yaml" --log-level warn \
+	# shellcheck disable=SC2086
+	start_serve stack 4 "${prof[@]}" ${SERVE_FLAGS:-} --data-dir "$DIR/data" --tenants "$DIR/tenants.yaml" --log-level warn \
 		--gateway-addr 127.0.0.1:0 --realtime-addr 127.0.0.1:0 --fullcall-addr 127.0.0.1:0 --escalation-addr 127.0.0.1:0
 	pid=$SERVE_PID
 	sleep 2

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/calmline/calmline/gateway/asterisk"
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/lib/audio"
 )
 
@@ -70,8 +71,8 @@ func asteriskFormat(f audio.Format) (string, error) {
 // asteriskRefusals are the close codes with which the gateway refuses a
 // leg after its MEDIA_START (the call could not start).
 var asteriskRefusals = map[int]bool{
-	asterisk.CloseOverQuota:      true,
-	asterisk.CloseCallLive:       true,
+	edge.CloseOverQuota:          true,
+	edge.CloseCallLive:           true,
 	websocket.CloseTryAgainLater: true,
 }
 

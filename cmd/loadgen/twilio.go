@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/twilio"
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -63,10 +64,10 @@ func twilioTracks(roles []string) ([]string, error) {
 // twilioRefusals are the close codes with which the gateway refuses a
 // stream at its start.
 var twilioRefusals = map[int]bool{
-	twilio.CloseUnauthenticated:  true,
-	twilio.CloseForbidden:        true,
-	twilio.CloseOverQuota:        true,
-	twilio.CloseCallLive:         true,
+	edge.CloseUnauthenticated:    true,
+	edge.CloseForbidden:          true,
+	edge.CloseOverQuota:          true,
+	edge.CloseCallLive:           true,
 	websocket.CloseTryAgainLater: true,
 }
 
@@ -168,7 +169,7 @@ func (c *twilioConn) Audio(frame []byte) error {
 		m = base64.StdEncoding.AppendEncode(m, c.buf[t][:per])
 		m = append(m, `"}}`...)
 		c.msg = m
-		if err := c.conn.WriteRaw(websocket.TextMessage, m); err != nil {
+		if err := c.conn.Write(websocket.TextMessage, m); err != nil {
 			return err
 		}
 	}
@@ -183,7 +184,7 @@ func (c *twilioConn) Stop() error {
 	if err != nil {
 		return err
 	}
-	return c.conn.WriteRaw(websocket.TextMessage, b)
+	return c.conn.Write(websocket.TextMessage, b)
 }
 
 func (c *twilioConn) Close() error {

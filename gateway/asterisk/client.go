@@ -1,6 +1,7 @@
 package asterisk
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -32,9 +32,10 @@ type Client struct {
 	Dialer *websocket.Dialer
 }
 
-// Leg is one leg's WebSocket.
+// Leg is one leg's WebSocket (Kill drops it without a close frame,
+// WaitClose returns the server's close frame).
 type Leg struct {
-	ws   *websocket.Conn
+	wsclient.Conn
 	role string
 }
 
@@ -75,7 +76,7 @@ func (c *Client) DialLeg(ctx context.Context, callID, role string, legs int, age
 		ws.Close()
 		return nil, fmt.Errorf("asterisk: the server did not select the %q subprotocol", Subprotocol)
 	}
-	return &Leg{ws: ws, role: role}, nil
+	return &Leg{Conn: wsclient.Conn{WS: ws}, role: role}, nil
 }
 
 // MediaStart sends MEDIA_START for the format (ulaw, alaw, slin, slin16).
@@ -92,25 +93,16 @@ func (l *Leg) MediaStart(jsonForm bool, channelID, format string) error {
 }
 
 // Text writes a text frame.
-func (l *Leg) Text(s string) error {
-	l.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return l.ws.WriteMessage(websocket.TextMessage, []byte(s))
-}
+func (l *Leg) Text(s string) error { return l.Write(websocket.TextMessage, []byte(s)) }
 
 // Send writes a binary media frame.
-func (l *Leg) Send(frame []byte) error {
-	l.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return l.ws.WriteMessage(websocket.BinaryMessage, frame)
-}
+func (l *Leg) Send(frame []byte) error { return l.Write(websocket.BinaryMessage, frame) }
 
 // Hangup closes the leg as Asterisk does at hang-up and waits for the
 // server's close.
 func (l *Leg) Hangup(timeout time.Duration) error {
-	wsclient.SendClose(l.ws, time.Second)
-	code, _, err := l.WaitClose(timeout)
-	if err == nil && code != websocket.CloseNormalClosure {
-		err = fmt.Errorf("asterisk: leg closed with %d", code)
-	}
+	wsclient.SendClose(l.WS, time.Second)
+	_, _, err := l.WaitNormalClose("asterisk: leg", timeout)
 	return err
 }
 
@@ -118,16 +110,7 @@ func (l *Leg) Hangup(timeout time.Duration) error {
 // waiting for the server's: a load generator's legs end on their readers
 // (WaitClose).
 func (l *Leg) SendClose() error {
-	return wsclient.SendClose(l.ws, 10*time.Second)
-}
-
-// Kill drops the connection without a close frame.
-func (l *Leg) Kill() { l.ws.NetConn().Close() }
-
-// WaitClose reads until the server closes the leg and returns its close
-// frame.
-func (l *Leg) WaitClose(timeout time.Duration) (int, string, error) {
-	return wsclient.WaitClose(l.ws, timeout)
+	return wsclient.SendClose(l.WS, 10*time.Second)
 }
 
 // StreamOptions tunes Stream.
@@ -166,9 +149,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			o.Roles = []string{RoleCaller, RoleAgent}
 		}
 	}
-	if o.Format == "" {
-		o.Format = "ulaw"
-	}
+	o.Format = cmp.Or(o.Format, "ulaw")
 	if o.Packet <= 0 {
 		o.Packet = 20 * time.Millisecond
 	}
@@ -182,7 +163,7 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if rate != rec.Format.SampleRate {
 		return nil, fmt.Errorf("asterisk: the recording is %d Hz; %s is %d Hz", rec.Format.SampleRate, o.Format, rate)
 	}
-	chans, err := stereo.Split(rec, codec)
+	chans, err := wsclient.Tracks(rec, codec, o.Roles, RoleAgent, false)
 	if err != nil {
 		return nil, err
 	}
@@ -209,31 +190,18 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		}
 	}
 	res := &Result{}
-	step := int(o.Packet*time.Duration(rate)/time.Second) * codec.BytesPerSample()
-	pace := wsclient.NewPacer(o.RealTime, o.Packet)
-	defer pace.Stop()
 	n := len(chans[0])
-	for off := 0; off < n; off += step {
-		if err := pace.Wait(ctx); err != nil {
-			kill()
-			return res, err
-		}
+	res.SecondSent, err = wsclient.PlayBytes(ctx, o.RealTime, o.Packet, rate, codec.BytesPerSample(), n, o.OnPacket, func(_, off, end int) error {
 		for i, l := range legs {
-			ch := 0
-			if o.Roles[i] == RoleAgent && len(chans) > 1 {
-				ch = 1
-			}
-			if err := l.Send(chans[ch][off:min(off+step, n)]); err != nil {
-				kill()
-				return res, fmt.Errorf("asterisk: %s leg: %w", o.Roles[i], err)
+			if err := l.Send(chans[i][off:end]); err != nil {
+				return fmt.Errorf("asterisk: %s leg: %w", o.Roles[i], err)
 			}
 		}
-		pos := time.Duration(min(off+step, n)/codec.BytesPerSample()) * time.Second / time.Duration(rate)
-		pace.Sent(pos)
-		res.SecondSent = pace.SecondSent
-		if o.OnPacket != nil {
-			o.OnPacket(pos)
-		}
+		return nil
+	})
+	if err != nil {
+		kill()
+		return res, err
 	}
 	var errs []error
 	for _, l := range legs {

@@ -96,20 +96,20 @@ func ParseEvent(data []byte) (*Event, error) {
 }
 
 // MediaFormat returns the format MEDIA_START announces: ulaw, alaw, slin
-// (16-bit, 8 kHz) or slin16 (16 kHz).
+// (16-bit, 8 kHz) or slin16 (16 kHz) — at 8 kHz, lib/audio's codec names
+// and aliases.
 func (e *Event) MediaFormat() (audio.Codec, int, error) {
 	name := e.Fields["format"]
 	switch strings.ToLower(name) {
-	case "ulaw", "mulaw", "pcmu":
-		return audio.CodecPCMU, 8000, nil
-	case "alaw", "pcma":
-		return audio.CodecPCMA, 8000, nil
-	case "slin", "slin8":
+	case "slin8":
 		return audio.CodecL16, 8000, nil
 	case "slin16":
 		return audio.CodecL16, 16000, nil
 	case "":
 		return audio.CodecUnknown, 0, fmt.Errorf("MEDIA_START names no format")
+	}
+	if c, err := audio.ParseCodec(name); err == nil {
+		return c, 8000, nil
 	}
 	return audio.CodecUnknown, 0, fmt.Errorf("unsupported format %q (want ulaw, alaw, slin or slin16)", name)
 }

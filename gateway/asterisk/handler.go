@@ -14,6 +14,7 @@
 package asterisk
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,6 @@ import (
 	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/field"
 	"github.com/calmline/calmline/lib/tenant"
-	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
 
@@ -43,18 +43,6 @@ const Protocol = "asterisk"
 
 // Subprotocol is the WebSocket subprotocol chan_websocket asks for.
 const Subprotocol = "media"
-
-// Close codes (gateway/edge declares them for every protocol), besides
-// 1000, 1001 (drain), 1009, 1011 and 1013.
-const (
-	CloseBadMessage       = edge.CloseBadMessage       // malformed or unknown control message, bad frame size
-	CloseIdle             = edge.CloseIdle             // no MEDIA_START, or no media, for the idle timeout
-	CloseOutOfOrder       = edge.CloseOutOfOrder       // media before MEDIA_START, MEDIA_START twice
-	CloseCallLive         = edge.CloseCallLive         // the call already has this role, or started without this leg
-	CloseUnsupportedMedia = edge.CloseUnsupportedMedia // unsupported format, or legs in different formats
-	CloseTooFast          = edge.CloseTooFast          // media faster than real time, past the gateway's pacing policy
-	CloseOverQuota        = edge.CloseOverQuota        // the tenant is at its concurrent-call limit
-)
 
 // Roles a leg may have (role= in the URL).
 const (
@@ -70,7 +58,7 @@ type Options struct {
 	// Audio is held meanwhile.
 	JoinWait time.Duration
 	// IdleTimeout closes a leg that sends no MEDIA_START, or no media,
-	// for this long (default 30 s).
+	// for this long (default 30 s: edge.Timeout's).
 	IdleTimeout time.Duration
 	// JoinLag is how far one leg may lag the other before its missing
 	// audio counts as silence (default 200 ms).
@@ -88,15 +76,8 @@ type protocol struct {
 
 // NewProtocol returns the protocol for an edge's handler.
 func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
-	if o.JoinWait == 0 {
-		o.JoinWait = 2 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
-	}
-	if o.JoinLag == 0 {
-		o.JoinLag = 200 * time.Millisecond
-	}
+	o.JoinWait = cmp.Or(o.JoinWait, 2*time.Second)
+	o.JoinLag = cmp.Or(o.JoinLag, 200*time.Millisecond)
 	p := &protocol{o: o, e: e, calls: map[string]*joined{}}
 	return &edge.Protocol{
 		Name:         Protocol,
@@ -113,9 +94,6 @@ func NewProtocol(o Options, e *edge.Edge) *edge.Protocol {
 func NewHandler(o Options, m *session.Manager, tenants *tenant.Registry, log *slog.Logger) *edge.Single {
 	return edge.NewSingle(edge.Options{Sessions: m, Tenants: tenants, Logger: log}, func(e *edge.Edge) *edge.Protocol { return NewProtocol(o, e) })
 }
-
-// KeyParameter is the query parameter that may carry the API key.
-const KeyParameter = wsconn.KeyParameter
 
 // accept authenticates a leg — by the password of Basic authentication
 // (websocket_client.conf's username and password), a Bearer or X-API-Key
@@ -151,12 +129,7 @@ func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	}
 	// Call labels (queue, skill, agent group ...) come as
 	// label.KEY=VALUE query parameters, checked before the upgrade.
-	labels := map[string]string{}
-	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok && len(vs) > 0 {
-			labels[name] = vs[0]
-		}
-	}
+	labels := edge.Labels(q)
 	var problem error
 	if err := field.ID("call_id", callID); err != nil {
 		problem = err
@@ -183,8 +156,10 @@ func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	return &edge.Accepted{Tenant: t, Codec: l, NoAdmit: second, Log: []any{"call_id", callID, "role", role}}, nil
 }
 
-// leg is the codec of one WebSocket from Asterisk.
+// leg is the codec of one WebSocket from Asterisk, which reads text as
+// commands: a close frame says it all.
 type leg struct {
+	edge.CloseFrame
 	p      *protocol
 	tenant *tenant.Tenant
 	key    string
@@ -209,10 +184,6 @@ type leg struct {
 	channel string
 }
 
-// Close implements edge.Codec: Asterisk reads text as commands, so a
-// close frame says it all.
-func (l *leg) Close(ec *edge.Conn, code int, reason string) { ec.Close(code, reason) }
-
 // Finish implements edge.Finisher: the leg's end is its call's, once the
 // other leg's (if any) has ended too.
 func (l *leg) Finish(ec *edge.Conn, _ session.EndReason) {
@@ -232,20 +203,20 @@ func (l *leg) Frame(ec *edge.Conn, typ int, data []byte) error {
 		return l.control(ec, data)
 	}
 	if l.j == nil {
-		return edge.Errorf(CloseOutOfOrder, "media before MEDIA_START")
+		return edge.Errorf(edge.CloseOutOfOrder, "media before MEDIA_START")
 	}
 	if len(data)%l.width != 0 {
-		return edge.Errorf(CloseBadMessage, "frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width)
+		return edge.Errorf(edge.CloseBadMessage, "frame of %d bytes is not a whole number of %d-byte samples", len(data), l.width)
 	}
 	ec.Touch()
 	pause, err := l.j.audio(l, data)
 	if err != nil {
 		if errors.Is(err, session.ErrTooFast) {
 			// The call is refused, not the leg: every leg closes.
-			l.j.failAll(CloseTooFast, err.Error())
+			l.j.failAll(edge.CloseTooFast, err.Error())
 			return nil
 		}
-		return edge.Errorf(CloseBadMessage, "%s", err)
+		return edge.Errorf(edge.CloseBadMessage, "%s", err)
 	}
 	if pause > 0 {
 		ec.WS().PauseRead(pause)
@@ -256,16 +227,16 @@ func (l *leg) Frame(ec *edge.Conn, typ int, data []byte) error {
 func (l *leg) control(ec *edge.Conn, data []byte) error {
 	e, err := ParseEvent(data)
 	if err != nil {
-		return edge.Errorf(CloseBadMessage, "%s", err)
+		return edge.Errorf(edge.CloseBadMessage, "%s", err)
 	}
 	switch e.Name {
 	case "MEDIA_START":
 		if l.j != nil {
-			return edge.Errorf(CloseOutOfOrder, "MEDIA_START sent twice")
+			return edge.Errorf(edge.CloseOutOfOrder, "MEDIA_START sent twice")
 		}
 		codec, rate, err := e.MediaFormat()
 		if err != nil {
-			return edge.Errorf(CloseUnsupportedMedia, "MEDIA_START: %s", err)
+			return edge.Errorf(edge.CloseUnsupportedMedia, "MEDIA_START: %s", err)
 		}
 		l.width = codec.BytesPerSample()
 		l.channel = e.Fields["channel_id"]
@@ -330,13 +301,13 @@ func (p *protocol) attach(l *leg, codec audio.Codec, rate int) error {
 	defer j.mu.Unlock()
 	switch {
 	case j.state == done:
-		return edge.Errorf(CloseCallLive, "call %q has ended", l.callID)
+		return edge.Errorf(edge.CloseCallLive, "call %q has ended", l.callID)
 	case j.legs[l.role] != nil:
-		return edge.Errorf(CloseCallLive, "call %q already has a %s leg", l.callID, l.role)
+		return edge.Errorf(edge.CloseCallLive, "call %q already has a %s leg", l.callID, l.role)
 	case j.state == live:
-		return edge.Errorf(CloseCallLive, "call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, p.o.JoinWait)
+		return edge.Errorf(edge.CloseCallLive, "call %q started without its %s leg (it came more than %s after the first)", l.callID, l.role, p.o.JoinWait)
 	case codec != j.codec || rate != j.rate:
-		return edge.Errorf(CloseUnsupportedMedia, "the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "the %s leg is %v at %d Hz; the call's first leg is %v at %d Hz", l.role, codec, rate, j.codec, j.rate)
 	}
 	l.j = j
 	l.offset = uint64(time.Since(j.t0) * time.Duration(rate) / time.Second)
@@ -356,8 +327,7 @@ func (p *protocol) attach(l *leg, codec audio.Codec, rate int) error {
 // startLocked starts the call with the legs present, on the connection of
 // the leg by (whose reader runs this); the other legs attach to it.
 func (j *joined) startLocked(by *leg) {
-	var roles []callv1.ChannelRole
-	j.lanes = map[string]int{}
+	var present []string
 	labels := map[string]string{}
 	agentID := ""
 	for _, role := range []string{RoleCaller, RoleAgent} {
@@ -365,12 +335,7 @@ func (j *joined) startLocked(by *leg) {
 		if l == nil || l.ended && len(l.pending) == 0 && len(j.legs) > 1 {
 			continue
 		}
-		j.lanes[role] = len(roles)
-		r := callv1.ChannelRole_CHANNEL_ROLE_CALLER
-		if role == RoleAgent {
-			r = callv1.ChannelRole_CHANNEL_ROLE_AGENT
-		}
-		roles = append(roles, r)
+		present = append(present, role)
 		for k, v := range l.labels {
 			if _, set := labels[k]; !set { // the caller leg's label wins
 				labels[k] = v
@@ -383,13 +348,9 @@ func (j *joined) startLocked(by *leg) {
 			agentID = l.agentID
 		}
 	}
-	call, err := by.ec.Start(session.Start{
-		CallID:  j.callID,
-		AgentID: agentID,
-		Format:  audio.Format{Codec: j.codec, SampleRate: j.rate, Channels: len(roles)},
-		Roles:   roles,
-		Labels:  labels,
-	})
+	st, lanes := edge.StartOf(j.callID, agentID, j.codec, j.rate, present, RoleAgent, labels)
+	j.lanes = lanes
+	call, err := by.ec.Start(st)
 	if err != nil {
 		j.state = done
 		e := edge.ErrorOf(err)
@@ -401,7 +362,7 @@ func (j *joined) startLocked(by *leg) {
 	}
 	w := j.codec.BytesPerSample()
 	o := j.p.o
-	j.joiner, _ = stereo.New(stereo.Options{Channels: len(roles), Silence: stereo.Silence(j.codec),
+	j.joiner, _ = stereo.New(stereo.Options{Channels: len(lanes), Silence: stereo.Silence(j.codec),
 		MaxLag:    uint64(o.JoinLag * time.Duration(j.rate) / time.Second),
 		MaxHole:   uint64(o.JoinWait*time.Duration(j.rate)/time.Second) + uint64(j.rate),
 		GapDetail: "asterisk: no media on any leg"})

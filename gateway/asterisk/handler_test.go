@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -231,8 +232,8 @@ func TestALegAloneIsAMonoCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	late.MediaStart(false, "2.2", "ulaw")
-	if code, text, _ := late.WaitClose(5 * time.Second); code != CloseCallLive || !strings.Contains(text, "started without its caller leg") {
-		t.Errorf("late leg: %d %q; want %d", code, text, CloseCallLive)
+	if code, text, _ := late.WaitClose(5 * time.Second); code != edge.CloseCallLive || !strings.Contains(text, "started without its caller leg") {
+		t.Errorf("late leg: %d %q; want %d", code, text, edge.CloseCallLive)
 	}
 	agent.Hangup(5 * time.Second)
 	f.ended(t)
@@ -356,15 +357,15 @@ func TestBadInputClosesTheLeg(t *testing.T) {
 		code   int
 		reason string
 	}{
-		{"media before MEDIA_START", []step{B(160)}, CloseOutOfOrder, "media before MEDIA_START"},
-		{"MEDIA_START twice", []step{T(ms), T(ms)}, CloseOutOfOrder, "MEDIA_START sent twice"},
-		{"malformed JSON", []step{T(`{"event":"MEDIA_START",`)}, CloseBadMessage, "malformed JSON"},
-		{"unknown event", []step{T(ms), T("HELLO world:1")}, CloseBadMessage, `unknown event "HELLO"`},
-		{"not an event", []step{T("hello")}, CloseBadMessage, `"hello" is not an event name`},
-		{"bad plain-text field", []step{T("MEDIA_START format")}, CloseBadMessage, `field "format" is not key:value`},
-		{"unsupported format", []step{T(strings.Replace(ms, "ulaw", "opus", 1))}, CloseUnsupportedMedia, `unsupported format "opus"`},
-		{"no format", []step{T("MEDIA_START connection_id:c")}, CloseUnsupportedMedia, "names no format"},
-		{"odd 16-bit frame", []step{T(strings.Replace(ms, "ulaw", "slin", 1)), B(321)}, CloseBadMessage, "321 bytes is not a whole number of 2-byte samples"},
+		{"media before MEDIA_START", []step{B(160)}, edge.CloseOutOfOrder, "media before MEDIA_START"},
+		{"MEDIA_START twice", []step{T(ms), T(ms)}, edge.CloseOutOfOrder, "MEDIA_START sent twice"},
+		{"malformed JSON", []step{T(`{"event":"MEDIA_START",`)}, edge.CloseBadMessage, "malformed JSON"},
+		{"unknown event", []step{T(ms), T("HELLO world:1")}, edge.CloseBadMessage, `unknown event "HELLO"`},
+		{"not an event", []step{T("hello")}, edge.CloseBadMessage, `"hello" is not an event name`},
+		{"bad plain-text field", []step{T("MEDIA_START format")}, edge.CloseBadMessage, `field "format" is not key:value`},
+		{"unsupported format", []step{T(strings.Replace(ms, "ulaw", "opus", 1))}, edge.CloseUnsupportedMedia, `unsupported format "opus"`},
+		{"no format", []step{T("MEDIA_START connection_id:c")}, edge.CloseUnsupportedMedia, "names no format"},
+		{"odd 16-bit frame", []step{T(strings.Replace(ms, "ulaw", "slin", 1)), B(321)}, edge.CloseBadMessage, "321 bytes is not a whole number of 2-byte samples"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			counted := fmt.Sprintf("close_%d", c.code)
@@ -407,8 +408,8 @@ func TestBadInputClosesTheLeg(t *testing.T) {
 			closed <- fmt.Sprint(code, " ", text)
 		}()
 	}
-	if got := <-closed; !strings.HasPrefix(got, fmt.Sprint(CloseCallLive)) || !strings.Contains(got, "already has a caller leg") {
-		t.Errorf("second caller leg: %s; want %d", got, CloseCallLive)
+	if got := <-closed; !strings.HasPrefix(got, fmt.Sprint(edge.CloseCallLive)) || !strings.Contains(got, "already has a caller leg") {
+		t.Errorf("second caller leg: %s; want %d", got, edge.CloseCallLive)
 	}
 	// A leg in another format than the call's first.
 	b, err := cl.DialLeg(context.Background(), "mixed", RoleAgent, 0, "")
@@ -416,7 +417,7 @@ func TestBadInputClosesTheLeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.MediaStart(false, "2", "alaw")
-	if code, text, err := b.WaitClose(5 * time.Second); code != CloseUnsupportedMedia || !strings.Contains(text, "first leg is pcmu") {
+	if code, text, err := b.WaitClose(5 * time.Second); code != edge.CloseUnsupportedMedia || !strings.Contains(text, "first leg is pcmu") {
 		t.Errorf("leg in another format: %d %q %v", code, text, err)
 	}
 	for _, l := range legs {
@@ -523,8 +524,8 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 		}
 	}
 	for i, l := range legs {
-		if code, reason, err := l.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
-			t.Errorf("leg %d: close %d %q %v; want %d, too fast", i, code, reason, err, CloseTooFast)
+		if code, reason, err := l.WaitClose(10 * time.Second); err != nil || code != edge.CloseTooFast || !strings.Contains(reason, "faster than real time") {
+			t.Errorf("leg %d: close %d %q %v; want %d, too fast", i, code, reason, err, edge.CloseTooFast)
 		}
 	}
 	if n := f.counted(t, "close_4420"); n != 1 {

@@ -1,6 +1,7 @@
 package audiohook
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -126,22 +127,13 @@ type DialError = wsclient.RefusedError
 // Open connects and runs the open transaction. On success the session is
 // open and its Selected media says what to send.
 func (c *Client) Open(ctx context.Context, req OpenRequest) (*Session, error) {
-	if req.SessionID == "" {
-		req.SessionID = newUUID()
-	}
-	if req.ConversationID == "" {
-		req.ConversationID = newUUID()
-	}
+	req.SessionID = cmp.Or(req.SessionID, newUUID())
+	req.ConversationID = cmp.Or(req.ConversationID, newUUID())
 	if req.Media == nil {
 		req.Media = DefaultMedia
 	}
-	if req.Timeout == 0 {
-		req.Timeout = 5 * time.Second
-	}
-	org := c.OrganizationID
-	if org == "" {
-		org = newUUID()
-	}
+	req.Timeout = cmp.Or(req.Timeout, 5*time.Second)
+	org := cmp.Or(c.OrganizationID, newUUID())
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("audiohook: %w", err)
@@ -211,7 +203,7 @@ func (c *Client) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 			var p DisconnectParameters
 			json.Unmarshal(raw, &p)
 			s.write(TypeClose, CloseParameters{Reason: "disconnect"})
-			s.abandon()
+			wsclient.WaitClose(ws, 2*time.Second) // the server's closed, briefly
 			return nil, &DisconnectedError{Reason: p.Reason, Info: p.Info}
 		default:
 			ws.Close()
@@ -225,18 +217,6 @@ type DisconnectedError struct{ Reason, Info string }
 
 func (e *DisconnectedError) Error() string {
 	return fmt.Sprintf("audiohook: server disconnected (%s): %s", e.Reason, e.Info)
-}
-
-// abandon closes a session that never opened: it waits briefly for the
-// server's closed, then closes the connection.
-func (s *Session) abandon() {
-	s.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
-	for {
-		if _, _, err := s.ws.ReadMessage(); err != nil {
-			break
-		}
-	}
-	s.ws.Close()
 }
 
 // check validates a server message's numbering and shape.
@@ -295,12 +275,8 @@ func (s *Session) read() {
 			s.readErr = err
 			s.mu.Unlock()
 			if s.onEnd != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					s.onEnd(ce.Code, ce.Text, nil)
-				} else {
-					s.onEnd(0, "", err)
-				}
+				code, text, err := wsclient.CloseOf(err)
+				s.onEnd(code, text, err)
 			}
 			return
 		}
@@ -426,22 +402,20 @@ func (s *Session) Ping() error { return s.write(TypePing, struct{}{}) }
 func (s *Session) Paused() error { return s.write(TypePaused, struct{}{}) }
 
 // Resumed tells the server the stream resumes after d of paused time.
-func (s *Session) Resumed(d time.Duration) error {
-	s.wmu.Lock()
-	start := s.position
-	s.position += d
-	s.wmu.Unlock()
-	return s.write(TypeResumed, map[string]string{"start": FormatDuration(start), "discarded": FormatDuration(d)})
-}
+func (s *Session) Resumed(d time.Duration) error { return s.span(TypeResumed, d) }
 
 // Discarded tells the server that d of audio from the current position
 // was dropped, and advances the position over it.
-func (s *Session) Discarded(d time.Duration) error {
+func (s *Session) Discarded(d time.Duration) error { return s.span(TypeDiscarded, d) }
+
+// span sends a message of a span of d without audio from the current
+// position, and advances the position over it.
+func (s *Session) span(typ string, d time.Duration) error {
 	s.wmu.Lock()
 	start := s.position
 	s.position += d
 	s.wmu.Unlock()
-	return s.write(TypeDiscarded, map[string]string{"start": FormatDuration(start), "discarded": FormatDuration(d)})
+	return s.write(typ, map[string]string{"start": FormatDuration(start), "discarded": FormatDuration(d)})
 }
 
 // Update sends an update with a new language.
@@ -543,48 +517,25 @@ func (s *Session) Kill() {
 func (s *Session) CloseCode() (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ce *websocket.CloseError
-	if errors.As(s.readErr, &ce) {
-		return ce.Code, ce.Text
-	}
-	return 0, ""
+	code, text, _ := wsclient.CloseOf(s.readErr)
+	return code, text
 }
 
-// Frames converts a recording to the selected media's frames of frameDur
-// (20 ms by default): PCMU, the channels in the selected order (external
-// is the recording's first channel, the caller; internal its second).
-func (s *Session) Frames(rec *audio.Recording, frameDur time.Duration) ([][]byte, error) {
+// selectedAudio converts a recording to the selected media: PCMU, the
+// channels interleaved in the selected order (external is the
+// recording's first channel, the caller; internal its second).
+func (s *Session) selectedAudio(rec *audio.Recording) ([]byte, error) {
 	if rec.Format.SampleRate != 8000 {
 		return nil, fmt.Errorf("audiohook: the recording is %d Hz; AudioHook carries 8000 Hz", rec.Format.SampleRate)
 	}
-	chans, err := stereo.Split(rec, audio.CodecPCMU)
-	if err != nil {
-		return nil, err
-	}
-	var sel [][]byte
-	for _, name := range s.selected.Channels {
-		i := 0
-		if name == "internal" {
-			i = 1
-		}
-		if i >= len(chans) {
-			return nil, fmt.Errorf("audiohook: the recording has no %s channel", name)
-		}
-		sel = append(sel, chans[i])
-	}
-	if len(sel) == 0 {
+	if len(s.selected.Channels) == 0 {
 		return nil, errors.New("audiohook: the server selected no media")
 	}
-	data := stereo.Interleave(sel, 1)
-	if frameDur <= 0 {
-		frameDur = 20 * time.Millisecond
+	sel, err := wsclient.Tracks(rec, audio.CodecPCMU, s.selected.Channels, "internal", true)
+	if err != nil {
+		return nil, fmt.Errorf("audiohook: %w", err)
 	}
-	step := int(frameDur*8000/time.Second) * len(sel)
-	var out [][]byte
-	for off := 0; off < len(data); off += step {
-		out = append(out, data[off:min(off+step, len(data))])
-	}
-	return out, nil
+	return stereo.Interleave(sel, 1), nil
 }
 
 // StreamOptions tunes Stream.
@@ -633,51 +584,46 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		return nil, err
 	}
 	res := &Result{Session: s, Selected: s.Selected()}
-	frames, err := s.Frames(rec, o.Frame)
+	data, err := s.selectedAudio(rec)
 	if err != nil {
 		s.Close(ctx, "error")
 		return res, err
 	}
-	if o.PingInterval == 0 {
-		o.PingInterval = 5 * time.Second
-	}
-	if o.CloseTimeout == 0 {
-		o.CloseTimeout = 10 * time.Second
-	}
+	o.PingInterval = cmp.Or(o.PingInterval, 5*time.Second)
+	o.CloseTimeout = cmp.Or(o.CloseTimeout, 10*time.Second)
 	frameDur := o.Frame
 	if frameDur <= 0 {
 		frameDur = 20 * time.Millisecond
 	}
-	pace := wsclient.NewPacer(o.RealTime, frameDur)
-	defer pace.Stop()
 	nextPing := o.PingInterval
-	for _, f := range frames {
-		if err := pace.Wait(ctx); err != nil {
-			s.Kill()
-			return res, err
-		}
+	channels := len(s.selected.Channels)
+	res.SecondSent, err = wsclient.PlayBytes(ctx, o.RealTime, frameDur, 8000, channels, len(data), o.OnFrame, func(_, off, end int) error {
 		select {
 		case <-s.Disconnected():
-			return c.finish(ctx, s, res, o, "disconnect")
+			return errDisconnected
 		default:
 		}
-		if err := s.SendAudio(f); err != nil {
-			s.Kill()
-			return res, fmt.Errorf("audiohook: send audio: %w", err)
+		if err := s.SendAudio(data[off:end]); err != nil {
+			return fmt.Errorf("audiohook: send audio: %w", err)
 		}
-		pos := s.Position()
-		pace.Sent(pos)
-		res.SecondSent = pace.SecondSent
-		if o.PingInterval > 0 && pos >= nextPing {
+		if pos := s.Position(); o.PingInterval > 0 && pos >= nextPing {
 			s.Ping()
 			nextPing += o.PingInterval
 		}
-		if o.OnFrame != nil {
-			o.OnFrame(pos)
-		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errDisconnected):
+		return c.finish(ctx, s, res, o, "disconnect")
+	case err != nil:
+		s.Kill()
+		return res, err
 	}
 	return c.finish(ctx, s, res, o, "end")
 }
+
+// errDisconnected stops a stream the server disconnected.
+var errDisconnected = errors.New("audiohook: disconnected")
 
 func (c *Client) finish(ctx context.Context, s *Session, res *Result, o StreamOptions, reason string) (*Result, error) {
 	cctx, cancel := context.WithTimeout(ctx, o.CloseTimeout)

@@ -19,6 +19,7 @@
 package audiohook
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,27 +79,13 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Verifier == nil {
-		o.Verifier = &Verifier{}
-	}
-	if o.OpenTimeout == 0 {
-		o.OpenTimeout = 10 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 60 * time.Second
-	}
-	if o.DisconnectWait == 0 {
-		o.DisconnectWait = 5 * time.Second
-	}
-	if o.MaxGap == 0 {
-		o.MaxGap = time.Hour
-	}
-	if o.MaxUnackedEvents == 0 {
-		o.MaxUnackedEvents = 32
-	}
-	if o.MeterProvider == nil {
-		o.MeterProvider = noop.NewMeterProvider()
-	}
+	o.Verifier = cmp.Or(o.Verifier, &Verifier{})
+	o.OpenTimeout = cmp.Or(o.OpenTimeout, 10*time.Second)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, 60*time.Second)
+	o.DisconnectWait = cmp.Or(o.DisconnectWait, 5*time.Second)
+	o.MaxGap = cmp.Or(o.MaxGap, time.Hour)
+	o.MaxUnackedEvents = cmp.Or(o.MaxUnackedEvents, 32)
+	o.MeterProvider = cmp.Or[metric.MeterProvider](o.MeterProvider, noop.NewMeterProvider())
 }
 
 // NewProtocol returns the protocol for an edge's handler: the request's
@@ -509,17 +496,13 @@ func (c *conn) gapTo(ec *edge.Conn, pos time.Duration, reason callv1.GapReason, 
 // else mono with the agent (internal). It returns the roles of the
 // channels in frame order.
 func SelectMedia(offered []MediaParameter) (MediaParameter, []callv1.ChannelRole, bool) {
-	role := map[string]callv1.ChannelRole{"external": callv1.ChannelRole_CHANNEL_ROLE_CALLER, "internal": callv1.ChannelRole_CHANNEL_ROLE_AGENT}
 	usable := func(m MediaParameter) bool {
 		return m.Type == "audio" && m.Format == "PCMU" && m.Rate == 8000
 	}
 	for _, want := range [][]string{{"external", "internal"}, {"internal", "external"}, {"external"}, {"internal"}} {
 		for _, m := range offered {
 			if usable(m) && len(m.Channels) == len(want) && m.Channels[0] == want[0] && (len(want) == 1 || m.Channels[1] == want[1]) {
-				roles := make([]callv1.ChannelRole, len(want))
-				for i, ch := range want {
-					roles[i] = role[ch]
-				}
+				_, roles := edge.Channels(want, "internal")
 				return m, roles, true
 			}
 		}
@@ -583,14 +566,8 @@ func (c *conn) open(ec *edge.Conn, m *ClientMessage) error {
 	if p.Language != "" {
 		labels["language"] = p.Language
 	}
-	_, err = ec.Start(session.Start{
-		CallID:  strings.ToLower(p.ConversationID),
-		AgentID: agentID(p.CustomConfig),
-		Format:  audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: len(roles)},
-		Roles:   roles,
-		Labels:  labels,
-	})
-	if err != nil {
+	st, _ := edge.StartOf(strings.ToLower(p.ConversationID), agentID(p.CustomConfig), audio.CodecPCMU, 8000, media.Channels, "internal", labels)
+	if _, err = ec.Start(st); err != nil {
 		info := "Analysis backends unavailable; try again"
 		switch {
 		case errors.Is(err, session.ErrOverQuota):

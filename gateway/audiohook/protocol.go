@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/calmline/calmline/gateway/edge"
 )
 
 // Version is the AudioHook protocol version this package speaks.
@@ -52,12 +50,6 @@ const (
 	DisconnectUnauthorized = "unauthorized"
 	DisconnectError        = "error"
 )
-
-// CloseTooFast is the WebSocket close code (gateway/edge's, as every
-// protocol's) that ends a session refused by the gateway's pacing (audio
-// faster than real time) when the client does not close after the
-// disconnect.
-const CloseTooFast = edge.CloseTooFast
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 

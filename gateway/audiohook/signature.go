@@ -1,6 +1,7 @@
 package audiohook
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -89,15 +90,9 @@ type nonceEntry struct {
 }
 
 func (v *Verifier) defaults() {
-	if v.MaxAge == 0 {
-		v.MaxAge = 10 * time.Second
-	}
-	if v.Skew == 0 {
-		v.Skew = 5 * time.Second
-	}
-	if v.MaxNonces == 0 {
-		v.MaxNonces = 100_000
-	}
+	v.MaxAge = cmp.Or(v.MaxAge, 10*time.Second)
+	v.Skew = cmp.Or(v.Skew, 5*time.Second)
+	v.MaxNonces = cmp.Or(v.MaxNonces, 100_000)
 	if v.Now == nil {
 		v.Now = time.Now
 	}

@@ -197,3 +197,64 @@ func TestBusyLinksMergeWhatQueued(t *testing.T) {
 		t.Errorf("%v bytes dropped on the realtime path; want none", v)
 	}
 }
+
+// A write that completes several chunks (a PBX's 200 ms frame, a burst)
+// sends them as one message on each link, at most a second's worth each,
+// not one message per 100 ms chunk: the chunks would all go at the same
+// moment anyway.
+func TestLongFramesGoOutAsOneMessage(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	rtGot, fcGot := make(chan *callv1.AudioChunk, 16), make(chan *callv1.AudioChunk, 16)
+	rt.Configure(func() {
+		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error { rtGot <- ch; return nil }
+	})
+	fc.Configure(func() {
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error { fcGot <- ch; return nil }
+	})
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{Clock: clk})
+	c, err := m.Start(context.Background(), stereo("long"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive := func(got chan *callv1.AudioChunk, seq, start, samples uint64) {
+		t.Helper()
+		for name, got := range map[string]chan *callv1.AudioChunk{"realtime": rtGot, "fullcall": fcGot} {
+			select {
+			case ch := <-got:
+				if ch.Seq != seq || ch.StartSample != start || len(ch.Data) != int(samples)*2 {
+					t.Errorf("%s got chunk %d, samples %d+%d; want chunk %d, %d+%d", name, ch.Seq, ch.StartSample, len(ch.Data)/2, seq, start, samples)
+				}
+			case <-time.After(10 * time.Second): // a bound, not a synchronisation
+				t.Fatalf("chunk %d never reached %s", seq, name)
+			}
+		}
+	}
+	// 200 ms frames (stereo μ-law: 3,200 bytes), two chunks each.
+	frame := make([]byte, 3200)
+	for i := range 4 {
+		if err := c.Audio(frame); err != nil {
+			t.Fatal(err)
+		}
+		receive(rtGot, uint64(i+1), uint64(i*1600), 1600)
+	}
+	// 150 ms: a chunk, and 50 ms waits; then 1.9 s at once (realtime's
+	// queue holds 2 s): 1.9 s of whole chunks in messages of at most a
+	// second, and 50 ms waits for the end.
+	if err := c.Audio(frame[:2400]); err != nil {
+		t.Fatal(err)
+	}
+	receive(rtGot, 5, 6400, 800)
+	if err := c.Audio(make([]byte, 30400)); err != nil {
+		t.Fatal(err)
+	}
+	receive(rtGot, 6, 7200, 8000)
+	receive(rtGot, 7, 15200, 7200)
+	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Fatal(err)
+	}
+	receive(rtGot, 8, 22400, 400)
+	if got := fc.Seqs("long"); len(got) != 8 {
+		t.Errorf("fullcall got chunks %v; want 8", got)
+	}
+}

@@ -462,18 +462,29 @@ func (c *Call) Audio(data []byte) error {
 		return err
 	}
 	c.bytesIn += int64(len(data))
-	for len(data) > 0 {
-		n := min(len(data), c.chunkBytes-len(c.pending))
-		if len(c.pending) == 0 {
-			c.pendingStart = c.timeline.Load()
-		}
-		c.pending = append(c.pending, data[:n]...)
-		data = data[n:]
-		c.timeline.Store(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
-		if len(c.pending) == c.chunkBytes {
-			c.chunkDone(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
-			c.flush()
-		}
+	if len(c.pending) == 0 {
+		c.pendingStart = c.timeline.Load()
+	}
+	c.pending = append(c.pending, data...)
+	c.timeline.Store(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
+	// The chunks this write completes go out together, as one message of
+	// whole chunks (at most a second's worth each): a frame longer than a
+	// chunk (AudioHook's and many PBXs' 200 ms) would otherwise cost a
+	// message per chunk on each link, all sent at the same moment.
+	whole := len(c.pending) / c.chunkBytes * c.chunkBytes
+	if whole == 0 {
+		return nil
+	}
+	c.chunkDone(c.pendingStart + uint64(whole/c.frameBytes))
+	limit := max(c.format.BytesPerSecond()/c.chunkBytes, 1) * c.chunkBytes
+	for whole > 0 {
+		n := min(whole, limit)
+		c.send(n)
+		whole -= n
+	}
+	if cap(c.pending) > limit+c.chunkBytes {
+		// A write of more than a second left a large buffer: let it go.
+		c.pending = append(make([]byte, 0, c.chunkBytes), c.pending...)
 	}
 	return nil
 }
@@ -602,8 +613,13 @@ func (c *Call) countTraffic(final bool) {
 
 // flush sends the pending whole sample frames as a chunk.
 func (c *Call) flush() {
+	c.send(len(c.pending) - len(c.pending)%c.frameBytes)
+}
+
+// send sends the first whole bytes pending (whole sample frames) as a
+// chunk.
+func (c *Call) send(whole int) {
 	c.countTraffic(false)
-	whole := len(c.pending) - len(c.pending)%c.frameBytes
 	if whole == 0 {
 		return
 	}

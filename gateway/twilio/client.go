@@ -1,17 +1,17 @@
 package twilio
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsclient"
 	"github.com/calmline/calmline/lib/audio"
 )
@@ -80,9 +80,10 @@ type Result struct {
 type DialError = wsclient.RefusedError
 
 // Conn is an open stream to the gateway, for tests that write messages by
-// hand.
+// hand (Write writes a frame as it is, Kill drops the
+// connection without a close frame, WaitClose returns the server's).
 type Conn struct {
-	ws  *websocket.Conn
+	wsclient.Conn
 	env Envelope
 	mu  sync.Mutex
 	seq uint64
@@ -97,10 +98,8 @@ func (c *Client) Dial(ctx context.Context) (*Conn, error) {
 	u := c.URL
 	if env.Name != Twilio.Name {
 		sep := "?"
-		for i := range len(u) {
-			if u[i] == '?' {
-				sep = "&"
-			}
+		if strings.Contains(u, "?") {
+			sep = "&"
 		}
 		u += sep + "envelope=" + env.Name
 	}
@@ -112,7 +111,7 @@ func (c *Client) Dial(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{ws: ws, env: env}, nil
+	return &Conn{Conn: wsclient.Conn{WS: ws}, env: env}, nil
 }
 
 func (c *Conn) num(n uint64) any {
@@ -139,13 +138,7 @@ func (c *Conn) Send(event string, fields map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return c.WriteRaw(websocket.TextMessage, b)
-}
-
-// WriteRaw writes a frame as it is.
-func (c *Conn) WriteRaw(typ int, b []byte) error {
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return c.ws.WriteMessage(typ, b)
+	return c.Write(websocket.TextMessage, b)
 }
 
 // Start sends the start event.
@@ -185,16 +178,8 @@ func (c *Conn) Media(streamID, track string, chunk uint64, timestampMS uint64, p
 
 // Close sends a close frame.
 func (c *Conn) Close() error {
-	wsclient.SendClose(c.ws, time.Second)
-	return c.ws.Close()
-}
-
-// Kill drops the connection without a close frame.
-func (c *Conn) Kill() { c.ws.NetConn().Close() }
-
-// WaitClose reads until the server closes and returns its close frame.
-func (c *Conn) WaitClose(timeout time.Duration) (int, string, error) {
-	return wsclient.WaitClose(c.ws, timeout)
+	wsclient.SendClose(c.WS, time.Second)
+	return c.WS.Close()
 }
 
 // Stream plays a recording as one call.
@@ -210,15 +195,13 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 			o.Tracks = []string{"inbound", "outbound"}
 		}
 	}
-	if o.Encoding == "" {
-		o.Encoding = env.DefaultEncoding
-	}
+	o.Encoding = cmp.Or(o.Encoding, env.DefaultEncoding)
 	codec, err := ParseEncoding(o.Encoding)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	chans, err := stereo.Split(rec, codec)
+	chans, err := wsclient.Tracks(rec, codec, o.Tracks, "outbound", false)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -230,7 +213,6 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		o.CloseTimeout = 15 * time.Second
 	}
 	rate := rec.Format.SampleRate
-	step := int(o.Packet*time.Duration(rate)/time.Second) * codec.BytesPerSample()
 	streamID := "MZ" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	params := map[string]string{}
 	if !c.KeyInHeader {
@@ -250,8 +232,6 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	if err := conn.Start(streamID, o.CallID, o.Tracks, o.Encoding, rate, params); err != nil {
 		return fail(err)
 	}
-	pace := wsclient.NewPacer(o.RealTime, o.Packet)
-	defer pace.Stop()
 	type pkt struct {
 		track string
 		chunk uint64
@@ -260,39 +240,30 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 	}
 	var held []pkt
 	n := len(chans[0])
-	for i, off := 0, 0; off < n; i, off = i+1, off+step {
-		if err := pace.Wait(ctx); err != nil {
-			return fail(err)
-		}
+	res.SecondSent, err = wsclient.PlayBytes(ctx, o.RealTime, o.Packet, rate, codec.BytesPerSample(), n, o.OnPacket, func(i, off, end int) error {
 		ts := uint64(time.Duration(i) * o.Packet / time.Millisecond)
-		for _, tr := range o.Tracks {
-			ch := 0
-			if tr == "outbound" && len(chans) > 1 {
-				ch = 1
-			}
-			p := pkt{tr, uint64(i + 1), ts, chans[ch][off:min(off+step, n)]}
+		for k, tr := range o.Tracks {
+			p := pkt{tr, uint64(i + 1), ts, chans[k][off:end]}
 			if o.Reorder && i%2 == 0 {
 				held = append(held, p)
 				continue
 			}
 			if err := conn.Media(streamID, p.track, p.chunk, p.ts, p.data); err != nil {
-				return fail(err)
+				return err
 			}
 		}
-		if !o.Reorder || i%2 == 1 || off+step >= n {
+		if !o.Reorder || i%2 == 1 || end >= n {
 			for _, p := range held {
 				if err := conn.Media(streamID, p.track, p.chunk, p.ts, p.data); err != nil {
-					return fail(err)
+					return err
 				}
 			}
 			held = held[:0]
 		}
-		pos := time.Duration(min(off+step, n)/codec.BytesPerSample()) * time.Second / time.Duration(rate)
-		pace.Sent(pos)
-		res.SecondSent = pace.SecondSent
-		if o.OnPacket != nil {
-			o.OnPacket(pos)
-		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
 	}
 	if o.NoStop {
 		conn.Kill()
@@ -303,17 +274,13 @@ func (c *Client) Stream(ctx context.Context, rec *audio.Recording, o StreamOptio
 		conn.mu.Lock()
 		b, _ := json.Marshal(map[string]any{"event": "stop", env.Sequence: "", env.StreamID: streamID})
 		conn.mu.Unlock()
-		err = conn.WriteRaw(websocket.TextMessage, b)
+		err = conn.Write(websocket.TextMessage, b)
 	} else {
 		err = conn.Send("stop", stop)
 	}
 	if err != nil {
 		return fail(err)
 	}
-	code, text, err := conn.WaitClose(o.CloseTimeout)
-	res.CloseCode, res.CloseText = code, text
-	if err == nil && code != websocket.CloseNormalClosure {
-		err = fmt.Errorf("twilio: stream closed with %d %s", code, text)
-	}
+	res.CloseCode, res.CloseText, err = conn.WaitNormalClose("twilio: stream", o.CloseTimeout)
 	return res, err
 }

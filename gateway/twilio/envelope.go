@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/lib/audio"
 )
 
@@ -126,7 +127,7 @@ type BadMessage struct {
 func (e *BadMessage) Error() string { return e.Msg }
 
 func bad(format string, args ...any) error {
-	return &BadMessage{Code: CloseBadMessage, Msg: fmt.Sprintf(format, args...)}
+	return &BadMessage{Code: edge.CloseBadMessage, Msg: fmt.Sprintf(format, args...)}
 }
 
 // maxPayload bounds a decoded media payload: a second of 16 kHz PCM.
@@ -228,7 +229,7 @@ func (e *Envelope) parseStart(top map[string]json.RawMessage) (*Start, error) {
 			}
 			if has {
 				if n > 1<<20 {
-					return nil, &BadMessage{Code: CloseUnsupportedMedia, Msg: fmt.Sprintf("start: unsupported sample rate %d", n)}
+					return nil, &BadMessage{Code: edge.CloseUnsupportedMedia, Msg: fmt.Sprintf("start: unsupported sample rate %d", n)}
 				}
 				s.SampleRate = int(n)
 			}
@@ -245,14 +246,14 @@ func (e *Envelope) parseStart(top map[string]json.RawMessage) (*Start, error) {
 	}
 	codec, err := ParseEncoding(encoding)
 	if err != nil {
-		return nil, &BadMessage{Code: CloseUnsupportedMedia, Msg: "start: " + err.Error()}
+		return nil, &BadMessage{Code: edge.CloseUnsupportedMedia, Msg: "start: " + err.Error()}
 	}
 	s.Codec = codec
 	if !audio.SupportedSampleRate(s.SampleRate) {
-		return nil, &BadMessage{Code: CloseUnsupportedMedia, Msg: fmt.Sprintf("start: unsupported sample rate %d (want 8000 or 16000)", s.SampleRate)}
+		return nil, &BadMessage{Code: edge.CloseUnsupportedMedia, Msg: fmt.Sprintf("start: unsupported sample rate %d (want 8000 or 16000)", s.SampleRate)}
 	}
 	if channels != 1 {
-		return nil, &BadMessage{Code: CloseUnsupportedMedia, Msg: fmt.Sprintf("start: %d channels per track (want 1)", channels)}
+		return nil, &BadMessage{Code: edge.CloseUnsupportedMedia, Msg: fmt.Sprintf("start: %d channels per track (want 1)", channels)}
 	}
 	if e.CustomParameters != "" {
 		if raw, ok := start[e.CustomParameters]; ok && !bytes.Equal(raw, []byte("null")) {
@@ -344,10 +345,18 @@ func (e *Envelope) parseMedia(data []byte, buf *[]byte) (m *Message, ok bool, er
 			return nil, true, bad("media: timestamp: %v", err)
 		}
 	}
-	p := payload[1 : len(payload)-1]
+	if mm.Payload, err = decodePayload(payload[1:len(payload)-1], buf); err != nil {
+		return nil, true, err
+	}
+	return msg, true, nil
+}
+
+// decodePayload decodes a media payload, into *buf when buf is not nil
+// (a connection reuses it).
+func decodePayload(p []byte, buf *[]byte) ([]byte, error) {
 	size := base64.StdEncoding.DecodedLen(len(p))
 	if size > maxPayload+3 {
-		return nil, true, bad("media: payload larger than %d bytes", maxPayload)
+		return nil, bad("media: payload larger than %d bytes", maxPayload)
 	}
 	var b []byte
 	if buf != nil && cap(*buf) >= size {
@@ -358,15 +367,14 @@ func (e *Envelope) parseMedia(data []byte, buf *[]byte) (m *Message, ok bool, er
 			*buf = b
 		}
 	}
-	n, derr := base64.StdEncoding.Decode(b, p)
+	n, err := base64.StdEncoding.Decode(b, p)
 	switch {
-	case derr != nil:
-		return nil, true, bad("media: payload is not base64")
+	case err != nil:
+		return nil, bad("media: payload is not base64")
 	case n == 0:
-		return nil, true, bad("media: empty payload")
+		return nil, bad("media: empty payload")
 	}
-	mm.Payload = b[:n]
-	return msg, true, nil
+	return b[:n], nil
 }
 
 // plainString reports whether v is a JSON string without escapes.
@@ -566,15 +574,9 @@ func parseMedia(top map[string]json.RawMessage) (*Media, error) {
 	if err := str(media, "payload", &payload); err != nil {
 		return nil, bad("media: payload: %v", err)
 	}
-	if base64.StdEncoding.DecodedLen(len(payload)) > maxPayload+3 {
-		return nil, bad("media: payload larger than %d bytes", maxPayload)
-	}
-	b, err := base64.StdEncoding.DecodeString(payload)
+	b, err := decodePayload([]byte(payload), nil)
 	if err != nil {
-		return nil, bad("media: payload is not base64")
-	}
-	if len(b) == 0 {
-		return nil, bad("media: empty payload")
+		return nil, err
 	}
 	m.Payload = b
 	return m, nil
@@ -640,16 +642,17 @@ func number(raw json.RawMessage) (n uint64, has bool, err error) {
 	return n, true, nil
 }
 
-// ParseEncoding maps the encodings the dialects name to a codec.
+// ParseEncoding maps the encodings the dialects name to a codec: lib/audio's
+// names and aliases (audio/x-mulaw, pcmu, g711_alaw, linear16 ...), and the
+// other names of 16-bit linear PCM, little-endian, as Exotel and Plivo
+// send it.
 func ParseEncoding(s string) (audio.Codec, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "audio/x-mulaw", "pcmu", "mulaw", "ulaw", "g711_ulaw":
-		return audio.CodecPCMU, nil
-	case "audio/x-alaw", "pcma", "alaw", "g711_alaw":
-		return audio.CodecPCMA, nil
-	case "audio/x-l16", "l16", "raw/slin", "slin", "base64", "pcm", "linear16":
-		// 16-bit linear PCM, little-endian, as Exotel and Plivo send it.
+	case "audio/x-l16", "raw/slin", "base64", "pcm":
 		return audio.CodecL16, nil
+	}
+	if c, err := audio.ParseCodec(s); err == nil {
+		return c, nil
 	}
 	return audio.CodecUnknown, fmt.Errorf("unsupported encoding %q (want audio/x-mulaw, audio/x-alaw or 16-bit linear PCM)", s)
 }

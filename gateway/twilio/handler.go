@@ -20,6 +20,7 @@
 package twilio
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -36,26 +37,8 @@ import (
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/stereo"
 	"github.com/calmline/calmline/gateway/wsconn"
-	"github.com/calmline/calmline/lib/audio"
 	"github.com/calmline/calmline/lib/tenant"
-	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
-)
-
-// Close codes the server uses (gateway/edge declares them for every
-// protocol), besides 1000 (after stop), 1001 (the gateway drains), 1009
-// (message too big), 1011 (the call was lost) and 1013 (backends
-// unavailable).
-const (
-	CloseBadMessage       = edge.CloseBadMessage       // malformed JSON, unknown event, bad field, base64 garbage, bad payload size
-	CloseUnauthenticated  = edge.CloseUnauthenticated  // no or unknown API key in the start's custom parameters
-	CloseForbidden        = edge.CloseForbidden        // a feed-only key (role care or agent) in the start's custom parameters
-	CloseIdle             = edge.CloseIdle             // no start, or no media, for the idle timeout
-	CloseOutOfOrder       = edge.CloseOutOfOrder       // media before start, start twice, sequence numbers out of order or repeated
-	CloseCallLive         = edge.CloseCallLive         // the tenant already has a live call with this call id
-	CloseUnsupportedMedia = edge.CloseUnsupportedMedia // unsupported encoding, sample rate or track
-	CloseTooFast          = edge.CloseTooFast          // media faster than real time, past the gateway's pacing policy
-	CloseOverQuota        = edge.CloseOverQuota        // the tenant is at its concurrent-call limit
 )
 
 // Protocol is the protocol's name in reports and metrics.
@@ -72,7 +55,7 @@ const (
 type Options struct {
 	Conn wsconn.Options
 	// IdleTimeout closes a connection that sends no start, or no media,
-	// for this long (default 30 s).
+	// for this long (default 30 s: edge.Timeout's).
 	IdleTimeout time.Duration
 	// MaxUnauthenticated bounds the connections upgraded before their
 	// start authenticated them; past it new ones are refused with 503
@@ -96,24 +79,11 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
-	}
-	if o.MaxUnauthenticated == 0 {
-		o.MaxUnauthenticated = 1000
-	}
-	if o.JoinLag == 0 {
-		o.JoinLag = 400 * time.Millisecond
-	}
-	if o.MaxHole == 0 {
-		o.MaxHole = time.Hour
-	}
-	if o.TrackWait == 0 {
-		o.TrackWait = time.Second
-	}
-	if o.JitterTolerance == 0 {
-		o.JitterTolerance = 60 * time.Millisecond
-	}
+	o.MaxUnauthenticated = cmp.Or(o.MaxUnauthenticated, 1000)
+	o.JoinLag = cmp.Or(o.JoinLag, 400*time.Millisecond)
+	o.MaxHole = cmp.Or(o.MaxHole, time.Hour)
+	o.TrackWait = cmp.Or(o.TrackWait, time.Second)
+	o.JitterTolerance = cmp.Or(o.JitterTolerance, 60*time.Millisecond)
 }
 
 // protocol is what the adapter's connections share.
@@ -197,8 +167,10 @@ func (p *protocol) accept(r *http.Request) (*edge.Accepted, error) {
 	return acc, nil
 }
 
-// conn is the codec of one stream.
+// conn is the codec of one stream; the protocol has only the close frame
+// to end it with.
 type conn struct {
+	edge.CloseFrame
 	p           *protocol
 	env         Envelope
 	tracks      []string // from the URL, overriding the start's
@@ -236,9 +208,6 @@ func (c *conn) authenticated() {
 // Discard implements edge.Discarder: a connection accepted but not served.
 func (c *conn) Discard() { c.authenticated() }
 
-// Close implements edge.Codec: the protocol has only the close frame.
-func (c *conn) Close(ec *edge.Conn, code int, reason string) { ec.Close(code, reason) }
-
 // Finish implements edge.Finisher: a stream that ends without stop (the
 // socket closed, bad input, the drain) still ends its call, with what
 // arrived; a stream that ended before every declared track spoke still
@@ -260,7 +229,7 @@ func (c *conn) Flush(ec *edge.Conn, call *session.Call) { c.joiner.Flush(call) }
 // Frame implements edge.Codec.
 func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 	if typ == websocket.BinaryMessage {
-		return edge.Errorf(CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
+		return edge.Errorf(edge.CloseBadMessage, "binary frames are not part of the protocol (media travels as base64 in JSON)")
 	}
 	m, err := c.env.parse(data, &c.payload)
 	if err != nil {
@@ -272,7 +241,7 @@ func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 	}
 	if m.HasSeq {
 		if err := c.seq.next(m.Seq, c.env.StrictSequence); err != nil {
-			return edge.Errorf(CloseOutOfOrder, "%s", err)
+			return edge.Errorf(edge.CloseOutOfOrder, "%s", err)
 		}
 	}
 	switch m.Event {
@@ -291,7 +260,7 @@ func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 			if ec.WS().Closing() {
 				return nil
 			}
-			return edge.Errorf(CloseOutOfOrder, "stop before start")
+			return edge.Errorf(edge.CloseOutOfOrder, "stop before start")
 		}
 		ec.End(fullcallv1.EndReason_END_REASON_HANGUP)
 		c.stopped = true
@@ -300,24 +269,24 @@ func (c *conn) Frame(ec *edge.Conn, typ int, data []byte) error {
 		// Marks acknowledge audio the server played (calmline plays
 		// none); DTMF digits may be card numbers: neither is kept.
 		if ec.Call() == nil && !c.holding {
-			return edge.Errorf(CloseOutOfOrder, "%s before start", m.Event)
+			return edge.Errorf(edge.CloseOutOfOrder, "%s before start", m.Event)
 		}
 	case "error":
 		ec.Log().Warn("the sender reported an error")
 	default:
-		return edge.Errorf(CloseBadMessage, "unknown event %q", m.Event)
+		return edge.Errorf(edge.CloseBadMessage, "unknown event %q", m.Event)
 	}
 	return nil
 }
 
 func (c *conn) start(ec *edge.Conn, s *Start) error {
 	if ec.Call() != nil || c.stopped || c.holding {
-		return edge.Errorf(CloseOutOfOrder, "start sent twice")
+		return edge.Errorf(edge.CloseOutOfOrder, "start sent twice")
 	}
 	if ec.Tenant() == nil {
 		if err := ec.Authenticate(s.Parameters[KeyParameter]); err != nil {
 			var e *edge.Error
-			if errors.As(err, &e) && e.Code == CloseUnauthenticated {
+			if errors.As(err, &e) && e.Code == edge.CloseUnauthenticated {
 				e.Reason = "unauthenticated: missing or unknown API key (send it in a header, ?" + KeyParameter + "= or the " + KeyParameter + " custom parameter)"
 			}
 			return err
@@ -328,7 +297,7 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 		s.CallID = s.StreamID
 	}
 	if s.CallID == "" {
-		return edge.Errorf(CloseBadMessage, "start: no call id and no stream id")
+		return edge.Errorf(edge.CloseBadMessage, "start: no call id and no stream id")
 	}
 	tracks := c.tracks
 	if tracks == nil {
@@ -339,7 +308,7 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 	}
 	for _, t := range tracks {
 		if n := strings.TrimSuffix(t, "_track"); n != "inbound" && n != "outbound" {
-			return edge.Errorf(CloseUnsupportedMedia, "start: unknown track %q (want inbound and/or outbound)", t)
+			return edge.Errorf(edge.CloseUnsupportedMedia, "start: unknown track %q (want inbound and/or outbound)", t)
 		}
 	}
 	c.declared = nil
@@ -368,19 +337,16 @@ func (c *conn) start(ec *edge.Conn, s *Start) error {
 func (c *conn) open(ec *edge.Conn, tracks []string) error {
 	s := c.startMsg
 	c.holding = false
-	c.lanes = map[string]int{}
-	var roles []callv1.ChannelRole
-	for _, name := range tracks {
-		c.lanes[name] = len(roles)
-		role := callv1.ChannelRole_CHANNEL_ROLE_CALLER
-		if name == "outbound" {
-			role = callv1.ChannelRole_CHANNEL_ROLE_AGENT
-		}
-		roles = append(roles, role)
-	}
+	// The call's labels: the start's custom parameters named label.KEY
+	// (queue, skill, agent group ...), then the stream's own, which a
+	// parameter cannot override. Other parameters (the API key, the agent
+	// id, whatever else the integration passes) are not labels.
+	labels := edge.Labels(s.Parameters)
+	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
+	st, lanes := edge.StartOf(s.CallID, s.Parameters[AgentParameter], s.Codec, s.SampleRate, tracks, "outbound", labels)
 	o := c.p.o
 	j, err := stereo.New(stereo.Options{
-		Channels:  len(roles),
+		Channels:  len(lanes),
 		Silence:   stereo.Silence(s.Codec),
 		MaxLag:    uint64(o.JoinLag * time.Duration(c.rate) / time.Second),
 		MaxHole:   uint64(o.MaxHole * time.Duration(c.rate) / time.Second),
@@ -388,27 +354,9 @@ func (c *conn) open(ec *edge.Conn, tracks []string) error {
 		GapDetail: c.env.Name + ": no media on any track",
 	})
 	if err != nil {
-		return edge.Errorf(CloseUnsupportedMedia, "start: %s", err)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "start: %s", err)
 	}
-	c.joiner = j
-	// The call's labels: the start's custom parameters named label.KEY
-	// (queue, skill, agent group ...), then the stream's own, which a
-	// parameter cannot override. Other parameters (the API key, the agent
-	// id, whatever else the integration passes) are not labels.
-	labels := map[string]string{}
-	for k, v := range s.Parameters {
-		if name, ok := strings.CutPrefix(k, session.LabelParamPrefix); ok {
-			labels[name] = v
-		}
-	}
-	labels["stream_id"], labels["envelope"] = s.StreamID, c.env.Name
-	st := session.Start{
-		CallID:  s.CallID,
-		AgentID: s.Parameters[AgentParameter],
-		Format:  audio.Format{Codec: s.Codec, SampleRate: s.SampleRate, Channels: len(roles)},
-		Roles:   roles,
-		Labels:  labels,
-	}
+	c.joiner, c.lanes = j, lanes
 	if !c.heldFrom.IsZero() {
 		st.AudioAge = time.Since(c.heldFrom)
 	}
@@ -425,7 +373,7 @@ func (c *conn) media(ec *edge.Conn, m *Media) error {
 		if c.stopped {
 			return nil
 		}
-		return edge.Errorf(CloseOutOfOrder, "media before start")
+		return edge.Errorf(edge.CloseOutOfOrder, "media before start")
 	}
 	track := strings.TrimSuffix(m.Track, "_track")
 	if track == "" && len(c.lanes) == 1 {
@@ -445,10 +393,10 @@ func (c *conn) media(ec *edge.Conn, m *Media) error {
 			ec.Touch()
 			return nil
 		}
-		return edge.Errorf(CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
 	}
 	if len(m.Payload)%c.width != 0 {
-		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
+		return edge.Errorf(edge.CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
 	// The joiner writes to the connection, which passes the audio on to
 	// the call (ec.Audio) and says what its errors close with.
@@ -465,11 +413,11 @@ func (c *conn) writeError(err error, m *Media) error {
 	var e *edge.Error
 	switch {
 	case errors.Is(err, stereo.ErrHole):
-		return edge.Errorf(CloseBadMessage, "media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.p.o.MaxHole)
+		return edge.Errorf(edge.CloseBadMessage, "media timestamp %d ms jumps more than %s ahead", m.Timestamp, c.p.o.MaxHole)
 	case errors.As(err, &e) && e.Code != edge.CloseTryAgainLater:
 		return e
 	}
-	return edge.Errorf(CloseBadMessage, "%s", err)
+	return edge.Errorf(edge.CloseBadMessage, "%s", err)
 }
 
 // hold keeps a stream's media until it is known which declared tracks
@@ -477,10 +425,10 @@ func (c *conn) writeError(err error, m *Media) error {
 func (c *conn) hold(ec *edge.Conn, m *Media) error {
 	track := strings.TrimSuffix(m.Track, "_track")
 	if !slices.Contains(c.declared, track) {
-		return edge.Errorf(CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
+		return edge.Errorf(edge.CloseUnsupportedMedia, "media on track %q, which the start did not declare", m.Track)
 	}
 	if len(m.Payload)%c.width != 0 {
-		return edge.Errorf(CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
+		return edge.Errorf(edge.CloseBadMessage, "media payload of %d bytes is not a whole number of %d-byte samples", len(m.Payload), c.width)
 	}
 	ec.Touch()
 	if c.held == nil {

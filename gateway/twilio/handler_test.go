@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/calmline/calmline/gateway/edge"
 	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/gateway/wsconn"
@@ -364,8 +365,8 @@ func TestAuthenticationByHeaderOrStart(t *testing.T) {
 	} {
 		ws := f.dial(t, "", nil)
 		ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"c","customParameters":`+c.params+`},"streamSid":"s"}`))
-		if ce := closeOf(t, ws); ce.Code != CloseUnauthenticated || !strings.Contains(ce.Text, c.want) {
-			t.Errorf("start with %s: %d %q; want %d", c.params, ce.Code, ce.Text, CloseUnauthenticated)
+		if ce := closeOf(t, ws); ce.Code != edge.CloseUnauthenticated || !strings.Contains(ce.Text, c.want) {
+			t.Errorf("start with %s: %d %q; want %d", c.params, ce.Code, ce.Text, edge.CloseUnauthenticated)
 		}
 	}
 	// Over quota: by header before the upgrade, by start at start.
@@ -384,8 +385,8 @@ func TestAuthenticationByHeaderOrStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.Start("s2", "tiny-2", nil, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["tiny"]})
-	if code, _, _ := second.WaitClose(10 * time.Second); code != CloseOverQuota {
-		t.Errorf("second call over quota: %d; want %d", code, CloseOverQuota)
+	if code, _, _ := second.WaitClose(10 * time.Second); code != edge.CloseOverQuota {
+		t.Errorf("second call over quota: %d; want %d", code, edge.CloseOverQuota)
 	}
 	_, resp, err := websocket.DefaultDialer.Dial(f.url, http.Header{"Authorization": {"Bearer " + f.keys["tiny"]}})
 	if err == nil || resp.StatusCode != http.StatusTooManyRequests {
@@ -421,25 +422,25 @@ func TestBadInputClosesWithASpecificCode(t *testing.T) {
 		code   int
 		reason string
 	}{
-		{"malformed JSON", []string{`{"event":"start",`}, false, CloseBadMessage, "malformed JSON"},
-		{"no event", []string{`{"sequenceNumber":"1"}`}, false, CloseBadMessage, `without "event"`},
-		{"unknown event", []string{startMsg(1, ""), `{"event":"hello","sequenceNumber":"2"}`}, false, CloseBadMessage, `unknown event "hello"`},
-		{"media before start", []string{media(1, "inbound", `"0"`, good)}, false, CloseOutOfOrder, "media before start"},
-		{"stop before start", []string{`{"event":"stop","sequenceNumber":"1"}`}, false, CloseOutOfOrder, "stop before start"},
-		{"start twice", []string{startMsg(1, ""), startMsg(2, "")}, false, CloseOutOfOrder, "start sent twice"},
-		{"sequence number repeated", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(2, "inbound", `"20"`, good)}, false, CloseOutOfOrder, "sequence number 2 after 2"},
-		{"sequence number skips", []string{startMsg(1, ""), media(3, "inbound", `"0"`, good)}, false, CloseOutOfOrder, "sequence number 3 after 1"},
-		{"sequence number not a number", []string{`{"event":"connected","sequenceNumber":"one"}`}, false, CloseBadMessage, `"one" is not a non-negative integer`},
-		{"base64 garbage", []string{startMsg(1, ""), media(2, "inbound", `"0"`, "not*base64!")}, false, CloseBadMessage, "payload is not base64"},
-		{"empty payload", []string{startMsg(1, ""), media(2, "inbound", `"0"`, "")}, false, CloseBadMessage, "empty payload"},
-		{"odd 16-bit payload", []string{strings.Replace(startMsg(1, ""), "audio/x-mulaw", "audio/x-l16", 1), media(2, "inbound", `"0"`, b64(0, 161))}, false, CloseBadMessage, "161 bytes is not a whole number of 2-byte samples"},
-		{"undeclared track", []string{startMsg(1, ""), media(2, "outbound", `"0"`, good)}, false, CloseUnsupportedMedia, `track "outbound", which the start did not declare`},
-		{"unknown track in start", []string{strings.Replace(startMsg(1, ""), `["inbound"]`, `["sideways"]`, 1)}, false, CloseUnsupportedMedia, `unknown track "sideways"`},
-		{"unsupported encoding", []string{strings.Replace(startMsg(1, ""), "audio/x-mulaw", "audio/opus", 1)}, false, CloseUnsupportedMedia, `unsupported encoding "audio/opus"`},
-		{"unsupported sample rate", []string{strings.Replace(startMsg(1, ""), `"sampleRate":8000`, `"sampleRate":44100`, 1)}, false, CloseUnsupportedMedia, "unsupported sample rate 44100"},
-		{"timestamp jumps far ahead", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(3, "inbound", `"3600000"`, good)}, false, CloseBadMessage, "jumps more than 1m0s ahead"},
-		{"negative timestamp", []string{startMsg(1, ""), media(2, "inbound", `-20`, good)}, false, CloseBadMessage, "timestamp"},
-		{"binary frame", []string{"\x00\x01"}, true, CloseBadMessage, "binary frames are not part of the protocol"},
+		{"malformed JSON", []string{`{"event":"start",`}, false, edge.CloseBadMessage, "malformed JSON"},
+		{"no event", []string{`{"sequenceNumber":"1"}`}, false, edge.CloseBadMessage, `without "event"`},
+		{"unknown event", []string{startMsg(1, ""), `{"event":"hello","sequenceNumber":"2"}`}, false, edge.CloseBadMessage, `unknown event "hello"`},
+		{"media before start", []string{media(1, "inbound", `"0"`, good)}, false, edge.CloseOutOfOrder, "media before start"},
+		{"stop before start", []string{`{"event":"stop","sequenceNumber":"1"}`}, false, edge.CloseOutOfOrder, "stop before start"},
+		{"start twice", []string{startMsg(1, ""), startMsg(2, "")}, false, edge.CloseOutOfOrder, "start sent twice"},
+		{"sequence number repeated", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(2, "inbound", `"20"`, good)}, false, edge.CloseOutOfOrder, "sequence number 2 after 2"},
+		{"sequence number skips", []string{startMsg(1, ""), media(3, "inbound", `"0"`, good)}, false, edge.CloseOutOfOrder, "sequence number 3 after 1"},
+		{"sequence number not a number", []string{`{"event":"connected","sequenceNumber":"one"}`}, false, edge.CloseBadMessage, `"one" is not a non-negative integer`},
+		{"base64 garbage", []string{startMsg(1, ""), media(2, "inbound", `"0"`, "not*base64!")}, false, edge.CloseBadMessage, "payload is not base64"},
+		{"empty payload", []string{startMsg(1, ""), media(2, "inbound", `"0"`, "")}, false, edge.CloseBadMessage, "empty payload"},
+		{"odd 16-bit payload", []string{strings.Replace(startMsg(1, ""), "audio/x-mulaw", "audio/x-l16", 1), media(2, "inbound", `"0"`, b64(0, 161))}, false, edge.CloseBadMessage, "161 bytes is not a whole number of 2-byte samples"},
+		{"undeclared track", []string{startMsg(1, ""), media(2, "outbound", `"0"`, good)}, false, edge.CloseUnsupportedMedia, `track "outbound", which the start did not declare`},
+		{"unknown track in start", []string{strings.Replace(startMsg(1, ""), `["inbound"]`, `["sideways"]`, 1)}, false, edge.CloseUnsupportedMedia, `unknown track "sideways"`},
+		{"unsupported encoding", []string{strings.Replace(startMsg(1, ""), "audio/x-mulaw", "audio/opus", 1)}, false, edge.CloseUnsupportedMedia, `unsupported encoding "audio/opus"`},
+		{"unsupported sample rate", []string{strings.Replace(startMsg(1, ""), `"sampleRate":8000`, `"sampleRate":44100`, 1)}, false, edge.CloseUnsupportedMedia, "unsupported sample rate 44100"},
+		{"timestamp jumps far ahead", []string{startMsg(1, ""), media(2, "inbound", `"0"`, good), media(3, "inbound", `"3600000"`, good)}, false, edge.CloseBadMessage, "jumps more than 1m0s ahead"},
+		{"negative timestamp", []string{startMsg(1, ""), media(2, "inbound", `-20`, good)}, false, edge.CloseBadMessage, "timestamp"},
+		{"binary frame", []string{"\x00\x01"}, true, edge.CloseBadMessage, "binary frames are not part of the protocol"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reason := fmt.Sprintf("close_%d", c.code)
@@ -480,7 +481,7 @@ func TestOversizeMessagesCloseWith1009(t *testing.T) {
 func TestIdleStreamsAreClosed(t *testing.T) {
 	f := start(t, Options{IdleTimeout: 50 * time.Millisecond, Conn: wsconn.Options{PingInterval: 20 * time.Millisecond}})
 	ws := f.dial(t, "", nil)
-	if ce := closeOf(t, ws); ce.Code != CloseIdle || !strings.Contains(ce.Text, "no start") {
+	if ce := closeOf(t, ws); ce.Code != edge.CloseIdle || !strings.Contains(ce.Text, "no start") {
 		t.Errorf("no start: %d %q", ce.Code, ce.Text)
 	}
 }
@@ -591,8 +592,8 @@ func TestFeedOnlyKeysAreRefused(t *testing.T) {
 	}
 	conn.Send("connected", map[string]any{"protocol": "Call"})
 	conn.Start("MZcare", "CAcare", []string{"inbound"}, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["care"]})
-	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseForbidden || !strings.Contains(reason, "live feed only") {
-		t.Errorf("a care-team key in the custom parameters: close %d %q %v; want %d", code, reason, err, CloseForbidden)
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != edge.CloseForbidden || !strings.Contains(reason, "live feed only") {
+		t.Errorf("a care-team key in the custom parameters: close %d %q %v; want %d", code, reason, err, edge.CloseForbidden)
 	}
 	if n := f.counted(t, "forbidden"); n != 2 {
 		t.Errorf("%d refusals counted as forbidden; want 2", n)
@@ -614,8 +615,8 @@ func TestTooFastIsClosedWith4420(t *testing.T) {
 			break
 		}
 	}
-	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
-		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, CloseTooFast)
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != edge.CloseTooFast || !strings.Contains(reason, "faster than real time") {
+		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, edge.CloseTooFast)
 	}
 	if n := f.counted(t, "close_4420"); n != 1 {
 		t.Errorf("%d refusals counted as close_4420; want 1", n)
@@ -643,7 +644,7 @@ func TestInvalidCallIDsAreRefused(t *testing.T) {
 	for _, sid := range []string{"CA\u00e9", "CA 1", strings.Repeat("x", 129)} {
 		ws := f.dial(t, "", nil)
 		ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"start","sequenceNumber":"1","start":{"callSid":"`+sid+`","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"api_key":"`+f.keys["acme"]+`"}},"streamSid":"s"}`))
-		if ce := closeOf(t, ws); ce.Code != CloseBadMessage || !strings.Contains(ce.Text, "call_id") {
+		if ce := closeOf(t, ws); ce.Code != edge.CloseBadMessage || !strings.Contains(ce.Text, "call_id") {
 			t.Errorf("callSid %q: closed with %d %q; want 4400 naming call_id", sid, ce.Code, ce.Text)
 		}
 	}
@@ -659,8 +660,8 @@ func TestAnIdleCallEndsOnTimeAsIdle(t *testing.T) {
 	ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"media","sequenceNumber":"2","media":{"track":"inbound","timestamp":"0","payload":"`+b64(0xff, 160)+`"}}`))
 	last := time.Now()
 	ce := closeOf(t, ws)
-	if waited := time.Since(last); ce.Code != CloseIdle || waited < idle || waited > 5*time.Second {
-		t.Errorf("closed with %d after %v; want %d after the %v idle timeout", ce.Code, waited, CloseIdle, idle)
+	if waited := time.Since(last); ce.Code != edge.CloseIdle || waited < idle || waited > 5*time.Second {
+		t.Errorf("closed with %d after %v; want %d after the %v idle timeout", ce.Code, waited, edge.CloseIdle, idle)
 	}
 	f.ended(t)
 	if r := f.fc.Report("quiet"); r == nil || r.EndReason != fullcallv1.EndReason_END_REASON_IDLE_TIMEOUT {
@@ -782,8 +783,8 @@ func TestJitteredMediaTooFastIsClosedWith4420(t *testing.T) {
 			break
 		}
 	}
-	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != CloseTooFast || !strings.Contains(reason, "faster than real time") {
-		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, CloseTooFast)
+	if code, reason, err := conn.WaitClose(10 * time.Second); err != nil || code != edge.CloseTooFast || !strings.Contains(reason, "faster than real time") {
+		t.Errorf("close %d %q %v; want %d, too fast", code, reason, err, edge.CloseTooFast)
 	}
 	if n := f.counted(t, "close_4420"); n != 1 {
 		t.Errorf("%d refusals counted as close_4420; want 1", n)
