@@ -40,7 +40,7 @@ func WriteDetail(w io.Writer, in *Inputs, o Options, p Plan) error {
 		fmt.Sprintf("gateway     %4d instances (%s calls each)", p.Gateway, group(p.CallsPerGateway)),
 		fmt.Sprintf("realtime    %4d instances (%s calls each)", p.Realtime, group(p.CallsPerRealtime)),
 		fmt.Sprintf("fullcall    %4d instances (%s calls each, taking realtime's analyses)", p.Fullcall, group(p.CallsPerFullcall)),
-		fmt.Sprintf("            realtime down everywhere: fullcall analyses the calls itself; these instances can for %s of them at 100 %% CPU,", percent(p.RealtimeDownShare)),
+		fmt.Sprintf("            realtime down everywhere: fullcall analyses the calls itself; these instances can do so for %s of them at 100 %% CPU,", percent(p.RealtimeDownShare)),
 		fmt.Sprintf("            all of them would take %d instances (%s calls each) and %s GiB; meanwhile the gateways refuse new calls", p.FullcallAlone, group(p.CallsPerFullcallAlone), num(p.FullcallAloneGiB)),
 		"            (capacity_realtime_lag) and, while fullcall is behind, pace the admitted calls' audio rather than drop it",
 		fmt.Sprintf("escalation  %4d instances (%s alerts/s)", p.Escalation, num(p.AlertsPerSec)),
