@@ -28,13 +28,20 @@ func TestCapacityCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "100,000 concurrent calls") || !strings.Contains(out, "audio payload     12.8 Gbit/s") || !strings.Contains(out, "<- next") {
 		t.Errorf("--calls 100000 = %d:\n%s", code, out)
 	}
+	if !strings.Contains(out, "realtime down everywhere: fullcall analyses the calls itself") || !strings.Contains(out, "capacity_realtime_lag") {
+		t.Errorf("--calls 100000 does not say what a realtime outage costs fullcall:\n%s", out)
+	}
 	code, out, _ = run("--calls", "150,1000", "--json", "--checkpoint-every", "10s")
 	var plans []struct {
 		Calls     int     `json:"calls"`
 		DBWriteTx float64 `json:"db_write_tx_per_second"`
+		DownShare float64 `json:"realtime_down_share"`
 	}
 	if err := json.Unmarshal([]byte(out), &plans); code != 0 || err != nil || len(plans) != 2 || plans[1].Calls != 1000 {
 		t.Fatalf("--json = %d, %v: %s", code, err, out)
+	}
+	if plans[0].DownShare != 1 {
+		t.Errorf("150 calls on 2 fullcall instances: realtime_down_share %v; want 1 (fullcall can analyse them all)", plans[0].DownShare)
 	}
 	if plans[1].DBWriteTx < 100 || plans[1].DBWriteTx > 200 {
 		t.Errorf("1000 calls checkpointing every 10 s: %v write tx/s; want 100 checkpoints/s plus starts, reports and alerts", plans[1].DBWriteTx)

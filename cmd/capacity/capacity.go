@@ -60,13 +60,26 @@ type Inputs struct {
 	HandshakeCPU   Input `json:"tls_handshake_cpu_ms"`
 	CheckpointSize Input `json:"checkpoint_bytes"`
 	ReportSize     Input `json:"report_bytes"`
+	AnalysisBytes  Input `json:"second_analysis_bytes_per_second"`
 	OneMachine     Input `json:"one_machine_calls"`
 	AlertsPerInst  Input `json:"escalation_alerts_per_second_per_instance"`
-	// Per call, derived from the measured figures.
+	// BackendsCPU is realtime, fullcall and escalation in one process
+	// beside a gateway in another; FullcallShare is fullcall's share of
+	// it with each service in its own process, taking realtime's
+	// per-second analyses (analyse-once).
+	BackendsCPU   Input `json:"backends_cpu_core_per_call"`
+	FullcallShare Input `json:"fullcall_share_of_backends_cpu"`
+	// Per call, derived from the measured figures (TestDerivedInputs
+	// checks the arithmetic).
 	RealtimeCPU Input `json:"realtime_cpu_core_per_call"`
 	FullcallCPU Input `json:"fullcall_cpu_core_per_call"`
 	RealtimeRSS Input `json:"realtime_rss_kib_per_call"`
 	FullcallRSS Input `json:"fullcall_rss_kib_per_call"`
+	// What a fullcall call costs while fullcall analyses all of its audio
+	// itself (realtime down or behind everywhere, or a gateway that does
+	// not forward realtime's analyses).
+	FullcallAloneCPU Input `json:"fullcall_alone_cpu_core_per_call"`
+	FullcallAloneRSS Input `json:"fullcall_alone_rss_kib_per_call"`
 	// Constants of the protocols and the code.
 	FrameMs        Input `json:"frame_ms"`
 	ChannelBytesPS Input `json:"channel_payload_bytes_per_second"`
@@ -108,6 +121,9 @@ func Parse(data []byte) (*Inputs, error) {
 			errs = append(errs, fmt.Errorf("capacity inputs: %s: %w", key, err))
 		}
 	})
+	if v := in.FullcallShare.Value; v >= 1 {
+		errs = append(errs, fmt.Errorf("capacity inputs: fullcall_share_of_backends_cpu: %v must be under 1 (realtime's share is the rest)", v))
+	}
 	return &in, errors.Join(errs...)
 }
 
@@ -193,11 +209,23 @@ type Plan struct {
 	CallsPerGateway                         int `json:"calls_per_gateway"`
 	CallsPerRealtime                        int `json:"calls_per_realtime"`
 	CallsPerFullcall                        int `json:"calls_per_fullcall"`
+	// Without realtime's analyses fullcall analyses every second itself:
+	// FullcallAlone instances (CallsPerFullcallAlone each) would carry
+	// that at the target; RealtimeDownShare is the share of the calls
+	// whose realtime analyses the planned fullcall instances can replace
+	// at 100 % of their cores (1: all of them). Past it fullcall falls
+	// behind, and the gateways' admission and backpressure take over
+	// (docs/capacity.md, "When realtime is down").
+	FullcallAlone         int     `json:"fullcall_alone"`
+	CallsPerFullcallAlone int     `json:"calls_per_fullcall_alone"`
+	RealtimeDownShare     float64 `json:"realtime_down_share"`
+	FullcallAloneGiB      float64 `json:"fullcall_alone_memory_gib"`
 	// Cores in use (not counting headroom) and resident memory, GiB.
 	Cores     float64 `json:"cores"`
 	MemoryGiB float64 `json:"memory_gib"`
 	// Bandwidth, Gbit/s: audio payload, PBX → gateway at the IP layer,
-	// gateway → realtime + fullcall at the IP layer.
+	// gateway → realtime + fullcall at the IP layer (fullcall's share
+	// with realtime's analyses).
 	PayloadGbps  float64 `json:"payload_gbps"`
 	EdgeGbps     float64 `json:"edge_gbps"`
 	InternalGbps float64 `json:"internal_gbps"`
@@ -280,6 +308,14 @@ func Compute(in *Inputs, o Options, calls int) (Plan, error) {
 	p.Gateway = instances(n, float64(p.CallsPerGateway), o.MinInstances)
 	p.Realtime = instances(n, float64(p.CallsPerRealtime), o.MinInstances)
 	p.Fullcall = instances(n, float64(p.CallsPerFullcall), o.MinInstances)
+	p.CallsPerFullcallAlone = perInstance(o, in.FullcallAloneCPU.Value)
+	p.FullcallAlone = instances(n, float64(p.CallsPerFullcallAlone), o.MinInstances)
+	p.RealtimeDownShare = 1
+	if extra := n * (in.FullcallAloneCPU.Value - in.FullcallCPU.Value); extra > 0 {
+		spare := float64(p.Fullcall)*o.Cores - n*in.FullcallCPU.Value
+		p.RealtimeDownShare = min(1, max(0, spare/extra))
+	}
+	p.FullcallAloneGiB = n * in.FullcallAloneRSS.Value / (1 << 20)
 
 	// Escalation: alerts per second against one instance's throughput.
 	p.AlertsPerSec = n * in.AlertsPerHour.Value / 3600
@@ -296,7 +332,9 @@ func Compute(in *Inputs, o Options, calls int) (Plan, error) {
 
 	p.PayloadGbps = n * 2 * in.ChannelBytesPS.Value * 8 / 1e9
 	p.EdgeGbps = n * in.EdgeBitsPerSecond(o.TLS) / 1e9
-	p.InternalGbps = n * 2 * in.InternalBitsPerSecond() / 1e9
+	// Both backends receive the audio; fullcall also receives realtime's
+	// per-second analyses, which ride in segments the audio fills.
+	p.InternalGbps = n * (2*in.InternalBitsPerSecond() + 8*in.AnalysisBytes.Value) / 1e9
 
 	checkpoints := n / o.CheckpointEvery
 	p.DBWriteTx = checkpoints + 2*hangups + p.AlertsPerSec*in.TxPerAlert.Value

@@ -32,6 +32,48 @@ func TestMeasuredParses(t *testing.T) {
 	}
 }
 
+// TestDerivedInputs keeps the derived inputs the arithmetic their notes
+// state, so that a measured figure patched alone (a re-run of a
+// benchmark) fails here until what depends on it is derived again.
+func TestDerivedInputs(t *testing.T) {
+	in, err := Parse(Measured)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key       string
+		got, want float64
+	}{
+		// The backends' process split by fullcall's measured share.
+		{"fullcall_cpu_core_per_call", in.FullcallCPU.Value, in.BackendsCPU.Value * in.FullcallShare.Value},
+		{"realtime_cpu_core_per_call", in.RealtimeCPU.Value, in.BackendsCPU.Value * (1 - in.FullcallShare.Value)},
+		// fullcall analysing everything = its live path + both channels.
+		{"fullcall_alone_cpu_core_per_call", in.FullcallAloneCPU.Value, in.FullcallCPU.Value + 2/in.VoiceSpeed.Value},
+		{"fullcall_alone_rss_kib_per_call", in.FullcallAloneRSS.Value, 2 * in.FullcallLive.Value},
+		{"realtime_rss_kib_per_call", in.RealtimeRSS.Value, in.StackRSS.Value - in.GatewayRSS.Value - in.FullcallRSS.Value},
+	} {
+		// The data file rounds to three or four significant digits.
+		if math.Abs(c.got-c.want) > 0.005*c.want {
+			t.Errorf("%s = %v; its derivation gives %.6g: derive it again from the measured inputs (and its note)", c.key, c.got, c.want)
+		}
+		var src Input
+		in.each(func(key string, v *Input) {
+			if key == c.key {
+				src = *v
+			}
+		})
+		if src.Source.Kind != "derived" {
+			t.Errorf("%s is %q; want derived", c.key, src.Source.Kind)
+		}
+	}
+	// The per-service figures come from a run with the gateway and the
+	// backends in separate processes; the one-process stack must not
+	// cost more than their sum (it shares gRPC, buffers and the runtime).
+	if sum := in.GatewayCPU.Value + in.RealtimeCPU.Value + in.FullcallCPU.Value; in.StackCPU.Value > sum*1.1 {
+		t.Errorf("stack %v core per call is more than the services' sum %v + 10 %%: the split misses a cost", in.StackCPU.Value, sum)
+	}
+}
+
 // TestParseRefuses checks that a data file cannot lose a source or gain a
 // figure the model does not read without an error.
 func TestParseRefuses(t *testing.T) {
@@ -61,6 +103,8 @@ func TestParseRefuses(t *testing.T) {
 			m["tcp_mss_bytes"]["source"].(map[string]any)["kind"] = "guess"
 		}, `source kind "guess"`},
 		{"zero", func(m map[string]map[string]any) { m["call_seconds"]["value"] = 0 }, "call_seconds: value 0 must be positive"},
+		{"a share over 1", func(m map[string]map[string]any) { m["fullcall_share_of_backends_cpu"]["value"] = 1.2 },
+			"fullcall_share_of_backends_cpu: 1.2 must be under 1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var m map[string]map[string]any
@@ -84,10 +128,13 @@ func small(t *testing.T) *Inputs {
 		t.Fatal(err)
 	}
 	set := func(v *Input, x float64) { v.Value = x }
-	set(&in.GatewayCPU, 0.01)  // 50 calls per core at 50 %
-	set(&in.RealtimeCPU, 0.02) // 25
-	set(&in.FullcallCPU, 0.04) // 12
-	set(&in.GatewayRSS, 1024)  // 1 MiB
+	set(&in.GatewayCPU, 0.01)       // 50 calls per core at 50 %
+	set(&in.RealtimeCPU, 0.02)      // 25
+	set(&in.FullcallCPU, 0.04)      // 12
+	set(&in.FullcallAloneCPU, 0.14) // 3 while fullcall analyses everything
+	set(&in.FullcallAloneRSS, 4096)
+	set(&in.AnalysisBytes, 1000)
+	set(&in.GatewayRSS, 1024) // 1 MiB
 	set(&in.RealtimeRSS, 2048)
 	set(&in.FullcallRSS, 1024)
 	set(&in.CallSeconds, 100)
@@ -136,6 +183,17 @@ func TestComputeArithmetic(t *testing.T) {
 		if math.Abs(got-want) > 1e-9*math.Max(1, math.Abs(want)) {
 			t.Errorf("%s = %v; want %v", name, got, want)
 		}
+	}
+	// Realtime down: 1,000 calls cost fullcall 0.1 core more each (100
+	// cores); 84 one-core instances have 84 - 40 = 44 spare, so 44 % of
+	// the calls; all of them need ⌈1000 / 3⌉ instances and 4 GiB more.
+	approx("realtime-down share", p.RealtimeDownShare, 0.44)
+	if p.FullcallAlone != 334 || p.CallsPerFullcallAlone != 3 {
+		t.Errorf("fullcall analysing everything: %d instances of %d calls; want 334 of 3", p.FullcallAlone, p.CallsPerFullcallAlone)
+	}
+	approx("fullcall-alone memory GiB", p.FullcallAloneGiB, 1000*4096.0/(1<<20))
+	if p, _ := Compute(in, o, 1); p.RealtimeDownShare != 1 {
+		t.Errorf("one call on 2 fullcall instances: realtime-down share %v; want 1 (capped)", p.RealtimeDownShare)
 	}
 	// 1000 calls × 0.07 core + 10 hang-ups/s × 10 ms.
 	approx("cores", p.Cores, 70+0.1)
@@ -189,6 +247,10 @@ func TestBandwidth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Both backends get the audio; fullcall also realtime's analyses.
+	if want := 100000 * (2*in.InternalBitsPerSecond() + 8*in.AnalysisBytes.Value) / 1e9; math.Abs(p.InternalGbps-want) > 1e-9 {
+		t.Errorf("internal at 100,000 calls = %v Gbit/s; want %v with the analyses", p.InternalGbps, want)
+	}
 	if p.PayloadGbps != 12.8 {
 		t.Errorf("payload at 100,000 calls = %v Gbit/s; want 12.8 (the brief's figure)", p.PayloadGbps)
 	}
@@ -235,8 +297,8 @@ func TestWriteTable(t *testing.T) {
 	if f := strings.Fields(lines[2]); f[0] != "100,000" || f[8] != "16.1" {
 		t.Errorf("100,000 row = %q; want calls first and 16.1 Gbit/s at the edge", lines[2])
 	}
-	if !strings.Contains(b.String(), "150 calls: next bottleneck: one machine running everything (measured) (25.0 %)") {
-		t.Errorf("no next-bottleneck line for 150 calls in:\n%s", b.String())
+	if !strings.Contains(b.String(), "150 calls: next bottleneck: one machine running everything (measured) (37.5 %)") {
+		t.Errorf("no next-bottleneck line for 150 calls (150 of the 400 one machine passed) in:\n%s", b.String())
 	}
 }
 
