@@ -476,7 +476,7 @@ func (c *Call) Audio(data []byte) error {
 		return nil
 	}
 	c.chunkDone(c.pendingStart + uint64(whole/c.frameBytes))
-	limit := max(c.format.BytesPerSecond()/c.chunkBytes, 1) * c.chunkBytes
+	limit := c.maxChunkBytes() / c.chunkBytes * c.chunkBytes
 	for whole > 0 {
 		n := min(whole, limit)
 		c.send(n)
@@ -610,6 +610,10 @@ func (c *Call) countTraffic(final bool) {
 	}
 	c.counted = cur
 }
+
+// maxChunkBytes is the most audio one message to a backend carries, on
+// either link: a second's worth, and at least a chunk.
+func (c *Call) maxChunkBytes() int { return max(c.format.BytesPerSecond(), c.chunkBytes) }
 
 // flush sends the pending whole sample frames as a chunk.
 func (c *Call) flush() {

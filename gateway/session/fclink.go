@@ -127,7 +127,7 @@ func (l *fcLink) pushChunk(ch *callv1.AudioChunk) {
 		// its seq.
 		if e := &l.log[k]; e.chunk && !e.out {
 			last := e.req.Msg.(*fullcallv1.RecordRequest_Chunk)
-			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, l.batchBytes()); ok {
+			if merged, ok := mergeChunk(last.Chunk, ch, e.owned, l.c.frameBytes, l.c.maxChunkBytes()); ok {
 				last.Chunk, e.owned, e.bytes = merged, true, e.bytes+n
 				l.kickLocked() // it may have grown past the hold
 				return
@@ -279,9 +279,6 @@ func (l *fcLink) close(end uint64, reason EndReason) {
 func (l *fcLink) readyLocked() bool {
 	return !l.closeSent && !l.gone && (l.next < len(l.log) && !l.holdLocked(l.next) || l.closeReq != nil)
 }
-
-// batchBytes is the most audio one chunk to fullcall carries: a second.
-func (l *fcLink) batchBytes() int { return max(l.c.format.BytesPerSecond(), l.c.chunkBytes) }
 
 // holdLocked reports whether the log's entry i waits for more audio before
 // it goes out (Options.FullcallBatch): it is the last entry (realtime's

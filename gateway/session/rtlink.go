@@ -96,7 +96,7 @@ func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.bytes += len(ch.Data)
 	if n := len(l.q); n > 0 {
 		if last := l.q[n-1].GetChunk(); last != nil {
-			if merged, ok := mergeChunk(last, ch, l.tailOwned, l.c.frameBytes, l.maxBatch()); ok {
+			if merged, ok := mergeChunk(last, ch, l.tailOwned, l.c.frameBytes, l.c.maxChunkBytes()); ok {
 				l.q[n-1].Msg.(*realtimev1.AnalyzeRequest_Chunk).Chunk = merged
 				l.tailOwned = true
 				return // a sender is already due: the queue was not empty
@@ -107,9 +107,6 @@ func (l *rtLink) push(ch *callv1.AudioChunk, at time.Time) {
 	l.tailOwned = false
 	l.kickLocked()
 }
-
-// maxBatch is the most audio one merged chunk carries.
-func (l *rtLink) maxBatch() int { return max(l.c.format.BytesPerSecond(), l.c.chunkBytes) }
 
 // checkStallLocked gives up the current stream when realtime has left the
 // audio sent on it unanswered too long: more than RealtimeStall since the
