@@ -57,14 +57,7 @@ func TestIdleLinksSendEachChunkAtOnce(t *testing.T) {
 }
 
 func testIdleLinks(t *testing.T, batch time.Duration) {
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rtGot, fcGot := make(chan *callv1.AudioChunk, 16), make(chan *callv1.AudioChunk, 16)
-	rt.Configure(func() {
-		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error { rtGot <- ch; return nil }
-	})
-	fc.Configure(func() {
-		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error { fcGot <- ch; return nil }
-	})
+	rt, fc, rtGot, fcGot := chunkTaps(t)
 	mt := gatewaytest.NewMetrics(t)
 	clk := clocktest.New(time.Unix(1_800_000_000, 0))
 	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, FullcallBatch: batch})
@@ -73,40 +66,29 @@ func testIdleLinks(t *testing.T, batch time.Duration) {
 		t.Fatal(err)
 	}
 	frame := make([]byte, 320)
-	receive := func(name string, got chan *callv1.AudioChunk, seq, start, samples uint64) {
-		t.Helper()
-		select {
-		case ch := <-got:
-			if ch.Seq != seq || ch.StartSample != start || len(ch.Data) != int(samples)*2 {
-				t.Errorf("%s got chunk %d, samples %d+%d; want chunk %d, %d+%d", name, ch.Seq, ch.StartSample, len(ch.Data)/2, seq, start, samples)
-			}
-		case <-time.After(10 * time.Second): // a bound, not a synchronisation
-			t.Fatalf("chunk %d never reached %s", seq, name)
-		}
-	}
 	for i := range 15 {
 		for range 5 { // 100 ms: one chunk
 			if err := c.Audio(frame); err != nil {
 				t.Fatal(err)
 			}
 		}
-		receive("realtime", rtGot, uint64(i+1), uint64(i*800), 800)
+		receiveChunk(t, "realtime", rtGot, uint64(i+1), uint64(i*800), 800)
 		if batch == 0 {
-			receive("fullcall", fcGot, uint64(i+1), uint64(i*800), 800)
+			receiveChunk(t, "fullcall", fcGot, uint64(i+1), uint64(i*800), 800)
 		}
 	}
 	fcChunks := 15.0
 	if batch > 0 {
 		// The first second went to fullcall as one chunk once it was
 		// whole; the rest goes with the close.
-		receive("fullcall", fcGot, 1, 0, 8000)
+		receiveChunk(t, "fullcall", fcGot, 1, 0, 8000)
 		fcChunks = 2
 	}
 	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
 		t.Fatal(err)
 	}
 	if batch > 0 {
-		receive("fullcall", fcGot, 2, 8000, 4000)
+		receiveChunk(t, "fullcall", fcGot, 2, 8000, 4000)
 	}
 	if seqs := fc.Seqs("idle"); float64(len(seqs)) != fcChunks {
 		t.Errorf("fullcall got chunks %v; want %v", seqs, fcChunks)
@@ -203,32 +185,17 @@ func TestBusyLinksMergeWhatQueued(t *testing.T) {
 // not one message per 100 ms chunk: the chunks would all go at the same
 // moment anyway.
 func TestLongFramesGoOutAsOneMessage(t *testing.T) {
-	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
-	rtGot, fcGot := make(chan *callv1.AudioChunk, 16), make(chan *callv1.AudioChunk, 16)
-	rt.Configure(func() {
-		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error { rtGot <- ch; return nil }
-	})
-	fc.Configure(func() {
-		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error { fcGot <- ch; return nil }
-	})
+	rt, fc, rtGot, fcGot := chunkTaps(t)
 	clk := clocktest.New(time.Unix(1_800_000_000, 0))
 	m := manager(t, rt.Addr, fc.Addr, Options{Clock: clk})
 	c, err := m.Start(context.Background(), stereo("long"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	receive := func(got chan *callv1.AudioChunk, seq, start, samples uint64) {
+	both := func(seq, start, samples uint64) {
 		t.Helper()
-		for name, got := range map[string]chan *callv1.AudioChunk{"realtime": rtGot, "fullcall": fcGot} {
-			select {
-			case ch := <-got:
-				if ch.Seq != seq || ch.StartSample != start || len(ch.Data) != int(samples)*2 {
-					t.Errorf("%s got chunk %d, samples %d+%d; want chunk %d, %d+%d", name, ch.Seq, ch.StartSample, len(ch.Data)/2, seq, start, samples)
-				}
-			case <-time.After(10 * time.Second): // a bound, not a synchronisation
-				t.Fatalf("chunk %d never reached %s", seq, name)
-			}
-		}
+		receiveChunk(t, "realtime", rtGot, seq, start, samples)
+		receiveChunk(t, "fullcall", fcGot, seq, start, samples)
 	}
 	// 200 ms frames (stereo μ-law: 3,200 bytes), two chunks each.
 	frame := make([]byte, 3200)
@@ -236,7 +203,7 @@ func TestLongFramesGoOutAsOneMessage(t *testing.T) {
 		if err := c.Audio(frame); err != nil {
 			t.Fatal(err)
 		}
-		receive(rtGot, uint64(i+1), uint64(i*1600), 1600)
+		both(uint64(i+1), uint64(i*1600), 1600)
 	}
 	// 150 ms: a chunk, and 50 ms waits; then 1.9 s at once (realtime's
 	// queue holds 2 s): 1.9 s of whole chunks in messages of at most a
@@ -244,17 +211,45 @@ func TestLongFramesGoOutAsOneMessage(t *testing.T) {
 	if err := c.Audio(frame[:2400]); err != nil {
 		t.Fatal(err)
 	}
-	receive(rtGot, 5, 6400, 800)
+	both(5, 6400, 800)
 	if err := c.Audio(make([]byte, 30400)); err != nil {
 		t.Fatal(err)
 	}
-	receive(rtGot, 6, 7200, 8000)
-	receive(rtGot, 7, 15200, 7200)
+	both(6, 7200, 8000)
+	both(7, 15200, 7200)
 	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
 		t.Fatal(err)
 	}
-	receive(rtGot, 8, 22400, 400)
+	both(8, 22400, 400)
 	if got := fc.Seqs("long"); len(got) != 8 {
 		t.Errorf("fullcall got chunks %v; want 8", got)
+	}
+}
+
+// chunkTaps starts scriptable backends that hand every audio chunk they
+// receive to the returned channels.
+func chunkTaps(t *testing.T) (rt *gatewaytest.Realtime, fc *gatewaytest.Fullcall, rtGot, fcGot chan *callv1.AudioChunk) {
+	rt, fc = gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	rtGot, fcGot = make(chan *callv1.AudioChunk, 16), make(chan *callv1.AudioChunk, 16)
+	rt.Configure(func() {
+		rt.OnChunk = func(_ string, ch *callv1.AudioChunk) error { rtGot <- ch; return nil }
+	})
+	fc.Configure(func() {
+		fc.OnChunk = func(_ string, ch *callv1.AudioChunk) error { fcGot <- ch; return nil }
+	})
+	return rt, fc, rtGot, fcGot
+}
+
+// receiveChunk waits for the next chunk name's backend received and checks
+// its sequence number, start and length (stereo 8-bit samples).
+func receiveChunk(t *testing.T, name string, got chan *callv1.AudioChunk, seq, start, samples uint64) {
+	t.Helper()
+	select {
+	case ch := <-got:
+		if ch.Seq != seq || ch.StartSample != start || len(ch.Data) != int(samples)*2 {
+			t.Errorf("%s got chunk %d, samples %d+%d; want chunk %d, %d+%d", name, ch.Seq, ch.StartSample, len(ch.Data)/2, seq, start, samples)
+		}
+	case <-time.After(10 * time.Second): // a bound, not a synchronisation
+		t.Fatalf("chunk %d never reached %s", seq, name)
 	}
 }
