@@ -106,25 +106,9 @@ func TestSecondSumsRebuildTheSummary(t *testing.T) {
 }
 
 func TestCallWithSumsNoAllocs(t *testing.T) {
-	chans := stereo(0)
 	n := 0
 	c, _ := NewCall(CallConfig{Roles: []Role{RoleCaller, RoleAgent}, OnSums: func(s *SecondSums) { n += s.Channels[0].F0N }})
-	var s Second
-	pos := 0
-	step := func() {
-		if pos+800 > len(chans[0]) {
-			pos = 0
-		}
-		c.Push(0, chans[0][pos:pos+800])
-		c.Push(1, chans[1][pos:pos+800])
-		pos += 800
-		for c.NextSecond(&s) {
-		}
-	}
-	for range 30 {
-		step()
-	}
-	if a := testing.AllocsPerRun(300, step); a != 0 {
+	if a := chunkAllocs(c); a != 0 {
 		t.Errorf("a 100 ms chunk per channel with OnSums allocates %v times", a)
 	}
 	if n == 0 {
