@@ -35,32 +35,9 @@ func cpuTime() time.Duration {
 // each protocol, side by side. The Twilio-style client pays for JSON and
 // base64 as the server does, so that row counts that work twice.
 func BenchmarkProtocols(b *testing.B) {
-	rt, fc := gatewaytest.StartRealtime(b), gatewaytest.StartFullcall(b)
-	key := tenant.NewKey()
-	secret := []byte("benchmark client secret")
-	reg, err := tenant.NewRegistry([]*tenant.Tenant{{ID: "acme", APIKeys: []tenant.APIKey{{ID: "k", SHA256: tenant.HashKey(key), ClientSecret: secret}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	o := DefaultOptions()
-	o.Tenants, o.RealtimeAddr, o.FullcallAddr, o.DrainTimeout = reg, rt.Addr, fc.Addr, time.Second
-	o.Session.Pacing.Policy = session.PaceOff // calls go as fast as the connection takes them
-	o.Admission.HandshakeRate = -1            // every call dials from one address
-	s, err := New(o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(context.Background(), lis) }()
-	defer func() {
-		s.Shutdown(context.Background())
-		<-served
-	}()
-	addr := "ws://" + lis.Addr().String()
+	addr, key, secret := benchGateway(b, func(o *Options) {
+		o.Session.Pacing.Policy = session.PaceOff // calls go as fast as the connection takes them
+	})
 	const seconds = 10
 	data := make([]byte, seconds*16000)
 	for i := range data {
@@ -239,4 +216,36 @@ func nativeCall(addr, key, callID string, data []byte) error {
 			ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 		}
 	})
+}
+
+// benchGateway serves a gateway on loopback in front of scriptable
+// backends, with one tenant whose key and AudioHook client secret it
+// returns, until the benchmark ends; set adjusts its options. Every call
+// dials from one address, so the handshake rate limit is off.
+func benchGateway(b *testing.B, set func(*Options)) (addr, key string, secret []byte) {
+	rt, fc := gatewaytest.StartRealtime(b), gatewaytest.StartFullcall(b)
+	key, secret = tenant.NewKey(), []byte("benchmark client secret")
+	reg, err := tenant.NewRegistry([]*tenant.Tenant{{ID: "acme", APIKeys: []tenant.APIKey{{ID: "k", SHA256: tenant.HashKey(key), ClientSecret: secret}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.Tenants, o.RealtimeAddr, o.FullcallAddr, o.DrainTimeout = reg, rt.Addr, fc.Addr, time.Second
+	o.Admission.HandshakeRate = -1
+	set(&o)
+	s, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background(), lis) }()
+	b.Cleanup(func() {
+		s.Shutdown(context.Background())
+		<-served
+	})
+	return "ws://" + lis.Addr().String(), key, secret
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -12,10 +11,8 @@ import (
 
 	"github.com/calmline/calmline/gateway/asterisk"
 	"github.com/calmline/calmline/gateway/audiohook"
-	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/gateway/twilio"
 	"github.com/calmline/calmline/lib/audio"
-	"github.com/calmline/calmline/lib/tenant"
 )
 
 // readSyscalls returns the process's read system calls so far
@@ -45,31 +42,7 @@ func readSyscalls() float64 {
 // CPU time per second of call audio: what read pausing between chunks
 // saves. Run it with -benchtime=1x (each iteration takes 4 s).
 func BenchmarkProtocolsRealTime(b *testing.B) {
-	rt, fc := gatewaytest.StartRealtime(b), gatewaytest.StartFullcall(b)
-	key := tenant.NewKey()
-	secret := []byte("benchmark client secret")
-	reg, err := tenant.NewRegistry([]*tenant.Tenant{{ID: "acme", APIKeys: []tenant.APIKey{{ID: "k", SHA256: tenant.HashKey(key), ClientSecret: secret}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	o := DefaultOptions()
-	o.Tenants, o.RealtimeAddr, o.FullcallAddr, o.DrainTimeout = reg, rt.Addr, fc.Addr, time.Second
-	o.Admission.HandshakeRate = -1
-	s, err := New(o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(context.Background(), lis) }()
-	defer func() {
-		s.Shutdown(context.Background())
-		<-served
-	}()
-	addr := "ws://" + lis.Addr().String()
+	addr, key, secret := benchGateway(b, func(*Options) {})
 	const seconds = 4
 	rec := &audio.Recording{Format: audio.Format{Codec: audio.CodecPCMU, SampleRate: 8000, Channels: 2}, Data: make([]byte, seconds*16000)}
 	for i := range rec.Data {
