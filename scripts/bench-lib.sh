@@ -14,8 +14,9 @@ need_jq() {
 # new_key prints a fresh API key.
 new_key() { echo "clk_$(head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"; }
 
-# write_tenants FILE KEY writes a tenants file with one tenant, "bench",
-# whose limit does not get in the way.
+# write_tenants FILE KEY [SECRET_FILE] writes a tenants file with one
+# tenant, "bench", whose limit does not get in the way; with SECRET_FILE,
+# its key signs AudioHook sessions with the secret in that file.
 write_tenants() {
 	local hash
 	hash=$(printf %s "$2" | sha256sum | cut -d' ' -f1)
@@ -28,6 +29,9 @@ tenants:
       - id: bench-1
         sha256: $hash
 YAML
+	if [ -n "${3:-}" ]; then
+		echo "        client_secret_file: $(realpath "$3")" >>"$1"
+	fi
 }
 
 # start_serve NAME WANT ARGS...: starts `calmline serve ARGS` in the

@@ -64,16 +64,7 @@ for N in "${LEVELS[@]}"; do
 		# kept in git); the other protocols ignore it.
 		head -c32 /dev/urandom | base64 >"$DIR/client-secret"
 		chmod 600 "$DIR/client-secret"
-		cat >"$DIR/tenants.yaml" <<YAML
-tenants:
-  - id: bench
-    name: Protocol load benchmark
-    max_concurrent_calls: 100000
-    api_keys:
-      - id: bench-1
-        sha256: $(printf %s "$key" | sha256sum | cut -d' ' -f1)
-        client_secret_file: $(realpath "$DIR/client-secret")
-YAML
+		write_tenants "$DIR/tenants.yaml" "$key" "$DIR/client-secret"
 		start_serve backends 3 --services=realtime,fullcall,escalation --data-dir "$DIR/data" --tenants "$DIR/tenants.yaml" \
 			--log-level warn --realtime-addr 127.0.0.1:0 --fullcall-addr 127.0.0.1:0 --escalation-addr 127.0.0.1:0
 		backends=$SERVE_PID
