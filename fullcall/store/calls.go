@@ -172,7 +172,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, cp *Checkpoint, timeline, au
 	}
 	now := s.Now().UnixMilli()
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.fencedUpdate(ctx, tx, cp, `seq = ?, owner = ?, call = ?, partial = ?, analyzer = ?, timeline_len = ?, updated_at = ?`,
+		if err := s.fencedUpdate(ctx, tx, cp, qCheckpoint,
 			int64(cp.Seq), cp.Owner, call, partial, cp.Analyzer, int64(cp.TimelineLen), now); err != nil {
 			return err
 		}
@@ -184,9 +184,26 @@ func (s *Store) SaveCheckpoint(ctx context.Context, cp *Checkpoint, timeline, au
 	})
 }
 
-func (s *Store) fencedUpdate(ctx context.Context, tx *sql.Tx, cp *Checkpoint, set string, args ...any) error {
+// The statements of a live call's writes, prepared once (sqldb.DB.Keep):
+// a checkpoint or a finish, fenced on the caller's epoch, and the
+// segments each writes.
+const (
+	fence       = ` WHERE tenant_id = ? AND call_id = ? AND epoch = ? AND finished = 0`
+	qCheckpoint = `UPDATE calls SET seq = ?, owner = ?, call = ?, partial = ?, analyzer = ?, timeline_len = ?, updated_at = ?` + fence
+	qFinish     = `UPDATE calls SET seq = ?, finished = 1, analyzer = ?, partial = ?, updated_at = ?` + fence
+	qTimeline   = `
+INSERT INTO call_timeline (tenant_id, call_id, first_second, points) VALUES (?, ?, ?, ?)
+ON CONFLICT (tenant_id, call_id, first_second) DO UPDATE SET points = excluded.points`
+	qAudio = `
+INSERT INTO audio (tenant_id, call_id, start_sample, data) VALUES (?, ?, ?, ?)
+ON CONFLICT (tenant_id, call_id, start_sample) DO UPDATE SET data = excluded.data`
+)
+
+// fencedUpdate runs query (qCheckpoint or qFinish) with args and the
+// fence's.
+func (s *Store) fencedUpdate(ctx context.Context, tx *sql.Tx, cp *Checkpoint, query string, args ...any) error {
 	args = append(args, cp.TenantID, cp.CallID, cp.Epoch)
-	res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE calls SET `+set+` WHERE tenant_id = ? AND call_id = ? AND epoch = ? AND finished = 0`), args...)
+	res, err := s.db.ExecIn(ctx, tx, query, args...)
 	if err != nil {
 		return fmt.Errorf("checkpoint %s/%s: %w", cp.TenantID, cp.CallID, err)
 	}
@@ -203,9 +220,7 @@ func (s *Store) putSegments(ctx context.Context, tx *sql.Tx, cp *Checkpoint, tim
 	// a replay after a takeover) replaces the earlier one: the latest
 	// holder's is the truth.
 	for _, seg := range timeline {
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`
-INSERT INTO call_timeline (tenant_id, call_id, first_second, points) VALUES (?, ?, ?, ?)
-ON CONFLICT (tenant_id, call_id, first_second) DO UPDATE SET points = excluded.points`),
+		if _, err := s.db.ExecIn(ctx, tx, qTimeline,
 			cp.TenantID, cp.CallID, int64(seg.First), seg.Data); err != nil {
 			return fmt.Errorf("checkpoint timeline: %w", err)
 		}
@@ -214,9 +229,7 @@ ON CONFLICT (tenant_id, call_id, first_second) DO UPDATE SET points = excluded.p
 		if len(seg.Data) == 0 {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`
-INSERT INTO audio (tenant_id, call_id, start_sample, data) VALUES (?, ?, ?, ?)
-ON CONFLICT (tenant_id, call_id, start_sample) DO UPDATE SET data = excluded.data`),
+		if _, err := s.db.ExecIn(ctx, tx, qAudio,
 			cp.TenantID, cp.CallID, int64(seg.First), seg.Data); err != nil {
 			return fmt.Errorf("checkpoint audio: %w", err)
 		}
@@ -251,7 +264,7 @@ func (s *Store) Timeline(ctx context.Context, tenantID, callID string) ([]Segmen
 func (s *Store) FinishCall(ctx context.Context, cp *Checkpoint, audio []Segment, r *fullcallv1.Report, care bool) error {
 	now := s.Now().UnixMilli()
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.fencedUpdate(ctx, tx, cp, `seq = ?, finished = 1, analyzer = ?, partial = ?, updated_at = ?`,
+		if err := s.fencedUpdate(ctx, tx, cp, qFinish,
 			int64(cp.Seq), []byte{}, []byte{}, now); err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/calmline/calmline/lib/sqldb"
 )
 
 // Group commit. SQLite takes one writer at a time, and every transaction
@@ -28,6 +30,13 @@ const (
 	maxBatch    = 256
 )
 
+// The savepoint around each write of a batch (prepared once: sqldb.DB.Keep).
+const (
+	qSavepoint  = "SAVEPOINT w"
+	qRollbackTo = "ROLLBACK TO w"
+	qRelease    = "RELEASE w"
+)
+
 type writeOp struct {
 	ctx  context.Context
 	fn   func(tx *sql.Tx) error
@@ -35,7 +44,7 @@ type writeOp struct {
 }
 
 type committer struct {
-	db   *sql.DB
+	db   *sqldb.DB
 	ops  chan writeOp
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -46,7 +55,7 @@ type committer struct {
 	closed bool
 }
 
-func newCommitter(db *sql.DB) *committer {
+func newCommitter(db *sqldb.DB) *committer {
 	c := &committer{db: db, ops: make(chan writeOp, commitQueue), stop: make(chan struct{})}
 	c.wg.Add(1)
 	go c.run()
@@ -126,7 +135,8 @@ func (c *committer) commit(batch []writeOp) {
 			op.done <- err
 		}
 	}
-	tx, err := c.db.BeginTx(context.Background(), nil)
+	ctx := context.Background()
+	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		fail(err)
 		return
@@ -136,20 +146,20 @@ func (c *committer) commit(batch []writeOp) {
 			results[i] = err
 			continue
 		}
-		if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+		if _, err := c.db.ExecIn(ctx, tx, qSavepoint); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
 		}
 		if err := op.fn(tx); err != nil {
 			results[i] = err
-			if _, rerr := tx.Exec("ROLLBACK TO w"); rerr != nil {
+			if _, rerr := c.db.ExecIn(ctx, tx, qRollbackTo); rerr != nil {
 				tx.Rollback()
 				fail(fmt.Errorf("%w (and undoing it: %v)", err, rerr))
 				return
 			}
 		}
-		if _, err := tx.Exec("RELEASE w"); err != nil {
+		if _, err := c.db.ExecIn(ctx, tx, qRelease); err != nil {
 			tx.Rollback()
 			fail(err)
 			return

@@ -76,9 +76,13 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.Keep(ctx, qCheckpoint, qFinish, qTimeline, qAudio, qSavepoint, qRollbackTo, qRelease); err != nil {
+		db.Close()
+		return nil, err
+	}
 	s := &Store{db: db, Now: time.Now}
 	if db.Dialect == sqldb.SQLite {
-		s.commits = newCommitter(db.DB)
+		s.commits = newCommitter(db)
 	}
 	return s, nil
 }

@@ -44,6 +44,44 @@ func (d Dialect) String() string {
 type DB struct {
 	*sql.DB
 	Dialect Dialect
+	// kept holds the statements Keep prepared, by query; written only
+	// by Keep, before the DB is shared.
+	kept map[string]*sql.Stmt
+}
+
+// Keep prepares statements, written with ? placeholders, once, for ExecIn
+// to run: SQLite otherwise parses and plans a statement's text on every
+// Exec, which for writes repeated hundreds of times a second (live calls'
+// checkpoints) costs as much as the write itself. Call it right after
+// Open, before the DB is used: preparing takes a connection from the
+// pool, which a writer holding one in a transaction must never wait for.
+// On PostgreSQL it does nothing (pgx keeps its own statement cache).
+func (db *DB) Keep(ctx context.Context, queries ...string) error {
+	if db.Dialect != SQLite {
+		return nil
+	}
+	if db.kept == nil {
+		db.kept = make(map[string]*sql.Stmt, len(queries))
+	}
+	for _, q := range queries {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		db.kept[q] = st
+	}
+	return nil
+}
+
+// ExecIn runs a statement written with ? placeholders in tx: one Keep
+// prepared if it is one, prepared on tx's connection the first time
+// there (database/sql keeps it per connection); otherwise as
+// tx.ExecContext does.
+func (db *DB) ExecIn(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if st, ok := db.kept[query]; ok {
+		return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, db.Rebind(query), args...)
 }
 
 // Open opens the database a DSN names: "sqlite:PATH" (or a bare path ending
