@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -37,10 +38,10 @@ type Flags struct {
 	ResumeGrace time.Duration
 	// Headroom (see session.Options.MaxCalls, FullcallFailover and
 	// admission.Capacity).
-	MaxCalls         int
-	AdmitRealtimeLag time.Duration
-	AdmitFullcallMiB int
-	FullcallFailover time.Duration
+	MaxCalls             int
+	AdmitRealtimeLag     time.Duration
+	AdmitFullcallBacklog time.Duration
+	FullcallFailover     time.Duration
 	// FullcallBatch is session.Options.FullcallBatch.
 	FullcallBatch time.Duration
 }
@@ -61,7 +62,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.AllowedOrigins, "allowed-origins", "", "comma-separated browser origins (https://host[:port]) allowed to stream with Basic authentication on /ws/twilio and /ws/asterisk; requests without an Origin header are not browsers' and always allowed")
 	fs.IntVar(&f.MaxCalls, "max-calls", 0, "ceiling of live calls on this gateway: past it new connections get 503 capacity_calls before the upgrade (and starts 4429); 0: none")
 	fs.DurationVar(&f.AdmitRealtimeLag, "admit-realtime-lag", time.Second, "refuse new calls (503 capacity_realtime_lag) while realtime's scores trail their audio by more than this on average, until back under half of it for 2 s; 0: not judged")
-	fs.IntVar(&f.AdmitFullcallMiB, "admit-fullcall-backlog", 64, "refuse new calls (503 capacity_fullcall_backlog) while the audio fullcall has not acknowledged, all calls together, exceeds this many MiB, until back under half of it for 2 s; 0: not judged")
+	fs.DurationVar(&f.AdmitFullcallBacklog, "admit-fullcall-backlog", 15*time.Second, "refuse new calls (503 capacity_fullcall_backlog) while the audio fullcall has not acknowledged exceeds this per live call on average, until back under half of it for 2 s; below the 30 s replay log; 0: not judged")
 	fs.DurationVar(&f.FullcallFailover, "fullcall-failover", 30*time.Second, "how long fullcall may acknowledge nothing while a call's replay log is full (its client held back meanwhile) before the call's fullcall audio is given up and the call ends (fullcall_lost)")
 	fs.DurationVar(&f.FullcallBatch, "fullcall-batch", 0, "audio (at most 1s) a call gathers before it goes to fullcall, instead of each 100 ms chunk at once: fewer gRPC messages to fullcall; 0: off")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
@@ -80,8 +81,11 @@ func (f *Flags) Apply(o *Options) error {
 		return fmt.Errorf("--balancing %q: want %s or %s", f.Balancing, rpc.RoundRobin, rpc.LeastLoaded)
 	}
 	o.Balancing = f.Balancing
-	if f.MaxCalls < 0 || f.AdmitRealtimeLag < 0 || f.AdmitFullcallMiB < 0 || f.FullcallFailover <= 0 {
+	if f.MaxCalls < 0 || f.AdmitRealtimeLag < 0 || f.AdmitFullcallBacklog < 0 || f.FullcallFailover <= 0 {
 		return fmt.Errorf("--max-calls, --admit-realtime-lag and --admit-fullcall-backlog must not be negative, --fullcall-failover must be positive")
+	}
+	if rb := cmp.Or(o.Session.ReplayBuffer, session.DefaultReplayBuffer); f.AdmitFullcallBacklog >= rb {
+		return fmt.Errorf("--admit-fullcall-backlog %v must be below the replay log's %v (a call whose log is full already holds its client back)", f.AdmitFullcallBacklog, rb)
 	}
 	o.Session.MaxCalls, o.Session.FullcallFailover = f.MaxCalls, f.FullcallFailover
 	if f.FullcallBatch < 0 || f.FullcallBatch > time.Second {
@@ -89,7 +93,7 @@ func (f *Flags) Apply(o *Options) error {
 	}
 	o.Session.FullcallBatch = f.FullcallBatch
 	o.Admission.Capacity.MaxRealtimeLag = f.AdmitRealtimeLag
-	o.Admission.Capacity.MaxFullcallBacklog = int64(f.AdmitFullcallMiB) << 20
+	o.Admission.Capacity.MaxFullcallBacklog = f.AdmitFullcallBacklog
 	if f.HandshakeBurst < 1 || f.MaxPending < 1 || f.TenantMargin < 0 {
 		return fmt.Errorf("--handshake-burst and --max-pending-connections must be positive, --tenant-connection-margin not negative")
 	}

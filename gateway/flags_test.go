@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"flag"
+	"io"
 	"testing"
 	"time"
 )
@@ -37,23 +38,24 @@ func TestFlagsForHeadroom(t *testing.T) {
 		var f Flags
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		f.Register(fs)
-		if err := fs.Parse(args); err != nil {
-			t.Fatal(err)
-		}
+		fs.SetOutput(io.Discard)
 		o := DefaultOptions()
+		if err := fs.Parse(args); err != nil {
+			return o, err // a value of the wrong kind ("64" for a duration)
+		}
 		return o, f.Apply(&o)
 	}
 	o, err := parse()
 	if err != nil || o.Session.MaxCalls != 0 || o.Session.FullcallFailover != 30*time.Second ||
-		o.Admission.Capacity.MaxRealtimeLag != time.Second || o.Admission.Capacity.MaxFullcallBacklog != 64<<20 {
+		o.Admission.Capacity.MaxRealtimeLag != time.Second || o.Admission.Capacity.MaxFullcallBacklog != 15*time.Second {
 		t.Errorf("defaults: max calls %d, failover %v, %+v, %v", o.Session.MaxCalls, o.Session.FullcallFailover, o.Admission.Capacity, err)
 	}
-	o, err = parse("--max-calls=300", "--admit-realtime-lag=0", "--admit-fullcall-backlog=16", "--fullcall-failover=10s")
+	o, err = parse("--max-calls=300", "--admit-realtime-lag=0", "--admit-fullcall-backlog=8s", "--fullcall-failover=10s")
 	if err != nil || o.Session.MaxCalls != 300 || o.Session.FullcallFailover != 10*time.Second ||
-		o.Admission.Capacity.MaxRealtimeLag != 0 || o.Admission.Capacity.MaxFullcallBacklog != 16<<20 {
+		o.Admission.Capacity.MaxRealtimeLag != 0 || o.Admission.Capacity.MaxFullcallBacklog != 8*time.Second {
 		t.Errorf("set: max calls %d, failover %v, %+v, %v", o.Session.MaxCalls, o.Session.FullcallFailover, o.Admission.Capacity, err)
 	}
-	for _, bad := range [][]string{{"--max-calls=-1"}, {"--admit-realtime-lag=-1s"}, {"--admit-fullcall-backlog=-1"}, {"--fullcall-failover=0"}} {
+	for _, bad := range [][]string{{"--max-calls=-1"}, {"--admit-realtime-lag=-1s"}, {"--admit-fullcall-backlog=-1s"}, {"--admit-fullcall-backlog=30s"}, {"--admit-fullcall-backlog=64"}, {"--fullcall-failover=0"}} {
 		if _, err := parse(bad...); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

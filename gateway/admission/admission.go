@@ -96,9 +96,11 @@ type Capacity struct {
 	// (0 or negative: not judged).
 	MaxRealtimeLag time.Duration
 	// MaxFullcallBacklog refuses new calls while the audio fullcall has
-	// not acknowledged, all calls together, exceeds this many bytes (0 or
-	// negative: not judged).
-	MaxFullcallBacklog int64
+	// not acknowledged exceeds this much per live call on average
+	// (session.Load.FullcallBacklog; 0 or negative: not judged). It must
+	// stay below the replay log (30 s): a call whose log is full holds
+	// its client back.
+	MaxFullcallBacklog time.Duration
 	// Hold is how long a tripped signal must stay at or under half its
 	// limit before calls are admitted again (default 2 s).
 	Hold time.Duration
@@ -515,7 +517,7 @@ func (g *Guard) headroomLocked(starting int) *Error {
 	c := g.o.Capacity
 	now := g.o.Now()
 	lag := g.lag.update(now, l.RealtimeLag.Seconds(), c.MaxRealtimeLag.Seconds(), c.Hold)
-	backlog := g.backlog.update(now, float64(l.FullcallUnacked), float64(c.MaxFullcallBacklog), c.Hold)
+	backlog := g.backlog.update(now, l.FullcallBacklog.Seconds(), c.MaxFullcallBacklog.Seconds(), c.Hold)
 	refuse := func(reason, msg string) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: reason, Reason: reason, Msg: msg, RetryAfter: c.RetryAfter}
 	}
@@ -525,7 +527,7 @@ func (g *Guard) headroomLocked(starting int) *Error {
 	case lag:
 		return refuse(ReasonCapacityLag, fmt.Sprintf("realtime scores trail the audio by %v (limit %v); try another gateway or retry", l.RealtimeLag.Round(time.Millisecond), c.MaxRealtimeLag))
 	case backlog:
-		return refuse(ReasonCapacityBacklog, fmt.Sprintf("fullcall has %d MiB of audio to acknowledge (limit %d MiB); try another gateway or retry", l.FullcallUnacked>>20, c.MaxFullcallBacklog>>20))
+		return refuse(ReasonCapacityBacklog, fmt.Sprintf("fullcall has %v of audio per call to acknowledge (limit %v); try another gateway or retry", l.FullcallBacklog.Round(100*time.Millisecond), c.MaxFullcallBacklog))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func (l *loadCalls) set(f func(*session.Load)) { l.mu.Lock(); defer l.mu.Unlock(
 // once at or under half the limit for the hold, so admission does not
 // flap around a limit.
 func TestHeadroomPolicy(t *testing.T) {
-	g, fc, c, _ := newGuard(t, Options{Capacity: Capacity{MaxRealtimeLag: time.Second, MaxFullcallBacklog: 1 << 20}})
+	g, fc, c, _ := newGuard(t, Options{Capacity: Capacity{MaxRealtimeLag: time.Second, MaxFullcallBacklog: 10 * time.Second}})
 	calls := &loadCalls{fakeCalls: fc, load: session.Load{Calls: 9, MaxCalls: 10}}
 	g.calls = calls
 	rt := Route{}
@@ -82,9 +83,9 @@ func TestHeadroomPolicy(t *testing.T) {
 	step(900*time.Millisecond, false, "under the limit, cleared")
 
 	// The fullcall backlog trips alike.
-	calls.set(func(l *session.Load) { l.FullcallUnacked = 2 << 20 })
-	if _, err := admit(); err == nil || err.Reason != ReasonCapacityBacklog {
-		t.Errorf("2 MiB unacknowledged over a 1 MiB budget: %v; want capacity_fullcall_backlog", err)
+	calls.set(func(l *session.Load) { l.FullcallBacklog = 12 * time.Second })
+	if _, err := admit(); err == nil || err.Reason != ReasonCapacityBacklog || !strings.Contains(err.Msg, "12s of audio per call") {
+		t.Errorf("12 s per call unacknowledged over a 10 s limit: %v; want capacity_fullcall_backlog saying how much", err)
 	}
 	// A start on a connection already upgraded is judged too, counted.
 	if err := g.AdmitCall(context.Background(), "acme", "native"); err == nil || err.Reason != ReasonCapacityBacklog {
@@ -94,7 +95,7 @@ func TestHeadroomPolicy(t *testing.T) {
 		t.Errorf("AdmitCall's refusals counted: %d; want 1", n)
 	}
 	// AdmitCall leaves the ceiling to the call core (it knows it exactly).
-	calls.set(func(l *session.Load) { l.FullcallUnacked, l.Calls = 0, 10 })
+	calls.set(func(l *session.Load) { l.FullcallBacklog, l.Calls = 0, 10 })
 	g.AdmitCall(context.Background(), "acme", "native") // the backlog is back under half: its hold starts
 	c.t = c.t.Add(2 * time.Second)
 	if err := g.AdmitCall(context.Background(), "acme", "native"); err != nil {

@@ -106,6 +106,9 @@ type Call struct {
 
 	frameBytes int
 	chunkBytes int
+	// replayBytes is what the call's replay log holds at most
+	// (Options.ReplayBuffer of its audio).
+	replayBytes int
 
 	// Owned by the adapter goroutine.
 	pending      []byte
@@ -321,6 +324,7 @@ func (m *Manager) newCall(st Start, ev Events) *Call {
 		parkedSig:  make(chan struct{}, 1),
 	}
 	c.paceClock = c.clock.Add(-max(st.AudioAge, 0))
+	c.replayBytes = max(int(m.o.ReplayBuffer.Seconds()*float64(st.Format.BytesPerSecond())), c.chunkBytes)
 	c.pending = make([]byte, 0, c.chunkBytes)
 	c.setEvents(ev)
 	return c

@@ -93,9 +93,8 @@ type fcEntry struct {
 }
 
 func newFCLink(c *Call) *fcLink {
-	b := int(c.m.o.ReplayBuffer.Seconds() * float64(c.format.BytesPerSecond()))
 	l := &fcLink{
-		maxBytes:  max(b, c.chunkBytes),
+		maxBytes:  c.replayBytes,
 		holdBytes: int(min(c.m.o.FullcallBatch, time.Second).Seconds() * float64(c.format.BytesPerSecond())),
 		progress:  c.m.now(),
 		report:    make(chan *fullcallv1.Report, 1),

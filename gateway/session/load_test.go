@@ -92,6 +92,21 @@ func TestLoadSignals(t *testing.T) {
 	if l.Calls != 1 || l.FullcallUnacked != int64(seconds)*16000 {
 		t.Errorf("load %+v; want 1 call and all %d bytes unacknowledged", l, seconds*16000)
 	}
+	// As a duration per call: the one call's unacknowledged audio.
+	if want := time.Duration(seconds) * time.Second; l.FullcallBacklog != want {
+		t.Errorf("fullcall backlog %v; want %v (all the call's audio)", l.FullcallBacklog, want)
+	}
+	// A second call with nothing unacknowledged halves the average.
+	idle, err := m.Start(context.Background(), stereo("idle"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, want := m.Load(), time.Duration(seconds)*time.Second/2; l.FullcallBacklog != want {
+		t.Errorf("fullcall backlog with an idle second call %v; want %v", l.FullcallBacklog, want)
+	}
+	if _, err := idle.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Fatal(err)
+	}
 	if l.RealtimeLag != 500*time.Millisecond {
 		t.Errorf("realtime lag %v with only dropped chunks; want the queue's 500 ms", l.RealtimeLag)
 	}
@@ -99,7 +114,7 @@ func TestLoadSignals(t *testing.T) {
 	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
 		t.Fatal(err)
 	}
-	if l := m.Load(); l.Calls != 0 || l.FullcallUnacked != 0 {
+	if l := m.Load(); l.Calls != 0 || l.FullcallUnacked != 0 || l.FullcallBacklog != 0 {
 		t.Errorf("load after the call ended: %+v; want none", l)
 	}
 }

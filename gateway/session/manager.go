@@ -224,7 +224,7 @@ func (o *Options) defaults() {
 		o.RealtimeStall = 4 * time.Second
 	}
 	if o.ReplayBuffer == 0 {
-		o.ReplayBuffer = 30 * time.Second
+		o.ReplayBuffer = DefaultReplayBuffer
 	}
 	if o.FullcallFailover == 0 {
 		o.FullcallFailover = 30 * time.Second
@@ -260,6 +260,9 @@ func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
 	return v.(*atomic.Int64)
 }
 
+// DefaultReplayBuffer is Options.ReplayBuffer's default.
+const DefaultReplayBuffer = 30 * time.Second
+
 // Manager starts calls and keeps count of them per tenant.
 type Manager struct {
 	o      Options
@@ -269,9 +272,10 @@ type Manager struct {
 	clock  clock.Clock
 
 	// unacked is the audio (bytes) in the calls' replay logs that fullcall
-	// has not acknowledged; lag smooths how late realtime's scores come.
-	unacked atomic.Int64
-	lag     lagMeter
+	// has not acknowledged, replayCap what the live calls' logs hold
+	// together; lag smooths how late realtime's scores come.
+	unacked, replayCap atomic.Int64
+	lag                lagMeter
 
 	// heard holds, per realtime instance address, when (Unix
 	// nanoseconds) any call last received anything from it: a call's
@@ -458,6 +462,7 @@ func (m *Manager) register(c *Call) error {
 	m.live[key] = c
 	m.perTen[c.info.TenantId]++
 	m.total.Add(1)
+	m.replayCap.Add(int64(c.replayBytes))
 	return nil
 }
 
@@ -473,6 +478,7 @@ func (m *Manager) unregister(c *Call) {
 		delete(m.perTen, c.info.TenantId)
 	}
 	m.total.Add(-1)
+	m.replayCap.Add(-int64(c.replayBytes))
 	if len(m.live) == 0 {
 		close(m.idle)
 		m.idle = make(chan struct{})
@@ -498,11 +504,23 @@ type Load struct {
 	// FullcallUnacked is the audio (bytes) fullcall has not yet
 	// acknowledged, all calls together.
 	FullcallUnacked int64
+	// FullcallBacklog is that audio as a duration per live call: the
+	// unacknowledged bytes over what the calls' replay logs hold
+	// together, times Options.ReplayBuffer. It does not depend on how
+	// many calls there are or on their formats, so one limit serves a
+	// gateway at 10 calls and at 1,000; a healthy call's is about half
+	// fullcall's checkpoint interval plus the audio waiting for
+	// realtime's analysis.
+	FullcallBacklog time.Duration
 }
 
 // Load returns the Manager's load now.
 func (m *Manager) Load() Load {
-	return Load{Calls: m.Live(), MaxCalls: m.o.MaxCalls, RealtimeLag: m.lag.value(m.now()), FullcallUnacked: m.unacked.Load()}
+	l := Load{Calls: m.Live(), MaxCalls: m.o.MaxCalls, RealtimeLag: m.lag.value(m.now()), FullcallUnacked: m.unacked.Load()}
+	if cp := m.replayCap.Load(); cp > 0 {
+		l.FullcallBacklog = time.Duration(float64(l.FullcallUnacked) / float64(cp) * float64(m.o.ReplayBuffer))
+	}
+	return l
 }
 
 // perTenant snapshots live calls per tenant for the metrics.
