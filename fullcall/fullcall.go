@@ -1,7 +1,7 @@
 // Package fullcall is calmline's whole-call service. Gateways stream every
 // call's audio to it losslessly while the call runs (IngestService.Record);
-// it keeps running aggregates, checkpointed to the store every couple of
-// seconds of audio so that another instance can take a call over, and at
+// it keeps running aggregates, checkpointed to the store every few seconds
+// of audio (10 by default) so that another instance can take a call over, and at
 // hang-up it only finalises the report, which it stores and serves over
 // gRPC (ReportService) and REST. The same analysis serves the batch paths:
 // recordings uploaded through the Web API (synchronously, or as jobs with a
@@ -83,6 +83,9 @@ type Options struct {
 	// CheckpointEvery is how much audio a live call receives between
 	// durable checkpoints (and acknowledgements). The gateway keeps what is
 	// not acknowledged (30 s by default), so this must stay well below it.
+	// Default 10 s: at 2 s the checkpoints (state encoding, SQLite's
+	// commit) cost a live call as much as the rest of fullcall's work; a
+	// takeover replays at most this much more audio.
 	CheckpointEvery time.Duration
 	// RealtimeWait is how much of a live call's audio fullcall holds, not
 	// analysed, waiting for realtime's analysis of it (when the gateway
@@ -145,7 +148,7 @@ func DefaultOptions() Options {
 		DataDir:          "data",
 		MaxUploadBytes:   32 << 20,
 		MaxJobBytes:      256 << 20,
-		CheckpointEvery:  2 * time.Second,
+		CheckpointEvery:  10 * time.Second,
 		RealtimeWait:     3 * time.Second,
 		OrphanAfter:      2 * time.Minute,
 		MaxCalls:         5000,

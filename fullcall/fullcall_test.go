@@ -222,7 +222,7 @@ func (f *fixture) record(t *testing.T, call *callv1.Call, data []byte, mutate fu
 }
 
 func TestRecordWritesTheReport(t *testing.T) {
-	f := start(t)
+	f := start(t, func(o *Options) { o.CheckpointEvery = 2 * time.Second })
 	rep, acks, err := f.record(t, f.call("acme", "c1"), turns(6.02), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -307,7 +307,7 @@ func TestStreamTakenOverMidCallMatchesBatch(t *testing.T) {
 	// within analysis.Resume's tolerance.
 	tt := newTenants(t, nil)
 	dsn := sqldbtest.SQLite(t)
-	big := func(o *Options) { o.MaxUploadBytes = 4 << 20 }
+	big := func(o *Options) { o.MaxUploadBytes = 4 << 20; o.CheckpointEvery = 2 * time.Second }
 	a := startWith(t, tt, dsn, big)
 	b := startWith(t, tt, dsn, big)
 	data := turns(130)

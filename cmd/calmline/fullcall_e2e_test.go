@@ -132,7 +132,9 @@ func TestFullcallInstanceKilledMidCall(t *testing.T) {
 				dsn = sqldbtest.Postgres(t)
 			}
 			common := []string{"--data-dir", dir, "--tenants", filepath.Join(dir, "tenants.yaml"), "--log-level", "debug"}
-			fcArgs := append([]string{"--fullcall-database", dsn, "--fullcall-spool-dir", "off"}, common...)
+			// Checkpoints every 2 s: a 9 s call has several to fail over
+			// between.
+			fcArgs := append([]string{"--fullcall-database", dsn, "--fullcall-spool-dir", "off", "--fullcall-checkpoint-every", "2s"}, common...)
 			fc := []*running{serveWith(t, []string{"fullcall"}, fcArgs...), serveWith(t, []string{"fullcall"}, fcArgs...)}
 			addrs := []string{fc[0].addrs["fullcall"], fc[1].addrs["fullcall"]}
 			gw := serveWith(t, []string{"realtime", "gateway"}, append([]string{"--fullcall", strings.Join(addrs, ",")}, common...)...)

@@ -182,9 +182,9 @@ type Options struct {
 }
 
 // DefaultOptions are the manifests' shape: 2-core pods at 60 %, fullcall
-// checkpointing every 2 s (its default), TLS at the edge, 2 of everything.
+// checkpointing every 10 s (its default), TLS at the edge, 2 of everything.
 func DefaultOptions() Options {
-	return Options{Cores: 2, Target: 0.6, CheckpointEvery: 2, TLS: true, MinInstances: 2}
+	return Options{Cores: 2, Target: 0.6, CheckpointEvery: 10, TLS: true, MinInstances: 2}
 }
 
 func (o Options) validate() error {
