@@ -64,7 +64,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.AdmitRealtimeLag, "admit-realtime-lag", time.Second, "refuse new calls (503 capacity_realtime_lag) while realtime's scores trail their audio by more than this on average, until back under half of it for 2 s; 0: not judged")
 	fs.DurationVar(&f.AdmitFullcallBacklog, "admit-fullcall-backlog", 15*time.Second, "refuse new calls (503 capacity_fullcall_backlog) while the audio fullcall has not acknowledged exceeds this per live call on average, until back under half of it for 2 s; below the 30 s replay log; 0: not judged")
 	fs.DurationVar(&f.FullcallFailover, "fullcall-failover", 30*time.Second, "how long fullcall may acknowledge nothing while a call's replay log is full (its client held back meanwhile) before the call's fullcall audio is given up and the call ends (fullcall_lost)")
-	fs.DurationVar(&f.FullcallBatch, "fullcall-batch", 0, "audio (at most 1s) a call gathers before it goes to fullcall, instead of each 100 ms chunk at once: fewer gRPC messages to fullcall; 0: off")
+	fs.DurationVar(&f.FullcallBatch, "fullcall-batch", 0, "audio (at most 1s) a call gathers before it goes to fullcall, instead of each chunk (200 ms) at once: fewer gRPC messages to fullcall; 0: off")
 	fs.StringVar(&f.AdminTokenFile, "admin-token-file", "", "file holding the admin token, for POST /admin/drain and /debug/pprof/* (else $"+AdminTokenEnv+"; neither: no admin API)")
 }
 

@@ -224,7 +224,7 @@ func TestACallResumedElsewhereIsLetGo(t *testing.T) {
 	// One chunk's frames, no more: the gateway lets the call go on that
 	// chunk and closes, and a frame written after its close would fail
 	// (websocket: close sent), which is not what this test is about.
-	c.frames(t, 0, 5)
+	c.frames(t, 0, 10)
 	if _, code := c.finish(t); code != websocket.CloseInternalServerErr {
 		t.Errorf("closed with %d; want 1011", code)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/calmline/calmline/gateway/session"
 	"github.com/calmline/calmline/lib/sqldb/sqldbtest"
 )
 
@@ -203,10 +204,11 @@ func TestFullcallInstanceKilledMidCall(t *testing.T) {
 			if err := json.Unmarshal(get("/api/v1/reports/failover-1"), &streamed); err != nil {
 				t.Fatal(err)
 			}
-			// 9 s in 100 ms chunks: 90, each counted once, none missing.
-			if streamed.Chunks != "90" || streamed.Incomplete || len(streamed.Gaps) != 0 || math.Abs(streamed.DurationS-9) > 0.001 {
-				t.Errorf("report after the failover: %s chunks, incomplete %v, gaps %v, %.3f s; want 90 chunks, complete, no gaps, 9 s",
-					streamed.Chunks, streamed.Incomplete, streamed.Gaps, streamed.DurationS)
+			// 9 s in the gateway's chunks, each counted once, none missing.
+			want := fmt.Sprint(int64(9 * time.Second / session.DefaultChunkDuration))
+			if streamed.Chunks != want || streamed.Incomplete || len(streamed.Gaps) != 0 || math.Abs(streamed.DurationS-9) > 0.001 {
+				t.Errorf("report after the failover: %s chunks, incomplete %v, gaps %v, %.3f s; want %s chunks, complete, no gaps, 9 s",
+					streamed.Chunks, streamed.Incomplete, streamed.Gaps, streamed.DurationS, want)
 			}
 
 			// The batch path on the same file gives the same analysis.

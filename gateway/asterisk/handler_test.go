@@ -330,8 +330,8 @@ func TestLegsAreRefusedBeforeTheUpgrade(t *testing.T) {
 		t.Fatalf("second leg of a live call refused: %v", err)
 	}
 	second.MediaStart(false, "2", "ulaw")
-	first.Send(make([]byte, 800))
-	second.Send(make([]byte, 800))
+	first.Send(make([]byte, 1600)) // a chunk (200 ms)
+	second.Send(make([]byte, 1600))
 	f.live(t, "t1")
 	_, err = cl.DialLeg(context.Background(), "t2", RoleCaller, 0, "")
 	var de *DialError
@@ -583,8 +583,8 @@ func TestQueryLabelsBecomeCallLabels(t *testing.T) {
 	}
 	caller.MediaStart(false, "1", "ulaw")
 	agent.MediaStart(false, "2", "ulaw")
-	caller.Send(make([]byte, 800))
-	agent.Send(make([]byte, 800))
+	caller.Send(make([]byte, 1600)) // a chunk (200 ms)
+	agent.Send(make([]byte, 1600))
 	f.live(t, "lab")
 	caller.Kill()
 	agent.Kill()

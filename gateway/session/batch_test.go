@@ -60,7 +60,7 @@ func testIdleLinks(t *testing.T, batch time.Duration) {
 	rt, fc, rtGot, fcGot := chunkTaps(t)
 	mt := gatewaytest.NewMetrics(t)
 	clk := clocktest.New(time.Unix(1_800_000_000, 0))
-	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, FullcallBatch: batch})
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, FullcallBatch: batch, ChunkDuration: 100 * time.Millisecond})
 	c, err := m.Start(context.Background(), stereo("idle"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func TestBusyLinksMergeWhatQueued(t *testing.T) {
 func TestLongFramesGoOutAsOneMessage(t *testing.T) {
 	rt, fc, rtGot, fcGot := chunkTaps(t)
 	clk := clocktest.New(time.Unix(1_800_000_000, 0))
-	m := manager(t, rt.Addr, fc.Addr, Options{Clock: clk})
+	m := manager(t, rt.Addr, fc.Addr, Options{Clock: clk, ChunkDuration: 100 * time.Millisecond})
 	c, err := m.Start(context.Background(), stereo("long"), nil)
 	if err != nil {
 		t.Fatal(err)

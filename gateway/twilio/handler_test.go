@@ -376,7 +376,7 @@ func TestAuthenticationByHeaderOrStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.Start("s1", "tiny-1", nil, "audio/x-mulaw", 8000, map[string]string{KeyParameter: f.keys["tiny"]})
-	for i := range 5 {
+	for i := range 10 { // a chunk (200 ms)
 		first.Media("s1", "inbound", uint64(i+1), uint64(i*20), make([]byte, 160))
 	}
 	f.live(t, "tiny-1")

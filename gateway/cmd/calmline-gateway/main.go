@@ -19,7 +19,7 @@ func main() {
 	fs.StringVar(&o.RealtimeAddr, "realtime", "127.0.0.1:9090", "realtime gRPC address (host:port, comma-separated list or dns:///name:port)")
 	fs.StringVar(&o.FullcallAddr, "fullcall", "127.0.0.1:9092", "fullcall gRPC address (host:port, comma-separated list or dns:///name:port)")
 	fs.IntVar(&o.PoolSize, "pool-size", o.PoolSize, "HTTP/2 connections per backend address")
-	fs.DurationVar(&o.Session.ChunkDuration, "chunk", 0, "audio per chunk sent to the backends (default 100ms)")
+	fs.DurationVar(&o.Session.ChunkDuration, "chunk", 0, "audio per chunk sent to the backends (default 200ms; should divide a second)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "how long live calls may go on after SIGTERM before they are closed with 1001")
 	gf.Register(fs)
 	df.Register(fs, true)
