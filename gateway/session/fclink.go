@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -34,7 +36,9 @@ var (
 // Options.FullcallFailover while audio waits — gone, not slow — is the
 // call's fullcall audio given up: counted (fullcall_lost), the call ended,
 // and its report left to fullcall's orphan sweep, which stores it as
-// incomplete.
+// incomplete. Gone means the instance: one that answers any of this
+// gateway's calls is slow (overloaded), and its calls are held, not given
+// up — whole-call audio is never dropped for want of CPU.
 type fcLink struct {
 	link[*fullcallv1.RecordRequest, *fullcallv1.RecordResponse]
 	maxBytes  int
@@ -51,9 +55,11 @@ type fcLink struct {
 	// acknowledgements (the backend's round trip).
 	sentAt [16]sentSeq
 	// progress is when (on the manager's clock) fullcall last
-	// acknowledged audio or a stream to it opened: the failover window
-	// counts from it.
+	// acknowledged audio or a stream to it opened, heard when its
+	// instance last answered any call (Manager.instanceHeard; nil before
+	// a stream opened): the failover window counts from the later.
 	progress time.Time
+	heard    *atomic.Int64
 	// room, made by a writer about to wait, is closed (and forgotten)
 	// when an acknowledgement frees room in the log.
 	room chan struct{}
@@ -156,7 +162,11 @@ func (l *fcLink) waitRoom(n int) {
 		if l.room == nil {
 			l.room = make(chan struct{})
 		}
-		room, deadline := l.room, l.progress.Add(m.o.FullcallFailover)
+		from := l.progress
+		if l.heard != nil {
+			from = latest(from, time.Unix(0, l.heard.Load()))
+		}
+		room, deadline := l.room, from.Add(m.o.FullcallFailover)
 		l.mu.Unlock()
 		now := m.now()
 		if start.IsZero() {
@@ -378,6 +388,13 @@ func (l *fcLink) dial(ctx context.Context, resume bool) (_ fcStream, _ context.C
 		if op == nil {
 			return nil, nil, errors.New("fullcall did not answer open with opened")
 		}
+		if p, ok := peer.FromContext(s.Context()); ok && p.Addr != nil {
+			heard := l.c.m.instanceHeard(p.Addr.String())
+			heard.Store(l.c.m.now().UnixNano())
+			l.mu.Lock()
+			l.heard = heard
+			l.mu.Unlock()
+		}
 		l.ack(op.AckedSeq)
 		if l.opened == nil {
 			l.opened = op // read by Start, before the link's goroutines run
@@ -520,6 +537,9 @@ func (l *fcLink) giveUp(err error) {
 // recv handles acknowledgements and the report; it returns nil once the
 // report is delivered.
 func (l *fcLink) recv(s fcStream) error {
+	l.mu.Lock()
+	heard := l.heard
+	l.mu.Unlock()
 	for {
 		r, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -527,6 +547,9 @@ func (l *fcLink) recv(s fcStream) error {
 		}
 		if err != nil {
 			return err
+		}
+		if heard != nil {
+			heard.Store(l.c.m.now().UnixNano())
 		}
 		switch m := r.Msg.(type) {
 		case *fullcallv1.RecordResponse_Ack:
@@ -536,4 +559,12 @@ func (l *fcLink) recv(s fcStream) error {
 			return nil
 		}
 	}
+}
+
+// latest returns the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

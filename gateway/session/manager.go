@@ -252,8 +252,8 @@ func (o *Options) defaults() {
 	}
 }
 
-// instanceHeard returns the clock of when the realtime instance at addr
-// was last heard from.
+// instanceHeard returns the clock of when the backend instance (realtime
+// or fullcall) at addr was last heard from.
 func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
 	if v, ok := m.heard.Load(addr); ok {
 		return v.(*atomic.Int64)
@@ -287,11 +287,12 @@ type Manager struct {
 	unacked, replayCap atomic.Int64
 	lag                lagMeter
 
-	// heard holds, per realtime instance address, when (Unix
+	// heard holds, per backend instance address, when (Unix
 	// nanoseconds) any call last received anything from it: a call's
-	// stream is given up for a stall only when the whole instance is
-	// silent, so an overloaded instance, slow for some calls but
-	// answering others, keeps its calls.
+	// realtime stream is given up for a stall, and its fullcall audio
+	// for the failover window, only when the whole instance is silent,
+	// so an overloaded instance, slow for some calls but answering
+	// others, keeps its calls.
 	heard sync.Map // string -> *atomic.Int64
 
 	mu     sync.Mutex

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -539,3 +540,101 @@ func testAnalysesToFullcall(t *testing.T, batch time.Duration) {
 		t.Errorf("fullcall got %d chunks for 4 s batched a second at a time; want 4", n)
 	}
 }
+
+// TestSlowFullcallHoldsTheClientInsteadOfGivingUp starves one call on a
+// fullcall instance that keeps acknowledging another (overloaded, not
+// gone): the starved call's writer is held past the failover window for
+// as long as the instance answers any call, and its audio is given up
+// only once the whole instance has been silent for the window.
+func TestSlowFullcallHoldsTheClientInsteadOfGivingUp(t *testing.T) {
+	rt, fc := gatewaytest.StartRealtime(t), gatewaytest.StartFullcall(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	fc.Configure(func() {
+		fc.OnChunk = func(callID string, _ *callv1.AudioChunk) error {
+			if callID == "starved" {
+				<-release // never acknowledged while the test runs
+			}
+			return nil
+		}
+	})
+	mt := gatewaytest.NewMetrics(t)
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{MeterProvider: mt.Provider, Clock: clk, ReplayBuffer: time.Second, FullcallFailover: 5 * time.Second, RealtimeStall: -1})
+	starved, err := m.Start(context.Background(), stereo("starved"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed, err := m.Start(context.Background(), stereo("fed"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := frames(starved, 200); done <- err }()
+	bound := time.After(10 * time.Second) // a bound, not a synchronisation
+	for held := false; !held; {
+		changed := clk.Changed()
+		for _, d := range clk.Timers() {
+			held = held || d == 5*time.Second
+		}
+		if held {
+			break
+		}
+		select {
+		case <-changed:
+		case <-done:
+			t.Fatal("all the audio was taken with its acknowledgements held")
+		case <-bound:
+			t.Fatal("the writer was never held")
+		}
+	}
+	// fed's audio is acknowledged as the clock moves: the instance is
+	// alive. feedAcked waits for the acknowledgement of its last chunk.
+	feedAcked := func() {
+		t.Helper()
+		feed(t, fed, 1, nil)
+		want := fed.fc.lastSeqOf()
+		for deadline := time.Now().Add(10 * time.Second); fed.fc.ackedSeq() < want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("fed's chunk %d never acknowledged", want)
+			}
+			runtime.Gosched()
+		}
+	}
+	for range 3 { // 9 s: past the 5 s window
+		clk.Advance(3 * time.Second)
+		feedAcked()
+		select {
+		case <-starved.Done():
+			t.Fatal("the starved call was ended while its fullcall instance answered another call")
+		case err := <-done:
+			t.Fatalf("the starved call's writer was let go (%v) while fullcall held its audio", err)
+		default:
+		}
+	}
+	if v := mt.Value("calmline.gateway.audio.dropped", "path", "fullcall", "reason", "fullcall_lost"); v != 0 {
+		t.Fatalf("%v bytes given up while the instance answered; want 0", v)
+	}
+	// The instance goes silent: after the window, the call is given up.
+	clk.Advance(5 * time.Second)
+	select {
+	case <-starved.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the starved call was not ended once its instance had been silent for the window")
+	}
+	if v := mt.Value("calmline.gateway.audio.dropped", "path", "fullcall", "reason", "fullcall_lost"); v <= 0 {
+		t.Error("the audio given up was not counted")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	starved.End(context.Background(), fullcallv1.EndReason_END_REASON_ERROR)
+	if _, err := fed.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Errorf("the call fullcall kept up with: %v", err)
+	}
+}
+
+// lastSeqOf and ackedSeq read the link's last chunk's sequence number and
+// what fullcall has acknowledged.
+func (l *fcLink) lastSeqOf() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.lastSeq }
+func (l *fcLink) ackedSeq() uint64  { l.mu.Lock(); defer l.mu.Unlock(); return l.acked }
