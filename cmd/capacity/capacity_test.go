@@ -238,10 +238,10 @@ func TestBandwidth(t *testing.T) {
 	if got := in.EdgeBitsPerSecond(true); got != 160800 {
 		t.Errorf("edge bits/s = %v; want 402 × 8 × 50 = 160,800", got)
 	}
-	// 100 ms chunk: 1600 + 34 bytes in 2 segments of ≤ 1448, 52 bytes of
-	// headers each, 10 chunks a second.
-	if got := in.InternalBitsPerSecond(); got != (1634+2*52)*8*10 {
-		t.Errorf("internal bits/s = %v; want %v", got, (1634+2*52)*8*10)
+	// 200 ms chunk: 3200 + 34 bytes in 3 segments of ≤ 1448, 52 bytes of
+	// headers each, 5 chunks a second.
+	if got := in.InternalBitsPerSecond(); got != (3234+3*52)*8*5 {
+		t.Errorf("internal bits/s = %v; want %v", got, (3234+3*52)*8*5)
 	}
 	p, err := Compute(in, DefaultOptions(), 100000)
 	if err != nil {
