@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
@@ -41,7 +40,6 @@ var (
 // up — whole-call audio is never dropped for want of CPU.
 type fcLink struct {
 	link[*fullcallv1.RecordRequest, *fullcallv1.RecordResponse]
-	maxBytes  int
 	holdBytes int // Options.FullcallBatch's worth of audio; 0: no hold
 
 	// Guarded by mu.
@@ -56,7 +54,7 @@ type fcLink struct {
 	sentAt [16]sentSeq
 	// progress is when (on the manager's clock) fullcall last
 	// acknowledged audio or a stream to it opened, heard when its
-	// instance last answered any call (Manager.instanceHeard; nil before
+	// instance last answered any call (Manager.peerHeard; nil before
 	// a stream opened): the failover window counts from the later.
 	progress time.Time
 	heard    *atomic.Int64
@@ -100,7 +98,6 @@ type fcEntry struct {
 
 func newFCLink(c *Call) *fcLink {
 	l := &fcLink{
-		maxBytes:  c.replayBytes,
 		holdBytes: int(min(c.m.o.FullcallBatch, time.Second).Seconds() * float64(c.format.BytesPerSecond())),
 		progress:  c.m.now(),
 		report:    make(chan *fullcallv1.Report, 1),
@@ -155,7 +152,7 @@ func (l *fcLink) waitRoom(n int) {
 	var start time.Time
 	for {
 		l.mu.Lock()
-		if l.gone || l.bytes == 0 || l.bytes+n <= l.maxBytes {
+		if l.gone || l.bytes == 0 || l.bytes+n <= l.c.replayBytes {
 			l.mu.Unlock()
 			break
 		}
@@ -171,7 +168,7 @@ func (l *fcLink) waitRoom(n int) {
 		now := m.now()
 		if start.IsZero() {
 			start = now
-			l.c.log.Debug("fullcall replay log full; holding the client", "buffer_bytes", l.maxBytes)
+			l.c.log.Debug("fullcall replay log full; holding the client", "buffer_bytes", l.c.replayBytes)
 		}
 		if !now.Before(deadline) {
 			l.giveUp(fmt.Errorf("fullcall acknowledged nothing for %v while the call's replay log was full", m.o.FullcallFailover))
@@ -301,7 +298,7 @@ func (l *fcLink) readyLocked() bool {
 // log (a gap, an event, the close) sends it at once, so the order is kept
 // and nothing waits at the call's end; no timer is involved.
 func (l *fcLink) holdLocked(i int) bool {
-	if l.holdBytes == 0 || i != l.lastAudioLocked() || l.closeReq != nil || 2*l.bytes >= l.maxBytes {
+	if l.holdBytes == 0 || i != l.lastAudioLocked() || l.closeReq != nil || 2*l.bytes >= l.c.replayBytes {
 		return false
 	}
 	e := &l.log[i]
@@ -388,8 +385,7 @@ func (l *fcLink) dial(ctx context.Context, resume bool) (_ fcStream, _ context.C
 		if op == nil {
 			return nil, nil, errors.New("fullcall did not answer open with opened")
 		}
-		if p, ok := peer.FromContext(s.Context()); ok && p.Addr != nil {
-			heard := l.c.m.instanceHeard(p.Addr.String())
+		if heard := l.c.m.peerHeard(s.Context()); heard != nil {
 			heard.Store(l.c.m.now().UnixNano())
 			l.mu.Lock()
 			l.heard = heard

@@ -54,6 +54,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/peer"
 
 	"github.com/calmline/calmline/lib/clock"
 	"github.com/calmline/calmline/lib/rpc"
@@ -252,9 +253,15 @@ func (o *Options) defaults() {
 	}
 }
 
-// instanceHeard returns the clock of when the backend instance (realtime
-// or fullcall) at addr was last heard from.
-func (m *Manager) instanceHeard(addr string) *atomic.Int64 {
+// peerHeard returns the clock of when the backend instance (realtime or
+// fullcall) at the other end of a stream (its context) was last heard
+// from, or nil when the stream does not say who that is.
+func (m *Manager) peerHeard(ctx context.Context) *atomic.Int64 {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return nil
+	}
+	addr := p.Addr.String()
 	if v, ok := m.heard.Load(addr); ok {
 		return v.(*atomic.Int64)
 	}

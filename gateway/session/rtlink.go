@@ -10,7 +10,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"google.golang.org/grpc/peer"
 
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
@@ -264,9 +263,8 @@ func (l *rtLink) open(ctx context.Context, attempt int) (backendStream[*realtime
 		cancel()
 		return nil, nil, err
 	}
-	var heard *atomic.Int64
-	if p, ok := peer.FromContext(s.Context()); ok && p.Addr != nil {
-		heard = l.c.m.instanceHeard(p.Addr.String())
+	heard := l.c.m.peerHeard(s.Context())
+	if heard != nil {
 		heard.CompareAndSwap(0, l.c.m.now().UnixNano())
 	}
 	l.mu.Lock()

@@ -395,23 +395,7 @@ func TestFullcallGoneGivesUpAfterTheFailoverWindow(t *testing.T) {
 	go func() { _, err := frames(c, 200); done <- err }()
 	// Held: the failover deadline is among the clock's timers (the link's
 	// reopening waits on it too).
-	bound := time.After(10 * time.Second) // a bound, not a synchronisation
-	for held := false; !held; {
-		changed := clk.Changed()
-		for _, d := range clk.Timers() {
-			held = held || d == 5*time.Second
-		}
-		if held {
-			break
-		}
-		select {
-		case <-changed:
-		case <-done:
-			t.Fatal("all the audio was taken with fullcall gone")
-		case <-bound:
-			t.Fatal("the writer was never held")
-		}
-	}
+	waitHeld(t, clk, 5*time.Second, done, "all the audio was taken with fullcall gone")
 	select {
 	case <-c.Done():
 		t.Fatal("the call was ended before the failover window passed")
@@ -571,23 +555,7 @@ func TestSlowFullcallHoldsTheClientInsteadOfGivingUp(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := frames(starved, 200); done <- err }()
-	bound := time.After(10 * time.Second) // a bound, not a synchronisation
-	for held := false; !held; {
-		changed := clk.Changed()
-		for _, d := range clk.Timers() {
-			held = held || d == 5*time.Second
-		}
-		if held {
-			break
-		}
-		select {
-		case <-changed:
-		case <-done:
-			t.Fatal("all the audio was taken with its acknowledgements held")
-		case <-bound:
-			t.Fatal("the writer was never held")
-		}
-	}
+	waitHeld(t, clk, 5*time.Second, done, "all the audio was taken with its acknowledgements held")
 	// fed's audio is acknowledged as the clock moves: the instance is
 	// alive. feedAcked waits for the acknowledgement of its last chunk.
 	feedAcked := func() {
@@ -631,6 +599,29 @@ func TestSlowFullcallHoldsTheClientInsteadOfGivingUp(t *testing.T) {
 	starved.End(context.Background(), fullcallv1.EndReason_END_REASON_ERROR)
 	if _, err := fed.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
 		t.Errorf("the call fullcall kept up with: %v", err)
+	}
+}
+
+// waitHeld waits until a call's writer is held for room in its replay log:
+// a timer of the failover window is among the clock's. done closing first
+// (the writer took all its audio) fails the test with taken.
+func waitHeld(t *testing.T, clk *clocktest.Clock, window time.Duration, done <-chan error, taken string) {
+	t.Helper()
+	bound := time.After(10 * time.Second) // a bound, not a synchronisation
+	for {
+		changed := clk.Changed()
+		for _, d := range clk.Timers() {
+			if d == window {
+				return
+			}
+		}
+		select {
+		case <-changed:
+		case <-done:
+			t.Fatal(taken)
+		case <-bound:
+			t.Fatal("the writer was never held")
+		}
 	}
 }
 
