@@ -330,8 +330,11 @@ func TestLegsAreRefusedBeforeTheUpgrade(t *testing.T) {
 		t.Fatalf("second leg of a live call refused: %v", err)
 	}
 	second.MediaStart(false, "2", "ulaw")
-	first.Send(make([]byte, 1600)) // a chunk (200 ms)
-	second.Send(make([]byte, 1600))
+	// Two chunks (400 ms) of each leg: with one (200 ms) the call
+	// sometimes reached fullcall with nothing (seen under -race: the legs
+	// join a moment apart and their audio need not line up on a chunk).
+	first.Send(make([]byte, 3200))
+	second.Send(make([]byte, 3200))
 	f.live(t, "t1")
 	_, err = cl.DialLeg(context.Background(), "t2", RoleCaller, 0, "")
 	var de *DialError
@@ -583,8 +586,8 @@ func TestQueryLabelsBecomeCallLabels(t *testing.T) {
 	}
 	caller.MediaStart(false, "1", "ulaw")
 	agent.MediaStart(false, "2", "ulaw")
-	caller.Send(make([]byte, 1600)) // a chunk (200 ms)
-	agent.Send(make([]byte, 1600))
+	caller.Send(make([]byte, 3200)) // two chunks: see TestLegsAreRefusedBeforeTheUpgrade
+	agent.Send(make([]byte, 3200))
 	f.live(t, "lab")
 	caller.Kill()
 	agent.Kill()
