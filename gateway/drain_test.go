@@ -91,6 +91,9 @@ func startDrainGateway(t *testing.T) *drainGateway {
 	// Live calls go on for the drain timeout, then are ended.
 	o.DrainTimeout = 500 * time.Millisecond
 	o.Session.Pacing.Policy = session.PaceOff // the test sends faster than real time
+	// Chunks end on whole seconds: each call's second reaches the
+	// backends without waiting for the drain.
+	o.Session.ChunkPhase = session.DefaultChunkDuration
 	// A call's first leg waits for its second for longer than the test,
 	// and a leg whose frames the gateway reads late (a slow machine) is
 	// waited for rather than filled with silence: the audio the test

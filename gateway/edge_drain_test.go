@@ -37,6 +37,8 @@ func TestADrainEndsEveryConnectionAlike(t *testing.T) {
 	o.Tenants, o.RealtimeAddr, o.FullcallAddr = reg, b.Realtime.Addr, b.Fullcall.Addr
 	o.DrainTimeout = 100 * time.Millisecond // live calls do not finish: the drain ends them
 	o.Session.Pacing.Policy = session.PaceOff
+	// Chunks end on whole seconds, which the fake realtime scores.
+	o.Session.ChunkPhase = session.DefaultChunkDuration
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)

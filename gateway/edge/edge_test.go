@@ -93,7 +93,9 @@ func start(t *testing.T, p *edge.Protocol, adm ...admitter) *fixture {
 	t.Helper()
 	f := &fixture{b: gatewaytest.StartBackends(t), mt: gatewaytest.NewMetrics(t)}
 	mgr, err := session.NewManager(session.Options{Realtime: f.b.RealtimePool, Fullcall: f.b.FullcallPool, MeterProvider: f.mt.Provider,
-		Pacing: session.Pacing{Policy: session.PaceOff}})
+		Pacing: session.Pacing{Policy: session.PaceOff},
+		// Chunks end on whole seconds, which the fake realtime scores.
+		ChunkPhase: session.DefaultChunkDuration})
 	if err != nil {
 		t.Fatal(err)
 	}

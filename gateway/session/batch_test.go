@@ -9,6 +9,7 @@ import (
 
 	"github.com/calmline/calmline/gateway/gatewaytest"
 	"github.com/calmline/calmline/lib/clock/clocktest"
+	"github.com/calmline/calmline/lib/voice"
 	callv1 "github.com/calmline/calmline/proto/calmline/call/v1"
 	fullcallv1 "github.com/calmline/calmline/proto/calmline/fullcall/v1"
 )
@@ -251,5 +252,88 @@ func receiveChunk(t *testing.T, name string, got chan *callv1.AudioChunk, seq, s
 		}
 	case <-time.After(10 * time.Second): // a bound, not a synchronisation
 		t.Fatalf("chunk %d never reached %s", seq, name)
+	}
+}
+
+// By default chunks end where the voice model can score a second: 160 ms
+// past it (voice.Latency frames), so the audio that completes a second's
+// score leaves with the frame that brings it, not with the next chunk
+// 40 ms later. The first chunk is 160 ms, every later one 200 ms.
+func TestChunksEndWhereTheModelScores(t *testing.T) {
+	if want := time.Duration(voice.Latency) * time.Second / voice.FrameRate; DefaultChunkPhase != want {
+		t.Fatalf("DefaultChunkPhase %v; the voice model's latency is %v", DefaultChunkPhase, want)
+	}
+	rt, fc, rtGot, fcGot := chunkTaps(t)
+	clk := clocktest.New(time.Unix(1_800_000_000, 0))
+	m := manager(t, rt.Addr, fc.Addr, Options{Clock: clk, ChunkPhase: DefaultChunkPhase})
+	c, err := m.Start(context.Background(), stereo("phase"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := func(seq, start, samples uint64) {
+		t.Helper()
+		receiveChunk(t, "realtime", rtGot, seq, start, samples)
+		receiveChunk(t, "fullcall", fcGot, seq, start, samples)
+	}
+	// 20 ms frames (stereo μ-law: 320 bytes) up to 1.16 s, each chunk
+	// received before the next frame: it leaves with its last frame.
+	frame := make([]byte, 320)
+	feed := func(frames int) {
+		t.Helper()
+		for range frames {
+			if err := c.Audio(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	feed(8)
+	both(1, 0, 1280)
+	for i := range 5 {
+		feed(10)
+		both(uint64(i+2), uint64(1280+i*1600), 1600)
+	}
+	// 190 ms more completes nothing; 10 ms more completes 1.36 s.
+	for range 19 {
+		if err := c.Audio(frame[:160]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case ch := <-rtGot:
+		t.Fatalf("chunk %d (%d+%d) sent before its end", ch.Seq, ch.StartSample, len(ch.Data)/2)
+	default:
+	}
+	if err := c.Audio(frame[:160]); err != nil {
+		t.Fatal(err)
+	}
+	both(7, 9280, 1600)
+	if _, err := c.End(context.Background(), fullcallv1.EndReason_END_REASON_HANGUP); err != nil {
+		t.Fatal(err)
+	}
+	if got := fc.Seqs("phase"); len(got) != 7 {
+		t.Errorf("fullcall got chunks %v; want 7", got)
+	}
+
+	// The phase is taken modulo the chunk's duration; the default applies
+	// when none is given, and a negative one is refused.
+	for _, tc := range []struct {
+		chunk, phase time.Duration
+		first        uint64 // samples in the first chunk
+	}{
+		{100 * time.Millisecond, 0, 480},
+		{200 * time.Millisecond, 200 * time.Millisecond, 1600},
+		{time.Second, 0, 1280},
+	} {
+		m, err := NewManager(Options{Realtime: m.o.Realtime, Fullcall: m.o.Fullcall, ChunkDuration: tc.chunk, ChunkPhase: tc.phase})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := m.newCall(stereo("p"), nil)
+		if got := c.chunkEnd(100_000); got == 0 || c.chunkEnd(tc.first-1) != 0 || c.chunkEnd(tc.first) != tc.first {
+			t.Errorf("chunks of %v, phase %v: first chunk not %d samples (chunkEnd(%d) = %d)", tc.chunk, tc.phase, tc.first, tc.first, c.chunkEnd(tc.first))
+		}
+	}
+	if _, err := NewManager(Options{Realtime: m.o.Realtime, Fullcall: m.o.Fullcall, ChunkPhase: -time.Millisecond}); err == nil {
+		t.Error("a negative ChunkPhase was accepted")
 	}
 }

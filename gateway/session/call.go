@@ -106,6 +106,9 @@ type Call struct {
 
 	frameBytes int
 	chunkBytes int
+	// phase is where chunks end: at timeline positions (samples) phase
+	// past a multiple of the chunk's samples.
+	phase uint64
 	// replayBytes is what the call's replay log holds at most
 	// (Options.ReplayBuffer of its audio).
 	replayBytes int
@@ -318,6 +321,7 @@ func (m *Manager) newCall(st Start, ev Events) *Call {
 		attrs:      metric.WithAttributes(attribute.String("tenant", st.Tenant.ID)),
 		frameBytes: fb,
 		chunkBytes: perChunk * fb,
+		phase:      uint64(int64(st.Format.SampleRate)*int64(m.o.ChunkPhase%m.o.ChunkDuration)/int64(time.Second)) % uint64(max(perChunk, 1)),
 		startedAt:  st.StartedAt,
 		clock:      m.now(),
 		aborted:    make(chan struct{}),
@@ -470,16 +474,18 @@ func (c *Call) Audio(data []byte) error {
 		c.pendingStart = c.timeline.Load()
 	}
 	c.pending = append(c.pending, data...)
-	c.timeline.Store(c.pendingStart + uint64(len(c.pending)/c.frameBytes))
+	end := c.pendingStart + uint64(len(c.pending)/c.frameBytes)
+	c.timeline.Store(end)
 	// The chunks this write completes go out together, as one message of
 	// whole chunks (at most a second's worth each): a frame longer than a
 	// chunk (AudioHook's and many PBXs' 200 ms) would otherwise cost a
 	// message per chunk on each link, all sent at the same moment.
-	whole := len(c.pending) / c.chunkBytes * c.chunkBytes
-	if whole == 0 {
+	cut := c.chunkEnd(end)
+	if cut <= c.pendingStart {
 		return nil
 	}
-	c.chunkDone(c.pendingStart + uint64(whole/c.frameBytes))
+	whole := int(cut-c.pendingStart) * c.frameBytes
+	c.chunkDone(cut)
 	limit := c.maxChunkBytes() / c.chunkBytes * c.chunkBytes
 	for whole > 0 {
 		n := min(whole, limit)
@@ -491,6 +497,17 @@ func (c *Call) Audio(data []byte) error {
 		c.pending = append(make([]byte, 0, c.chunkBytes), c.pending...)
 	}
 	return nil
+}
+
+// chunkEnd returns the last chunk end at or before timeline position end
+// (samples), or 0 if none is.
+func (c *Call) chunkEnd(end uint64) uint64 {
+	per := uint64(c.chunkBytes / c.frameBytes)
+	r := (end + per - c.phase) % per
+	if r >= end {
+		return 0
+	}
+	return end - r
 }
 
 // ReadPause returns how long the adapter may leave its connection unread

@@ -151,9 +151,14 @@ type Options struct {
 	Realtime *rpc.Pool
 	Fullcall *rpc.Pool
 	// ChunkDuration is how much audio goes into one chunk (default
-	// DefaultChunkDuration). It should divide a second, so that each
-	// second's last chunk ends with it.
+	// DefaultChunkDuration). It should divide a second.
 	ChunkDuration time.Duration
+	// ChunkPhase places the chunks on the call's timeline: each ends
+	// ChunkPhase past a multiple of ChunkDuration (taken modulo
+	// ChunkDuration; the first chunk is that much shorter). Zero means
+	// DefaultChunkPhase; ChunkDuration itself puts the ends on whole
+	// multiples.
+	ChunkPhase time.Duration
 	// RealtimeQueue bounds the audio waiting for realtime; past it the
 	// oldest is dropped and counted (default 2 s).
 	RealtimeQueue time.Duration
@@ -220,6 +225,9 @@ func (o *Options) defaults() {
 	if o.ChunkDuration == 0 {
 		o.ChunkDuration = DefaultChunkDuration
 	}
+	if o.ChunkPhase == 0 {
+		o.ChunkPhase = DefaultChunkPhase
+	}
 	if o.RealtimeQueue == 0 {
 		o.RealtimeQueue = 2 * time.Second
 	}
@@ -272,13 +280,19 @@ func (m *Manager) peerHeard(ctx context.Context) *atomic.Int64 {
 // DefaultReplayBuffer is Options.ReplayBuffer's default.
 const DefaultReplayBuffer = 30 * time.Second
 
-// DefaultChunkDuration is Options.ChunkDuration's default: 200 ms, which
-// delays no score. The voice model scores a second once it has 160 ms of
-// audio beyond it, so a second's score waits for the chunk that ends
-// 200 ms after it whether chunks are 100 or 200 ms long; 200 ms chunks
-// halve the messages to each backend and the reads of a paced
-// connection (Call.ReadPause).
+// DefaultChunkDuration is Options.ChunkDuration's default: 200 ms. With
+// DefaultChunkPhase it delays no score, and it sends half the messages
+// to each backend, and needs half the reads of a paced connection
+// (Call.ReadPause), that 100 ms chunks would.
 const DefaultChunkDuration = 200 * time.Millisecond
+
+// DefaultChunkPhase is Options.ChunkPhase's default: the voice model's
+// latency (lib/voice.Latency frames of 10 ms). The model scores a second
+// once it has 160 ms of audio beyond it; chunks ending 160 ms past each
+// second hand realtime that audio the moment the client has sent it,
+// where chunks ending on the second would hold it back until the next
+// chunk ends (40 ms later with 200 ms chunks).
+const DefaultChunkPhase = 160 * time.Millisecond
 
 // Manager starts calls and keeps count of them per tenant.
 type Manager struct {
@@ -321,6 +335,9 @@ func NewManager(o Options) (*Manager, error) {
 	}
 	if o.ChunkDuration < 20*time.Millisecond || o.ChunkDuration > 2*time.Second {
 		return nil, fmt.Errorf("session: ChunkDuration %v outside [20ms, 2s]", o.ChunkDuration)
+	}
+	if o.ChunkPhase < 0 {
+		return nil, fmt.Errorf("session: negative ChunkPhase %v", o.ChunkPhase)
 	}
 	switch o.Pacing.Policy {
 	case PaceThrottle, PaceRefuse, PaceOff:

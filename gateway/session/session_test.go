@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"runtime"
@@ -60,6 +61,11 @@ func manager(t testing.TB, realtime, fullcall string, o Options) *Manager {
 	if o.Pacing.Policy == "" {
 		// Tests feed audio far faster than real time; pacing has its own.
 		o.Pacing.Policy = PaceOff
+	}
+	if o.ChunkPhase == 0 {
+		// Chunks on whole multiples of their duration, which the tests
+		// count; TestChunksEndWhereTheModelScores has the default phase.
+		o.ChunkPhase = cmp.Or(o.ChunkDuration, DefaultChunkDuration)
 	}
 	m, err := NewManager(o)
 	if err != nil {

@@ -20,6 +20,7 @@ func main() {
 	fs.StringVar(&o.FullcallAddr, "fullcall", "127.0.0.1:9092", "fullcall gRPC address (host:port, comma-separated list or dns:///name:port)")
 	fs.IntVar(&o.PoolSize, "pool-size", o.PoolSize, "HTTP/2 connections per backend address")
 	fs.DurationVar(&o.Session.ChunkDuration, "chunk", 0, "audio per chunk sent to the backends (default 200ms; should divide a second)")
+	fs.DurationVar(&o.Session.ChunkPhase, "chunk-phase", 0, "where chunks end past each multiple of --chunk (default 160ms: the voice model's latency, so no score waits for a chunk)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "how long live calls may go on after SIGTERM before they are closed with 1001")
 	gf.Register(fs)
 	df.Register(fs, true)
