@@ -297,8 +297,8 @@ func TestWriteTable(t *testing.T) {
 	if f := strings.Fields(lines[2]); f[0] != "100,000" || f[8] != "16.1" {
 		t.Errorf("100,000 row = %q; want calls first and 16.1 Gbit/s at the edge", lines[2])
 	}
-	if !strings.Contains(b.String(), "150 calls: next bottleneck: one machine running everything (measured) (37.5 %)") {
-		t.Errorf("no next-bottleneck line for 150 calls (150 of the 400 one machine passed) in:\n%s", b.String())
+	if !strings.Contains(b.String(), "150 calls: next bottleneck: one machine running everything (measured) (25.0 %)") {
+		t.Errorf("no next-bottleneck line for 150 calls (150 of the 600 one machine passed) in:\n%s", b.String())
 	}
 }
 
