@@ -131,6 +131,8 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 		}),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithDefaultCallOptions(callOpts...),
+		grpc.WithStaticStreamWindowSize(service.StreamWindow),
+		grpc.WithStaticConnWindowSize(service.ConnWindow),
 	)
 	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {

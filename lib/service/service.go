@@ -179,6 +179,8 @@ func NewHost(o Options) *Host {
 			}),
 			grpc.KeepaliveParams(serverParams(o)),
 			grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
+			grpc.StaticStreamWindowSize(StreamWindow),
+			grpc.StaticConnWindowSize(ConnWindow),
 			grpc.ChainUnaryInterceptor(o.UnaryInterceptors...),
 			grpc.ChainStreamInterceptor(o.StreamInterceptors...),
 		)...),
@@ -444,3 +446,18 @@ func propagatorOrDefault(p propagation.TextMapPropagator) propagation.TextMapPro
 	}
 	return p
 }
+
+// StreamWindow and ConnWindow are the HTTP/2 flow-control windows of every
+// gRPC connection between the services, client and server side: fixed,
+// which turns off gRPC's bandwidth-delay estimation. That estimation sends
+// a PING (and a WINDOW_UPDATE) whenever data arrives with no PING
+// outstanding, and is answered by another: with audio chunks spaced wider
+// than the loopback or LAN round trip, that is two more frames, each a
+// write and a read, for every chunk. A stream's window is gRPC's initial
+// 64 KiB (4 s of a stereo G.711 call): a realtime that stops reading still
+// blocks the gateway's sends after that much, so its queue drops what it
+// cannot score. The connection's, 4 MiB, is shared by the calls on it.
+const (
+	StreamWindow = 64 << 10
+	ConnWindow   = 4 << 20
+)
