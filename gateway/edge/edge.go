@@ -233,7 +233,11 @@ func (e *Edge) Handler(p *Protocol) http.Handler {
 	p.Start.defaults()
 	p.Idle.defaults()
 	return &handler{e: e, p: p, up: websocket.Upgrader{
-		ReadBufferSize:  1024,
+		// A paced connection is read a chunk at a time: the frames that
+		// arrived meanwhile (200 ms of stereo G.711 ≈ 3.4 kB) come in
+		// with one read, not one per kilobyte
+		// (TestFramesThatArriveTogetherAreReadTogether).
+		ReadBufferSize:  4096,
 		WriteBufferSize: 1024,
 		WriteBufferPool: &writePool, // idle connections hold no write buffer
 		Subprotocols:    p.Subprotocols,
