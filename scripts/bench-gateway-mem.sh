@@ -65,10 +65,10 @@ fc_conns=$(conns "${ADDR_fullcall##*:}")
 # syscr/syscw: its read and write system calls (/proc/PID/io), which the
 # load on the machine does not change.
 c0=$(cpu_ticks "$gw"); t0=$(date +%s.%N)
-read -r r0 w0 < <(awk '/^syscr/ { r = $2 } /^syscw/ { w = $2 } END { print r, w }' "/proc/$gw/io")
+read -r r0 w0 < <(syscalls "$gw")
 sleep 20
 c1=$(cpu_ticks "$gw"); t1=$(date +%s.%N)
-read -r r1 w1 < <(awk '/^syscr/ { r = $2 } /^syscw/ { w = $2 } END { print r, w }' "/proc/$gw/io")
+read -r r1 w1 < <(syscalls "$gw")
 gw_cpu=$(awk -v c="$((c1 - c0))" -v t="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * c / t / (b - a) }')
 load=$(loadavg)
 wait "$lg" || true

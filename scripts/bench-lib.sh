@@ -75,6 +75,10 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # cpu_ticks PID: user + system CPU time in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# syscalls PID: the read-like and write-like system calls the process has
+# made (/proc/PID/io syscr, syscw).
+syscalls() { awk '/^syscr:/ { r = $2 } /^syscw:/ { w = $2 } END { print r, w }' "/proc/$1/io"; }
+
 # conns PORT: established TCP connections to a local port (the client
 # side: the gateway's connections to a backend).
 conns() { ss -Htn state established "( dport = :$1 )" | wc -l; }

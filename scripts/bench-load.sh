@@ -79,8 +79,10 @@ for N in "${LEVELS[@]}"; do
 	t0=$(date +%s.%N)
 	c0=$(cpu_ticks "$pid")
 	lc0=$(cpu_ticks "$lg")
+	read -r sr0 sw0 < <(syscalls "$pid")
 	sleep "$WINDOW"
 	c1=$(cpu_ticks "$pid")
+	read -r sr1 sw1 < <(syscalls "$pid")
 	lc1=$(cpu_ticks "$lg")
 	t1=$(date +%s.%N)
 	rss1=$(rss_kib "$pid")
@@ -136,6 +138,7 @@ for N in "${LEVELS[@]}"; do
 		"$rt_conns" "$fc_conns" "$lcpu" "$load" | tee -a "$OUT/summary.txt"
 	{
 		echo "N=$N model=$model live_at_sample=$live stack_cpu_pct=$cpu rss0_kib=$rss0 rss1_kib=$rss1 heap0=$heap0 heap1=$heap1 goroutines=$goroutines"
+		echo "stack system calls per call per second: $(awk -v r="$((sr1 - sr0))" -v w="$((sw1 - sw0))" -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f reads, %.1f writes", r / n / s, w / n / s }')"
 		echo "dropped_audio_bytes: $(grep '^calmline_gateway_audio_dropped_bytes_total' "$DIR/metrics.txt" | tr '\n' ' ')"
 		echo "loadgen errors: $(jq -c .errors "$j") reports: $(jq -c .reports "$j") late_frames: $(jq .late_frames "$j")"
 	} >>"$DIR/detail.txt"
