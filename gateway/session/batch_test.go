@@ -193,11 +193,7 @@ func TestLongFramesGoOutAsOneMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	both := func(seq, start, samples uint64) {
-		t.Helper()
-		receiveChunk(t, "realtime", rtGot, seq, start, samples)
-		receiveChunk(t, "fullcall", fcGot, seq, start, samples)
-	}
+	both := receiveBoth(t, rtGot, fcGot)
 	// 200 ms frames (stereo μ-law: 3,200 bytes), two chunks each.
 	frame := make([]byte, 3200)
 	for i := range 4 {
@@ -241,6 +237,16 @@ func chunkTaps(t *testing.T) (rt *gatewaytest.Realtime, fc *gatewaytest.Fullcall
 	return rt, fc, rtGot, fcGot
 }
 
+// receiveBoth returns a check that both backends received the next chunk
+// as receiveChunk describes it.
+func receiveBoth(t *testing.T, rtGot, fcGot chan *callv1.AudioChunk) func(seq, start, samples uint64) {
+	return func(seq, start, samples uint64) {
+		t.Helper()
+		receiveChunk(t, "realtime", rtGot, seq, start, samples)
+		receiveChunk(t, "fullcall", fcGot, seq, start, samples)
+	}
+}
+
 // receiveChunk waits for the next chunk name's backend received and checks
 // its sequence number, start and length (stereo 8-bit samples).
 func receiveChunk(t *testing.T, name string, got chan *callv1.AudioChunk, seq, start, samples uint64) {
@@ -270,11 +276,7 @@ func TestChunksEndWhereTheModelScores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	both := func(seq, start, samples uint64) {
-		t.Helper()
-		receiveChunk(t, "realtime", rtGot, seq, start, samples)
-		receiveChunk(t, "fullcall", fcGot, seq, start, samples)
-	}
+	both := receiveBoth(t, rtGot, fcGot)
 	// 20 ms frames (stereo μ-law: 320 bytes) up to 1.16 s, each chunk
 	// received before the next frame: it leaves with its last frame.
 	frame := make([]byte, 320)
